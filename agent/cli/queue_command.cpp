@@ -1,0 +1,265 @@
+// tank queue stats | peek | verify: look into the queue, also while the agent runs (LMDB lets
+// a second process read a consistent snapshot without disturbing the writer).
+
+#include <openssl/evp.h>
+
+#include <iostream>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "cli/args.hpp"
+#include "cli/commands.hpp"
+#include "common/clock.hpp"
+#include "common/fs.hpp"
+#include "common/strings.hpp"
+#include "common/units.hpp"
+#include "engine/agent_config.hpp"
+#include "queue/queue.hpp"
+#include "queue/verify.hpp"
+
+namespace tank::cli {
+namespace {
+
+namespace json = boost::json;
+
+const char* kUsage =
+    "Usage: tank queue stats [-c FILE | --data-dir DIR] [--json]\n"
+    "       tank queue peek [N] [-c FILE | --data-dir DIR] [--json] [--full]\n"
+    "       tank queue verify [-c FILE | --data-dir DIR]\n";
+
+const char* kHelp =
+    "\nLooks into the write-ahead queue in <data_dir>/queue, also while tank runs.\n\n"
+    "  stats        records, bytes, disk use, oldest record, each consumer's position and lag\n"
+    "  peek [N]     the oldest N records (default 10)\n"
+    "  verify       reads every page and record, as tank does after an unclean reboot\n\n"
+    "  -c, --config FILE   take data_dir from this configuration (default: the embedded one)\n"
+    "  --data-dir DIR      use this data directory\n"
+    "  --json              machine-readable output (one JSON object; NDJSON for peek)\n"
+    "  --full              peek: print whole payloads (default: the first 200 bytes)\n"
+    "  -h, --help          this help\n\n"
+    "With queue.mode = \"memory\", records held in the running agent's RAM are not visible here.\n"
+    "Exit codes: 0 ok, 1 the queue cannot be read (or verify found damage), 2 usage error.\n";
+
+struct Target {
+  std::filesystem::path data_dir;
+  std::uint64_t max_disk_bytes = 0;  // 0 when unknown (--data-dir)
+};
+
+std::optional<Target> resolve(const ParsedArgs& args, const plugin::Registry& plugins, int* exit_code) {
+  Target t;
+  if (auto dir = args.value("--data-dir")) {
+    t.data_dir = *dir;
+    return t;
+  }
+  config::Schema schema = engine::build_schema(plugins);
+  std::filesystem::path path = args.value("--config").value_or("");
+  config::LoadResult result = engine::load_configuration(path, schema);
+  if (!result.document) {
+    for (const auto& d : result.diagnostics.sorted()) std::cerr << d.to_string() << "\n";
+    *exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  t.data_dir = engine::agent_settings(*result.document).data_dir;
+  t.max_disk_bytes = result.document->section("queue").size("max_disk_bytes");
+  return t;
+}
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (std::size_t j = 1; j < n; ++j) {
+      if ((static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+std::string base64(std::string_view s) {
+  std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()),
+                          static_cast<int>(s.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::string age_text(std::int64_t ingest_ns) {
+  if (ingest_ns <= 0) return "-";
+  std::int64_t age = system_clock().wall_ns() - ingest_ns;
+  if (age < 0) age = 0;
+  return fmt::format("{} ({:.1f}s ago)", fs::rfc3339_utc(ingest_ns), static_cast<double>(age) / 1e9);
+}
+
+int stats(queue::Queue& q, const Target& t, bool as_json) {
+  queue::Stats s = q.stats();
+  if (as_json) {
+    json::object o;
+    o["dir"] = (t.data_dir / "queue").string();
+    o["records"] = s.records;
+    o["bytes"] = s.bytes;
+    o["disk_used_bytes"] = s.disk_used_bytes;
+    o["file_bytes"] = s.file_bytes;
+    if (t.max_disk_bytes != 0) o["disk_limit_bytes"] = t.max_disk_bytes;
+    o["first_seq"] = s.first_seq;
+    o["last_seq"] = s.last_seq;
+    o["next_seq"] = s.next_seq;
+    o["oldest_ingest_time"] = s.oldest_ingest_ns > 0 ? json::value(fs::rfc3339_utc(s.oldest_ingest_ns)) : nullptr;
+    json::array consumers;
+    for (const auto& c : s.consumers) {
+      json::object co;
+      co["name"] = c.name;
+      co["acked"] = c.acked;
+      co["lag_records"] = c.lag_records;
+      co["oldest_unacknowledged_time"] =
+          c.oldest_unacked_ns > 0 ? json::value(fs::rfc3339_utc(c.oldest_unacked_ns)) : nullptr;
+      consumers.push_back(std::move(co));
+    }
+    o["consumers"] = std::move(consumers);
+    std::cout << json::serialize(o) << "\n";
+    return kExitOk;
+  }
+  std::cout << fmt::format("queue      {}\n", (t.data_dir / "queue").string());
+  std::cout << fmt::format("records    {} ({})\n", s.records, units::human_size(s.bytes));
+  std::cout << fmt::format("disk       {} used{}; file {}\n", units::human_size(s.disk_used_bytes),
+                           t.max_disk_bytes ? " of " + units::human_size(t.max_disk_bytes) : std::string(),
+                           units::human_size(s.file_bytes));
+  std::cout << fmt::format("oldest     {}\n", age_text(s.oldest_ingest_ns));
+  std::cout << fmt::format("sequence   first {}, last {}, next {}\n", s.first_seq, s.last_seq, s.next_seq);
+  if (s.consumers.empty()) {
+    std::cout << "consumers  (none: records stay until an output reads them)\n";
+  } else {
+    std::cout << "consumers\n";
+    for (const auto& c : s.consumers) {
+      std::cout << fmt::format("  {:<20} acknowledged up to {}, lag {} records, oldest unacknowledged {}\n", c.name,
+                               c.acked, c.lag_records, age_text(c.oldest_unacked_ns));
+    }
+  }
+  return kExitOk;
+}
+
+int peek(queue::Queue& q, std::size_t n, bool as_json, bool full) {
+  std::uint64_t after = 0;
+  std::size_t shown = 0;
+  while (shown < n) {
+    queue::ReadLimits limits;
+    limits.max_records = std::min<std::size_t>(n - shown, 1000);
+    queue::ReadBatch batch = q.read(after, limits);
+    if (batch.empty()) break;
+    for (const auto& r : batch.records()) {
+      if (as_json) {
+        json::object o;
+        o["seq"] = r.seq;
+        o["ingest_time"] = fs::rfc3339_utc(r.ingest_ns);
+        o["input"] = valid_utf8(r.input) ? json::value(r.input) : json::value(base64(r.input));
+        json::object attrs;
+        r.for_each_attribute([&](std::string_view k, std::string_view v) {
+          std::string key = valid_utf8(k) ? std::string(k) : base64(k);
+          attrs[key] = valid_utf8(v) ? json::value(v) : json::value(base64(v));
+        });
+        o["attributes"] = std::move(attrs);
+        if (valid_utf8(r.payload)) {
+          o["payload"] = r.payload;
+        } else {
+          o["payload_base64"] = base64(r.payload);
+        }
+        std::cout << json::serialize(o) << "\n";
+      } else {
+        std::string attrs;
+        r.for_each_attribute([&](std::string_view k, std::string_view v) {
+          attrs += fmt::format(" {}={}", strings::printable(k, 64), strings::printable(v, 200));
+        });
+        std::cout << fmt::format("#{} {} input={}{} {} B: {}\n", r.seq, fs::rfc3339_utc(r.ingest_ns),
+                                 strings::printable(r.input, 64), attrs, r.payload.size(),
+                                 strings::printable(r.payload, full ? r.payload.size() : 200));
+      }
+      ++shown;
+    }
+    after = batch.scanned_to();
+  }
+  if (!as_json && shown == 0) std::cout << "(the queue is empty)\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int queue_command(std::span<const std::string> argv, const plugin::Registry& plugins) {
+  static const OptionSpec kOptions[] = {
+      {{"-c", "--config"}, true},
+      {{"--data-dir"}, true},
+      {{"--json"}, false},
+      {{"--full"}, false},
+      {{"-h", "--help"}, false},
+  };
+  ParsedArgs args = parse_args(argv, kOptions);
+  if (args.has("--help")) {
+    std::cout << kUsage << kHelp;
+    return kExitOk;
+  }
+  auto usage_error = [&](const std::string& why) {
+    std::cerr << "tank queue: " << why << "\n" << kUsage;
+    return kExitUsage;
+  };
+  if (!args.error.empty()) return usage_error(args.error);
+  if (args.positional.empty()) return usage_error("which one: stats, peek or verify?");
+  const std::string& sub = args.positional[0];
+  if (sub != "stats" && sub != "peek" && sub != "verify") {
+    std::vector<std::string> subs{"stats", "peek", "verify"};
+    auto suggestion = strings::closest(sub, subs);
+    return usage_error(fmt::format("unknown subcommand \"{}\"{}", sub,
+                                   suggestion ? fmt::format(" (did you mean \"{}\"?)", *suggestion) : ""));
+  }
+  std::size_t n = 10;
+  if (sub == "peek" && args.positional.size() == 2) {
+    try {
+      std::size_t used = 0;
+      long long v = std::stoll(args.positional[1], &used);
+      if (used != args.positional[1].size() || v <= 0) throw std::invalid_argument("n");
+      n = static_cast<std::size_t>(v);
+    } catch (...) {
+      return usage_error(fmt::format("N must be a positive number, got \"{}\"", args.positional[1]));
+    }
+  } else if (args.positional.size() > 1) {
+    return usage_error(fmt::format("unexpected argument \"{}\"", args.positional.back()));
+  }
+  if (args.has("--data-dir") && args.has("--config")) return usage_error("give -c or --data-dir, not both");
+
+  int exit_code = kExitOk;
+  auto target = resolve(args, plugins, &exit_code);
+  if (!target) return exit_code;
+  std::filesystem::path dir = target->data_dir / "queue";
+
+  if (sub == "verify") {
+    queue::VerifyResult r = queue::verify_in_child(dir, queue::Verification::full, queue::verification_timeout(dir));
+    switch (r.outcome) {
+      case queue::VerifyResult::Outcome::ok:
+        std::cout << fmt::format("{}: sound\n", dir.string());
+        return kExitOk;
+      case queue::VerifyResult::Outcome::damaged:
+        std::cout << fmt::format("{}: DAMAGED: {}\n(tank moves a damaged queue aside when it starts; see "
+                                 "docs/operations.md)\n",
+                                 dir.string(), r.problem);
+        return kExitFailure;
+      case queue::VerifyResult::Outcome::inaccessible:
+      case queue::VerifyResult::Outcome::newer_format:
+        std::cerr << fmt::format("{}: {}\n", dir.string(), r.problem);
+        return kExitFailure;
+    }
+  }
+  try {
+    auto q = queue::Queue::open_read_only(dir, system_clock());
+    if (sub == "stats") return stats(*q, *target, args.has("--json"));
+    return peek(*q, n, args.has("--json"), args.has("--full"));
+  } catch (const queue::OpenError& e) {
+    std::cerr << "tank queue: " << e.what() << "\n";
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::cerr << "tank queue: reading the queue failed: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace tank::cli

@@ -1,0 +1,31 @@
+#pragma once
+
+// Small string helpers shared by the configuration and the command line.
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tank::strings {
+
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions), case-sensitive.
+std::size_t edit_distance(std::string_view a, std::string_view b);
+
+// The candidate closest to `word`, if it is close enough to be what the user meant: at most
+// one edit for words of up to 4 characters, otherwise two edits or a third of the word's length,
+// whichever is more.
+// Case differences count as half an edit, so "Fsync" suggests "fsync".
+std::optional<std::string> closest(std::string_view word, std::span<const std::string> candidates);
+std::optional<std::string> closest(std::string_view word, std::span<const std::string_view> candidates);
+
+// "a", "a or b", "a, b or c" (each item quoted when `quote`).
+std::string join_alternatives(std::span<const std::string> items, bool quote = true);
+
+// Renders `bytes` for a terminal: printable ASCII as is, everything else as \xNN, at most
+// `limit` bytes shown, followed by "..." when cut.
+std::string printable(std::string_view bytes, std::size_t limit);
+
+}  // namespace tank::strings

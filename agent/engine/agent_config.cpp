@@ -1,0 +1,161 @@
+#include "engine/agent_config.hpp"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "queue/queue_config.hpp"
+
+namespace tank::engine {
+namespace {
+
+using config::Option;
+using config::Type;
+
+constexpr std::string_view kLogLevels[] = {"debug", "info", "warn", "error"};
+constexpr std::string_view kLogFormats[] = {"auto", "text", "journal", "json"};
+
+const Option kAgentOptions[] = {
+    {.name = "id",
+     .type = Type::string,
+     .default_value = "",
+     .description = "Names this agent in idempotency keys, metrics and logs: letters, digits, '.', '_' and '-', at "
+                    "most 64.",
+     .default_note = "the host name"},
+    {.name = "data_dir",
+     .type = Type::string,
+     .default_value = "\"/var/lib/tank\"",
+     .description = "Directory for the queue (data_dir/queue), the run state (data_dir/run.json) and the lock "
+                    "that keeps a second tank out. Created if missing; must be writable."},
+    {.name = "log_level",
+     .type = Type::choice,
+     .default_value = "\"info\"",
+     .description = "The least severe log lines written.",
+     .choices = kLogLevels},
+    {.name = "log_format",
+     .type = Type::choice,
+     .default_value = "\"auto\"",
+     .description = "\"text\": time-stamped lines for people; \"journal\": lines with <N> syslog priority prefixes "
+                    "for journald; \"json\": one JSON object per line for log shippers; \"auto\": journal under "
+                    "systemd (JOURNAL_STREAM set), text otherwise.",
+     .choices = kLogFormats},
+};
+
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void check_agent(const config::SectionValues& values, config::Diagnostics& diagnostics) {
+  if (values.has("id") && !valid_id(values.string("id"))) {
+    diagnostics.error(values.location_of("id"), "agent.id",
+                      fmt::format("\"{}\" is not a valid id: use 1 to 64 letters, digits, '.', '_' or '-'",
+                                  values.string("id")));
+  }
+  if (values.string("data_dir").empty()) {
+    diagnostics.error(values.location_of("data_dir"), "agent.data_dir", "must not be empty");
+  }
+}
+
+const config::Section kAgentSection{
+    .path = "agent",
+    .summary = "Who this agent is and where it keeps its state.",
+    .options = kAgentOptions,
+    .repeated = false,
+    .check = check_agent,
+};
+
+const Option kMetricsOptions[] = {
+    {.name = "enabled",
+     .type = Type::boolean,
+     .default_value = "true",
+     .description = "Serve /metrics (Prometheus text format), /healthz and /readyz."},
+    {.name = "listen",
+     .type = Type::string,
+     .default_value = "\"127.0.0.1:9464\"",
+     .description = "Address to serve on, \"host:port\" (\"[::1]:9464\" for IPv6; port 0 picks a free port, "
+                    "which tank logs and writes to data_dir/run.json)."},
+};
+
+void check_metrics(const config::SectionValues& values, config::Diagnostics& diagnostics) {
+  std::string error;
+  if (!metrics::parse_listen_address(values.string("listen"), &error)) {
+    diagnostics.error(values.location_of("listen"), "metrics.listen", error);
+  }
+}
+
+const config::Section kMetricsSection{
+    .path = "metrics",
+    .summary = "tank's own HTTP endpoint: /metrics for Prometheus, /healthz (the process works) and /readyz "
+               "(started and not stopping).",
+    .options = kMetricsOptions,
+    .repeated = false,
+    .check = check_metrics,
+};
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "tank";
+  std::string out;
+  for (char c : std::string_view(buf)) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    out.push_back(ok ? c : '-');
+  }
+  if (out.size() > 64) out.resize(64);
+  return out;
+}
+
+}  // namespace
+
+const config::Section& agent_section() { return kAgentSection; }
+const config::Section& metrics_section() { return kMetricsSection; }
+
+config::Schema build_schema(const plugin::Registry& plugins) {
+  config::Schema schema;
+  schema.sections.push_back(&kAgentSection);
+  schema.sections.push_back(&queue::config_section());
+  schema.sections.push_back(&kMetricsSection);
+  for (const auto& d : plugins.all()) schema.sections.push_back(d.section);
+  return schema;
+}
+
+config::LoadResult load_configuration(const std::filesystem::path& path, const config::Schema& schema,
+                                      const config::LoadOptions& options) {
+  if (path.empty()) return config::load_text(default_config_text(), std::string(kDefaultConfigName), schema, options);
+  return config::load_file(path, schema, options);
+}
+
+AgentSettings agent_settings(const config::Document& document) {
+  const auto& v = document.section("agent");
+  AgentSettings s;
+  s.id = v.has("id") ? v.string("id") : host_name();
+  s.data_dir = v.string("data_dir");
+  const std::string& level = v.choice("log_level");
+  s.log.level = level == "debug" ? log::Level::debug
+                : level == "warn" ? log::Level::warn
+                : level == "error" ? log::Level::error
+                                   : log::Level::info;
+  const std::string& format = v.choice("log_format");
+  s.log.format = format == "text"      ? log::Format::text
+                 : format == "journal" ? log::Format::journal
+                 : format == "json"    ? log::Format::json
+                                       : log::default_format();
+  return s;
+}
+
+MetricsSettings metrics_settings(const config::Document& document) {
+  const auto& v = document.section("metrics");
+  MetricsSettings s;
+  s.enabled = v.boolean("enabled");
+  std::string error;
+  if (auto a = metrics::parse_listen_address(v.string("listen"), &error)) s.listen = *a;
+  return s;
+}
+
+}  // namespace tank::engine

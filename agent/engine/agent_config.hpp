@@ -1,0 +1,47 @@
+#pragma once
+
+// The [agent] and [metrics] sections, the schema of a whole configuration file, and the
+// embedded default configuration (config/default.toml).
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "common/log.hpp"
+#include "config/document.hpp"
+#include "config/loader.hpp"
+#include "config/schema.hpp"
+#include "metrics/listen_address.hpp"
+#include "plugin/registry.hpp"
+
+namespace tank::engine {
+
+const config::Section& agent_section();
+const config::Section& metrics_section();
+
+// Core sections first ([agent], [queue], [metrics]), then every plugin in `plugins`.
+config::Schema build_schema(const plugin::Registry& plugins);
+
+// The text of config/default.toml, compiled into the binary.
+std::string_view default_config_text();
+inline constexpr std::string_view kDefaultConfigName = "<embedded default>";
+
+// Loads `path`, or the embedded default when `path` is empty.
+config::LoadResult load_configuration(const std::filesystem::path& path, const config::Schema& schema,
+                                      const config::LoadOptions& options = {});
+
+struct AgentSettings {
+  std::string id;                 // agent.id, or the host name
+  std::filesystem::path data_dir;
+  log::Config log;
+};
+AgentSettings agent_settings(const config::Document& document);
+
+struct MetricsSettings {
+  bool enabled = true;
+  metrics::ListenAddress listen;
+};
+MetricsSettings metrics_settings(const config::Document& document);
+
+}  // namespace tank::engine

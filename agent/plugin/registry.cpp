@@ -1,0 +1,45 @@
+#include "plugin/registry.hpp"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace tank::plugin {
+
+std::string_view kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::input: return "input";
+    case Kind::processor: return "processor";
+    case Kind::output: return "output";
+  }
+  return "?";
+}
+
+std::string_view kind_section(Kind kind) {
+  switch (kind) {
+    case Kind::input: return "inputs";
+    case Kind::processor: return "processors";
+    case Kind::output: return "outputs";
+  }
+  return "?";
+}
+
+void Registry::add(const Descriptor& d) {
+  if (find(d.kind, d.name) != nullptr) {
+    throw std::logic_error(fmt::format("{} plugin \"{}\" registered twice", kind_name(d.kind), d.name));
+  }
+  std::string expected = fmt::format("{}.{}", kind_section(d.kind), d.name);
+  if (d.section == nullptr || d.section->path != expected || !d.section->repeated) {
+    throw std::logic_error(fmt::format("plugin \"{}\" must declare a repeated section \"{}\"", d.name, expected));
+  }
+  plugins_.push_back(d);
+}
+
+const Descriptor* Registry::find(Kind kind, std::string_view name) const {
+  for (const auto& d : plugins_) {
+    if (d.kind == kind && d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+}  // namespace tank::plugin

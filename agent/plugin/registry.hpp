@@ -1,0 +1,45 @@
+#pragma once
+
+// The plugins compiled into this tank binary.
+//
+// plugins/CMakeLists.txt lists every plugin explicitly and generates register_builtin(), which
+// calls each plugin's registration function in turn. There is no registration by static
+// initialisers, so a static link keeps every plugin.
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/schema.hpp"
+
+namespace tank::plugin {
+
+enum class Kind { input, processor, output };
+
+std::string_view kind_name(Kind kind);  // "input", "processor", "output"
+std::string_view kind_section(Kind kind);  // "inputs", "processors", "outputs"
+
+struct Descriptor {
+  Kind kind;
+  std::string_view name;           // "mqtt"
+  const config::Section* section;  // its options; section->path is "inputs.mqtt"
+  std::string_view summary;
+};
+
+class Registry {
+ public:
+  // Adds a plugin. Throws std::logic_error for a duplicate (kind, name) or a section whose path
+  // is not "<kind section>.<name>" or is not marked repeated.
+  void add(const Descriptor& descriptor);
+  std::span<const Descriptor> all() const { return plugins_; }
+  const Descriptor* find(Kind kind, std::string_view name) const;
+
+ private:
+  std::vector<Descriptor> plugins_;
+};
+
+// Registers every plugin compiled in (generated from plugins/CMakeLists.txt).
+void register_builtin(Registry& registry);
+
+}  // namespace tank::plugin

@@ -1,0 +1,1261 @@
+#include "queue/queue.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/fs.hpp"
+#include "common/units.hpp"
+#include "queue/lmdb.hpp"
+#include "queue/queue_metrics.hpp"
+#include "queue/verify.hpp"
+
+namespace tank::queue {
+namespace {
+
+constexpr const char* kComponent = "queue";
+constexpr std::uint64_t kPageHeader = 16;  // LMDB's PAGEHDRSZ
+constexpr std::uint64_t kNodeHeader = 8;   // LMDB's NODESIZE
+constexpr std::uint64_t kKeyBytes = 8;
+// In memory mode, sequence numbers are reserved in LMDB this many at a time, so numbers given
+// to records that a crash loses are never given again.
+constexpr std::uint64_t kSeqReservation = 1 << 20;
+// Per-record bookkeeping of the memory tier (its end offset), counted against max_memory_bytes.
+constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
+
+std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
+
+MDB_stat stat_of(MDB_txn* txn, MDB_dbi dbi) {
+  MDB_stat st{};
+  lmdb::check(mdb_stat(txn, dbi, &st), "mdb_stat");
+  return st;
+}
+
+std::uint64_t pages_of(const MDB_stat& st) { return st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages; }
+
+void put_meta(MDB_txn* txn, MDB_dbi meta, std::string_view key, std::uint64_t value) {
+  std::string encoded = lmdb::encode_u64(value);
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v = lmdb::value_of(encoded);
+  lmdb::check(mdb_put(txn, meta, &k, &v, 0), "writing queue meta");
+}
+
+std::optional<std::uint64_t> get_meta(MDB_txn* txn, MDB_dbi meta, std::string_view key) {
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  lmdb::check(rc, "reading queue meta");
+  return lmdb::decode_u64(v);
+}
+
+}  // namespace
+
+std::string_view to_string(Mode mode) { return mode == Mode::disk ? "disk" : "memory"; }
+std::string_view to_string(Fsync fsync) {
+  switch (fsync) {
+    case Fsync::always: return "always";
+    case Fsync::interval: return "interval";
+    case Fsync::never: return "never";
+  }
+  return "?";
+}
+std::string_view to_string(Overflow overflow) {
+  switch (overflow) {
+    case Overflow::block: return "block";
+    case Overflow::drop_oldest: return "drop_oldest";
+    case Overflow::drop_newest: return "drop_newest";
+  }
+  return "?";
+}
+std::string_view to_string(CommitStatus status) {
+  switch (status) {
+    case CommitStatus::committed: return "committed";
+    case CommitStatus::full: return "full";
+    case CommitStatus::dropped: return "dropped";
+    case CommitStatus::too_large: return "too_large";
+    case CommitStatus::failed: return "failed";
+  }
+  return "?";
+}
+
+bool RouteFilter::accepts(std::string_view input) const {
+  if (inputs.empty()) return true;
+  for (const auto& i : inputs) {
+    if (i == input) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internal structures
+
+struct Queue::Pending {
+  WriteBatch batch;
+  std::vector<std::string> new_consumers;
+  CommitResult result;
+  bool done = false;
+};
+
+// Records held in RAM (mode = "memory"): one appended batch, consumed from the front.
+struct Queue::MemoryChunk {
+  RecordBatch records;
+  std::uint64_t first_seq = 0;
+  std::size_t head = 0;  // records before `head` are gone (acknowledged or evicted)
+
+  std::uint64_t seq(std::size_t i) const { return first_seq + i; }
+  std::size_t remaining() const { return records.size() - head; }
+  std::uint64_t front_seq() const { return first_seq + head; }
+  std::uint64_t last_seq() const { return first_seq + records.size() - 1; }
+};
+
+// One group transaction: what it changes, applied to the committed state only once LMDB has
+// committed it.
+struct Queue::Group {
+  MDB_txn* txn = nullptr;
+  bool wrote = false;  // anything put or deleted (a group of RAM-only appends writes nothing)
+
+  std::uint64_t next_seq = 0;
+  std::uint64_t seq_reserved = 0;
+  std::uint64_t disk_bytes = 0;
+  std::map<std::string, std::uint64_t, std::less<>> consumers;
+  bool consumers_changed = false;
+  bool acks = false;
+
+  // The disk tier after the transaction (captured before commit).
+  std::uint64_t disk_records = 0;
+  std::uint64_t disk_pages = 0;
+  std::uint64_t first_disk_seq = 0;
+  std::uint64_t last_disk_seq = 0;
+
+  // Memory tier changes.
+  std::vector<MemoryChunk> memory_added;
+  std::uint64_t memory_bytes = 0;    // projected, after this group
+  std::uint64_t memory_evicted = 0;  // oldest committed RAM records evicted by drop_oldest
+
+  // Counters for metrics.
+  std::uint64_t appended_records = 0;
+  std::uint64_t appended_bytes = 0;
+  std::uint64_t acknowledged_records = 0;
+  std::uint64_t evicted_records = 0;
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t dropped_newest_records = 0;
+  std::uint64_t dropped_newest_bytes = 0;
+  std::uint64_t refused_full = 0;
+  std::uint64_t refused_too_large = 0;
+  bool saw_full = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Sizing
+
+std::uint64_t Queue::max_commit_for(std::uint64_t max_disk_bytes) {
+  return std::clamp<std::uint64_t>(max_disk_bytes / 64, 64 << 10, 4 << 20);
+}
+
+std::uint64_t Queue::margin_for(std::uint64_t max_disk_bytes) {
+  // Copy-on-write pages of the transaction being written, pages freed by the previous one (LMDB
+  // reuses a freed page only two transactions later), the free list itself, and slack for a
+  // short reader in another process.
+  return 4 * max_commit_for(max_disk_bytes) + max_disk_bytes / 128 + (512 << 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open and close
+
+Queue::Queue(const Options& options, const Clock& clock, bool read_only)
+    : options_(options),
+      clock_(clock),
+      read_only_(read_only),
+      full_episode_(kComponent, log::Level::warn),
+      map_full_episode_(kComponent, log::Level::error) {}
+
+std::unique_ptr<Queue> Queue::open(const Options& options, const Clock& clock, metrics::Registry* metrics,
+                                   OpenReport* report) {
+  std::unique_ptr<Queue> q(new Queue(options, clock, false));
+  q->open_environment(metrics, report);
+  return q;
+}
+
+std::unique_ptr<Queue> Queue::open_read_only(const std::filesystem::path& dir, const Clock& clock) {
+  Options options;
+  options.dir = dir;
+  std::unique_ptr<Queue> q(new Queue(options, clock, true));
+  std::error_code ec;
+  if (!std::filesystem::exists(dir / "data.mdb", ec)) {
+    throw OpenError(fmt::format("there is no queue in {} (has tank run with this data_dir?)", dir.string()));
+  }
+  VerifyResult check = verify_in_child(dir, Verification::quick, verification_timeout(dir));
+  if (check.outcome != VerifyResult::Outcome::ok) {
+    throw OpenError(fmt::format("cannot read the queue in {}: {}", dir.string(), check.problem));
+  }
+  q->open_environment(nullptr, nullptr);
+  return q;
+}
+
+void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
+  metrics_ = std::make_unique<QueueMetrics>(metrics);
+  const std::filesystem::path& dir = options_.dir;
+  page_size_ = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+
+  if (!read_only_) {
+    if (options_.max_disk_bytes < 16 * page_size_) {
+      throw OpenError(fmt::format("queue.max_disk_bytes = {} is too small (at least {})",
+                                  units::format_size(options_.max_disk_bytes), units::format_size(16 * page_size_)));
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
+
+    VerifyResult check = verify_in_child(dir, options_.verification, verification_timeout(dir));
+    switch (check.outcome) {
+      case VerifyResult::Outcome::ok:
+        break;
+      case VerifyResult::Outcome::inaccessible:
+        throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), check.problem));
+      case VerifyResult::Outcome::newer_format:
+        throw OpenError(fmt::format("cannot open the queue in {}: {}. Run the newer tank, or move the directory "
+                                    "aside to start with an empty queue.",
+                                    dir.string(), check.problem));
+      case VerifyResult::Outcome::damaged: {
+        std::vector<std::filesystem::path> pruned;
+        std::filesystem::path moved = move_aside(dir, clock_.wall_ns(), options_.keep_damaged, &pruned);
+        metrics_->damaged_recoveries.Increment();
+        log::error(kComponent,
+                   "the queue in {} is damaged ({}); moved it to {} and started with an empty queue. Its records "
+                   "were not delivered: inspect or delete that directory (docs/operations.md)",
+                   dir.string(), check.problem, moved.string());
+        for (const auto& p : pruned) {
+          log::warn(kComponent, "deleted the older damaged queue {} (keeping the newest {})", p.string(),
+                    options_.keep_damaged);
+        }
+        if (report != nullptr) {
+          report->recovered = true;
+          report->moved_to = moved;
+          report->problem = check.problem;
+          report->pruned = pruned;
+        }
+        std::filesystem::create_directories(dir, ec);
+        if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
+        break;
+      }
+    }
+  }
+
+  max_commit_bytes_ = max_commit_for(options_.max_disk_bytes);
+  margin_bytes_ = margin_for(options_.max_disk_bytes);
+  map_bytes_ = (options_.max_disk_bytes + margin_bytes_ + page_size_ - 1) / page_size_ * page_size_;
+  bound_pages_ = options_.max_disk_bytes / page_size_;
+  node_max_ = (((page_size_ - kPageHeader) / 2) & ~std::uint64_t{1}) - 2;
+
+  auto open_env = [&]() -> int {
+    if (env_ != nullptr) {
+      mdb_env_close(env_);
+      env_ = nullptr;
+    }
+    lmdb::check(mdb_env_create(&env_), "mdb_env_create");
+    lmdb::check(mdb_env_set_maxdbs(env_, 8), "mdb_env_set_maxdbs");
+    unsigned flags = MDB_NOTLS;
+    if (read_only_) {
+      flags |= MDB_RDONLY;
+    } else {
+      lmdb::check(mdb_env_set_mapsize(env_, map_bytes_), "mdb_env_set_mapsize");
+      if (options_.fsync != Fsync::always) flags |= MDB_NOSYNC;
+    }
+    return mdb_env_open(env_, dir.c_str(), flags, 0640);
+  };
+  int rc = open_env();
+  if (rc != 0 && !read_only_ && lmdb::is_damage(rc)) {
+    // The data file passed verification, so the lock file is the culprit. Nothing else uses it:
+    // tank holds the data directory's lock. Recreate it.
+    log::warn(kComponent, "the queue's lock file {} is unusable ({}); recreating it", (dir / "lock.mdb").string(),
+              mdb_strerror(rc));
+    std::error_code ec;
+    std::filesystem::remove(dir / "lock.mdb", ec);
+    rc = open_env();
+  }
+  if (rc != 0) {
+    mdb_env_close(env_);
+    env_ = nullptr;
+    throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), mdb_strerror(rc)));
+  }
+  MDB_stat st{};
+  mdb_env_stat(env_, &st);
+  page_size_ = st.ms_psize;
+
+  try {
+    if (read_only_) {
+      lmdb::Txn txn(env_, MDB_RDONLY);
+      for (auto [name, dbi] : {std::pair{"records", &records_dbi_}, {"meta", &meta_dbi_}, {"state", &state_dbi_}}) {
+        int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
+        if (orc == MDB_NOTFOUND) {
+          throw OpenError(fmt::format("the queue in {} has not been initialised yet (start tank once)", dir.string()));
+        }
+        lmdb::check(orc, "mdb_dbi_open");
+      }
+      txn.commit();  // keeps the database handles
+      load_state();
+    } else {
+      int dead = 0;
+      mdb_reader_check(env_, &dead);
+      if (dead > 0) log::info(kComponent, "cleared {} stale reader slot(s) left by processes that died", dead);
+      lmdb::Txn txn(env_, 0);
+      lmdb::check(mdb_dbi_open(txn.get(), "records", MDB_CREATE, &records_dbi_), "creating the records database");
+      lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_dbi_), "creating the meta database");
+      lmdb::check(mdb_dbi_open(txn.get(), "state", MDB_CREATE, &state_dbi_), "creating the state database");
+      if (!get_meta(txn.get(), meta_dbi_, "format")) put_meta(txn.get(), meta_dbi_, "format", kQueueFormat);
+      txn.commit();
+      load_state();
+      register_consumers();
+    }
+  } catch (const lmdb::Error& e) {
+    mdb_env_close(env_);
+    env_ = nullptr;
+    throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), e.what()));
+  }
+
+  if (!read_only_) {
+    if (report != nullptr) report->records = disk_records_;
+    blocked_ = disk_pages_ > bound_pages_;
+    start_sync_thread();
+    log::info(kComponent, "opened {} ({} records; {} of {} on disk; mode {}, fsync {}, overflow {})", dir.string(),
+              disk_records_, units::human_size(disk_pages_ * page_size_), units::human_size(options_.max_disk_bytes),
+              to_string(options_.mode), to_string(options_.fsync), to_string(options_.overflow));
+  }
+  metrics_->attach(this);
+}
+
+void Queue::register_consumers() {
+  // Keep the configured consumers, start new ones after the newest record, forget the ones no
+  // longer configured (they would hold records forever), and delete what every remaining
+  // consumer has passed.
+  Group g;
+  lmdb::Txn txn(env_, 0);
+  g.txn = txn.get();
+  g.next_seq = next_seq_;
+  g.disk_bytes = disk_bytes_;
+  std::map<std::string, std::uint64_t, std::less<>> wanted;
+  for (const auto& name : options_.consumers) {
+    auto it = consumers_.find(name);
+    if (it != consumers_.end()) {
+      wanted.insert(*it);
+      continue;
+    }
+    wanted.emplace(name, next_seq_ - 1);
+    put_meta(g.txn, meta_dbi_, consumer_key(name), next_seq_ - 1);
+    log::info(kComponent, "new consumer \"{}\" starts after record {}", name, next_seq_ - 1);
+  }
+  for (const auto& [name, pos] : consumers_) {
+    if (wanted.contains(name)) continue;
+    MDB_val k = lmdb::value_of(consumer_key(name));
+    lmdb::check(mdb_del(g.txn, meta_dbi_, &k, nullptr), "removing a consumer");
+    log::warn(kComponent, "consumer \"{}\" is no longer configured; forgot its position (record {})", name, pos);
+  }
+  if (!wanted.empty()) {
+    std::uint64_t min_pos = UINT64_MAX;
+    for (const auto& [n, pos] : wanted) min_pos = std::min(min_pos, pos);
+    delete_through(g, min_pos);
+    put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
+  }
+  txn.commit();
+  load_state();
+}
+
+void Queue::load_state() {
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  MDB_txn* t = txn.get();
+  std::uint64_t stored_next = get_meta(t, meta_dbi_, "next_seq").value_or(1);
+  seq_reserved_ = get_meta(t, meta_dbi_, "seq_reserved").value_or(0);
+  disk_bytes_ = get_meta(t, meta_dbi_, "bytes").value_or(0);
+  MDB_stat rs = stat_of(t, records_dbi_);
+  disk_records_ = rs.ms_entries;
+  disk_pages_ = pages_of(rs) + pages_of(stat_of(t, meta_dbi_)) + pages_of(stat_of(t, state_dbi_));
+  lmdb::Cursor cursor(t, records_dbi_);
+  MDB_val k, v;
+  first_disk_seq_ = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
+  last_disk_seq_ = cursor.get(k, v, MDB_LAST) ? lmdb::seq_of(k) : 0;
+  // Numbers reserved by a memory-mode run that crashed are skipped, never reused.
+  next_seq_ = std::max({stored_next, seq_reserved_, last_disk_seq_ + 1, std::uint64_t{1}});
+  consumers_.clear();
+  lmdb::Cursor meta(t, meta_dbi_);
+  std::string prefix = consumer_key("");
+  MDB_val mk = lmdb::value_of(prefix);
+  MDB_val mv;
+  bool more = meta.get(mk, mv, MDB_SET_RANGE);
+  while (more) {
+    std::string_view key = lmdb::view_of(mk);
+    if (!key.starts_with(prefix)) break;
+    consumers_.emplace(std::string(key.substr(prefix.size())), lmdb::decode_u64(mv));
+    more = meta.get(mk, mv, MDB_NEXT);
+  }
+}
+
+void Queue::start_sync_thread() {
+  if (options_.fsync != Fsync::interval) return;
+  sync_thread_ = std::thread([this] {
+    std::unique_lock lock(sync_mutex_);
+    while (!stop_sync_) {
+      sync_cv_.wait_for(lock, options_.fsync_interval, [this] { return stop_sync_; });
+      if (stop_sync_) break;
+      if (!unsynced_.exchange(false)) continue;
+      lock.unlock();
+      int rc = mdb_env_sync(env_, 1);
+      if (rc != 0) {
+        log::error(kComponent, "flushing the queue to disk failed: {}", mdb_strerror(rc));
+        unsynced_ = true;
+      } else {
+        metrics_->fsyncs.Increment();
+      }
+      lock.lock();
+    }
+  });
+}
+
+Queue::~Queue() {
+  try {
+    close();
+  } catch (const std::exception& e) {
+    log::error(kComponent, "closing the queue failed: {}", e.what());
+  }
+}
+
+void Queue::close() {
+  {
+    std::unique_lock lock(mutex_);
+    if (closed_) return;
+    // Let a group being written finish; later commit() calls are refused.
+    closed_ = true;
+    cv_.wait(lock, [this] { return !leader_active_; });
+  }
+  if (metrics_) metrics_->detach();
+  {
+    std::lock_guard lock(sync_mutex_);
+    stop_sync_ = true;
+  }
+  sync_cv_.notify_all();
+  if (sync_thread_.joinable()) sync_thread_.join();
+  if (env_ == nullptr) return;
+  if (!read_only_ && !memory_.empty()) {
+    // Save the memory tier, oldest first, as far as the disk bound allows.
+    std::uint64_t saved = 0;
+    std::uint64_t lost = 0;
+    std::uint64_t lost_bytes = 0;
+    try {
+      lmdb::Txn txn(env_, 0);
+      lmdb::Cursor cursor(txn.get(), records_dbi_);
+      std::uint64_t bytes = disk_bytes_;
+      for (MemoryChunk& chunk : memory_) {
+        for (std::size_t i = chunk.head; i < chunk.records.size(); ++i) {
+          std::string_view rec = chunk.records.encoded(i);
+          if (used_pages(txn.get()) + 2 + rec.size() / page_size_ > bound_pages_) {
+            ++lost;
+            lost_bytes += rec.size();
+            continue;
+          }
+          lmdb::SeqKey key(chunk.seq(i));
+          MDB_val k = key.val();
+          MDB_val v{rec.size(), nullptr};
+          lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_RESERVE), "saving the memory tier");
+          std::memcpy(v.mv_data, rec.data(), rec.size());
+          bytes += rec.size();
+          ++saved;
+        }
+      }
+      put_meta(txn.get(), meta_dbi_, "bytes", bytes);
+      put_meta(txn.get(), meta_dbi_, "next_seq", next_seq_);
+      txn.commit();
+    } catch (const lmdb::Error& e) {
+      log::error(kComponent, "saving the {} records held in memory failed: {}", memory_records_, e.what());
+      lost = memory_records_;
+      lost_bytes = memory_encoded_bytes_;
+      saved = 0;
+    }
+    if (lost > 0) {
+      if (metrics_) metrics_->dropped_newest_records.Increment(static_cast<double>(lost));
+      log::error(kComponent,
+                 "dropped {} records ({}) held in memory at shutdown: the disk tier (max_disk_bytes = {}) had no room "
+                 "for them",
+                 lost, units::human_size(lost_bytes), units::format_size(options_.max_disk_bytes));
+    }
+    if (saved > 0) log::info(kComponent, "saved the {} records held in memory to disk", saved);
+    memory_.clear();
+    memory_records_ = 0;
+    memory_bytes_ = 0;
+    memory_encoded_bytes_ = 0;
+  }
+  if (!read_only_ && mdb_env_sync(env_, 1) == 0 && metrics_) metrics_->fsyncs.Increment();
+  mdb_env_close(env_);
+  env_ = nullptr;
+}
+
+void Queue::require_writable() const {
+  if (read_only_) throw std::logic_error("the queue was opened read-only");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit
+
+CommitResult Queue::append(RecordBatch records) {
+  WriteBatch batch;
+  batch.records = std::move(records);
+  return commit(std::move(batch));
+}
+
+CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) {
+  WriteBatch batch;
+  batch.acks.emplace_back(consumer, seq);
+  return commit(std::move(batch));
+}
+
+void Queue::add_consumer(const std::string& name) {
+  require_writable();
+  {
+    std::lock_guard lock(mutex_);
+    if (consumers_.contains(name)) return;
+  }
+  Pending p;
+  p.new_consumers.push_back(name);
+  submit(p);
+}
+
+CommitResult Queue::commit(WriteBatch batch) {
+  require_writable();
+  Pending p;
+  p.batch = std::move(batch);
+  submit(p);
+  return std::move(p.result);
+}
+
+void Queue::submit(Pending& p) {
+  std::unique_lock lock(mutex_);
+  if (closed_) throw std::logic_error("the queue is closed");
+  pending_.push_back(&p);
+  while (!p.done) {
+    if (leader_active_) {
+      cv_.wait(lock);
+      continue;
+    }
+    // Become the leader: take the oldest waiting batches, up to max_commit_bytes of records
+    // (at least one), and write them in one transaction.
+    leader_active_ = true;
+    std::vector<Pending*> group;
+    std::uint64_t bytes = 0;
+    std::size_t taken = 0;
+    while (taken < pending_.size()) {
+      std::uint64_t b = pending_[taken]->batch.records.bytes();
+      if (taken > 0 && bytes + b > max_commit_bytes_) break;
+      bytes += b;
+      group.push_back(pending_[taken]);
+      ++taken;
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(taken));
+    lock.unlock();
+    run_group(group);
+    lock.lock();
+  }
+}
+
+// Runs with leader_active_ set and mutex_ released; returns with leader_active_ cleared and
+// every batch of the group done.
+void Queue::run_group(std::vector<Pending*>& group) {
+  auto started = std::chrono::steady_clock::now();
+  Group g;
+  bool written = false;
+  try {
+    written = write_group(group, g, true);
+    if (!written) {
+      // MDB_MAP_FULL: the file reached the map size because freed pages could not be reused (a
+      // reader in another process holds an old snapshot). Clear the slots of dead readers and
+      // write the group again without its records, which count as a full queue.
+      int dead = 0;
+      mdb_reader_check(env_, &dead);
+      map_full_episode_.occur(fmt::format(
+          "the queue file reached its size limit ({}) because another process holds an old read transaction (see "
+          "`mdb_stat -r {}`); refusing records until it ends",
+          units::human_size(map_bytes_), options_.dir.string()));
+      for (Pending* p : group) p->result = CommitResult{};
+      g = Group{};
+      write_group(group, g, false);
+    } else if (g.appended_records > 0) {
+      map_full_episode_.end("the queue file has room again");
+    }
+  } catch (const std::exception& e) {
+    // write_group handles LMDB errors; anything else is a bug, but must not leave waiters hanging.
+    log::error(kComponent, "internal error while writing to the queue: {}", e.what());
+    for (Pending* p : group) p->result = CommitResult{CommitStatus::failed, 0, 0, e.what()};
+  }
+  metrics_->commit_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+
+  std::vector<std::function<void()>> notifications;
+  {
+    std::lock_guard lock(mutex_);
+    for (Pending* p : group) p->done = true;
+    update_pressure_locked(notifications);
+    leader_active_ = false;
+  }
+  cv_.notify_all();
+  for (auto& n : notifications) n();
+}
+
+// Writes one group transaction. Returns false (nothing applied) on MDB_MAP_FULL when records
+// were allowed, so the caller can retry without them; true otherwise, with each batch's result
+// set and the committed state updated.
+bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_records) {
+  g.next_seq = next_seq_;
+  g.seq_reserved = 0;
+  g.disk_bytes = disk_bytes_;
+  g.consumers = consumers_;
+  g.memory_bytes = memory_bytes_;
+  std::optional<lmdb::Txn> txn;
+  try {
+    txn.emplace(env_, 0);
+    g.txn = txn->get();
+    for (Pending* p : group) apply_batch(g, *p, allow_records);
+    if (g.acks && !g.consumers.empty()) {
+      std::uint64_t min_pos = UINT64_MAX;
+      for (const auto& [name, pos] : g.consumers) min_pos = std::min(min_pos, pos);
+      delete_through(g, min_pos);  // the RAM tier is trimmed in finish_group_locked()
+    }
+    if (g.consumers_changed) {
+      for (const auto& [name, pos] : g.consumers) {
+        auto it = consumers_.find(name);
+        if (it == consumers_.end() || it->second != pos) put_meta(g.txn, meta_dbi_, consumer_key(name), pos);
+      }
+      g.wrote = true;
+    }
+    if (g.seq_reserved != 0) {
+      put_meta(g.txn, meta_dbi_, "seq_reserved", g.seq_reserved);
+      g.wrote = true;
+    }
+    if (g.wrote) {
+      put_meta(g.txn, meta_dbi_, "next_seq", std::max(g.next_seq, g.seq_reserved));
+      put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
+      capture_disk_shape(g);
+    }
+    // In memory mode a reader takes its disk snapshot and its copy of the RAM tier under
+    // mutex_; committing and updating the RAM tier under it too means a reader sees both
+    // before or both after, never a disk batch without the RAM records older than it.
+    std::unique_lock lock(mutex_, std::defer_lock);
+    if (options_.mode == Mode::memory) lock.lock();
+    if (g.wrote) {
+      txn->commit();
+      metrics_->commits.Increment();
+      if (options_.fsync == Fsync::interval) unsynced_ = true;
+    } else {
+      txn->abort();
+    }
+    if (!lock.owns_lock()) lock.lock();
+    finish_group_locked(g, true);
+  } catch (const lmdb::Error& e) {
+    txn.reset();  // aborts
+    if (e.code() == MDB_MAP_FULL && allow_records) return false;
+    metrics_->commit_failures.Increment();
+    std::string reason = e.code() == ENOSPC ? "no space left on the device holding the queue" : e.what();
+    log::error(kComponent, "writing to the queue failed: {}", reason);
+    for (Pending* p : group) {
+      if (p->result.status == CommitStatus::committed || p->result.status == CommitStatus::dropped) {
+        p->result = CommitResult{CommitStatus::failed, 0, 0, reason};
+      }
+    }
+    std::lock_guard lock(mutex_);
+    finish_group_locked(g, false);
+  }
+  return true;
+}
+
+void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
+  WriteBatch& b = p.batch;
+  // Acknowledgements are checked first, so a bad one refuses the batch before anything applies.
+  for (const auto& [name, seq] : b.acks) {
+    if (!g.consumers.contains(name)) {
+      p.result = {CommitStatus::failed, 0, 0, fmt::format("unknown consumer \"{}\"", name)};
+      return;
+    }
+    if (seq >= g.next_seq) {
+      p.result = {CommitStatus::failed, 0, 0,
+                  fmt::format("consumer \"{}\" acknowledged record {} but the newest record is {}", name, seq,
+                              g.next_seq - 1)};
+      return;
+    }
+  }
+  for (const auto& [key, value] : b.state_puts) {
+    if (key.empty() || key.size() > 511) {
+      p.result = {CommitStatus::failed, 0, 0, "state keys must be 1 to 511 bytes"};
+      return;
+    }
+  }
+  if (!b.records.empty()) {
+    if (options_.mode == Mode::disk) {
+      apply_records_disk(g, p, allow_records);
+    } else {
+      apply_records_memory(g, p, allow_records);
+    }
+    CommitStatus st = p.result.status;
+    if (st == CommitStatus::full || st == CommitStatus::too_large || st == CommitStatus::failed) return;
+  }
+  for (const auto& [key, value] : b.state_puts) {
+    MDB_val k = lmdb::value_of(key);
+    MDB_val v = lmdb::value_of(value);
+    lmdb::check(mdb_put(g.txn, state_dbi_, &k, &v, 0), "writing component state");
+    g.wrote = true;
+  }
+  for (const auto& key : b.state_deletes) {
+    MDB_val k = lmdb::value_of(key);
+    int rc = mdb_del(g.txn, state_dbi_, &k, nullptr);
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting component state");
+    g.wrote = true;
+  }
+  for (const auto& [name, seq] : b.acks) {
+    auto& pos = g.consumers[name];
+    if (seq > pos) {
+      pos = seq;
+      g.consumers_changed = true;
+    }
+    g.acks = true;
+  }
+  for (const auto& name : p.new_consumers) {
+    if (g.consumers.emplace(name, g.next_seq - 1).second) {
+      g.consumers_changed = true;
+      log::info(kComponent, "new consumer \"{}\" starts after record {}", name, g.next_seq - 1);
+    }
+  }
+}
+
+std::uint64_t Queue::used_pages(MDB_txn* txn) const {
+  return pages_of(stat_of(txn, records_dbi_)) + pages_of(stat_of(txn, meta_dbi_)) +
+         pages_of(stat_of(txn, state_dbi_));
+}
+
+std::uint64_t Queue::estimate_pages(const RecordBatch& records) const {
+  // An upper bound of the pages `records` add when appended: leaf pages filled in order (an
+  // append split leaves the previous page full), overflow pages for large records, and the
+  // branch entries of the new leaves.
+  const std::uint64_t usable = page_size_ - kPageHeader;
+  std::uint64_t inline_bytes = 0;
+  std::uint64_t overflow = 0;
+  std::uint64_t largest = 0;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    std::uint64_t size = records.encoded(i).size();
+    std::uint64_t node = kNodeHeader + kKeyBytes + size;
+    if (node > node_max_) {
+      inline_bytes += kNodeHeader + kKeyBytes + sizeof(std::uint64_t) + 2;
+      overflow += (size + kPageHeader + page_size_ - 1) / page_size_;
+    } else {
+      std::uint64_t n = ((node + 1) & ~std::uint64_t{1}) + 2;
+      inline_bytes += n;
+      largest = std::max(largest, n);
+    }
+  }
+  std::uint64_t leaves = inline_bytes == 0 ? 0 : (inline_bytes + usable - largest - 1) / (usable - largest) + 1;
+  std::uint64_t branches = leaves / 100 + 2;
+  return leaves + overflow + branches;
+}
+
+void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq) {
+  lmdb::Cursor cursor(g.txn, records_dbi_);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    std::string_view rec = records.encoded(i);
+    lmdb::SeqKey key(first_seq + i);
+    MDB_val k = key.val();
+    MDB_val v{rec.size(), nullptr};
+    lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND | MDB_RESERVE), "appending records");
+    std::memcpy(v.mv_data, rec.data(), rec.size());
+  }
+  g.disk_bytes += records.bytes();
+  g.wrote = true;
+}
+
+// Deletes acknowledged records: from the oldest up to and including `seq`.
+void Queue::delete_through(Group& g, std::uint64_t seq) {
+  lmdb::Cursor cursor(g.txn, records_dbi_);
+  MDB_val k, v;
+  bool more = cursor.get(k, v, MDB_FIRST);
+  while (more && lmdb::seq_of(k) <= seq) {
+    std::uint64_t size = v.mv_size;
+    lmdb::check(mdb_cursor_del(cursor.get(), 0), "deleting records");
+    g.disk_bytes -= std::min(g.disk_bytes, size);
+    ++g.acknowledged_records;
+    g.wrote = true;
+    // After a delete the cursor stands on the next record.
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
+    if (rc == MDB_NOTFOUND || rc == EINVAL) break;
+    lmdb::check(rc, "reading records");
+  }
+}
+
+// Deletes the oldest records with sequence numbers below `below_seq` (drop_oldest) until the
+// pages in use drop to `target_pages` or no such record is left.
+void Queue::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq) {
+  lmdb::Cursor cursor(g.txn, records_dbi_);
+  MDB_val k, v;
+  bool more = cursor.get(k, v, MDB_FIRST);
+  while (more && lmdb::seq_of(k) < below_seq && used_pages(g.txn) > target_pages) {
+    std::uint64_t size = v.mv_size;
+    lmdb::check(mdb_cursor_del(cursor.get(), 0), "evicting records");
+    g.disk_bytes -= std::min(g.disk_bytes, size);
+    ++g.evicted_records;
+    g.evicted_bytes += size;
+    g.wrote = true;
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
+    more = !(rc == MDB_NOTFOUND || rc == EINVAL);
+    if (more) lmdb::check(rc, "reading records");
+  }
+}
+
+void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
+  g.saw_full = true;
+  const RecordBatch& records = p.batch.records;
+  if (options_.overflow == Overflow::drop_newest) {
+    g.dropped_newest_records += records.size();
+    g.dropped_newest_bytes += records.bytes();
+    p.result = {CommitStatus::dropped, 0, 0, std::move(why)};
+  } else {
+    ++g.refused_full;
+    p.result = {CommitStatus::full, 0, 0, std::move(why)};
+  }
+}
+
+void Queue::apply_records_disk(Group& g, Pending& p, bool allow_records) {
+  const RecordBatch& records = p.batch.records;
+  if (records.bytes() > max_commit_bytes_) {
+    ++g.refused_too_large;
+    p.result = {CommitStatus::too_large, 0, 0,
+                fmt::format("a batch of {} exceeds the largest commit, {} (max_disk_bytes / 64, at most 4 MiB); "
+                            "split it",
+                            units::human_size(records.bytes()), units::human_size(max_commit_bytes_))};
+    return;
+  }
+  if (!allow_records) {
+    refuse_by_policy(g, p, "the queue file is at its size limit");
+    return;
+  }
+  const std::uint64_t estimate = estimate_pages(records);
+  if (estimate > bound_pages_) {
+    ++g.refused_too_large;
+    p.result = {CommitStatus::too_large, 0, 0,
+                fmt::format("a batch of {} does not fit in a queue of {}", units::human_size(records.bytes()),
+                            units::human_size(options_.max_disk_bytes))};
+    return;
+  }
+  std::uint64_t used = used_pages(g.txn);
+  if (used + estimate > bound_pages_ && options_.overflow == Overflow::drop_oldest) {
+    evict_oldest_disk(g, bound_pages_ - estimate, g.next_seq);
+    used = used_pages(g.txn);
+  }
+  if (used + estimate > bound_pages_) {
+    refuse_by_policy(g, p,
+                     fmt::format("the queue is full ({} of {})", units::human_size(used * page_size_),
+                                 units::human_size(options_.max_disk_bytes)));
+    return;
+  }
+  const std::uint64_t first = g.next_seq;
+  const std::uint64_t bytes_before = g.disk_bytes;
+  put_records(g, records, first);
+  g.next_seq += records.size();
+  // The estimate is an upper bound, but check anyway: the bound is a promise.
+  used = used_pages(g.txn);
+  if (used > bound_pages_ && options_.overflow == Overflow::drop_oldest) {
+    evict_oldest_disk(g, bound_pages_, first);
+    used = used_pages(g.txn);
+  }
+  if (used > bound_pages_) {
+    // Take the batch back out: it is at the end of the tree.
+    lmdb::Cursor cursor(g.txn, records_dbi_);
+    lmdb::SeqKey key(first);
+    MDB_val k = key.val();
+    MDB_val v;
+    bool more = cursor.get(k, v, MDB_SET_KEY);
+    while (more) {
+      lmdb::check(mdb_cursor_del(cursor.get(), 0), "undoing an append");
+      int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
+      more = !(rc == MDB_NOTFOUND || rc == EINVAL);
+      if (more) lmdb::check(rc, "reading records");
+    }
+    g.next_seq = first;
+    g.disk_bytes = bytes_before;
+    refuse_by_policy(g, p,
+                     fmt::format("the queue is full ({} of {})", units::human_size(used * page_size_),
+                                 units::human_size(options_.max_disk_bytes)));
+    return;
+  }
+  g.appended_records += records.size();
+  g.appended_bytes += records.bytes();
+  p.result.first_seq = first;
+  p.result.last_seq = g.next_seq - 1;
+}
+
+std::uint64_t Queue::memory_cost(const RecordBatch& records) {
+  return records.bytes() + kMemoryRecordOverhead * records.size();
+}
+
+void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
+  const RecordBatch& records = p.batch.records;
+  const std::uint64_t cost = memory_cost(records);
+  if (records.bytes() > max_commit_bytes_) {
+    apply_records_disk(g, p, allow_records);  // reports too_large
+    return;
+  }
+  bool fits = g.memory_bytes + cost <= options_.max_memory_bytes;
+  if (!fits && options_.overflow == Overflow::drop_oldest && cost <= options_.max_memory_bytes &&
+      used_pages(g.txn) + estimate_pages(records) > bound_pages_) {
+    // Both tiers are full. Evict from RAM when RAM holds the oldest records.
+    std::uint64_t skip = g.memory_evicted;
+    std::uint64_t oldest_in_memory = 0;
+    for (const MemoryChunk& c : memory_) {
+      if (skip >= c.remaining()) {
+        skip -= c.remaining();
+        continue;
+      }
+      oldest_in_memory = c.front_seq() + skip;
+      break;
+    }
+    lmdb::Cursor cursor(g.txn, records_dbi_);
+    MDB_val k, v;
+    std::uint64_t oldest_on_disk = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
+    if (oldest_in_memory != 0 && (oldest_on_disk == 0 || oldest_in_memory < oldest_on_disk)) {
+      std::uint64_t to_skip = g.memory_evicted;
+      for (const MemoryChunk& c : memory_) {
+        for (std::size_t i = c.head; i < c.records.size() && g.memory_bytes + cost > options_.max_memory_bytes; ++i) {
+          if (to_skip > 0) {
+            --to_skip;
+            continue;
+          }
+          std::uint64_t b = c.records.encoded(i).size();
+          g.memory_bytes -= std::min(g.memory_bytes, b + kMemoryRecordOverhead);
+          ++g.memory_evicted;
+          ++g.evicted_records;
+          g.evicted_bytes += b;
+        }
+      }
+      fits = g.memory_bytes + cost <= options_.max_memory_bytes;
+    }
+  }
+  if (!fits || !allow_records) {
+    // RAM is full: the batch goes to the disk tier, under the disk bound and its policy.
+    apply_records_disk(g, p, allow_records);
+    return;
+  }
+  if (g.next_seq + records.size() > std::max(g.seq_reserved, seq_reserved_)) {
+    // Reserve sequence numbers in LMDB before handing them out from RAM, so a crash that loses
+    // these records never lets their numbers be given to other records.
+    g.seq_reserved = g.next_seq + records.size() + kSeqReservation;
+  }
+  MemoryChunk chunk;
+  chunk.records = std::move(p.batch.records);
+  chunk.first_seq = g.next_seq;
+  p.result.first_seq = g.next_seq;
+  p.result.last_seq = g.next_seq + chunk.records.size() - 1;
+  g.next_seq += chunk.records.size();
+  g.memory_bytes += cost;
+  g.appended_records += chunk.records.size();
+  g.appended_bytes += chunk.records.bytes();
+  g.memory_added.push_back(std::move(chunk));
+}
+
+void Queue::capture_disk_shape(Group& g) const {
+  MDB_stat rs = stat_of(g.txn, records_dbi_);
+  g.disk_records = rs.ms_entries;
+  g.disk_pages = used_pages(g.txn);
+  lmdb::Cursor cursor(g.txn, records_dbi_);
+  MDB_val k, v;
+  g.first_disk_seq = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
+  g.last_disk_seq = cursor.get(k, v, MDB_LAST) ? lmdb::seq_of(k) : 0;
+}
+
+void Queue::finish_group_locked(Group& g, bool committed) {
+  if (committed) {
+    next_seq_ = g.next_seq;
+    if (g.seq_reserved != 0) seq_reserved_ = g.seq_reserved;
+    consumers_ = g.consumers;
+    if (g.wrote) {
+      disk_bytes_ = g.disk_bytes;
+      disk_records_ = g.disk_records;
+      disk_pages_ = g.disk_pages;
+      first_disk_seq_ = g.first_disk_seq;
+      last_disk_seq_ = g.last_disk_seq;
+    }
+    // RAM tier: evictions from the front, then what every consumer has passed, then additions.
+    std::uint64_t evict = g.memory_evicted;
+    std::uint64_t min_pos = 0;
+    if (!consumers_.empty()) {
+      min_pos = UINT64_MAX;
+      for (const auto& [n, pos] : consumers_) min_pos = std::min(min_pos, pos);
+    }
+    while (!memory_.empty()) {
+      MemoryChunk& c = memory_.front();
+      while (c.head < c.records.size() && (evict > 0 || c.front_seq() <= min_pos)) {
+        std::uint64_t b = c.records.encoded(c.head).size();
+        memory_bytes_ -= std::min(memory_bytes_, b + kMemoryRecordOverhead);
+        memory_encoded_bytes_ -= std::min(memory_encoded_bytes_, b);
+        memory_records_ -= 1;
+        if (evict > 0) {
+          --evict;
+        } else {
+          ++g.acknowledged_records;
+        }
+        ++c.head;
+      }
+      if (c.head < c.records.size()) break;
+      memory_.pop_front();
+    }
+    for (MemoryChunk& c : g.memory_added) {
+      memory_records_ += c.records.size();
+      memory_bytes_ += memory_cost(c.records);
+      memory_encoded_bytes_ += c.records.bytes();
+      memory_.push_back(std::move(c));
+    }
+
+    metrics_->appended_records.Increment(static_cast<double>(g.appended_records));
+    metrics_->appended_bytes.Increment(static_cast<double>(g.appended_bytes));
+    metrics_->acknowledged_records.Increment(static_cast<double>(g.acknowledged_records));
+    metrics_->dropped_oldest_records.Increment(static_cast<double>(g.evicted_records));
+    metrics_->dropped_oldest_bytes.Increment(static_cast<double>(g.evicted_bytes));
+    metrics_->dropped_newest_records.Increment(static_cast<double>(g.dropped_newest_records));
+    metrics_->dropped_newest_bytes.Increment(static_cast<double>(g.dropped_newest_bytes));
+    if (g.evicted_records > 0) g.saw_full = true;
+  }
+  metrics_->refused_full.Increment(static_cast<double>(g.refused_full));
+  metrics_->refused_too_large.Increment(static_cast<double>(g.refused_too_large));
+  if (g.saw_full) {
+    std::string_view what = options_.overflow == Overflow::block
+                                ? "refuses records; inputs pause until it drains below the low watermark"
+                            : options_.overflow == Overflow::drop_newest
+                                ? "drops incoming records (counted in tank_queue_dropped_records_total)"
+                                : "evicts the oldest records (counted in tank_queue_dropped_records_total)";
+    full_episode_.occur(fmt::format("queue full ({} of {}): overflow = \"{}\" {}",
+                                    units::human_size(disk_pages_ * page_size_),
+                                    units::human_size(options_.max_disk_bytes), to_string(options_.overflow), what));
+    if (options_.overflow == Overflow::block) blocked_pending_ = true;
+  }
+}
+
+void Queue::update_pressure_locked(std::vector<std::function<void()>>& notifications) {
+  const bool was = blocked_;
+  const bool below_low =
+      static_cast<double>(disk_pages_) <= options_.low_watermark * static_cast<double>(bound_pages_);
+  if (blocked_pending_) {
+    blocked_ = true;
+    blocked_pending_ = false;
+  } else if (blocked_ && below_low) {
+    blocked_ = false;
+  }
+  if (full_episode_.active() && below_low && !blocked_) {
+    full_episode_.end(fmt::format("queue below its low watermark ({} of {}): {}",
+                                  units::human_size(disk_pages_ * page_size_),
+                                  units::human_size(options_.max_disk_bytes),
+                                  options_.overflow == Overflow::block ? "accepting records again"
+                                                                       : "no longer dropping records"));
+  }
+  if (was != blocked_ && pressure_listener_) {
+    auto listener = pressure_listener_;
+    bool now = blocked_;
+    notifications.emplace_back([listener, now] { listener(now); });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+  ReadBatch out;
+  if (after == UINT64_MAX || limits.max_records == 0) return out;
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  std::uint64_t scanned = 0;
+  bool stop = false;
+  auto take = [&](std::uint64_t seq, std::string_view encoded) {
+    if (filter != nullptr && !filter->accepts(peek_input(encoded))) {
+      scanned = seq;
+      return;
+    }
+    if (count > 0 && bytes + encoded.size() > limits.max_bytes) {
+      stop = true;  // not taken: the next read starts here
+      return;
+    }
+    scanned = seq;
+    out.append(seq, encoded);
+    ++count;
+    bytes += encoded.size();
+    if (count >= limits.max_records || bytes >= limits.max_bytes) stop = true;
+  };
+
+  // In memory mode the disk snapshot and the copy of the RAM tier are taken under mutex_, which
+  // write_group() holds while it commits and updates the RAM tier.
+  std::unique_lock lock(mutex_, std::defer_lock);
+  if (options_.mode == Mode::memory) lock.lock();
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  // A copy of the RAM tier's records after `after`, as many as the limits could take. When it
+  // stops short of the tier's end, nothing after the last record it examined may be returned
+  // (the records in between were not copied).
+  std::string memory_copy;
+  std::vector<std::pair<std::uint64_t, std::pair<std::size_t, std::size_t>>> memory_index;
+  bool memory_cut = false;
+  std::uint64_t memory_cut_seq = 0;
+  if (options_.mode == Mode::memory) {
+    std::size_t accepted = 0;
+    for (const MemoryChunk& c : memory_) {
+      if (c.last_seq() <= after) continue;
+      for (std::size_t i = c.head; i < c.records.size(); ++i) {
+        if (c.seq(i) <= after) continue;
+        if (accepted >= limits.max_records || memory_copy.size() >= limits.max_bytes) {
+          memory_cut = true;
+          break;
+        }
+        std::string_view enc = c.records.encoded(i);
+        memory_index.emplace_back(c.seq(i), std::pair{memory_copy.size(), enc.size()});
+        memory_copy.append(enc);
+        memory_cut_seq = c.seq(i);
+        if (filter == nullptr || filter->accepts(peek_input(enc))) ++accepted;
+      }
+      if (memory_cut) break;
+    }
+    lock.unlock();
+  }
+
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  lmdb::SeqKey start(after + 1);
+  MDB_val k = start.val();
+  MDB_val v;
+  bool more = cursor.get(k, v, MDB_SET_RANGE);
+  std::size_t mi = 0;
+  while (!stop) {
+    bool have_mem = mi < memory_index.size();
+    if (!more && !have_mem) break;
+    std::uint64_t disk_seq = more ? lmdb::seq_of(k) : 0;
+    if (more && (!have_mem || disk_seq <= memory_index[mi].first)) {
+      if (memory_cut && disk_seq > memory_cut_seq) break;
+      if (have_mem && disk_seq == memory_index[mi].first) ++mi;  // in both tiers: once
+      take(disk_seq, lmdb::view_of(v));
+      if (!stop) more = cursor.get(k, v, MDB_NEXT);
+    } else {
+      auto [seq, span] = memory_index[mi++];
+      take(seq, std::string_view(memory_copy).substr(span.first, span.second));
+    }
+  }
+  txn.abort();
+  out.set_scanned_to(scanned);
+  std::vector<std::pair<std::uint64_t, std::string>> bad;
+  out.finish(&bad);
+  for (const auto& [seq, error] : bad) log::error(kComponent, "skipping an unreadable record: {}", error);
+  return out;
+}
+
+std::optional<std::uint64_t> Queue::position(const std::string& consumer) const {
+  if (read_only_) {
+    lmdb::Txn txn(env_, MDB_RDONLY);
+    return get_meta(txn.get(), meta_dbi_, consumer_key(consumer));
+  }
+  std::lock_guard lock(mutex_);
+  auto it = consumers_.find(consumer);
+  if (it == consumers_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> Queue::state(std::string_view key) const {
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v;
+  int rc = mdb_get(txn.get(), state_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  lmdb::check(rc, "reading component state");
+  return std::string(lmdb::view_of(v));
+}
+
+bool Queue::blocked() const {
+  std::lock_guard lock(mutex_);
+  return blocked_;
+}
+
+void Queue::set_pressure_listener(std::function<void(bool)> listener) {
+  std::lock_guard lock(mutex_);
+  pressure_listener_ = std::move(listener);
+}
+
+void Queue::sync() {
+  if (read_only_ || env_ == nullptr) return;
+  lmdb::check(mdb_env_sync(env_, 1), "flushing the queue to disk");
+  unsynced_ = false;
+  metrics_->fsyncs.Increment();
+}
+
+std::uint64_t Queue::file_size() const {
+  struct stat st {};
+  if (::stat((options_.dir / "data.mdb").c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+Stats Queue::stats() const {
+  Stats s;
+  std::map<std::string, std::uint64_t, std::less<>> consumers;
+  std::uint64_t mem_front_seq = 0;
+  std::int64_t mem_front_ns = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (env_ == nullptr) throw std::logic_error("the queue is closed");
+    if (read_only_) const_cast<Queue*>(this)->load_state();  // another process writes it
+    s.mode = options_.mode;
+    s.disk_records = disk_records_;
+    s.disk_bytes = disk_bytes_;
+    s.disk_used_bytes = disk_pages_ * page_size_;
+    s.disk_limit_bytes = read_only_ ? 0 : options_.max_disk_bytes;
+    s.file_limit_bytes = read_only_ ? 0 : map_bytes_;
+    s.memory_records = memory_records_;
+    s.memory_bytes = memory_bytes_;
+    s.memory_limit_bytes = options_.mode == Mode::memory ? options_.max_memory_bytes : 0;
+    s.records = disk_records_ + memory_records_;
+    s.bytes = disk_bytes_ + memory_encoded_bytes_;
+    s.next_seq = next_seq_;
+    s.blocked = blocked_;
+    consumers = consumers_;
+    s.first_seq = first_disk_seq_;
+    s.last_seq = last_disk_seq_;
+    if (!memory_.empty()) {
+      const MemoryChunk& front = memory_.front();
+      mem_front_seq = front.front_seq();
+      auto view = decode_record(mem_front_seq, front.records.encoded(front.head));
+      mem_front_ns = view ? view->ingest_ns : 0;
+      if (s.first_seq == 0 || mem_front_seq < s.first_seq) s.first_seq = mem_front_seq;
+      s.last_seq = std::max(s.last_seq, memory_.back().last_seq());
+    }
+  }
+  s.file_bytes = file_size();
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  // The ingest time of the first record after `pos`, in either tier (0 when none).
+  auto oldest_after = [&](std::uint64_t pos) -> std::int64_t {
+    lmdb::SeqKey key(pos + 1);
+    MDB_val k = key.val();
+    MDB_val v;
+    std::uint64_t disk_seq = 0;
+    std::int64_t disk_ns = 0;
+    if (cursor.get(k, v, MDB_SET_RANGE)) {
+      disk_seq = lmdb::seq_of(k);
+      auto view = decode_record(disk_seq, lmdb::view_of(v));
+      disk_ns = view ? view->ingest_ns : 0;
+    }
+    if (mem_front_seq != 0 && mem_front_seq > pos && (disk_seq == 0 || mem_front_seq < disk_seq)) return mem_front_ns;
+    return disk_ns;
+  };
+  s.oldest_ingest_ns = s.records > 0 ? oldest_after(0) : 0;
+  for (const auto& [name, pos] : consumers) {
+    ConsumerStats c;
+    c.name = name;
+    c.acked = pos;
+    if (s.records > 0 && s.last_seq > pos) {
+      // Sequence numbers of stored records are contiguous (records leave only from the front).
+      c.lag_records = std::min(s.records, s.last_seq - std::max(pos, s.first_seq - 1));
+    }
+    c.oldest_unacked_ns = c.lag_records > 0 ? oldest_after(pos) : 0;
+    s.consumers.push_back(std::move(c));
+  }
+  return s;
+}
+
+}  // namespace tank::queue

@@ -1,0 +1,349 @@
+#pragma once
+
+// The write-ahead queue: every record tank accepts lives here until every consumer (output or
+// processor) that should receive it has acknowledged it.
+//
+// An LMDB environment (one directory: data.mdb, lock.mdb) holds three databases:
+//   records  sequence number (big-endian u64) -> encoded record (record.hpp)
+//   meta     format version, next sequence number, stored bytes, one position per consumer
+//   state    key -> value for components that must commit their own state together with
+//            records: file offsets, batch boundaries, aggregation windows
+//
+//   producers (inputs)                               consumers (outputs, processors)
+//   ---------------------                            --------------------------------
+//   commit(WriteBatch) ---+                          read(after, limits) -> ReadBatch (copies;
+//   commit(WriteBatch) ---+--> one LMDB write txn      no read transaction is held once it
+//   commit(WriteBatch) ---+    (group commit), then    returns)
+//                              every caller returns  ack(name, seq) -> position moves; records
+//                                                      every consumer has passed are deleted
+//
+// Group commit: callers of commit() that arrive while a transaction is being written wait and
+// are written together in the next one; the first waiter writes it (leader/follower), so one
+// commit -- and with fsync = "always" one fsync -- is shared by every batch in the group.
+//
+// Guarantees
+//   - commit() returns `committed` only after its records, state changes and acknowledgements
+//     are in one LMDB transaction that has been committed: with fsync = "always" on stable
+//     storage, otherwise in the OS page cache (safe from a process crash; fsync = "interval"
+//     flushes every fsync_interval). In mode = "memory", records are held in RAM instead (see
+//     Mode) and only state and positions are committed to LMDB.
+//   - Sequence numbers increase by one per stored record and never repeat, across restarts.
+//   - A record is returned by read() in sequence order; it is deleted only when every
+//     registered consumer has acknowledged it, or evicted by overflow = "drop_oldest".
+//   - Disk use is bounded: the pages LMDB uses for records, meta and state stay within
+//     max_disk_bytes; the file data.mdb stays within max_disk_bytes + disk_margin_bytes()
+//     (copy-on-write pages of the last two transactions and freed pages not yet reusable).
+//     The LMDB map is that size, so MDB_MAP_FULL cannot happen while no other process holds a
+//     read transaction open for long; if it does happen it is handled like a full queue.
+//   - Bad bytes in the file never crash tank: open() verifies the environment in a child
+//     process and moves a damaged one aside (see OpenReport).
+//
+// Thread safety: every public member may be called from any thread.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <lmdb.h>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "queue/record.hpp"
+
+namespace tank::metrics {
+class Registry;
+}
+
+namespace tank::queue {
+
+class QueueMetrics;
+
+enum class Mode {
+  disk,    // every record is committed to LMDB before commit() returns
+  memory,  // records are held in RAM up to max_memory_bytes and spilled to LMDB beyond that
+           // and at close(); a crash loses the records in RAM (not those spilled)
+};
+enum class Fsync { always, interval, never };
+enum class Overflow {
+  block,        // refuse the batch (status `full`): inputs pause until the queue drains below
+                // low_watermark
+  drop_oldest,  // evict the oldest records to make room, counted
+  drop_newest,  // drop the incoming records, counted
+};
+enum class Verification {
+  none,   // open without checking (tests of the checks themselves)
+  quick,  // open, structure of every database, first and last records (after a clean stop or
+          // a process crash)
+  full,   // read every page and record (after an unclean reboot or a detected corruption)
+};
+
+struct Options {
+  std::filesystem::path dir;  // the LMDB environment's directory; created if missing
+  Mode mode = Mode::disk;
+  std::uint64_t max_disk_bytes = 1ULL << 30;
+  std::uint64_t max_memory_bytes = 64ULL << 20;
+  Fsync fsync = Fsync::interval;
+  std::chrono::nanoseconds fsync_interval = std::chrono::milliseconds(200);
+  Overflow overflow = Overflow::block;
+  // With overflow = "block": after the queue reported full, it reports not full again once disk
+  // use falls to this fraction of max_disk_bytes (hysteresis, so inputs do not flap).
+  double low_watermark = 0.9;
+  // The consumers (outputs, processors) that read the queue. Their positions are kept across
+  // restarts; a consumer seen for the first time starts after the newest record; a stored
+  // consumer no longer listed is removed (it would otherwise hold records forever). With no
+  // consumers nothing is ever acknowledged, and the queue fills up to its bound.
+  std::vector<std::string> consumers;
+  Verification verification = Verification::quick;
+  // How many moved-aside damaged queues (queue.damaged-*) to keep; older ones are deleted.
+  std::size_t keep_damaged = 3;
+};
+
+// Raised by open() when the queue cannot be used at all (permissions, I/O errors, a queue
+// written by a newer tank). A damaged queue is not an OpenError: it is moved aside.
+class OpenError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct OpenReport {
+  bool recovered = false;                 // a damaged queue was moved aside
+  std::filesystem::path moved_to;         // where it went
+  std::string problem;                    // what was wrong with it
+  std::vector<std::filesystem::path> pruned;  // older damaged copies deleted to keep the bound
+  std::uint64_t records = 0;              // records found at open
+};
+
+enum class CommitStatus {
+  committed,  // everything in the batch was applied
+  full,       // overflow = "block" and the records do not fit: nothing was applied
+  dropped,    // overflow = "drop_newest": the records were dropped (counted); state and
+              // acknowledgements in the batch were applied
+  too_large,  // the records alone exceed max_commit_bytes() or the whole bound: nothing applied
+  failed,     // an error (I/O, disk full, damaged file): nothing applied; `error` says why
+};
+
+struct CommitResult {
+  CommitStatus status = CommitStatus::committed;
+  std::uint64_t first_seq = 0;  // sequence numbers given to the records (0 when none stored)
+  std::uint64_t last_seq = 0;
+  std::string error;            // for too_large and failed
+
+  bool ok() const { return status == CommitStatus::committed; }
+};
+
+// Everything one commit applies atomically.
+struct WriteBatch {
+  RecordBatch records;
+  // Component state, e.g. {"input/logs/offset/...", "..."}; committed with the records.
+  std::vector<std::pair<std::string, std::string>> state_puts;
+  std::vector<std::string> state_deletes;
+  // Consumer positions: every record up to and including the sequence number is done.
+  std::vector<std::pair<std::string, std::uint64_t>> acks;
+};
+
+struct ReadLimits {
+  std::size_t max_records = 1000;
+  std::size_t max_bytes = 4 << 20;  // at least one record is returned even if larger
+};
+
+// Which inputs' records a consumer wants; empty = all.
+struct RouteFilter {
+  std::vector<std::string> inputs;
+  bool accepts(std::string_view input) const;
+};
+
+struct ConsumerStats {
+  std::string name;
+  std::uint64_t acked = 0;          // every record up to here is done for this consumer
+  std::uint64_t lag_records = 0;    // records stored after `acked`
+  std::int64_t oldest_unacked_ns = 0;  // ingest time of the first record after `acked`, 0 if none
+};
+
+struct Stats {
+  Mode mode = Mode::disk;
+  std::uint64_t records = 0;  // in all tiers
+  std::uint64_t bytes = 0;    // encoded record bytes in all tiers
+  std::uint64_t disk_records = 0;
+  std::uint64_t disk_bytes = 0;       // encoded record bytes in LMDB
+  std::uint64_t disk_used_bytes = 0;  // LMDB pages used by records, meta and state
+  std::uint64_t disk_limit_bytes = 0; // max_disk_bytes
+  std::uint64_t file_bytes = 0;       // size of data.mdb
+  std::uint64_t file_limit_bytes = 0; // max_disk_bytes + disk margin (the LMDB map size)
+  std::uint64_t memory_records = 0;
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t memory_limit_bytes = 0;
+  std::uint64_t first_seq = 0;  // 0 when empty
+  std::uint64_t last_seq = 0;   // 0 when empty
+  std::uint64_t next_seq = 0;
+  std::int64_t oldest_ingest_ns = 0;  // 0 when empty
+  bool blocked = false;
+  std::vector<ConsumerStats> consumers;
+};
+
+class Queue {
+ public:
+  // Opens (creating if needed) the queue in options.dir. Verifies an existing environment in
+  // a child process first (options.verification); a damaged one is moved to
+  // "<dir>.damaged-<UTC time>" and an empty queue is created, as `report` says. `metrics` may
+  // be null. Throws OpenError when the queue cannot be opened or created.
+  static std::unique_ptr<Queue> open(const Options& options, const Clock& clock, metrics::Registry* metrics,
+                                     OpenReport* report = nullptr);
+
+  // Opens an existing queue for reading only, e.g. from `tank queue peek` while the agent runs.
+  // Never writes, never moves anything. Throws OpenError (also for a damaged queue).
+  static std::unique_ptr<Queue> open_read_only(const std::filesystem::path& dir, const Clock& clock);
+
+  // Closes: in memory mode spills the records in RAM to LMDB (as far as the bound allows;
+  // the rest are counted as dropped), then flushes to disk and closes the environment.
+  ~Queue();
+  void close();
+
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  // Applies `batch` atomically (see CommitStatus). Blocks until the group transaction holding
+  // it is committed. Never throws for data errors; throws std::logic_error when called on a
+  // read-only or closed queue.
+  CommitResult commit(WriteBatch batch);
+  CommitResult append(RecordBatch records);
+  // Moves `consumer`'s position to `seq` (never backwards). Returns `failed` for a consumer
+  // that is not registered or a position after the newest record.
+  CommitResult ack(const std::string& consumer, std::uint64_t seq);
+
+  // Copies the records after `after` (in sequence order) that pass `filter`, up to `limits`.
+  // No LMDB transaction is held once it returns. Records evicted by drop_oldest are skipped.
+  ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter = nullptr) const;
+
+  // The position of a registered consumer; nullopt for an unknown one.
+  std::optional<std::uint64_t> position(const std::string& consumer) const;
+
+  // Registers a consumer at runtime (it starts after the newest record); no-op if known.
+  void add_consumer(const std::string& name);
+
+  // A value committed with WriteBatch::state_puts, or nullopt.
+  std::optional<std::string> state(std::string_view key) const;
+
+  Stats stats() const;
+
+  // True while overflow = "block" refuses records (between `full` and the low watermark).
+  bool blocked() const;
+
+  // Called with true when the queue starts refusing records (block policy) and with false when
+  // it accepts them again (below the low watermark). Runs on the committing thread, after the
+  // commit, outside the queue's locks; must not call commit() itself.
+  void set_pressure_listener(std::function<void(bool blocked)> listener);
+
+  // Makes everything committed so far durable (fsync), whatever the fsync mode.
+  void sync();
+
+  // The largest number of record bytes one commit may carry (and one record may have):
+  // max_disk_bytes / 64, at least 64 KiB, at most 4 MiB.
+  std::uint64_t max_commit_bytes() const { return max_commit_bytes_; }
+  // How much larger than max_disk_bytes data.mdb may grow (see Guarantees).
+  std::uint64_t disk_margin_bytes() const { return margin_bytes_; }
+  const Options& options() const { return options_; }
+
+  // The margin for a given bound (what disk_margin_bytes() will be), for documentation and
+  // `tank check`.
+  static std::uint64_t margin_for(std::uint64_t max_disk_bytes);
+  static std::uint64_t max_commit_for(std::uint64_t max_disk_bytes);
+
+ private:
+  struct Pending;
+  struct Group;
+  struct MemoryChunk;
+
+  Queue(const Options& options, const Clock& clock, bool read_only);
+  void open_environment(metrics::Registry* metrics, OpenReport* report);
+  void register_consumers();
+  void load_state();
+  void start_sync_thread();
+
+  // Group commit: queues `p` and returns once a group transaction holding it has been written.
+  void submit(Pending& p);
+  void run_group(std::vector<Pending*>& group);
+  bool write_group(std::vector<Pending*>& group, Group& g, bool allow_records);
+  void apply_batch(Group& g, Pending& p, bool allow_records);
+  void apply_records_disk(Group& g, Pending& p, bool allow_records);
+  void apply_records_memory(Group& g, Pending& p, bool allow_records);
+  void refuse_by_policy(Group& g, Pending& p, std::string why) const;
+  std::uint64_t used_pages(MDB_txn* txn) const;
+  std::uint64_t estimate_pages(const RecordBatch& records) const;
+  void evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq);
+  void put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq);
+  void delete_through(Group& g, std::uint64_t seq);
+  void capture_disk_shape(Group& g) const;
+  void finish_group_locked(Group& g, bool committed);
+  void update_pressure_locked(std::vector<std::function<void()>>& notifications);
+
+  static std::uint64_t memory_cost(const RecordBatch& records);
+  std::uint64_t file_size() const;
+  void require_writable() const;
+
+  Options options_;
+  const Clock& clock_;
+  bool read_only_;
+  std::unique_ptr<QueueMetrics> metrics_;
+
+  MDB_env* env_ = nullptr;
+  MDB_dbi records_dbi_ = 0;
+  MDB_dbi meta_dbi_ = 0;
+  MDB_dbi state_dbi_ = 0;
+  std::uint64_t page_size_ = 4096;
+  std::uint64_t bound_pages_ = 0;
+  std::uint64_t max_commit_bytes_ = 0;
+  std::uint64_t margin_bytes_ = 0;
+  std::uint64_t map_bytes_ = 0;
+  std::uint64_t node_max_ = 0;
+
+  // Committed state. Written by the leader after a commit, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Pending*> pending_;
+  bool leader_active_ = false;
+  bool closed_ = false;
+  std::uint64_t next_seq_ = 1;
+  std::uint64_t disk_records_ = 0;
+  std::uint64_t disk_bytes_ = 0;
+  std::uint64_t disk_pages_ = 0;
+  std::uint64_t first_disk_seq_ = 0;  // 0 when the disk tier is empty
+  std::uint64_t last_disk_seq_ = 0;
+  std::uint64_t seq_reserved_ = 0;    // memory mode: numbers up to here are reserved in LMDB
+  std::map<std::string, std::uint64_t, std::less<>> consumers_;
+  std::deque<MemoryChunk> memory_;
+  std::uint64_t memory_records_ = 0;
+  std::uint64_t memory_bytes_ = 0;          // counted against max_memory_bytes
+  std::uint64_t memory_encoded_bytes_ = 0;  // the records' own bytes
+  bool blocked_ = false;
+  bool blocked_pending_ = false;
+  std::function<void(bool)> pressure_listener_;
+
+  log::Episode full_episode_;
+  log::Episode map_full_episode_;
+
+  // fsync = "interval"
+  std::atomic<bool> unsynced_{false};
+  std::mutex sync_mutex_;
+  std::condition_variable sync_cv_;
+  bool stop_sync_ = false;
+  std::thread sync_thread_;
+};
+
+std::string_view to_string(Mode mode);
+std::string_view to_string(Fsync fsync);
+std::string_view to_string(Overflow overflow);
+std::string_view to_string(CommitStatus status);
+
+}  // namespace tank::queue

@@ -1,0 +1,117 @@
+#include "queue/queue_config.hpp"
+
+#include <fmt/format.h>
+
+#include "common/units.hpp"
+
+namespace tank::queue {
+namespace {
+
+using config::Option;
+using config::Type;
+
+constexpr std::string_view kModes[] = {"disk", "memory"};
+constexpr std::string_view kFsyncModes[] = {"always", "interval", "never"};
+constexpr std::string_view kOverflow[] = {"block", "drop_oldest", "drop_newest"};
+
+const Option kOptions[] = {
+    {.name = "mode",
+     .type = Type::choice,
+     .default_value = "\"disk\"",
+     .description = "\"disk\": every record is committed to the LMDB queue before its source is acknowledged "
+                    "(survives kill -9; with fsync = \"always\" also power loss). \"memory\": records are held in RAM "
+                    "up to max_memory_bytes and written to LMDB beyond that and at shutdown; faster, but a crash "
+                    "loses the records held in RAM.",
+     .choices = kModes},
+    {.name = "max_disk_bytes",
+     .type = Type::size,
+     .default_value = "\"1GiB\"",
+     .description = "Bound on the LMDB pages used by queued records, consumer positions and component state. "
+                    "The file data.mdb may exceed it by a margin of 4 x max_disk_bytes/64 (at most 16 MiB) + "
+                    "max_disk_bytes/128 + 512 KiB for copy-on-write pages. When reached, `overflow` applies.",
+     .min = "256KiB",
+     .max = "1TiB"},
+    {.name = "max_memory_bytes",
+     .type = Type::size,
+     .default_value = "\"64MiB\"",
+     .description = "With mode = \"memory\": bound on the records held in RAM (their bytes plus 8 bytes each).",
+     .min = "64KiB",
+     .max = "64GiB"},
+    {.name = "fsync",
+     .type = Type::choice,
+     .default_value = "\"interval\"",
+     .description = "\"always\": every commit is flushed to stable storage before any source is acknowledged "
+                    "(power-loss safe). \"interval\": commits reach the OS at once (safe from a process crash) and "
+                    "are flushed every fsync_interval (a power loss may lose that window). \"never\": flushed only "
+                    "at shutdown; for data that can be read again from its source.",
+     .choices = kFsyncModes},
+    {.name = "fsync_interval",
+     .type = Type::duration,
+     .default_value = "\"200ms\"",
+     .description = "With fsync = \"interval\": how often committed records are flushed to disk.",
+     .min = "1ms",
+     .max = "1h"},
+    {.name = "overflow",
+     .type = Type::choice,
+     .default_value = "\"block\"",
+     .description = "What happens when max_disk_bytes is reached: \"block\" refuses new records so inputs "
+                    "pause (backpressure) until the queue drains below low_watermark; \"drop_oldest\" evicts the "
+                    "oldest records; \"drop_newest\" drops incoming records. Drops are counted in "
+                    "tank_queue_dropped_records_total{policy} and logged once per episode.",
+     .choices = kOverflow},
+    {.name = "low_watermark",
+     .type = Type::number,
+     .default_value = "0.9",
+     .description = "With overflow = \"block\": after the queue refused records, it accepts them again once its "
+                    "disk use falls to this fraction of max_disk_bytes (hysteresis, so inputs do not flap).",
+     .min = "0.1",
+     .max = "0.99"},
+};
+
+void check(const config::SectionValues& values, config::Diagnostics& diagnostics) {
+  if (values.is_set("fsync_interval") && values.choice("fsync") != "interval") {
+    diagnostics.warning(values.location_of("fsync_interval"), "queue.fsync_interval",
+                        fmt::format("has no effect with fsync = \"{}\"", values.choice("fsync")));
+  }
+  if (values.is_set("max_memory_bytes") && values.choice("mode") != "memory") {
+    diagnostics.warning(values.location_of("max_memory_bytes"), "queue.max_memory_bytes",
+                        "has no effect with mode = \"disk\" (records are not held in RAM)");
+  }
+  if (values.is_set("low_watermark") && values.choice("overflow") != "block") {
+    diagnostics.warning(values.location_of("low_watermark"), "queue.low_watermark",
+                        fmt::format("has no effect with overflow = \"{}\"", values.choice("overflow")));
+  }
+}
+
+const config::Section kSection{
+    .path = "queue",
+    .summary = "The write-ahead queue: an LMDB environment in `<data_dir>/queue` where every accepted record waits "
+               "until every output that should receive it has it acknowledged upstream. Bounded in bytes; see "
+               "docs/queue.md for its guarantees.",
+    .options = kOptions,
+    .repeated = false,
+    .check = check,
+};
+
+}  // namespace
+
+const config::Section& config_section() { return kSection; }
+
+Options options_from(const config::SectionValues& v, const std::filesystem::path& dir) {
+  Options o;
+  o.dir = dir;
+  o.mode = v.choice("mode") == "memory" ? Mode::memory : Mode::disk;
+  o.max_disk_bytes = v.size("max_disk_bytes");
+  o.max_memory_bytes = v.size("max_memory_bytes");
+  const std::string& fsync = v.choice("fsync");
+  o.fsync = fsync == "always" ? Fsync::always : fsync == "never" ? Fsync::never : Fsync::interval;
+  o.fsync_interval = v.duration("fsync_interval");
+  const std::string& overflow = v.choice("overflow");
+  o.overflow = overflow == "drop_oldest"   ? Overflow::drop_oldest
+               : overflow == "drop_newest" ? Overflow::drop_newest
+                                           : Overflow::block;
+  o.low_watermark = v.number("low_watermark");
+  return o;
+}
+
+}  // namespace tank::queue

@@ -1,0 +1,131 @@
+#pragma once
+
+// Records as the queue stores them.
+//
+// A record is an input name, an ingest time, optional attributes (the MQTT topic, the peer
+// address...) and the payload bytes. Producers encode records into a RecordBatch (one
+// contiguous buffer, no allocation per record); the queue copies each encoded record into its
+// LMDB page as is, under a sequence number it assigns.
+//
+// Stored layout (little-endian), version 1:
+//   u8  format (1)      u8  flags (0)      u16 input length      u32 attributes length
+//   i64 ingest time, nanoseconds since the Unix epoch
+//   input name bytes
+//   attributes: repeated { u16 key length, u32 value length, key bytes, value bytes }
+//   payload bytes (the rest)
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tank::queue {
+
+struct Attribute {
+  std::string_view key;
+  std::string_view value;
+};
+
+inline constexpr std::size_t kRecordHeaderBytes = 16;
+inline constexpr std::size_t kMaxInputNameBytes = 255;
+
+// Records ready to append, encoded back to back in one buffer.
+class RecordBatch {
+ public:
+  void reserve(std::size_t records, std::size_t bytes);
+
+  // Adds one record. `input` is at most kMaxInputNameBytes (longer is a programming error and
+  // throws std::invalid_argument); attribute keys at most 65535 bytes.
+  void add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
+           std::span<const Attribute> attributes = {});
+
+  std::size_t size() const { return ends_.size(); }
+  bool empty() const { return ends_.empty(); }
+  // Total encoded bytes (what the queue stores, before LMDB's own overhead).
+  std::size_t bytes() const { return arena_.size(); }
+  // The encoded form of record `i`.
+  std::string_view encoded(std::size_t i) const;
+  void clear();
+
+ private:
+  std::string arena_;
+  std::vector<std::size_t> ends_;
+};
+
+// A decoded record. Views point into the buffer the record was decoded from.
+struct RecordView {
+  std::uint64_t seq = 0;
+  std::int64_t ingest_ns = 0;
+  std::string_view input;
+  std::string_view attributes;  // encoded; use attribute() or for_each_attribute()
+  std::string_view payload;
+  std::size_t encoded_bytes = 0;
+
+  std::optional<std::string_view> attribute(std::string_view key) const;
+  // Calls f(key, value) for each attribute in order.
+  template <class F>
+  void for_each_attribute(F&& f) const;
+};
+
+// Decodes one stored record. Never reads outside `encoded`; on malformed input returns nullopt
+// and, if `error` is given, says what is wrong.
+std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view encoded, std::string* error = nullptr);
+
+// Only the input name of an encoded record (for route filters), or "" if malformed.
+std::string_view peek_input(std::string_view encoded);
+
+// Records read from the queue: copies, safe to keep after the read returns.
+class ReadBatch {
+ public:
+  ReadBatch() = default;
+  ReadBatch(ReadBatch&&) noexcept = default;
+  ReadBatch& operator=(ReadBatch&&) noexcept = default;
+
+  std::span<const RecordView> records() const { return views_; }
+  std::size_t size() const { return views_.size(); }
+  bool empty() const { return views_.empty(); }
+  // Encoded bytes of the records returned.
+  std::size_t bytes() const { return arena_.size(); }
+  // The sequence number of the last record examined, including records skipped by a route
+  // filter; 0 when nothing was examined. Read again after this position to continue, and
+  // acknowledge up to it once the records returned are delivered.
+  std::uint64_t scanned_to() const { return scanned_to_; }
+
+  // Used by the queue while building the batch.
+  void append(std::uint64_t seq, std::string_view encoded);
+  void set_scanned_to(std::uint64_t seq) { scanned_to_ = seq; }
+  // Decodes what was appended; records that do not decode are reported through `bad`.
+  void finish(std::vector<std::pair<std::uint64_t, std::string>>* bad);
+
+ private:
+  std::vector<char> arena_;
+  std::vector<std::pair<std::uint64_t, std::size_t>> pending_;  // seq, end offset
+  std::vector<RecordView> views_;
+  std::uint64_t scanned_to_ = 0;
+};
+
+namespace detail {
+inline std::uint16_t load_u16(const char* p) {
+  return static_cast<std::uint16_t>(static_cast<unsigned char>(p[0]) | (static_cast<unsigned char>(p[1]) << 8));
+}
+inline std::uint32_t load_u32(const char* p) {
+  return static_cast<std::uint32_t>(load_u16(p)) | (static_cast<std::uint32_t>(load_u16(p + 2)) << 16);
+}
+}  // namespace detail
+
+template <class F>
+void RecordView::for_each_attribute(F&& f) const {
+  std::string_view rest = attributes;
+  while (rest.size() >= 6) {
+    std::size_t klen = detail::load_u16(rest.data());
+    std::size_t vlen = detail::load_u32(rest.data() + 2);
+    if (rest.size() - 6 < klen || rest.size() - 6 - klen < vlen) return;
+    f(rest.substr(6, klen), rest.substr(6 + klen, vlen));
+    rest.remove_prefix(6 + klen + vlen);
+  }
+}
+
+}  // namespace tank::queue

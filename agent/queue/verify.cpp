@@ -1,0 +1,304 @@
+#include "queue/verify.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/fs.hpp"
+#include "queue/lmdb.hpp"
+#include "queue/record.hpp"
+
+namespace tank::queue {
+namespace {
+
+using Outcome = VerifyResult::Outcome;
+
+VerifyResult damaged(std::string problem) { return {Outcome::damaged, std::move(problem)}; }
+
+// Walks every entry of a database; calls `check(key, value)` on each.
+template <class F>
+void walk(MDB_txn* txn, MDB_dbi dbi, F&& check) {
+  lmdb::Cursor cursor(txn, dbi);
+  MDB_val key, value;
+  bool more = cursor.get(key, value, MDB_FIRST);
+  while (more) {
+    check(key, value);
+    more = cursor.get(key, value, MDB_NEXT);
+  }
+}
+
+VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::uint64_t next_seq) {
+  lmdb::Cursor cursor(txn, dbi);
+  MDB_val key, value;
+  std::string error;
+  if (!cursor.get(key, value, MDB_FIRST)) return {};
+  std::uint64_t first = lmdb::seq_of(key);
+  if (!decode_record(first, lmdb::view_of(value), &error)) return damaged(error);
+  if (!cursor.get(key, value, MDB_LAST)) return damaged("records database lost its last entry");
+  std::uint64_t last = lmdb::seq_of(key);
+  if (!decode_record(last, lmdb::view_of(value), &error)) return damaged(error);
+  if (last < first) return damaged("records out of order");
+  if (next_seq != 0 && last >= next_seq) {
+    return damaged(fmt::format("record {} is beyond the stored next sequence number {}", last, next_seq));
+  }
+  if (depth == Verification::full) {
+    std::uint64_t previous = 0;
+    bool bad = false;
+    walk(txn, dbi, [&](const MDB_val& k, const MDB_val& v) {
+      if (bad) return;
+      std::uint64_t seq = lmdb::seq_of(k);
+      if (seq <= previous && previous != 0) {
+        error = fmt::format("record {} follows record {}", seq, previous);
+        bad = true;
+        return;
+      }
+      previous = seq;
+      if (!decode_record(seq, lmdb::view_of(v), &error)) bad = true;
+    });
+    if (bad) return damaged(error);
+  }
+  return {};
+}
+
+VerifyResult verify_env(const std::filesystem::path& dir, Verification depth) {
+  std::filesystem::path data = dir / "data.mdb";
+  struct stat st {};
+  if (::stat(data.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
+  }
+  if (::access(data.c_str(), R_OK) != 0) {
+    return {Outcome::inaccessible, fmt::format("cannot read {}: {}", data.string(), std::strerror(errno))};
+  }
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  if (static_cast<std::uint64_t>(st.st_size) < 2 * page) {
+    return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), st.st_size));
+  }
+
+  lmdb::Env env;
+  lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
+  int rc = mdb_env_open(env.get(), dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS | MDB_NORDAHEAD, 0);
+  if (rc == EACCES || rc == EPERM || rc == ENOENT) {
+    return {Outcome::inaccessible, fmt::format("cannot open {}: {}", dir.string(), mdb_strerror(rc))};
+  }
+  if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
+
+  MDB_envinfo info{};
+  MDB_stat env_stat{};
+  lmdb::check(mdb_env_info(env.get(), &info), "mdb_env_info");
+  lmdb::check(mdb_env_stat(env.get(), &env_stat), "mdb_env_stat");
+  std::uint64_t needed = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * env_stat.ms_psize;
+  if (static_cast<std::uint64_t>(st.st_size) < needed) {
+    return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(), st.st_size,
+                               needed));
+  }
+
+  lmdb::Txn txn(env.get(), MDB_RDONLY);
+  auto open_db = [&](const char* name, MDB_dbi* dbi) {
+    int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
+    if (orc == MDB_NOTFOUND) return false;
+    lmdb::check(orc, "mdb_dbi_open");
+    return true;
+  };
+  MDB_dbi meta = 0, records = 0, state = 0;
+  bool has_meta = open_db("meta", &meta);
+  bool has_records = open_db("records", &records);
+  bool has_state = open_db("state", &state);
+  if (!has_meta) {
+    if (has_records || has_state) return damaged("the meta database is missing");
+    // An environment created but never initialised by tank: fine, it will be.
+    if (env_stat.ms_entries != 0) return damaged("unknown databases in the environment (not a tank queue?)");
+    return {};
+  }
+  std::uint64_t next_seq = 0;
+  bool format_found = false;
+  std::uint64_t newer_format = 0;
+  walk(txn.get(), meta, [&](const MDB_val& k, const MDB_val& v) {
+    std::string_view key = lmdb::view_of(k);
+    if (key == "format") {
+      format_found = true;
+      std::uint64_t format = lmdb::decode_u64(v);
+      if (format > kQueueFormat) newer_format = format;
+    } else if (key == "next_seq") {
+      next_seq = lmdb::decode_u64(v);
+    } else if (key == "bytes" || key == "seq_reserved" || key.starts_with("consumer:")) {
+      (void)lmdb::decode_u64(v);  // throws on a malformed value
+    }
+    // Other keys may come from a later tank of the same format; they are kept, not judged.
+  });
+  if (newer_format != 0) {
+    return {Outcome::newer_format,
+            fmt::format("the queue was written in format {} by a newer tank; this tank reads format {}", newer_format,
+                        kQueueFormat)};
+  }
+  if (!format_found) return damaged("the meta database has no format version");
+  if (!has_records || !has_state) return damaged("the records or state database is missing");
+
+  if (auto r = verify_records(txn.get(), records, depth, next_seq); r.outcome != Outcome::ok) return r;
+
+  if (depth == Verification::full) {
+    walk(txn.get(), state, [](const MDB_val&, const MDB_val&) {});
+    // The free list: every page number it holds must lie inside the file.
+    std::uint64_t last_pgno = info.me_last_pgno;
+    bool bad = false;
+    std::string problem;
+    walk(txn.get(), 0, [&](const MDB_val&, const MDB_val& v) {
+      if (bad) return;
+      if (v.mv_size < sizeof(std::size_t) || v.mv_size % sizeof(std::size_t) != 0) {
+        bad = true;
+        problem = "a free-list entry has a bad size";
+        return;
+      }
+      std::size_t ids[1];
+      std::memcpy(ids, v.mv_data, sizeof ids);
+      std::size_t count = ids[0];
+      if ((count + 1) * sizeof(std::size_t) != v.mv_size) {
+        bad = true;
+        problem = "a free-list entry's count does not match its size";
+        return;
+      }
+      for (std::size_t i = 1; i <= count; ++i) {
+        std::size_t pg = 0;
+        std::memcpy(&pg, static_cast<const char*>(v.mv_data) + i * sizeof(std::size_t), sizeof pg);
+        if (pg > last_pgno || pg < 2) {
+          bad = true;
+          problem = fmt::format("the free list names page {} outside the file (last page {})", pg, last_pgno);
+          return;
+        }
+      }
+    });
+    if (bad) return damaged(problem);
+  }
+  return {};
+}
+
+}  // namespace
+
+VerifyResult verify_here(const std::filesystem::path& dir, Verification depth) {
+  if (depth == Verification::none) return {};
+  try {
+    return verify_env(dir, depth);
+  } catch (const lmdb::Error& e) {
+    if (e.code() == EACCES || e.code() == EPERM || e.code() == EIO) return {Outcome::inaccessible, e.what()};
+    return damaged(e.what());
+  } catch (const std::exception& e) {
+    return damaged(e.what());
+  }
+}
+
+VerifyResult verify_in_child(const std::filesystem::path& dir, Verification depth, std::chrono::seconds timeout) {
+  if (depth == Verification::none) return {};
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return {Outcome::inaccessible, fmt::format("cannot create a pipe to verify the queue: {}", std::strerror(errno))};
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return {Outcome::inaccessible, fmt::format("cannot fork to verify the queue: {}", std::strerror(err))};
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    // Let a crash be a crash: the parent reads the signal.
+    ::signal(SIGSEGV, SIG_DFL);
+    ::signal(SIGBUS, SIG_DFL);
+    VerifyResult r = verify_here(dir, depth);
+    std::string message = fmt::format("{}\n{}", static_cast<int>(r.outcome), r.problem);
+    const char* p = message.data();
+    std::size_t left = message.size();
+    while (left > 0) {
+      ssize_t n = ::write(fds[1], p, left);
+      if (n <= 0) break;
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string answer;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool timed_out = false;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    struct pollfd pfd {fds[0], POLLIN, 0};
+    int pr = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    return damaged(fmt::format("verification did not finish within {}s", timeout.count()));
+  }
+  if (WIFSIGNALED(status)) {
+    return damaged(fmt::format("reading it crashed the verifier ({})", strsignal(WTERMSIG(status))));
+  }
+  auto newline = answer.find('\n');
+  if (newline == std::string::npos) {
+    return damaged(fmt::format("the verifier exited with status {} without an answer",
+                               WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  }
+  int outcome = std::atoi(answer.substr(0, newline).c_str());
+  if (outcome < 0 || outcome > 3) return damaged("the verifier gave an unreadable answer");
+  return {static_cast<Outcome>(outcome), answer.substr(newline + 1)};
+}
+
+std::chrono::seconds verification_timeout(const std::filesystem::path& dir) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(dir / "data.mdb", ec);
+  if (ec) size = 0;
+  return std::chrono::seconds(60 + 60 * static_cast<long long>(size >> 30));
+}
+
+std::filesystem::path move_aside(const std::filesystem::path& dir, std::int64_t wall_ns, std::size_t keep,
+                                 std::vector<std::filesystem::path>* pruned) {
+  std::filesystem::path base = dir;
+  std::string stem = base.filename().string() + ".damaged-";
+  std::filesystem::path target = base.parent_path() / (stem + fs::compact_utc_timestamp(wall_ns));
+  std::error_code ec;
+  for (int n = 2; std::filesystem::exists(target, ec); ++n) {
+    target = base.parent_path() / fmt::format("{}{}-{}", stem, fs::compact_utc_timestamp(wall_ns), n);
+  }
+  if (::rename(dir.c_str(), target.c_str()) != 0) {
+    throw OpenError(fmt::format("the queue in {} is damaged and cannot be moved aside to {}: {}", dir.string(),
+                                target.string(), std::strerror(errno)));
+  }
+  std::vector<std::filesystem::path> copies;
+  for (const auto& entry : std::filesystem::directory_iterator(base.parent_path(), ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind(stem, 0) == 0) copies.push_back(entry.path());
+  }
+  std::sort(copies.begin(), copies.end());
+  while (copies.size() > keep) {
+    std::filesystem::remove_all(copies.front(), ec);
+    if (pruned) pruned->push_back(copies.front());
+    copies.erase(copies.begin());
+  }
+  return target;
+}
+
+
+}  // namespace tank::queue
