@@ -168,12 +168,19 @@ void HttpServer::start() {
 void HttpServer::stop() {
   if (impl_->stopped) return;
   impl_->stopped = true;
-  asio::post(impl_->io, [this] {
+  // Close the acceptor on the I/O thread (it is not thread-safe), then stop: connections still
+  // open are dropped when the io_context goes.
+  if (impl_->thread.joinable()) {
+    asio::post(impl_->io, [this] {
+      beast::error_code ignored;
+      impl_->acceptor.close(ignored);
+      impl_->io.stop();
+    });
+    impl_->thread.join();
+  } else {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
-  });
-  impl_->io.stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  }
 }
 
 std::string HttpServer::local_address() const { return impl_->address; }

@@ -96,10 +96,16 @@ bool RouteFilter::accepts(std::string_view input) const {
 // Internal structures
 
 struct Queue::Pending {
-  WriteBatch batch;
+  const RecordBatch* records = nullptr;  // the caller's; never modified
+  const WriteBatch* batch = nullptr;     // state and acknowledgements, or null
   std::vector<std::string> new_consumers;
   CommitResult result;
   bool done = false;
+
+  const RecordBatch& recs() const {
+    static const RecordBatch none;
+    return records != nullptr ? *records : none;
+  }
 };
 
 // Records held in RAM (mode = "memory"): one appended batch, consumed from the front.
@@ -162,7 +168,7 @@ std::uint64_t Queue::margin_for(std::uint64_t max_disk_bytes) {
   // Copy-on-write pages of the transaction being written, pages freed by the previous one (LMDB
   // reuses a freed page only two transactions later), the free list itself, and slack for a
   // short reader in another process.
-  return 4 * max_commit_for(max_disk_bytes) + max_disk_bytes / 128 + (512 << 10);
+  return 4 * max_commit_for(max_disk_bytes) + max_disk_bytes / 128 + (1 << 20);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,16 +506,18 @@ void Queue::require_writable() const {
 // ---------------------------------------------------------------------------------------------
 // Commit
 
-CommitResult Queue::append(RecordBatch records) {
-  WriteBatch batch;
-  batch.records = std::move(records);
-  return commit(std::move(batch));
+CommitResult Queue::append(const RecordBatch& records) {
+  require_writable();
+  Pending p;
+  p.records = &records;
+  submit(p);
+  return std::move(p.result);
 }
 
 CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) {
   WriteBatch batch;
   batch.acks.emplace_back(consumer, seq);
-  return commit(std::move(batch));
+  return commit(batch);
 }
 
 void Queue::add_consumer(const std::string& name) {
@@ -523,10 +531,11 @@ void Queue::add_consumer(const std::string& name) {
   submit(p);
 }
 
-CommitResult Queue::commit(WriteBatch batch) {
+CommitResult Queue::commit(const WriteBatch& batch) {
   require_writable();
   Pending p;
-  p.batch = std::move(batch);
+  p.records = &batch.records;
+  p.batch = &batch;
   submit(p);
   return std::move(p.result);
 }
@@ -547,7 +556,7 @@ void Queue::submit(Pending& p) {
     std::uint64_t bytes = 0;
     std::size_t taken = 0;
     while (taken < pending_.size()) {
-      std::uint64_t b = pending_[taken]->batch.records.bytes();
+      std::uint64_t b = pending_[taken]->recs().bytes();
       if (taken > 0 && bytes + b > max_commit_bytes_) break;
       bytes += b;
       group.push_back(pending_[taken]);
@@ -568,12 +577,21 @@ void Queue::run_group(std::vector<Pending*>& group) {
   bool written = false;
   try {
     written = write_group(group, g, true);
-    if (!written) {
-      // MDB_MAP_FULL: the file reached the map size because freed pages could not be reused (a
-      // reader in another process holds an old snapshot). Clear the slots of dead readers and
-      // write the group again without its records, which count as a full queue.
+    // MDB_MAP_FULL: the file reached the map size because freed pages could not be reused while
+    // a reader held an older snapshot. A reader of this process (an output copying a batch) is
+    // done within milliseconds even when the scheduler pauses it, so wait a little for it to
+    // move on; clear the slots of readers whose process died.
+    for (int attempt = 0; !written && attempt < 8; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
       int dead = 0;
       mdb_reader_check(env_, &dead);
+      for (Pending* p : group) p->result = CommitResult{};
+      g = Group{};
+      written = write_group(group, g, true);
+    }
+    if (!written) {
+      // Still full after a quarter of a second: a reader in another process holds an old
+      // snapshot. Write the group without its records, which count as a full queue.
       map_full_episode_.occur(fmt::format(
           "the queue file reached its size limit ({}) because another process holds an old read transaction (see "
           "`mdb_stat -r {}`); refusing records until it ends",
@@ -669,7 +687,9 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
 }
 
 void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
-  WriteBatch& b = p.batch;
+  static const WriteBatch kNothing;
+  const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
+  const RecordBatch& records = p.recs();
   // Acknowledgements are checked first, so a bad one refuses the batch before anything applies.
   for (const auto& [name, seq] : b.acks) {
     if (!g.consumers.contains(name)) {
@@ -689,7 +709,7 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
       return;
     }
   }
-  if (!b.records.empty()) {
+  if (!records.empty()) {
     if (options_.mode == Mode::disk) {
       apply_records_disk(g, p, allow_records);
     } else {
@@ -809,7 +829,7 @@ void Queue::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_
 
 void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
   g.saw_full = true;
-  const RecordBatch& records = p.batch.records;
+  const RecordBatch& records = p.recs();
   if (options_.overflow == Overflow::drop_newest) {
     g.dropped_newest_records += records.size();
     g.dropped_newest_bytes += records.bytes();
@@ -821,7 +841,7 @@ void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
 }
 
 void Queue::apply_records_disk(Group& g, Pending& p, bool allow_records) {
-  const RecordBatch& records = p.batch.records;
+  const RecordBatch& records = p.recs();
   if (records.bytes() > max_commit_bytes_) {
     ++g.refused_too_large;
     p.result = {CommitStatus::too_large, 0, 0,
@@ -894,7 +914,7 @@ std::uint64_t Queue::memory_cost(const RecordBatch& records) {
 }
 
 void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
-  const RecordBatch& records = p.batch.records;
+  const RecordBatch& records = p.recs();
   const std::uint64_t cost = memory_cost(records);
   if (records.bytes() > max_commit_bytes_) {
     apply_records_disk(g, p, allow_records);  // reports too_large
@@ -946,7 +966,7 @@ void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
     g.seq_reserved = g.next_seq + records.size() + kSeqReservation;
   }
   MemoryChunk chunk;
-  chunk.records = std::move(p.batch.records);
+  chunk.records = records;  // a copy: the batch stays the caller's
   chunk.first_seq = g.next_seq;
   p.result.first_seq = g.next_seq;
   p.result.last_seq = g.next_seq + chunk.records.size() - 1;

@@ -33,8 +33,11 @@
 //   - Disk use is bounded: the pages LMDB uses for records, meta and state stay within
 //     max_disk_bytes; the file data.mdb stays within max_disk_bytes + disk_margin_bytes()
 //     (copy-on-write pages of the last two transactions and freed pages not yet reusable).
-//     The LMDB map is that size, so MDB_MAP_FULL cannot happen while no other process holds a
-//     read transaction open for long; if it does happen it is handled like a full queue.
+//     The LMDB map is that size. LMDB reuses a freed page only once no reader holds a snapshot
+//     older than the free, so a reader that stays open (a paused `tank queue peek`, or a thread
+//     the scheduler stalls) lets the file grow; the margin absorbs short stalls, and when the
+//     map is full anyway (MDB_MAP_FULL) the group waits up to 255 ms for readers to move on and
+//     then counts its records as a full queue -- never a crash, never a corrupt file.
 //   - Bad bytes in the file never crash tank: open() verifies the environment in a child
 //     process and moves a damaged one aside (see OpenReport).
 //
@@ -214,10 +217,11 @@ class Queue {
   Queue& operator=(const Queue&) = delete;
 
   // Applies `batch` atomically (see CommitStatus). Blocks until the group transaction holding
-  // it is committed. Never throws for data errors; throws std::logic_error when called on a
+  // it is committed. The batch stays the caller's: after `full` or `failed` it can be offered
+  // again as it is. Never throws for data errors; throws std::logic_error when called on a
   // read-only or closed queue.
-  CommitResult commit(WriteBatch batch);
-  CommitResult append(RecordBatch records);
+  CommitResult commit(const WriteBatch& batch);
+  CommitResult append(const RecordBatch& records);
   // Moves `consumer`'s position to `seq` (never backwards). Returns `failed` for a consumer
   // that is not registered or a position after the newest record.
   CommitResult ack(const std::string& consumer, std::uint64_t seq);

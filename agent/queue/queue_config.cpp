@@ -28,7 +28,7 @@ const Option kOptions[] = {
      .default_value = "\"1GiB\"",
      .description = "Bound on the LMDB pages used by queued records, consumer positions and component state. "
                     "The file data.mdb may exceed it by a margin of 4 x max_disk_bytes/64 (at most 16 MiB) + "
-                    "max_disk_bytes/128 + 512 KiB for copy-on-write pages. When reached, `overflow` applies.",
+                    "max_disk_bytes/128 + 1 MiB for copy-on-write pages. When reached, `overflow` applies.",
      .min = "256KiB",
      .max = "1TiB"},
     {.name = "max_memory_bytes",

@@ -1,0 +1,226 @@
+// `tank run` as a user runs it: start, endpoints, Prometheus' own checker, signals, the data
+// directory, and the queue commands against a running agent.
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <fstream>
+
+#include "queue/queue.hpp"
+#include "support/queue_helpers.hpp"
+#include "support/tank_process.hpp"
+
+using namespace tank;
+using namespace tank::test;
+
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+ProcessResult tank_cmd(std::vector<std::string> args) {
+  args.insert(args.begin(), tank_binary());
+  return run(std::move(args));
+}
+
+// `promtool check metrics` on a scrape; returns promtool's exit code and output.
+ProcessResult promtool_check(const TempDir& dir, const std::string& exposition) {
+  write_file(dir / "scrape.txt", exposition);
+  return run({"/bin/sh", "-c", "promtool check metrics < " + (dir / "scrape.txt").string() + " 2>&1"});
+}
+
+}  // namespace
+
+TEST_CASE("tank runs, serves its endpoints, passes promtool, and stops cleanly on SIGTERM", "[agent]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  TankProcess agent(config);
+  std::string address = agent.wait_running(dir / "data");
+
+  auto ready = http_get(address, "/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 200);
+  CHECK(ready->body == "ready\n");
+  auto health = http_get(address, "/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  auto missing = http_get(address, "/nope");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+
+  std::string metrics = scrape(address);
+  CHECK(metric_value(metrics, "tank_queue_records") == 0);
+  CHECK(metric_value(metrics, "tank_queue_disk_limit_bytes") == 1ULL << 30);
+  CHECK(metric_value(metrics, "tank_queue_damaged_recoveries_total") == 0);
+  CHECK(contains(metrics, "tank_build_info{"));
+  CHECK(metric_value(metrics, "process_resident_memory_bytes").value_or(0) > 0);
+  auto check = promtool_check(dir, metrics);
+  INFO(check.out);
+  CHECK(check.exit_code == 0);
+
+  // SIGHUP is not fatal.
+  agent.process().signal(SIGHUP);
+  CHECK(wait_until([&] { return contains(agent.process().err(), "SIGHUP received"); }));
+  CHECK(agent.process().running());
+
+  auto code = agent.stop();
+  REQUIRE(code);
+  CHECK(*code == 0);
+  CHECK(contains(read_file(dir / "data" / "run.json"), "\"state\":\"stopped\""));
+  CHECK(contains(agent.process().err(), "SIGTERM received: stopping"));
+}
+
+TEST_CASE("a configuration error exits 2 before anything is opened", "[agent]") {
+  TempDir dir;
+  auto config = write_test_config(dir, "[queue]\nfsync = \"sometimes\"\n");
+  auto r = tank_cmd({"run", "-c", config.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "queue.fsync: expected one of"));
+  CHECK_FALSE(std::filesystem::exists(dir / "data"));
+}
+
+TEST_CASE("a data_dir that cannot be created gives one line naming it and exits 1", "[agent]") {
+  TempDir dir;
+  write_file(dir / "a-file", "x");
+  write_file(dir / "tank.toml", "[agent]\ndata_dir = \"" + (dir / "a-file" / "data").string() +
+                                    "\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+  auto r = tank_cmd({"run", "-c", (dir / "tank.toml").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "cannot create data_dir " + (dir / "a-file" / "data").string() + ": Not a directory"));
+  CHECK(contains(r.err, "set agent.data_dir to a writable directory"));
+}
+
+TEST_CASE("a second tank on the same data_dir is refused", "[agent]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  TankProcess first(config);
+  first.wait_running(dir / "data");
+  auto second = tank_cmd({"run", "-c", config.string()});
+  CHECK(second.exit_code == 1);
+  CHECK(contains(second.err, "is locked by another running tank (pid " + std::to_string(first.process().pid()) + ")"));
+  CHECK(first.process().running());
+}
+
+TEST_CASE("a metrics port in use is a clear error", "[agent]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  TankProcess first(config);
+  std::string address = first.wait_running(dir / "data");
+  TempDir other;
+  write_file(other / "tank.toml", "[agent]\ndata_dir = \"" + (other / "data").string() + "\"\n[metrics]\nlisten = \"" +
+                                      address + "\"\n");
+  auto r = tank_cmd({"run", "-c", (other / "tank.toml").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "cannot listen on " + address + ": Address already in use"));
+}
+
+TEST_CASE("a damaged queue is moved aside at start and tank runs", "[agent][recovery]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  std::filesystem::create_directories(dir / "data" / "queue");
+  write_file(dir / "data" / "queue" / "data.mdb", std::string(100000, '\x5a'));
+  TankProcess agent(config);
+  std::string address = agent.wait_running(dir / "data");
+  std::string metrics = scrape(address);
+  CHECK(metric_value(metrics, "tank_queue_damaged_recoveries_total") == 1);
+  std::string err = agent.process().err();
+  CHECK(contains(err, "the queue in " + (dir / "data" / "queue").string() + " is damaged"));
+  CHECK(contains(err, "moved it to " + (dir / "data" / "queue.damaged-").string()));
+  bool found = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "data")) {
+    found = found || e.path().filename().string().rfind("queue.damaged-", 0) == 0;
+  }
+  CHECK(found);
+  CHECK(agent.stop() == 0);
+}
+
+TEST_CASE("tank queue stats and peek read the queue while the agent runs", "[agent][queue]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  {
+    // Records an earlier run accepted.
+    ManualClock clock;
+    auto options = small_queue(dir / "data" / "queue", 1ULL << 30);
+    options.consumers = {};
+    auto q = queue::Queue::open(options, clock, nullptr);
+    queue::RecordBatch b;
+    queue::Attribute attrs[] = {{"topic", "plant/1"}};
+    b.add("plant", clock.wall_ns(), "{\"temp\":21.5}", attrs);
+    b.add("plant", clock.wall_ns(), std::string("\x00\xff\x01", 3));
+    b.add("logs", clock.wall_ns(), "line three");
+    REQUIRE(q->append(std::move(b)).ok());
+  }
+  TankProcess agent(config);
+  agent.wait_running(dir / "data");
+
+  auto peek = tank_cmd({"queue", "peek", "2", "--json", "-c", config.string()});
+  INFO(peek.err);
+  CHECK(peek.exit_code == 0);
+  CHECK(peek.out == "{\"seq\":1,\"ingest_time\":\"2023-11-14T22:13:20.000Z\",\"input\":\"plant\",\"attributes\":"
+                    "{\"topic\":\"plant/1\"},\"payload\":\"{\\\"temp\\\":21.5}\"}\n"
+                    "{\"seq\":2,\"ingest_time\":\"2023-11-14T22:13:20.000Z\",\"input\":\"plant\",\"attributes\":{},"
+                    "\"payload_base64\":\"AP8B\"}\n");
+  auto human = tank_cmd({"queue", "peek", "-c", config.string()});
+  CHECK(human.exit_code == 0);
+  CHECK(contains(human.out, "#3 2023-11-14T22:13:20.000Z input=logs 10 B: line three"));
+  CHECK(contains(human.out, "#2 2023-11-14T22:13:20.000Z input=plant 3 B: \\x00\\xff\\x01"));
+
+  auto stats = tank_cmd({"queue", "stats", "--json", "-c", config.string()});
+  CHECK(stats.exit_code == 0);
+  CHECK(contains(stats.out, "\"records\":3"));
+  CHECK(contains(stats.out, "\"disk_limit_bytes\":1073741824"));
+  auto text = tank_cmd({"queue", "stats", "--data-dir", (dir / "data").string()});
+  CHECK(text.exit_code == 0);
+  CHECK(contains(text.out, "records    3 ("));
+
+  auto verify = tank_cmd({"queue", "verify", "-c", config.string()});
+  CHECK(verify.exit_code == 0);
+  CHECK(contains(verify.out, ": sound"));
+  CHECK(agent.stop() == 0);
+}
+
+TEST_CASE("queue commands on a data_dir without a queue fail clearly", "[agent][queue]") {
+  TempDir dir;
+  auto r = tank_cmd({"queue", "stats", "--data-dir", (dir / "none").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "there is no queue in " + (dir / "none" / "queue").string()));
+}
+
+TEST_CASE("after kill -9 tank restarts with its records and after a reboot it checks every page", "[agent][recovery]") {
+  TempDir dir;
+  auto config = write_test_config(dir);
+  {
+    ManualClock clock;
+    auto options = small_queue(dir / "data" / "queue", 1ULL << 30);
+    options.consumers = {};
+    auto q = queue::Queue::open(options, clock, nullptr);
+    REQUIRE(q->append(batch_of(payloads(100), clock)).ok());
+  }
+  {
+    TankProcess agent(config);
+    agent.wait_running(dir / "data");
+    agent.process().signal(SIGKILL);
+    agent.process().wait();
+  }
+  CHECK(contains(read_file(dir / "data" / "run.json"), "\"state\":\"running\""));
+  {
+    TankProcess agent(config);
+    std::string address = agent.wait_running(dir / "data");
+    CHECK(metric_value(scrape(address), "tank_queue_records") == 100);
+    CHECK_FALSE(contains(agent.process().err(), "checking every page"));
+    agent.process().signal(SIGKILL);
+    agent.process().wait();
+  }
+  // Pretend the machine rebooted since: another boot id in run.json.
+  std::string state = read_file(dir / "data" / "run.json");
+  auto pos = state.find("\"boot_id\":\"");
+  REQUIRE(pos != std::string::npos);
+  state.replace(pos + 11, 8, "00000000");
+  write_file(dir / "data" / "run.json", state);
+  TankProcess agent(config);
+  std::string address = agent.wait_running(dir / "data");
+  CHECK(contains(agent.process().err(), "checking every page of the queue: the previous run did not stop and the "
+                                       "machine restarted since"));
+  CHECK(metric_value(scrape(address), "tank_queue_records") == 100);
+  CHECK(agent.stop() == 0);
+}

@@ -1,0 +1,87 @@
+#pragma once
+
+// Helpers shared by tank's tests: temporary directories, waiting on a condition with a
+// deadline (never a bare sleep), child processes with captured output, a minimal HTTP GET.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tank::test {
+
+// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+bool wait_until(const std::function<bool()>& condition,
+                std::chrono::milliseconds deadline = std::chrono::seconds(20));
+
+void write_file(const std::filesystem::path& path, const std::string& content);
+std::string read_file(const std::filesystem::path& path);
+
+// A child process with stdout and stderr captured into files.
+class Process {
+ public:
+  // Starts argv[0] (a path) with `argv` and extra environment variables.
+  explicit Process(std::vector<std::string> argv, std::map<std::string, std::string> env = {});
+  ~Process();  // kills (SIGKILL) and reaps the child if it still runs
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const;
+  // Waits for the exit; returns the exit code (128+N when killed by signal N), or nullopt when
+  // it is still running at the deadline.
+  std::optional<int> wait(std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  bool running();
+  std::string out() const;
+  std::string err() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::filesystem::path out_path_;
+  std::filesystem::path err_path_;
+};
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs a command to completion (30 s at most, then it is killed and the test fails).
+ProcessResult run(std::vector<std::string> argv, std::map<std::string, std::string> env = {});
+
+// The tank binary under test (set by CMake).
+std::string tank_binary();
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+// GET http://<address><path> with a fresh connection; nullopt when it cannot connect.
+std::optional<HttpReply> http_get(const std::string& address, const std::string& path);
+
+// The value of a sample in Prometheus text format, e.g. metric_value(text,
+// "tank_queue_dropped_records_total{policy=\"drop_oldest\"}"); nullopt when absent.
+std::optional<double> metric_value(const std::string& exposition, const std::string& sample);
+
+}  // namespace tank::test

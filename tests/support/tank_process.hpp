@@ -1,0 +1,39 @@
+#pragma once
+
+// Runs the real tank binary for integration and failure tests.
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "support/helpers.hpp"
+
+namespace tank::test {
+
+// A configuration file for a test agent: data_dir inside `dir`, metrics on a free port, plus
+// `extra` TOML appended.
+std::filesystem::path write_test_config(const TempDir& dir, const std::string& extra = "",
+                                        const std::string& name = "tank.toml");
+
+class TankProcess {
+ public:
+  // Starts `tank run -c config`.
+  explicit TankProcess(const std::filesystem::path& config, std::map<std::string, std::string> env = {});
+
+  // Waits until data_dir/run.json says "running" for this process; returns the metrics
+  // address, or fails the test with tank's stderr.
+  std::string wait_running(const std::filesystem::path& data_dir);
+  Process& process() { return *process_; }
+  // Sends SIGTERM and waits for the exit code.
+  std::optional<int> stop();
+
+ private:
+  std::unique_ptr<Process> process_;
+};
+
+// Scrapes /metrics.
+std::string scrape(const std::string& address);
+
+}  // namespace tank::test
