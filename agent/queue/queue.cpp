@@ -1,6 +1,7 @@
 #include "queue/queue.hpp"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -358,7 +359,8 @@ void Queue::register_consumers() {
   }
   for (const auto& [name, pos] : consumers_) {
     if (wanted.contains(name)) continue;
-    MDB_val k = lmdb::value_of(consumer_key(name));
+    const std::string key = consumer_key(name);
+    MDB_val k = lmdb::value_of(key);
     lmdb::check(mdb_del(g.txn, meta_dbi_, &k, nullptr), "removing a consumer");
     log::warn(kComponent, "consumer \"{}\" is no longer configured; forgot its position (record {})", name, pos);
   }
@@ -453,8 +455,10 @@ void Queue::close() {
     std::uint64_t lost_bytes = 0;
     try {
       lmdb::Txn txn(env_, 0);
-      lmdb::Cursor cursor(txn.get(), records_dbi_);
       std::uint64_t bytes = disk_bytes_;
+      {
+      // LMDB frees a write transaction's cursors when it commits: this one must go first.
+      lmdb::Cursor cursor(txn.get(), records_dbi_);
       for (MemoryChunk& chunk : memory_) {
         for (std::size_t i = chunk.head; i < chunk.records.size(); ++i) {
           std::string_view rec = chunk.records.encoded(i);
@@ -471,6 +475,7 @@ void Queue::close() {
           bytes += rec.size();
           ++saved;
         }
+      }
       }
       put_meta(txn.get(), meta_dbi_, "bytes", bytes);
       put_meta(txn.get(), meta_dbi_, "next_seq", next_seq_);
@@ -673,7 +678,16 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
     txn.reset();  // aborts
     if (e.code() == MDB_MAP_FULL && allow_records) return false;
     metrics_->commit_failures.Increment();
-    std::string reason = e.code() == ENOSPC ? "no space left on the device holding the queue" : e.what();
+    std::string reason = e.what();
+    if (e.code() == ENOSPC || e.code() == EIO || e.code() == EFBIG || e.code() == EDQUOT) {
+      // LMDB reports a short write on a full device as EIO: ask the device.
+      struct statvfs fs {};
+      if (e.code() == ENOSPC ||
+          (::statvfs(options_.dir.c_str(), &fs) == 0 &&
+           static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize < max_commit_bytes_ + 4 * page_size_)) {
+        reason = "no space left on the device holding the queue";
+      }
+    }
     log::error(kComponent, "writing to the queue failed: {}", reason);
     for (Pending* p : group) {
       if (p->result.status == CommitStatus::committed || p->result.status == CommitStatus::dropped) {

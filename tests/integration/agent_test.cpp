@@ -23,6 +23,15 @@ ProcessResult tank_cmd(std::vector<std::string> args) {
   return run(std::move(args));
 }
 
+// Stores `batch` in the queue of `data_dir`, as an earlier run of tank would have.
+void store_earlier_records(const std::filesystem::path& data_dir, const queue::RecordBatch& batch) {
+  ManualClock clock;
+  auto options = small_queue(data_dir / "queue", 1ULL << 30);
+  options.consumers = {};
+  auto q = queue::Queue::open(options, clock, nullptr);
+  REQUIRE(q->append(batch).ok());
+}
+
 // `promtool check metrics` on a scrape; returns promtool's exit code and output.
 ProcessResult promtool_check(const TempDir& dir, const std::string& exposition) {
   write_file(dir / "scrape.txt", exposition);
@@ -138,17 +147,13 @@ TEST_CASE("tank queue stats and peek read the queue while the agent runs", "[age
   TempDir dir;
   auto config = write_test_config(dir);
   {
-    // Records an earlier run accepted.
     ManualClock clock;
-    auto options = small_queue(dir / "data" / "queue", 1ULL << 30);
-    options.consumers = {};
-    auto q = queue::Queue::open(options, clock, nullptr);
     queue::RecordBatch b;
     queue::Attribute attrs[] = {{"topic", "plant/1"}};
     b.add("plant", clock.wall_ns(), "{\"temp\":21.5}", attrs);
     b.add("plant", clock.wall_ns(), std::string("\x00\xff\x01", 3));
     b.add("logs", clock.wall_ns(), "line three");
-    REQUIRE(q->append(std::move(b)).ok());
+    store_earlier_records(dir / "data", b);
   }
   TankProcess agent(config);
   agent.wait_running(dir / "data");
@@ -189,13 +194,7 @@ TEST_CASE("queue commands on a data_dir without a queue fail clearly", "[agent][
 TEST_CASE("after kill -9 tank restarts with its records and after a reboot it checks every page", "[agent][recovery]") {
   TempDir dir;
   auto config = write_test_config(dir);
-  {
-    ManualClock clock;
-    auto options = small_queue(dir / "data" / "queue", 1ULL << 30);
-    options.consumers = {};
-    auto q = queue::Queue::open(options, clock, nullptr);
-    REQUIRE(q->append(batch_of(payloads(100), clock)).ok());
-  }
+  store_earlier_records(dir / "data", batch_of(payloads(100), ManualClock()));
   {
     TankProcess agent(config);
     agent.wait_running(dir / "data");

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Installs the Debian 12 packages tank needs to build (and, with --with-tests, to run its test
+# suite). Idempotent: when everything is installed it only checks, in well under a second.
+# Installing needs root; without root it lists what is missing and how to install it.
+set -eu
+
+build_packages="g++ cmake ninja-build pkg-config git \
+  libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev lmdb-utils libzstd-dev \
+  libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev"
+test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-schema-test-suite qemu-user"
+
+packages="$build_packages"
+case "${1:-}" in
+  --with-tests) packages="$build_packages $test_packages" ;;
+  "") ;;
+  *) echo "usage: $0 [--with-tests]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $packages; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tank needs these Debian packages:$missing" >&2
+  echo "install them as root: apt-get install --no-install-recommends$missing" >&2
+  exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+if ! apt-get install -y --no-install-recommends $missing >/dev/null 2>&1; then
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing
+fi
