@@ -1,9 +1,11 @@
 // Benchmark of the write-ahead queue, next to raw LMDB on the same disk.
 //
-//   queue_bench [--dir DIR] [--quick] [--only raw|append|pipeline|backlog]
+//   queue_bench [--dir DIR] [--quick] [--repeat N] [--only raw|append|pipeline|backlog]
 //
+// Every figure is the median of N runs (default 1): this machine's disk and CPU are shared, and
+// single runs vary by tens of percent.
 // Prints Markdown tables (records/s, MB/s of encoded records, commits/s) for:
-//   raw       raw LMDB: 100 B values with MDB_APPEND, batches of 1/100/1000, with and without
+//   raw       raw LMDB: 100 B values, cursor + MDB_APPEND + MDB_RESERVE, batches of 1/100/1000, with and without
 //             an fsync per commit (the baseline the queue is measured against)
 //   append    Queue::append of prebuilt batches: 100 B and 1 KiB payloads, batches of 1/100/1000,
 //             fsync always/interval/never
@@ -14,8 +16,10 @@
 
 #include <lmdb.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -34,8 +38,18 @@ namespace {
 struct Settings {
   std::filesystem::path dir = std::filesystem::temp_directory_path() / "tank-queue-bench";
   bool quick = false;
+  int repeat = 1;
   std::string only;
 };
+
+// The median of `runs` results of `measure` (each a records/s figure).
+template <class F>
+double median_of(int runs, F&& measure) {
+  std::vector<double> v;
+  for (int i = 0; i < runs; ++i) v.push_back(measure());
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 double seconds_since(Steady::time_point start) {
   return std::chrono::duration<double>(Steady::now() - start).count();
@@ -71,7 +85,10 @@ double raw_lmdb(const Settings& s, std::size_t value_size, std::size_t batch, bo
   auto start = Steady::now();
   const std::uint64_t cap = (3ULL << 30) / (value_size + 24);
   while (seconds_since(start) < budget && seq < cap) {
+    // LMDB's fastest append: one cursor per transaction, MDB_APPEND, MDB_RESERVE + memcpy.
     check(mdb_txn_begin(env, nullptr, 0, &txn), "begin");
+    MDB_cursor* cursor = nullptr;
+    check(mdb_cursor_open(txn, dbi, &cursor), "cursor");
     for (std::size_t i = 0; i < batch; ++i) {
       unsigned char key[8];
       std::uint64_t k = ++seq;
@@ -80,9 +97,11 @@ double raw_lmdb(const Settings& s, std::size_t value_size, std::size_t batch, bo
         k >>= 8;
       }
       MDB_val kv{8, key};
-      MDB_val vv{value.size(), value.data()};
-      check(mdb_put(txn, dbi, &kv, &vv, MDB_APPEND), "put");
+      MDB_val vv{value.size(), nullptr};
+      check(mdb_cursor_put(cursor, &kv, &vv, MDB_APPEND | MDB_RESERVE), "put");
+      std::memcpy(vv.mv_data, value.data(), value.size());
     }
+    mdb_cursor_close(cursor);
     check(mdb_txn_commit(txn), "commit");
   }
   double elapsed = seconds_since(start);
@@ -203,8 +222,9 @@ int main(int argc, char** argv) {
     if (a == "--dir" && i + 1 < argc) s.dir = argv[++i];
     else if (a == "--quick") s.quick = true;
     else if (a == "--only" && i + 1 < argc) s.only = argv[++i];
+    else if (a == "--repeat" && i + 1 < argc) s.repeat = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: queue_bench [--dir DIR] [--quick] [--only raw|append|pipeline|backlog]\n");
+      std::fprintf(stderr, "usage: queue_bench [--dir DIR] [--quick] [--repeat N] [--only raw|append|pipeline|backlog]\n");
       return 2;
     }
   }
@@ -213,10 +233,12 @@ int main(int argc, char** argv) {
   auto wants = [&](const char* what) { return s.only.empty() || s.only == what; };
 
   if (wants("raw")) {
-    std::printf("\n### Raw LMDB, 100 B values, MDB_APPEND\n\n| batch | fsync per commit | records/s |\n|---|---|---|\n");
+    std::printf("\n### Raw LMDB, 100 B values (cursor, MDB_APPEND, MDB_RESERVE)\n\n| batch | fsync per commit | records/s |\n|---|---|---|\n");
     for (std::size_t batch : {1, 100, 1000}) {
       for (bool sync : {false, true}) {
-        double rate = raw_lmdb(s, 100, batch, sync, sync && batch == 1 ? budget / 2 : budget);
+        double rate = median_of(s.repeat, [&] {
+          return raw_lmdb(s, 100, batch, sync, sync && batch == 1 ? budget / 2 : budget);
+        });
         std::printf("| %zu | %s | %.0f |\n", batch, sync ? "yes" : "no", rate);
         std::fflush(stdout);
       }
@@ -230,14 +252,17 @@ int main(int argc, char** argv) {
       for (std::size_t batch : {1, 100, 1000}) {
         for (auto fsync : {queue::Fsync::always, queue::Fsync::interval, queue::Fsync::never}) {
           auto dir = s.dir / "append";
-          fresh(dir);
-          Rate r;
-          {
+          double bytes_per_record = 0;
+          double rate = median_of(s.repeat, [&] {
+            fresh(dir);
             auto q = queue::Queue::open(options_for(dir, fsync, 8ULL << 30), system_clock(), nullptr);
-            r = append_only(*q, payload, batch, budget, 2ULL << 30);
-          }
+            Rate r = append_only(*q, payload, batch, budget, 2ULL << 30);
+            bytes_per_record = r.mb_per_s * 1e6 / r.records_per_s;
+            return r.records_per_s;
+          });
           std::printf("| %zu B | %zu | %s | %.0f | %.1f | %.0f |\n", payload, batch,
-                      std::string(queue::to_string(fsync)).c_str(), r.records_per_s, r.mb_per_s, r.commits_per_s);
+                      std::string(queue::to_string(fsync)).c_str(), rate, rate * bytes_per_record / 1e6,
+                      rate / static_cast<double>(batch));
           std::fflush(stdout);
         }
       }
@@ -251,15 +276,13 @@ int main(int argc, char** argv) {
     for (std::size_t payload : {100, 1024}) {
       for (std::size_t batch : {100, 1000}) {
         auto dir = s.dir / "pipeline";
-        fresh(dir);
         std::uint64_t total = s.quick ? 1'000'000 : (payload == 100 ? 10'000'000 : 3'000'000);
-        Rate r;
-        {
+        double rate = median_of(s.repeat, [&] {
+          fresh(dir);
           auto q = queue::Queue::open(options_for(dir, queue::Fsync::interval, 1ULL << 30), system_clock(), nullptr);
-          r = pipeline(*q, payload, batch, total);
-        }
-        std::printf("| %zu B | %zu | %llu | %.0f |\n", payload, batch, static_cast<unsigned long long>(total),
-                    r.records_per_s);
+          return pipeline(*q, payload, batch, total).records_per_s;
+        });
+        std::printf("| %zu B | %zu | %llu | %.0f |\n", payload, batch, static_cast<unsigned long long>(total), rate);
         std::fflush(stdout);
       }
     }
@@ -267,26 +290,42 @@ int main(int argc, char** argv) {
   }
 
   if (wants("backlog")) {
+    // An empty queue and one holding a 1 GiB backlog, measured alternately so that the shared
+    // machine's ups and downs fall on both alike.
     std::printf("\n### Backlog: 100 B payloads, batches of 1000, fsync interval\n\n"
                 "| backlog | append records/s | append + read + ack records/s |\n|---|---|---|\n");
-    for (std::uint64_t backlog : {0ULL, 1ULL << 30}) {
-      auto dir = s.dir / "backlog";
-      fresh(dir);
-      Rate a, p;
-      {
-        auto q = queue::Queue::open(options_for(dir, queue::Fsync::interval, 3ULL << 30), system_clock(), nullptr);
-        if (backlog > 0) fill_backlog(*q, backlog);
-        a = append_only(*q, 100, 1000, budget, 256ULL << 20);
-      }
-      {
-        // Reopen so the consumer starts at the head of the backlog, as after a long outage.
-        auto q = queue::Queue::open(options_for(dir, queue::Fsync::interval, 3ULL << 30), system_clock(), nullptr);
-        p = pipeline(*q, 100, 1000, s.quick ? 1'000'000 : 5'000'000);
-      }
-      std::printf("| %s | %.0f | %.0f |\n", backlog ? "1 GiB" : "empty", a.records_per_s, p.records_per_s);
-      std::fflush(stdout);
+    auto open_queue = [&](const std::filesystem::path& dir) {
+      return queue::Queue::open(options_for(dir, queue::Fsync::interval, 3ULL << 30), system_clock(), nullptr);
+    };
+    fresh(s.dir / "empty");
+    fresh(s.dir / "backlog");
+    auto empty = open_queue(s.dir / "empty");
+    auto loaded = open_queue(s.dir / "backlog");
+    fill_backlog(*loaded, 1ULL << 30);
+    // Appends, after which as many records are acknowledged from the head: sizes stay put.
+    auto append_run = [&](queue::Queue& q) {
+      std::uint64_t before = q.stats().next_seq;
+      double rate = append_only(q, 100, 1000, budget, 256ULL << 20).records_per_s;
+      std::uint64_t appended = q.stats().next_seq - before;
+      if (!q.ack("bench", q.position("bench").value_or(0) + appended).ok()) std::exit(1);
+      return rate;
+    };
+    std::vector<double> append_empty, append_loaded, pipe_empty, pipe_loaded;
+    const std::uint64_t pipeline_records = s.quick ? 1'000'000 : 5'000'000;
+    for (int i = 0; i < s.repeat; ++i) {
+      append_empty.push_back(append_run(*empty));
+      append_loaded.push_back(append_run(*loaded));
+      pipe_empty.push_back(pipeline(*empty, 100, 1000, pipeline_records).records_per_s);
+      pipe_loaded.push_back(pipeline(*loaded, 100, 1000, pipeline_records).records_per_s);
     }
-    std::filesystem::remove_all(s.dir / "backlog");
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    std::printf("| empty | %.0f | %.0f |\n", median(append_empty), median(pipe_empty));
+    std::printf("| 1 GiB | %.0f | %.0f |\n", median(append_loaded), median(pipe_loaded));
+    empty.reset();
+    loaded.reset();
   }
   std::filesystem::remove_all(s.dir);
   return 0;

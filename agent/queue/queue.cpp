@@ -180,7 +180,8 @@ Queue::Queue(const Options& options, const Clock& clock, bool read_only)
       clock_(clock),
       read_only_(read_only),
       full_episode_(kComponent, log::Level::warn),
-      map_full_episode_(kComponent, log::Level::error) {}
+      map_full_episode_(kComponent, log::Level::error),
+      commit_failure_episode_(kComponent, log::Level::error) {}
 
 std::unique_ptr<Queue> Queue::open(const Options& options, const Clock& clock, metrics::Registry* metrics,
                                    OpenReport* report) {
@@ -554,6 +555,12 @@ void Queue::submit(Pending& p) {
       cv_.wait(lock);
       continue;
     }
+    if (closed_) {
+      // close() ran while this batch waited: it was not written.
+      pending_.erase(std::remove(pending_.begin(), pending_.end(), &p), pending_.end());
+      p.result = CommitResult{CommitStatus::failed, 0, 0, "the queue is closed (tank is stopping)"};
+      return;
+    }
     // Become the leader: take the oldest waiting batches, up to max_commit_bytes of records
     // (at least one), and write them in one transaction.
     leader_active_ = true;
@@ -674,6 +681,7 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
     }
     if (!lock.owns_lock()) lock.lock();
     finish_group_locked(g, true);
+    if (g.wrote) commit_failure_episode_.end("writing to the queue works again");
   } catch (const lmdb::Error& e) {
     txn.reset();  // aborts
     if (e.code() == MDB_MAP_FULL && allow_records) return false;
@@ -688,7 +696,9 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
         reason = "no space left on the device holding the queue";
       }
     }
-    log::error(kComponent, "writing to the queue failed: {}", reason);
+    commit_failure_episode_.occur(fmt::format("writing to the queue failed: {}; the records were refused and "
+                                              "stay with their sources",
+                                              reason));
     for (Pending* p : group) {
       if (p->result.status == CommitStatus::committed || p->result.status == CommitStatus::dropped) {
         p->result = CommitResult{CommitStatus::failed, 0, 0, reason};

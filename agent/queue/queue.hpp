@@ -336,6 +336,7 @@ class Queue {
 
   log::Episode full_episode_;
   log::Episode map_full_episode_;
+  log::Episode commit_failure_episode_;
 
   // fsync = "interval"
   std::atomic<bool> unsynced_{false};

@@ -99,6 +99,18 @@ TEST_CASE("a data_dir that cannot be created gives one line naming it and exits 
   CHECK(contains(r.err, "set agent.data_dir to a writable directory"));
 }
 
+TEST_CASE("a data_dir that cannot be written gives one line naming it and exits 1", "[agent]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "data");
+  // Immutable: not even root may create a file in it (root ignores permission bits).
+  REQUIRE(run({"/usr/bin/chattr", "+i", (dir / "data").string()}).exit_code == 0);
+  auto config = write_test_config(dir);
+  auto r = tank_cmd({"run", "-c", config.string()});
+  run({"/usr/bin/chattr", "-i", (dir / "data").string()});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "cannot write in data_dir " + (dir / "data").string() + ": Operation not permitted"));
+}
+
 TEST_CASE("a second tank on the same data_dir is refused", "[agent]") {
   TempDir dir;
   auto config = write_test_config(dir);

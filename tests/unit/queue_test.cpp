@@ -339,3 +339,37 @@ TEST_CASE("a closed queue refuses commits and a read-only queue refuses writes",
   CHECK_THROWS_AS(ro->append(batch_of({"y"}, clock)), std::logic_error);
   CHECK_THROWS_AS(Queue::open_read_only(dir / "nothing-here", clock), queue::OpenError);
 }
+
+TEST_CASE("closing while producers are committing refuses their batches cleanly", "[queue]") {
+  TempDir dir;
+  ManualClock clock;
+  auto q = Queue::open(small_queue(dir / "q", 64 << 20), clock, nullptr);
+  std::atomic<std::uint64_t> committed{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> producers;
+  for (int t = 0; t < 4; ++t) {
+    producers.emplace_back([&] {
+      for (;;) {
+        try {
+          auto r = q->append(batch_of(payloads(10), clock));
+          if (!r.ok()) {
+            CHECK(r.error == "the queue is closed (tank is stopping)");
+            ++refused;
+            return;
+          }
+          committed += 10;
+        } catch (const std::logic_error&) {
+          ++refused;  // called after close() returned
+          return;
+        }
+      }
+    });
+  }
+  REQUIRE(wait_until([&] { return committed > 1000; }));
+  q->close();
+  for (auto& t : producers) t.join();
+  CHECK(refused == 4);
+  // Everything that was reported committed is there.
+  auto reopened = Queue::open(small_queue(dir / "q", 64 << 20), clock, nullptr);
+  CHECK(reopened->stats().records == committed.load());
+}
