@@ -233,7 +233,10 @@ int queue_command(std::span<const std::string> argv, const plugin::Registry& plu
   std::filesystem::path dir = target->data_dir / "queue";
 
   if (sub == "verify") {
-    queue::VerifyResult r = queue::verify_in_child(dir, queue::Verification::full, queue::verification_timeout(dir));
+    queue::VerifyOptions verify;
+    verify.depth = queue::Verification::full;
+    verify.use_lock_file = true;  // tank may be running
+    queue::VerifyResult r = queue::verify_in_child(dir, verify);
     switch (r.outcome) {
       case queue::VerifyResult::Outcome::ok:
         std::cout << fmt::format("{}: sound\n", dir.string());

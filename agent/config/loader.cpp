@@ -1,6 +1,7 @@
 #include "config/loader.hpp"
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -14,6 +15,7 @@ namespace tank::config {
 namespace {
 
 constexpr std::string_view kPluginKinds[] = {"inputs", "processors", "outputs"};
+constexpr std::uintmax_t kMaxSecretBytes = 64 * 1024;
 
 std::string_view kind_singular(std::string_view kind) {
   if (kind == "inputs") return "input";
@@ -170,8 +172,8 @@ class SectionParser {
         if (auto v = parse_default(option)) values_.set(std::string(option.name), std::move(*v));
       } else if (option.required) {
         std::string hint = option.secret ? fmt::format(" (or {}_file)", option.name) : std::string();
-        ctx_.diagnostics.error(values_.where(), key_path(option.name),
-                               fmt::format("required option is missing{}: {}", hint, option.description));
+        fail(values_.where(), key_path(option.name),
+             fmt::format("required option is missing{}: {}", hint, option.description));
       }
     }
     if (section_.check != nullptr && !section_failed_) section_.check(values_, ctx_.diagnostics);
@@ -255,6 +257,13 @@ class SectionParser {
     if (!path_text) return std::nullopt;
     std::filesystem::path path(*path_text);
     if (path.is_relative()) path = ctx_.base_dir / path;
+    std::error_code size_error;
+    auto size = std::filesystem::file_size(path, size_error);
+    if (!size_error && size > kMaxSecretBytes) {
+      fail(where, key, fmt::format("{} has {} bytes; a secret file may have at most {}", path.string(), size,
+                                   kMaxSecretBytes));
+      return std::nullopt;
+    }
     std::string error;
     auto content = fs::read_file(path, &error);
     if (!content) {
@@ -335,13 +344,16 @@ class SectionParser {
         break;
       }
       case Type::number: {
-        if (auto f = node.as_floating_point()) {
+        if (auto f = node.as_floating_point(); f && !std::isfinite(f->get())) {
+          fail(where, key, fmt::format("expected a finite number, got {}", describe(node)));
+          return std::nullopt;
+        } else if (f) {
           value.data = f->get();
         } else if (auto i = node.as_integer()) {
           value.data = static_cast<double>(i->get());
         } else if (auto s = from_env_string()) {
           auto parsed = parse_double(*s);
-          if (!parsed) {
+          if (!parsed || !std::isfinite(*parsed)) {
             fail(where, key, fmt::format("expected a number, got \"{}\" after substitution", *s));
             return std::nullopt;
           }

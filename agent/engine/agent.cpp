@@ -86,7 +86,8 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   state.version = build::version;
   state.agent_id = agent.id;
   state.started_ns = clock.wall_ns();
-  state.unfinished_starts = (previous && previous->state == "starting") ? previous->unfinished_starts + 1 : 1;
+  // Until this run stops cleanly it counts as one more run that did not.
+  state.unclean_exits = unclean_exits(previous);
   state.corruption_detected = previous && previous->corruption_detected;
   VerificationChoice verification = choose_verification(previous, state.boot_id);
   if (std::string error = write_run_state(state_path, state); !error.empty()) {
@@ -102,6 +103,8 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
 
   queue::Options queue_options = queue::options_from(document.section("queue"), agent.data_dir / "queue");
   queue_options.verification = verification.depth;
+  // A full check of a large queue on slow storage can outlast systemd's start timeout.
+  queue_options.on_verification_wait = [] { systemd::notify("EXTEND_TIMEOUT_USEC=30000000"); };
   if (verification.depth == queue::Verification::full) {
     log::warn(kComponent, "checking every page of the queue: {}", verification.reason);
   }
@@ -133,16 +136,27 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
 
   phase = Phase::running;
   state.state = "running";
-  state.unfinished_starts = 0;
   if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
   systemd::notify("READY=1");
   log::info(kComponent, "tank {} running: agent id \"{}\", data_dir {}, {}", build::version, agent.id,
             agent.data_dir.string(),
             server ? fmt::format("metrics on http://{}/metrics", state.metrics_address) : "metrics endpoint off");
 
+  int exit_code = 0;
   for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    const timespec tick{1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig < 0) {
+      if (queue->damaged()) {
+        // LMDB reported damage: stop, and make the next start check every page (and move the
+        // queue aside if it is damaged) instead of running on it.
+        log::error(kComponent, "stopping: the queue is damaged; the next start checks it in full");
+        state.corruption_detected = true;
+        exit_code = 1;
+        break;
+      }
+      continue;
+    }
     if (sig == SIGHUP) {
       log::warn(kComponent, "SIGHUP received: reloading the configuration is not supported yet; restart tank to "
                             "apply a new one");
@@ -163,10 +177,11 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     return 1;
   }
   if (server) server->stop();
-  state.state = "stopped";
+  state.state = exit_code == 0 ? "stopped" : "failed";
+  state.unclean_exits = exit_code == 0 ? 0 : state.unclean_exits;
   if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
   log::info(kComponent, "stopped");
-  return 0;
+  return exit_code;
 }
 
 }  // namespace tank::engine

@@ -42,7 +42,7 @@ std::optional<RunState> read_run_state(const std::filesystem::path& path, std::s
   s.agent_id = str("agent_id");
   s.metrics_address = str("metrics_address");
   s.started_ns = num("started_ns");
-  s.unfinished_starts = static_cast<int>(num("unfinished_starts"));
+  s.unclean_exits = static_cast<int>(num("unclean_exits"));
   auto* c = o.if_contains("corruption_detected");
   s.corruption_detected = c != nullptr && c->is_bool() && c->as_bool();
   return s;
@@ -57,9 +57,14 @@ std::string write_run_state(const std::filesystem::path& path, const RunState& s
   o["agent_id"] = s.agent_id;
   o["metrics_address"] = s.metrics_address;
   o["started_ns"] = s.started_ns;
-  o["unfinished_starts"] = s.unfinished_starts;
+  o["unclean_exits"] = s.unclean_exits;
   o["corruption_detected"] = s.corruption_detected;
   return fs::write_file_atomic(path, json::serialize(o) + "\n");
+}
+
+int unclean_exits(const std::optional<RunState>& previous) {
+  if (!previous || previous->state == "stopped") return 0;
+  return previous->unclean_exits + 1;
 }
 
 VerificationChoice choose_verification(const std::optional<RunState>& previous, const std::string& boot_id) {
@@ -67,13 +72,12 @@ VerificationChoice choose_verification(const std::optional<RunState>& previous, 
   if (previous->corruption_detected) {
     return {queue::Verification::full, "the previous run found the queue damaged"};
   }
-  if (previous->unfinished_starts >= 2) {
-    return {queue::Verification::full,
-            fmt::format("the last {} starts ended before tank was running", previous->unfinished_starts)};
-  }
   if (previous->state == "stopped") return {queue::Verification::quick, "the previous run stopped cleanly"};
   if (!boot_id.empty() && !previous->boot_id.empty() && previous->boot_id != boot_id) {
     return {queue::Verification::full, "the previous run did not stop and the machine restarted since (power loss?)"};
+  }
+  if (int n = unclean_exits(previous); n >= 2) {
+    return {queue::Verification::full, fmt::format("the last {} runs ended without stopping", n)};
   }
   return {queue::Verification::quick, "the previous process ended without stopping (crash or kill)"};
 }

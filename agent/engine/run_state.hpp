@@ -21,8 +21,9 @@ struct RunState {
   std::string agent_id;
   std::string metrics_address;  // "" when the endpoint is off
   std::int64_t started_ns = 0;
-  // Consecutive starts that never reached "running" (crashed or were killed during start-up).
-  int unfinished_starts = 0;
+  // How many runs in a row before this one ended without stopping (crash, kill -9, power loss,
+  // or death during start-up).
+  int unclean_exits = 0;
   // The queue reported damage while running: check it fully at the next start.
   bool corruption_detected = false;
 };
@@ -40,12 +41,16 @@ struct VerificationChoice {
   std::string reason;
 };
 
+// How many runs in a row ended without stopping, counting the previous one.
+int unclean_exits(const std::optional<RunState>& previous);
+
 // How thoroughly to check the queue at start-up, given how the previous run ended:
 //   - stopped cleanly, or first start: quick;
 //   - ended without stopping, same boot (a process crash or kill -9): quick, since the OS
 //     kept every write;
 //   - ended without stopping, and the machine rebooted since (maybe a power loss): full;
-//   - the previous run saw damage, or two starts in a row died before running: full.
+//   - the previous run saw damage, or the last two runs both ended without stopping (a crash
+//     that repeats may come from damaged pages): full.
 VerificationChoice choose_verification(const std::optional<RunState>& previous, const std::string& boot_id);
 
 }  // namespace tank::engine

@@ -32,6 +32,8 @@ struct HttpServer::Impl {
   std::atomic<std::size_t> connections{0};
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
+  asio::steady_timer retry_timer{io};
+  log::Episode accept_episode{"http", log::Level::error};
   HttpHandler handler;
   HttpServerLimits limits;
   std::thread thread;
@@ -45,7 +47,8 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, HttpServer::Impl& server) : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket socket, HttpServer::Impl& server)
+      : stream_(std::move(socket)), server_(server), born_(std::chrono::steady_clock::now()) {}
   ~Session() { --server_.connections; }
 
   void run() { read(); }
@@ -85,7 +88,10 @@ class Session : public std::enable_shared_from_this<Session> {
       log::error("http", "handler for {} failed: {}", target, e.what());
       response = HttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
     }
-    respond(std::move(response), req.keep_alive());
+    if (req.method() == http::verb::head) response.body.clear();
+    // A connection may not be held forever by a client that keeps it alive.
+    bool keep_alive = req.keep_alive() && std::chrono::steady_clock::now() - born_ < server_.limits.max_lifetime;
+    respond(std::move(response), keep_alive);
   }
 
   void respond(HttpResponse response, bool keep_alive) {
@@ -113,6 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;
   HttpServer::Impl& server_;
+  std::chrono::steady_clock::time_point born_;
 };
 
 }  // namespace
@@ -120,14 +127,22 @@ class Session : public std::enable_shared_from_this<Session> {
 void HttpServer::Impl::accept() {
   acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec) {
-      if (connections.load() >= limits.max_connections) {
-        beast::error_code ignored;
-        socket.close(ignored);
-      } else {
-        ++connections;
-        std::make_shared<Session>(std::move(socket), *this)->run();
-      }
+    if (ec) {
+      // EMFILE and the like: accepting again at once would spin; wait a little.
+      accept_episode.occur(fmt::format("accepting connections failed: {}; retrying", ec.message()));
+      retry_timer.expires_after(std::chrono::milliseconds(100));
+      retry_timer.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && acceptor.is_open()) accept();
+      });
+      return;
+    }
+    accept_episode.end("accepting connections again");
+    if (connections.load() >= limits.max_connections) {
+      beast::error_code ignored;
+      socket.close(ignored);
+    } else {
+      ++connections;
+      std::make_shared<Session>(std::move(socket), *this)->run();
     }
     accept();
   });

@@ -31,6 +31,7 @@ struct HttpServerLimits {
   std::size_t max_connections = 32;            // further connections are closed at once
   std::size_t max_header_bytes = 8 * 1024;     // larger requests get 431
   std::chrono::seconds idle_timeout{10};       // a connection silent this long is closed
+  std::chrono::seconds max_lifetime{300};      // a kept-alive connection is closed after this
 };
 
 class HttpServer {

@@ -124,15 +124,15 @@ struct Queue::MemoryChunk {
 // One group transaction: what it changes, applied to the committed state only once LMDB has
 // committed it.
 struct Queue::Group {
-  MDB_txn* txn = nullptr;
-  bool wrote = false;  // anything put or deleted (a group of RAM-only appends writes nothing)
+  MDB_txn* root = nullptr;  // the group's transaction
+  MDB_txn* txn = nullptr;   // where batches are applied: `root`, or a nested transaction of it
+  bool wrote = false;       // anything put or deleted (a group of RAM-only appends writes nothing)
 
   std::uint64_t next_seq = 0;
   std::uint64_t seq_reserved = 0;
   std::uint64_t disk_bytes = 0;
   std::map<std::string, std::uint64_t, std::less<>> consumers;
   bool consumers_changed = false;
-  bool acks = false;
 
   // The disk tier after the transaction (captured before commit).
   std::uint64_t disk_records = 0;
@@ -198,7 +198,10 @@ std::unique_ptr<Queue> Queue::open_read_only(const std::filesystem::path& dir, c
   if (!std::filesystem::exists(dir / "data.mdb", ec)) {
     throw OpenError(fmt::format("there is no queue in {} (has tank run with this data_dir?)", dir.string()));
   }
-  VerifyResult check = verify_in_child(dir, Verification::quick, verification_timeout(dir));
+  VerifyOptions verify;
+  verify.depth = Verification::quick;
+  verify.use_lock_file = true;  // tank may be writing it right now
+  VerifyResult check = verify_in_child(dir, verify);
   if (check.outcome != VerifyResult::Outcome::ok) {
     throw OpenError(fmt::format("cannot read the queue in {}: {}", dir.string(), check.problem));
   }
@@ -220,7 +223,10 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
     std::filesystem::create_directories(dir, ec);
     if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
 
-    VerifyResult check = verify_in_child(dir, options_.verification, verification_timeout(dir));
+    VerifyOptions verify;
+    verify.depth = options_.verification;
+    verify.on_wait = options_.on_verification_wait;
+    VerifyResult check = verify_in_child(dir, verify);
     switch (check.outcome) {
       case VerifyResult::Outcome::ok:
         break;
@@ -258,8 +264,6 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
   max_commit_bytes_ = max_commit_for(options_.max_disk_bytes);
   margin_bytes_ = margin_for(options_.max_disk_bytes);
   map_bytes_ = (options_.max_disk_bytes + margin_bytes_ + page_size_ - 1) / page_size_ * page_size_;
-  bound_pages_ = options_.max_disk_bytes / page_size_;
-  node_max_ = (((page_size_ - kPageHeader) / 2) & ~std::uint64_t{1}) - 2;
 
   auto open_env = [&]() -> int {
     if (env_ != nullptr) {
@@ -292,9 +296,13 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
     env_ = nullptr;
     throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), mdb_strerror(rc)));
   }
+  // An existing file keeps the page size it was created with (a data directory moved between
+  // machines with 4 KiB and 16 KiB pages): size everything from the file's.
   MDB_stat st{};
   mdb_env_stat(env_, &st);
   page_size_ = st.ms_psize;
+  bound_pages_ = options_.max_disk_bytes / page_size_;
+  node_max_ = (((page_size_ - kPageHeader) / 2) & ~std::uint64_t{1}) - 2;
 
   try {
     if (read_only_) {
@@ -448,61 +456,95 @@ void Queue::close() {
   }
   sync_cv_.notify_all();
   if (sync_thread_.joinable()) sync_thread_.join();
+  std::unique_lock env_lock(env_mutex_);  // waits for readers in progress
   if (env_ == nullptr) return;
-  if (!read_only_ && !memory_.empty()) {
-    // Save the memory tier, oldest first, as far as the disk bound allows.
-    std::uint64_t saved = 0;
-    std::uint64_t lost = 0;
-    std::uint64_t lost_bytes = 0;
+  if (!read_only_ && !memory_.empty()) save_memory_tier();
+  if (!read_only_ && mdb_env_sync(env_, 1) == 0 && metrics_) metrics_->fsyncs.Increment();
+  mdb_env_close(env_);
+  env_ = nullptr;
+}
+
+// Writes the RAM tier to LMDB at close, oldest first, in transactions of at most
+// max_commit_bytes, as far as the disk bound allows; what does not fit is counted as dropped.
+void Queue::save_memory_tier() {
+  std::uint64_t saved = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t lost_bytes = 0;
+  std::vector<std::pair<std::uint64_t, std::string_view>> records;
+  for (const MemoryChunk& chunk : memory_) {
+    for (std::size_t i = chunk.head; i < chunk.records.size(); ++i) records.emplace_back(chunk.seq(i), chunk.records.encoded(i));
+  }
+  std::size_t next = 0;
+  int attempts = 0;
+  while (next < records.size()) {
+    std::size_t end = next;
+    std::uint64_t bytes = 0;
+    while (end < records.size() && (end == next || bytes + records[end].second.size() <= max_commit_bytes_)) {
+      bytes += records[end].second.size();
+      ++end;
+    }
     try {
       lmdb::Txn txn(env_, 0);
-      std::uint64_t bytes = disk_bytes_;
+      std::uint64_t stored = 0;
+      std::uint64_t stored_bytes = 0;
+      bool full = false;
       {
-      // LMDB frees a write transaction's cursors when it commits: this one must go first.
-      lmdb::Cursor cursor(txn.get(), records_dbi_);
-      for (MemoryChunk& chunk : memory_) {
-        for (std::size_t i = chunk.head; i < chunk.records.size(); ++i) {
-          std::string_view rec = chunk.records.encoded(i);
-          if (used_pages(txn.get()) + 2 + rec.size() / page_size_ > bound_pages_) {
-            ++lost;
-            lost_bytes += rec.size();
-            continue;
+        // LMDB frees a write transaction's cursors when it commits: this one must go first.
+        lmdb::Cursor cursor(txn.get(), records_dbi_);
+        for (std::size_t i = next; i < end; ++i) {
+          std::string_view rec = records[i].second;
+          const std::uint64_t need = (kNodeHeader + kKeyBytes + rec.size()) / page_size_ + 2;
+          if (used_pages(txn.get()) + need > bound_pages_) {
+            full = true;
+            break;
           }
-          lmdb::SeqKey key(chunk.seq(i));
+          lmdb::SeqKey key(records[i].first);
           MDB_val k = key.val();
           MDB_val v{rec.size(), nullptr};
           lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_RESERVE), "saving the memory tier");
           std::memcpy(v.mv_data, rec.data(), rec.size());
-          bytes += rec.size();
-          ++saved;
+          ++stored;
+          stored_bytes += rec.size();
         }
       }
-      }
-      put_meta(txn.get(), meta_dbi_, "bytes", bytes);
+      put_meta(txn.get(), meta_dbi_, "bytes", disk_bytes_ + stored_bytes);
       put_meta(txn.get(), meta_dbi_, "next_seq", next_seq_);
       txn.commit();
+      disk_bytes_ += stored_bytes;
+      saved += stored;
+      next += stored;
+      if (full) break;
     } catch (const lmdb::Error& e) {
-      log::error(kComponent, "saving the {} records held in memory failed: {}", memory_records_, e.what());
-      lost = memory_records_;
-      lost_bytes = memory_encoded_bytes_;
-      saved = 0;
+      // MDB_MAP_FULL right after large deletions: pages freed by the last transactions become
+      // reusable two transactions later. Commit empty transactions and try again, a few times.
+      if (e.code() == MDB_MAP_FULL && ++attempts <= 3) {
+        for (int i = 0; i < 2; ++i) {
+          lmdb::Txn empty(env_, 0);
+          put_meta(empty.get(), meta_dbi_, "next_seq", next_seq_);
+          empty.commit();
+        }
+        continue;
+      }
+      log::error(kComponent, "saving the records held in memory failed: {}", e.what());
+      break;
     }
-    if (lost > 0) {
-      if (metrics_) metrics_->dropped_newest_records.Increment(static_cast<double>(lost));
-      log::error(kComponent,
-                 "dropped {} records ({}) held in memory at shutdown: the disk tier (max_disk_bytes = {}) had no room "
-                 "for them",
-                 lost, units::human_size(lost_bytes), units::format_size(options_.max_disk_bytes));
-    }
-    if (saved > 0) log::info(kComponent, "saved the {} records held in memory to disk", saved);
-    memory_.clear();
-    memory_records_ = 0;
-    memory_bytes_ = 0;
-    memory_encoded_bytes_ = 0;
   }
-  if (!read_only_ && mdb_env_sync(env_, 1) == 0 && metrics_) metrics_->fsyncs.Increment();
-  mdb_env_close(env_);
-  env_ = nullptr;
+  for (std::size_t i = next; i < records.size(); ++i) {
+    ++lost;
+    lost_bytes += records[i].second.size();
+  }
+  if (lost > 0) {
+    if (metrics_) metrics_->dropped_newest_records.Increment(static_cast<double>(lost));
+    log::error(kComponent,
+               "dropped {} records ({}) held in memory at shutdown: the disk tier (max_disk_bytes = {}) had no room "
+               "for them",
+               lost, units::human_size(lost_bytes), units::format_size(options_.max_disk_bytes));
+  }
+  if (saved > 0) log::info(kComponent, "saved the {} records held in memory to disk", saved);
+  memory_.clear();
+  memory_records_ = 0;
+  memory_bytes_ = 0;
+  memory_encoded_bytes_ = 0;
 }
 
 void Queue::require_writable() const {
@@ -511,6 +553,15 @@ void Queue::require_writable() const {
 
 // ---------------------------------------------------------------------------------------------
 // Commit
+
+namespace {
+
+// Thrown inside a group when a batch applied without a nested transaction turned out not to fit
+// after all (the page estimates are upper bounds, so this is not expected): the group is then
+// written again with every batch in a nested transaction of its own.
+struct RetryCarefully {};
+
+}  // namespace
 
 CommitResult Queue::append(const RecordBatch& records) {
   require_writable();
@@ -586,30 +637,33 @@ void Queue::submit(Pending& p) {
 void Queue::run_group(std::vector<Pending*>& group) {
   auto started = std::chrono::steady_clock::now();
   Group g;
-  bool written = false;
   try {
-    written = write_group(group, g, true);
+    bool written = write_group(group, g, true);
+    if (!written) {
+      // A reader whose process died without ending its transaction pins pages until its slot
+      // is cleared: always clear dead readers first.
+      int dead = 0;
+      mdb_reader_check(env_, &dead);
+      if (dead > 0) written = write_group(group, g, true);
+    }
     // MDB_MAP_FULL: the file reached the map size because freed pages could not be reused while
     // a reader held an older snapshot. A reader of this process (an output copying a batch) is
     // done within milliseconds even when the scheduler pauses it, so wait a little for it to
-    // move on; clear the slots of readers whose process died.
-    for (int attempt = 0; !written && attempt < 8; ++attempt) {
+    // move on, clearing the slots of readers whose process died. While an episode is known to
+    // be going on (a reader that stays), do not wait again for every group.
+    for (int attempt = 0; !written && !map_full_episode_.active() && attempt < 8; ++attempt) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
       int dead = 0;
       mdb_reader_check(env_, &dead);
-      for (Pending* p : group) p->result = CommitResult{};
-      g = Group{};
       written = write_group(group, g, true);
     }
     if (!written) {
-      // Still full after a quarter of a second: a reader in another process holds an old
-      // snapshot. Write the group without its records, which count as a full queue.
+      // A reader in another process holds an old snapshot. Write the group without its
+      // records, which count as a full queue.
       map_full_episode_.occur(fmt::format(
           "the queue file reached its size limit ({}) because another process holds an old read transaction (see "
           "`mdb_stat -r {}`); refusing records until it ends",
           units::human_size(map_bytes_), options_.dir.string()));
-      for (Pending* p : group) p->result = CommitResult{};
-      g = Group{};
       write_group(group, g, false);
     } else if (g.appended_records > 0) {
       map_full_episode_.end("the queue file has room again");
@@ -620,101 +674,109 @@ void Queue::run_group(std::vector<Pending*>& group) {
     for (Pending* p : group) p->result = CommitResult{CommitStatus::failed, 0, 0, e.what()};
   }
   metrics_->commit_seconds.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-
-  std::vector<std::function<void()>> notifications;
   {
     std::lock_guard lock(mutex_);
     for (Pending* p : group) p->done = true;
-    update_pressure_locked(notifications);
+    update_pressure_locked();
     leader_active_ = false;
   }
   cv_.notify_all();
-  for (auto& n : notifications) n();
+  notify_pressure();
 }
 
-// Writes one group transaction. Returns false (nothing applied) on MDB_MAP_FULL when records
-// were allowed, so the caller can retry without them; true otherwise, with each batch's result
-// set and the committed state updated.
-bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_records) {
+void Queue::reset_group(Group& g) const {
+  g = Group{};
   g.next_seq = next_seq_;
-  g.seq_reserved = 0;
   g.disk_bytes = disk_bytes_;
   g.consumers = consumers_;
   g.memory_bytes = memory_bytes_;
-  std::optional<lmdb::Txn> txn;
-  try {
-    txn.emplace(env_, 0);
-    g.txn = txn->get();
-    for (Pending* p : group) apply_batch(g, *p, allow_records);
-    if (g.acks && !g.consumers.empty()) {
-      std::uint64_t min_pos = UINT64_MAX;
-      for (const auto& [name, pos] : g.consumers) min_pos = std::min(min_pos, pos);
-      delete_through(g, min_pos);  // the RAM tier is trimmed in finish_group_locked()
-    }
-    if (g.consumers_changed) {
-      for (const auto& [name, pos] : g.consumers) {
-        auto it = consumers_.find(name);
-        if (it == consumers_.end() || it->second != pos) put_meta(g.txn, meta_dbi_, consumer_key(name), pos);
+}
+
+// Writes one group transaction. Returns false (nothing applied) on MDB_MAP_FULL when records
+// were allowed, so the caller can retry; true otherwise, with each batch's result set and the
+// committed state updated.
+bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_records) {
+  for (bool careful : {false, true}) {
+    reset_group(g);
+    for (Pending* p : group) p->result = CommitResult{};
+    std::optional<lmdb::Txn> txn;
+    try {
+      txn.emplace(env_, 0);
+      g.txn = g.root = txn->get();
+      for (Pending* p : group) apply_batch(g, *p, allow_records, careful);
+      if (g.consumers_changed) {
+        for (const auto& [name, pos] : g.consumers) {
+          auto it = consumers_.find(name);
+          if (it == consumers_.end() || it->second != pos) put_meta(g.txn, meta_dbi_, consumer_key(name), pos);
+        }
+        g.wrote = true;
       }
-      g.wrote = true;
-    }
-    if (g.seq_reserved != 0) {
-      put_meta(g.txn, meta_dbi_, "seq_reserved", g.seq_reserved);
-      g.wrote = true;
-    }
-    if (g.wrote) {
-      put_meta(g.txn, meta_dbi_, "next_seq", std::max(g.next_seq, g.seq_reserved));
-      put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
-      capture_disk_shape(g);
-    }
-    // In memory mode a reader takes its disk snapshot and its copy of the RAM tier under
-    // mutex_; committing and updating the RAM tier under it too means a reader sees both
-    // before or both after, never a disk batch without the RAM records older than it.
-    std::unique_lock lock(mutex_, std::defer_lock);
-    if (options_.mode == Mode::memory) lock.lock();
-    if (g.wrote) {
-      txn->commit();
-      metrics_->commits.Increment();
-      if (options_.fsync == Fsync::interval) unsynced_ = true;
-    } else {
-      txn->abort();
-    }
-    if (!lock.owns_lock()) lock.lock();
-    finish_group_locked(g, true);
-    if (g.wrote) commit_failure_episode_.end("writing to the queue works again");
-  } catch (const lmdb::Error& e) {
-    txn.reset();  // aborts
-    if (e.code() == MDB_MAP_FULL && allow_records) return false;
-    metrics_->commit_failures.Increment();
-    std::string reason = e.what();
-    if (e.code() == ENOSPC || e.code() == EIO || e.code() == EFBIG || e.code() == EDQUOT) {
-      // LMDB reports a short write on a full device as EIO: ask the device.
-      struct statvfs fs {};
-      if (e.code() == ENOSPC ||
-          (::statvfs(options_.dir.c_str(), &fs) == 0 &&
-           static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize < max_commit_bytes_ + 4 * page_size_)) {
-        reason = "no space left on the device holding the queue";
+      if (g.seq_reserved != 0) {
+        put_meta(g.txn, meta_dbi_, "seq_reserved", g.seq_reserved);
+        g.wrote = true;
       }
-    }
-    commit_failure_episode_.occur(fmt::format("writing to the queue failed: {}; the records were refused and "
-                                              "stay with their sources",
-                                              reason));
-    for (Pending* p : group) {
-      if (p->result.status == CommitStatus::committed || p->result.status == CommitStatus::dropped) {
-        p->result = CommitResult{CommitStatus::failed, 0, 0, reason};
+      if (g.wrote) {
+        put_meta(g.txn, meta_dbi_, "next_seq", std::max(g.next_seq, g.seq_reserved));
+        put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
+        capture_disk_shape(g);
       }
+      // In memory mode a reader takes its disk snapshot and its copy of the RAM tier under
+      // mutex_; committing and updating the RAM tier under it too means a reader sees both
+      // before or both after, never a disk batch without the RAM records older than it.
+      std::unique_lock lock(mutex_, std::defer_lock);
+      if (options_.mode == Mode::memory) lock.lock();
+      if (g.wrote) {
+        txn->commit();
+        metrics_->commits.Increment();
+        if (options_.fsync == Fsync::interval) unsynced_ = true;
+      } else {
+        txn->abort();
+      }
+      if (!lock.owns_lock()) lock.lock();
+      finish_group_locked(g, true);
+      lock.unlock();
+      if (g.wrote) commit_failure_episode_.end("writing to the queue works again");
+      return true;
+    } catch (const RetryCarefully&) {
+      txn.reset();
+      continue;
+    } catch (const lmdb::Error& e) {
+      txn.reset();  // aborts
+      if (e.code() == MDB_MAP_FULL && allow_records) return false;
+      metrics_->commit_failures.Increment();
+      std::string reason = e.what();
+      if (e.code() == ENOSPC || e.code() == EIO || e.code() == EFBIG || e.code() == EDQUOT) {
+        // LMDB reports a short write on a full device as EIO: ask the device.
+        struct statvfs fs {};
+        if (e.code() == ENOSPC ||
+            (::statvfs(options_.dir.c_str(), &fs) == 0 &&
+             static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize < max_commit_bytes_ + 4 * page_size_)) {
+          reason = "no space left on the device holding the queue";
+        }
+      }
+      if (lmdb::is_damage(e.code())) note_damage(e.what());
+      commit_failure_episode_.occur(fmt::format("writing to the queue failed: {}; the records were refused and stay "
+                                                "with their sources",
+                                                reason));
+      for (Pending* p : group) {
+        if (p->result.status == CommitStatus::committed || p->result.status == CommitStatus::dropped) {
+          p->result = CommitResult{CommitStatus::failed, 0, 0, reason};
+        }
+      }
+      std::lock_guard lock(mutex_);
+      finish_group_locked(g, false);
+      return true;
     }
-    std::lock_guard lock(mutex_);
-    finish_group_locked(g, false);
   }
   return true;
 }
 
-void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
+void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) {
   static const WriteBatch kNothing;
   const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
   const RecordBatch& records = p.recs();
-  // Acknowledgements are checked first, so a bad one refuses the batch before anything applies.
+
+  // Checks first: a batch that fails one has nothing applied.
   for (const auto& [name, seq] : b.acks) {
     if (!g.consumers.contains(name)) {
       p.result = {CommitStatus::failed, 0, 0, fmt::format("unknown consumer \"{}\"", name)};
@@ -727,20 +789,125 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
       return;
     }
   }
+  std::uint64_t state_bytes = 0;
   for (const auto& [key, value] : b.state_puts) {
     if (key.empty() || key.size() > 511) {
       p.result = {CommitStatus::failed, 0, 0, "state keys must be 1 to 511 bytes"};
       return;
     }
+    state_bytes += key.size() + value.size();
   }
-  if (!records.empty()) {
-    if (options_.mode == Mode::disk) {
-      apply_records_disk(g, p, allow_records);
-    } else {
-      apply_records_memory(g, p, allow_records);
+  if (records.bytes() + state_bytes > max_commit_bytes_) {
+    ++g.refused_too_large;
+    p.result = {CommitStatus::too_large, 0, 0,
+                fmt::format("a batch of {} exceeds the largest commit, {} (max_disk_bytes / 64, at most 4 MiB); "
+                            "split it",
+                            units::human_size(records.bytes() + state_bytes), units::human_size(max_commit_bytes_))};
+    return;
+  }
+  const std::uint64_t record_pages = records.empty() ? 0 : estimate_pages(records);
+  const bool fits_in_memory =
+      options_.mode == Mode::memory && memory_cost(records) <= options_.max_memory_bytes;
+  if (record_pages > bound_pages_ && !fits_in_memory) {
+    ++g.refused_too_large;
+    p.result = {CommitStatus::too_large, 0, 0,
+                fmt::format("a batch of {} does not fit in a queue of {}", units::human_size(records.bytes()),
+                            units::human_size(options_.max_disk_bytes))};
+    return;
+  }
+
+  const std::uint64_t estimate = record_pages + estimate_state_pages(b);
+  const bool mixed = !b.acks.empty() && !records.empty();
+  const bool tight = used_pages(g.txn) + estimate > bound_pages_;
+  const bool refuse_records = !allow_records && !records.empty();
+  if (!careful && !mixed && !tight && !refuse_records) {
+    apply_parts(g, p, true);
+    if (used_pages(g.txn) > bound_pages_) throw RetryCarefully{};
+    return;
+  }
+
+  // All or nothing, in a nested transaction: the batch's acknowledgements and (drop_oldest)
+  // evictions free room for its records; if it still does not fit, none of it happened.
+  if (!refuse_records && try_nested(g, p, true)) return;
+  std::string why = refuse_records ? std::string("the queue file is at its size limit")
+                                   : fmt::format("the queue is full ({} of {})",
+                                                 units::human_size(used_pages(g.txn) * page_size_),
+                                                 units::human_size(options_.max_disk_bytes));
+  if (records.empty()) {
+    // State and acknowledgements alone do not fit.
+    g.saw_full = true;
+    ++g.refused_full;
+    p.result = {CommitStatus::full, 0, 0, why + ": no room for the component state"};
+    return;
+  }
+  if (options_.overflow == Overflow::drop_newest && try_nested(g, p, false)) {
+    // The records are dropped; the source's state and the acknowledgements still apply.
+    refuse_by_policy(g, p, why);
+    return;
+  }
+  g.saw_full = true;
+  ++g.refused_full;
+  p.result = {CommitStatus::full, 0, 0, why};
+}
+
+bool Queue::try_nested(Group& g, Pending& p, bool with_records) {
+  Group saved = g;
+  MDB_txn* child = nullptr;
+  lmdb::check(mdb_txn_begin(env_, g.root, 0, &child), "beginning a nested transaction");
+  g.txn = child;
+  bool fits = false;
+  try {
+    apply_parts(g, p, with_records);
+    fits = used_pages(child) <= bound_pages_;
+  } catch (...) {
+    mdb_txn_abort(child);
+    g = std::move(saved);
+    throw;
+  }
+  if (!fits) {
+    mdb_txn_abort(child);
+    g = std::move(saved);
+    p.result = CommitResult{};
+    return false;
+  }
+  int rc = mdb_txn_commit(child);
+  g.txn = g.root;
+  lmdb::check(rc, "committing a nested transaction");
+  return true;
+}
+
+// Applies a batch in g.txn: acknowledgements first (the records they free make room), then the
+// records (unless `with_records` is false), then the component state.
+void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
+  static const WriteBatch kNothing;
+  const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
+  bool moved = false;
+  for (const auto& [name, seq] : b.acks) {
+    auto& pos = g.consumers[name];
+    if (seq > pos) {
+      pos = seq;
+      g.consumers_changed = true;
+      moved = true;
     }
-    CommitStatus st = p.result.status;
-    if (st == CommitStatus::full || st == CommitStatus::too_large || st == CommitStatus::failed) return;
+  }
+  if (moved) {
+    std::uint64_t min_pos = UINT64_MAX;
+    for (const auto& [name, pos] : g.consumers) min_pos = std::min(min_pos, pos);
+    delete_through(g, min_pos);  // the RAM tier is trimmed in finish_group_locked()
+  }
+  for (const auto& name : p.new_consumers) {
+    if (g.consumers.emplace(name, g.next_seq - 1).second) {
+      g.consumers_changed = true;
+      log::info(kComponent, "new consumer \"{}\" starts after record {}", name, g.next_seq - 1);
+    }
+  }
+  if (with_records && !p.recs().empty()) {
+    const std::uint64_t reserve = estimate_state_pages(b);
+    if (options_.mode == Mode::disk) {
+      apply_records_disk(g, p, reserve);
+    } else {
+      apply_records_memory(g, p, reserve);
+    }
   }
   for (const auto& [key, value] : b.state_puts) {
     MDB_val k = lmdb::value_of(key);
@@ -753,20 +920,6 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records) {
     int rc = mdb_del(g.txn, state_dbi_, &k, nullptr);
     if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting component state");
     g.wrote = true;
-  }
-  for (const auto& [name, seq] : b.acks) {
-    auto& pos = g.consumers[name];
-    if (seq > pos) {
-      pos = seq;
-      g.consumers_changed = true;
-    }
-    g.acks = true;
-  }
-  for (const auto& name : p.new_consumers) {
-    if (g.consumers.emplace(name, g.next_seq - 1).second) {
-      g.consumers_changed = true;
-      log::info(kComponent, "new consumer \"{}\" starts after record {}", name, g.next_seq - 1);
-    }
   }
 }
 
@@ -798,6 +951,24 @@ std::uint64_t Queue::estimate_pages(const RecordBatch& records) const {
   std::uint64_t leaves = inline_bytes == 0 ? 0 : (inline_bytes + usable - largest - 1) / (usable - largest) + 1;
   std::uint64_t branches = leaves / 100 + 2;
   return leaves + overflow + branches;
+}
+
+std::uint64_t Queue::estimate_state_pages(const WriteBatch& batch) const {
+  // State keys are not appended in order: each put may split a page in two.
+  if (batch.state_puts.empty()) return 0;
+  const std::uint64_t half = (page_size_ - kPageHeader) / 2;
+  std::uint64_t inline_bytes = 0;
+  std::uint64_t pages = batch.state_puts.size();
+  for (const auto& [key, value] : batch.state_puts) {
+    std::uint64_t node = kNodeHeader + key.size() + value.size();
+    if (node > node_max_) {
+      pages += (value.size() + kPageHeader + page_size_ - 1) / page_size_;
+      inline_bytes += kNodeHeader + key.size() + sizeof(std::uint64_t) + 2;
+    } else {
+      inline_bytes += ((node + 1) & ~std::uint64_t{1}) + 2;
+    }
+  }
+  return pages + (inline_bytes + half - 1) / half;
 }
 
 void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq) {
@@ -864,69 +1035,19 @@ void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
   }
 }
 
-void Queue::apply_records_disk(Group& g, Pending& p, bool allow_records) {
+// Appends the batch's records to LMDB. With drop_oldest, first evicts the oldest records so that
+// they and `reserve_pages` more (the batch's state) fit under the bound. Whether the batch fits
+// is judged by the caller.
+void Queue::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages) {
   const RecordBatch& records = p.recs();
-  if (records.bytes() > max_commit_bytes_) {
-    ++g.refused_too_large;
-    p.result = {CommitStatus::too_large, 0, 0,
-                fmt::format("a batch of {} exceeds the largest commit, {} (max_disk_bytes / 64, at most 4 MiB); "
-                            "split it",
-                            units::human_size(records.bytes()), units::human_size(max_commit_bytes_))};
-    return;
-  }
-  if (!allow_records) {
-    refuse_by_policy(g, p, "the queue file is at its size limit");
-    return;
-  }
-  const std::uint64_t estimate = estimate_pages(records);
-  if (estimate > bound_pages_) {
-    ++g.refused_too_large;
-    p.result = {CommitStatus::too_large, 0, 0,
-                fmt::format("a batch of {} does not fit in a queue of {}", units::human_size(records.bytes()),
-                            units::human_size(options_.max_disk_bytes))};
-    return;
-  }
-  std::uint64_t used = used_pages(g.txn);
-  if (used + estimate > bound_pages_ && options_.overflow == Overflow::drop_oldest) {
-    evict_oldest_disk(g, bound_pages_ - estimate, g.next_seq);
-    used = used_pages(g.txn);
-  }
-  if (used + estimate > bound_pages_) {
-    refuse_by_policy(g, p,
-                     fmt::format("the queue is full ({} of {})", units::human_size(used * page_size_),
-                                 units::human_size(options_.max_disk_bytes)));
-    return;
+  if (options_.overflow == Overflow::drop_oldest) {
+    const std::uint64_t need = estimate_pages(records) + reserve_pages;
+    const std::uint64_t target = need >= bound_pages_ ? 0 : bound_pages_ - need;
+    if (used_pages(g.txn) > target) evict_oldest_disk(g, target, g.next_seq);
   }
   const std::uint64_t first = g.next_seq;
-  const std::uint64_t bytes_before = g.disk_bytes;
   put_records(g, records, first);
   g.next_seq += records.size();
-  // The estimate is an upper bound, but check anyway: the bound is a promise.
-  used = used_pages(g.txn);
-  if (used > bound_pages_ && options_.overflow == Overflow::drop_oldest) {
-    evict_oldest_disk(g, bound_pages_, first);
-    used = used_pages(g.txn);
-  }
-  if (used > bound_pages_) {
-    // Take the batch back out: it is at the end of the tree.
-    lmdb::Cursor cursor(g.txn, records_dbi_);
-    lmdb::SeqKey key(first);
-    MDB_val k = key.val();
-    MDB_val v;
-    bool more = cursor.get(k, v, MDB_SET_KEY);
-    while (more) {
-      lmdb::check(mdb_cursor_del(cursor.get(), 0), "undoing an append");
-      int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
-      more = !(rc == MDB_NOTFOUND || rc == EINVAL);
-      if (more) lmdb::check(rc, "reading records");
-    }
-    g.next_seq = first;
-    g.disk_bytes = bytes_before;
-    refuse_by_policy(g, p,
-                     fmt::format("the queue is full ({} of {})", units::human_size(used * page_size_),
-                                 units::human_size(options_.max_disk_bytes)));
-    return;
-  }
   g.appended_records += records.size();
   g.appended_bytes += records.bytes();
   p.result.first_seq = first;
@@ -937,16 +1058,12 @@ std::uint64_t Queue::memory_cost(const RecordBatch& records) {
   return records.bytes() + kMemoryRecordOverhead * records.size();
 }
 
-void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
+void Queue::apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages) {
   const RecordBatch& records = p.recs();
   const std::uint64_t cost = memory_cost(records);
-  if (records.bytes() > max_commit_bytes_) {
-    apply_records_disk(g, p, allow_records);  // reports too_large
-    return;
-  }
   bool fits = g.memory_bytes + cost <= options_.max_memory_bytes;
   if (!fits && options_.overflow == Overflow::drop_oldest && cost <= options_.max_memory_bytes &&
-      used_pages(g.txn) + estimate_pages(records) > bound_pages_) {
+      used_pages(g.txn) + estimate_pages(records) + reserve_pages > bound_pages_) {
     // Both tiers are full. Evict from RAM when RAM holds the oldest records.
     std::uint64_t skip = g.memory_evicted;
     std::uint64_t oldest_in_memory = 0;
@@ -958,9 +1075,12 @@ void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
       oldest_in_memory = c.front_seq() + skip;
       break;
     }
-    lmdb::Cursor cursor(g.txn, records_dbi_);
-    MDB_val k, v;
-    std::uint64_t oldest_on_disk = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
+    std::uint64_t oldest_on_disk = 0;
+    {
+      lmdb::Cursor cursor(g.txn, records_dbi_);
+      MDB_val k, v;
+      if (cursor.get(k, v, MDB_FIRST)) oldest_on_disk = lmdb::seq_of(k);
+    }
     if (oldest_in_memory != 0 && (oldest_on_disk == 0 || oldest_in_memory < oldest_on_disk)) {
       std::uint64_t to_skip = g.memory_evicted;
       for (const MemoryChunk& c : memory_) {
@@ -979,9 +1099,9 @@ void Queue::apply_records_memory(Group& g, Pending& p, bool allow_records) {
       fits = g.memory_bytes + cost <= options_.max_memory_bytes;
     }
   }
-  if (!fits || !allow_records) {
-    // RAM is full: the batch goes to the disk tier, under the disk bound and its policy.
-    apply_records_disk(g, p, allow_records);
+  if (!fits) {
+    // RAM is full: the batch goes to the disk tier.
+    apply_records_disk(g, p, reserve_pages);
     return;
   }
   if (g.next_seq + records.size() > std::max(g.seq_reserved, seq_reserved_)) {
@@ -1078,8 +1198,7 @@ void Queue::finish_group_locked(Group& g, bool committed) {
   }
 }
 
-void Queue::update_pressure_locked(std::vector<std::function<void()>>& notifications) {
-  const bool was = blocked_;
+void Queue::update_pressure_locked() {
   const bool below_low =
       static_cast<double>(disk_pages_) <= options_.low_watermark * static_cast<double>(bound_pages_);
   if (blocked_pending_) {
@@ -1095,10 +1214,28 @@ void Queue::update_pressure_locked(std::vector<std::function<void()>>& notificat
                                   options_.overflow == Overflow::block ? "accepting records again"
                                                                        : "no longer dropping records"));
   }
-  if (was != blocked_ && pressure_listener_) {
-    auto listener = pressure_listener_;
-    bool now = blocked_;
-    notifications.emplace_back([listener, now] { listener(now); });
+}
+
+void Queue::notify_pressure() {
+  // One notification at a time, each telling the state as it is now: a leader delayed between
+  // its commit and this call cannot deliver a stale "blocked" after a newer "accepting".
+  std::lock_guard notify_lock(notify_mutex_);
+  bool now = false;
+  std::function<void(bool)> listener;
+  {
+    std::lock_guard lock(mutex_);
+    now = blocked_;
+    listener = pressure_listener_;
+  }
+  if (now == notified_blocked_) return;
+  notified_blocked_ = now;
+  if (listener) listener(now);
+}
+
+void Queue::note_damage(const std::string& what) const {
+  if (!damaged_.exchange(true)) {
+    log::error(kComponent, "the queue in {} is damaged ({}); it will be checked in full at the next start",
+               options_.dir.string(), what);
   }
 }
 
@@ -1106,6 +1243,17 @@ void Queue::update_pressure_locked(std::vector<std::function<void()>>& notificat
 // Reading
 
 ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  try {
+    return read_records(after, limits, filter);
+  } catch (const lmdb::Error& e) {
+    if (lmdb::is_damage(e.code())) note_damage(e.what());
+    throw std::runtime_error(fmt::format("reading the queue failed: {}", e.what()));
+  }
+}
+
+ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
   ReadBatch out;
   if (after == UINT64_MAX || limits.max_records == 0) return out;
   std::size_t count = 0;
@@ -1132,7 +1280,6 @@ ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const Route
   // write_group() holds while it commits and updates the RAM tier.
   std::unique_lock lock(mutex_, std::defer_lock);
   if (options_.mode == Mode::memory) lock.lock();
-  if (env_ == nullptr) throw std::logic_error("the queue is closed");
   lmdb::Txn txn(env_, MDB_RDONLY);
   // A copy of the RAM tier's records after `after`, as many as the limits could take. When it
   // stops short of the tier's end, nothing after the last record it examined may be returned
@@ -1192,6 +1339,8 @@ ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const Route
 
 std::optional<std::uint64_t> Queue::position(const std::string& consumer) const {
   if (read_only_) {
+    std::shared_lock env_lock(env_mutex_);
+    if (env_ == nullptr) throw std::logic_error("the queue is closed");
     lmdb::Txn txn(env_, MDB_RDONLY);
     return get_meta(txn.get(), meta_dbi_, consumer_key(consumer));
   }
@@ -1202,6 +1351,7 @@ std::optional<std::uint64_t> Queue::position(const std::string& consumer) const 
 }
 
 std::optional<std::string> Queue::state(std::string_view key) const {
+  std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   lmdb::Txn txn(env_, MDB_RDONLY);
   MDB_val k = lmdb::value_of(key);
@@ -1218,11 +1368,14 @@ bool Queue::blocked() const {
 }
 
 void Queue::set_pressure_listener(std::function<void(bool)> listener) {
+  std::lock_guard notify_lock(notify_mutex_);
   std::lock_guard lock(mutex_);
   pressure_listener_ = std::move(listener);
+  notified_blocked_ = blocked_;
 }
 
 void Queue::sync() {
+  std::shared_lock env_lock(env_mutex_);
   if (read_only_ || env_ == nullptr) return;
   lmdb::check(mdb_env_sync(env_, 1), "flushing the queue to disk");
   unsynced_ = false;
@@ -1236,6 +1389,7 @@ std::uint64_t Queue::file_size() const {
 }
 
 Stats Queue::stats() const {
+  std::shared_lock env_lock(env_mutex_);
   Stats s;
   std::map<std::string, std::uint64_t, std::less<>> consumers;
   std::uint64_t mem_front_seq = 0;

@@ -54,6 +54,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -109,6 +110,9 @@ struct Options {
   // consumers nothing is ever acknowledged, and the queue fills up to its bound.
   std::vector<std::string> consumers;
   Verification verification = Verification::quick;
+  // Called about once a second while the verification at open() runs (the agent extends
+  // systemd's start timeout with it).
+  std::function<void()> on_verification_wait;
   // How many moved-aside damaged queues (queue.damaged-*) to keep; older ones are deleted.
   std::size_t keep_damaged = 3;
 };
@@ -228,6 +232,8 @@ class Queue {
 
   // Copies the records after `after` (in sequence order) that pass `filter`, up to `limits`.
   // No LMDB transaction is held once it returns. Records evicted by drop_oldest are skipped.
+  // Throws std::runtime_error when LMDB fails (a damaged file: see damaged()), and
+  // std::logic_error on a closed queue.
   ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter = nullptr) const;
 
   // The position of a registered consumer; nullopt for an unknown one.
@@ -245,9 +251,15 @@ class Queue {
   bool blocked() const;
 
   // Called with true when the queue starts refusing records (block policy) and with false when
-  // it accepts them again (below the low watermark). Runs on the committing thread, after the
-  // commit, outside the queue's locks; must not call commit() itself.
+  // it accepts them again (below the low watermark): one call at a time, in order, each with
+  // the state at that moment. Runs on a committing thread after its commit, outside the queue's
+  // locks; must not call commit() itself. Only changes after registration are reported: check
+  // blocked() once after registering.
   void set_pressure_listener(std::function<void(bool blocked)> listener);
+
+  // True once LMDB reported damage while running (MDB_CORRUPTED and the like). The agent then
+  // stops and records it, so the next start checks every page and moves a damaged queue aside.
+  bool damaged() const { return damaged_.load(); }
 
   // Makes everything committed so far durable (fsync), whatever the fsync mode.
   void sync();
@@ -278,19 +290,29 @@ class Queue {
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
   void submit(Pending& p);
   void run_group(std::vector<Pending*>& group);
+  void reset_group(Group& g) const;
   bool write_group(std::vector<Pending*>& group, Group& g, bool allow_records);
-  void apply_batch(Group& g, Pending& p, bool allow_records);
-  void apply_records_disk(Group& g, Pending& p, bool allow_records);
-  void apply_records_memory(Group& g, Pending& p, bool allow_records);
+  // Applies one batch, all or nothing; near the bound (or when the batch both acknowledges and
+  // appends) in a nested transaction, so that a batch that does not fit leaves no trace.
+  void apply_batch(Group& g, Pending& p, bool allow_records, bool careful);
+  bool try_nested(Group& g, Pending& p, bool with_records);
+  void apply_parts(Group& g, Pending& p, bool with_records);
+  void apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages);
+  void apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages);
   void refuse_by_policy(Group& g, Pending& p, std::string why) const;
   std::uint64_t used_pages(MDB_txn* txn) const;
   std::uint64_t estimate_pages(const RecordBatch& records) const;
+  std::uint64_t estimate_state_pages(const WriteBatch& batch) const;
   void evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq);
   void put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq);
   void delete_through(Group& g, std::uint64_t seq);
   void capture_disk_shape(Group& g) const;
   void finish_group_locked(Group& g, bool committed);
-  void update_pressure_locked(std::vector<std::function<void()>>& notifications);
+  void update_pressure_locked();
+  void notify_pressure();
+  void note_damage(const std::string& what) const;
+  void save_memory_tier();
+  ReadBatch read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
 
   static std::uint64_t memory_cost(const RecordBatch& records);
   std::uint64_t file_size() const;
@@ -333,6 +355,12 @@ class Queue {
   bool blocked_ = false;
   bool blocked_pending_ = false;
   std::function<void(bool)> pressure_listener_;
+  std::mutex notify_mutex_;           // serialises pressure notifications
+  bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
+  mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
+  // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
+  // tears the environment down.
+  mutable std::shared_mutex env_mutex_;
 
   log::Episode full_episode_;
   log::Episode map_full_episode_;

@@ -42,8 +42,9 @@ const Option kOptions[] = {
      .default_value = "\"interval\"",
      .description = "\"always\": every commit is flushed to stable storage before any source is acknowledged "
                     "(power-loss safe). \"interval\": commits reach the OS at once (safe from a process crash) and "
-                    "are flushed every fsync_interval (a power loss may lose that window). \"never\": flushed only "
-                    "at shutdown; for data that can be read again from its source.",
+                    "are flushed every fsync_interval; a power loss may lose that window and, on file systems that "
+                    "reorder writes, damage the queue file (tank then checks it in full and moves it aside). "
+                    "\"never\": flushed only at shutdown; for data that can be read again from its source.",
      .choices = kFsyncModes},
     {.name = "fsync_interval",
      .type = Type::duration,

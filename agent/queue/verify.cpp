@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,14 +25,19 @@ using Outcome = VerifyResult::Outcome;
 
 VerifyResult damaged(std::string problem) { return {Outcome::damaged, std::move(problem)}; }
 
+// Reports progress every so many entries walked.
+const std::function<void()>* g_progress = nullptr;
+
 // Walks every entry of a database; calls `check(key, value)` on each.
 template <class F>
 void walk(MDB_txn* txn, MDB_dbi dbi, F&& check) {
   lmdb::Cursor cursor(txn, dbi);
   MDB_val key, value;
   bool more = cursor.get(key, value, MDB_FIRST);
+  std::uint64_t n = 0;
   while (more) {
     check(key, value);
+    if (++n % 4096 == 0 && g_progress != nullptr && *g_progress) (*g_progress)();
     more = cursor.get(key, value, MDB_NEXT);
   }
 }
@@ -69,7 +75,7 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
   return {};
 }
 
-VerifyResult verify_env(const std::filesystem::path& dir, Verification depth) {
+VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bool use_lock_file) {
   std::filesystem::path data = dir / "data.mdb";
   struct stat st {};
   if (::stat(data.c_str(), &st) != 0) {
@@ -86,7 +92,8 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth) {
 
   lmdb::Env env;
   lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
-  int rc = mdb_env_open(env.get(), dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS | MDB_NORDAHEAD, 0);
+  unsigned flags = MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD | (use_lock_file ? 0 : MDB_NOLOCK);
+  int rc = mdb_env_open(env.get(), dir.c_str(), flags, 0);
   if (rc == EACCES || rc == EPERM || rc == ENOENT) {
     return {Outcome::inaccessible, fmt::format("cannot open {}: {}", dir.string(), mdb_strerror(rc))};
   }
@@ -183,10 +190,12 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth) {
 
 }  // namespace
 
-VerifyResult verify_here(const std::filesystem::path& dir, Verification depth) {
-  if (depth == Verification::none) return {};
+VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& options,
+                         const std::function<void()>& progress) {
+  if (options.depth == Verification::none) return {};
+  g_progress = &progress;
   try {
-    return verify_env(dir, depth);
+    return verify_env(dir, options.depth, options.use_lock_file);
   } catch (const lmdb::Error& e) {
     if (e.code() == EACCES || e.code() == EPERM || e.code() == EIO) return {Outcome::inaccessible, e.what()};
     return damaged(e.what());
@@ -195,12 +204,13 @@ VerifyResult verify_here(const std::filesystem::path& dir, Verification depth) {
   }
 }
 
-VerifyResult verify_in_child(const std::filesystem::path& dir, Verification depth, std::chrono::seconds timeout) {
-  if (depth == Verification::none) return {};
+VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptions& options) {
+  if (options.depth == Verification::none) return {};
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
     return {Outcome::inaccessible, fmt::format("cannot create a pipe to verify the queue: {}", std::strerror(errno))};
   }
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
@@ -210,33 +220,37 @@ VerifyResult verify_in_child(const std::filesystem::path& dir, Verification dept
   }
   if (pid == 0) {
     ::close(fds[0]);
+    // Die with the parent: an orphan would keep the data directory's lock (inherited) after a
+    // kill -9 of tank and block its restart.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
     // Let a crash be a crash: the parent reads the signal.
     ::signal(SIGSEGV, SIG_DFL);
     ::signal(SIGBUS, SIG_DFL);
-    VerifyResult r = verify_here(dir, depth);
-    std::string message = fmt::format("{}\n{}", static_cast<int>(r.outcome), r.problem);
-    const char* p = message.data();
-    std::size_t left = message.size();
-    while (left > 0) {
-      ssize_t n = ::write(fds[1], p, left);
-      if (n <= 0) break;
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
+    auto send = [&](std::string_view bytes) {
+      while (!bytes.empty()) {
+        ssize_t n = ::write(fds[1], bytes.data(), bytes.size());
+        if (n <= 0) return;
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+      }
+    };
+    std::function<void()> progress = [&] { send("."); };
+    VerifyResult r = verify_here(dir, options, progress);
+    send(fmt::format("\n{}\n{}", static_cast<int>(r.outcome), r.problem));
     ::_exit(0);
   }
   ::close(fds[1]);
   std::string answer;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool timed_out = false;
+  auto last_progress = std::chrono::steady_clock::now();
+  bool stalled = false;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
+    if (std::chrono::steady_clock::now() - last_progress > options.stall_timeout) {
+      stalled = true;
       break;
     }
     struct pollfd pfd {fds[0], POLLIN, 0};
-    int pr = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    int pr = ::poll(&pfd, 1, 1000);
+    if (options.on_wait) options.on_wait();
     if (pr < 0 && errno == EINTR) continue;
     if (pr <= 0) continue;
     char buf[4096];
@@ -244,33 +258,35 @@ VerifyResult verify_in_child(const std::filesystem::path& dir, Verification dept
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     answer.append(buf, static_cast<std::size_t>(n));
+    last_progress = std::chrono::steady_clock::now();
   }
   ::close(fds[0]);
-  if (timed_out) ::kill(pid, SIGKILL);
+  if (stalled) ::kill(pid, SIGKILL);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (timed_out) {
-    return damaged(fmt::format("verification did not finish within {}s", timeout.count()));
+  if (stalled) {
+    return damaged(fmt::format("the check made no progress for {}s (a loop in damaged pages?)",
+                               options.stall_timeout.count()));
   }
   if (WIFSIGNALED(status)) {
-    return damaged(fmt::format("reading it crashed the verifier ({})", strsignal(WTERMSIG(status))));
+    int sig = WTERMSIG(status);
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGSYS) {
+      return damaged(fmt::format("reading it crashed the check ({})", strsignal(sig)));
+    }
+    return {Outcome::inaccessible,
+            fmt::format("the check was killed by {} before it finished (out of memory?); the queue was not judged",
+                        strsignal(sig))};
   }
-  auto newline = answer.find('\n');
+  auto start = answer.find('\n');
+  auto newline = start == std::string::npos ? std::string::npos : answer.find('\n', start + 1);
   if (newline == std::string::npos) {
-    return damaged(fmt::format("the verifier exited with status {} without an answer",
+    return damaged(fmt::format("the check exited with status {} without an answer",
                                WIFEXITED(status) ? WEXITSTATUS(status) : -1));
   }
-  int outcome = std::atoi(answer.substr(0, newline).c_str());
-  if (outcome < 0 || outcome > 3) return damaged("the verifier gave an unreadable answer");
+  int outcome = std::atoi(answer.substr(start + 1, newline - start - 1).c_str());
+  if (outcome < 0 || outcome > 3) return damaged("the check gave an unreadable answer");
   return {static_cast<Outcome>(outcome), answer.substr(newline + 1)};
-}
-
-std::chrono::seconds verification_timeout(const std::filesystem::path& dir) {
-  std::error_code ec;
-  auto size = std::filesystem::file_size(dir / "data.mdb", ec);
-  if (ec) size = 0;
-  return std::chrono::seconds(60 + 60 * static_cast<long long>(size >> 30));
 }
 
 std::filesystem::path move_aside(const std::filesystem::path& dir, std::int64_t wall_ns, std::size_t keep,

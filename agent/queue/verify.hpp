@@ -8,6 +8,7 @@
 // the child, the parent gets an answer, and tank never crash-loops on a damaged queue.
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -31,16 +32,31 @@ struct VerifyResult {
 // The queue format this tank writes and reads.
 inline constexpr std::uint64_t kQueueFormat = 1;
 
-// Runs the check in this process. May crash on a damaged file: use verify_in_child.
-VerifyResult verify_here(const std::filesystem::path& dir, Verification depth);
+struct VerifyOptions {
+  Verification depth = Verification::quick;
+  // Use LMDB's lock file, as a reader beside a running writer must (`tank queue ...`). Without
+  // it (the agent's own start-up, which holds the data directory's lock so no writer runs) the
+  // lock file is not touched, so a damaged lock file cannot disturb the check.
+  bool use_lock_file = false;
+  // The child reports progress as it walks; when it reports nothing for this long it is taken to
+  // be stuck in a loop of damaged pages. (There is no limit on the total time: a large queue on
+  // slow storage takes as long as it takes.)
+  std::chrono::seconds stall_timeout{120};
+  // Called about once a second while waiting (the agent extends systemd's start timeout).
+  std::function<void()> on_wait;
+};
 
-// Runs verify_here in a forked child and waits at most `timeout`. A child killed by a signal,
-// exiting without an answer, or timing out means `damaged`. Call it before starting threads
-// that may hold locks the child would need (the child only uses LMDB and the allocator).
-VerifyResult verify_in_child(const std::filesystem::path& dir, Verification depth, std::chrono::seconds timeout);
+// Runs the check in this process, calling `progress` now and then. May crash on a damaged file:
+// use verify_in_child.
+VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& options,
+                         const std::function<void()>& progress = {});
 
-// How long to let a verification run: a minute plus a minute per GiB of data file.
-std::chrono::seconds verification_timeout(const std::filesystem::path& dir);
+// Runs verify_here in a forked child. The child dying of a crash signal (SIGSEGV, SIGBUS, ...),
+// exiting without an answer, or making no progress for stall_timeout means `damaged`; the
+// child killed by another signal (SIGKILL by the OOM killer, say) means `inaccessible`: the
+// queue was not judged. The child dies with its parent. Call it before starting threads that
+// may hold locks the child would need (it only uses LMDB and the allocator).
+VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptions& options);
 
 // Renames `dir` to "<dir>.damaged-<UTC time>" (adding "-2", "-3"... if taken), then deletes the
 // oldest damaged copies beyond `keep`. Returns the new path; fills `pruned` with what was

@@ -151,6 +151,18 @@ TEST_CASE("bounds are checked in the option's own units", "[config]") {
   CHECK(has_line(r, "b.toml:5:9: core.ratio: must be at least 0.1, got 0.05"));
 }
 
+TEST_CASE("numbers must be finite", "[config]") {
+  for (const char* bad : {"nan", "inf", "-inf"}) {
+    auto r = load_text(std::string("[core]\nratio = ") + bad + "\n", "n.toml", schema(), env({}));
+    INFO(bad);
+    CHECK_FALSE(r.document);
+    CHECK(has_line(r, "n.toml:2:9: core.ratio: expected a finite number"));
+  }
+  auto from_env = load_text("[core]\nratio = \"${R}\"\n", "n.toml", schema(), env({{"R", "nan"}}));
+  CHECK_FALSE(from_env.document);
+  CHECK(has_line(from_env, "core.ratio: expected a number, got \"nan\" after substitution"));
+}
+
 TEST_CASE("a TOML syntax error is reported with its position", "[config]") {
   auto r = load_text("[core]\nname = \"unterminated\n", "s.toml", schema(), env({}));
   CHECK_FALSE(r.document);
@@ -223,6 +235,10 @@ TEST_CASE("secrets can come from *_file options", "[config][secrets]") {
   auto empty = load_text("[core]\npassword_file = \"empty\"\n", "s.toml", schema(), env({}, dir.path()));
   CHECK_FALSE(empty.document);
   CHECK(has_line(empty, "is empty"));
+  tank::test::write_file(dir / "huge", std::string(70000, 'x'));
+  auto huge = load_text("[core]\npassword_file = \"huge\"\n", "s.toml", schema(), env({}, dir.path()));
+  CHECK_FALSE(huge.document);
+  CHECK(has_line(huge, "has 70000 bytes; a secret file may have at most 65536"));
 }
 
 TEST_CASE("plugins are arrays of tables with required options", "[config][plugins]") {

@@ -147,9 +147,14 @@ TEST_CASE("the previous run decides how thoroughly the queue is checked", "[engi
   s.corruption_detected = true;
   CHECK(choose_verification(s, "boot-a").depth == Verification::full);
   s.corruption_detected = false;
-  s.state = "starting";
-  s.unfinished_starts = 2;
+  s.state = "starting";  // died during start-up, same boot
+  s.unclean_exits = 0;
+  CHECK(choose_verification(s, "boot-a").depth == Verification::quick);
+  s.unclean_exits = 1;  // ... and the run before that did not stop either
   CHECK(choose_verification(s, "boot-a").depth == Verification::full);
+  CHECK(engine::unclean_exits(s) == 2);
+  s.state = "stopped";
+  CHECK(engine::unclean_exits(s) == 0);
 }
 
 TEST_CASE("the run state survives a round trip through run.json", "[engine]") {
@@ -160,7 +165,7 @@ TEST_CASE("the run state survives a round trip through run.json", "[engine]") {
   s.boot_id = "b";
   s.metrics_address = "127.0.0.1:1234";
   s.started_ns = 1'700'000'000'000'000'000;
-  s.unfinished_starts = 3;
+  s.unclean_exits = 3;
   s.corruption_detected = true;
   auto path = engine::run_state_path(dir.path());
   REQUIRE(engine::write_run_state(path, s).empty());
@@ -171,7 +176,7 @@ TEST_CASE("the run state survives a round trip through run.json", "[engine]") {
   CHECK(back->pid == 42);
   CHECK(back->metrics_address == "127.0.0.1:1234");
   CHECK(back->started_ns == s.started_ns);
-  CHECK(back->unfinished_starts == 3);
+  CHECK(back->unclean_exits == 3);
   CHECK(back->corruption_detected);
   test::write_file(path, "{not json");
   CHECK_FALSE(engine::read_run_state(path, &error));

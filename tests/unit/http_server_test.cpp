@@ -59,6 +59,11 @@ TEST_CASE("the HTTP server answers requests on a port the kernel picked", "[http
   std::string both = raw_exchange(address, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   CHECK(both.find("GET /a") != std::string::npos);
   CHECK(both.find("GET /b") != std::string::npos);
+  // HEAD: the headers without the body.
+  std::string head = raw_exchange(address, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(head.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(head.find("GET") == std::string::npos);
+  CHECK(head.substr(head.find("\r\n\r\n") + 4).empty());
   server.stop();
   CHECK_FALSE(test::http_get(address, "/metrics"));
 }

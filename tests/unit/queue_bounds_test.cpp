@@ -312,3 +312,67 @@ TEST_CASE("a queue whose bound shrank below its content stays readable and refus
   CHECK_FALSE(q->blocked());
   CHECK(q->append(batch_of({"new"}, clock)).ok());
 }
+
+TEST_CASE("a batch whose acknowledgements make room for its records is accepted at the bound", "[queue][bounds]") {
+  // A processor acknowledges its input and appends its output in one batch: at the bound the
+  // acknowledgement must free the room first, or the processor could never move again.
+  for (auto policy : {Overflow::block, Overflow::drop_newest, Overflow::drop_oldest}) {
+    INFO(queue::to_string(policy));
+    TempDir dir;
+    ManualClock clock;
+    auto opts = small_queue(dir / "q", kBound);
+    opts.overflow = policy;
+    auto q = Queue::open(opts, clock, nullptr);
+    std::uint64_t last = 0;
+    for (int i = 0; i < 1000; ++i) {
+      auto r = q->append(batch_of(payloads(20, "f", 400), clock));
+      if (r.status != CommitStatus::committed) break;
+      last = r.last_seq;
+      if (policy == Overflow::drop_oldest && q->stats().disk_used_bytes > kBound * 9 / 10) break;
+    }
+    queue::WriteBatch w;
+    w.acks.emplace_back("out", last);
+    w.records = batch_of(payloads(20, "output", 400), clock);
+    w.state_puts.emplace_back("processor/window", "7");
+    auto r = q->commit(w);
+    CHECK(r.status == CommitStatus::committed);
+    CHECK(q->position("out") == last);
+    CHECK(q->state("processor/window") == "7");
+    CHECK(q->stats().records == 20);
+  }
+}
+
+TEST_CASE("component state counts against the bound and a batch that does not fit leaves no trace",
+          "[queue][bounds]") {
+  TempDir dir;
+  ManualClock clock;
+  metrics::Registry registry;
+  auto opts = small_queue(dir / "q", kBound);
+  opts.overflow = Overflow::drop_oldest;
+  auto q = Queue::open(opts, clock, &registry);
+  REQUIRE(q->append(batch_of(payloads(100, "keep", 100), clock)).ok());
+  // Fill the bound with state, 32 KiB at a time, until it is refused.
+  queue::CommitResult r;
+  int puts = 0;
+  for (; puts < 100; ++puts) {
+    queue::WriteBatch w;
+    w.state_puts.emplace_back("big/" + std::to_string(puts), std::string(32 << 10, 's'));
+    r = q->commit(w);
+    REQUIRE(q->stats().disk_used_bytes <= kBound);
+    if (!r.ok()) break;
+  }
+  REQUIRE(r.status == CommitStatus::full);
+  CHECK(r.error.find("no room for the component state") != std::string::npos);
+  CHECK_FALSE(q->state("big/" + std::to_string(puts)));
+  // drop_oldest may evict records for records, but a batch that would still not fit is refused
+  // whole: nothing is evicted for it.
+  double dropped_before = counter(registry, "tank_queue_dropped_records_total{policy=\"drop_oldest\"}");
+  queue::WriteBatch big;
+  big.records = batch_of(payloads(100, "new", 500), clock);
+  big.state_puts.emplace_back("more", std::string(8 << 10, 'm'));
+  auto refused = q->commit(big);
+  CHECK(refused.status == CommitStatus::full);
+  CHECK(q->stats().records == 100);
+  CHECK(counter(registry, "tank_queue_dropped_records_total{policy=\"drop_oldest\"}") == dropped_before);
+  CHECK(q->stats().disk_used_bytes <= kBound);
+}

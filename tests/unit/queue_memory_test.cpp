@@ -142,3 +142,32 @@ TEST_CASE("memory mode applies the overflow policy when both tiers are full", "[
   CHECK(r.status == CommitStatus::full);
   CHECK(b->blocked());
 }
+
+TEST_CASE("memory mode saves the RAM tier at close even right after a large acknowledgement", "[queue][memory]") {
+  // Pages freed by a transaction become reusable only two transactions later: saving the RAM
+  // tier right after acknowledging a full disk tier must not lose it.
+  TempDir dir;
+  ManualClock clock;
+  auto opts = memory_queue(dir / "q", 1 << 20);
+  opts.max_disk_bytes = 1 << 20;
+  std::uint64_t kept = 0;
+  {
+    auto q = Queue::open(opts, clock, nullptr);
+    queue::CommitResult r;
+    for (int i = 0; i < 10000; ++i) {
+      r = q->append(batch_of(payloads(20, "a", 400), clock));
+      if (!r.ok()) break;
+    }
+    REQUIRE(r.status == CommitStatus::full);  // both tiers full
+    REQUIRE(q->ack("out", q->stats().last_seq).ok());
+    for (int i = 0; i < 100; ++i) {
+      auto m = q->append(batch_of(payloads(20, "b", 400), clock));
+      REQUIRE(m.ok());
+      if (q->stats().memory_bytes > (900 << 10)) break;
+    }
+    kept = q->stats().memory_records;
+    REQUIRE(q->stats().disk_records == 0);
+  }
+  auto q = Queue::open(small_queue(dir / "q", 1 << 20), clock, nullptr);
+  CHECK(q->stats().records == kept);
+}

@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <signal.h>
+#include <sstream>
 
 #include "queue/verify.hpp"
 #include "support/queue_helpers.hpp"
@@ -11,6 +13,12 @@ using queue::Queue;
 using queue::VerifyResult;
 
 namespace {
+
+queue::VerifyOptions depth(queue::Verification d) {
+  queue::VerifyOptions o;
+  o.depth = d;
+  return o;
+}
 
 // A queue with some records, closed.
 void populate(const std::filesystem::path& dir, const Clock& clock, int batches = 20) {
@@ -52,12 +60,12 @@ TEST_CASE("a sound queue verifies at both depths", "[queue][recovery]") {
   TempDir dir;
   ManualClock clock;
   populate(dir / "q", clock);
-  for (auto depth : {queue::Verification::quick, queue::Verification::full}) {
-    auto r = queue::verify_in_child(dir / "q", depth, std::chrono::seconds(60));
+  for (auto d : {queue::Verification::quick, queue::Verification::full}) {
+    auto r = queue::verify_in_child(dir / "q", depth(d));
     INFO(r.problem);
     CHECK(r.outcome == VerifyResult::Outcome::ok);
   }
-  CHECK(queue::verify_in_child(dir / "absent", queue::Verification::full, std::chrono::seconds(60)).outcome ==
+  CHECK(queue::verify_in_child(dir / "absent", depth(queue::Verification::full)).outcome ==
         VerifyResult::Outcome::ok);
 }
 
@@ -94,7 +102,7 @@ TEST_CASE("garbage in the middle of the file is found by the full check", "[queu
   // Trash every page except the two meta pages: branch and leaf pages alike.
   std::string junk(4096, '\xA5');
   for (std::size_t off = 2 * 4096; off + 4096 <= size; off += 4096) overwrite(dir / "q" / "data.mdb", off, junk);
-  auto quick = queue::verify_in_child(dir / "q", queue::Verification::full, std::chrono::seconds(60));
+  auto quick = queue::verify_in_child(dir / "q", depth(queue::Verification::full));
   CHECK(quick.outcome == VerifyResult::Outcome::damaged);
   metrics::Registry registry;
   queue::OpenReport report;
@@ -118,9 +126,9 @@ TEST_CASE("damage to a single record's bytes is found by the full check", "[queu
   REQUIRE(pos != std::string::npos);
   std::size_t header = pos - queue::kRecordHeaderBytes - 2;  // "in" is the input name
   overwrite(dir / "q" / "data.mdb", header, std::string(1, '\x07'));
-  CHECK(queue::verify_in_child(dir / "q", queue::Verification::quick, std::chrono::seconds(60)).outcome ==
+  CHECK(queue::verify_in_child(dir / "q", depth(queue::Verification::quick)).outcome ==
         VerifyResult::Outcome::ok);  // first and last records are fine
-  auto full = queue::verify_in_child(dir / "q", queue::Verification::full, std::chrono::seconds(60));
+  auto full = queue::verify_in_child(dir / "q", depth(queue::Verification::full));
   CHECK(full.outcome == VerifyResult::Outcome::damaged);
   CHECK(full.problem.find("record 2: unknown record format 7") != std::string::npos);
 }
@@ -196,5 +204,60 @@ TEST_CASE("an unreadable queue directory is an error, not damage", "[queue][reco
   populate(dir / "q", clock, 1);
   std::filesystem::permissions(dir / "q" / "data.mdb", std::filesystem::perms::none);
   CHECK_THROWS_AS(Queue::open(small_queue(dir / "q"), clock, nullptr), queue::OpenError);
+  CHECK(damaged_copies(dir.path()).empty());
+}
+
+namespace {
+
+// The pids of this process's children (from /proc).
+std::vector<pid_t> children() {
+  std::vector<pid_t> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = read_file(e.path() / "stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream in(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    in >> state >> ppid;
+    if (ppid == ::getpid()) out.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a check killed from outside does not condemn a sound queue", "[queue][recovery]") {
+  TempDir dir;
+  ManualClock clock;
+  {
+    // 200,000 records: the full check reports progress as it walks them.
+    auto q = Queue::open(small_queue(dir / "q", 256 << 20), clock, nullptr);
+    for (int i = 0; i < 200; ++i) REQUIRE(q->append(batch_of(payloads(1000, "p", 20), clock)).ok());
+  }
+  queue::VerifyOptions options = depth(queue::Verification::full);
+  bool killed = false;
+  options.on_wait = [&] {
+    if (killed) return;
+    for (pid_t child : children()) ::kill(child, SIGKILL);  // as the OOM killer would
+    killed = true;
+  };
+  auto r = queue::verify_in_child(dir / "q", options);
+  REQUIRE(killed);
+  CHECK(r.outcome == VerifyResult::Outcome::inaccessible);
+  CHECK(r.problem.find("was killed by Killed") != std::string::npos);
+  // And open() refuses to start rather than moving the queue aside.
+  auto opts = small_queue(dir / "q", 256 << 20);
+  opts.verification = queue::Verification::full;
+  bool killed_again = false;
+  opts.on_verification_wait = [&] {
+    if (killed_again) return;
+    for (pid_t child : children()) ::kill(child, SIGKILL);
+    killed_again = true;
+  };
+  CHECK_THROWS_WITH(Queue::open(opts, clock, nullptr), Catch::Contains("was killed by Killed"));
+  REQUIRE(killed_again);
   CHECK(damaged_copies(dir.path()).empty());
 }

@@ -365,9 +365,24 @@ TEST_CASE("closing while producers are committing refuses their batches cleanly"
       }
     });
   }
+  // Readers too, as outputs and the metrics endpoint would be.
+  std::atomic<bool> reading{true};
+  std::thread reader([&] {
+    while (reading) {
+      try {
+        (void)q->read(0, {100, 1 << 20});
+        (void)q->stats();
+        (void)q->state("x");
+      } catch (const std::logic_error&) {
+        return;  // closed
+      }
+    }
+  });
   REQUIRE(wait_until([&] { return committed > 1000; }));
   q->close();
   for (auto& t : producers) t.join();
+  reading = false;
+  reader.join();
   CHECK(refused == 4);
   // Everything that was reported committed is there.
   auto reopened = Queue::open(small_queue(dir / "q", 64 << 20), clock, nullptr);
