@@ -18,6 +18,7 @@ int run_command(std::span<const std::string> args, const plugin::Registry& plugi
 int check_command(std::span<const std::string> args, const plugin::Registry& plugins);
 int version_command(std::span<const std::string> args, const plugin::Registry& plugins);
 int queue_command(std::span<const std::string> args, const plugin::Registry& plugins);
+int dlq_command(std::span<const std::string> args, const plugin::Registry& plugins);
 int reference_command(std::span<const std::string> args, const plugin::Registry& plugins);
 
 // The whole program: dispatches argv[1] to a subcommand.

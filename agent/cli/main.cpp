@@ -18,6 +18,7 @@ const char* kUsage =
     "  run [-c FILE]          run the agent (without -c: the embedded default configuration)\n"
     "  check [-c FILE]        validate a configuration and list every problem\n"
     "  queue stats|peek|verify  look into the write-ahead queue (also while tank runs)\n"
+    "  dlq list|show          look into the dead-letter store (also while tank runs)\n"
     "  version                version, commit, build type, plugins\n"
     "  reference              print the configuration reference (Markdown)\n"
     "  help                   this text\n\n"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
     if (command == "run") return run_command(rest, plugins);
     if (command == "check") return check_command(rest, plugins);
     if (command == "queue") return queue_command(rest, plugins);
+    if (command == "dlq") return dlq_command(rest, plugins);
     if (command == "version" || command == "--version") return version_command(rest, plugins);
     if (command == "reference") return reference_command(rest, plugins);
     if (command == "help" || command == "--help" || command == "-h") {
@@ -55,7 +57,7 @@ int main(int argc, char** argv) {
     std::cerr << "tank " << command << ": " << e.what() << "\n";
     return kExitFailure;
   }
-  std::vector<std::string> known{"run", "check", "queue", "version", "reference", "help"};
+  std::vector<std::string> known{"run", "check", "queue", "dlq", "version", "reference", "help"};
   auto suggestion = strings::closest(command, known);
   std::cerr << fmt::format("tank: unknown command \"{}\"{}\n\n", command,
                            suggestion ? fmt::format(" (did you mean \"{}\"?)", *suggestion) : "")

@@ -1,14 +1,13 @@
 // tank queue stats | peek | verify: look into the queue, also while the agent runs (LMDB lets
 // a second process read a consistent snapshot without disturbing the writer).
 
-#include <openssl/evp.h>
-
 #include <iostream>
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include "cli/args.hpp"
+#include "cli/cli_support.hpp"
 #include "cli/commands.hpp"
 #include "common/clock.hpp"
 #include "common/fs.hpp"
@@ -47,44 +46,13 @@ struct Target {
 };
 
 std::optional<Target> resolve(const ParsedArgs& args, const plugin::Registry& plugins, int* exit_code) {
+  std::optional<config::Document> document;
+  auto dir = resolve_data_dir(args, plugins, exit_code, &document);
+  if (!dir) return std::nullopt;
   Target t;
-  if (auto dir = args.value("--data-dir")) {
-    t.data_dir = *dir;
-    return t;
-  }
-  config::Schema schema = engine::build_schema(plugins);
-  std::filesystem::path path = args.value("--config").value_or("");
-  config::LoadResult result = engine::load_configuration(path, schema);
-  if (!result.document) {
-    for (const auto& d : result.diagnostics.sorted()) std::cerr << d.to_string() << "\n";
-    *exit_code = kExitUsage;
-    return std::nullopt;
-  }
-  t.data_dir = engine::agent_settings(*result.document).data_dir;
-  t.max_disk_bytes = result.document->section("queue").size("max_disk_bytes");
+  t.data_dir = *dir;
+  if (document) t.max_disk_bytes = document->section("queue").size("max_disk_bytes");
   return t;
-}
-
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (std::size_t j = 1; j < n; ++j) {
-      if ((static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
-std::string base64(std::string_view s) {
-  std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()),
-                          static_cast<int>(s.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
 }
 
 std::string age_text(std::int64_t ingest_ns) {

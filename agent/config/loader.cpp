@@ -166,7 +166,11 @@ class SectionParser {
         report_unknown_key(name, where);
       }
     }
-    for (const Option& option : section_.options) {
+    std::vector<const Option*> all;
+    for (const Option& o : section_.common) all.push_back(&o);
+    for (const Option& o : section_.options) all.push_back(&o);
+    for (const Option* o : all) {
+      const Option& option = *o;
       if (seen.contains(option.name)) continue;
       if (!option.default_value.empty()) {
         if (auto v = parse_default(option)) values_.set(std::string(option.name), std::move(*v));
@@ -184,6 +188,9 @@ class SectionParser {
   std::string key_path(std::string_view name) const { return path_ + "." + std::string(name); }
 
   const Option* find_option(std::string_view name) const {
+    for (const Option& o : section_.common) {
+      if (o.name == name) return &o;
+    }
     for (const Option& o : section_.options) {
       if (o.name == name) return &o;
     }
@@ -199,9 +206,11 @@ class SectionParser {
 
   void report_unknown_key(const std::string& name, const Location& where) {
     std::vector<std::string> candidates;
-    for (const Option& o : section_.options) {
-      candidates.emplace_back(o.name);
-      if (o.secret) candidates.push_back(std::string(o.name) + "_file");
+    for (auto options : {section_.common, section_.options}) {
+      for (const Option& o : options) {
+        candidates.emplace_back(o.name);
+        if (o.secret) candidates.push_back(std::string(o.name) + "_file");
+      }
     }
     std::string message = fmt::format("unknown option in [{}]", section_.path);
     if (auto suggestion = strings::closest(name, candidates)) {
@@ -584,6 +593,9 @@ LoadResult load_parsed(Context& ctx, const toml::table& root, std::string text) 
     doc.sections.insert_or_assign(std::string(s->path), parser.run(nullptr));
   }
 
+  if (!ctx.diagnostics.has_errors()) {
+    for (DocumentCheck check : ctx.schema.checks) check(doc, ctx.diagnostics);
+  }
   LoadResult result;
   result.diagnostics = ctx.diagnostics;
   if (!ctx.diagnostics.has_errors()) result.document = std::move(doc);

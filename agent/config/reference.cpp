@@ -1,5 +1,7 @@
 #include "config/reference.hpp"
 
+#include <vector>
+
 #include <fmt/format.h>
 
 namespace tank::config {
@@ -49,7 +51,11 @@ void render_section(std::string& out, const Section& s) {
   out += std::string(s.summary) + "\n\n";
   out += "| option | type | default | bounds | description |\n";
   out += "|---|---|---|---|---|\n";
-  for (const Option& o : s.options) {
+  std::vector<const Option*> all;
+  for (const Option& o : s.common) all.push_back(&o);
+  for (const Option& o : s.options) all.push_back(&o);
+  for (const Option* option : all) {
+    const Option& o = *option;
     std::string name = fmt::format("`{}`", o.name);
     if (o.secret) name += fmt::format(" or `{}_file`", o.name);
     out += fmt::format("| {} | {} | {} | {} | {} |\n", name, type_cell(o), default_cell(o), bounds_cell(o),

@@ -53,10 +53,17 @@ struct Option {
 // its own. Adds errors or warnings to `diagnostics`.
 using SectionCheck = void (*)(const SectionValues& values, Diagnostics& diagnostics);
 
+struct Document;
+// Checks across sections (unique input names, options that must agree), run once every section
+// parsed without error.
+using DocumentCheck = void (*)(const Document& document, Diagnostics& diagnostics);
+
 struct Section {
   std::string_view path;     // "queue", "inputs.mqtt"
   std::string_view summary;  // one paragraph for the reference
   std::span<const Option> options;
+  // Options every plugin of a kind shares (e.g. an input's `name`), declared once for the kind.
+  std::span<const Option> common = {};
   // Plugins are repeated: [[inputs.mqtt]] may appear any number of times, each one an instance.
   bool repeated = false;
   SectionCheck check = nullptr;
@@ -65,6 +72,7 @@ struct Section {
 // Everything a configuration file may contain: the core sections, then the plugins compiled in.
 struct Schema {
   std::vector<const Section*> sections;
+  std::vector<DocumentCheck> checks;
 
   const Section* find(std::string_view path) const;
 };

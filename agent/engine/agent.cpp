@@ -16,6 +16,7 @@
 #include "common/systemd_notify.hpp"
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
+#include "engine/pipeline.hpp"
 #include "engine/run_state.hpp"
 #include "metrics/http_server.hpp"
 #include "metrics/registry.hpp"
@@ -101,8 +102,9 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   registry.add_collectable(process_metrics);
   registry.add_collectable(build_metrics);
 
-  queue::Options queue_options = queue::options_from(document.section("queue"), agent.data_dir / "queue");
+  queue::Options queue_options = queue::options_from(document, agent.data_dir / "queue");
   queue_options.verification = verification.depth;
+  queue_options.consumers = Pipeline::consumers(document);
   // A full check of a large queue on slow storage can outlast systemd's start timeout.
   queue_options.on_verification_wait = [] { systemd::notify("EXTEND_TIMEOUT_USEC=30000000"); };
   if (verification.depth == queue::Verification::full) {
@@ -134,8 +136,27 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     }
   }
 
+  PipelineContext pipeline_context{*queue, registry, clock, agent.id, agent.data_dir};
+  std::unique_ptr<Pipeline> pipeline;
+  try {
+    pipeline = std::make_unique<Pipeline>(document, plugins, pipeline_context);
+    queue->set_pressure_listener([p = pipeline.get()](bool paused) { p->set_paused(paused); });
+    if (queue->blocked()) pipeline->set_paused(true);
+    pipeline->start();
+  } catch (const plugin::StartError& e) {
+    log::error(kComponent, "{}", e.what());
+    queue->set_pressure_listener(nullptr);
+    pipeline.reset();
+    if (server) server->stop();
+    queue->close();
+    state.state = "stopped";
+    write_run_state(state_path, state);
+    return 1;
+  }
+
   phase = Phase::running;
   state.state = "running";
+  state.inputs = pipeline->listening();
   if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
   systemd::notify("READY=1");
   log::info(kComponent, "tank {} running: agent id \"{}\", data_dir {}, {}", build::version, agent.id,
@@ -170,6 +191,9 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   systemd::notify("STOPPING=1");
   state.state = "stopping";
   write_run_state(state_path, state);
+  // Inputs first: what they read is committed (or left with its source) before the queue closes.
+  pipeline->stop();
+  queue->set_pressure_listener(nullptr);
   try {
     queue->close();
   } catch (const std::exception& e) {

@@ -4,6 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
+#include "common/units.hpp"
+#include "queue/queue.hpp"
 #include "queue/queue_config.hpp"
 
 namespace tank::engine {
@@ -111,6 +115,50 @@ std::string host_name() {
   return out;
 }
 
+// Input names are unique (records, metrics and routes refer to them) and well formed.
+void check_input_names(const config::Document& document, config::Diagnostics& diagnostics) {
+  std::map<std::string, const config::SectionValues*> seen;
+  for (const auto& [path, instances] : document.plugins) {
+    if (!path.starts_with("inputs.")) continue;
+    const std::string type = path.substr(7);
+    for (const auto& values : instances) {
+      std::string name = plugin::input_name(values, type);
+      if (!valid_id(name)) {
+        diagnostics.error(values.location_of("name"), values.path() + ".name",
+                          fmt::format("\"{}\" is not a valid input name: use 1 to 64 letters, digits, '.', '_' or '-'",
+                                      name));
+        continue;
+      }
+      auto [it, fresh] = seen.emplace(name, &values);
+      if (!fresh) {
+        diagnostics.error(values.location_of("name"), values.path() + ".name",
+                          fmt::format("another input is named \"{}\" ({} at {}); give each input its own `name`", name,
+                                      it->second->path(), it->second->where().to_string()));
+      }
+    }
+  }
+}
+
+// A line or message one input may take must fit in one commit of the queue.
+void check_record_limits(const config::Document& document, config::Diagnostics& diagnostics) {
+  const std::uint64_t commit = queue::Queue::max_commit_for(document.section("queue").size("max_disk_bytes"));
+  for (const auto& [path, instances] : document.plugins) {
+    for (const auto& values : instances) {
+      for (const char* option : {"max_line_bytes", "max_message_bytes", "max_body_bytes"}) {
+        if (!values.has(option)) continue;
+        std::uint64_t limit = values.size(option);
+        if (limit > commit) {
+          diagnostics.error(values.location_of(option), values.path() + "." + option,
+                            fmt::format("{} is more than one commit of the queue may carry ({} with queue.max_disk_bytes "
+                                        "= {}: max_disk_bytes / 64, at most 4 MiB); lower it or raise max_disk_bytes",
+                                        units::format_size(limit), units::format_size(commit),
+                                        units::format_size(document.section("queue").size("max_disk_bytes"))));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const config::Section& agent_section() { return kAgentSection; }
@@ -118,8 +166,11 @@ const config::Section& metrics_section() { return kMetricsSection; }
 
 config::Schema build_schema(const plugin::Registry& plugins) {
   config::Schema schema;
+  schema.checks.push_back(check_input_names);
+  schema.checks.push_back(check_record_limits);
   schema.sections.push_back(&kAgentSection);
   schema.sections.push_back(&queue::config_section());
+  schema.sections.push_back(&queue::dead_letter_section());
   schema.sections.push_back(&kMetricsSection);
   for (const auto& d : plugins.all()) schema.sections.push_back(d.section);
   return schema;

@@ -41,6 +41,11 @@ std::optional<RunState> read_run_state(const std::filesystem::path& path, std::s
   s.version = str("version");
   s.agent_id = str("agent_id");
   s.metrics_address = str("metrics_address");
+  if (auto* inputs = o.if_contains("inputs"); inputs != nullptr && inputs->is_object()) {
+    for (const auto& [name, where] : inputs->as_object()) {
+      if (where.is_string()) s.inputs.emplace_back(std::string(name), std::string(where.as_string()));
+    }
+  }
   s.started_ns = num("started_ns");
   s.unclean_exits = static_cast<int>(num("unclean_exits"));
   auto* c = o.if_contains("corruption_detected");
@@ -56,6 +61,9 @@ std::string write_run_state(const std::filesystem::path& path, const RunState& s
   o["version"] = s.version;
   o["agent_id"] = s.agent_id;
   o["metrics_address"] = s.metrics_address;
+  json::object inputs;
+  for (const auto& [name, where] : s.inputs) inputs[name] = where;
+  o["inputs"] = std::move(inputs);
   o["started_ns"] = s.started_ns;
   o["unclean_exits"] = s.unclean_exits;
   o["corruption_detected"] = s.corruption_detected;

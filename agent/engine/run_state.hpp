@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "queue/queue.hpp"
 
@@ -20,6 +22,8 @@ struct RunState {
   std::string version;
   std::string agent_id;
   std::string metrics_address;  // "" when the endpoint is off
+  // Where each listening input listens (input name -> address or path).
+  std::vector<std::pair<std::string, std::string>> inputs;
   std::int64_t started_ns = 0;
   // How many runs in a row before this one ended without stopping (crash, kill -9, power loss,
   // or death during start-up).

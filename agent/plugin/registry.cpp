@@ -43,3 +43,25 @@ const Descriptor* Registry::find(Kind kind, std::string_view name) const {
 }
 
 }  // namespace tank::plugin
+
+namespace tank::plugin {
+namespace {
+
+const config::Option kInputCommon[] = {
+    {.name = "name",
+     .type = config::Type::string,
+     .default_value = "",
+     .description = "Names this input in records (their `input`), metrics, logs and routing; unique among inputs: "
+                    "letters, digits, '.', '_' and '-', at most 64.",
+     .default_note = "the plugin's name, e.g. `tcp`"},
+};
+
+}  // namespace
+
+std::span<const config::Option> input_common_options() { return kInputCommon; }
+
+std::string input_name(const config::SectionValues& values, std::string_view plugin_name) {
+  return values.has("name") ? values.string("name") : std::string(plugin_name);
+}
+
+}  // namespace tank::plugin

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/schema.hpp"
+#include "plugin/input.hpp"
 
 namespace tank::plugin {
 
@@ -25,6 +26,7 @@ struct Descriptor {
   std::string_view name;           // "mqtt"
   const config::Section* section;  // its options; section->path is "inputs.mqtt"
   std::string_view summary;
+  InputFactory create_input;       // for inputs
 };
 
 class Registry {

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "common/build_info.hpp"
 #include "common/fs.hpp"
 #include "common/units.hpp"
 #include "queue/lmdb.hpp"
@@ -145,6 +146,11 @@ struct Queue::Group {
   std::uint64_t memory_bytes = 0;    // projected, after this group
   std::uint64_t memory_evicted = 0;  // oldest committed RAM records evicted by drop_oldest
 
+  // Dead letters.
+  std::uint64_t next_dead_letter_id = 0;  // 0: not loaded yet in this group
+  std::map<std::pair<std::string, std::string>, std::uint64_t> dead_lettered;  // (input, reason) -> count
+  std::uint64_t dead_letters_evicted = 0;
+
   // Counters for metrics.
   std::uint64_t appended_records = 0;
   std::uint64_t appended_bytes = 0;
@@ -181,7 +187,8 @@ Queue::Queue(const Options& options, const Clock& clock, bool read_only)
       read_only_(read_only),
       full_episode_(kComponent, log::Level::warn),
       map_full_episode_(kComponent, log::Level::error),
-      commit_failure_episode_(kComponent, log::Level::error) {}
+      commit_failure_episode_(kComponent, log::Level::error),
+      dead_letter_episode_(kComponent, log::Level::warn) {}
 
 std::unique_ptr<Queue> Queue::open(const Options& options, const Clock& clock, metrics::Registry* metrics,
                                    OpenReport* report) {
@@ -263,7 +270,9 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
 
   max_commit_bytes_ = max_commit_for(options_.max_disk_bytes);
   margin_bytes_ = margin_for(options_.max_disk_bytes);
-  map_bytes_ = (options_.max_disk_bytes + margin_bytes_ + page_size_ - 1) / page_size_ * page_size_;
+  // The dead-letter store has a bound of its own next to the queue's.
+  const std::uint64_t dead_letter_room = options_.dead_letter_max_bytes + options_.dead_letter_max_bytes / 128;
+  map_bytes_ = (options_.max_disk_bytes + margin_bytes_ + dead_letter_room + page_size_ - 1) / page_size_ * page_size_;
 
   auto open_env = [&]() -> int {
     if (env_ != nullptr) {
@@ -302,11 +311,16 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
   mdb_env_stat(env_, &st);
   page_size_ = st.ms_psize;
   bound_pages_ = options_.max_disk_bytes / page_size_;
+  dead_letter_bound_pages_ = std::max<std::uint64_t>(options_.dead_letter_max_bytes / page_size_, 4);
   node_max_ = (((page_size_ - kPageHeader) / 2) & ~std::uint64_t{1}) - 2;
 
   try {
     if (read_only_) {
       lmdb::Txn txn(env_, MDB_RDONLY);
+      // Queues from before the dead-letter store have no such database: read as empty.
+      int drc = mdb_dbi_open(txn.get(), "dead_letters", 0, &dead_letters_dbi_);
+      if (drc == MDB_NOTFOUND) dead_letters_dbi_ = 0;
+      else lmdb::check(drc, "mdb_dbi_open");
       for (auto [name, dbi] : {std::pair{"records", &records_dbi_}, {"meta", &meta_dbi_}, {"state", &state_dbi_}}) {
         int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
         if (orc == MDB_NOTFOUND) {
@@ -324,6 +338,8 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       lmdb::check(mdb_dbi_open(txn.get(), "records", MDB_CREATE, &records_dbi_), "creating the records database");
       lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_dbi_), "creating the meta database");
       lmdb::check(mdb_dbi_open(txn.get(), "state", MDB_CREATE, &state_dbi_), "creating the state database");
+      lmdb::check(mdb_dbi_open(txn.get(), "dead_letters", MDB_CREATE, &dead_letters_dbi_),
+                  "creating the dead-letter database");
       if (!get_meta(txn.get(), meta_dbi_, "format")) put_meta(txn.get(), meta_dbi_, "format", kQueueFormat);
       txn.commit();
       load_state();
@@ -797,6 +813,10 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) 
     }
     state_bytes += key.size() + value.size();
   }
+  for (const DeadLetter& d : b.dead_letters) {
+    state_bytes += 64 + d.input.size() + d.reason.size() + std::min<std::size_t>(d.detail.size(), 16 * 1024) +
+                   std::min(d.original.size(), kMaxDeadLetterBytes);
+  }
   if (records.bytes() + state_bytes > max_commit_bytes_) {
     ++g.refused_too_large;
     p.result = {CommitStatus::too_large, 0, 0,
@@ -920,6 +940,34 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
     int rc = mdb_del(g.txn, state_dbi_, &k, nullptr);
     if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting component state");
     g.wrote = true;
+  }
+  if (!b.dead_letters.empty()) put_dead_letters(g, b);
+}
+
+// Stores the batch's dead letters, then evicts the oldest entries while the store is over its
+// bound (a dead letter is never refused: the newest evidence is kept).
+void Queue::put_dead_letters(Group& g, const WriteBatch& batch) {
+  if (g.next_dead_letter_id == 0) {
+    g.next_dead_letter_id = get_meta(g.txn, meta_dbi_, "dlq_next_id").value_or(1);
+  }
+  {
+    lmdb::Cursor cursor(g.txn, dead_letters_dbi_);
+    for (const DeadLetter& d : batch.dead_letters) {
+      std::string encoded = encode_dead_letter(d, build::version);
+      lmdb::SeqKey key(g.next_dead_letter_id++);
+      MDB_val k = key.val();
+      MDB_val v = lmdb::value_of(encoded);
+      lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND), "storing a dead letter");
+      ++g.dead_lettered[{d.input, d.reason}];
+    }
+  }
+  put_meta(g.txn, meta_dbi_, "dlq_next_id", g.next_dead_letter_id);
+  g.wrote = true;
+  lmdb::Cursor cursor(g.txn, dead_letters_dbi_);
+  MDB_val k, v;
+  while (pages_of(stat_of(g.txn, dead_letters_dbi_)) > dead_letter_bound_pages_ && cursor.get(k, v, MDB_FIRST)) {
+    lmdb::check(mdb_cursor_del(cursor.get(), 0), "evicting a dead letter");
+    ++g.dead_letters_evicted;
   }
 }
 
@@ -1181,6 +1229,15 @@ void Queue::finish_group_locked(Group& g, bool committed) {
     metrics_->dropped_oldest_bytes.Increment(static_cast<double>(g.evicted_bytes));
     metrics_->dropped_newest_records.Increment(static_cast<double>(g.dropped_newest_records));
     metrics_->dropped_newest_bytes.Increment(static_cast<double>(g.dropped_newest_bytes));
+    for (const auto& [key, n] : g.dead_lettered) {
+      metrics_->dead_letters.Add({{"input", key.first}, {"reason", key.second}}).Increment(static_cast<double>(n));
+    }
+    if (g.dead_letters_evicted > 0) {
+      metrics_->dead_letters_evicted.Increment(static_cast<double>(g.dead_letters_evicted));
+      dead_letter_episode_.occur(fmt::format("the dead-letter store is full (dead_letter.max_bytes = {}): evicting the "
+                                             "oldest entries (counted in tank_dead_letter_evicted_total)",
+                                             units::format_size(options_.dead_letter_max_bytes)));
+    }
     if (g.evicted_records > 0) g.saw_full = true;
   }
   metrics_->refused_full.Increment(static_cast<double>(g.refused_full));
@@ -1453,6 +1510,68 @@ Stats Queue::stats() const {
     c.oldest_unacked_ns = c.lag_records > 0 ? oldest_after(pos) : 0;
     s.consumers.push_back(std::move(c));
   }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead letters
+
+std::vector<StoredDeadLetter> Queue::dead_letters(const DeadLetterQuery& query) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<StoredDeadLetter> out;
+  if (dead_letters_dbi_ == 0 || query.limit == 0) return out;
+  try {
+    lmdb::Txn txn(env_, MDB_RDONLY);
+    lmdb::Cursor cursor(txn.get(), dead_letters_dbi_);
+    lmdb::SeqKey start(query.after_id + 1);
+    MDB_val k = start.val();
+    MDB_val v;
+    bool more = cursor.get(k, v, MDB_SET_RANGE);
+    while (more && out.size() < query.limit) {
+      std::string error;
+      std::uint64_t id = lmdb::seq_of(k);
+      if (auto d = decode_dead_letter(id, lmdb::view_of(v), &error)) {
+        bool match = (query.input.empty() || d->letter.input == query.input) &&
+                     (query.reason.empty() || d->letter.reason == query.reason) &&
+                     d->letter.time_ns >= query.since_ns;
+        if (match) out.push_back(std::move(*d));
+      } else {
+        log::error(kComponent, "skipping an unreadable dead letter: {}", error);
+      }
+      more = cursor.get(k, v, MDB_NEXT);
+    }
+  } catch (const lmdb::Error& e) {
+    if (lmdb::is_damage(e.code())) note_damage(e.what());
+    throw std::runtime_error(fmt::format("reading the dead letters failed: {}", e.what()));
+  }
+  return out;
+}
+
+std::optional<StoredDeadLetter> Queue::dead_letter(std::uint64_t id) const {
+  DeadLetterQuery q;
+  q.after_id = id - 1;
+  q.limit = 1;
+  if (id == 0) return std::nullopt;
+  auto found = dead_letters(q);
+  if (found.empty() || found.front().id != id) return std::nullopt;
+  return std::move(found.front());
+}
+
+DeadLetterStats Queue::dead_letter_stats() const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  DeadLetterStats s;
+  s.limit_bytes = read_only_ ? 0 : options_.dead_letter_max_bytes;
+  if (dead_letters_dbi_ == 0) return s;
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  MDB_stat st = stat_of(txn.get(), dead_letters_dbi_);
+  s.entries = st.ms_entries;
+  s.disk_bytes = pages_of(st) * page_size_;
+  lmdb::Cursor cursor(txn.get(), dead_letters_dbi_);
+  MDB_val k, v;
+  if (cursor.get(k, v, MDB_FIRST)) s.first_id = lmdb::seq_of(k);
+  if (cursor.get(k, v, MDB_LAST)) s.last_id = lmdb::seq_of(k);
   return s;
 }
 

@@ -64,6 +64,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "queue/dead_letter.hpp"
 #include "queue/record.hpp"
 
 namespace tank::metrics {
@@ -98,6 +99,9 @@ struct Options {
   Mode mode = Mode::disk;
   std::uint64_t max_disk_bytes = 1ULL << 30;
   std::uint64_t max_memory_bytes = 64ULL << 20;
+  // Bound on the dead-letter store (its own, apart from max_disk_bytes); the oldest entries are
+  // evicted, counted, when it is reached.
+  std::uint64_t dead_letter_max_bytes = 64ULL << 20;
   Fsync fsync = Fsync::interval;
   std::chrono::nanoseconds fsync_interval = std::chrono::milliseconds(200);
   Overflow overflow = Overflow::block;
@@ -158,6 +162,25 @@ struct WriteBatch {
   std::vector<std::string> state_deletes;
   // Consumer positions: every record up to and including the sequence number is done.
   std::vector<std::pair<std::string, std::uint64_t>> acks;
+  // Input that could not become a record, kept with its reason (dead_letter.hpp). Committed with
+  // the rest; records, state and dead letters together are at most max_commit_bytes().
+  std::vector<DeadLetter> dead_letters;
+};
+
+struct DeadLetterQuery {
+  std::uint64_t after_id = 0;   // entries with a larger id
+  std::size_t limit = 100;
+  std::string input;            // only this input ("" = all)
+  std::string reason;           // only this reason ("" = all)
+  std::int64_t since_ns = 0;    // only entries at or after this time
+};
+
+struct DeadLetterStats {
+  std::uint64_t entries = 0;
+  std::uint64_t disk_bytes = 0;   // LMDB pages the store uses
+  std::uint64_t limit_bytes = 0;  // dead_letter_max_bytes (0 when opened read-only)
+  std::uint64_t first_id = 0;
+  std::uint64_t last_id = 0;
 };
 
 struct ReadLimits {
@@ -245,6 +268,12 @@ class Queue {
   // A value committed with WriteBatch::state_puts, or nullopt.
   std::optional<std::string> state(std::string_view key) const;
 
+  // Dead letters, oldest first, matching `query`. Entries that do not decode are skipped (and
+  // logged). Throws std::runtime_error when LMDB fails.
+  std::vector<StoredDeadLetter> dead_letters(const DeadLetterQuery& query) const;
+  std::optional<StoredDeadLetter> dead_letter(std::uint64_t id) const;
+  DeadLetterStats dead_letter_stats() const;
+
   Stats stats() const;
 
   // True while overflow = "block" refuses records (between `full` and the low watermark).
@@ -312,6 +341,7 @@ class Queue {
   void notify_pressure();
   void note_damage(const std::string& what) const;
   void save_memory_tier();
+  void put_dead_letters(Group& g, const WriteBatch& batch);
   ReadBatch read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
 
   static std::uint64_t memory_cost(const RecordBatch& records);
@@ -327,6 +357,8 @@ class Queue {
   MDB_dbi records_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
   MDB_dbi state_dbi_ = 0;
+  MDB_dbi dead_letters_dbi_ = 0;
+  std::uint64_t dead_letter_bound_pages_ = 0;
   std::uint64_t page_size_ = 4096;
   std::uint64_t bound_pages_ = 0;
   std::uint64_t max_commit_bytes_ = 0;
@@ -365,6 +397,7 @@ class Queue {
   log::Episode full_episode_;
   log::Episode map_full_episode_;
   log::Episode commit_failure_episode_;
+  log::Episode dead_letter_episode_;
 
   // fsync = "interval"
   std::atomic<bool> unsynced_{false};

@@ -94,12 +94,35 @@ const config::Section kSection{
     .check = check,
 };
 
+const Option kDeadLetterOptions[] = {
+    {.name = "max_bytes",
+     .type = Type::size,
+     .default_value = "\"64MiB\"",
+     .description = "Bound on the dead-letter store (input kept with the reason it could not become a record), "
+                    "apart from the queue's own bound. When reached, the oldest entries are evicted, counted in "
+                    "tank_dead_letter_evicted_total.",
+     .min = "64KiB",
+     .max = "64GiB"},
+};
+
+const config::Section kDeadLetterSection{
+    .path = "dead_letter",
+    .summary = "The dead-letter store, in the queue's LMDB environment: each entry keeps the original bytes (up "
+               "to 64 KiB), the input, a reason code (e.g. `line_too_long`), a detail, the time and the tank "
+               "version. Inspect it with `tank dlq list` and `tank dlq show ID`.",
+    .options = kDeadLetterOptions,
+    .repeated = false,
+};
+
 }  // namespace
 
 const config::Section& config_section() { return kSection; }
+const config::Section& dead_letter_section() { return kDeadLetterSection; }
 
-Options options_from(const config::SectionValues& v, const std::filesystem::path& dir) {
+Options options_from(const config::Document& document, const std::filesystem::path& dir) {
+  const config::SectionValues& v = document.section("queue");
   Options o;
+  o.dead_letter_max_bytes = document.section("dead_letter").size("max_bytes");
   o.dir = dir;
   o.mode = v.choice("mode") == "memory" ? Mode::memory : Mode::disk;
   o.max_disk_bytes = v.size("max_disk_bytes");

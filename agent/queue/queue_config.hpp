@@ -11,9 +11,10 @@
 namespace tank::queue {
 
 const config::Section& config_section();
+const config::Section& dead_letter_section();
 
-// Options from a validated [queue] section. `dir` is where the LMDB environment lives
-// (<data_dir>/queue).
-Options options_from(const config::SectionValues& values, const std::filesystem::path& dir);
+// Options from the validated [queue] and [dead_letter] sections of `document`. `dir` is where
+// the LMDB environment lives (<data_dir>/queue).
+Options options_from(const config::Document& document, const std::filesystem::path& dir);
 
 }  // namespace tank::queue

@@ -53,6 +53,16 @@ struct QueueMetrics::Gauges final : prometheus::Collectable {
                                static_cast<double>(s.memory_limit_bytes)));
     out.push_back(gauge_family("tank_queue_oldest_record_age_seconds",
                                "Age of the oldest record in the queue (0 when empty).", age));
+    try {
+      DeadLetterStats d = queue->dead_letter_stats();
+      out.push_back(gauge_family("tank_dead_letter_entries", "Entries in the dead-letter store.",
+                                 static_cast<double>(d.entries)));
+      out.push_back(gauge_family("tank_dead_letter_bytes", "LMDB pages the dead-letter store uses, in bytes.",
+                                 static_cast<double>(d.disk_bytes)));
+      out.push_back(gauge_family("tank_dead_letter_limit_bytes", "dead_letter.max_bytes.",
+                                 static_cast<double>(d.limit_bytes)));
+    } catch (...) {
+    }
     out.push_back(gauge_family("tank_queue_blocked",
                                "1 while overflow = \"block\" refuses records (inputs paused), else 0.",
                                s.blocked ? 1.0 : 0.0));
@@ -112,6 +122,11 @@ QueueMetrics::QueueMetrics(metrics::Registry* registry)
       damaged_recoveries(counter(core_, "tank_queue_damaged_recoveries_total",
                                  "Damaged queues moved aside at start-up (tank started with an empty queue).")
                              .Add({})),
+      dead_letters(counter(core_, "tank_dead_letters_total",
+                           "Input kept in the dead-letter store instead of becoming a record, by input and reason.")),
+      dead_letters_evicted(counter(core_, "tank_dead_letter_evicted_total",
+                                   "Dead letters evicted, oldest first, because dead_letter.max_bytes was reached.")
+                               .Add({})),
       commit_seconds(prometheus::BuildHistogram()
                          .Name("tank_queue_commit_duration_seconds")
                          .Help("Time to write and commit one group transaction (including fsync when it syncs).")

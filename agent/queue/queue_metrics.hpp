@@ -45,6 +45,8 @@ class QueueMetrics {
   prometheus::Counter& commits;
   prometheus::Counter& fsyncs;
   prometheus::Counter& damaged_recoveries;
+  prometheus::Family<prometheus::Counter>& dead_letters;  // {input, reason}
+  prometheus::Counter& dead_letters_evicted;
   prometheus::Histogram& commit_seconds;
 
  private:

@@ -16,6 +16,7 @@
 
 #include "common/fs.hpp"
 #include "queue/lmdb.hpp"
+#include "queue/dead_letter.hpp"
 #include "queue/record.hpp"
 
 namespace tank::queue {
@@ -120,6 +121,8 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   bool has_meta = open_db("meta", &meta);
   bool has_records = open_db("records", &records);
   bool has_state = open_db("state", &state);
+  MDB_dbi dead_letters = 0;
+  bool has_dead_letters = open_db("dead_letters", &dead_letters);
   if (!has_meta) {
     if (has_records || has_state) return damaged("the meta database is missing");
     // An environment created but never initialised by tank: fine, it will be.
@@ -152,6 +155,14 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
 
   if (auto r = verify_records(txn.get(), records, depth, next_seq); r.outcome != Outcome::ok) return r;
 
+  if (depth == Verification::full && has_dead_letters) {
+    std::string problem;
+    walk(txn.get(), dead_letters, [&](const MDB_val& k, const MDB_val& v) {
+      if (!problem.empty()) return;
+      if (!decode_dead_letter(lmdb::seq_of(k), lmdb::view_of(v), &problem) && problem.empty()) problem = "?";
+    });
+    if (!problem.empty()) return damaged(problem);
+  }
   if (depth == Verification::full) {
     walk(txn.get(), state, [](const MDB_val&, const MDB_val&) {});
     // The free list: every page number it holds must lie inside the file.

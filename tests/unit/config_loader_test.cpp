@@ -37,7 +37,7 @@ const Option kPluginOptions[] = {
 const Section kPlugin{.path = "inputs.probe", .summary = "A test plugin.", .options = kPluginOptions,
                       .repeated = true};
 
-Schema schema() { return Schema{{&kCore, &kPlugin}}; }
+Schema schema() { return Schema{{&kCore, &kPlugin}, {}}; }
 
 LoadOptions env(std::map<std::string, std::string> vars, std::filesystem::path base = "/nonexistent") {
   LoadOptions o;

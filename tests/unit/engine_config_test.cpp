@@ -42,11 +42,12 @@ TEST_CASE("the embedded default configuration is valid and silent", "[config][de
   CHECK(metrics.enabled);
   CHECK(metrics.listen.host == "127.0.0.1");
   CHECK(metrics.listen.port == 9464);
-  auto q = queue::options_from(r.document->section("queue"), "/x/queue");
+  auto q = queue::options_from(*r.document, "/x/queue");
   CHECK(q.mode == queue::Mode::disk);
   CHECK(q.max_disk_bytes == 1ULL << 30);
   CHECK(q.fsync == queue::Fsync::interval);
   CHECK(q.overflow == queue::Overflow::block);
+  CHECK(q.dead_letter_max_bytes == 64ULL << 20);
 }
 
 TEST_CASE("systemd's STATE_DIRECTORY moves the default data_dir", "[config][default]") {
@@ -62,7 +63,9 @@ TEST_CASE("systemd's STATE_DIRECTORY moves the default data_dir", "[config][defa
 
 TEST_CASE("every option's default and bounds parse under its own type", "[config][schema]") {
   for (const config::Section* s : real_schema().sections) {
-    for (const config::Option& o : s->options) {
+    std::vector<config::Option> all(s->common.begin(), s->common.end());
+    all.insert(all.end(), s->options.begin(), s->options.end());
+    for (const config::Option& o : all) {
       INFO(s->path << "." << o.name);
       if (o.type == config::Type::size) {
         if (!o.min.empty()) CHECK(units::parse_size(o.min).value.has_value());

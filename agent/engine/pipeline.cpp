@@ -1,0 +1,72 @@
+#include "engine/pipeline.hpp"
+
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+
+namespace tank::engine {
+
+Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plugins, const PipelineContext& context) {
+  for (const auto& d : plugins.all()) {
+    if (d.kind != plugin::Kind::input) continue;
+    for (const auto& values : document.instances(d.section->path)) {
+      std::string name = plugin::input_name(values, d.name);
+      plugin::InputContext ctx{name, context.queue, context.metrics, context.clock, context.agent_id,
+                               context.data_dir};
+      if (!d.create_input) {
+        throw plugin::StartError(fmt::format("input plugin \"{}\" cannot be created", d.name));
+      }
+      inputs_.push_back(Entry{name, std::string(d.name), d.create_input(values, ctx)});
+    }
+  }
+}
+
+Pipeline::~Pipeline() { stop(); }
+
+void Pipeline::start() {
+  std::lock_guard lock(mutex_);
+  for (; started_ < inputs_.size(); ++started_) {
+    Entry& e = inputs_[started_];
+    try {
+      e.input->start();
+      log::info("pipeline", "input \"{}\" ({}) started", e.name, e.type);
+    } catch (const plugin::StartError& error) {
+      std::string message = fmt::format("input \"{}\" ({}) cannot start: {}", e.name, e.type, error.what());
+      for (std::size_t i = started_; i-- > 0;) inputs_[i].input->stop();
+      started_ = 0;
+      throw plugin::StartError(message);
+    }
+  }
+}
+
+void Pipeline::stop() {
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = started_; i-- > 0;) {
+    inputs_[i].input->stop();
+    log::info("pipeline", "input \"{}\" stopped", inputs_[i].name);
+  }
+  started_ = 0;
+}
+
+void Pipeline::set_paused(bool paused) {
+  // No lock: inputs are created before and destroyed after the listener is active, and
+  // set_paused must not block (it runs on a committing thread).
+  for (Entry& e : inputs_) e.input->set_paused(paused);
+}
+
+std::vector<std::pair<std::string, std::string>> Pipeline::listening() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Entry& e : inputs_) {
+    std::string where = e.input->listening_on();
+    if (!where.empty()) out.emplace_back(e.name, std::move(where));
+  }
+  return out;
+}
+
+std::vector<std::string> Pipeline::consumers(const config::Document& document) {
+  (void)document;
+  return {};  // outputs and processors arrive with their issues
+}
+
+}  // namespace tank::engine

@@ -1,0 +1,117 @@
+#pragma once
+
+// Splits a byte stream into lines: newline-delimited records for stream sockets and files.
+//
+// A line is the bytes before '\n', without a trailing '\r'. Empty lines carry nothing and are
+// skipped. A line longer than max_line_bytes is never split into records: it is reported once,
+// with its first bytes (for the dead letter) and its full length, and skipped to its end.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "queue/dead_letter.hpp"
+
+namespace tank::input {
+
+class LineFramer {
+ public:
+  explicit LineFramer(std::size_t max_line_bytes) : max_(max_line_bytes) {}
+
+  // Feeds bytes. Calls on_line(std::string_view line) for each complete line and
+  // on_oversize(std::string_view head, std::uint64_t length) for each line over the limit.
+  // Views are valid only during the call.
+  template <class OnLine, class OnOversize>
+  void feed(std::string_view data, OnLine&& on_line, OnOversize&& on_oversize);
+
+  // End of stream: a final line without '\n' is delivered (a connection closed after its last
+  // record, a file whose last line is complete but unterminated is handled by the caller).
+  template <class OnLine, class OnOversize>
+  void finish(OnLine&& on_line, OnOversize&& on_oversize);
+
+  // Bytes held of a line not yet terminated.
+  std::size_t pending_bytes() const { return discarding_ ? 0 : partial_.size(); }
+  bool in_oversize_line() const { return discarding_; }
+
+ private:
+  static std::string_view trim_cr(std::string_view line) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    return line;
+  }
+
+  std::size_t max_;
+  std::string partial_;          // the start of the current line (at most max_ bytes)
+  bool discarding_ = false;      // inside a line that is too long
+  std::string oversize_head_;    // its first bytes, for the dead letter
+  std::uint64_t oversize_length_ = 0;
+};
+
+template <class OnLine, class OnOversize>
+void LineFramer::feed(std::string_view data, OnLine&& on_line, OnOversize&& on_oversize) {
+  constexpr std::size_t cap = queue::kMaxDeadLetterBytes;
+  // The first bytes of partial_ + chunk, for a dead letter.
+  auto head_of = [&](std::string_view chunk) {
+    std::string head = partial_.substr(0, cap);
+    if (head.size() < cap) head.append(chunk.substr(0, cap - head.size()));
+    return head;
+  };
+  while (!data.empty()) {
+    const std::size_t nl = data.find('\n');
+    const std::string_view chunk = nl == std::string_view::npos ? data : data.substr(0, nl);
+    if (discarding_) {
+      oversize_length_ += chunk.size();
+      if (oversize_head_.size() < cap) oversize_head_.append(chunk.substr(0, cap - oversize_head_.size()));
+      if (nl == std::string_view::npos) return;
+      on_oversize(std::string_view(oversize_head_), oversize_length_);
+      discarding_ = false;
+      oversize_head_.clear();
+      oversize_length_ = 0;
+      data.remove_prefix(nl + 1);
+      continue;
+    }
+    const std::size_t total = partial_.size() + chunk.size();
+    if (nl == std::string_view::npos) {
+      // Unterminated: hold it, unless it is already too long even if its end turns out to be "\r".
+      if (total > max_ + 1) {
+        oversize_head_ = head_of(chunk);
+        oversize_length_ = total;
+        partial_.clear();
+        discarding_ = true;
+      } else {
+        partial_.append(chunk);
+      }
+      return;
+    }
+    const char last = !chunk.empty() ? chunk.back() : (!partial_.empty() ? partial_.back() : '\0');
+    const std::size_t content = total - (last == '\r' ? 1 : 0);
+    if (content > max_) {
+      std::string head = head_of(chunk);
+      partial_.clear();
+      on_oversize(std::string_view(head), static_cast<std::uint64_t>(content));
+    } else if (partial_.empty()) {
+      if (content > 0) on_line(chunk.substr(0, content));
+    } else {
+      partial_.append(chunk);
+      if (content > 0) on_line(std::string_view(partial_).substr(0, content));
+      partial_.clear();
+    }
+    data.remove_prefix(nl + 1);
+  }
+}
+
+template <class OnLine, class OnOversize>
+void LineFramer::finish(OnLine&& on_line, OnOversize&& on_oversize) {
+  if (discarding_) {
+    on_oversize(std::string_view(oversize_head_), oversize_length_);
+    discarding_ = false;
+    oversize_head_.clear();
+    oversize_length_ = 0;
+  } else if (!partial_.empty()) {
+    std::string_view line = trim_cr(partial_);
+    if (!line.empty()) on_line(line);
+  }
+  partial_.clear();
+}
+
+}  // namespace tank::input

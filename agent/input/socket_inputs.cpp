@@ -1,0 +1,731 @@
+#include "input/socket_inputs.hpp"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "input/batch.hpp"
+#include "input/input_metrics.hpp"
+#include "input/line_framer.hpp"
+#include "metrics/listen_address.hpp"
+#include "queue/queue.hpp"
+
+namespace tank::input {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using udp = asio::ip::udp;
+using unix_stream = asio::local::stream_protocol;
+using unix_datagram = asio::local::datagram_protocol;
+
+std::string describe_endpoint(const tcp::endpoint& ep) {
+  if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+  return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+// What all connections of one input share.
+struct Core {
+  Core(const plugin::InputContext& context, std::string type)
+      : name(context.name),
+        queue(context.queue),
+        clock(context.clock),
+        metrics(context.metrics, context.name, type),
+        batch_limit(input::batch_limit(context.queue)),
+        component("input " + context.name),
+        failures(component, log::Level::error),
+        refused_connections(component, log::Level::warn) {}
+
+  std::string name;
+  queue::Queue& queue;
+  const Clock& clock;
+  InputMetrics metrics;
+  std::size_t batch_limit;
+  std::string component;
+  log::Episode failures;
+  log::Episode refused_connections;
+  std::atomic<bool> paused{false};
+};
+
+enum class Settled { done, hold, retry };
+
+// Commits `batch`. `done`: committed (or dropped by the overflow policy, counted) and cleared;
+// `hold`: the queue refuses records, keep the batch and wait for it to accept them; `retry`:
+// the commit failed (I/O, disk full), try again later.
+Settled settle(Core& core, Batch& batch) {
+  if (batch.empty()) return Settled::done;
+  const queue::CommitResult r = core.queue.commit(batch.write_batch());
+  switch (r.status) {
+    case queue::CommitStatus::committed:
+      core.metrics.committed(batch.records(), batch.payload_bytes());
+      core.failures.end(fmt::format("committing to the queue works again"));
+      batch.clear();
+      return Settled::done;
+    case queue::CommitStatus::dropped:
+      core.metrics.dropped("overflow_drop_newest", batch.records());
+      batch.clear();
+      return Settled::done;
+    case queue::CommitStatus::full:
+      return Settled::hold;
+    case queue::CommitStatus::failed:
+      core.failures.occur(fmt::format("committing to the queue failed ({}); holding the data and retrying", r.error));
+      core.metrics.error("commit_failed");
+      return Settled::retry;
+    case queue::CommitStatus::too_large:
+      // The batch limits keep within one commit; should it happen anyway, say so and count it.
+      log::error(core.component, "a batch of {} records was refused as too large ({}); dropped", batch.records(),
+                 r.error);
+      core.metrics.dropped("batch_too_large", batch.records());
+      batch.clear();
+      return Settled::done;
+  }
+  return Settled::done;
+}
+
+std::chrono::milliseconds backoff(unsigned attempt) {
+  return std::chrono::milliseconds(std::min<unsigned>(100u << std::min(attempt, 6u), 5000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream sockets
+
+template <class Protocol>
+class StreamInput;
+
+template <class Protocol>
+class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol>> {
+ public:
+  using Socket = typename Protocol::socket;
+
+  StreamSession(Socket socket, StreamInput<Protocol>& owner, std::string peer)
+      : socket_(std::move(socket)),
+        idle_timer_(socket_.get_executor()),
+        retry_timer_(socket_.get_executor()),
+        owner_(owner),
+        core_(owner.core()),
+        buffer_(64 * 1024),
+        framer_(owner.settings().max_line_bytes),
+        peer_(std::move(peer)) {
+    core_.metrics.connection_opened();
+  }
+
+  ~StreamSession() {
+    core_.metrics.connection_closed();
+    owner_.session_ended();
+  }
+
+  void start() {
+    arm_idle_timer();
+    read();
+  }
+
+  // Called on the session's executor when the queue accepts records again.
+  void resume() {
+    if (closed_ || !waiting_) return;
+    waiting_ = false;
+    drain();
+  }
+
+  // Called on the session's executor at stop: one last attempt to commit what was read, then
+  // close. What the queue still refuses is counted as dropped (TCP gave it no acknowledgement).
+  void shut_down() {
+    if (closed_) return;
+    if (framer_.pending_bytes() > 0 || framer_.in_oversize_line()) {
+      framer_.finish([&](std::string_view line) { add_line(line); },
+                     [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
+    }
+    push_current();
+    std::uint64_t lost = 0;
+    while (!ready_.empty()) {
+      if (settle(core_, ready_.front()) != Settled::done) {
+        for (const Batch& b : ready_) lost += b.records();
+        ready_.clear();
+        break;
+      }
+      ready_.pop_front();
+    }
+    if (lost > 0) {
+      core_.metrics.dropped("shutdown", lost);
+      log::warn(core_.component, "{} records read from {} could not be committed at shutdown (the queue refused them)",
+                lost, peer_);
+    }
+    close();
+  }
+
+ private:
+  void read() {
+    if (closed_ || waiting_) return;
+    if (core_.paused.load()) {
+      // Not reading lets the kernel's buffer fill: TCP's flow control slows the sender.
+      waiting_ = true;
+      return;
+    }
+    socket_.async_read_some(asio::buffer(buffer_), [self = this->shared_from_this()](
+                                                       const boost::system::error_code& ec, std::size_t n) {
+      self->on_read(ec, n);
+    });
+  }
+
+  void on_read(const boost::system::error_code& ec, std::size_t n) {
+    if (closed_) return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) return;
+      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+        core_.metrics.error("read_error");
+        log::debug(core_.component, "reading from {} failed: {}", peer_, ec.message());
+      }
+      // The connection ended: its last line need not end in a newline.
+      framer_.finish([&](std::string_view line) { add_line(line); },
+                     [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
+      end_after_drain_ = true;
+      push_current();
+      drain();
+      return;
+    }
+    arm_idle_timer();
+    framer_.feed(std::string_view(buffer_.data(), n), [&](std::string_view line) { add_line(line); },
+                 [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
+    push_current();
+    drain();
+  }
+
+  void add_line(std::string_view line) {
+    queue::Attribute attrs[] = {{"peer", peer_}};
+    if (!current_.fits(line.size(), peer_.size() + 10)) push_current();
+    current_.add(line, core_.clock.wall_ns(), attrs);
+  }
+
+  void add_oversize(std::string_view head, std::uint64_t length) {
+    if (!current_.fits_dead_letter(head.size())) push_current();
+    current_.dead_letter("line_too_long",
+                         fmt::format("a line of {} bytes from {} exceeds max_line_bytes = {}", length, peer_,
+                                     units::format_size(owner_.settings().max_line_bytes)),
+                         head, length, core_.clock.wall_ns());
+    core_.metrics.error("line_too_long");
+  }
+
+  void push_current() {
+    if (current_.empty()) return;
+    ready_.push_back(std::move(current_));
+    current_ = Batch(core_.name, core_.batch_limit);
+  }
+
+  // Commits the batches read so far, in order; then reads again (or closes after the end).
+  void drain() {
+    while (!ready_.empty()) {
+      switch (settle(core_, ready_.front())) {
+        case Settled::done:
+          ready_.pop_front();
+          retry_attempt_ = 0;
+          continue;
+        case Settled::hold:
+          waiting_ = true;  // resume() continues when the queue accepts records again
+          if (!core_.paused.load()) {
+            // The queue refused without announcing a pause (another policy or a race): retry soon.
+            schedule_retry();
+          }
+          return;
+        case Settled::retry:
+          schedule_retry();
+          return;
+      }
+    }
+    if (end_after_drain_) {
+      close();
+      return;
+    }
+    read();
+  }
+
+  void schedule_retry() {
+    waiting_ = true;
+    retry_timer_.expires_after(backoff(retry_attempt_++));
+    retry_timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed_) return;
+      self->waiting_ = false;
+      self->drain();
+    });
+  }
+
+  void arm_idle_timer() {
+    auto timeout = owner_.settings().idle_timeout;
+    if (timeout.count() <= 0) return;
+    idle_timer_.expires_after(timeout);
+    idle_timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || self->closed_) return;
+      if (self->waiting_) {
+        // Quiet because tank stopped reading, not because the peer went away.
+        self->arm_idle_timer();
+        return;
+      }
+      log::debug(self->core_.component, "closing the idle connection from {}", self->peer_);
+      self->core_.metrics.error("idle_timeout");
+      self->shut_down();
+    });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ignored;
+    idle_timer_.cancel();
+    retry_timer_.cancel();
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  Socket socket_;
+  asio::steady_timer idle_timer_;
+  asio::steady_timer retry_timer_;
+  StreamInput<Protocol>& owner_;
+  Core& core_;
+  std::vector<char> buffer_;
+  LineFramer framer_;
+  std::string peer_;
+  Batch current_{core_.name, core_.batch_limit};
+  std::deque<Batch> ready_;
+  bool waiting_ = false;
+  bool closed_ = false;
+  bool end_after_drain_ = false;
+  unsigned retry_attempt_ = 0;
+};
+
+template <class Protocol>
+class StreamInput final : public plugin::Input {
+ public:
+  using Endpoint = typename Protocol::endpoint;
+  using Session = StreamSession<Protocol>;
+
+  StreamInput(const StreamSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
+              std::string where)
+      : settings_(settings), core_(context, settings.type), endpoint_(std::move(endpoint)), where_(std::move(where)) {}
+
+  ~StreamInput() override { stop(); }
+
+  const StreamSettings& settings() const { return settings_; }
+  Core& core() { return core_; }
+
+  void start() override {
+    prepare_endpoint();
+    boost::system::error_code ec;
+    acceptor_.open(endpoint_.protocol(), ec);
+    if (!ec) {
+      if constexpr (std::is_same_v<Protocol, tcp>) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+      acceptor_.bind(endpoint_, ec);
+    }
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+    }
+    if constexpr (std::is_same_v<Protocol, unix_stream>) {
+      if (::chmod(settings_.path.c_str(), settings_.mode) != 0) {
+        throw plugin::StartError(
+            fmt::format("cannot set the permissions of {}: {}", settings_.path.string(), std::strerror(errno)));
+      }
+    } else {
+      where_ = describe_endpoint(acceptor_.local_endpoint());
+    }
+    log::info(core_.component, "listening on {}", where_);
+    accept();
+    for (unsigned i = 0; i < std::max(1u, settings_.threads); ++i) {
+      threads_.emplace_back([this] { io_.run(); });
+    }
+  }
+
+  void stop() override {
+    if (stopped_.exchange(true) || threads_.empty()) return;
+    asio::post(acceptor_.get_executor(), [this] {
+      boost::system::error_code ignored;
+      acceptor_.close(ignored);
+    });
+    for (auto& session : live_sessions()) {
+      asio::post(session.second, [s = session.first] { s->shut_down(); });
+    }
+    {
+      std::unique_lock lock(mutex_);
+      ended_.wait_for(lock, std::chrono::seconds(10), [this] { return active_ == 0; });
+    }
+    io_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    if constexpr (std::is_same_v<Protocol, unix_stream>) {
+      std::error_code ec;
+      std::filesystem::remove(settings_.path, ec);
+    }
+  }
+
+  void set_paused(bool paused) override {
+    core_.paused = paused;
+    core_.metrics.set_paused(paused);
+    if (paused) return;
+    for (auto& session : live_sessions()) {
+      asio::post(session.second, [s = session.first] { s->resume(); });
+    }
+  }
+
+  std::string listening_on() const override { return where_; }
+
+  void session_ended() {
+    std::lock_guard lock(mutex_);
+    --active_;
+    ended_.notify_all();
+  }
+
+ private:
+  using Executor = asio::strand<asio::io_context::executor_type>;
+
+  std::vector<std::pair<std::shared_ptr<Session>, Executor>> live_sessions() {
+    std::vector<std::pair<std::shared_ptr<Session>, Executor>> out;
+    std::lock_guard lock(mutex_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (auto s = it->first.lock()) {
+        out.emplace_back(std::move(s), it->second);
+        ++it;
+      } else {
+        it = sessions_.erase(it);
+      }
+    }
+    return out;
+  }
+
+  void prepare_endpoint() {
+    if constexpr (std::is_same_v<Protocol, unix_stream>) {
+      struct stat st {};
+      if (::lstat(settings_.path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+          throw plugin::StartError(fmt::format("{} exists and is not a socket", settings_.path.string()));
+        }
+        // A socket file left by an earlier run: remove it unless something still listens on it.
+        unix_stream::socket probe(io_);
+        boost::system::error_code ec;
+        probe.connect(unix_stream::endpoint(settings_.path.string()), ec);
+        if (!ec) throw plugin::StartError(fmt::format("{} is in use by another process", settings_.path.string()));
+        std::filesystem::remove(settings_.path);
+      }
+    }
+  }
+
+  void accept() {
+    auto strand = asio::make_strand(io_);
+    acceptor_.async_accept(strand, [this, strand](const boost::system::error_code& ec, typename Protocol::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+      if (ec) {
+        core_.metrics.error("accept_failed");
+        core_.refused_connections.occur(fmt::format("accepting a connection failed: {}", ec.message()));
+        retry_timer_.expires_after(std::chrono::milliseconds(100));
+        retry_timer_.async_wait([this](const boost::system::error_code& wait_ec) {
+          if (!wait_ec && acceptor_.is_open()) accept();
+        });
+        return;
+      }
+      std::string peer = peer_of(socket);
+      bool admitted = false;
+      {
+        std::lock_guard lock(mutex_);
+        if (active_ < settings_.max_connections) {
+          ++active_;
+          admitted = true;
+        }
+      }
+      if (!admitted) {
+        core_.metrics.error("too_many_connections");
+        core_.refused_connections.occur(fmt::format("refusing connections beyond max_connections = {} (the latest "
+                                                    "from {})",
+                                                    settings_.max_connections, peer));
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      } else {
+        core_.refused_connections.end("accepting connections again");
+        auto session = std::make_shared<Session>(std::move(socket), *this, std::move(peer));
+        {
+          std::lock_guard lock(mutex_);
+          sessions_.emplace_back(session, strand);
+        }
+        session->start();
+      }
+      accept();
+    });
+  }
+
+  static std::string peer_of(typename Protocol::socket& socket) {
+    if constexpr (std::is_same_v<Protocol, tcp>) {
+      boost::system::error_code ec;
+      auto ep = socket.remote_endpoint(ec);
+      return ec ? std::string("unknown") : describe_endpoint(ep);
+    } else {
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        return fmt::format("pid={} uid={}", cred.pid, cred.uid);
+      }
+      return "unix";
+    }
+  }
+
+  StreamSettings settings_;
+  Core core_;
+  std::mutex mutex_;
+  std::condition_variable ended_;
+  std::size_t active_ = 0;
+  std::list<std::pair<std::weak_ptr<Session>, Executor>> sessions_;
+  std::atomic<bool> stopped_{false};
+  // Declared after what sessions use: the io_context (and the sessions it holds) goes first.
+  asio::io_context io_;
+  typename Protocol::acceptor acceptor_{asio::make_strand(io_)};
+  asio::steady_timer retry_timer_{io_};
+  Endpoint endpoint_;
+  std::string where_;
+  std::vector<std::thread> threads_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Datagram sockets
+
+template <class Protocol>
+class DatagramInput final : public plugin::Input {
+ public:
+  using Endpoint = typename Protocol::endpoint;
+
+  DatagramInput(const DatagramSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
+                std::string where)
+      : settings_(settings),
+        core_(context, settings.type),
+        endpoint_(std::move(endpoint)),
+        where_(std::move(where)),
+        buffer_(settings.max_message_bytes + 1) {}
+
+  ~DatagramInput() override { stop(); }
+
+  void start() override {
+    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
+      struct stat st {};
+      if (::lstat(settings_.path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+          throw plugin::StartError(fmt::format("{} exists and is not a socket", settings_.path.string()));
+        }
+        std::filesystem::remove(settings_.path);
+      }
+    }
+    boost::system::error_code ec;
+    socket_.open(endpoint_.protocol(), ec);
+    if (!ec) socket_.bind(endpoint_, ec);
+    if (ec) throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+    int size = static_cast<int>(std::min<std::size_t>(settings_.receive_buffer_bytes, INT32_MAX));
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    int one = 1;
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
+    socket_.non_blocking(true, ec);
+    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
+      if (::chmod(settings_.path.c_str(), settings_.mode) != 0) {
+        throw plugin::StartError(
+            fmt::format("cannot set the permissions of {}: {}", settings_.path.string(), std::strerror(errno)));
+      }
+    } else {
+      where_ = describe_endpoint_of(socket_.local_endpoint());
+    }
+    log::info(core_.component, "listening on {}", where_);
+    wait();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void stop() override {
+    if (stopped_.exchange(true) || !thread_.joinable()) return;
+    asio::post(io_, [this] {
+      flush();
+      boost::system::error_code ignored;
+      socket_.close(ignored);
+      io_.stop();
+    });
+    thread_.join();
+    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
+      std::error_code ec;
+      std::filesystem::remove(settings_.path, ec);
+    }
+  }
+
+  void set_paused(bool paused) override {
+    core_.paused = paused;
+    core_.metrics.set_paused(paused);
+  }
+
+  std::string listening_on() const override { return where_; }
+
+ private:
+  static std::string describe_endpoint_of(const udp::endpoint& ep) {
+    if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  }
+
+  void wait() {
+    socket_.async_wait(asio::socket_base::wait_read, [this](const boost::system::error_code& ec) {
+      if (ec) return;
+      drain();
+      wait();
+    });
+  }
+
+  // Reads every datagram waiting, in batches.
+  void drain() {
+    for (int n = 0; n < 100000; ++n) {
+      sockaddr_storage from{};
+      iovec iov{buffer_.data(), buffer_.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(std::uint32_t))];
+      msghdr msg{};
+      msg.msg_name = &from;
+      msg.msg_namelen = sizeof from;
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t got = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          core_.metrics.error("read_error");
+          log::debug(core_.component, "receiving failed: {}", std::strerror(errno));
+        }
+        break;
+      }
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          std::uint32_t drops = 0;
+          std::memcpy(&drops, CMSG_DATA(c), sizeof drops);
+          if (drops > kernel_drops_) core_.metrics.dropped("socket_buffer_full", drops - kernel_drops_);
+          kernel_drops_ = drops;
+        }
+      }
+      std::string peer = peer_of(from, msg.msg_namelen);
+      std::string_view payload(buffer_.data(), static_cast<std::size_t>(got));
+      bool truncated = (msg.msg_flags & MSG_TRUNC) != 0 || payload.size() > settings_.max_message_bytes;
+      if (truncated) {
+        if (!batch_.fits_dead_letter(payload.size())) flush();
+        batch_.dead_letter("message_too_long",
+                           fmt::format("a datagram from {} of more than max_message_bytes = {}", peer,
+                                       units::format_size(settings_.max_message_bytes)),
+                           payload.substr(0, settings_.max_message_bytes), payload.size(), core_.clock.wall_ns());
+        core_.metrics.error("message_too_long");
+        continue;
+      }
+      if (payload.empty()) continue;
+      queue::Attribute attrs[] = {{"peer", peer}};
+      if (!batch_.fits(payload.size(), peer.size() + 10)) flush();
+      batch_.add(payload, core_.clock.wall_ns(), attrs);
+      if (batch_.full()) flush();
+    }
+    flush();
+  }
+
+  // Commits the batch. A datagram cannot be held back: what the queue refuses is counted as
+  // dropped and the batch moves on.
+  void flush() {
+    if (batch_.empty()) return;
+    if (core_.paused.load()) {
+      core_.metrics.dropped("queue_full", batch_.records());
+      // Dead letters are kept even while records are refused: they are evidence, not load.
+      queue::WriteBatch only_letters;
+      only_letters.dead_letters = std::move(batch_.write_batch().dead_letters);
+      if (!only_letters.dead_letters.empty()) (void)core_.queue.commit(only_letters);
+      batch_.clear();
+      return;
+    }
+    switch (settle(core_, batch_)) {
+      case Settled::done:
+        return;
+      case Settled::hold:
+        core_.metrics.dropped("queue_full", batch_.records());
+        batch_.clear();
+        return;
+      case Settled::retry:
+        core_.metrics.dropped("commit_failed", batch_.records());
+        batch_.clear();
+        return;
+    }
+  }
+
+  static std::string peer_of(const sockaddr_storage& from, socklen_t len) {
+    char host[INET6_ADDRSTRLEN] = {};
+    if (from.ss_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&from);
+      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      return fmt::format("{}:{}", host, ntohs(a->sin_port));
+    }
+    if (from.ss_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&from);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
+    }
+    if (from.ss_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path)) {
+      const auto* a = reinterpret_cast<const sockaddr_un*>(&from);
+      std::size_t n = len - offsetof(sockaddr_un, sun_path);
+      std::string path(a->sun_path, strnlen(a->sun_path, n));
+      return path.empty() ? std::string("unix") : path;
+    }
+    return "unix";
+  }
+
+  DatagramSettings settings_;
+  Core core_;
+  asio::io_context io_;
+  typename Protocol::socket socket_{io_};
+  Endpoint endpoint_;
+  std::string where_;
+  std::vector<char> buffer_;
+  Batch batch_{core_.name, core_.batch_limit};
+  std::uint32_t kernel_drops_ = 0;
+  std::atomic<bool> stopped_{false};
+  std::thread thread_;
+};
+
+tcp::endpoint tcp_endpoint(const std::string& listen) {
+  std::string error;
+  auto a = metrics::parse_listen_address(listen, &error);
+  if (!a) throw plugin::StartError(error);
+  return tcp::endpoint(asio::ip::make_address(a->host), a->port);
+}
+
+udp::endpoint udp_endpoint(const std::string& listen) {
+  std::string error;
+  auto a = metrics::parse_listen_address(listen, &error);
+  if (!a) throw plugin::StartError(error);
+  return udp::endpoint(asio::ip::make_address(a->host), a->port);
+}
+
+}  // namespace
+
+std::unique_ptr<plugin::Input> make_tcp_input(const StreamSettings& settings, const plugin::InputContext& context) {
+  return std::make_unique<StreamInput<tcp>>(settings, context, tcp_endpoint(settings.listen), settings.listen);
+}
+
+std::unique_ptr<plugin::Input> make_unix_stream_input(const StreamSettings& settings,
+                                                      const plugin::InputContext& context) {
+  return std::make_unique<StreamInput<unix_stream>>(settings, context, unix_stream::endpoint(settings.path.string()),
+                                                    settings.path.string());
+}
+
+std::unique_ptr<plugin::Input> make_udp_input(const DatagramSettings& settings, const plugin::InputContext& context) {
+  return std::make_unique<DatagramInput<udp>>(settings, context, udp_endpoint(settings.listen), settings.listen);
+}
+
+std::unique_ptr<plugin::Input> make_unix_datagram_input(const DatagramSettings& settings,
+                                                        const plugin::InputContext& context) {
+  return std::make_unique<DatagramInput<unix_datagram>>(
+      settings, context, unix_datagram::endpoint(settings.path.string()), settings.path.string());
+}
+
+}  // namespace tank::input

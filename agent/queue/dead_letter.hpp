@@ -1,0 +1,54 @@
+#pragma once
+
+// Dead letters: input that tank could not take as a record (a line over max_line_bytes, and in
+// later stages a record that does not decode or validate, a batch an upstream rejects), kept
+// with the reason instead of being dropped silently.
+//
+// They live in the queue's LMDB environment (database `dead_letters`), committed in the same
+// transaction as the records and source offsets of the batch they came with, and are bounded by
+// dead_letter.max_bytes: when full, the oldest entries are evicted, counted in
+// tank_dead_letter_evicted_total. Each entry keeps the original bytes (at most
+// kMaxDeadLetterBytes of them; `original_size` says how many there were), the input, a reason
+// code, a human detail, the time and the tank version that stored it.
+//
+// Stored layout (little-endian), version 1:
+//   u8 format (1)  u8 flags (bit 0: original truncated)  u16 input length  u16 reason length
+//   u16 version length  u32 detail length  u32 stored original length  u64 original size
+//   i64 time (ns since the Unix epoch)  then input, reason, version, detail, original bytes
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tank::queue {
+
+// The most bytes of an original kept in one dead letter.
+inline constexpr std::size_t kMaxDeadLetterBytes = 64 * 1024;
+
+struct DeadLetter {
+  std::string input;     // the input (or output, later) that produced it
+  std::string reason;    // a code: line_too_long, decode_error, schema_violation, upstream_rejected...
+  std::string detail;    // for people: what was wrong, where
+  std::string original;  // the original bytes (at most kMaxDeadLetterBytes; see original_size)
+  std::uint64_t original_size = 0;  // how long the original was (0: original.size())
+  std::int64_t time_ns = 0;
+
+  // Builds a dead letter keeping the first kMaxDeadLetterBytes of `original`.
+  static DeadLetter make(std::string_view input, std::string_view reason, std::string detail,
+                         std::string_view original, std::int64_t time_ns);
+};
+
+struct StoredDeadLetter {
+  std::uint64_t id = 0;
+  DeadLetter letter;
+  bool truncated = false;  // `original` holds only the first bytes of the original
+  std::string version;     // the tank version that stored it
+};
+
+std::string encode_dead_letter(const DeadLetter& letter, std::string_view version);
+// nullopt (and `error`) for malformed bytes; never reads outside `encoded`.
+std::optional<StoredDeadLetter> decode_dead_letter(std::uint64_t id, std::string_view encoded,
+                                                   std::string* error = nullptr);
+
+}  // namespace tank::queue

@@ -1,0 +1,51 @@
+#pragma once
+
+// Helpers for tests that run input plugins in-process: a queue, the plugin built from TOML
+// through the registry (so its option declaration is exercised), and socket clients.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/agent_config.hpp"
+#include "metrics/registry.hpp"
+#include "plugin/input.hpp"
+#include "plugin/registry.hpp"
+#include "queue/queue.hpp"
+#include "support/queue_helpers.hpp"
+
+namespace tank::test {
+
+// A queue plus one input built from `toml` (which holds one [[inputs.X]] table).
+struct InputRig {
+  InputRig(const std::string& toml, queue::Options options);
+  ~InputRig();
+
+  // Relays the queue's pressure to the input, as the engine does.
+  void connect_pressure();
+
+  TempDir dir;
+  ManualClock clock;
+  metrics::Registry registry;
+  plugin::Registry plugins;
+  std::unique_ptr<queue::Queue> queue;
+  std::unique_ptr<plugin::Input> input;
+};
+
+// Default queue options for input tests: 64 MiB, fsync never, one consumer "out".
+queue::Options input_queue_options(const std::filesystem::path& dir);
+
+// host:port -> connected TCP socket fd (or -1).
+int tcp_connect(const std::string& address);
+int unix_connect(const std::string& path);
+// Sends everything (blocking); false on error.
+bool send_all(int fd, std::string_view data);
+void udp_send(const std::string& address, std::string_view datagram);
+void unix_datagram_send(const std::string& path, std::string_view datagram);
+// Waits until the peer closes (recv returns 0 or an error) or the deadline passes.
+bool wait_closed(int fd, std::chrono::milliseconds deadline);
+
+// Every record's payload in the queue, oldest first.
+std::vector<std::string> all_payloads(const queue::Queue& q);
+
+}  // namespace tank::test
