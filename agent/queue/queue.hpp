@@ -31,8 +31,10 @@
 //   - A record is returned by read() in sequence order; it is deleted only when every
 //     registered consumer has acknowledged it, or evicted by overflow = "drop_oldest".
 //   - Disk use is bounded: the pages LMDB uses for records, meta and state stay within
-//     max_disk_bytes; the file data.mdb stays within max_disk_bytes + disk_margin_bytes()
-//     (copy-on-write pages of the last two transactions and freed pages not yet reusable).
+//     max_disk_bytes, and the dead-letter store's within dead_letter_max_bytes; the file
+//     data.mdb stays within file_limit_bytes() = both bounds + disk_margin_bytes() (copy-on-write
+//     pages of the last two transactions and freed pages not yet reusable) + 1/128 of the
+//     dead-letter bound.
 //     The LMDB map is that size. LMDB reuses a freed page only once no reader holds a snapshot
 //     older than the free, so a reader that stays open (a paused `tank queue peek`, or a thread
 //     the scheduler stalls) lets the file grow; the margin absorbs short stalls, and when the
@@ -296,8 +298,11 @@ class Queue {
   // The largest number of record bytes one commit may carry (and one record may have):
   // max_disk_bytes / 64, at least 64 KiB, at most 4 MiB.
   std::uint64_t max_commit_bytes() const { return max_commit_bytes_; }
-  // How much larger than max_disk_bytes data.mdb may grow (see Guarantees).
+  // How much larger than max_disk_bytes data.mdb may grow for the queue (see Guarantees).
   std::uint64_t disk_margin_bytes() const { return margin_bytes_; }
+  // The most data.mdb can ever hold: the LMDB map, max_disk_bytes + the margin +
+  // dead_letter_max_bytes (and 1/128 of it for the store's own copy-on-write pages).
+  std::uint64_t file_limit_bytes() const { return map_bytes_; }
   const Options& options() const { return options_; }
 
   // The margin for a given bound (what disk_margin_bytes() will be), for documentation and

@@ -18,6 +18,7 @@ inline queue::Options small_queue(const std::filesystem::path& dir, std::uint64_
   o.dir = dir;
   o.max_disk_bytes = max_disk;
   o.max_memory_bytes = 256 << 10;
+  o.dead_letter_max_bytes = 256 << 10;
   o.fsync = queue::Fsync::never;
   o.consumers = {"out"};
   return o;
