@@ -205,6 +205,58 @@ std::optional<HttpReply> http_get(const std::string& address, const std::string&
   return reply;
 }
 
+std::optional<HttpExchange> http_request(const std::string& address, const std::string& method,
+                                         const std::string& path, const std::string& body,
+                                         const std::map<std::string, std::string>& headers) {
+  auto colon = address.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::string request = method + " " + path + " HTTP/1.1\r\nHost: " + address + "\r\nConnection: close\r\n";
+  for (const auto& [k, v] : headers) request += k + ": " + v + "\r\n";
+  if (!body.empty() || method == "POST") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  request += "\r\n" + body;
+  std::string_view rest = request;
+  while (!rest.empty()) {
+    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may answer (413) and close before reading everything
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
+  std::string response;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    response.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.size() < 12) return std::nullopt;
+  HttpExchange out;
+  out.status = std::stoi(response.substr(9, 3));
+  auto end = response.find("\r\n\r\n");
+  std::istringstream lines(response.substr(0, end));
+  std::string line;
+  std::getline(lines, line);
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto c = line.find(':');
+    if (c == std::string::npos) continue;
+    std::string name = line.substr(0, c);
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    std::string value = line.substr(c + 1);
+    while (!value.empty() && value.front() == ' ') value.erase(value.begin());
+    out.headers[name] = value;
+  }
+  if (end != std::string::npos) out.body = response.substr(end + 4);
+  return out;
+}
+
 std::optional<double> metric_value(const std::string& exposition, const std::string& sample) {
   std::istringstream lines(exposition);
   std::string line;

@@ -80,6 +80,17 @@ struct HttpReply {
 // GET http://<address><path> with a fresh connection; nullopt when it cannot connect.
 std::optional<HttpReply> http_get(const std::string& address, const std::string& path);
 
+struct HttpExchange {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+};
+// One request on a fresh connection (Connection: close); nullopt when it cannot connect or the
+// answer is not HTTP.
+std::optional<HttpExchange> http_request(const std::string& address, const std::string& method,
+                                         const std::string& path, const std::string& body = "",
+                                         const std::map<std::string, std::string>& headers = {});
+
 // The value of a sample in Prometheus text format, e.g. metric_value(text,
 // "tank_queue_dropped_records_total{policy=\"drop_oldest\"}"); nullopt when absent.
 std::optional<double> metric_value(const std::string& exposition, const std::string& sample);

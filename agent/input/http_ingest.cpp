@@ -1,0 +1,449 @@
+#include "input/http_ingest.hpp"
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <condition_variable>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "input/batch.hpp"
+#include "input/input_metrics.hpp"
+#include "input/json_body.hpp"
+#include "metrics/listen_address.hpp"
+#include "queue/queue.hpp"
+
+namespace tank::input {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+std::string describe(const tcp::endpoint& ep) {
+  if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+  return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+std::string json_error(std::string_view message) {
+  std::string out = "{\"error\":\"";
+  for (char c : message) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out.push_back(c);
+  }
+  return out + "\"}\n";
+}
+
+class HttpIngest;
+
+class IngestSession : public std::enable_shared_from_this<IngestSession> {
+ public:
+  IngestSession(tcp::socket socket, HttpIngest& owner, std::string peer);
+  ~IngestSession();
+  void start() { read_header(); }
+  auto executor() { return stream_.get_executor(); }
+  void shut_down() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+ private:
+  void read_header();
+  void on_header(beast::error_code ec);
+  void on_body(beast::error_code ec);
+  void respond(http::status status, std::string body, bool keep_alive,
+               std::vector<std::pair<http::field, std::string>> headers = {});
+  // After an answer sent before the request's body was read: stop sending, read and discard
+  // what the client still sends for a moment, then close. Closing at once would make the
+  // kernel reset the connection, and the client could lose the answer.
+  void linger_then_close();
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> response_;
+  HttpIngest& owner_;
+  std::string peer_;
+};
+
+class HttpIngest final : public plugin::Input {
+ public:
+  HttpIngest(const HttpIngestSettings& settings, const plugin::InputContext& context)
+      : settings_(settings),
+        name_(context.name),
+        queue_(context.queue),
+        clock_(context.clock),
+        metrics_(context.metrics, context.name, "http"),
+        batch_limit_(input::batch_limit(context.queue)),
+        component_("input " + context.name),
+        failures_(component_, log::Level::error),
+        refused_connections_(component_, log::Level::warn) {}
+
+  ~HttpIngest() override { stop(); }
+
+  void start() override {
+    std::string error;
+    auto a = metrics::parse_listen_address(settings_.listen, &error);
+    if (!a) throw plugin::StartError(error);
+    beast::error_code ec;
+    tcp::endpoint endpoint(asio::ip::make_address(a->host, ec), a->port);
+    if (!ec) acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw plugin::StartError(fmt::format("cannot listen on {}: {}", settings_.listen, ec.message()));
+    where_ = describe(acceptor_.local_endpoint());
+    log::info(component_, "listening on http://{}{}", where_, settings_.path);
+    accept();
+    for (unsigned i = 0; i < std::max(1u, settings_.threads); ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+
+  void stop() override {
+    if (stopped_.exchange(true) || threads_.empty()) return;
+    asio::post(acceptor_.get_executor(), [this] {
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+    });
+    // A request being handled finishes its commit and answer; idle connections are closed.
+    std::vector<std::shared_ptr<IngestSession>> live;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& w : sessions_) {
+        if (auto s = w.lock()) live.push_back(std::move(s));
+      }
+    }
+    for (auto& s : live) asio::post(s->executor(), [s] { s->shut_down(); });
+    live.clear();
+    {
+      std::unique_lock lock(mutex_);
+      ended_.wait_for(lock, std::chrono::seconds(10), [this] { return active_ == 0; });
+    }
+    io_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  void set_paused(bool paused) override {
+    paused_ = paused;
+    metrics_.set_paused(paused);
+  }
+
+  std::string listening_on() const override { return where_; }
+
+  const HttpIngestSettings& settings() const { return settings_; }
+  bool paused() const { return paused_.load(); }
+  InputMetrics& metrics() { return metrics_; }
+  const std::string& component() const { return component_; }
+
+  void session_ended() {
+    std::lock_guard lock(mutex_);
+    --active_;
+    ended_.notify_all();
+  }
+
+  // The outcome of storing one request's records.
+  struct Stored {
+    http::status status = http::status::ok;
+    std::string body;
+  };
+
+  Stored store(const JsonBody& decoded, const std::string& peer) {
+    Batch batch(name_, batch_limit_);
+    queue::Attribute attrs[] = {{"peer", peer}};
+    std::size_t accepted = 0;
+    auto commit = [&]() -> std::optional<Stored> {
+      if (batch.empty()) return std::nullopt;
+      const queue::CommitResult r = queue_.commit(batch.write_batch());
+      switch (r.status) {
+        case queue::CommitStatus::committed:
+          metrics_.committed(batch.records(), batch.payload_bytes());
+          failures_.end("committing to the queue works again");
+          accepted += batch.records();
+          batch.clear();
+          return std::nullopt;
+        case queue::CommitStatus::dropped:
+          // drop_newest: the records were dropped by policy (counted); the producer is told.
+          metrics_.dropped("overflow_drop_newest", batch.records());
+          accepted += batch.records();
+          batch.clear();
+          return std::nullopt;
+        case queue::CommitStatus::full:
+          metrics_.error("queue_full");
+          return Stored{http::status::service_unavailable, json_error("the queue is full; retry later")};
+        case queue::CommitStatus::failed:
+          failures_.occur(fmt::format("committing to the queue failed ({}); answering 503", r.error));
+          metrics_.error("commit_failed");
+          return Stored{http::status::service_unavailable, json_error("storing failed; retry later")};
+        case queue::CommitStatus::too_large:
+          metrics_.error("too_large");
+          return Stored{http::status::payload_too_large, json_error(r.error)};
+      }
+      return std::nullopt;
+    };
+    for (std::string_view payload : decoded.payloads) {
+      if (!batch.fits(payload.size(), peer.size() + 10)) {
+        if (auto failed = commit()) return *failed;
+      }
+      batch.add(payload, clock_.wall_ns(), attrs);
+    }
+    if (auto failed = commit()) return *failed;
+    return Stored{http::status::ok, fmt::format("{{\"accepted\":{}}}\n", accepted)};
+  }
+
+ private:
+  void accept() {
+    acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+      if (ec) {
+        metrics_.error("accept_failed");
+        refused_connections_.occur(fmt::format("accepting a connection failed: {}", ec.message()));
+        retry_timer_.expires_after(std::chrono::milliseconds(100));
+        retry_timer_.async_wait([this](beast::error_code wait_ec) {
+          if (!wait_ec && acceptor_.is_open()) accept();
+        });
+        return;
+      }
+      beast::error_code peer_ec;
+      auto remote = socket.remote_endpoint(peer_ec);
+      std::string peer = peer_ec ? std::string("unknown") : describe(remote);
+      bool admitted = false;
+      {
+        std::lock_guard lock(mutex_);
+        if (active_ < settings_.max_connections) {
+          ++active_;
+          admitted = true;
+        }
+      }
+      if (!admitted) {
+        metrics_.error("too_many_connections");
+        refused_connections_.occur(
+            fmt::format("refusing connections beyond max_connections = {}", settings_.max_connections));
+        beast::error_code ignored;
+        socket.close(ignored);
+      } else {
+        refused_connections_.end("accepting connections again");
+        auto session = std::make_shared<IngestSession>(std::move(socket), *this, std::move(peer));
+        {
+          std::lock_guard lock(mutex_);
+          sessions_.remove_if([](const std::weak_ptr<IngestSession>& w) { return w.expired(); });
+          sessions_.push_back(session);
+        }
+        session->start();
+      }
+      accept();
+    });
+  }
+
+  HttpIngestSettings settings_;
+  std::string name_;
+  queue::Queue& queue_;
+  const Clock& clock_;
+  InputMetrics metrics_;
+  std::size_t batch_limit_;
+  std::string component_;
+  log::Episode failures_;
+  log::Episode refused_connections_;
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> stopped_{false};
+  std::mutex mutex_;
+  std::condition_variable ended_;
+  std::size_t active_ = 0;
+  std::list<std::weak_ptr<IngestSession>> sessions_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_{asio::make_strand(io_)};
+  asio::steady_timer retry_timer_{io_};
+  std::string where_;
+  std::vector<std::thread> threads_;
+};
+
+IngestSession::IngestSession(tcp::socket socket, HttpIngest& owner, std::string peer)
+    : stream_(std::move(socket)), owner_(owner), peer_(std::move(peer)) {
+  owner_.metrics().connection_opened();
+}
+
+IngestSession::~IngestSession() {
+  owner_.metrics().connection_closed();
+  owner_.session_ended();
+}
+
+void IngestSession::read_header() {
+  parser_.emplace();
+  parser_->header_limit(16 * 1024);
+  parser_->body_limit(owner_.settings().max_body_bytes);
+  stream_.expires_after(owner_.settings().idle_timeout);
+  http::async_read_header(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+}
+
+void IngestSession::on_header(beast::error_code ec) {
+  if (ec == http::error::body_limit) {
+    // Beast refuses a Content-Length over the limit as soon as the header is complete.
+    owner_.metrics().error("body_too_large");
+    respond(http::status::payload_too_large,
+            json_error(fmt::format("the body is larger than max_body_bytes = {}",
+                                   units::format_size(owner_.settings().max_body_bytes))),
+            false);
+    return;
+  }
+  if (ec == http::error::header_limit) {
+    owner_.metrics().error("header_too_large");
+    respond(http::status::request_header_fields_too_large, json_error("request header too large"), false);
+    return;
+  }
+  if (ec) {
+    if (ec != http::error::end_of_stream && ec != beast::error::timeout && ec != asio::error::operation_aborted) {
+      owner_.metrics().error("bad_request");
+    }
+    shut_down();
+    return;
+  }
+  auto& req = parser_->get();
+  std::string_view target(req.target().data(), req.target().size());
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  // Whatever the answer, a body we do not read means the connection cannot be reused.
+  const bool has_body = req.has_content_length() || req.chunked();
+  if (target != owner_.settings().path) {
+    owner_.metrics().error("not_found");
+    respond(http::status::not_found,
+            json_error(fmt::format("records are accepted at {}", owner_.settings().path)), !has_body && req.keep_alive());
+    return;
+  }
+  if (req.method() != http::verb::post) {
+    owner_.metrics().error("method_not_allowed");
+    respond(http::status::method_not_allowed, json_error("use POST"), !has_body && req.keep_alive(),
+            {{http::field::allow, "POST"}});
+    return;
+  }
+  const std::string& token = owner_.settings().auth_token;
+  if (!token.empty()) {
+    auto it = req.find(http::field::authorization);
+    std::string expected = "Bearer " + token;
+    std::string_view given = it == req.end() ? std::string_view() : std::string_view(it->value().data(), it->value().size());
+    bool ok = given.size() == expected.size() && CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
+    if (!ok) {
+      owner_.metrics().error("unauthorized");
+      respond(http::status::unauthorized, json_error("a valid Authorization: Bearer token is required"), false,
+              {{http::field::www_authenticate, "Bearer"}});
+      return;
+    }
+  }
+  if (owner_.paused()) {
+    owner_.metrics().error("queue_full");
+    respond(http::status::service_unavailable, json_error("the queue is full; retry later"), false,
+            {{http::field::retry_after, std::to_string(owner_.settings().retry_after.count())}});
+    return;
+  }
+  if (auto length = parser_->content_length(); length && *length > owner_.settings().max_body_bytes) {
+    owner_.metrics().error("body_too_large");
+    respond(http::status::payload_too_large,
+            json_error(fmt::format("the body has {} bytes, more than max_body_bytes = {}", *length,
+                                   units::format_size(owner_.settings().max_body_bytes))),
+            false);
+    return;
+  }
+  stream_.expires_after(owner_.settings().idle_timeout);
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code read_ec, std::size_t) { self->on_body(read_ec); });
+}
+
+void IngestSession::on_body(beast::error_code ec) {
+  if (ec == http::error::body_limit) {
+    owner_.metrics().error("body_too_large");
+    respond(http::status::payload_too_large,
+            json_error(fmt::format("the body is larger than max_body_bytes = {}",
+                                   units::format_size(owner_.settings().max_body_bytes))),
+            false);
+    return;
+  }
+  if (ec) {
+    owner_.metrics().error("bad_request");
+    shut_down();
+    return;
+  }
+  auto& req = parser_->get();
+  std::string_view content_type;
+  if (auto it = req.find(http::field::content_type); it != req.end()) {
+    content_type = std::string_view(it->value().data(), it->value().size());
+  }
+  const bool ndjson = content_type.find("ndjson") != std::string_view::npos ||
+                      content_type.find("jsonlines") != std::string_view::npos ||
+                      content_type.find("json-seq") != std::string_view::npos;
+  JsonBody decoded = split_json_body(req.body(), ndjson);
+  if (!decoded.error.empty()) {
+    owner_.metrics().error("bad_request");
+    respond(http::status::bad_request, json_error(decoded.error), req.keep_alive());
+    return;
+  }
+  auto stored = owner_.store(decoded, peer_);
+  std::vector<std::pair<http::field, std::string>> headers;
+  if (stored.status == http::status::service_unavailable) {
+    headers.emplace_back(http::field::retry_after, std::to_string(owner_.settings().retry_after.count()));
+  }
+  respond(stored.status, std::move(stored.body), req.keep_alive(), std::move(headers));
+}
+
+void IngestSession::respond(http::status status, std::string body, bool keep_alive,
+                            std::vector<std::pair<http::field, std::string>> headers) {
+  response_ = {};
+  response_.version(11);
+  response_.result(status);
+  response_.set(http::field::server, "tank");
+  response_.set(http::field::content_type, "application/json");
+  for (auto& [field, value] : headers) response_.set(field, value);
+  response_.body() = std::move(body);
+  response_.keep_alive(keep_alive);
+  response_.prepare_payload();
+  http::async_write(stream_, response_, [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+    if (ec) {
+      self->shut_down();
+      return;
+    }
+    if (!keep_alive) {
+      self->linger_then_close();
+      return;
+    }
+    self->read_header();
+  });
+}
+
+void IngestSession::linger_then_close() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.expires_after(std::chrono::seconds(2));
+  auto drain = std::make_shared<std::function<void(beast::error_code, std::size_t)>>();
+  auto scratch = std::make_shared<std::array<char, 16384>>();
+  auto total = std::make_shared<std::size_t>(0);
+  *drain = [self = shared_from_this(), drain, scratch, total](beast::error_code ec, std::size_t n) {
+    *total += n;
+    if (ec || *total > (8u << 20)) {
+      self->shut_down();
+      *drain = nullptr;  // break the cycle
+      return;
+    }
+    self->stream_.async_read_some(asio::buffer(*scratch), *drain);
+  };
+  stream_.async_read_some(asio::buffer(*scratch), *drain);
+}
+
+}  // namespace
+
+std::unique_ptr<plugin::Input> make_http_ingest_input(const HttpIngestSettings& settings,
+                                                      const plugin::InputContext& context) {
+  return std::make_unique<HttpIngest>(settings, context);
+}
+
+}  // namespace tank::input
