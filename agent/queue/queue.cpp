@@ -1419,6 +1419,24 @@ std::optional<std::string> Queue::state(std::string_view key) const {
   return std::string(lmdb::view_of(v));
 }
 
+std::vector<std::pair<std::string, std::string>> Queue::state_with_prefix(std::string_view prefix) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<std::pair<std::string, std::string>> out;
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), state_dbi_);
+  MDB_val k = lmdb::value_of(prefix);
+  MDB_val v;
+  bool more = prefix.empty() ? cursor.get(k, v, MDB_FIRST) : cursor.get(k, v, MDB_SET_RANGE);
+  while (more) {
+    std::string_view key = lmdb::view_of(k);
+    if (!key.starts_with(prefix)) break;
+    out.emplace_back(std::string(key), std::string(lmdb::view_of(v)));
+    more = cursor.get(k, v, MDB_NEXT);
+  }
+  return out;
+}
+
 bool Queue::blocked() const {
   std::lock_guard lock(mutex_);
   return blocked_;

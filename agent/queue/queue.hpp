@@ -269,6 +269,8 @@ class Queue {
 
   // A value committed with WriteBatch::state_puts, or nullopt.
   std::optional<std::string> state(std::string_view key) const;
+  // Every state entry whose key starts with `prefix`, in key order.
+  std::vector<std::pair<std::string, std::string>> state_with_prefix(std::string_view prefix) const;
 
   // Dead letters, oldest first, matching `query`. Entries that do not decode are skipped (and
   // logged). Throws std::runtime_error when LMDB fails.

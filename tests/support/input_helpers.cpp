@@ -22,7 +22,7 @@ queue::Options input_queue_options(const std::filesystem::path& dir) {
 
 InputRig::InputRig(const std::string& toml, queue::Options options) {
   plugin::register_builtin(plugins);
-  options.dir = dir / "q";
+  if (options.dir.empty() || options.dir.is_relative()) options.dir = dir / "q";
   queue = queue::Queue::open(options, clock, &registry);
   config::Schema schema = engine::build_schema(plugins);
   config::LoadOptions load;

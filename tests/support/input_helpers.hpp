@@ -16,7 +16,9 @@
 
 namespace tank::test {
 
-// A queue plus one input built from `toml` (which holds one [[inputs.X]] table).
+// A queue plus one input built from `toml` (which holds one [[inputs.X]] table). The queue
+// lives in options.dir when it is set (to reopen it, as after a restart), else in a directory
+// of the rig's own.
 struct InputRig {
   InputRig(const std::string& toml, queue::Options options);
   ~InputRig();

@@ -1,0 +1,599 @@
+#include "input/file_tail.hpp"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "input/batch.hpp"
+#include "input/input_metrics.hpp"
+#include "queue/queue.hpp"
+
+namespace tank::input {
+namespace {
+
+constexpr std::size_t kChunk = 64 * 1024;
+// Copies are recognised only by fingerprints this long: a short one says too little.
+constexpr std::size_t kMinCopyFingerprint = 64;
+
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  auto operator<=>(const FileId&) const = default;
+};
+
+bool compressed_name(std::string_view path) {
+  for (std::string_view suffix : {".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z", ".tgz"}) {
+    if (path.ends_with(suffix)) return true;
+  }
+  return false;
+}
+
+// What is stored per file: offset, fingerprint, path.
+struct Checkpoint {
+  std::uint64_t offset = 0;
+  std::string fingerprint;
+  std::string path;
+};
+
+std::string encode_checkpoint(const Checkpoint& c) {
+  std::string out = "F1";
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((c.offset >> (8 * i)) & 0xff));
+  auto fp = static_cast<std::uint16_t>(std::min<std::size_t>(c.fingerprint.size(), 0xffff));
+  out.push_back(static_cast<char>(fp & 0xff));
+  out.push_back(static_cast<char>(fp >> 8));
+  out.append(c.fingerprint, 0, fp);
+  out.append(c.path);
+  return out;
+}
+
+std::optional<Checkpoint> decode_checkpoint(std::string_view v) {
+  if (v.size() < 12 || v.substr(0, 2) != "F1") return std::nullopt;
+  Checkpoint c;
+  for (int i = 0; i < 8; ++i) c.offset |= static_cast<std::uint64_t>(static_cast<unsigned char>(v[2 + i])) << (8 * i);
+  std::size_t fp = static_cast<unsigned char>(v[10]) | (static_cast<std::size_t>(static_cast<unsigned char>(v[11])) << 8);
+  if (v.size() < 12 + fp) return std::nullopt;
+  c.fingerprint = std::string(v.substr(12, fp));
+  c.path = std::string(v.substr(12 + fp));
+  return c;
+}
+
+// Reads up to `n` bytes at `offset` (fewer at the end of the file).
+std::string read_at(int fd, std::uint64_t offset, std::size_t n) {
+  std::string out(n, '\0');
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, out.data() + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  out.resize(got);
+  return out;
+}
+
+// The directory part of a pattern before its first wildcard, e.g. "/var/log/app" for
+// "/var/log/app/*.log" and "/var/log" for "/var/log/*/x.log".
+std::string fixed_directory(const std::string& pattern) {
+  std::size_t wild = pattern.find_first_of("*?[{");
+  std::string prefix = pattern.substr(0, wild);
+  auto slash = prefix.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? std::string("/") : prefix.substr(0, slash);
+}
+
+class FileTail final : public plugin::Input {
+ public:
+  FileTail(const FileTailSettings& settings, const plugin::InputContext& context)
+      : settings_(settings),
+        name_(context.name),
+        queue_(context.queue),
+        clock_(context.clock),
+        metrics_(context.metrics, context.name, "file"),
+        batch_limit_(input::batch_limit(context.queue)),
+        component_("input " + context.name),
+        state_prefix_("file/" + context.name + "/"),
+        failures_(component_, log::Level::error) {}
+
+  ~FileTail() override {
+    stop();
+    for (auto& [id, f] : files_) {
+      if (f.fd >= 0) ::close(f.fd);
+    }
+    if (inotify_fd_ >= 0) ::close(inotify_fd_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  void start() override {
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) throw plugin::StartError(fmt::format("eventfd: {}", std::strerror(errno)));
+    if (settings_.inotify) {
+      inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+      if (inotify_fd_ < 0) {
+        log::warn(component_, "inotify is not available ({}); polling every {}", std::strerror(errno),
+                  units::format_duration(settings_.poll_interval));
+      }
+    }
+    for (const auto& [key, value] : queue_.state_with_prefix(state_prefix_)) {
+      if (auto c = decode_checkpoint(value)) checkpoints_[key] = std::move(*c);
+    }
+    first_start_ = checkpoints_.empty();
+    scan(true);
+    // Offsets of files that are gone are dropped from the store (they stay in memory for this
+    // run, so that a copy made by copytruncate while tank was down is still recognised).
+    queue::WriteBatch stale;
+    std::set<std::string> open_keys;
+    for (const auto& [id, f] : files_) open_keys.insert(key_of(id));
+    for (const auto& [key, c] : checkpoints_) {
+      if (!open_keys.contains(key)) stale.state_deletes.push_back(key);
+    }
+    if (!stale.state_deletes.empty() && !queue_.commit(stale).ok()) {
+      log::warn(component_, "could not drop {} stored offsets of files that are gone; trying at the next start",
+                stale.state_deletes.size());
+    }
+    log::info(component_, "tailing {} file(s) matching {}", files_.size(), fmt::join(settings_.paths, ", "));
+    thread_ = std::thread([this] { run(); });
+  }
+
+  void stop() override {
+    if (!thread_.joinable()) return;
+    stopping_ = true;
+    wake();
+    thread_.join();
+  }
+
+  void set_paused(bool paused) override {
+    paused_ = paused;
+    metrics_.set_paused(paused);
+    if (!paused) wake();
+  }
+
+ private:
+  struct File {
+    FileId id;
+    int fd = -1;
+    std::string path;
+    std::uint64_t committed = 0;  // offset after the last complete line stored
+    std::uint64_t read_pos = 0;   // how far it was read (>= committed)
+    std::string fingerprint;
+    // The line being read: its start and what was read of it.
+    std::string partial;
+    bool discarding = false;
+    std::string discard_head;
+    std::uint64_t discard_length = 0;
+    bool matched = true;  // a pattern still names this inode
+    std::chrono::steady_clock::time_point last_growth;  // last time it grew or still matched
+  };
+
+  std::string key_of(const FileId& id) const { return fmt::format("{}{}:{}", state_prefix_, id.dev, id.ino); }
+
+  void wake() {
+    std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+
+  void run() {
+    auto next_scan = std::chrono::steady_clock::now() + settings_.poll_interval;
+    while (!stopping_) {
+      bool rescan = false;
+      if (std::chrono::steady_clock::now() >= next_scan) {
+        rescan = true;
+        next_scan = std::chrono::steady_clock::now() + settings_.poll_interval;
+      }
+      rescan = drain_inotify() || rescan;
+      if (rescan) scan(false);
+      if (!paused_) read_round();
+      // Wait for a file event, the next scan, or a wake-up (stop, resume).
+      pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now());
+      int timeout = static_cast<int>(std::clamp<long long>(wait.count(), 0, 60000));
+      if (more_to_read_ && !paused_) timeout = 0;
+      ::poll(fds, inotify_fd_ >= 0 ? 2 : 1, timeout);
+      std::uint64_t drained;
+      while (::read(wake_fd_, &drained, sizeof drained) > 0) {
+      }
+    }
+  }
+
+  // Reads pending inotify events; true when one may mean new or moved files.
+  bool drain_inotify() {
+    if (inotify_fd_ < 0) return false;
+    bool structural = false;
+    alignas(inotify_event) char buf[8192];
+    for (;;) {
+      ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      for (char* p = buf; p < buf + n;) {
+        auto* e = reinterpret_cast<inotify_event*>(p);
+        if (e->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |
+                       IN_Q_OVERFLOW | IN_IGNORED)) {
+          structural = true;
+        }
+        p += sizeof(inotify_event) + e->len;
+      }
+    }
+    return structural;
+  }
+
+  void watch(const std::string& dir) {
+    if (inotify_fd_ < 0 || watched_.contains(dir)) return;
+    int wd = ::inotify_add_watch(inotify_fd_, dir.c_str(),
+                                 IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_MODIFY | IN_ATTRIB |
+                                     IN_CLOSE_WRITE | IN_DELETE_SELF);
+    if (wd >= 0) watched_.insert(dir);
+  }
+
+  bool excluded(const std::string& path) const {
+    for (const auto& pattern : settings_.exclude) {
+      if (::fnmatch(pattern.c_str(), path.c_str(), FNM_PATHNAME) == 0) return true;
+    }
+    return false;
+  }
+
+  // Finds the files the patterns name now: starts tracking new ones, notices rotated ones.
+  void scan(bool initial) {
+    std::set<FileId> seen;
+    for (const auto& pattern : settings_.paths) {
+      const std::string dir = fixed_directory(pattern);
+      struct stat dst {};
+      if (::stat(dir.c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode)) {
+        missing_episode(dir).occur(fmt::format("the directory {} does not exist; watching for it", dir));
+        metrics_.error("missing_directory");
+        continue;
+      }
+      missing_episode(dir).end(fmt::format("the directory {} exists now", dir));
+      watch(dir);
+      glob_t g{};
+      int rc = ::glob(pattern.c_str(), GLOB_NOSORT | GLOB_BRACE, nullptr, &g);
+      if (rc == 0) {
+        for (std::size_t i = 0; i < g.gl_pathc; ++i) {
+          std::string path = g.gl_pathv[i];
+          if (compressed_name(path) || excluded(path)) continue;
+          consider(path, initial, seen);
+        }
+      }
+      globfree(&g);
+    }
+    for (auto& [id, f] : files_) f.matched = seen.contains(id);
+  }
+
+  log::Episode& missing_episode(const std::string& dir) {
+    auto it = missing_dirs_.find(dir);
+    if (it == missing_dirs_.end()) it = missing_dirs_.try_emplace(dir, component_, log::Level::warn).first;
+    return it->second;
+  }
+
+  void consider(const std::string& path, bool initial, std::set<FileId>& seen) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      unreadable_episode_.occur(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+      metrics_.error("unreadable");
+      return;
+    }
+    if (!S_ISREG(st.st_mode)) return;
+    FileId id{st.st_dev, st.st_ino};
+    seen.insert(id);
+    auto it = files_.find(id);
+    if (it != files_.end()) {
+      it->second.path = path;
+      return;
+    }
+    if (files_.size() >= settings_.max_open_files) {
+      open_files_episode_.occur(fmt::format("not opening {}: max_open_files = {} files are open", path,
+                                            settings_.max_open_files));
+      metrics_.error("too_many_files");
+      return;
+    }
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      unreadable_episode_.occur(fmt::format("cannot open {}: {} (other files are still read)", path,
+                                            std::strerror(errno)));
+      metrics_.error("unreadable");
+      return;
+    }
+    unreadable_episode_.end("all matched files are readable again");
+    File f;
+    f.id = id;
+    f.fd = fd;
+    f.path = path;
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    f.fingerprint = read_at(fd, 0, std::min<std::uint64_t>(settings_.fingerprint_bytes, size));
+    std::uint64_t start = 0;
+    std::string how;
+    auto known = checkpoints_.find(key_of(id));
+    if (known != checkpoints_.end() && same_file(known->second.fingerprint, fd)) {
+      start = known->second.offset;
+      how = fmt::format("resuming at byte {}", start);
+    } else if (auto copy = copy_of(f.fingerprint, id)) {
+      start = std::min(*copy, size);
+      how = fmt::format("a copy of a file read up to byte {}: reading from there", *copy);
+    } else if (initial && first_start_ && settings_.read_from_end) {
+      start = size;
+      how = "read_from = \"end\": reading new lines only";
+    } else {
+      how = known != checkpoints_.end() ? "a new file that reused an inode: reading from the beginning"
+                                        : "reading from the beginning";
+    }
+    if (start > size) {
+      how += fmt::format("; it is now smaller ({} bytes): it was truncated, reading from the beginning", size);
+      start = 0;
+    }
+    f.committed = start;
+    f.read_pos = start;
+    log::info(component_, "{}: {}", path, how);
+    files_.emplace(id, std::move(f));
+    more_to_read_ = true;
+  }
+
+  bool same_file(const std::string& fingerprint, int fd) const {
+    if (fingerprint.empty()) return true;  // it was empty: nothing to compare
+    return read_at(fd, 0, fingerprint.size()) == fingerprint;
+  }
+
+  // The offset of a known file (open or stored) that `fingerprint` shows this one is a copy of.
+  std::optional<std::uint64_t> copy_of(const std::string& fingerprint, const FileId& self) const {
+    if (fingerprint.size() < kMinCopyFingerprint) return std::nullopt;
+    for (const auto& [id, f] : files_) {
+      if (!(id == self) && f.fingerprint.size() >= kMinCopyFingerprint &&
+          fingerprint.compare(0, f.fingerprint.size(), f.fingerprint) == 0) {
+        return f.committed;
+      }
+    }
+    for (const auto& [key, c] : checkpoints_) {
+      if (key != key_of(self) && c.fingerprint.size() >= kMinCopyFingerprint &&
+          fingerprint.compare(0, c.fingerprint.size(), c.fingerprint) == 0) {
+        return c.offset;
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Reads what every file has grown by, committing as batches fill.
+  void read_round() {
+    more_to_read_ = false;
+    Batch batch(name_, batch_limit_);
+    std::map<FileId, std::uint64_t> touched;  // file -> offset to store with this batch
+    std::vector<FileId> finished;
+    bool refused = false;
+    auto commit = [&]() {
+      if (touched.empty() && batch.empty()) return true;
+      for (const auto& [id, offset] : touched) {
+        File& f = files_.at(id);
+        Checkpoint c{offset, f.fingerprint, f.path};
+        batch.write_batch().state_puts.emplace_back(key_of(id), encode_checkpoint(c));
+      }
+      const queue::CommitResult r = queue_.commit(batch.write_batch());
+      bool ok = r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped;
+      if (ok) {
+        if (r.status == queue::CommitStatus::committed) metrics_.committed(batch.records(), batch.payload_bytes());
+        else metrics_.dropped("overflow_drop_newest", batch.records());
+        for (const auto& [id, offset] : touched) {
+          File& f = files_.at(id);
+          f.committed = offset;
+          checkpoints_[key_of(id)] = Checkpoint{offset, f.fingerprint, f.path};
+        }
+        failures_.end("committing to the queue works again");
+      } else {
+        if (r.status == queue::CommitStatus::failed) {
+          failures_.occur(fmt::format("committing to the queue failed ({}); the lines will be read again", r.error));
+          metrics_.error("commit_failed");
+        }
+        // Read again later from what was stored: every file, so no half-read line is lost.
+        for (auto& [id, f] : files_) rewind(f);
+        refused = true;
+      }
+      batch.clear();
+      touched.clear();
+      return ok;
+    };
+
+    for (auto& [id, f] : files_) {
+      if (refused || stopping_) break;
+      struct stat st {};
+      if (::fstat(f.fd, &st) != 0) continue;
+      const auto size = static_cast<std::uint64_t>(st.st_size);
+      // Truncated: smaller than what was read, or (written past the old size before this round
+      // saw it) other first bytes than before.
+      const bool truncated = size < f.read_pos || (size != f.read_pos && !f.fingerprint.empty() &&
+                                                    read_at(f.fd, 0, f.fingerprint.size()) != f.fingerprint);
+      if (truncated) {
+        // Store what was read, then look for a copy (copytruncate makes it before truncating):
+        // the copy is read from this file's committed offset, so nothing is lost or doubled.
+        if (!commit()) break;
+        scan(false);
+        log::info(component_, "{} was truncated (now {} bytes, read up to byte {}): reading it from the beginning",
+                  f.path, size, f.read_pos);
+        metrics_.error("truncated");
+        f.read_pos = 0;
+        f.committed = 0;
+        f.partial.clear();
+        f.discarding = false;
+        f.fingerprint.clear();
+        touched[id] = 0;
+      }
+      if (f.fingerprint.size() < settings_.fingerprint_bytes && size > f.fingerprint.size()) {
+        f.fingerprint = read_at(f.fd, 0, std::min<std::uint64_t>(settings_.fingerprint_bytes, size));
+      }
+      std::size_t budget = 16;  // chunks per file per round, so one busy file does not starve others
+      while (f.read_pos < size && budget-- > 0 && !refused) {
+        std::string chunk = read_at(f.fd, f.read_pos, static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, size - f.read_pos)));
+        if (chunk.empty()) break;
+        frame(f, id, chunk, batch, touched, commit, refused);
+        if (refused) break;
+      }
+      if (f.read_pos < size) more_to_read_ = true;
+      const auto now = std::chrono::steady_clock::now();
+      if (!f.matched && f.read_pos >= size && !refused) {
+        // Rotated away (or deleted) and read to its end. The writer may still append until it
+        // reopens its log: wait rotate_wait without growth, then its unterminated last line (if
+        // any) is complete, and the file is done.
+        if (f.last_growth == std::chrono::steady_clock::time_point{}) f.last_growth = now;
+        if (now - f.last_growth >= settings_.rotate_wait) {
+          if (!f.partial.empty() || f.discarding) finish_line(f, id, f.read_pos, batch, touched, commit);
+          finished.push_back(id);
+        }
+      } else {
+        f.last_growth = now;
+      }
+    }
+    if (!refused) commit();
+    if (!refused && !finished.empty()) {
+      queue::WriteBatch forget;
+      for (const FileId& id : finished) forget.state_deletes.push_back(key_of(id));
+      if (queue_.commit(forget).ok()) {
+        for (const FileId& id : finished) {
+          File& f = files_.at(id);
+          log::info(component_, "{} was rotated away and is read to its end", f.path);
+          ::close(f.fd);
+          checkpoints_.erase(key_of(id));
+          files_.erase(id);
+        }
+      }
+    }
+  }
+
+  void rewind(File& f) {
+    f.read_pos = f.committed;
+    f.partial.clear();
+    f.discarding = false;
+    f.discard_head.clear();
+    f.discard_length = 0;
+  }
+
+  template <class Commit>
+  void add_line(File& f, const FileId& id, std::string_view line, std::uint64_t end, Batch& batch,
+                std::map<FileId, std::uint64_t>& touched, Commit& commit) {
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > settings_.max_line_bytes) {
+      if (!batch.fits_dead_letter(line.size())) commit();
+      batch.dead_letter("line_too_long",
+                        fmt::format("a line of {} bytes in {} (ending at byte {}) exceeds max_line_bytes = {}",
+                                    line.size(), f.path, end, units::format_size(settings_.max_line_bytes)),
+                        line, line.size(), clock_.wall_ns());
+      metrics_.error("line_too_long");
+    } else if (!line.empty()) {
+      queue::Attribute attrs[] = {{"path", f.path}};
+      if (!batch.fits(line.size(), f.path.size() + 10)) {
+        if (!commit()) return;
+      }
+      batch.add(line, clock_.wall_ns(), attrs);
+    }
+    touched[id] = end;
+    if (batch.full()) commit();
+  }
+
+  template <class Commit>
+  void finish_line(File& f, const FileId& id, std::uint64_t end, Batch& batch,
+                   std::map<FileId, std::uint64_t>& touched, Commit& commit) {
+    if (f.discarding) {
+      batch.dead_letter("line_too_long",
+                        fmt::format("a line of {} bytes in {} exceeds max_line_bytes = {}", f.discard_length, f.path,
+                                    units::format_size(settings_.max_line_bytes)),
+                        f.discard_head, f.discard_length, clock_.wall_ns());
+      metrics_.error("line_too_long");
+      f.discarding = false;
+      f.discard_head.clear();
+      touched[id] = end;
+    } else {
+      std::string line = std::move(f.partial);
+      f.partial.clear();
+      add_line(f, id, line, end, batch, touched, commit);
+    }
+  }
+
+  // Splits a chunk read at f.read_pos into lines. Stops at once when a commit is refused (the
+  // commit rewound every file).
+  template <class Commit>
+  void frame(File& f, const FileId& id, std::string_view chunk, Batch& batch, std::map<FileId, std::uint64_t>& touched,
+             Commit& commit, const bool& refused) {
+    const std::uint64_t base = f.read_pos;
+    std::size_t pos = 0;
+    while (pos < chunk.size()) {
+      std::size_t nl = chunk.find('\n', pos);
+      if (nl == std::string_view::npos) {
+        std::string_view rest = chunk.substr(pos);
+        if (f.discarding) {
+          f.discard_length += rest.size();
+          if (f.discard_head.size() < queue::kMaxDeadLetterBytes) {
+            f.discard_head.append(rest.substr(0, queue::kMaxDeadLetterBytes - f.discard_head.size()));
+          }
+        } else {
+          f.partial.append(rest);
+          if (f.partial.size() > settings_.max_line_bytes + 1) {
+            f.discarding = true;
+            f.discard_length = f.partial.size();
+            f.discard_head = f.partial.substr(0, queue::kMaxDeadLetterBytes);
+            f.partial.clear();
+          }
+        }
+        break;
+      }
+      const std::uint64_t end = base + nl + 1;
+      std::string_view segment = chunk.substr(pos, nl - pos);
+      if (f.discarding) {
+        f.discard_length += segment.size();
+        if (f.discard_head.size() < queue::kMaxDeadLetterBytes) {
+          f.discard_head.append(segment.substr(0, queue::kMaxDeadLetterBytes - f.discard_head.size()));
+        }
+        finish_line(f, id, end, batch, touched, commit);
+      } else if (f.partial.empty()) {
+        add_line(f, id, segment, end, batch, touched, commit);
+      } else {
+        f.partial.append(segment);
+        std::string line = std::move(f.partial);
+        f.partial.clear();
+        add_line(f, id, line, end, batch, touched, commit);
+      }
+      if (refused) return;
+      pos = nl + 1;
+    }
+    f.read_pos = base + chunk.size();
+  }
+
+  FileTailSettings settings_;
+  std::string name_;
+  queue::Queue& queue_;
+  const Clock& clock_;
+  InputMetrics metrics_;
+  std::size_t batch_limit_;
+  std::string component_;
+  std::string state_prefix_;
+  log::Episode failures_;
+  log::Episode unreadable_episode_{component_, log::Level::warn};
+  log::Episode open_files_episode_{component_, log::Level::warn};
+  std::map<std::string, log::Episode> missing_dirs_;
+  std::map<std::string, Checkpoint> checkpoints_;  // stored offsets, by state key
+  std::map<FileId, File> files_;
+  std::set<std::string> watched_;
+  bool first_start_ = true;
+  bool more_to_read_ = false;
+  int inotify_fd_ = -1;
+  int wake_fd_ = -1;
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<plugin::Input> make_file_tail_input(const FileTailSettings& settings,
+                                                    const plugin::InputContext& context) {
+  return std::make_unique<FileTail>(settings, context);
+}
+
+}  // namespace tank::input
