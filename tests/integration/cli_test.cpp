@@ -91,6 +91,7 @@ overflow = "drop_oldets"
 listen = "localhost"
 [[inputs.mqtt]]
 brokers = ["tcp://127.0.0.1:1883"]
+topics = ["a/#"]
 )");
   auto r = tank_cli({"check", "-c", (dir / "bad.toml").string()});
   CHECK(r.exit_code == 2);
@@ -101,8 +102,9 @@ brokers = ["tcp://127.0.0.1:1883"]
   CHECK(contains(r.err, f + ":6:12: queue.overflow: expected one of \"block\", \"drop_oldest\" or \"drop_newest\", "
                             "got \"drop_oldets\" (did you mean \"drop_oldest\"?)"));
   CHECK(contains(r.err, f + ":8:10: metrics.listen: expected \"host:port\""));
-  CHECK(contains(r.err, f + ":9:10: inputs.mqtt: unknown input plugin \"mqtt\""));
-  CHECK(contains(r.err, f + ": 5 errors; nothing was started"));
+  CHECK(contains(r.err, f + ":10:1: inputs.mqtt[0].brokers: unknown option in [inputs.mqtt]"));
+  CHECK(contains(r.err, f + ":9:1: inputs.mqtt[0].servers: required option is missing"));
+  CHECK(contains(r.err, f + ": 6 errors; nothing was started"));
 }
 
 TEST_CASE("warnings do not fail tank check", "[cli][check]") {

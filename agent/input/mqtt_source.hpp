@@ -1,0 +1,76 @@
+#pragma once
+
+// Subscribing to MQTT brokers and committing every message to the queue before the broker
+// learns that tank has it.
+//
+// Acknowledgement. tank speaks MQTT 3.1.1 / 5 itself here (agent/mqtt/packets.hpp says why not
+// Paho): the messages of each read from the connection are committed in one queue transaction,
+// and only then are their PUBACKs sent. While the queue refuses records, the input stops reading:
+// the broker holds the messages (its in-flight window fills, TCP pushes back), keep-alive pings
+// go on, and the PUBACKs of what was read but not committed are never sent. A stop or a lost
+// connection then leaves those messages at the broker, which delivers them again.
+//
+// QoS. Subscriptions use QoS 0 or 1. QoS 2 is not offered: a QoS 2 publication reaches a QoS 1
+// subscription at QoS 1, which is what tank's at-least-once promise needs.
+//
+// Session. With clean_session = false (the default) the broker keeps the subscription and the
+// QoS 1 messages that arrive while tank is away (MQTT 5: for session_expiry). Messages committed
+// but not yet acknowledged when tank dies are delivered again: at least once, never lost.
+//
+// Connection. One thread runs the connection: the servers are tried in order (failover), failed
+// rounds are retried with capped exponential backoff and full jitter, the subscriptions are
+// made again after every connect, and each change of state is logged once. TLS (OpenSSL through
+// Boost.Asio) verifies the server's certificate and host name unless told not to.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plugin/input.hpp"
+
+namespace tank::input {
+
+struct MqttSourceSettings {
+  std::vector<std::string> servers;      // tcp://, mqtt://, ssl://, mqtts:// URIs
+  std::string client_id;                 // stable across restarts (the broker keys the session by it)
+  int protocol_version = 4;              // 4 = MQTT 3.1.1, 5 = MQTT 5
+  std::vector<std::string> topics_qos1;  // topic filters subscribed at QoS 1
+  std::vector<std::string> topics_qos0;  // topic filters subscribed at QoS 0
+  bool clean_session = false;
+  std::chrono::seconds session_expiry{7 * 24 * 3600};  // MQTT 5 only
+  std::chrono::seconds keep_alive{30};
+  std::chrono::seconds connect_timeout{10};
+  std::string username;
+  std::string password;
+  // TLS (for ssl://, mqtts://, wss:// servers).
+  std::string tls_ca_file;  // empty: the system's CA store
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_key_password;
+  bool tls_verify = true;  // the server's certificate and host name
+  std::chrono::milliseconds reconnect_min{500};
+  std::chrono::milliseconds reconnect_max{60000};
+  std::size_t max_message_bytes = 1 << 20;  // larger messages are dead-lettered (message_too_large)
+};
+
+std::unique_ptr<plugin::Input> make_mqtt_source(const MqttSourceSettings& settings,
+                                                const plugin::InputContext& context);
+
+// A delay for reconnect attempt `attempt` (0 = the first retry): uniformly random in
+// [0, min(max, min_delay * 2^attempt)] ("full jitter"), and never below min_delay / 2.
+// A broker URI split up: scheme tcp:// or mqtt:// (port 1883 by default), ssl:// or mqtts://
+// (TLS, port 8883). nullopt with `error` set when it is not one.
+struct BrokerAddress {
+  bool tls = false;
+  std::string host;
+  std::string port;
+};
+std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error);
+
+std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds min_delay,
+                                          std::chrono::milliseconds max_delay, std::uint64_t random);
+
+}  // namespace tank::input
