@@ -82,7 +82,7 @@ std::string Mosquitto::log() const {
 }
 
 std::size_t publish_all(const std::string& uri, const std::string& topic, const std::vector<std::string>& payloads,
-                        int qos, std::chrono::seconds deadline) {
+                        int qos, std::chrono::seconds deadline, std::atomic<std::size_t>* progress) {
   const auto until = std::chrono::steady_clock::now() + deadline;
   mqtt::async_client client(uri, "tank-test-publisher-" + std::to_string(::getpid()), nullptr);
   auto options = mqtt::connect_options_builder().clean_session(true).connect_timeout(std::chrono::seconds(2)).finalize();
@@ -98,6 +98,7 @@ std::size_t publish_all(const std::string& uri, const std::string& topic, const 
       for (auto& token : window) {
         if (!token->wait_for(std::chrono::seconds(10))) throw std::runtime_error("no PUBACK in time");
         ++acknowledged;
+        if (progress) progress->store(acknowledged);
       }
     } catch (const std::exception&) {
       // The broker is away (restarting): try again shortly; unacknowledged ones are sent again.

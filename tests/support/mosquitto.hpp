@@ -4,6 +4,8 @@
 // persistence (a restart keeps sessions and queued QoS 1 messages); and a QoS 1 publisher that
 // keeps publishing across broker restarts.
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -42,7 +44,9 @@ class Mosquitto {
 
 // Publishes every payload to `topic` at `qos`, each until the broker acknowledged it, waiting
 // through broker restarts (up to `deadline` in total). Returns how many were acknowledged.
+// `progress`, when given, counts acknowledged publications as they happen.
 std::size_t publish_all(const std::string& uri, const std::string& topic, const std::vector<std::string>& payloads,
-                        int qos = 1, std::chrono::seconds deadline = std::chrono::seconds(120));
+                        int qos = 1, std::chrono::seconds deadline = std::chrono::seconds(120),
+                        std::atomic<std::size_t>* progress = nullptr);
 
 }  // namespace tank::test
