@@ -307,6 +307,20 @@ class FileTail final : public plugin::Input {
       return;
     }
     unreadable_episode_.end("all matched files are readable again");
+    const auto size_now = static_cast<std::uint64_t>(st.st_size);
+    if (!initial && !checkpoints_.contains(key_of(id))) {
+      // A new file may be a copy that copytruncate is still writing: decide where to start
+      // reading once its size held still between two scans (or after rotate_wait).
+      const auto now = std::chrono::steady_clock::now();
+      auto [it2, fresh] = young_.try_emplace(id, Young{now, size_now});
+      const bool settled = !fresh && it2->second.size == size_now && size_now > 0;
+      if (!settled && now - it2->second.first_seen < settings_.rotate_wait) {
+        it2->second.size = size_now;
+        ::close(fd);
+        return;
+      }
+    }
+    young_.erase(id);
     File f;
     f.id = id;
     f.fd = fd;
@@ -348,17 +362,19 @@ class FileTail final : public plugin::Input {
   // The offset of a known file (open or stored) that `fingerprint` shows this one is a copy of.
   std::optional<std::uint64_t> copy_of(const std::string& fingerprint, const FileId& self) const {
     if (fingerprint.size() < kMinCopyFingerprint) return std::nullopt;
+    // Same first bytes over the shorter of the two fingerprints (a copy may still be written).
+    auto same_start = [&](const std::string& known) {
+      const std::size_t n = std::min(known.size(), fingerprint.size());
+      return n >= kMinCopyFingerprint && fingerprint.compare(0, n, known, 0, n) == 0;
+    };
     for (const auto& [id, f] : files_) {
-      if (!(id == self) && f.fingerprint.size() >= kMinCopyFingerprint &&
-          fingerprint.compare(0, f.fingerprint.size(), f.fingerprint) == 0) {
-        return f.committed;
-      }
+      if (!(id == self) && same_start(f.fingerprint)) return f.committed;
     }
     for (const auto& [key, c] : checkpoints_) {
-      if (key != key_of(self) && c.fingerprint.size() >= kMinCopyFingerprint &&
-          fingerprint.compare(0, c.fingerprint.size(), c.fingerprint) == 0) {
-        return c.offset;
-      }
+      if (key != key_of(self) && same_start(c.fingerprint)) return c.offset;
+    }
+    for (const auto& c : retired_) {
+      if (same_start(c.fingerprint)) return c.offset;
     }
     return std::nullopt;
   }
@@ -415,6 +431,8 @@ class FileTail final : public plugin::Input {
         // Store what was read, then look for a copy (copytruncate makes it before truncating):
         // the copy is read from this file's committed offset, so nothing is lost or doubled.
         if (!commit()) break;
+        retired_.push_back(Checkpoint{f.committed, f.fingerprint, f.path});
+        if (retired_.size() > 64) retired_.erase(retired_.begin());
         scan(false);
         log::info(component_, "{} was truncated (now {} bytes, read up to byte {}): reading it from the beginning",
                   f.path, size, f.read_pos);
@@ -579,6 +597,13 @@ class FileTail final : public plugin::Input {
   std::map<std::string, log::Episode> missing_dirs_;
   std::map<std::string, Checkpoint> checkpoints_;  // stored offsets, by state key
   std::map<FileId, File> files_;
+  struct Young {
+    std::chrono::steady_clock::time_point first_seen;
+    std::uint64_t size = 0;
+  };
+  std::map<FileId, Young> young_;  // new files not yet identified
+  // Fingerprints and offsets of files that were truncated, for copies found later (in memory).
+  std::vector<Checkpoint> retired_;
   std::set<std::string> watched_;
   bool first_start_ = true;
   bool more_to_read_ = false;
