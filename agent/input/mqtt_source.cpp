@@ -358,7 +358,7 @@ class MqttSource final : public plugin::Input {
     outbox_.clear();
     send(mqtt::encode_subscribe(subscribe_id_, subscriptions, version));
     ping_outstanding_ = false;
-    last_received_ = last_sent_ = Clock::now();
+    last_sent_ = Clock::now();
     close_ = [this, &socket](bool holding) {
       if (holding || closing_) {
         boost::system::error_code ignored;
@@ -480,8 +480,11 @@ class MqttSource final : public plugin::Input {
     std::uint8_t first = 0;
     std::uint64_t left = 0;  // bytes of the packet still to come
     std::uint64_t body_size = 0;
-    std::string head;  // the packet's first bytes (fixed header included)
+    std::size_t header_size = 0;  // of the fixed header
+    std::string head;             // the packet's first bytes (fixed header included)
   };
+  // Enough of an oversize packet for its topic, packet id and a dead letter's worth of payload.
+  static constexpr std::size_t kOversizeHead = queue::kMaxDeadLetterBytes + 65536;
 
   template <class Stream>
   awaitable<void> read_loop(Stream& stream, std::string buffer, const std::vector<mqtt::Subscription>& subscriptions) {
@@ -497,8 +500,8 @@ class MqttSource final : public plugin::Input {
         std::string_view rest = std::string_view(buffer).substr(offset);
         if (oversize) {
           const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(oversize->left, rest.size()));
-          if (oversize->head.size() < queue::kMaxDeadLetterBytes + 65536) {
-            oversize->head.append(rest.substr(0, std::min(take, queue::kMaxDeadLetterBytes + 65536 - oversize->head.size())));
+          if (oversize->head.size() < kOversizeHead) {
+            oversize->head.append(rest.substr(0, std::min(take, kOversizeHead - oversize->head.size())));
           }
           oversize->left -= take;
           offset += take;
@@ -515,13 +518,13 @@ class MqttSource final : public plugin::Input {
               throw SessionError(fmt::format("the broker sent a control packet of {} bytes", f.announced),
                                  "protocol_error");
             }
-            oversize = Oversize{static_cast<std::uint8_t>(rest[0]), f.announced + f.header_size, f.announced, {}};
+            oversize = Oversize{static_cast<std::uint8_t>(rest[0]), f.announced + f.header_size, f.announced,
+                                f.header_size, {}};
             continue;
           }
           break;
         }
         const mqtt::RawPacket& p = *f.packet;
-        last_received_ = Clock::now();
         switch (p.type) {
           case mqtt::PacketType::publish: {
             std::string error;
@@ -607,15 +610,8 @@ class MqttSource final : public plugin::Input {
 
   awaitable<void> dead_letter_oversize(const Oversize& o, Batch& batch, std::string& acks) {
     // The head holds the fixed header, topic and packet id, then the payload's first bytes.
-    std::size_t header = 0;
-    for (std::size_t i = 1; i < o.head.size() && i < 5; ++i) {
-      if ((static_cast<std::uint8_t>(o.head[i]) & 0x80) == 0) {
-        header = i + 1;
-        break;
-      }
-    }
     mqtt::RawPacket partial{mqtt::PacketType::publish, static_cast<std::uint8_t>(o.first & 0x0f),
-                            std::string_view(o.head).substr(header), o.head.size()};
+                            std::string_view(o.head).substr(o.header_size), o.head.size()};
     std::string error;
     auto m = mqtt::parse_publish(partial, settings_.protocol_version, error);
     if (!m) throw SessionError("a malformed PUBLISH: " + error, "protocol_error");
@@ -700,7 +696,7 @@ class MqttSource final : public plugin::Input {
   bool ping_outstanding_ = false;
   std::uint16_t subscribe_id_ = 0;
   Clock::duration keep_alive_{};
-  Clock::time_point last_received_, last_sent_, ping_sent_;
+  Clock::time_point last_sent_, ping_sent_;
 };
 
 }  // namespace
