@@ -193,3 +193,20 @@ TEST_CASE("mqtt: reconnect delays grow exponentially to the cap, with jitter", "
   CHECK(input::reconnect_delay(6, milliseconds(500), milliseconds(60000), 1) !=
         input::reconnect_delay(6, milliseconds(500), milliseconds(60000), 20000));
 }
+
+TEST_CASE("mqtt: a message larger than the read buffer is skipped while read and dead-lettered", "[input][mqtt]") {
+  Mosquitto broker;
+  InputRig rig(mqtt_config(broker, "topics = [\"huge\"]\nmax_message_bytes = \"1KiB\"\n"), input_queue_options("q"));
+  rig.input->start();
+  REQUIRE(connected(rig));
+  // 300 KiB: well over max_message_bytes + 64 KiB, so it is never held whole.
+  REQUIRE(publish_all(broker.uri(), "huge", {std::string(300 * 1024, 'h'), "after"}) == 2);
+  REQUIRE(wait_until([&] { return rig.queue->stats().records == 1; }));
+  CHECK(all_payloads(*rig.queue) == std::vector<std::string>{"after"});
+  REQUIRE(wait_until([&] { return rig.queue->dead_letter_stats().entries == 1; }));
+  auto letter = rig.queue->dead_letters({}).at(0).letter;
+  CHECK(letter.reason == "message_too_large");
+  CHECK(letter.original_size == 300 * 1024);
+  CHECK(letter.original.size() == queue::kMaxDeadLetterBytes);
+  CHECK(letter.detail.find("topic \"huge\"") != std::string::npos);
+}
