@@ -30,6 +30,8 @@ namespace {
 constexpr std::size_t kChunk = 64 * 1024;
 // Copies are recognised only by fingerprints this long: a short one says too little.
 constexpr std::size_t kMinCopyFingerprint = 64;
+// Truncated files remembered for copies found later.
+constexpr std::size_t kMaxRetired = 64;
 
 struct FileId {
   dev_t dev = 0;
@@ -130,9 +132,16 @@ class FileTail final : public plugin::Input {
       }
     }
     for (const auto& [key, value] : queue_.state_with_prefix(state_prefix_)) {
-      if (auto c = decode_checkpoint(value)) checkpoints_[key] = std::move(*c);
+      auto c = decode_checkpoint(value);
+      if (!c) continue;
+      if (key.starts_with(retired_prefix_)) {
+        retired_[key] = std::move(*c);
+        retired_seq_ = std::max<std::uint64_t>(retired_seq_, std::strtoull(key.c_str() + retired_prefix_.size(), nullptr, 16));
+      } else {
+        checkpoints_[key] = std::move(*c);
+      }
     }
-    first_start_ = checkpoints_.empty();
+    first_start_ = checkpoints_.empty() && retired_.empty();
     scan(true);
     // Offsets of files that are gone are dropped from the store (they stay in memory for this
     // run, so that a copy made by copytruncate while tank was down is still recognised).
@@ -177,6 +186,7 @@ class FileTail final : public plugin::Input {
     std::string discard_head;
     std::uint64_t discard_length = 0;
     bool matched = true;  // a pattern still names this inode
+    bool copy_incomplete = false;  // a copy, still shorter than where reading starts
     std::chrono::steady_clock::time_point last_growth;  // last time it grew or still matched
   };
 
@@ -310,12 +320,19 @@ class FileTail final : public plugin::Input {
     const auto size_now = static_cast<std::uint64_t>(st.st_size);
     if (!initial && !checkpoints_.contains(key_of(id))) {
       // A new file may be a copy that copytruncate is still writing: decide where to start
-      // reading once its size held still between two scans (or after rotate_wait).
+      // reading once its size held still for a while (or after rotate_wait).
       const auto now = std::chrono::steady_clock::now();
-      auto [it2, fresh] = young_.try_emplace(id, Young{now, size_now});
-      const bool settled = !fresh && it2->second.size == size_now && size_now > 0;
-      if (!settled && now - it2->second.first_seen < settings_.rotate_wait) {
-        it2->second.size = size_now;
+      auto [it2, fresh] = young_.try_emplace(id, Young{now, now, size_now});
+      Young& y = it2->second;
+      if (y.size != size_now) {
+        y.size = size_now;
+        y.size_since = now;
+      }
+      const auto settle = std::min<std::chrono::nanoseconds>(
+          std::max<std::chrono::nanoseconds>(settings_.poll_interval, std::chrono::milliseconds(250)),
+          settings_.rotate_wait);
+      const bool settled = size_now > 0 && now - y.size_since >= settle;
+      if (!settled && now - y.first_seen < settings_.rotate_wait) {
         ::close(fd);
         return;
       }
@@ -334,8 +351,24 @@ class FileTail final : public plugin::Input {
       start = known->second.offset;
       how = fmt::format("resuming at byte {}", start);
     } else if (auto copy = copy_of(f.fingerprint, id)) {
-      start = std::min(*copy, size);
-      how = fmt::format("a copy of a file read up to byte {}: reading from there", *copy);
+      // Not clamped to the size: a copy still being written is read once it grows past the
+      // offset, and one that stays shorter holds nothing that was not read from the original.
+      start = copy->offset;
+      f.copy_incomplete = start > size;
+      how = fmt::format("a copy of a file read up to byte {}: reading from there", copy->offset);
+      // Store at once where the copy starts (and forget the truncated file it matched), so that
+      // after kill -9 the copy is not read from its beginning.
+      queue::WriteBatch identified;
+      identified.state_puts.emplace_back(key_of(id), encode_checkpoint(Checkpoint{start, f.fingerprint, path}));
+      if (!copy->retired_key.empty()) identified.state_deletes.push_back(copy->retired_key);
+      const auto r = queue_.commit(identified);
+      if (r.ok()) {
+        checkpoints_[key_of(id)] = Checkpoint{start, f.fingerprint, path};
+        if (!copy->retired_key.empty()) retired_.erase(copy->retired_key);
+      } else {
+        metrics_.error("commit_failed");
+        log::warn(component_, "could not store where the copy {} starts ({}); reading on", path, r.error);
+      }
     } else if (initial && first_start_ && settings_.read_from_end) {
       start = size;
       how = "read_from = \"end\": reading new lines only";
@@ -343,7 +376,7 @@ class FileTail final : public plugin::Input {
       how = known != checkpoints_.end() ? "a new file that reused an inode: reading from the beginning"
                                         : "reading from the beginning";
     }
-    if (start > size) {
+    if (start > size && !f.copy_incomplete) {
       how += fmt::format("; it is now smaller ({} bytes): it was truncated, reading from the beginning", size);
       start = 0;
     }
@@ -359,24 +392,60 @@ class FileTail final : public plugin::Input {
     return read_at(fd, 0, fingerprint.size()) == fingerprint;
   }
 
-  // The offset of a known file (open or stored) that `fingerprint` shows this one is a copy of.
-  std::optional<std::uint64_t> copy_of(const std::string& fingerprint, const FileId& self) const {
-    if (fingerprint.size() < kMinCopyFingerprint) return std::nullopt;
-    // Same first bytes over the shorter of the two fingerprints (a copy may still be written).
-    auto same_start = [&](const std::string& known) {
-      const std::size_t n = std::min(known.size(), fingerprint.size());
-      return n >= kMinCopyFingerprint && fingerprint.compare(0, n, known, 0, n) == 0;
-    };
+  // Same first bytes over the shorter of the two fingerprints (a copy may still be written),
+  // and at least kMinCopyFingerprint of them: a short fingerprint says too little.
+  static bool same_start(const std::string& a, const std::string& b) {
+    const std::size_t n = std::min(a.size(), b.size());
+    return n >= kMinCopyFingerprint && a.compare(0, n, b, 0, n) == 0;
+  }
+
+  struct CopyOf {
+    std::uint64_t offset = 0;  // where the original was read up to
+    std::string retired_key;   // the stored entry of the truncated original, if that matched
+  };
+
+  // The known file (open, stored, or truncated since it was read) that `fingerprint` shows
+  // this one is a copy of.
+  std::optional<CopyOf> copy_of(const std::string& fingerprint, const FileId& self) const {
     for (const auto& [id, f] : files_) {
-      if (!(id == self) && same_start(f.fingerprint)) return f.committed;
+      if (!(id == self) && same_start(fingerprint, f.fingerprint)) return CopyOf{f.committed, {}};
     }
     for (const auto& [key, c] : checkpoints_) {
-      if (key != key_of(self) && same_start(c.fingerprint)) return c.offset;
+      if (key != key_of(self) && same_start(fingerprint, c.fingerprint)) return CopyOf{c.offset, {}};
     }
-    for (const auto& c : retired_) {
-      if (same_start(c.fingerprint)) return c.offset;
+    for (const auto& [key, c] : retired_) {
+      if (same_start(fingerprint, c.fingerprint)) return CopyOf{c.offset, key};
     }
     return std::nullopt;
+  }
+
+  // Remembers, in the store, how far a file that was just truncated had been read, and marks it
+  // as read from 0 -- in one transaction, so that a copy found later (also after kill -9) is
+  // read from there. Not needed when a copy of it is already open.
+  void retire(File& f) {
+    bool copy_open = false;
+    for (const auto& [id, other] : files_) {
+      if (!(id == f.id) && same_start(f.fingerprint, other.fingerprint)) copy_open = true;
+    }
+    queue::WriteBatch w;
+    w.state_puts.emplace_back(key_of(f.id), encode_checkpoint(Checkpoint{0, {}, f.path}));
+    std::string key;
+    if (!copy_open && f.fingerprint.size() >= kMinCopyFingerprint) {
+      key = fmt::format("{}{:016x}", retired_prefix_, ++retired_seq_);
+      w.state_puts.emplace_back(key, encode_checkpoint(Checkpoint{f.committed, f.fingerprint, f.path}));
+      // Bounded: the oldest go first (copies that `paths` does not match are never found).
+      if (retired_.size() >= kMaxRetired) w.state_deletes.push_back(retired_.begin()->first);
+    }
+    const auto r = queue_.commit(w);
+    if (!r.ok()) {
+      metrics_.error("commit_failed");
+      log::warn(component_, "could not store that {} was truncated ({}); a copy of it found after a restart may be read twice",
+                f.path, r.error);
+    } else if (!w.state_deletes.empty()) {
+      retired_.erase(retired_.begin());
+    }
+    if (!key.empty()) retired_[key] = Checkpoint{f.committed, f.fingerprint, f.path};
+    checkpoints_[key_of(f.id)] = Checkpoint{0, {}, f.path};
   }
 
   // Reads what every file has grown by, committing as batches fill.
@@ -425,14 +494,15 @@ class FileTail final : public plugin::Input {
       const auto size = static_cast<std::uint64_t>(st.st_size);
       // Truncated: smaller than what was read, or (written past the old size before this round
       // saw it) other first bytes than before.
-      const bool truncated = size < f.read_pos || (size != f.read_pos && !f.fingerprint.empty() &&
-                                                    read_at(f.fd, 0, f.fingerprint.size()) != f.fingerprint);
+      const bool other_start = size != f.read_pos && !f.fingerprint.empty() &&
+                               read_at(f.fd, 0, f.fingerprint.size()) != f.fingerprint;
+      if (f.copy_incomplete && size >= f.read_pos) f.copy_incomplete = false;
+      const bool truncated = other_start || (size < f.read_pos && !f.copy_incomplete);
       if (truncated) {
         // Store what was read, then look for a copy (copytruncate makes it before truncating):
         // the copy is read from this file's committed offset, so nothing is lost or doubled.
         if (!commit()) break;
-        retired_.push_back(Checkpoint{f.committed, f.fingerprint, f.path});
-        if (retired_.size() > 64) retired_.erase(retired_.begin());
+        retire(f);
         scan(false);
         log::info(component_, "{} was truncated (now {} bytes, read up to byte {}): reading it from the beginning",
                   f.path, size, f.read_pos);
@@ -442,6 +512,7 @@ class FileTail final : public plugin::Input {
         f.partial.clear();
         f.discarding = false;
         f.fingerprint.clear();
+        f.copy_incomplete = false;
         touched[id] = 0;
       }
       if (f.fingerprint.size() < settings_.fingerprint_bytes && size > f.fingerprint.size()) {
@@ -599,11 +670,16 @@ class FileTail final : public plugin::Input {
   std::map<FileId, File> files_;
   struct Young {
     std::chrono::steady_clock::time_point first_seen;
+    std::chrono::steady_clock::time_point size_since;  // when it last changed size
     std::uint64_t size = 0;
   };
   std::map<FileId, Young> young_;  // new files not yet identified
-  // Fingerprints and offsets of files that were truncated, for copies found later (in memory).
-  std::vector<Checkpoint> retired_;
+  // Fingerprints and offsets of files that were truncated, for copies found later; stored under
+  // "file/<input>/retired/<seq>" and deleted when a copy is identified (or the oldest, past
+  // kMaxRetired).
+  std::string retired_prefix_ = state_prefix_ + "retired/";
+  std::map<std::string, Checkpoint> retired_;
+  std::uint64_t retired_seq_ = 0;
   std::set<std::string> watched_;
   bool first_start_ = true;
   bool more_to_read_ = false;

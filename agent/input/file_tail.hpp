@@ -15,11 +15,17 @@
 //   rename + create   the renamed file keeps its inode: it is read to its end from the open
 //                     descriptor (also once its name no longer matches), and the new file at
 //                     the path is read from its beginning.
-//   copytruncate,     a file smaller than the offset was truncated: reading restarts at 0. A
-//   truncation        new file whose fingerprint matches a known file is a copy of it: it is
-//                     read from that file's offset, so lines written between tank's last read
-//                     and the truncation are not lost -- if the copy matches `paths` (e.g.
-//                     "app.log*").
+//   copytruncate,     a file smaller than the offset, or with other first bytes, was
+//   truncation        truncated: reading restarts at 0. Its offset and fingerprint are stored
+//                     (state "file/<input>/retired/<seq>", at most 64) in the same transaction.
+//                     A new file whose first bytes match a known or truncated file is a copy of
+//                     it: it is read from that file's offset (also when the copy is still being
+//                     written, and also after kill -9), so lines written between tank's last
+//                     read and the truncation are not lost and none is read twice -- if the
+//                     copy matches `paths` (e.g. "app.log*"). A new file is identified once its
+//                     size held still for max(poll_interval, 250ms), at most rotate_wait.
+//                     Two different files whose first 64+ bytes are equal (a fixed banner)
+//                     would be taken for copies: keep such banners out of `paths` or vary them.
 //   compressed        names ending in .gz, .bz2, .xz, .zst, .lz4, .zip, .Z are ignored.
 //
 // Discovery uses inotify on the directories of the patterns, and a rescan every poll_interval

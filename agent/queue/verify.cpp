@@ -105,6 +105,11 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   lmdb::check(mdb_env_info(env.get(), &info), "mdb_env_info");
   lmdb::check(mdb_env_stat(env.get(), &env_stat), "mdb_env_stat");
   std::uint64_t needed = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * env_stat.ms_psize;
+  // The size now, after the meta page was read: a running writer may have grown the file since
+  // the first stat (LMDB writes the pages before the meta page that refers to them).
+  if (::stat(data.c_str(), &st) != 0) {
+    return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
+  }
   if (static_cast<std::uint64_t>(st.st_size) < needed) {
     return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(), st.st_size,
                                needed));

@@ -45,6 +45,15 @@ bool has_records(InputRig& rig, std::uint64_t n) {
   return wait_until([&] { return rig.queue->stats().records >= n; });
 }
 
+// The queue holds exactly the lines numbered [from, to), each once, in any order.
+void check_each_line_once(InputRig& rig, int from, int to, const std::string& prefix) {
+  auto all = all_payloads(*rig.queue);
+  std::sort(all.begin(), all.end());
+  auto want = expected(from, to, prefix);
+  std::sort(want.begin(), want.end());
+  CHECK(all == want);
+}
+
 }  // namespace
 
 TEST_CASE("file: appended lines become records, and a restart resumes where the commit left off",
@@ -133,12 +142,68 @@ TEST_CASE("file: copytruncate loses nothing when the copy matches the pattern", 
   append(log, numbered(15, 20, "copytruncate-line" + pad + "-"));
   rig->input->set_paused(false);
   REQUIRE(has_records(*rig, 20));
-  auto all = all_payloads(*rig->queue);
-  std::sort(all.begin(), all.end());
-  auto want = expected(0, 20, "copytruncate-line" + pad + "-");
-  std::sort(want.begin(), want.end());
-  CHECK(all == want);
+  check_each_line_once(*rig, 0, 20, "copytruncate-line" + pad + "-");
   CHECK(rig->queue->stats().records == 20);
+}
+
+TEST_CASE("file: a copy found while it is still being written is read from the original's offset",
+          "[input][file][rotation]") {
+  TempDir dir;
+  auto log = dir / "app.log";
+  const std::string prefix = "copy-being-written-line" + std::string(40, '.') + "-";
+  append(log, numbered(0, 10, prefix));
+  auto rig = file_rig(dir / "q", (dir / "app.log*").string());
+  rig->connect_pressure();
+  rig->input->start();
+  REQUIRE(has_records(*rig, 10));
+  rig->input->set_paused(true);
+  append(log, numbered(10, 15, prefix));
+  // The copy holds its first 200 bytes (less than what was read) when tank identifies it.
+  std::string whole;
+  {
+    std::ifstream in(log, std::ios::binary);
+    whole.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto copy = dir / "app.log.1";
+  append(copy, whole.substr(0, 200));
+  struct stat st {};
+  REQUIRE(::stat(copy.c_str(), &st) == 0);
+  const std::string copy_key = "file/logs/" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  REQUIRE(wait_until([&] { return rig->queue->state(copy_key).has_value(); }));
+  append(copy, whole.substr(200));
+  std::filesystem::resize_file(log, 0);
+  append(log, numbered(15, 20, prefix));
+  rig->input->set_paused(false);
+  REQUIRE(has_records(*rig, 20));
+  check_each_line_once(*rig, 0, 20, prefix);
+}
+
+TEST_CASE("file: a truncated file's offset is stored, so its copy found after a restart is not read twice",
+          "[input][file][rotation]") {
+  TempDir dir;
+  auto log = dir / "app.log";
+  const std::string prefix = "copy-after-restart-line" + std::string(40, '.') + "-";
+  append(log, numbered(0, 10, prefix));
+  {
+    auto rig = file_rig(dir / "q", (dir / "app.log*").string());
+    rig->input->start();
+    REQUIRE(has_records(*rig, 10));
+    // copytruncate, but the copy is not where tank looks yet (as if tank stopped before it
+    // found the copy).
+    std::filesystem::copy_file(log, dir / "copy.tmp");
+    std::filesystem::resize_file(log, 0);
+    append(log, numbered(10, 12, prefix));
+    REQUIRE(has_records(*rig, 12));
+    CHECK(rig->queue->state_with_prefix("file/logs/retired/").size() == 1);
+  }
+  std::filesystem::rename(dir / "copy.tmp", dir / "app.log.1");
+  auto rig = file_rig(dir / "q", (dir / "app.log*").string());
+  rig->input->start();
+  append(log, numbered(12, 14, prefix));
+  REQUIRE(has_records(*rig, 14));
+  check_each_line_once(*rig, 0, 14, prefix);
+  // The copy was identified: the stored entry of the truncated file is gone.
+  CHECK(wait_until([&] { return rig->queue->state_with_prefix("file/logs/retired/").empty(); }));
 }
 
 TEST_CASE("file: truncation in place restarts at the beginning", "[input][file][rotation]") {
