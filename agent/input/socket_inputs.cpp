@@ -316,7 +316,12 @@ class StreamInput final : public plugin::Input {
               std::string where)
       : settings_(settings), core_(context, settings.type), endpoint_(std::move(endpoint)), where_(std::move(where)) {}
 
-  ~StreamInput() override { stop(); }
+  ~StreamInput() override {
+    stop();
+    // The strands refer to io_'s strand service: they go while io_ is still there.
+    std::lock_guard lock(mutex_);
+    sessions_.clear();
+  }
 
   const StreamSettings& settings() const { return settings_; }
   Core& core() { return core_; }
@@ -615,11 +620,11 @@ class DatagramInput final : public plugin::Input {
       bool truncated = (msg.msg_flags & MSG_TRUNC) != 0 || payload.size() > settings_.max_message_bytes;
       if (truncated) {
         if (!batch_.fits_dead_letter(payload.size())) flush();
-        batch_.dead_letter("message_too_long",
+        batch_.dead_letter("message_too_large",
                            fmt::format("a datagram from {} of more than max_message_bytes = {}", peer,
                                        units::format_size(settings_.max_message_bytes)),
                            payload.substr(0, settings_.max_message_bytes), payload.size(), core_.clock.wall_ns());
-        core_.metrics.error("message_too_long");
+        core_.metrics.error("message_too_large");
         continue;
       }
       if (payload.empty()) continue;

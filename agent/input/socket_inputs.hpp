@@ -13,7 +13,7 @@
 // (tank_input_dropped_records_total{reason="queue_full"}); datagrams the kernel dropped because
 // the socket buffer was full are counted too (reason "socket_buffer_full", from SO_RXQ_OVFL).
 //
-// Oversize lines and datagrams become dead letters (reason line_too_long / message_too_long).
+// Oversize lines and datagrams become dead letters (reason line_too_long / message_too_large).
 
 #include <chrono>
 #include <cstdint>

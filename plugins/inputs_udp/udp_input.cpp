@@ -19,7 +19,7 @@ const Option kOptions[] = {
      .type = Type::size,
      .default_value = "\"64KiB\"",
      .description = "The largest datagram taken as a record; a larger one goes to the dead-letter store with "
-                    "reason `message_too_long`.",
+                    "reason `message_too_large`.",
      .min = "16B",
      .max = "64KiB"},
     {.name = "receive_buffer_bytes",

@@ -45,7 +45,7 @@ const Option kOptions[] = {
      .type = Type::size,
      .default_value = "\"64KiB\"",
      .description = "Datagram: the largest datagram taken as a record; larger ones go to the dead-letter store "
-                    "(`message_too_long`).",
+                    "(`message_too_large`).",
      .min = "16B",
      .max = "4MiB"},
     {.name = "max_connections",

@@ -167,7 +167,7 @@ TEST_CASE("udp: one record per datagram, oversize ones dead-lettered, drops whil
   REQUIRE(wait_until([&] { return rig.queue->stats().records == 2 && rig.queue->dead_letter_stats().entries == 1; }));
   CHECK(all_payloads(*rig.queue) == std::vector<std::string>{"{\"d\":1}", "{\"d\":2}"});
   auto letter = rig.queue->dead_letters({}).at(0);
-  CHECK(letter.letter.reason == "message_too_long");
+  CHECK(letter.letter.reason == "message_too_large");
   CHECK(letter.letter.original == std::string(100, 'z'));
   // While the queue refuses records, datagrams are counted as dropped.
   rig.input->set_paused(true);
