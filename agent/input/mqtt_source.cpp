@@ -1,6 +1,8 @@
 #include "input/mqtt_source.hpp"
 
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -87,6 +90,10 @@ std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::strin
 }
 
 namespace {
+
+// A session lost sooner than this after its CONNACK is followed by a backoff like a failed
+// connect; a longer one by a reconnect at once.
+constexpr std::chrono::seconds kStableSession{10};
 
 // A connection problem worth a log line; ends the session.
 struct SessionError : std::runtime_error {
@@ -192,6 +199,7 @@ class MqttSource final : public plugin::Input {
       for (std::size_t i = 0; i < addresses_.size() && !stopping_; ++i) {
         std::string error;
         bool was_up = false;
+        bool dropped_by_broker = false;  // the broker closed or ended the session
         try {
           if (addresses_[i].tls) {
             co_await connect_and_run<ssl::stream<tcp::socket>>(i, was_up);
@@ -201,7 +209,9 @@ class MqttSource final : public plugin::Input {
         } catch (const SessionError& e) {
           error = e.what();
           metrics_.error(e.reason);
+          dropped_by_broker = e.reason == "disconnected_by_broker";
         } catch (const boost::system::system_error& e) {
+          dropped_by_broker = e.code() == asio::error::eof || e.code() == asio::error::connection_reset;
           error = e.code() == asio::error::eof ? "the broker closed the connection" : e.code().message();
           if (!was_up) metrics_.error("connect_failed");
         } catch (const std::exception& e) {
@@ -212,9 +222,30 @@ class MqttSource final : public plugin::Input {
         if (was_up) {
           metrics_.connection_closed();
           metrics_.error("connection_lost");
-          log::warn(component_, "lost the connection to {}: {}; reconnecting", settings_.servers[i], error);
-          failed_rounds = 0;
-          i = static_cast<std::size_t>(-1);  // start again with the first server, at once
+          const auto lasted = Clock::now() - up_since_;
+          if (lasted >= kStableSession) {
+            log::warn(component_, "lost the connection to {}: {}; reconnecting", settings_.servers[i], error);
+            failed_rounds = 0;
+            i = static_cast<std::size_t>(-1);  // start again with the first server, at once
+            continue;
+          }
+          // A session that ends soon after it began (another client took it over, a broker that
+          // drops tank right after accepting it) counts as a failed attempt: reconnecting at once
+          // would take the session back from that other client, which would do the same, in a
+          // tight loop.
+          const auto delay =
+              reconnect_delay(failed_rounds++, settings_.reconnect_min, settings_.reconnect_max, random());
+          log::warn(component_, "lost the connection to {}: {}; the session lasted only {}: reconnecting in {}{}",
+                    settings_.servers[i], error,
+                    units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(lasted)),
+                    units::format_duration(delay),
+                    dropped_by_broker ? fmt::format(" (is another client using client_id \"{}\"?)", settings_.client_id)
+                                      : std::string());
+          boost::system::error_code ec;
+          backoff_.expires_after(delay);
+          co_await backoff_.async_wait(asio::redirect_error(use_awaitable, ec));
+          if (stopping_) co_return;
+          i = static_cast<std::size_t>(-1);
           continue;
         }
         errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", settings_.servers[i], error);
@@ -244,43 +275,49 @@ class MqttSource final : public plugin::Input {
     auto& socket = stream_socket(stream);
     const int version = settings_.protocol_version;
 
-    // Connect, TLS handshake, CONNECT and CONNACK within connect_timeout.
+    // Connect, TLS handshake, CONNECT and CONNACK within connect_timeout. The deadline's handler
+    // may already be queued when CONNACK arrives (cancel() is then too late): it acts only while
+    // `armed`, which every way out of this phase clears, so it never closes an established session
+    // nor touches a socket that is gone.
+    struct Deadline {
+      bool armed = true;
+      bool expired = false;
+    };
+    auto state = std::make_shared<Deadline>();
     asio::steady_timer deadline(io_);
     deadline.expires_after(settings_.connect_timeout);
-    bool timed_out = false;
-    deadline.async_wait([&](boost::system::error_code ec) {
-      if (!ec) {
-        timed_out = true;
+    deadline.async_wait([state, &socket](boost::system::error_code ec) {
+      if (!ec && state->armed) {
+        state->expired = true;
         boost::system::error_code ignored;
         socket.close(ignored);
       }
     });
+    const auto disarm = [&] {
+      state->armed = false;
+      deadline.cancel();
+      close_ = nullptr;
+    };
     close_ = [&](bool) {
       boost::system::error_code ignored;
       socket.close(ignored);
     };
     std::string buffer;
     mqtt::Connack connack;
+    // Where the connection attempt is, for the error message.
+    enum class Phase { resolving, connecting, tls_handshake, mqtt_connect } phase = Phase::resolving;
     try {
       tcp::resolver resolver(io_);
       auto endpoints = co_await resolver.async_resolve(address.host, address.port, use_awaitable);
+      phase = Phase::connecting;
       co_await asio::async_connect(socket, endpoints, use_awaitable);
-      socket.set_option(tcp::no_delay(true));
+      boost::system::error_code nodelay_ignored;  // an optimisation only
+      socket.set_option(tcp::no_delay(true), nodelay_ignored);
       if constexpr (!std::is_same_v<Stream, tcp::socket>) {
-        if (!SSL_set_tlsext_host_name(stream.native_handle(), address.host.c_str())) {
-          throw SessionError("cannot set the TLS server name", "tls_error");
-        }
-        if (settings_.tls_verify) stream.set_verify_callback(ssl::host_name_verification(address.host));
-        try {
-          co_await stream.async_handshake(ssl::stream_base::client, use_awaitable);
-        } catch (const boost::system::system_error& e) {
-          throw SessionError(fmt::format("TLS handshake failed: {}{}", e.code().message(),
-                                         settings_.tls_verify ? " (is tls_ca_file the CA that signed the broker's "
-                                                                "certificate, and does it name this host?)"
-                                                              : ""),
-                             "tls_error");
-        }
+        phase = Phase::tls_handshake;
+        co_await tls_handshake(stream, address);
       }
+      phase = Phase::mqtt_connect;
       mqtt::ConnectOptions o;
       o.version = version;
       o.client_id = settings_.client_id;
@@ -314,34 +351,60 @@ class MqttSource final : public plugin::Input {
         buffer.append(chunk, n);
       }
     } catch (const boost::system::system_error& e) {
-      deadline.cancel();
-      close_ = nullptr;
-      if (timed_out) {
-        throw SessionError(fmt::format("no answer within connect_timeout = {}",
-                                       units::format_duration(settings_.connect_timeout)),
-                           "connect_failed");
+      disarm();
+      if (state->expired) {
+        throw SessionError(fmt::format("no CONNACK within connect_timeout = {} (is {} an MQTT broker, and does it "
+                                       "answer? raise connect_timeout for a slow link)",
+                                       units::format_duration(settings_.connect_timeout), uri),
+                           "connect_timeout");
       }
-      throw;
+      if constexpr (!std::is_same_v<Stream, tcp::socket>) {
+        // TLS 1.3: the client's handshake is over before the broker has checked the client's
+        // certificate, so its refusal comes while tank waits for CONNACK: an alert, or (when the
+        // broker closes with tank's CONNECT unread, and the reset overtakes the alert) a reset.
+        if (phase >= Phase::tls_handshake &&
+            (e.code().category() == asio::error::get_ssl_category() || e.code() == asio::error::eof ||
+             e.code() == asio::error::connection_reset || e.code() == asio::error::broken_pipe)) {
+          throw SessionError(
+              fmt::format("the broker ended the TLS session before CONNACK: {}{}", e.code().message(),
+                          settings_.tls_cert_file.empty()
+                              ? " (does the broker require a client certificate? set tls_cert_file and tls_key_file)"
+                              : " (does the broker trust the CA that signed tls_cert_file?)"),
+              "tls_error");
+        }
+      }
+      const char* where = phase == Phase::resolving    ? "resolving the host name"
+                          : phase == Phase::connecting ? "connecting"
+                          : phase == Phase::tls_handshake
+                              ? "in the TLS handshake"
+                              : "waiting for CONNACK";
+      throw SessionError(fmt::format("{} ({})", e.code() == asio::error::eof ? "the broker closed the connection"
+                                                                             : e.code().message(),
+                                     where),
+                         "connect_failed");
     } catch (...) {
-      deadline.cancel();
-      close_ = nullptr;
+      disarm();
       throw;
     }
-    deadline.cancel();
-    if (stopping_) {
-      close_ = nullptr;
-      co_return;
-    }
+    disarm();
+    if (stopping_) co_return;
     if (connack.code != 0) {
-      close_ = nullptr;
-      throw SessionError(fmt::format("the broker refused the connection: {} (code {}){}", connack.reason, connack.code,
-                                     connack.code == 4 || connack.code == 5 || connack.code == 0x86 ||
-                                             connack.code == 0x87
-                                         ? "; check username and password"
-                                         : ""),
-                         "connect_refused");
+      const bool credentials =
+          connack.code == 4 || connack.code == 5 || connack.code == 0x86 || connack.code == 0x87;
+      throw SessionError(
+          fmt::format("the broker refused the connection: {} ({}){}", connack.reason,
+                      version >= mqtt::kVersion5 ? fmt::format("reason code 0x{:02x}", connack.code)
+                                                 : fmt::format("return code {}", connack.code),
+                      !credentials                  ? ""
+                      : settings_.username.empty() ? "; it wants a user name and password: set username and password "
+                                                     "(or password_file)"
+                                                   : fmt::format("; check username = \"{}\" and the password, and "
+                                                                 "that the broker allows this user to connect",
+                                                                 settings_.username)),
+          "connect_refused");
     }
     was_up = true;
+    up_since_ = Clock::now();
     metrics_.connection_opened();
     connect_failures_.end(fmt::format("connected to {}", uri));
     log::info(component_, "connected to {} as \"{}\" ({}), subscribing to {} filter(s)", uri, settings_.client_id,
@@ -380,7 +443,74 @@ class MqttSource final : public plugin::Input {
       }
     } reset{this};
     session_over_ = false;
+    session_failure_ = nullptr;
+    silent_since_ = Clock::now();
+    // `||` ends when the first loop returns and cancels the others; none of them throws: the one
+    // that sees the session fail first records why (end_session), and that is what is reported.
     co_await (reader(stream, std::move(buffer), subscriptions) || write_loop(stream) || keep_alive_loop());
+    if (session_failure_) std::rethrow_exception(std::exchange(session_failure_, nullptr));
+  }
+
+  // Ends the session: the first failure recorded is its cause; every loop sees session_over_.
+  void end_session(std::exception_ptr failure) {
+    if (failure && !session_failure_) session_failure_ = std::move(failure);
+    session_over_ = true;
+    outbox_signal_.cancel();
+    keep_alive_timer_.cancel();
+  }
+
+  // Sends the server name and verifies the broker's certificate chain (against tls_ca_file or
+  // the system's store) and that it names address.host: a DNS name, or an IP address in its
+  // subjectAltName. A failure says which check failed and what to change.
+  awaitable<void> tls_handshake(ssl::stream<tcp::socket>& stream, const BrokerAddress& address) {
+    SSL* ssl = stream.native_handle();
+    boost::system::error_code not_ip;
+    asio::ip::make_address(address.host, not_ip);
+    // SNI carries host names only (RFC 6066, section 3).
+    if (not_ip && !SSL_set_tlsext_host_name(ssl, address.host.c_str())) {
+      throw SessionError(fmt::format("cannot set the TLS server name \"{}\"", address.host), "tls_error");
+    }
+    if (settings_.tls_verify) {
+      X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+      const int set = not_ip ? X509_VERIFY_PARAM_set1_host(param, address.host.c_str(), 0)
+                             : X509_VERIFY_PARAM_set1_ip_asc(param, address.host.c_str());
+      if (set != 1) {
+        throw SessionError(fmt::format("cannot check the broker's certificate against \"{}\"", address.host),
+                           "tls_error");
+      }
+    }
+    try {
+      co_await stream.async_handshake(ssl::stream_base::client, use_awaitable);
+    } catch (const boost::system::system_error& e) {
+      const long verify = SSL_get_verify_result(ssl);
+      std::string why = e.code().message();
+      std::string hint;
+      if (settings_.tls_verify && verify != X509_V_OK) {
+        why += fmt::format(": {}", X509_verify_cert_error_string(verify));
+        const std::string cas = settings_.tls_ca_file.empty() ? std::string("the system's CA store")
+                                                             : "tls_ca_file " + settings_.tls_ca_file;
+        switch (verify) {
+          case X509_V_ERR_HOSTNAME_MISMATCH:
+          case X509_V_ERR_IP_ADDRESS_MISMATCH:
+            hint = fmt::format("the broker's certificate is not issued for \"{}\": connect with a name that its "
+                               "subjectAltName lists, or give the broker a certificate for this name",
+                               address.host);
+            break;
+          case X509_V_ERR_CERT_HAS_EXPIRED:
+          case X509_V_ERR_CERT_NOT_YET_VALID:
+            hint = "check the broker's certificate dates and this device's clock";
+            break;
+          default:
+            hint = fmt::format("is the broker's certificate signed by a CA in {}?", cas);
+            break;
+        }
+      } else if (settings_.tls_verify) {
+        hint = "does the broker speak TLS on this port, and does it accept this client?";
+      }
+      throw SessionError(fmt::format("TLS handshake with {}:{} failed: {}{}", address.host, address.port, why,
+                                     hint.empty() ? "" : " (" + hint + ")"),
+                         "tls_error");
+    }
   }
 
   template <class Stream>
@@ -399,80 +529,88 @@ class MqttSource final : public plugin::Input {
 
   template <class Stream>
   awaitable<void> write_loop(Stream& stream) {
-    for (;;) {
-      while (outbox_.empty()) {
-        outbox_signal_.expires_at(Clock::time_point::max());
-        boost::system::error_code ec;
-        co_await outbox_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
-        if (session_over_) co_return;
-      }
-      std::string bytes;
-      // Coalesce what is queued into one write.
-      while (!outbox_.empty()) {
-        bytes += outbox_.front();
-        outbox_.pop_front();
-      }
-      try {
+    try {
+      for (;;) {
+        while (outbox_.empty()) {
+          outbox_signal_.expires_at(Clock::time_point::max());
+          boost::system::error_code ec;
+          co_await outbox_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+          if (session_over_) co_return;
+        }
+        std::string bytes;
+        // Coalesce what is queued into one write.
+        while (!outbox_.empty()) {
+          bytes += outbox_.front();
+          outbox_.pop_front();
+        }
         co_await asio::async_write(stream, asio::buffer(bytes), use_awaitable);
-      } catch (const boost::system::system_error&) {
-        boost::system::error_code ignored;
-        stream_socket(stream).close(ignored);  // the reader ends the session
-        co_return;
+        last_sent_ = Clock::now();
+        if (closing_ && outbox_.empty()) {
+          boost::system::error_code ignored;
+          stream_socket(stream).shutdown(tcp::socket::shutdown_send, ignored);
+          stream_socket(stream).close(ignored);
+          co_return;
+        }
       }
-      last_sent_ = Clock::now();
-      if (closing_ && outbox_.empty()) {
-        boost::system::error_code ignored;
-        stream_socket(stream).shutdown(tcp::socket::shutdown_send, ignored);
-        stream_socket(stream).close(ignored);
-        co_return;
-      }
+    } catch (...) {
+      end_session(std::current_exception());
     }
+    boost::system::error_code ignored;
+    stream_socket(stream).close(ignored);  // the reader ends too
   }
 
+  // Pings the broker when tank has sent nothing for 3/4 of keep_alive (the broker drops a client
+  // silent for 1.5 x keep_alive) or has heard nothing for as long, and declares the connection
+  // dead when a ping is outstanding and nothing has arrived for 1.5 x keep_alive: a broker that
+  // stopped answering (hung, or a link that drops packets without a reset) is found within
+  // 1.5 x keep_alive plus one tick, and its messages are then taken from another connection.
   awaitable<void> keep_alive_loop() {
-    for (;;) {
-      keep_alive_timer_.expires_after(std::max<Clock::duration>(std::chrono::milliseconds(250), keep_alive_ / 4));
-      boost::system::error_code ec;
-      co_await keep_alive_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
-      if (session_over_) co_return;
-      const auto now = Clock::now();
-      if (ping_outstanding_ && !holding_ && now - ping_sent_ > keep_alive_) {
-        keep_alive_lapsed_ = true;
-        if (close_) close_(true);  // the reader ends the session
-        co_return;
+    const auto tick = std::max<Clock::duration>(std::chrono::milliseconds(100), keep_alive_ / 10);
+    try {
+      for (;;) {
+        keep_alive_timer_.expires_after(tick);
+        boost::system::error_code ec;
+        co_await keep_alive_timer_.async_wait(asio::redirect_error(use_awaitable, ec));
+        if (session_over_) co_return;
+        const auto now = Clock::now();
+        if (holding_) {
+          // Not reading while the queue refuses records: a PINGRESP waits unread, so silence
+          // proves nothing; but the broker still needs to hear from tank.
+          if (now - last_sent_ >= keep_alive_ * 3 / 4) {
+            send(mqtt::encode_pingreq());
+            ping_outstanding_ = true;
+          }
+          continue;
+        }
+        if (ping_outstanding_ && now - silent_since_ > keep_alive_ * 3 / 2) {
+          end_session(std::make_exception_ptr(SessionError(
+              fmt::format("nothing from the broker for {} (1.5 x keep_alive), not even an answer to a ping: the "
+                          "connection is dead",
+                          units::format_duration(keep_alive_ * 3 / 2)),
+              "keep_alive_timeout")));
+          if (close_) close_(true);
+          co_return;
+        }
+        if (!ping_outstanding_ &&
+            (now - last_sent_ >= keep_alive_ * 3 / 4 || now - silent_since_ >= keep_alive_ * 3 / 4)) {
+          send(mqtt::encode_pingreq());
+          ping_outstanding_ = true;
+        }
       }
-      if (now - last_sent_ >= keep_alive_ * 3 / 4 && !ping_outstanding_) {
-        send(mqtt::encode_pingreq());
-        ping_outstanding_ = true;
-        ping_sent_ = now;
-      } else if (holding_ && now - last_sent_ >= keep_alive_ * 3 / 4) {
-        // Not reading while the queue refuses records: the PINGRESP waits unread, but the broker
-        // still needs to hear from tank.
-        send(mqtt::encode_pingreq());
-        ping_sent_ = now;
-      }
+    } catch (...) {
+      end_session(std::current_exception());
     }
   }
 
   // Runs the read loop; when it ends (for whatever reason) the writer and keep-alive loops end too.
   template <class Stream>
   awaitable<void> reader(Stream& stream, std::string buffer, const std::vector<mqtt::Subscription>& subscriptions) {
-    keep_alive_lapsed_ = false;
-    std::exception_ptr failure;
     try {
       co_await read_loop(stream, std::move(buffer), subscriptions);
+      end_session(nullptr);
     } catch (...) {
-      failure = std::current_exception();
+      end_session(std::current_exception());
     }
-    session_over_ = true;
-    outbox_signal_.cancel();
-    keep_alive_timer_.cancel();
-    if (keep_alive_lapsed_) {
-      throw SessionError(fmt::format("no answer to a ping within keep_alive = {}: the connection is dead",
-                                     units::format_duration(keep_alive_)),
-                         "keep_alive_timeout");
-    }
-    if (failure) std::rethrow_exception(failure);
   }
 
   // One message that arrived larger than max_packet_: skipped while read, its first bytes kept.
@@ -565,21 +703,50 @@ class MqttSource final : public plugin::Input {
       buffer.erase(0, offset);
       co_await commit(batch, acks);
       if (stopping_) co_return;
+      // The broker's silence counts from here: while tank commits (or holds messages while the
+      // queue is full) it does not read, which proves nothing about the broker.
+      silent_since_ = Clock::now();
       std::size_t n = co_await stream.async_read_some(asio::buffer(chunk), use_awaitable);
       buffer.append(chunk.data(), n);
     }
   }
 
+  // Says which subscriptions the broker granted and, as errors, which it refused (an ACL, a
+  // filter it does not support): a refused filter delivers nothing, so it is never reported as
+  // subscribed. tank subscribes to every filter again at the next connect.
   void report_suback(const mqtt::Suback& s, const std::vector<mqtt::Subscription>& subscriptions) {
+    const int version = settings_.protocol_version;
+    if (s.codes.size() != subscriptions.size()) {
+      log::warn(component_, "the broker answered {} subscription(s) with {} code(s) (a broker bug?)",
+                subscriptions.size(), s.codes.size());
+    }
+    std::vector<std::string> granted;
+    std::size_t refused = 0;
     for (std::size_t i = 0; i < s.codes.size() && i < subscriptions.size(); ++i) {
-      if (s.codes[i] >= 0x80) {
-        log::error(component_, "the broker refused the subscription to \"{}\" (code {}); check its ACL",
-                   subscriptions[i].filter, s.codes[i]);
+      const int code = s.codes[i];
+      const auto& sub = subscriptions[i];
+      if (code >= 0x80) {
+        ++refused;
+        log::error(component_,
+                   "the broker refused the subscription to \"{}\" (code 0x{:02x}: {}): no message on it will "
+                   "arrive. Allow client \"{}\"{} to subscribe to it in the broker's ACL; tank subscribes again "
+                   "at every connect",
+                   sub.filter, code, mqtt::suback_meaning(code, version), settings_.client_id,
+                   settings_.username.empty() ? std::string() : fmt::format(" (user \"{}\")", settings_.username));
         metrics_.error("subscription_refused");
-      } else if (s.codes[i] < subscriptions[i].qos) {
-        log::warn(component_, "the broker granted QoS {} for \"{}\" instead of {}", s.codes[i],
-                  subscriptions[i].filter, subscriptions[i].qos);
+        continue;
       }
+      granted.push_back(fmt::format("\"{}\" (QoS {})", sub.filter, code));
+      if (code < sub.qos) {
+        log::warn(component_,
+                  "the broker granted QoS {} for \"{}\" instead of {}: its messages are not kept for tank while "
+                  "it is away",
+                  code, sub.filter, sub.qos);
+      }
+    }
+    if (!granted.empty()) log::info(component_, "subscribed to {}", fmt::join(granted, ", "));
+    if (refused > 0 && granted.empty()) {
+      log::error(component_, "connected, but the broker refused every subscription: this input receives nothing");
     }
   }
 
@@ -692,11 +859,13 @@ class MqttSource final : public plugin::Input {
   bool holding_ = false;   // read but not committed: nothing may be acknowledged
   bool closing_ = false;
   bool session_over_ = false;
-  bool keep_alive_lapsed_ = false;
   bool ping_outstanding_ = false;
+  std::exception_ptr session_failure_;  // why the session ended: the first failure seen
   std::uint16_t subscribe_id_ = 0;
   Clock::duration keep_alive_{};
-  Clock::time_point last_sent_, ping_sent_;
+  Clock::time_point up_since_;  // when the current session's CONNACK arrived
+  Clock::time_point last_sent_;
+  Clock::time_point silent_since_;  // when the reader began to wait for bytes that have not come
 };
 
 }  // namespace

@@ -277,6 +277,23 @@ std::string connack_meaning(int code, int version) {
   }
 }
 
+std::string suback_meaning(int code, int version) {
+  if (code < 0x80) return fmt::format("granted QoS {}", code);
+  if (version < kVersion5) return "MQTT 3.1.1 gives no reason";  // one failure code, 0x80
+  switch (code) {
+    case 0x80: return "unspecified error";
+    case 0x83: return "implementation specific error";
+    case 0x87: return "not authorized";
+    case 0x8F: return "topic filter invalid";
+    case 0x91: return "packet identifier in use";
+    case 0x97: return "quota exceeded";
+    case 0x9E: return "shared subscriptions not supported";
+    case 0xA1: return "subscription identifiers not supported";
+    case 0xA2: return "wildcard subscriptions not supported";
+    default: return "unknown reason code";
+  }
+}
+
 std::optional<Connack> parse_connack(const RawPacket& p, int version, std::string& error) {
   Reader r(p.body);
   std::uint8_t flags, code;

@@ -123,5 +123,7 @@ Disconnect parse_disconnect(const RawPacket& p, int version);
 
 // What a CONNACK code means, for log lines.
 std::string connack_meaning(int code, int version);
+// What a SUBACK code means: the QoS granted, or why the subscription was refused.
+std::string suback_meaning(int code, int version);
 
 }  // namespace tank::mqtt

@@ -1,5 +1,6 @@
 // inputs.mqtt in-process against a real mosquitto: records and attributes, the persistent
-// session, backpressure that holds messages at the broker, reconnects, dead letters, TLS.
+// session, backpressure that holds messages at the broker, reconnects, dead letters. TLS and the
+// failure paths are in mqtt_failure_test.cpp.
 
 #include <catch2/catch.hpp>
 

@@ -26,21 +26,25 @@ int free_tcp_port() {
 }
 
 Mosquitto::Mosquitto(const std::string& extra, std::optional<Tls> tls) : port_(free_tcp_port()), tls_(tls.has_value()) {
-  std::string conf = "listener " + std::to_string(port_) + " 127.0.0.1\n" +
-                     "allow_anonymous true\n"
-                     "persistence true\n"
-                     "persistence_location " + dir_.path().string() + "/\n"
-                     "autosave_interval 1\n"
-                     "max_queued_messages 0\n"
-                     "log_dest file " + (dir_ / "mosquitto.log").string() + "\n"
-                     "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
-  if (::geteuid() == 0) conf += "user root\n";
+  std::string conf = "listener " + std::to_string(port_) + " 127.0.0.1\n";
   if (tls) {
     conf += "cafile " + tls->ca_file.string() + "\ncertfile " + tls->cert_file.string() + "\nkeyfile " +
             tls->key_file.string() + "\n";
     if (tls->require_client_certificate) conf += "require_certificate true\n";
   }
+  conf += "allow_anonymous true\n"
+          "persistence true\n"
+          "persistence_location " + dir_.path().string() + "/\n"
+          "autosave_interval 1\n"
+          "max_queued_messages 0\n"
+          "log_dest file " + (dir_ / "mosquitto.log").string() + "\n"
+          "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n";
+  if (::geteuid() == 0) conf += "user root\n";
   conf += extra + "\n";
+  if (tls) {
+    plain_port_ = free_tcp_port();
+    conf += "listener " + std::to_string(plain_port_) + " 127.0.0.1\n";
+  }
   write_file(dir_ / "mosquitto.conf", conf);
   start();
 }
@@ -53,15 +57,22 @@ std::string Mosquitto::uri() const {
   return (tls_ ? "ssl://localhost:" : "tcp://127.0.0.1:") + std::to_string(port_);
 }
 
+std::string Mosquitto::plain_uri() const {
+  return "tcp://127.0.0.1:" + std::to_string(tls_ ? plain_port_ : port_);
+}
+
 void Mosquitto::start() {
   process_ = std::make_unique<Process>(std::vector<std::string>{"/usr/sbin/mosquitto", "-c",
                                                                 (dir_ / "mosquitto.conf").string()});
-  const std::string address = "127.0.0.1:" + std::to_string(port_);
+  paused_ = false;
   bool up = wait_until([&] {
     if (!process_->running()) return true;
-    int fd = tcp_connect(address);
-    if (fd < 0) return false;
-    ::close(fd);
+    for (int port : {port_, plain_port_}) {
+      if (port == 0) continue;
+      int fd = tcp_connect("127.0.0.1:" + std::to_string(port));
+      if (fd < 0) return false;
+      ::close(fd);
+    }
     return true;
   });
   INFO(log() + process_->err());
@@ -71,8 +82,19 @@ void Mosquitto::start() {
 
 void Mosquitto::stop() {
   process_->signal(SIGTERM);
+  if (paused_) resume();  // a stopped process acts on SIGTERM only once continued
   REQUIRE(process_->wait(std::chrono::seconds(20)).has_value());
   process_.reset();
+}
+
+void Mosquitto::pause() {
+  process_->signal(SIGSTOP);
+  paused_ = true;
+}
+
+void Mosquitto::resume() {
+  if (process_) process_->signal(SIGCONT);
+  paused_ = false;
 }
 
 std::string Mosquitto::log() const {
@@ -81,11 +103,78 @@ std::string Mosquitto::log() const {
   return read_file(dir_ / "mosquitto.log");
 }
 
+TestCa::TestCa(const std::filesystem::path& dir, const std::string& name) : dir_(dir), name_(name) {
+  std::filesystem::create_directories(dir_);
+  ca_file_ = dir_ / (name + ".pem");
+  ca_key_ = dir_ / (name + ".key");
+  // A configuration of its own, so that neither the system's openssl.cnf nor OPENSSL_CONF adds
+  // or conflicts with extensions.
+  write_file(dir_ / (name + ".cnf"),
+             "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = " + name +
+                 "\n[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+                 "subjectKeyIdentifier = hash\n");
+  auto key = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                  ca_key_.string()});
+  INFO(key.err);
+  REQUIRE(key.exit_code == 0);
+  auto cert = run({"/usr/bin/openssl", "req", "-x509", "-new", "-key", ca_key_.string(), "-out", ca_file_.string(),
+                   "-days", "1", "-config", (dir_ / (name + ".cnf")).string(), "-extensions", "ca"});
+  INFO(cert.err);
+  REQUIRE(cert.exit_code == 0);
+}
+
+TestCa::Issued TestCa::issue_server(const std::string& name, const std::vector<std::string>& alt_names) {
+  std::string sans;
+  for (const auto& n : alt_names) sans += (sans.empty() ? "" : ", ") + n;
+  return issue(name, "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, keyAgreement\n"
+                     "extendedKeyUsage = serverAuth\nsubjectAltName = " + sans + "\n");
+}
+
+TestCa::Issued TestCa::issue_client(const std::string& name) {
+  return issue(name, "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, keyAgreement\n"
+                     "extendedKeyUsage = clientAuth\n");
+}
+
+TestCa::Issued TestCa::issue(const std::string& name, const std::string& extensions) {
+  const std::string stem = name_ + "-" + name;
+  Issued out{dir_ / (stem + ".pem"), dir_ / (stem + ".key")};
+  const auto conf = dir_ / (stem + ".cnf");
+  const auto csr = dir_ / (stem + ".csr");
+  write_file(conf, "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = " + name + "\n[ext]\n" + extensions);
+  auto key = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                  out.key_file.string()});
+  INFO(key.err);
+  REQUIRE(key.exit_code == 0);
+  auto request = run({"/usr/bin/openssl", "req", "-new", "-key", out.key_file.string(), "-out", csr.string(), "-config",
+                      conf.string()});
+  INFO(request.err);
+  REQUIRE(request.exit_code == 0);
+  auto sign = run({"/usr/bin/openssl", "x509", "-req", "-in", csr.string(), "-CA", ca_file_.string(), "-CAkey",
+                   ca_key_.string(), "-set_serial", std::to_string(++serial_), "-days", "1", "-out",
+                   out.cert_file.string(), "-extfile", conf.string(), "-extensions", "ext"});
+  INFO(sign.err);
+  REQUIRE(sign.exit_code == 0);
+  return out;
+}
+
 std::size_t publish_all(const std::string& uri, const std::string& topic, const std::vector<std::string>& payloads,
                         int qos, std::chrono::seconds deadline, std::atomic<std::size_t>* progress) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
+  PublishOptions o;
+  o.qos = qos;
+  o.deadline = deadline;
+  o.progress = progress;
+  return publish_all(uri, topic, payloads, o);
+}
+
+std::size_t publish_all(const std::string& uri, const std::string& topic, const std::vector<std::string>& payloads,
+                        const PublishOptions& publish) {
+  const int qos = publish.qos;
+  std::atomic<std::size_t>* progress = publish.progress;
+  const auto until = std::chrono::steady_clock::now() + publish.deadline;
   mqtt::async_client client(uri, "tank-test-publisher-" + std::to_string(::getpid()), nullptr);
-  auto options = mqtt::connect_options_builder().clean_session(true).connect_timeout(std::chrono::seconds(2)).finalize();
+  auto builder = mqtt::connect_options_builder().clean_session(true).connect_timeout(std::chrono::seconds(2));
+  if (!publish.username.empty()) builder.user_name(publish.username).password(publish.password);
+  auto options = builder.finalize();
   std::size_t acknowledged = 0;
   while (acknowledged < payloads.size() && std::chrono::steady_clock::now() < until) {
     try {
