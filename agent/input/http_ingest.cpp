@@ -194,11 +194,12 @@ class HttpIngest final : public plugin::Input {
       }
       return std::nullopt;
     };
+    const std::int64_t received = clock_.wall_ns();  // one arrival time for the whole body
     for (std::string_view payload : decoded.payloads) {
       if (!batch.fits(payload.size(), peer.size() + 10)) {
         if (auto failed = commit()) return *failed;
       }
-      batch.add(payload, clock_.wall_ns(), attrs);
+      batch.add(payload, received, attrs);
     }
     if (auto failed = commit()) return *failed;
     return Stored{http::status::ok, fmt::format("{{\"accepted\":{}}}\n", accepted)};
