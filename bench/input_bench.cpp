@@ -1,0 +1,606 @@
+// Input throughput, end to end: the real tank binary with one input and a disk queue, fed by
+// a load generator in this process, timed until tank's metrics count every record committed.
+//
+//   input_bench --tank build/agent/tank --dir /work/ibench --kind tcp  [--connections 1,4]
+//   input_bench --tank build/agent/tank --dir /work/ibench --kind http [--connections 1,4]
+//   input_bench --tank build/agent/tank --dir /work/ibench --kind mqtt [--qos 0,1]
+//
+// Every run starts a fresh tank (fresh data_dir) for each fsync mode in --fsync (default
+// "interval"; "always,interval,never" for all). Figures: records/s from the first byte sent
+// to the last record counted by tank_input_records_total, and tank's peak RSS (VmHWM).
+//
+// MQTT: a mosquitto started here on a free loopback port (persistence off), a publisher
+// speaking MQTT 3.1.1 with tank's own packet codec (QoS 1 with a window of 1000 unacknowledged
+// publications), and, as the ceiling, a "baseline" subscriber in this process that acknowledges
+// each message on receipt without storing it (what mosquitto and the publisher allow).
+//
+// Payloads are NDJSON of about 60 bytes: {"ts":1700000000123,"id":"s-0042","v":23.517,"n":123}.
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include "engine/run_state.hpp"
+#include "mqtt/packets.hpp"
+
+namespace fs = std::filesystem;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::cerr << "input_bench: " << what << "\n";
+  std::exit(1);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, sep);) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
+}
+
+// About 60 bytes each, all different.
+std::string payload(std::uint64_t n) {
+  return fmt::format(R"({{"ts":{},"id":"s-{:04d}","v":{}.{:03d},"n":{}}})", 1700000000000ULL + n, n % 10000,
+                     n % 97, n % 1000, n);
+}
+
+bool wait_for(const std::function<bool()>& done, std::chrono::seconds deadline) {
+  const auto end = Clock::now() + deadline;
+  while (Clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+std::pair<std::string, unsigned short> host_port(const std::string& where) {
+  auto colon = where.rfind(':');
+  if (colon == std::string::npos) die("not host:port: " + where);
+  std::string host = where.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return {host, static_cast<unsigned short>(std::stoi(where.substr(colon + 1)))};
+}
+
+int connect_tcp(const std::string& where) {
+  auto [host, port] = host_port(where);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    die(fmt::format("cannot connect to {}: {}", where, std::strerror(errno)));
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) die(fmt::format("write: {}", std::strerror(errno)));
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A child process with stdout and stderr in `log`.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const fs::path& log) {
+    pid_ = ::fork();
+    if (pid_ < 0) die("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      std::_Exit(127);
+    }
+  }
+  ~Child() { stop(); }
+  pid_t pid() const { return pid_; }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+  bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A field of /proc/PID/status in bytes, e.g. "VmHWM" (peak resident) or "RssAnon" (resident
+// memory that is not a mapped file: LMDB's map is file-backed and the kernel reclaims it).
+std::uint64_t status_bytes(pid_t pid, const std::string& field) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with(field + ":")) return std::stoull(line.substr(field.size() + 1)) * 1024;
+  }
+  return 0;
+}
+
+// GET /metrics; the sum of every sample of `metric` with input="bench".
+std::uint64_t records_counted(const std::string& metrics_address) {
+  int fd = connect_tcp(metrics_address);
+  write_all(fd, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n");
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  std::uint64_t total = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("tank_input_records_total{") && line.find("input=\"bench\"") != std::string::npos) {
+      total += static_cast<std::uint64_t>(std::stod(line.substr(line.rfind(' ') + 1)));
+    }
+  }
+  return total;
+}
+
+struct Tank {
+  std::unique_ptr<Child> process;
+  std::string metrics_address;
+  std::string input_address;
+};
+
+Tank start_tank(const std::string& binary, const fs::path& dir, const std::string& fsync, const std::string& input) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto config = dir / "tank.toml";
+  std::ofstream(config) << fmt::format(
+      "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
+      "[queue]\nmode = \"disk\"\nmax_disk_bytes = \"16GiB\"\nfsync = \"{}\"\noverflow = \"block\"\n\n"
+      "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}",
+      (dir / "data").string(), fsync, input);
+  Tank t;
+  t.process = std::make_unique<Child>(std::vector<std::string>{binary, "run", "-c", config.string()}, dir / "tank.log");
+  const pid_t pid = t.process->pid();
+  bool up = wait_for([&] {
+    if (!t.process->running()) return true;
+    std::string error;
+    auto s = tank::engine::read_run_state(dir / "data" / "run.json", &error);
+    if (!s || s->state != "running" || s->pid != pid) return false;
+    t.metrics_address = s->metrics_address;
+    for (const auto& [name, where] : s->inputs) {
+      if (name == "bench") t.input_address = where;
+    }
+    return true;
+  }, std::chrono::seconds(30));
+  if (!up || t.metrics_address.empty()) die("tank did not start; see " + (dir / "tank.log").string());
+  return t;
+}
+
+struct Result {
+  double seconds = 0;
+  std::uint64_t records = 0;
+  std::uint64_t rss = 0;   // peak resident (VmHWM), LMDB's mapped pages included
+  std::uint64_t anon = 0;  // resident anonymous memory at the end (RssAnon)
+  double tank_cpu = -1;    // CPU seconds tank used during the run (user + system)
+  double broker_cpu = -1;  // CPU seconds mosquitto used (MQTT)
+};
+
+// CPU seconds (user + system) a process has used so far.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Waits until tank counted `n` records (or stopped counting for 10 s); the time since `start`.
+Result finish(Tank& tank, std::uint64_t n, Clock::time_point start, double tank_cpu_at_start) {
+  Result r;
+  std::uint64_t last = 0;
+  auto last_change = Clock::now();
+  for (;;) {
+    r.records = records_counted(tank.metrics_address);
+    auto now = Clock::now();
+    if (r.records >= n) break;
+    if (r.records != last) {
+      last = r.records;
+      last_change = now;
+    } else if (now - last_change > std::chrono::seconds(10)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.rss = status_bytes(tank.process->pid(), "VmHWM");
+  r.anon = status_bytes(tank.process->pid(), "RssAnon");
+  r.tank_cpu = cpu_seconds(tank.process->pid()) - tank_cpu_at_start;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result run_tcp(const std::string& binary, const fs::path& dir, const std::string& fsync, std::uint64_t n,
+               int connections) {
+  Tank tank = start_tank(binary, dir, fsync, "[[inputs.tcp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n");
+  const std::uint64_t each = n / static_cast<std::uint64_t>(connections);
+  std::vector<std::string> data(static_cast<std::size_t>(connections));
+  for (int c = 0; c < connections; ++c) {
+    auto& d = data[static_cast<std::size_t>(c)];
+    d.reserve(each * 64);
+    for (std::uint64_t i = 0; i < each; ++i) (d += payload(static_cast<std::uint64_t>(c) * each + i)) += '\n';
+  }
+  std::vector<int> fds;
+  for (int c = 0; c < connections; ++c) fds.push_back(connect_tcp(tank.input_address));
+  const double cpu0 = cpu_seconds(tank.process->pid());
+  const auto start = Clock::now();
+  std::vector<std::thread> senders;
+  for (int c = 0; c < connections; ++c) {
+    senders.emplace_back([&, c] {
+      std::string_view d = data[static_cast<std::size_t>(c)];
+      for (std::size_t off = 0; off < d.size(); off += 256 * 1024) write_all(fds[static_cast<std::size_t>(c)], d.substr(off, 256 * 1024));
+    });
+  }
+  for (auto& t : senders) t.join();
+  Result r = finish(tank, each * static_cast<std::uint64_t>(connections), start, cpu0);
+  for (int fd : fds) ::close(fd);
+  return r;
+}
+
+Result run_http(const std::string& binary, const fs::path& dir, const std::string& fsync, std::uint64_t n,
+                int connections, int body_records) {
+  Tank tank = start_tank(binary, dir, fsync,
+                         "[[inputs.http]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"4MiB\"\n");
+  const std::uint64_t bodies_each = n / static_cast<std::uint64_t>(connections) / static_cast<std::uint64_t>(body_records);
+  // A few different bodies per connection, reused (building them is not what is measured).
+  std::vector<std::vector<std::string>> bodies(static_cast<std::size_t>(connections));
+  for (int c = 0; c < connections; ++c) {
+    for (int b = 0; b < 8; ++b) {
+      std::string body;
+      for (int i = 0; i < body_records; ++i) {
+        (body += payload(static_cast<std::uint64_t>((c * 8 + b) * body_records + i))) += '\n';
+      }
+      bodies[static_cast<std::size_t>(c)].push_back(std::move(body));
+    }
+  }
+  auto [host, port] = host_port(tank.input_address);
+  std::atomic<std::uint64_t> refused{0};
+  const double cpu0 = cpu_seconds(tank.process->pid());
+  const auto start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < connections; ++c) {
+    clients.emplace_back([&, c, host = host, port = port] {
+      asio::io_context io;
+      beast::tcp_stream stream(io);
+      stream.connect(asio::ip::tcp::endpoint(asio::ip::make_address(host), port));
+      stream.socket().set_option(asio::ip::tcp::no_delay(true));
+      beast::flat_buffer buffer;
+      for (std::uint64_t i = 0; i < bodies_each;) {
+        http::request<http::string_body> req{http::verb::post, "/", 11};
+        req.set(http::field::host, "bench");
+        req.set(http::field::content_type, "application/x-ndjson");
+        req.body() = bodies[static_cast<std::size_t>(c)][i % 8];
+        req.prepare_payload();
+        http::write(stream, req);
+        http::response<http::string_body> res;
+        http::read(stream, buffer, res);
+        if (res.result() == http::status::ok) {
+          ++i;
+        } else {
+          ++refused;
+          if (res.result() != http::status::service_unavailable) die(fmt::format("HTTP {}: {}", res.result_int(), res.body()));
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  // Every 200 came after the commit: the clock can stop here.
+  Result r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.records = records_counted(tank.metrics_address);
+  r.rss = status_bytes(tank.process->pid(), "VmHWM");
+  r.anon = status_bytes(tank.process->pid(), "RssAnon");
+  r.tank_cpu = cpu_seconds(tank.process->pid()) - cpu0;
+  if (refused > 0) std::cerr << "  (" << refused << " bodies got 503 and were sent again)\n";
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT
+
+class MqttConnection {
+ public:
+  MqttConnection(int port, const std::string& client_id, bool clean) {
+    fd_ = connect_tcp(fmt::format("127.0.0.1:{}", port));
+    tank::mqtt::ConnectOptions o;
+    o.client_id = client_id;
+    o.clean_start = clean;
+    o.keep_alive_seconds = 600;
+    write_all(fd_, tank::mqtt::encode_connect(o));
+    auto p = next();
+    if (!p || p->first != tank::mqtt::PacketType::connack) die("no CONNACK from mosquitto");
+  }
+  ~MqttConnection() { ::close(fd_); }
+  int fd() const { return fd_; }
+
+  // The next packet: type and body; nullopt at the end of the stream.
+  std::optional<std::pair<tank::mqtt::PacketType, std::string>> next() {
+    for (;;) {
+      auto f = tank::mqtt::frame(std::string_view(buf_).substr(pos_));
+      if (!f.error.empty()) die("MQTT: " + f.error);
+      if (f.packet) {
+        std::pair<tank::mqtt::PacketType, std::string> out{f.packet->type, std::string(f.packet->body)};
+        flags_ = f.packet->flags;
+        pos_ += f.packet->size;
+        return out;
+      }
+      buf_.erase(0, pos_);
+      pos_ = 0;
+      char tmp[65536];
+      ssize_t n = ::read(fd_, tmp, sizeof tmp);
+      if (n <= 0) return std::nullopt;
+      buf_.append(tmp, static_cast<std::size_t>(n));
+    }
+  }
+  std::uint8_t flags() const { return flags_; }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+  std::size_t pos_ = 0;
+  std::uint8_t flags_ = 0;
+};
+
+struct Broker {
+  std::unique_ptr<Child> process;
+  int port = 0;
+};
+
+Broker start_mosquitto(const fs::path& dir, int max_inflight) {
+  fs::create_directories(dir);
+  Broker b;
+  b.port = free_port();
+  std::ofstream(dir / "mosquitto.conf") << fmt::format(
+      "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages {}\n"
+      "max_queued_messages 0\nmax_queued_bytes 0\nuser root\n",
+      b.port, max_inflight);
+  b.process = std::make_unique<Child>(
+      std::vector<std::string>{"/usr/sbin/mosquitto", "-c", (dir / "mosquitto.conf").string()}, dir / "mosquitto.log");
+  bool up = wait_for([&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<unsigned short>(b.port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return ok;
+  }, std::chrono::seconds(10));
+  if (!up) die("mosquitto did not start; see " + (dir / "mosquitto.log").string());
+  return b;
+}
+
+// Publishes n payloads at `qos` (QoS 1: at most `window` unacknowledged).
+void publish(int port, std::uint64_t n, int qos, std::uint64_t window = 1000) {
+  MqttConnection c(port, "bench-publisher", true);
+  std::atomic<std::uint64_t> acked{0};
+  std::thread reader;
+  if (qos == 1) {
+    reader = std::thread([&] {
+      while (acked < n) {
+        auto p = c.next();
+        if (!p) die("mosquitto closed the publisher's connection");
+        if (p->first == tank::mqtt::PacketType::puback) ++acked;
+      }
+    });
+  }
+  std::string out;
+  std::uint16_t id = 0;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (qos == 1) {
+      if (i - acked.load() >= window) {
+        write_all(c.fd(), out);
+        out.clear();
+        while (i - acked.load() >= window) std::this_thread::yield();
+      }
+      if (++id == 0) id = 1;
+    }
+    out += tank::mqtt::encode_publish("bench/data", payload(i), qos, id, false, tank::mqtt::kVersion311);
+    if (out.size() >= 64 * 1024) {
+      write_all(c.fd(), out);
+      out.clear();
+    }
+  }
+  write_all(c.fd(), out);
+  if (reader.joinable()) reader.join();
+  write_all(c.fd(), tank::mqtt::encode_disconnect(tank::mqtt::kVersion311));
+}
+
+// The ceiling: a subscriber that acknowledges each message as it arrives.
+Result run_mqtt_baseline(const fs::path& dir, std::uint64_t n, int qos, int max_inflight) {
+  Broker broker = start_mosquitto(dir / "mosquitto", max_inflight);
+  MqttConnection sub(broker.port, "bench-baseline", true);
+  write_all(sub.fd(), tank::mqtt::encode_subscribe(1, {{"bench/#", qos}}, tank::mqtt::kVersion311));
+  auto ack = sub.next();
+  if (!ack || ack->first != tank::mqtt::PacketType::suback) die("no SUBACK");
+  std::atomic<std::uint64_t> received{0};
+  const double broker0 = cpu_seconds(broker.process->pid());
+  const auto start = Clock::now();
+  std::thread consumer([&] {
+    std::string error;
+    while (received < n) {
+      auto p = sub.next();
+      if (!p) break;
+      if (p->first != tank::mqtt::PacketType::publish) continue;
+      tank::mqtt::RawPacket raw{p->first, sub.flags(), p->second, 0};
+      auto pub = tank::mqtt::parse_publish(raw, tank::mqtt::kVersion311, error);
+      if (!pub) die("bad PUBLISH: " + error);
+      if (pub->qos == 1) write_all(sub.fd(), tank::mqtt::encode_puback(pub->packet_id));
+      ++received;
+    }
+  });
+  publish(broker.port, n, qos);
+  wait_for([&] { return received >= n; }, std::chrono::seconds(60));
+  Result r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.records = received;
+  r.broker_cpu = cpu_seconds(broker.process->pid()) - broker0;
+  ::shutdown(sub.fd(), SHUT_RDWR);
+  consumer.join();
+  return r;
+}
+
+Result run_mqtt(const std::string& binary, const fs::path& dir, const std::string& fsync, std::uint64_t n, int qos,
+                int max_inflight) {
+  Broker broker = start_mosquitto(dir.parent_path() / (dir.filename().string() + "-mosquitto"), max_inflight);
+  const std::string topics = qos == 1 ? "topics = [\"bench/#\"]\n" : "topics = []\ntopics_qos0 = [\"bench/#\"]\n";
+  Tank tank = start_tank(binary, dir, fsync,
+                         fmt::format("[[inputs.mqtt]]\nname = \"bench\"\nservers = [\"tcp://127.0.0.1:{}\"]\n{}",
+                                     broker.port, topics));
+  // Subscribed once mosquitto lists the subscription: wait for tank's connection metric.
+  bool connected = wait_for([&] {
+    int fd = connect_tcp(tank.metrics_address);
+    write_all(fd, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n");
+    std::string text;
+    char buf[65536];
+    for (ssize_t k; (k = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(k));
+    ::close(fd);
+    return text.find("tank_input_connections{input=\"bench\",type=\"mqtt\"} 1") != std::string::npos;
+  }, std::chrono::seconds(20));
+  if (!connected) die("tank did not connect to mosquitto; see " + (dir / "tank.log").string());
+  // The SUBSCRIBE follows the CONNACK at once; a short settle avoids racing the first messages.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const double cpu0 = cpu_seconds(tank.process->pid());
+  const double broker0 = cpu_seconds(broker.process->pid());
+  const auto start = Clock::now();
+  publish(broker.port, n, qos);
+  Result r = finish(tank, n, start, cpu0);
+  r.broker_cpu = cpu_seconds(broker.process->pid()) - broker0;
+  return r;
+}
+
+void report(const std::string& what, const Result& r) {
+  std::string memory = r.rss == 0 ? std::string("(no tank)")
+                                  : fmt::format("RSS peak {:.1f} MiB, anon {:.1f} MiB", static_cast<double>(r.rss) / 1048576.0,
+                                                static_cast<double>(r.anon) / 1048576.0);
+  std::string cpu;
+  if (r.tank_cpu >= 0) cpu += fmt::format("  tank CPU {:.0f} %", 100 * r.tank_cpu / r.seconds);
+  if (r.broker_cpu >= 0) cpu += fmt::format("  mosquitto CPU {:.0f} %", 100 * r.broker_cpu / r.seconds);
+  std::cout << fmt::format("{:<52} {:>9} records {:>7.2f} s {:>10.0f} records/s   {}{}\n", what, r.records, r.seconds,
+                           static_cast<double>(r.records) / r.seconds, memory, cpu)
+            << std::flush;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::string tank = "build/agent/tank", kind = "tcp", fsync_list = "interval", connections_list = "1,4",
+              qos_list = "0,1";
+  fs::path dir = "/tmp/tank-input-bench";
+  std::uint64_t records = 0;
+  int body_records = 1000, repeat = 1, max_inflight = 20;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value for " + a);
+      return argv[++i];
+    };
+    if (a == "--tank") tank = value();
+    else if (a == "--dir") dir = value();
+    else if (a == "--kind") kind = value();
+    else if (a == "--fsync") fsync_list = value();
+    else if (a == "--connections") connections_list = value();
+    else if (a == "--qos") qos_list = value();
+    else if (a == "--records") records = std::stoull(value());
+    else if (a == "--body-records") body_records = std::stoi(value());
+    else if (a == "--repeat") repeat = std::stoi(value());
+    else if (a == "--max-inflight") max_inflight = std::stoi(value());
+    else die("unknown option " + a + " (see the comment at the top of bench/input_bench.cpp)");
+  }
+  tank = fs::absolute(tank).string();
+  if (!fs::exists(tank)) die("no tank binary at " + tank + " (--tank)");
+  if (records == 0) records = kind == "mqtt" ? 400000 : 5000000;
+  for (int rep = 0; rep < repeat; ++rep) {
+    for (const auto& fsync : split(fsync_list, ',')) {
+      if (kind == "tcp" || kind == "http") {
+        for (const auto& c : split(connections_list, ',')) {
+          const int conns = std::stoi(c);
+          Result r = kind == "tcp" ? run_tcp(tank, dir / "run", fsync, records, conns)
+                                   : run_http(tank, dir / "run", fsync, records, conns, body_records);
+          report(fmt::format("{} fsync={} connections={}", kind, fsync, conns), r);
+        }
+      } else if (kind == "mqtt") {
+        for (const auto& q : split(qos_list, ',')) {
+          const int qos = std::stoi(q);
+          Result r = run_mqtt(tank, dir / "run", fsync, records, qos, max_inflight);
+          report(fmt::format("mqtt qos={} fsync={} max_inflight={}", qos, fsync, max_inflight), r);
+        }
+      } else {
+        die("--kind is tcp, http or mqtt");
+      }
+    }
+    if (kind == "mqtt") {
+      for (const auto& q : split(qos_list, ',')) {
+        const int qos = std::stoi(q);
+        report(fmt::format("mqtt qos={} baseline (ack on receipt) max_inflight={}", qos, max_inflight),
+               run_mqtt_baseline(dir / "baseline", records, qos, max_inflight));
+      }
+    }
+  }
+  fs::remove_all(dir);
+  return 0;
+}
