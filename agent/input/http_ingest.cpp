@@ -7,6 +7,7 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -37,14 +38,18 @@ std::string describe(const tcp::endpoint& ep) {
   return fmt::format("{}:{}", ep.address().to_string(), ep.port());
 }
 
-std::string json_error(std::string_view message) {
+// {"error":"<message>"}, with "accepted":N when some records of the body were stored before the
+// failure (a body larger than one commit): resending the whole body then repeats those N.
+std::string json_error(std::string_view message, std::size_t accepted = 0) {
   std::string out = "{\"error\":\"";
   for (char c : message) {
     if (c == '"' || c == '\\') out.push_back('\\');
     if (static_cast<unsigned char>(c) < 0x20) continue;
     out.push_back(c);
   }
-  return out + "\"}\n";
+  out += '"';
+  if (accepted > 0) out += fmt::format(",\"accepted\":{}", accepted);
+  return out + "}\n";
 }
 
 class HttpIngest;
@@ -162,7 +167,9 @@ class HttpIngest final : public plugin::Input {
   };
 
   Stored store(const JsonBody& decoded, const std::string& peer) {
-    Batch batch(name_, batch_limit_);
+    // No limit on the number of records: a body that fits one commit (max_commit_bytes, 1/64 of
+    // the queue's bound, 64 KiB to 4 MiB) is stored in one transaction, all or nothing.
+    Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max());
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
     auto commit = [&]() -> std::optional<Stored> {
@@ -183,14 +190,14 @@ class HttpIngest final : public plugin::Input {
           return std::nullopt;
         case queue::CommitStatus::full:
           metrics_.error("queue_full");
-          return Stored{http::status::service_unavailable, json_error("the queue is full; retry later")};
+          return Stored{http::status::service_unavailable, json_error("the queue is full; retry later", accepted)};
         case queue::CommitStatus::failed:
           failures_.occur(fmt::format("committing to the queue failed ({}); answering 503", r.error));
           metrics_.error("commit_failed");
-          return Stored{http::status::service_unavailable, json_error("storing failed; retry later")};
+          return Stored{http::status::service_unavailable, json_error("storing failed; retry later", accepted)};
         case queue::CommitStatus::too_large:
           metrics_.error("too_large");
-          return Stored{http::status::payload_too_large, json_error(r.error)};
+          return Stored{http::status::payload_too_large, json_error(r.error, accepted)};
       }
       return std::nullopt;
     };
