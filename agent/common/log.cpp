@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "common/strings.hpp"
+
 namespace tank::log {
 namespace {
 
@@ -51,26 +53,6 @@ std::string timestamp() {
                      tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
 }
 
-void append_json_string(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-}
-
 }  // namespace
 
 Format default_format() {
@@ -107,9 +89,9 @@ void emit(Level level, std::string_view component, std::string_view message) {
         break;
       case Format::json:
         line = "{\"ts\":\"" + timestamp() + "\",\"level\":\"" + level_name(level) + "\",\"component\":";
-        append_json_string(line, component);
+        strings::append_json_string(line, component);
         line += ",\"msg\":";
-        append_json_string(line, message);
+        strings::append_json_string(line, message);
         line += "}";
         break;
     }

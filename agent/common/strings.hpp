@@ -1,6 +1,6 @@
 #pragma once
 
-// Small string helpers shared by the configuration and the command line.
+// Small string helpers shared by the configuration, the command line, logging and processing.
 
 #include <cstddef>
 #include <optional>
@@ -27,5 +27,14 @@ std::string join_alternatives(std::span<const std::string> items, bool quote = t
 // Renders `bytes` for a terminal: printable ASCII as is, everything else as \xNN, at most
 // `limit` bytes shown, followed by "..." when cut.
 std::string printable(std::string_view bytes, std::size_t limit);
+
+// The offset of the first byte of `text` that is not part of valid UTF-8 (RFC 3629: no overlong
+// forms, no surrogates, nothing past U+10FFFF, no truncated sequence), or nullopt when all of
+// it is valid. ASCII runs are checked 8 bytes at a time.
+std::optional<std::size_t> invalid_utf8_at(std::string_view text);
+
+// Appends `s` as a JSON string (quotes included): '"', '\\' and control characters escaped,
+// everything else copied as it is (the caller vouches that `s` is UTF-8).
+void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace tank::strings
