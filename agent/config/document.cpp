@@ -93,6 +93,10 @@ std::uint64_t SectionValues::size(std::string_view name) const {
 std::chrono::nanoseconds SectionValues::duration(std::string_view name) const {
   return std::get<std::chrono::nanoseconds>(get(name, Type::duration).data);
 }
+const ListTable& SectionValues::list_table(std::string_view name) const {
+  return std::get<ListTable>(get(name, Type::list_table).data);
+}
+
 const std::vector<std::string>& SectionValues::strings(std::string_view name) const {
   return std::get<std::vector<std::string>>(get(name, Type::string_list).data);
 }
@@ -125,6 +129,7 @@ std::string_view type_name(Type type) {
     case Type::size: return "size";
     case Type::duration: return "duration";
     case Type::string_list: return "list of strings";
+    case Type::list_table: return "table of lists of strings";
     case Type::choice: return "choice";
   }
   return "?";

@@ -49,9 +49,12 @@ class Diagnostics {
   std::vector<Diagnostic> items_;
 };
 
+// A list_table option's value: (name, strings) in file order.
+using ListTable = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
 struct Value {
   using Data = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, std::uint64_t,
-                            std::chrono::nanoseconds>;
+                            std::chrono::nanoseconds, ListTable>;
   Type type = Type::string;
   Data data;
   Location where;
@@ -89,6 +92,7 @@ class SectionValues {
   std::chrono::nanoseconds duration(std::string_view name) const;
   const std::vector<std::string>& strings(std::string_view name) const;
   const std::string& choice(std::string_view name) const { return string(name); }
+  const ListTable& list_table(std::string_view name) const;
 
   void set(std::string name, Value value) { values_.insert_or_assign(std::move(name), std::move(value)); }
 

@@ -1,5 +1,6 @@
 #include "config/loader.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -444,6 +445,60 @@ class SectionParser {
         value.data = std::move(items);
         break;
       }
+      case Type::list_table: {
+        const toml::table* table = node.as_table();
+        if (table == nullptr) {
+          fail(where, key,
+               fmt::format("expected a table of lists such as {{ temp = [\"min\", \"max\"] }}, got {}", describe(node)));
+          return std::nullopt;
+        }
+        ListTable entries;
+        bool ok = true;
+        for (auto&& [name, list_node] : *table) {
+          std::string entry_key = fmt::format("{}.{}", key, name.str());
+          const toml::array* array = list_node.as_array();
+          if (array == nullptr) {
+            fail(at(ctx_, list_node.source()), entry_key,
+                 fmt::format("expected a list of strings such as [\"a\", \"b\"], got {}", describe(list_node)));
+            ok = false;
+            continue;
+          }
+          std::vector<std::string> items;
+          for (std::size_t i = 0; i < array->size(); ++i) {
+            const toml::node& element = *array->get(i);
+            std::string element_key = fmt::format("{}[{}]", entry_key, i);
+            if (!element.is_string()) {
+              fail(at(ctx_, element.source()), element_key, fmt::format("expected a string, got {}", describe(element)));
+              ok = false;
+              continue;
+            }
+            std::string item = element.as_string()->get();
+            if (!option.choices.empty() &&
+                std::find(option.choices.begin(), option.choices.end(), item) == option.choices.end()) {
+              std::string message = fmt::format("expected one of {}, got \"{}\"", choices(option), item);
+              if (auto suggestion = strings::closest(item, option.choices)) {
+                message += fmt::format(" (did you mean \"{}\"?)", *suggestion);
+              }
+              fail(at(ctx_, element.source()), element_key, message);
+              ok = false;
+              continue;
+            }
+            items.push_back(std::move(item));
+          }
+          entries.emplace_back(std::string(name.str()), std::move(items));
+        }
+        if (!ok) return std::nullopt;
+        // toml++ keeps tables in key order; the file's order is what a user wrote, so restore it.
+        std::stable_sort(entries.begin(), entries.end(), [&](const auto& a, const auto& b) {
+          const auto* na = table->get(a.first);
+          const auto* nb = table->get(b.first);
+          const auto& sa = na->source().begin;
+          const auto& sb = nb->source().begin;
+          return sa.line != sb.line ? sa.line < sb.line : sa.column < sb.column;
+        });
+        value.data = std::move(entries);
+        break;
+      }
       case Type::choice: {
         if (!node.is_string()) {
           fail(where, key, fmt::format("expected one of {}, got {}", choices(option), describe(node)));
@@ -594,7 +649,7 @@ LoadResult load_parsed(Context& ctx, const toml::table& root, std::string text) 
   }
 
   if (!ctx.diagnostics.has_errors()) {
-    for (DocumentCheck check : ctx.schema.checks) check(doc, ctx.diagnostics);
+    for (const DocumentCheck& check : ctx.schema.checks) check(doc, ctx.diagnostics);
   }
   LoadResult result;
   result.diagnostics = ctx.diagnostics;

@@ -26,6 +26,14 @@ std::string type_cell(const Option& o) {
     }
     return out;
   }
+  if (o.type == Type::list_table && !o.choices.empty()) {
+    std::string out = "table of lists of: ";
+    for (std::size_t i = 0; i < o.choices.size(); ++i) {
+      if (i > 0) out += ", ";
+      out += fmt::format("`\"{}\"`", o.choices[i]);
+    }
+    return out;
+  }
   return std::string(type_name(o.type));
 }
 

@@ -7,7 +7,8 @@
 namespace tank::queue {
 namespace {
 
-constexpr std::size_t kHeader = 32;
+constexpr std::size_t kHeaderV1 = 32;
+constexpr std::size_t kHeaderV2 = 36;  // + u32 attributes length
 
 template <class T>
 void put(std::string& out, std::size_t at, T value) {
@@ -48,8 +49,9 @@ std::string encode_dead_letter(const DeadLetter& letter, std::string_view versio
   std::string_view detail = clip(letter.detail, 16 * 1024);
   std::string_view original = clip(letter.original, kMaxDeadLetterBytes);
   std::uint64_t size = std::max<std::uint64_t>(letter.original_size, letter.original.size());
-  std::string out(kHeader, '\0');
-  out[0] = 1;
+  std::string_view attributes = letter.attributes.size() <= 0xffffffffULL ? std::string_view(letter.attributes) : "";
+  std::string out(kHeaderV2, '\0');
+  out[0] = 2;
   out[1] = original.size() < size ? 1 : 0;
   put<std::uint16_t>(out, 2, static_cast<std::uint16_t>(input.size()));
   put<std::uint16_t>(out, 4, static_cast<std::uint16_t>(reason.size()));
@@ -58,7 +60,8 @@ std::string encode_dead_letter(const DeadLetter& letter, std::string_view versio
   put<std::uint32_t>(out, 12, static_cast<std::uint32_t>(original.size()));
   put<std::uint64_t>(out, 16, size);
   put<std::uint64_t>(out, 24, static_cast<std::uint64_t>(letter.time_ns));
-  out.append(input).append(reason).append(ver).append(detail).append(original);
+  put<std::uint32_t>(out, 32, static_cast<std::uint32_t>(attributes.size()));
+  out.append(input).append(reason).append(ver).append(detail).append(attributes).append(original);
   return out;
 }
 
@@ -67,21 +70,27 @@ std::optional<StoredDeadLetter> decode_dead_letter(std::uint64_t id, std::string
     if (error) *error = fmt::format("dead letter {}: {}", id, why);
     return std::nullopt;
   };
-  if (in.size() < kHeader) return fail("shorter than its header");
-  if (static_cast<unsigned char>(in[0]) != 1) return fail("unknown format");
+  if (in.size() < kHeaderV1) return fail("shorter than its header");
+  const unsigned format = static_cast<unsigned char>(in[0]);
+  if (format != 1 && format != 2) return fail(fmt::format("unknown format {}", format));
+  const std::size_t header = format == 1 ? kHeaderV1 : kHeaderV2;
+  if (in.size() < header) return fail("shorter than its header");
+  const std::size_t attributes_len = format == 1 ? 0 : get<std::uint32_t>(in, 32);
   std::size_t input_len = get<std::uint16_t>(in, 2);
   std::size_t reason_len = get<std::uint16_t>(in, 4);
   std::size_t version_len = get<std::uint16_t>(in, 6);
   std::size_t detail_len = get<std::uint32_t>(in, 8);
   std::size_t original_len = get<std::uint32_t>(in, 12);
-  std::size_t total = kHeader + input_len + reason_len + version_len;
+  std::size_t total = header + input_len + reason_len + version_len;
   if (total > in.size() || detail_len > in.size() - total) return fail("lengths exceed the entry");
   total += detail_len;
+  if (attributes_len > in.size() - total) return fail("lengths exceed the entry");
+  total += attributes_len;
   if (original_len != in.size() - total) return fail("lengths do not match the entry");
   StoredDeadLetter s;
   s.id = id;
   s.truncated = (static_cast<unsigned char>(in[1]) & 1) != 0;
-  std::size_t at = kHeader;
+  std::size_t at = header;
   s.letter.input = std::string(in.substr(at, input_len));
   at += input_len;
   s.letter.reason = std::string(in.substr(at, reason_len));
@@ -90,6 +99,8 @@ std::optional<StoredDeadLetter> decode_dead_letter(std::uint64_t id, std::string
   at += version_len;
   s.letter.detail = std::string(in.substr(at, detail_len));
   at += detail_len;
+  s.letter.attributes = std::string(in.substr(at, attributes_len));
+  at += attributes_len;
   s.letter.original = std::string(in.substr(at));
   s.letter.original_size = get<std::uint64_t>(in, 16);
   s.letter.time_ns = static_cast<std::int64_t>(get<std::uint64_t>(in, 24));

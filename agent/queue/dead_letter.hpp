@@ -11,10 +11,13 @@
 // kMaxDeadLetterBytes of them; `original_size` says how many there were), the input, a reason
 // code, a human detail, the time and the tank version that stored it.
 //
-// Stored layout (little-endian), version 1:
-//   u8 format (1)  u8 flags (bit 0: original truncated)  u16 input length  u16 reason length
+// Stored layout (little-endian), version 2:
+//   u8 format (2)  u8 flags (bit 0: original truncated)  u16 input length  u16 reason length
 //   u16 version length  u32 detail length  u32 stored original length  u64 original size
-//   i64 time (ns since the Unix epoch)  then input, reason, version, detail, original bytes
+//   i64 time (ns since the Unix epoch)  u32 attributes length
+//   then input, reason, version, detail, attributes (encoded as in records), original bytes
+// Version 1 (tank 0.1 before dead-letter replay) is the same without the attributes; it is
+// still read.
 
 #include <cstdint>
 #include <optional>
@@ -32,6 +35,9 @@ struct DeadLetter {
   std::string detail;    // for people: what was wrong, where
   std::string original;  // the original bytes (at most kMaxDeadLetterBytes; see original_size)
   std::uint64_t original_size = 0;  // how long the original was (0: original.size())
+  // The record's attributes (the MQTT topic, the peer...), encoded as in records (record.hpp),
+  // so that a replay gives the record back what it had.
+  std::string attributes;
   std::int64_t time_ns = 0;
 
   // Builds a dead letter keeping the first kMaxDeadLetterBytes of `original`.

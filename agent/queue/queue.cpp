@@ -86,12 +86,14 @@ std::string_view to_string(CommitStatus status) {
   return "?";
 }
 
-bool RouteFilter::accepts(std::string_view input) const {
-  if (inputs.empty()) return true;
-  for (const auto& i : inputs) {
-    if (i == input) return true;
-  }
-  return false;
+bool RouteFilter::accepts(std::string_view encoded) const {
+  const std::string_view input = peek_input(encoded);
+  const bool derived = (peek_flags(encoded) & kRecordDerived) != 0;
+  if (origin == Origin::raw && derived) return false;
+  if (origin == Origin::derived && !derived) return false;
+  if (!inputs.empty() && std::find(inputs.begin(), inputs.end(), input) == inputs.end()) return false;
+  if (!derived && std::find(derived_only.begin(), derived_only.end(), input) != derived_only.end()) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,6 +943,14 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
     if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting component state");
     g.wrote = true;
   }
+  for (std::uint64_t id : b.dead_letter_deletes) {
+    if (dead_letters_dbi_ == 0) break;
+    lmdb::SeqKey key(id);
+    MDB_val k = key.val();
+    int rc = mdb_del(g.txn, dead_letters_dbi_, &k, nullptr);
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting a dead letter");
+    g.wrote = true;
+  }
   if (!b.dead_letters.empty()) put_dead_letters(g, b);
 }
 
@@ -1318,7 +1328,7 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
   std::uint64_t scanned = 0;
   bool stop = false;
   auto take = [&](std::uint64_t seq, std::string_view encoded) {
-    if (filter != nullptr && !filter->accepts(peek_input(encoded))) {
+    if (filter != nullptr && !filter->accepts(encoded)) {
       scanned = seq;
       return;
     }
@@ -1359,7 +1369,7 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
         memory_index.emplace_back(c.seq(i), std::pair{memory_copy.size(), enc.size()});
         memory_copy.append(enc);
         memory_cut_seq = c.seq(i);
-        if (filter == nullptr || filter->accepts(peek_input(enc))) ++accepted;
+        if (filter == nullptr || filter->accepts(enc)) ++accepted;
       }
       if (memory_cut) break;
     }

@@ -167,6 +167,9 @@ struct WriteBatch {
   // Input that could not become a record, kept with its reason (dead_letter.hpp). Committed with
   // the rest; records, state and dead letters together are at most max_commit_bytes().
   std::vector<DeadLetter> dead_letters;
+  // Dead letters to remove (by id; unknown ids are ignored): a purge, or a replay that turns
+  // entries back into records. Applied before `dead_letters` are added.
+  std::vector<std::uint64_t> dead_letter_deletes;
 };
 
 struct DeadLetterQuery {
@@ -190,10 +193,21 @@ struct ReadLimits {
   std::size_t max_bytes = 4 << 20;  // at least one record is returned even if larger
 };
 
-// Which inputs' records a consumer wants; empty = all.
+// Which records a consumer wants.
 struct RouteFilter {
-  std::vector<std::string> inputs;
-  bool accepts(std::string_view input) const;
+  enum class Origin {
+    any,
+    raw,      // only records as inputs committed them (what an aggregate processor reads)
+    derived,  // only records processors made (kRecordDerived)
+  };
+  std::vector<std::string> inputs = {};  // records of these inputs; empty = all
+  Origin origin = Origin::any;
+  // Inputs whose raw records are not wanted, only what processors derived from them (an output
+  // behind an aggregate gets the aggregates, not the records they were made from).
+  std::vector<std::string> derived_only = {};
+
+  // Whether the encoded record (record.hpp) passes.
+  bool accepts(std::string_view encoded) const;
 };
 
 struct ConsumerStats {

@@ -32,7 +32,7 @@ void RecordBatch::reserve(std::size_t records, std::size_t bytes) {
 }
 
 void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
-                      std::span<const Attribute> attributes) {
+                      std::span<const Attribute> attributes, std::uint8_t flags) {
   if (input.size() > kMaxInputNameBytes) {
     throw std::invalid_argument(fmt::format("input name longer than {} bytes", kMaxInputNameBytes));
   }
@@ -48,7 +48,7 @@ void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::strin
   arena_.resize(start + kRecordHeaderBytes + input.size() + attr_bytes + payload.size());
   char* p = arena_.data() + start;
   p[0] = 1;
-  p[1] = 0;
+  p[1] = static_cast<char>(flags);
   put_u16(p + 2, static_cast<std::uint16_t>(input.size()));
   put_u32(p + 4, static_cast<std::uint32_t>(attr_bytes));
   put_u64(p + 8, static_cast<std::uint64_t>(ingest_ns));
@@ -103,6 +103,7 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
   view.attributes = encoded.substr(kRecordHeaderBytes + input_len, attr_len);
   view.payload = encoded.substr(kRecordHeaderBytes + input_len + attr_len);
   view.encoded_bytes = encoded.size();
+  view.flags = static_cast<std::uint8_t>(p[1]);
   // Attributes must tile their block exactly.
   std::string_view a = view.attributes;
   while (!a.empty()) {
@@ -113,6 +114,26 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
     a.remove_prefix(6 + klen + vlen);
   }
   return view;
+}
+
+std::string encode_attributes(std::span<const Attribute> attributes) {
+  std::string out;
+  for (const Attribute& a : attributes) {
+    if (a.key.size() > 0xffff || a.value.size() > 0xffffffffULL) continue;
+    char header[6];
+    put_u16(header, static_cast<std::uint16_t>(a.key.size()));
+    put_u32(header + 2, static_cast<std::uint32_t>(a.value.size()));
+    out.append(header, sizeof header).append(a.key).append(a.value);
+  }
+  return out;
+}
+
+std::vector<Attribute> decode_attributes(std::string_view encoded) {
+  std::vector<Attribute> out;
+  RecordView view;
+  view.attributes = encoded;
+  view.for_each_attribute([&](std::string_view k, std::string_view v) { out.push_back({k, v}); });
+  return out;
 }
 
 std::string_view peek_input(std::string_view encoded) {

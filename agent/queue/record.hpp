@@ -8,11 +8,13 @@
 // LMDB page as is, under a sequence number it assigns.
 //
 // Stored layout (little-endian), version 1:
-//   u8  format (1)      u8  flags (0)      u16 input length      u32 attributes length
+//   u8  format (1)      u8  flags              u16 input length      u32 attributes length
 //   i64 ingest time, nanoseconds since the Unix epoch
 //   input name bytes
 //   attributes: repeated { u16 key length, u32 value length, key bytes, value bytes }
 //   payload bytes (the rest)
+// Flags: bit 0 (kRecordDerived) = made by a processor after the queue (an aggregate), not by an
+// input; the input name is then the input whose records it was made from.
 
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +33,7 @@ struct Attribute {
 
 inline constexpr std::size_t kRecordHeaderBytes = 16;
 inline constexpr std::size_t kMaxInputNameBytes = 255;
+inline constexpr std::uint8_t kRecordDerived = 0x01;
 
 // Records ready to append, encoded back to back in one buffer.
 class RecordBatch {
@@ -40,7 +43,7 @@ class RecordBatch {
   // Adds one record. `input` is at most kMaxInputNameBytes (longer is a programming error and
   // throws std::invalid_argument); attribute keys at most 65535 bytes.
   void add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
-           std::span<const Attribute> attributes = {});
+           std::span<const Attribute> attributes = {}, std::uint8_t flags = 0);
 
   std::size_t size() const { return ends_.size(); }
   bool empty() const { return ends_.empty(); }
@@ -63,7 +66,9 @@ struct RecordView {
   std::string_view attributes;  // encoded; use attribute() or for_each_attribute()
   std::string_view payload;
   std::size_t encoded_bytes = 0;
+  std::uint8_t flags = 0;
 
+  bool derived() const { return (flags & kRecordDerived) != 0; }
   std::optional<std::string_view> attribute(std::string_view key) const;
   // Calls f(key, value) for each attribute in order.
   template <class F>
@@ -76,6 +81,15 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
 
 // Only the input name of an encoded record (for route filters), or "" if malformed.
 std::string_view peek_input(std::string_view encoded);
+// Attributes in their encoded form (as records store them), and back. decode_attributes stops at
+// the first malformed entry; the views point into `encoded`.
+std::string encode_attributes(std::span<const Attribute> attributes);
+std::vector<Attribute> decode_attributes(std::string_view encoded);
+
+// Only the flags of an encoded record, or 0 if malformed.
+inline std::uint8_t peek_flags(std::string_view encoded) {
+  return encoded.size() >= kRecordHeaderBytes ? static_cast<std::uint8_t>(encoded[1]) : 0;
+}
 
 // Records read from the queue: copies, safe to keep after the read returns.
 class ReadBatch {

@@ -1,5 +1,7 @@
 #include "support/input_helpers.hpp"
 
+#include <sstream>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -139,6 +141,35 @@ bool wait_closed(int fd, std::chrono::milliseconds deadline) {
 std::vector<std::string> all_payloads(const queue::Queue& q) {
   std::vector<std::string> out;
   for (auto& [seq, payload] : everything(q)) out.push_back(payload);
+  return out;
+}
+
+std::vector<StoredRecord> records_in(const std::filesystem::path& queue_dir) {
+  ManualClock clock;
+  auto q = queue::Queue::open_read_only(queue_dir, clock);
+  std::vector<StoredRecord> out;
+  std::uint64_t position = 0;
+  for (;;) {
+    auto b = q->read(position, {10000, 16 << 20});
+    if (b.empty()) break;
+    for (const auto& r : b.records()) {
+      StoredRecord s{r.seq, std::string(r.input), std::string(r.payload), r.derived(), {}};
+      r.for_each_attribute([&](std::string_view k, std::string_view v) { s.attributes[std::string(k)] = std::string(v); });
+      out.push_back(std::move(s));
+    }
+    position = b.scanned_to();
+  }
+  return out;
+}
+
+std::vector<boost::json::object> dead_letters_in(const std::filesystem::path& data_dir) {
+  auto r = run({tank_binary(), "dlq", "list", "--data-dir", data_dir.string(), "--json", "--limit", "100000"});
+  std::vector<boost::json::object> out;
+  if (r.exit_code != 0) return out;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(boost::json::parse(line).as_object());
+  }
   return out;
 }
 

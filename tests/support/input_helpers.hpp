@@ -3,7 +3,10 @@
 // Helpers for tests that run input plugins in-process: a queue, the plugin built from TOML
 // through the registry (so its option declaration is exercised), and socket clients.
 
+#include <map>
 #include <memory>
+
+#include <boost/json.hpp>
 #include <string>
 #include <vector>
 
@@ -49,5 +52,18 @@ bool wait_closed(int fd, std::chrono::milliseconds deadline);
 
 // Every record's payload in the queue, oldest first.
 std::vector<std::string> all_payloads(const queue::Queue& q);
+
+// A record as stored, read with the queue opened read-only (also while tank runs).
+struct StoredRecord {
+  std::uint64_t seq = 0;
+  std::string input;
+  std::string payload;
+  bool derived = false;
+  std::map<std::string, std::string> attributes;
+};
+std::vector<StoredRecord> records_in(const std::filesystem::path& queue_dir);
+
+// `tank dlq list --json` of a data directory: one JSON object per entry (empty on failure).
+std::vector<boost::json::object> dead_letters_in(const std::filesystem::path& data_dir);
 
 }  // namespace tank::test
