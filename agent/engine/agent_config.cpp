@@ -1,4 +1,5 @@
 #include "engine/agent_config.hpp"
+#include "engine/routes.hpp"
 
 #include <unistd.h>
 
@@ -44,16 +45,6 @@ const Option kAgentOptions[] = {
                     "systemd (JOURNAL_STREAM set), text otherwise.",
      .choices = kLogFormats},
 };
-
-bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 void check_agent(const config::SectionValues& values, config::Diagnostics& diagnostics) {
   if (values.has("id") && !valid_id(values.string("id"))) {
@@ -161,6 +152,16 @@ void check_record_limits(const config::Document& document, config::Diagnostics& 
 
 }  // namespace
 
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 const config::Section& agent_section() { return kAgentSection; }
 const config::Section& metrics_section() { return kMetricsSection; }
 
@@ -168,6 +169,10 @@ config::Schema build_schema(const plugin::Registry& plugins) {
   config::Schema schema;
   schema.checks.push_back(check_input_names);
   schema.checks.push_back(check_record_limits);
+  // The schema keeps its own copy of the registry (descriptors only), so it outlives `plugins`.
+  schema.checks.push_back([registry = plugins](const config::Document& document, config::Diagnostics& diagnostics) {
+    check_routes(document, registry, diagnostics);
+  });
   schema.sections.push_back(&kAgentSection);
   schema.sections.push_back(&queue::config_section());
   schema.sections.push_back(&queue::dead_letter_section());

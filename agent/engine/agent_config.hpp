@@ -20,7 +20,11 @@ namespace tank::engine {
 const config::Section& agent_section();
 const config::Section& metrics_section();
 
-// Core sections first ([agent], [queue], [metrics]), then every plugin in `plugins`.
+// Whether `id` is a valid agent id or plugin instance name: 1 to 64 letters, digits, '.', '_', '-'.
+bool valid_id(std::string_view id);
+
+// Core sections first ([agent], [queue], [metrics]), then every plugin in `plugins`, and the
+// cross-section checks (input names, record limits, routes). The schema does not refer to `plugins`.
 config::Schema build_schema(const plugin::Registry& plugins);
 
 // The text of config/default.toml, compiled into the binary.

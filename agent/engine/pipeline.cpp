@@ -6,13 +6,21 @@
 
 namespace tank::engine {
 
-Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plugins, const PipelineContext& context) {
+Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plugins, const PipelineContext& context)
+    : plan_(plan_routes(document, plugins)),
+      routes_(build_routes(plan_, RouteServices{context.metrics, context.clock, context.agent_id, context.data_dir})) {
+  for (const ProcessorPlan& p : plan_.processors) {
+    if (!p.stage || p.inputs.empty()) continue;
+    plugin::ProcessorContext ctx{p.name,          p.inputs,      &context.queue,  context.metrics,
+                                 context.clock,   context.agent_id, context.data_dir};
+    stages_.push_back(StageEntry{p.name, p.type, p.descriptor->create_stage(*p.values, ctx)});
+  }
   for (const auto& d : plugins.all()) {
     if (d.kind != plugin::Kind::input) continue;
     for (const auto& values : document.instances(d.section->path)) {
       std::string name = plugin::input_name(values, d.name);
       plugin::InputContext ctx{name, context.queue, context.metrics, context.clock, context.agent_id,
-                               context.data_dir};
+                               context.data_dir, route(name)};
       if (!d.create_input) {
         throw plugin::StartError(fmt::format("input plugin \"{}\" cannot be created", d.name));
       }
@@ -23,8 +31,25 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
 
 Pipeline::~Pipeline() { stop(); }
 
+std::shared_ptr<const process::Route> Pipeline::route(std::string_view input) const {
+  auto it = routes_.find(input);
+  return it == routes_.end() ? nullptr : it->second;
+}
+
 void Pipeline::start() {
   std::lock_guard lock(mutex_);
+  for (; stages_started_ < stages_.size(); ++stages_started_) {
+    StageEntry& e = stages_[stages_started_];
+    try {
+      e.stage->start();
+      log::info("pipeline", "processor \"{}\" ({}) started", e.name, e.type);
+    } catch (const plugin::StartError& error) {
+      std::string message = fmt::format("processor \"{}\" ({}) cannot start: {}", e.name, e.type, error.what());
+      for (std::size_t i = stages_started_; i-- > 0;) stages_[i].stage->stop();
+      stages_started_ = 0;
+      throw plugin::StartError(message);
+    }
+  }
   for (; started_ < inputs_.size(); ++started_) {
     Entry& e = inputs_[started_];
     try {
@@ -34,6 +59,8 @@ void Pipeline::start() {
       std::string message = fmt::format("input \"{}\" ({}) cannot start: {}", e.name, e.type, error.what());
       for (std::size_t i = started_; i-- > 0;) inputs_[i].input->stop();
       started_ = 0;
+      for (std::size_t i = stages_started_; i-- > 0;) stages_[i].stage->stop();
+      stages_started_ = 0;
       throw plugin::StartError(message);
     }
   }
@@ -46,6 +73,11 @@ void Pipeline::stop() {
     log::info("pipeline", "input \"{}\" stopped", inputs_[i].name);
   }
   started_ = 0;
+  for (std::size_t i = stages_started_; i-- > 0;) {
+    stages_[i].stage->stop();
+    log::info("pipeline", "processor \"{}\" stopped", stages_[i].name);
+  }
+  stages_started_ = 0;
 }
 
 void Pipeline::set_paused(bool paused) {
@@ -64,9 +96,8 @@ std::vector<std::pair<std::string, std::string>> Pipeline::listening() const {
   return out;
 }
 
-std::vector<std::string> Pipeline::consumers(const config::Document& document) {
-  (void)document;
-  return {};  // outputs and processors arrive with their issues
+std::vector<std::string> Pipeline::consumers(const config::Document& document, const plugin::Registry& plugins) {
+  return plan_routes(document, plugins).consumers();  // outputs arrive with their issue
 }
 
 }  // namespace tank::engine

@@ -1,7 +1,9 @@
 #pragma once
 
-// The running plugins: builds each configured input from its factory, starts them in file
-// order, relays the queue's pressure to them, and stops them in reverse order.
+// The running plugins: plans the routes (engine/routes.hpp), builds each input with its route
+// (decoding and record checks) and each stage (processors that read the queue), starts the
+// stages and then the inputs in file order, relays the queue's pressure to the inputs, and stops
+// inputs first (the last started first), then stages.
 
 #include <memory>
 #include <mutex>
@@ -10,6 +12,7 @@
 
 #include "config/document.hpp"
 #include "plugin/input.hpp"
+#include "engine/routes.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::engine {
@@ -39,7 +42,11 @@ class Pipeline {
   std::vector<std::pair<std::string, std::string>> listening() const;
 
   // The names of the configured consumers (outputs, processors), for the queue.
-  static std::vector<std::string> consumers(const config::Document& document);
+  static std::vector<std::string> consumers(const config::Document& document, const plugin::Registry& plugins);
+
+  const RoutePlan& plan() const { return plan_; }
+  // The pre-queue route of an input (null for an unknown name), e.g. for a dead-letter replay.
+  std::shared_ptr<const process::Route> route(std::string_view input) const;
 
  private:
   struct Entry {
@@ -47,9 +54,18 @@ class Pipeline {
     std::string type;
     std::unique_ptr<plugin::Input> input;
   };
+  struct StageEntry {
+    std::string name;
+    std::string type;
+    std::unique_ptr<plugin::Stage> stage;
+  };
+  RoutePlan plan_;
+  std::map<std::string, std::shared_ptr<const process::Route>, std::less<>> routes_;
   mutable std::mutex mutex_;
   std::vector<Entry> inputs_;
+  std::vector<StageEntry> stages_;
   std::size_t started_ = 0;
+  std::size_t stages_started_ = 0;
 };
 
 }  // namespace tank::engine

@@ -108,6 +108,7 @@ class FileTail final : public plugin::Input {
         clock_(context.clock),
         metrics_(context.metrics, context.name, "file"),
         batch_limit_(input::batch_limit(context.queue)),
+        route_(context.route),
         component_("input " + context.name),
         state_prefix_("file/" + context.name + "/"),
         failures_(component_, log::Level::error) {}
@@ -451,7 +452,7 @@ class FileTail final : public plugin::Input {
   // Reads what every file has grown by, committing as batches fill.
   void read_round() {
     more_to_read_ = false;
-    Batch batch(name_, batch_limit_);
+    Batch batch(name_, batch_limit_, route_.get());
     std::map<FileId, std::uint64_t> touched;  // file -> offset to store with this batch
     std::vector<FileId> finished;
     bool refused = false;
@@ -660,6 +661,7 @@ class FileTail final : public plugin::Input {
   const Clock& clock_;
   InputMetrics metrics_;
   std::size_t batch_limit_;
+  std::shared_ptr<const process::Route> route_;
   std::string component_;
   std::string state_prefix_;
   log::Episode failures_;

@@ -14,6 +14,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 
@@ -31,7 +32,11 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace json = boost::json;
 using tcp = asio::ip::tcp;
+
+// How many refused records a reply lists (the rest are counted in "dead_lettered").
+constexpr std::size_t kMaxRejectedShown = 10;
 
 std::string describe(const tcp::endpoint& ep) {
   if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
@@ -94,6 +99,7 @@ class HttpIngest final : public plugin::Input {
         clock_(context.clock),
         metrics_(context.metrics, context.name, "http"),
         batch_limit_(input::batch_limit(context.queue)),
+        route_(context.route),
         component_("input " + context.name),
         failures_(component_, log::Level::error),
         refused_connections_(component_, log::Level::warn) {}
@@ -169,9 +175,11 @@ class HttpIngest final : public plugin::Input {
   Stored store(const JsonBody& decoded, const std::string& peer) {
     // No limit on the number of records: a body that fits one commit (max_commit_bytes, 1/64 of
     // the queue's bound, 64 KiB to 4 MiB) is stored in one transaction, all or nothing.
-    Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max());
+    Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
+    std::size_t dead_lettered = 0;
+    json::array rejected;  // the first few refused records, for the producer
     auto commit = [&]() -> std::optional<Stored> {
       if (batch.empty()) return std::nullopt;
       const queue::CommitResult r = queue_.commit(batch.write_batch());
@@ -180,6 +188,7 @@ class HttpIngest final : public plugin::Input {
           metrics_.committed(batch.records(), batch.payload_bytes());
           failures_.end("committing to the queue works again");
           accepted += batch.records();
+          dead_lettered += batch.dead_letters();
           batch.clear();
           return std::nullopt;
         case queue::CommitStatus::dropped:
@@ -202,14 +211,24 @@ class HttpIngest final : public plugin::Input {
       return std::nullopt;
     };
     const std::int64_t received = clock_.wall_ns();  // one arrival time for the whole body
+    std::size_t index = 0;
     for (std::string_view payload : decoded.payloads) {
       if (!batch.fits(payload.size(), peer.size() + 10)) {
         if (auto failed = commit()) return *failed;
       }
-      batch.add(payload, received, attrs);
+      if (!batch.add(payload, received, attrs, /*known_json=*/true) && rejected.size() < kMaxRejectedShown) {
+        const queue::DeadLetter& d = batch.write_batch().dead_letters.back();
+        rejected.push_back(json::object{{"index", index}, {"reason", d.reason}, {"detail", d.detail}});
+      }
+      ++index;
     }
     if (auto failed = commit()) return *failed;
-    return Stored{http::status::ok, fmt::format("{{\"accepted\":{}}}\n", accepted)};
+    json::object reply{{"accepted", accepted}};
+    if (dead_lettered > 0) {
+      reply["dead_lettered"] = dead_lettered;
+      reply["rejected"] = std::move(rejected);
+    }
+    return Stored{http::status::ok, json::serialize(reply) + "\n"};
   }
 
  private:
@@ -262,6 +281,7 @@ class HttpIngest final : public plugin::Input {
   const Clock& clock_;
   InputMetrics metrics_;
   std::size_t batch_limit_;
+  std::shared_ptr<const process::Route> route_;
   std::string component_;
   log::Episode failures_;
   log::Episode refused_connections_;

@@ -111,6 +111,7 @@ class MqttSource final : public plugin::Input {
         clock_(context.clock),
         metrics_(context.metrics, context.name, "mqtt"),
         batch_limit_(input::batch_limit(context.queue)),
+        route_(context.route),
         component_("input " + context.name),
         connect_failures_(component_, log::Level::warn),
         commit_failures_(component_, log::Level::error),
@@ -630,7 +631,7 @@ class MqttSource final : public plugin::Input {
     std::vector<char> chunk(64 * 1024);
     std::optional<Oversize> oversize;
     for (;;) {
-      Batch batch(name_, batch_limit_);
+      Batch batch(name_, batch_limit_, route_.get());
       std::string acks;
       std::size_t offset = 0;
       // Frame every complete packet in the buffer.
@@ -838,6 +839,7 @@ class MqttSource final : public plugin::Input {
   const tank::Clock& clock_;
   InputMetrics metrics_;
   std::size_t batch_limit_;
+  std::shared_ptr<const process::Route> route_;
   std::string component_;
   log::Episode connect_failures_;
   log::Episode commit_failures_;

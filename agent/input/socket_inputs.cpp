@@ -48,6 +48,7 @@ struct Core {
         clock(context.clock),
         metrics(context.metrics, context.name, type),
         batch_limit(input::batch_limit(context.queue)),
+        route(context.route),
         component("input " + context.name),
         failures(component, log::Level::error),
         refused_connections(component, log::Level::warn) {}
@@ -57,6 +58,7 @@ struct Core {
   const Clock& clock;
   InputMetrics metrics;
   std::size_t batch_limit;
+  std::shared_ptr<const process::Route> route;
   std::string component;
   log::Episode failures;
   log::Episode refused_connections;
@@ -223,7 +225,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   void push_current() {
     if (current_.empty()) return;
     ready_.push_back(std::move(current_));
-    current_ = Batch(core_.name, core_.batch_limit);
+    current_ = Batch(core_.name, core_.batch_limit, core_.route.get());
   }
 
   // Commits the batches read so far, in order; then reads again (or closes after the end).
@@ -298,7 +300,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   std::vector<char> buffer_;
   LineFramer framer_;
   std::string peer_;
-  Batch current_{core_.name, core_.batch_limit};
+  Batch current_{core_.name, core_.batch_limit, core_.route.get()};
   std::deque<Batch> ready_;
   bool waiting_ = false;
   bool closed_ = false;
@@ -691,7 +693,7 @@ class DatagramInput final : public plugin::Input {
   Endpoint endpoint_;
   std::string where_;
   std::vector<char> buffer_;
-  Batch batch_{core_.name, core_.batch_limit};
+  Batch batch_{core_.name, core_.batch_limit, core_.route.get()};
   std::uint32_t kernel_drops_ = 0;
   std::atomic<bool> stopped_{false};
   std::thread thread_;

@@ -29,6 +29,9 @@ class Registry;
 namespace tank::queue {
 class Queue;
 }
+namespace tank::process {
+class Route;
+}
 
 namespace tank::plugin {
 
@@ -46,6 +49,9 @@ struct InputContext {
   const Clock& clock;
   std::string agent_id;
   std::filesystem::path data_dir;
+  // The decoding and checks each record goes through before it is committed (null: none). The
+  // input passes it to every input::Batch it makes.
+  std::shared_ptr<const process::Route> route = nullptr;
 };
 
 class Input {
@@ -72,6 +78,21 @@ class Input {
 
 using InputFactory = std::function<std::unique_ptr<Input>(const config::SectionValues& options,
                                                          const InputContext& context)>;
+
+// The `format` option of inputs whose records may be JSON, text or raw bytes (inputs.http has
+// none: it takes JSON only). The engine reads it to build the input's route (process/route.hpp).
+inline constexpr std::string_view kRecordFormats[] = {"json", "text", "raw"};
+constexpr config::Option format_option(std::string_view default_value) {
+  return {.name = "format",
+          .type = config::Type::choice,
+          .default_value = default_value,
+          .description = "How each record is decoded before it is committed: \"json\" (one JSON value; anything "
+                         "else goes to the dead-letter store with reason `decode_error`, the parser's message and "
+                         "the byte offset), \"text\" (UTF-8; invalid UTF-8 is a `decode_error`) or \"raw\" (any "
+                         "bytes). Processors that read fields (validate with a schema or time_field, aggregate) "
+                         "need \"json\".",
+          .choices = kRecordFormats};
+}
 
 // Options every input has, declared once: `name`.
 std::span<const config::Option> input_common_options();

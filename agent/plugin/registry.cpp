@@ -56,9 +56,32 @@ const config::Option kInputCommon[] = {
      .default_note = "the plugin's name, e.g. `tcp`"},
 };
 
+const config::Option kProcessorCommon[] = {
+    {.name = "name",
+     .type = config::Type::string,
+     .default_value = "",
+     .description = "Names this processor in metrics, logs, dead letters and `tank check --explain`; unique among "
+                    "processors: letters, digits, '.', '_' and '-', at most 64.",
+     .default_note = "the plugin's name (`validate`, `aggregate`): set one when there are two of a kind"},
+    {.name = "inputs",
+     .type = config::Type::string_list,
+     .default_value = "",
+     .description = "The inputs whose records this processor takes, by name.",
+     .default_note = "all inputs"},
+};
+
 }  // namespace
 
 std::span<const config::Option> input_common_options() { return kInputCommon; }
+std::span<const config::Option> processor_common_options() { return kProcessorCommon; }
+
+std::string processor_name(const config::SectionValues& values, std::string_view plugin_name) {
+  return values.has("name") ? values.string("name") : std::string(plugin_name);
+}
+
+std::string stage_consumer_name(std::string_view processor_name) {
+  return fmt::format("processor/{}", processor_name);
+}
 
 std::string input_name(const config::SectionValues& values, std::string_view plugin_name) {
   return values.has("name") ? values.string("name") : std::string(plugin_name);

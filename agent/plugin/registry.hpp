@@ -13,6 +13,7 @@
 
 #include "config/schema.hpp"
 #include "plugin/input.hpp"
+#include "plugin/processor.hpp"
 
 namespace tank::plugin {
 
@@ -26,7 +27,11 @@ struct Descriptor {
   std::string_view name;           // "mqtt"
   const config::Section* section;  // its options; section->path is "inputs.mqtt"
   std::string_view summary;
-  InputFactory create_input;       // for inputs
+  InputFactory create_input = {};  // for inputs
+  CheckFactory create_check = {};  // for processors that check records before the queue
+  StageFactory create_stage = {};  // for processors that read the queue
+  // For processors: whether this instance needs its inputs' records decoded as JSON.
+  bool (*needs_json)(const config::SectionValues& options) = nullptr;
 };
 
 class Registry {

@@ -15,6 +15,7 @@ using config::Type;
 constexpr std::string_view kReadFrom[] = {"beginning", "end"};
 
 const Option kOptions[] = {
+    plugin::format_option("\"text\""),
     {.name = "paths",
      .type = Type::string_list,
      .default_value = "",
@@ -115,7 +116,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_file(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "file", &kSection, "lines from files, across rotations", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "file",
+                .section = &kSection,
+                .summary = "lines from files, across rotations",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

@@ -100,7 +100,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_http(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "http", &kSection, "records POSTed as JSON, NDJSON or a JSON array", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "http",
+                .section = &kSection,
+                .summary = "records POSTed as JSON, NDJSON or a JSON array",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

@@ -15,6 +15,7 @@ using config::Type;
 constexpr std::string_view kVersions[] = {"3.1.1", "5"};
 
 const Option kOptions[] = {
+    plugin::format_option("\"json\""),
     {.name = "servers",
      .type = Type::string_list,
      .default_value = "",
@@ -194,7 +195,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_mqtt(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "mqtt", &kSection, "messages from MQTT brokers", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "mqtt",
+                .section = &kSection,
+                .summary = "messages from MQTT brokers",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

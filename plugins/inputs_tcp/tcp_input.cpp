@@ -13,6 +13,7 @@ using config::Option;
 using config::Type;
 
 const Option kOptions[] = {
+    plugin::format_option("\"text\""),
     {.name = "listen",
      .type = Type::string,
      .default_value = "\"127.0.0.1:5170\"",
@@ -78,7 +79,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_tcp(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "tcp", &kSection, "newline-delimited records over TCP", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "tcp",
+                .section = &kSection,
+                .summary = "newline-delimited records over TCP",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

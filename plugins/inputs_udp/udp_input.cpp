@@ -11,6 +11,7 @@ using config::Option;
 using config::Type;
 
 const Option kOptions[] = {
+    plugin::format_option("\"text\""),
     {.name = "listen",
      .type = Type::string,
      .default_value = "\"127.0.0.1:5171\"",
@@ -62,7 +63,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_udp(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "udp", &kSection, "one record per UDP datagram", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "udp",
+                .section = &kSection,
+                .summary = "one record per UDP datagram",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

@@ -18,6 +18,7 @@ using config::Type;
 constexpr std::string_view kSocketTypes[] = {"stream", "datagram"};
 
 const Option kOptions[] = {
+    plugin::format_option("\"text\""),
     {.name = "path",
      .type = Type::string,
      .default_value = "",
@@ -117,7 +118,11 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
 }  // namespace
 
 void register_inputs_unix(plugin::Registry& registry) {
-  registry.add({plugin::Kind::input, "unix", &kSection, "records over a unix stream or datagram socket", create});
+  registry.add({.kind = plugin::Kind::input,
+                .name = "unix",
+                .section = &kSection,
+                .summary = "records over a unix stream or datagram socket",
+                .create_input = create});
 }
 
 }  // namespace tank::plugins

@@ -1,6 +1,8 @@
 // The real tank binary with every input at once, fed malformed and oversized input: each bad
 // piece is dead-lettered with its reason (or refused with one, for HTTP), the good input
-// around it still becomes records, and tank keeps running and stops cleanly.
+// around it still becomes records, and tank keeps running and stops cleanly. The inputs use
+// each format: text (the socket and file default: garbage is a decode_error), json (the MQTT
+// default), raw (any bytes are a record).
 
 #include <catch2/catch.hpp>
 
@@ -62,7 +64,7 @@ TEST_CASE("bad input on every input is dead-lettered or refused with a reason, a
            "[[inputs.udp]]\nname = \"udp\"\nlisten = \"127.0.0.1:0\"\nmax_message_bytes = \"1KiB\"\n\n"
            "[[inputs.unix]]\nname = \"unix\"\npath = \"" + stream_sock.string() + "\"\nmax_line_bytes = \"1KiB\"\n\n"
            "[[inputs.unix]]\nname = \"unixgram\"\npath = \"" + dgram_sock.string() +
-           "\"\nsocket_type = \"datagram\"\nmax_message_bytes = \"1KiB\"\n\n"
+           "\"\nsocket_type = \"datagram\"\nmax_message_bytes = \"1KiB\"\nformat = \"raw\"\n\n"
            "[[inputs.http]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"16KiB\"\n\n"
            "[[inputs.file]]\nname = \"file\"\npaths = [\"" + (dir / "logs" / "*.log").string() +
            "\"]\nmax_line_bytes = \"1KiB\"\npoll_interval = \"50ms\"\n\n"
@@ -90,11 +92,13 @@ TEST_CASE("bad input on every input is dead-lettered or refused with a reason, a
   udp_send(where.at("udp"), garbage);
   udp_send(where.at("udp"), "good-udp");
   unix_datagram_send(dgram_sock.string(), big);
+  unix_datagram_send(dgram_sock.string(), garbage);  // format = "raw": a record as it is
   unix_datagram_send(dgram_sock.string(), "good-unixgram");
   // A file with an oversize line, an unterminated one is not taken until its newline comes.
   write_file(dir / "logs" / "app.log", "good-file-1\n" + big + "\n" + garbage + "\ngood-file-2\n");
-  // MQTT: an oversize message and a good one.
-  REQUIRE(publish_all(broker.uri(), "bad/x", {big, "good-mqtt"}, 1, std::chrono::seconds(30)) == 2);
+  // MQTT (format = "json" by default): an oversize message, one that is not JSON, a good one.
+  REQUIRE(publish_all(broker.uri(), "bad/x", {big, "{\"t\": 1,}", "{\"good\":\"mqtt\"}"}, 1,
+                      std::chrono::seconds(30)) == 3);
   // HTTP: refused with a status and a reason, nothing stored; then a good body.
   auto too_big = http_request(where.at("http"), "POST", "/", std::string(20000, '['));
   REQUIRE(too_big);
@@ -115,8 +119,10 @@ TEST_CASE("bad input on every input is dead-lettered or refused with a reason, a
   CHECK(good->status == 200);
 
   const std::multiset<std::pair<std::string, std::string>> want_letters = {
-      {"tcp", "line_too_long"},          {"unix", "line_too_long"},         {"udp", "message_too_large"},
-      {"unixgram", "message_too_large"}, {"file", "line_too_long"},         {"mqtt", "message_too_large"}};
+      {"tcp", "line_too_long"},          {"unix", "line_too_long"}, {"udp", "message_too_large"},
+      {"unixgram", "message_too_large"}, {"file", "line_too_long"}, {"mqtt", "message_too_large"},
+      {"tcp", "decode_error"},           {"unix", "decode_error"},  {"udp", "decode_error"},
+      {"file", "decode_error"},          {"mqtt", "decode_error"}};
   std::multiset<std::pair<std::string, std::string>> letters;
   CHECK(wait_until([&] {
     letters = dead_letters(dir / "data");
@@ -125,23 +131,34 @@ TEST_CASE("bad input on every input is dead-lettered or refused with a reason, a
   for (const auto& [input, reason] : letters) UNSCOPED_INFO("dead letter " << input << " " << reason);
 
   const std::set<std::string> want_good = {"good-tcp-1", "good-tcp-2", "good-unix-1", "good-unix-2", "good-udp",
-                                           "good-unixgram", "good-file-1", "good-file-2", "good-mqtt",
+                                           "good-unixgram", "good-file-1", "good-file-2", "{\"good\":\"mqtt\"}",
                                            "{\"good\":\"http\"}"};
   std::set<std::string> payloads;
   CHECK(wait_until([&] {
     payloads = payloads_in(dir / "data" / "queue");
     return std::includes(payloads.begin(), payloads.end(), want_good.begin(), want_good.end());
   }, std::chrono::seconds(20)));
-  // Garbage that is not too long is a record as it is (decoding comes later in the pipeline);
-  // the HTTP bodies that were refused left nothing.
-  CHECK(payloads.contains(garbage));  // from udp
+  // Garbage is a record as it is only where format = "raw"; the HTTP bodies that were refused
+  // left nothing.
+  CHECK(payloads.contains(garbage));  // from unixgram
+  CHECK(payloads.size() == want_good.size() + 1);
   CHECK(!payloads.contains("{\"ok\":1}"));
+
+  // A decode_error says where: the parser's message and byte offset, the first bad UTF-8 byte.
+  auto listed = run({tank_binary(), "dlq", "list", "--data-dir", (dir / "data").string(), "--json", "--reason",
+                     "decode_error", "--limit", "100"});
+  CHECK(listed.exit_code == 0);
+  CHECK(listed.out.find("not UTF-8 text: invalid byte 0xff at byte 1") != std::string::npos);
+  CHECK(listed.out.find("not JSON: ") != std::string::npos);
+  CHECK(listed.out.find("at byte 8") != std::string::npos);
 
   // Counted per input and reason; tank still runs and stops cleanly.
   const std::string exposition = scrape(metrics);
   CHECK(metric_value(exposition, "tank_input_errors_total{input=\"tcp\",reason=\"line_too_long\",type=\"tcp\"}") == 1);
   CHECK(metric_value(exposition, "tank_input_errors_total{input=\"http\",reason=\"body_too_large\",type=\"http\"}") == 1);
   CHECK(metric_value(exposition, "tank_input_errors_total{input=\"mqtt\",reason=\"message_too_large\",type=\"mqtt\"}") == 1);
+  CHECK(metric_value(exposition, "tank_dead_letters_total{input=\"mqtt\",reason=\"decode_error\"}") == 1);
+  CHECK(metric_value(exposition, "tank_dead_letters_total{input=\"tcp\",reason=\"decode_error\"}") == 1);
   CHECK(tank.process().running());
   CHECK(tank.stop() == 0);
 }
