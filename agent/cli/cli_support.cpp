@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "common/strings.hpp"
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
 
@@ -29,19 +30,7 @@ std::optional<std::filesystem::path> resolve_data_dir(const ParsedArgs& args, co
   return dir;
 }
 
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (std::size_t j = 1; j < n; ++j) {
-      if ((static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
-    }
-    i += n;
-  }
-  return true;
-}
+bool valid_utf8(std::string_view s) { return !strings::invalid_utf8_at(s).has_value(); }
 
 std::string base64(std::string_view s) {
   std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');

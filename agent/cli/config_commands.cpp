@@ -11,6 +11,7 @@
 #include "config/reference.hpp"
 #include "engine/agent.hpp"
 #include "engine/agent_config.hpp"
+#include "engine/routes.hpp"
 
 namespace tank::cli {
 namespace {
@@ -66,15 +67,18 @@ int check_command(std::span<const std::string> argv, const plugin::Registry& plu
   static const OptionSpec kCheckOptions[] = {
       {{"-c", "--config"}, true},
       {{"--print-default"}, false},
+      {{"--explain"}, false},
       {{"-h", "--help"}, false},
   };
   ParsedArgs args = parse_args(argv, kCheckOptions);
   if (args.has("--help")) {
-    std::cout << "Usage: tank check [-c FILE] [--print-default]\n\n"
+    std::cout << "Usage: tank check [-c FILE] [--explain] [--print-default]\n\n"
                  "Validates a configuration without starting anything and lists every problem,\n"
                  "each as file:line:column: key: what was expected. Without -c it checks the\n"
                  "embedded default configuration.\n\n"
                  "  -c, --config FILE   the TOML configuration file\n"
+                 "  --explain           also show the pipeline of each input: decoding, which\n"
+                 "                      processors it flows through, and where records go\n"
                  "  --print-default     print the embedded default configuration and exit\n"
                  "  -h, --help          this help\n\n"
                  "Exit codes: 0 valid (warnings may be printed), 2 invalid or usage error.\n";
@@ -82,7 +86,7 @@ int check_command(std::span<const std::string> argv, const plugin::Registry& plu
   }
   if (!args.error.empty() || !args.positional.empty()) {
     std::cerr << "tank check: " << (args.error.empty() ? "unexpected argument " + args.positional[0] : args.error)
-              << "\nUsage: tank check [-c FILE] [--print-default]\n";
+              << "\nUsage: tank check [-c FILE] [--explain] [--print-default]\n";
     return kExitUsage;
   }
   if (args.has("--print-default")) {
@@ -92,6 +96,7 @@ int check_command(std::span<const std::string> argv, const plugin::Registry& plu
   auto document = load(args, plugins);
   if (!document) return kExitUsage;
   std::cout << fmt::format("{}: configuration OK\n", document->source);
+  if (args.has("--explain")) std::cout << "\n" << engine::plan_routes(*document, plugins).explain();
   return kExitOk;
 }
 

@@ -16,6 +16,10 @@
 #include "common/systemd_notify.hpp"
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
+#include <boost/json.hpp>
+
+#include "engine/control.hpp"
+#include "engine/dead_letter_ops.hpp"
 #include "engine/pipeline.hpp"
 #include "engine/run_state.hpp"
 #include "metrics/http_server.hpp"
@@ -104,7 +108,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
 
   queue::Options queue_options = queue::options_from(document, agent.data_dir / "queue");
   queue_options.verification = verification.depth;
-  queue_options.consumers = Pipeline::consumers(document);
+  queue_options.consumers = Pipeline::consumers(document, plugins);
   // A full check of a large queue on slow storage can outlast systemd's start timeout.
   queue_options.on_verification_wait = [] { systemd::notify("EXTEND_TIMEOUT_USEC=30000000"); };
   if (verification.depth == queue::Verification::full) {
@@ -154,6 +158,41 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     return 1;
   }
 
+  // The control socket: `tank dlq replay|purge` ask the running agent, which alone writes its queue.
+  std::unique_ptr<ControlServer> control;
+  try {
+    control = std::make_unique<ControlServer>(
+        agent.data_dir / kControlSocketName, [&](const boost::json::object& request) -> boost::json::object {
+          const auto* command = request.if_contains("command");
+          const std::string name = command != nullptr && command->is_string() ? std::string(command->as_string()) : "";
+          if (name == "dlq.replay") {
+            ReplayOutcome outcome = replay_dead_letters(
+                *queue, [&](std::string_view input) { return pipeline->route(input); }, selection_from_json(request),
+                clock);
+            log::info(kComponent, "dead-letter replay: {} replayed, {} failed again, {} kept{}", outcome.replayed,
+                      outcome.failed_again, outcome.kept, outcome.error.empty() ? "" : "; stopped: " + outcome.error);
+            return to_json(outcome);
+          }
+          if (name == "dlq.purge") {
+            PurgeOutcome outcome = purge_dead_letters(*queue, selection_from_json(request));
+            log::info(kComponent, "dead-letter purge: {} entries deleted{}", outcome.purged,
+                      outcome.error.empty() ? "" : "; stopped: " + outcome.error);
+            return to_json(outcome);
+          }
+          return boost::json::object{{"ok", false}, {"error", fmt::format("unknown command \"{}\"", name)}};
+        });
+    control->start();
+  } catch (const std::exception& e) {
+    log::error(kComponent, "{}", e.what());
+    pipeline->stop();
+    queue->set_pressure_listener(nullptr);
+    if (server) server->stop();
+    queue->close();
+    state.state = "stopped";
+    write_run_state(state_path, state);
+    return 1;
+  }
+
   phase = Phase::running;
   state.state = "running";
   state.inputs = pipeline->listening();
@@ -191,6 +230,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   systemd::notify("STOPPING=1");
   state.state = "stopping";
   write_run_state(state_path, state);
+  control->stop();
   // Inputs first: what they read is committed (or left with its source) before the queue closes.
   pipeline->stop();
   queue->set_pressure_listener(nullptr);

@@ -1,0 +1,498 @@
+// processors.aggregate: event-time windows over the records of its inputs, after the queue.
+//
+// A stage (plugin/processor.hpp): a queue consumer with its own thread. For each input it takes,
+// one process::Aggregator (windows, watermark, functions; see agent/process/aggregator.hpp).
+//
+//   queue --read (raw records of its inputs)--> Aggregator::add --> closed windows
+//     ^                                                                  |
+//     +-- one commit: derived records + window state + consumer position + dead letters
+//
+// Exactly-once across kill -9: the window state and the consumer position are committed in the
+// same LMDB transaction as the aggregates they produced. After a restart the state is restored
+// as of the last commit and the records after the position are read again, in the same order,
+// so the output is that of an uninterrupted run (only idle_timeout, which follows processing
+// time, can close windows at a different point).
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "plugin/registry.hpp"
+#include "process/aggregator.hpp"
+#include "process/event_time.hpp"
+#include "process/json_schema.hpp"
+#include "process/processor_metrics.hpp"
+#include "queue/queue.hpp"
+
+namespace tank::plugins {
+namespace {
+
+using config::Option;
+using config::Type;
+
+const std::string_view kTimeFormats[] = {"auto", "unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"};
+const std::string_view kFunctions[] = {"count", "sum", "min", "max", "mean", "first", "last", "stddev"};
+const std::string_view kLate[] = {"dead_letter", "pass"};
+
+const Option kOptions[] = {
+    {.name = "window",
+     .type = Type::duration,
+     .default_value = "",
+     .description = "The window length. Windows are aligned to the Unix epoch: a 10s window holds event times "
+                    "[t, t+10s) for t a multiple of 10 s (of `hop` for hopping windows).",
+     .min = "1ms",
+     .required = true},
+    {.name = "hop",
+     .type = Type::duration,
+     .default_value = "",
+     .description = "For hopping windows: a new window starts every `hop` (less than `window`), so each record is "
+                    "in window/hop windows.",
+     .min = "1ms",
+     .default_note = "`window` (tumbling windows)"},
+    {.name = "time_field",
+     .type = Type::string,
+     .default_value = "",
+     .description = "The field holding the event time (`ts`, `a.b`, or a JSON pointer `/a/b`).",
+     .required = true},
+    {.name = "time_format",
+     .type = Type::choice,
+     .default_value = "\"auto\"",
+     .description = "How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
+                    "or \"auto\" (strings as RFC 3339; numbers by magnitude).",
+     .choices = kTimeFormats},
+    {.name = "group_by",
+     .type = Type::string_list,
+     .default_value = "[]",
+     .description = "Fields whose values form the group key (a missing field groups as null); each aggregate "
+                    "carries them under the same names."},
+    {.name = "fields",
+     .type = Type::list_table,
+     .default_value = "",
+     .description = "The functions per field, e.g. { temp = [\"min\", \"max\", \"mean\"] }. An aggregate has "
+                    "`<field>_<function>` for each; numeric functions skip values that are not numbers (counted in "
+                    "tank_processor_ignored_values_total); stddev is the sample standard deviation; a function with "
+                    "no value to work on gives null.",
+     .choices = kFunctions,
+     .required = true},
+    {.name = "allowed_lateness",
+     .type = Type::duration,
+     .default_value = "\"0s\"",
+     .description = "The watermark is the highest event time seen minus this; a window closes (and its aggregate "
+                    "is emitted) once the watermark passes its end."},
+    {.name = "idle_timeout",
+     .type = Type::duration,
+     .default_value = "\"1m\"",
+     .description = "When no record of an input arrived for this long (processing time), its open windows are "
+                    "closed and emitted.",
+     .min = "10ms"},
+    {.name = "late",
+     .type = Type::choice,
+     .default_value = "\"dead_letter\"",
+     .description = "A record whose windows are all closed: \"dead_letter\" (reason `late`) or \"pass\" (passed on "
+                    "to the outputs unaggregated, with the attribute late = true).",
+     .choices = kLate},
+    {.name = "max_open_windows",
+     .type = Type::integer,
+     .default_value = "100000",
+     .description = "The most (window, group) cells held at once, per input; a record that would open one more goes "
+                    "to the dead-letter store with reason `window_limit`.",
+     .min = "1",
+     .max = "100000000"},
+};
+
+void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
+  if (v.has("hop") && v.has("window") && v.duration("hop") > v.duration("window")) {
+    diagnostics.error(v.location_of("hop"), v.path() + ".hop",
+                      fmt::format("hop ({}) must not be longer than window ({}): records would fall between windows",
+                                  units::format_duration(v.duration("hop")), units::format_duration(v.duration("window"))));
+  }
+  if (v.has("fields")) {
+    const auto& fields = v.list_table("fields");
+    if (fields.empty()) {
+      diagnostics.error(v.location_of("fields"), v.path() + ".fields", "name at least one field and its functions");
+    }
+    std::set<std::string> names{"window_start", "window_end", "count"};
+    if (v.has("group_by")) {
+      for (const auto& g : v.strings("group_by")) {
+        if (!names.insert(g).second) {
+          diagnostics.error(v.location_of("group_by"), v.path() + ".group_by",
+                            fmt::format("\"{}\" would collide with another key of the aggregate", g));
+        }
+      }
+    }
+    for (const auto& [field, functions] : fields) {
+      if (functions.empty()) {
+        diagnostics.error(v.location_of("fields"), v.path() + ".fields." + field,
+                          "name at least one function: count, sum, min, max, mean, first, last or stddev");
+      }
+      for (const auto& f : functions) {
+        if (!names.insert(field + "_" + f).second) {
+          diagnostics.error(v.location_of("fields"), v.path() + ".fields." + field,
+                            fmt::format("\"{}_{}\" would appear twice in the aggregate", field, f));
+        }
+      }
+    }
+  }
+}
+
+bool needs_json(const config::SectionValues&) { return true; }
+
+const config::Section kSection{
+    .path = "processors.aggregate",
+    .summary = "Event-time windows (tumbling, or hopping with `hop`) over the records of its inputs, grouped by "
+               "`group_by`, with count, sum, min, max, mean, first, last and stddev per field. Runs after the queue: "
+               "the window state is committed with the records it absorbed, so a kill -9 and a restart give exactly "
+               "the output of an uninterrupted run. Outputs receive the aggregates of these inputs instead of their "
+               "records. Each aggregate is a JSON object: window_start, window_end (RFC 3339), count, the group_by "
+               "fields, then `<field>_<function>`.",
+    .options = kOptions,
+    .common = plugin::processor_common_options(),
+    .repeated = true,
+    .check = check,
+};
+
+struct Settings {
+  process::AggregateSpec spec;
+  std::chrono::nanoseconds idle_timeout{};
+  bool late_pass = false;
+};
+
+// Commit when this much state and output is pending, or this long after the first change.
+constexpr auto kCommitInterval = std::chrono::milliseconds(200);
+constexpr auto kPollInterval = std::chrono::milliseconds(20);
+
+class AggregateStage final : public plugin::Stage {
+ public:
+  AggregateStage(Settings settings, const plugin::ProcessorContext& context)
+      : settings_(std::move(settings)),
+        name_(context.name),
+        consumer_(plugin::stage_consumer_name(context.name)),
+        inputs_(context.inputs),
+        queue_(*context.queue),
+        clock_(context.clock),
+        metrics_(context.metrics, context.name, "aggregate"),
+        component_("processor " + context.name),
+        failures_(component_, log::Level::error) {
+    filter_.inputs = inputs_;
+    filter_.origin = queue::RouteFilter::Origin::raw;
+  }
+
+  ~AggregateStage() override { stop(); }
+
+  void start() override {
+    if (!queue_.position(consumer_)) queue_.add_consumer(consumer_);
+    restore();
+    stopping_ = false;
+    thread_ = std::thread([this] { run(); });
+  }
+
+  void stop() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Route {
+    std::string input;
+    std::string prefix;  // state keys: "aggregate/<processor>/<input>/"
+    std::unique_ptr<process::Aggregator> aggregator;
+    std::chrono::steady_clock::time_point last_record;
+    std::uint64_t ignored_reported = 0;
+  };
+
+  // Pending, not yet committed.
+  struct Pending {
+    queue::WriteBatch batch;
+    std::map<std::string, std::optional<std::string>> state;  // key -> value (nullopt: delete)
+    std::size_t bytes = 0;
+    std::uint64_t position = 0;
+    std::uint64_t emitted = 0;
+    std::chrono::steady_clock::time_point since{};
+    bool empty() const { return batch.records.empty() && batch.dead_letters.empty() && state.empty() && position == 0; }
+  };
+
+  void restore() {
+    routes_.clear();
+    for (const std::string& input : inputs_) {
+      Route r;
+      r.input = input;
+      r.prefix = fmt::format("aggregate/{}/{}/", name_, input);
+      r.aggregator = std::make_unique<process::Aggregator>(settings_.spec);
+      r.last_record = std::chrono::steady_clock::now();
+      std::vector<std::pair<std::string, std::string>> entries;
+      for (auto& [key, value] : queue_.state_with_prefix(r.prefix)) {
+        entries.emplace_back(key.substr(r.prefix.size()), std::move(value));
+      }
+      if (!entries.empty()) {
+        try {
+          r.aggregator->restore(entries);
+        } catch (const process::SpecMismatch& e) {
+          // The windows or functions changed: the old state cannot continue. Its open windows are
+          // dropped (said here, once); records already absorbed into them are not re-read.
+          log::warn(component_, "the aggregation settings changed since the last run; {} open cell(s) of input \"{}\" "
+                                "from the old settings are discarded ({})",
+                    entries.size(), input, e.what());
+          r.aggregator = std::make_unique<process::Aggregator>(settings_.spec);
+          for (const auto& [key, value] : entries) discard_.push_back(r.prefix + key);
+        } catch (const std::exception& e) {
+          throw plugin::StartError(fmt::format("the saved window state of input \"{}\" cannot be read ({}); delete "
+                                               "the queue's state or move the data directory aside",
+                                               input, e.what()));
+        }
+      }
+      metrics_.set_windows_open(r.aggregator->open_cells());
+      routes_.push_back(std::move(r));
+    }
+    position_ = queue_.position(consumer_).value_or(0);
+  }
+
+  Route* route_of(std::string_view input) {
+    for (Route& r : routes_) {
+      if (r.input == input) return &r;
+    }
+    return nullptr;
+  }
+
+  void run() {
+    Pending pending;
+    for (const std::string& key : discard_) pending.state[key] = std::nullopt;
+    discard_.clear();
+    std::vector<process::Emitted> emitted;
+    std::string detail;
+    const std::size_t commit_bytes = static_cast<std::size_t>(queue_.max_commit_bytes()) / 2;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) break;
+      }
+      queue::ReadBatch batch;
+      try {
+        batch = queue_.read(position_, queue::ReadLimits{1024, 1 << 20}, &filter_);
+      } catch (const std::exception& e) {
+        failures_.occur(fmt::format("reading the queue failed: {}", e.what()));
+        wait(std::chrono::milliseconds(500));
+        continue;
+      }
+      for (const queue::RecordView& record : batch.records()) {
+        metrics_.in();
+        Route* r = route_of(record.input);
+        if (r == nullptr) continue;  // not one of ours (the filter keeps them out)
+        r->last_record = std::chrono::steady_clock::now();
+        if (pending.since == std::chrono::steady_clock::time_point{}) pending.since = r->last_record;
+        process::DecodeError error;
+        const boost::json::value* doc = decoder_.decode(record.payload, &error);
+        if (doc == nullptr) {
+          dead_letter(pending, record, "decode_error", fmt::format("not JSON: {} at byte {}", error.message, error.offset));
+          continue;
+        }
+        detail.clear();
+        switch (r->aggregator->add(*doc, &detail)) {
+          case process::AddOutcome::absorbed:
+            break;
+          case process::AddOutcome::late:
+            metrics_.late();
+            if (settings_.late_pass) {
+              const queue::Attribute attrs[] = {{"processor", name_}, {"late", "true"}};
+              pending.batch.records.add(record.input, clock_.wall_ns(), record.payload, attrs, queue::kRecordDerived);
+              pending.bytes += record.payload.size() + 64;
+              metrics_.out();
+            } else {
+              dead_letter(pending, record, "late",
+                          fmt::format("every window of this record closed already (watermark {}){}",
+                                      process::format_rfc3339_ns(r->aggregator->watermark()),
+                                      detail.empty() ? "" : ": " + detail));
+            }
+            break;
+          case process::AddOutcome::not_object:
+            dead_letter(pending, record, "not_an_object", detail.empty() ? "the record is not a JSON object" : detail);
+            break;
+          case process::AddOutcome::bad_time:
+            dead_letter(pending, record, "time_invalid", detail);
+            break;
+          case process::AddOutcome::cell_limit:
+            dead_letter(pending, record, "window_limit", detail);
+            break;
+        }
+        emitted.clear();
+        r->aggregator->close_ready(&emitted);
+        emit(pending, *r, emitted);
+        // Keep the pending state small enough for one commit.
+        if (pending.bytes >= commit_bytes / 4) collect_state(pending);
+      }
+      if (batch.scanned_to() > 0) {
+        position_ = batch.scanned_to();
+        pending.position = position_;
+      }
+      close_idle(pending, emitted);
+      collect_state(pending);
+      const bool due = !pending.empty() &&
+                       (pending.bytes >= commit_bytes / 2 || batch.empty() ||
+                        std::chrono::steady_clock::now() - pending.since >= kCommitInterval);
+      if (due) commit(pending);
+      if (batch.empty()) wait(kPollInterval);
+    }
+    // A clean stop commits what was read.
+    collect_state(pending);
+    if (!pending.empty()) commit(pending, /*stopping=*/true);
+  }
+
+  void dead_letter(Pending& pending, const queue::RecordView& record, std::string_view reason, std::string detail) {
+    queue::DeadLetter d = queue::DeadLetter::make(record.input, reason, fmt::format("processor \"{}\": {}", name_, detail),
+                                                  record.payload, clock_.wall_ns());
+    d.attributes = std::string(record.attributes);
+    pending.bytes += d.original.size() + d.detail.size() + d.attributes.size() + 600;
+    pending.batch.dead_letters.push_back(std::move(d));
+    metrics_.dead_lettered(reason);
+  }
+
+  void emit(Pending& pending, Route& r, const std::vector<process::Emitted>& emitted) {
+    if (emitted.empty()) return;
+    const queue::Attribute attrs[] = {{"processor", name_}};
+    const std::int64_t now = clock_.wall_ns();
+    for (const process::Emitted& e : emitted) {
+      pending.batch.records.add(r.input, now, e.json, attrs, queue::kRecordDerived);
+      pending.bytes += e.json.size() + 64;
+    }
+    pending.emitted += emitted.size();
+  }
+
+  void close_idle(Pending& pending, std::vector<process::Emitted>& emitted) {
+    const auto now = std::chrono::steady_clock::now();
+    for (Route& r : routes_) {
+      if (r.aggregator->open_cells() == 0 || now - r.last_record < settings_.idle_timeout) continue;
+      emitted.clear();
+      r.aggregator->close_all(&emitted);
+      emit(pending, r, emitted);
+      if (pending.since == std::chrono::steady_clock::time_point{}) pending.since = now;
+      log::debug(component_, "input \"{}\" idle for {}: closed {} window(s)", r.input,
+                 units::format_duration(settings_.idle_timeout), emitted.size());
+    }
+  }
+
+  // Moves the aggregators' changed state into `pending` (the last change of a key wins).
+  void collect_state(Pending& pending) {
+    std::vector<std::pair<std::string, std::string>> puts;
+    std::vector<std::string> deletes;
+    for (Route& r : routes_) {
+      puts.clear();
+      deletes.clear();
+      r.aggregator->take_changes(&puts, &deletes);
+      for (auto& [key, value] : puts) {
+        auto& slot = pending.state[r.prefix + key];
+        pending.bytes += value.size() + key.size() + r.prefix.size() + 16;
+        slot = std::move(value);
+      }
+      for (auto& key : deletes) pending.state[r.prefix + key] = std::nullopt;
+      const std::uint64_t ignored = r.aggregator->ignored_values();
+      if (ignored > r.ignored_reported) {
+        metrics_.ignored_values(ignored - r.ignored_reported);
+        r.ignored_reported = ignored;
+      }
+    }
+  }
+
+  void commit(Pending& pending, bool stopping = false) {
+    queue::WriteBatch& w = pending.batch;
+    for (auto& [key, value] : pending.state) {
+      if (value) w.state_puts.emplace_back(key, std::move(*value));
+      else w.state_deletes.push_back(key);
+    }
+    pending.state.clear();
+    if (pending.position > 0) w.acks.emplace_back(consumer_, pending.position);
+    for (unsigned attempt = 0;; ++attempt) {
+      const queue::CommitResult r = queue_.commit(w);
+      if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
+        if (r.status == queue::CommitStatus::dropped) {
+          log::warn(component_, "{} aggregate(s) dropped by overflow = \"drop_newest\"", w.records.size());
+        }
+        metrics_.out(pending.emitted);
+        failures_.end("committing works again");
+        break;
+      }
+      // full: the queue refuses records until outputs drain it; failed: I/O. Either way the
+      // batch is kept as it is (the state must go with the position it belongs to) and retried.
+      failures_.occur(fmt::format("committing {} aggregate(s) and the window state failed ({}{}); retrying",
+                                  w.records.size(), queue::to_string(r.status), r.error.empty() ? "" : ": " + r.error));
+      if (stopping || !wait(std::chrono::milliseconds(std::min(100u << std::min(attempt, 5u), 2000u)))) {
+        log::warn(component_, "stopping with uncommitted aggregation progress; it is redone at the next start");
+        break;
+      }
+    }
+    std::size_t open = 0;
+    for (const Route& r : routes_) open += r.aggregator->open_cells();
+    metrics_.set_windows_open(open);
+    pending = Pending{};
+  }
+
+  // Waits up to `d`; false when stopping.
+  bool wait(std::chrono::milliseconds d) {
+    std::unique_lock lock(mutex_);
+    wake_.wait_for(lock, d, [this] { return stopping_; });
+    return !stopping_;
+  }
+
+  Settings settings_;
+  std::string name_;
+  std::string consumer_;
+  std::vector<std::string> inputs_;
+  queue::Queue& queue_;
+  const Clock& clock_;
+  process::ProcessorMetrics metrics_;
+  std::string component_;
+  log::Episode failures_;
+  queue::RouteFilter filter_;
+  process::JsonDecoder decoder_;
+  std::vector<Route> routes_;
+  std::vector<std::string> discard_;
+  std::uint64_t position_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+std::unique_ptr<plugin::Stage> create(const config::SectionValues& v, const plugin::ProcessorContext& context) {
+  Settings s;
+  s.spec.window_ns = v.duration("window").count();
+  s.spec.hop_ns = v.has("hop") ? v.duration("hop").count() : s.spec.window_ns;
+  s.spec.allowed_lateness_ns = v.duration("allowed_lateness").count();
+  s.spec.time_field = v.string("time_field");
+  s.spec.time_format = process::parse_time_format(v.choice("time_format")).value_or(process::TimeFormat::automatic);
+  s.spec.group_by = v.strings("group_by");
+  for (const auto& [field, names] : v.list_table("fields")) {
+    std::vector<process::AggFunction> functions;
+    for (const auto& n : names) functions.push_back(*process::parse_agg_function(n));
+    s.spec.fields.emplace_back(field, std::move(functions));
+  }
+  s.spec.max_cells = static_cast<std::size_t>(v.integer("max_open_windows"));
+  s.idle_timeout = v.duration("idle_timeout");
+  s.late_pass = v.choice("late") == "pass";
+  return std::make_unique<AggregateStage>(std::move(s), context);
+}
+
+}  // namespace
+
+void register_processors_aggregate(plugin::Registry& registry) {
+  registry.add({.kind = plugin::Kind::processor,
+                .name = "aggregate",
+                .section = &kSection,
+                .summary = "event-time windows with count, sum, min, max, mean, first, last, stddev",
+                .create_stage = create,
+                .needs_json = needs_json});
+}
+
+}  // namespace tank::plugins
