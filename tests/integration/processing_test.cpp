@@ -265,3 +265,69 @@ TEST_CASE("tank check --explain shows each input's pipeline", "[integration][pro
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("got \"median\" (did you mean \"mean\"?)") != std::string::npos);
 }
+
+TEST_CASE("aggregate: hopping windows, late = pass and idle_timeout in the running agent", "[integration][processing][aggregate]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto config = write_test_config(
+      dir, "[[inputs.tcp]]\nname = \"sensors\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+           "[[processors.aggregate]]\nname = \"agg\"\nwindow = \"10s\"\nhop = \"5s\"\ntime_field = \"ts\"\n"
+           "time_format = \"unix_ms\"\ngroup_by = [\"device\"]\nfields = { v = [\"count\", \"sum\"] }\n"
+           "late = \"pass\"\nidle_timeout = \"2s\"\n");
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  constexpr std::int64_t base = 1798761600000;  // 2027-01-01T00:00:00Z, a multiple of 10 s
+  auto rec = [](std::int64_t ts, int v) { return fmt::format(R"({{"device":"a","ts":{},"v":{}}})", ts, v); };
+  // 12 s moves the watermark past the windows ending at 5 s and 10 s; the record at 1 s then
+  // belongs only to closed windows: late, passed on as it is. The rest closes when idle.
+  const std::string late = rec(base + 1000, 100);
+  int fd = tcp_connect(tcp_address(data, "sensors"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, rec(base + 1000, 1) + "\n" + rec(base + 6000, 2) + "\n" + rec(base + 12000, 4) + "\n" + late +
+                           "\n"));
+  ::close(fd);
+
+  std::vector<StoredRecord> derived;
+  REQUIRE(wait_until([&] {
+    derived.clear();
+    for (auto& r : records_in(data / "queue")) {
+      if (r.derived) derived.push_back(std::move(r));
+    }
+    return derived.size() == 5;
+  }, std::chrono::seconds(30)));
+  // Hopping windows of 10 s every 5 s: (start s, count, sum), in the order they closed.
+  struct Want {
+    std::string start, end;
+    std::int64_t count, sum;
+  };
+  const Want want[] = {{"2026-12-31T23:59:55Z", "2027-01-01T00:00:05Z", 1, 1},
+                       {"2027-01-01T00:00:00Z", "2027-01-01T00:00:10Z", 2, 3},
+                       {"", "", 0, 0},  // the late record, passed
+                       {"2027-01-01T00:00:05Z", "2027-01-01T00:00:15Z", 2, 6},
+                       {"2027-01-01T00:00:10Z", "2027-01-01T00:00:20Z", 1, 4}};
+  for (std::size_t i = 0; i < derived.size(); ++i) {
+    INFO(i << ": " << derived[i].payload);
+    CHECK(derived[i].input == "sensors");
+    CHECK(derived[i].attributes.at("processor") == "agg");
+    if (want[i].start.empty()) {
+      CHECK(derived[i].payload == late);
+      CHECK(derived[i].attributes.at("late") == "true");
+      continue;
+    }
+    auto o = boost::json::parse(derived[i].payload).as_object();
+    CHECK(o.at("window_start").as_string() == want[i].start);
+    CHECK(o.at("window_end").as_string() == want[i].end);
+    CHECK(o.at("count").to_number<std::int64_t>() == want[i].count);
+    CHECK(o.at("device").as_string() == "a");
+    CHECK(o.at("v_count").to_number<std::int64_t>() == want[i].count);
+    CHECK(o.at("v_sum").to_number<double>() == static_cast<double>(want[i].sum));
+  }
+  CHECK(dead_letters_in(data).empty());
+
+  const std::string scraped = scrape(metrics);
+  CHECK(metric_value(scraped, R"(tank_processor_records_in_total{processor="agg",type="aggregate"})") == 4);
+  CHECK(metric_value(scraped, R"(tank_processor_records_out_total{processor="agg",type="aggregate"})") == 5);
+  CHECK(metric_value(scraped, R"(tank_processor_late_records_total{processor="agg",type="aggregate"})") == 1);
+  CHECK(metric_value(scraped, R"(tank_processor_windows_open{processor="agg",type="aggregate"})") == 0);
+  CHECK(tank.stop() == 0);
+}
