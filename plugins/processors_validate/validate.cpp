@@ -25,7 +25,8 @@ const Option kOptions[] = {
      .default_value = "",
      .description = "A JSON Schema (draft 7) file every record must satisfy; a record that does not goes to the "
                     "dead-letter store with reason `schema_violation` and each violation as a JSON pointer and a "
-                    "message. Loaded at start (and checked by `tank check`); $ref to other files is not followed."},
+                    "message. Loaded at start (and checked by `tank check`); a $ref to another file is read relative to the schema's "
+                    "directory, a $ref to a URI (http://...) is refused (tank fetches nothing)."},
     {.name = "max_record_bytes",
      .type = Type::size,
      .default_value = "",
