@@ -15,6 +15,13 @@
 // each message on receipt without storing it (what mosquitto and the publisher allow).
 //
 // Payloads are NDJSON of about 60 bytes: {"ts":1700000000123,"id":"s-0042","v":23.517,"n":123}.
+//
+// --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
+// "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
+// aggregate groups by "id" (10,000 devices, each one record per second of event time), 10 s
+// tumbling windows of "ts" (so 10 records per device and window), min/max/mean of "v" and "n", and the
+// clock stops when tank_processor_records_in_total{processor="bench"} counts every record (the
+// stage read, aggregated and committed them).
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -70,9 +77,10 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-// About 60 bytes each, all different.
+// About 60 bytes each, all different. Event time advances 1 s per 10,000 records, so each of the
+// 10,000 ids sends one record per second of event time.
 std::string payload(std::uint64_t n) {
-  return fmt::format(R"({{"ts":{},"id":"s-{:04d}","v":{}.{:03d},"n":{}}})", 1700000000000ULL + n, n % 10000,
+  return fmt::format(R"({{"ts":{},"id":"s-{:04d}","v":{}.{:03d},"n":{}}})", 1700000000000ULL + n / 10, n % 10000,
                      n % 97, n % 1000, n);
 }
 
@@ -171,7 +179,11 @@ std::uint64_t status_bytes(pid_t pid, const std::string& field) {
   return 0;
 }
 
-// GET /metrics; the sum of every sample of `metric` with input="bench".
+// "none", "validate" or "aggregate" (--processor).
+std::string g_processor = "none";
+
+// GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
+// --processor aggregate: tank_processor_records_in_total of the processor "bench").
 std::uint64_t records_counted(const std::string& metrics_address) {
   int fd = connect_tcp(metrics_address);
   write_all(fd, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n");
@@ -182,7 +194,12 @@ std::uint64_t records_counted(const std::string& metrics_address) {
   std::uint64_t total = 0;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    if (line.starts_with("tank_input_records_total{") && line.find("input=\"bench\"") != std::string::npos) {
+    const bool counted = g_processor == "aggregate"
+                             ? line.starts_with("tank_processor_records_in_total{") &&
+                                   line.find("processor=\"bench\"") != std::string::npos
+                             : line.starts_with("tank_input_records_total{") &&
+                                   line.find("input=\"bench\"") != std::string::npos;
+    if (counted) {
       total += static_cast<std::uint64_t>(std::stod(line.substr(line.rfind(' ') + 1)));
     }
   }
@@ -199,11 +216,27 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
   fs::remove_all(dir);
   fs::create_directories(dir);
   const auto config = dir / "tank.toml";
+  std::string pipeline = input;
+  if (g_processor != "none") {
+    pipeline += "format = \"json\"\n\n";
+    if (g_processor == "validate") {
+      std::ofstream(dir / "schema.json") << R"({"type": "object", "required": ["ts", "id", "v", "n"],
+  "additionalProperties": false, "properties": {"ts": {"type": "integer", "minimum": 0},
+  "id": {"type": "string", "pattern": "^s-[0-9]{4}$"}, "v": {"type": "number", "minimum": 0, "maximum": 100},
+  "n": {"type": "integer", "minimum": 0}}})";
+      pipeline += fmt::format("[[processors.validate]]\nname = \"bench\"\nschema = \"{}\"\n",
+                              (dir / "schema.json").string());
+    } else {
+      pipeline += "[[processors.aggregate]]\nname = \"bench\"\nwindow = \"10s\"\ntime_field = \"ts\"\n"
+                  "time_format = \"unix_ms\"\ngroup_by = [\"id\"]\n"
+                  "fields = { v = [\"min\", \"max\", \"mean\"], n = [\"min\", \"max\", \"mean\"] }\n";
+    }
+  }
   std::ofstream(config) << fmt::format(
       "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
       "[queue]\nmode = \"disk\"\nmax_disk_bytes = \"16GiB\"\nfsync = \"{}\"\noverflow = \"block\"\n\n"
       "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}",
-      (dir / "data").string(), fsync, input);
+      (dir / "data").string(), fsync, pipeline);
   Tank t;
   t.process = std::make_unique<Child>(std::vector<std::string>{binary, "run", "-c", config.string()}, dir / "tank.log");
   const pid_t pid = t.process->pid();
@@ -569,11 +602,16 @@ int main(int argc, char** argv) {
     else if (a == "--body-records") body_records = std::stoi(value());
     else if (a == "--repeat") repeat = std::stoi(value());
     else if (a == "--max-inflight") max_inflight = std::stoi(value());
+    else if (a == "--processor") g_processor = value();
     else die("unknown option " + a + " (see the comment at the top of bench/input_bench.cpp)");
   }
   tank = fs::absolute(tank).string();
   if (!fs::exists(tank)) die("no tank binary at " + tank + " (--tank)");
   if (records == 0) records = kind == "mqtt" ? 400000 : 5000000;
+  if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate") {
+    die("--processor is none, validate or aggregate");
+  }
+  if (g_processor != "none" && kind != "tcp") die("--processor needs --kind tcp");
   for (int rep = 0; rep < repeat; ++rep) {
     for (const auto& fsync : split(fsync_list, ',')) {
       if (kind == "tcp" || kind == "http") {
@@ -581,7 +619,9 @@ int main(int argc, char** argv) {
           const int conns = std::stoi(c);
           Result r = kind == "tcp" ? run_tcp(tank, dir / "run", fsync, records, conns)
                                    : run_http(tank, dir / "run", fsync, records, conns, body_records);
-          report(fmt::format("{} fsync={} connections={}", kind, fsync, conns), r);
+          report(fmt::format("{} fsync={} connections={}{}", kind, fsync, conns,
+                             g_processor == "none" ? "" : " processor=" + g_processor),
+                 r);
         }
       } else if (kind == "mqtt") {
         for (const auto& q : split(qos_list, ',')) {

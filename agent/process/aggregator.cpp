@@ -803,39 +803,48 @@ void Aggregator::write_output(const Cell& cell, std::string& out) const {
   out.push_back('}');
 }
 
-void Aggregator::emit_window(std::map<std::int64_t, std::vector<std::uint32_t>>::iterator window,
-                             std::vector<Emitted>* out) {
+// Emits the first `limit` cells of `window` in group key order (the rest stay, still sorted);
+// erases the window once it is empty. Returns how many it emitted.
+std::size_t Aggregator::emit_window(std::map<std::int64_t, std::vector<std::uint32_t>>::iterator window,
+                                    std::vector<Emitted>* out, std::size_t limit) {
   std::vector<std::uint32_t>& slots = window->second;
   std::sort(slots.begin(), slots.end(),
             [this](std::uint32_t a, std::uint32_t b) { return *cells_[a].key < *cells_[b].key; });
-  for (std::uint32_t slot : slots) {
-    const Cell& cell = cells_[slot];
+  const std::size_t n = std::min(limit, slots.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const Cell& cell = cells_[slots[i]];
     Emitted e;
     write_output(cell, e.json);
     e.window_start_ns = cell.start;
     e.window_end_ns = cell.start + spec_.window_ns;
     e.count = cell.count;
     out->push_back(std::move(e));
-    release_cell(slot);
+    release_cell(slots[i]);
   }
-  windows_.erase(window);
+  slots.erase(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(n));
+  if (slots.empty()) windows_.erase(window);
+  return n;
 }
 
-void Aggregator::close_ready(std::vector<Emitted>* out) {
+bool Aggregator::close_ready(std::vector<Emitted>* out, std::size_t limit) {
   while (!windows_.empty() && windows_.begin()->first + spec_.window_ns <= watermark_) {
-    emit_window(windows_.begin(), out);
+    if (limit == 0) return false;
+    limit -= emit_window(windows_.begin(), out, limit);
   }
+  return true;
 }
 
-void Aggregator::close_all(std::vector<Emitted>* out) {
+bool Aggregator::close_all(std::vector<Emitted>* out, std::size_t limit) {
   while (!windows_.empty()) {
+    if (limit == 0) return false;
     const std::int64_t end = windows_.begin()->first + spec_.window_ns;
-    emit_window(windows_.begin(), out);
     if (end > watermark_) {
       watermark_ = end;
       meta_dirty_ = true;
     }
+    limit -= emit_window(windows_.begin(), out, limit);
   }
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

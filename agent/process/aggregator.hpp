@@ -171,13 +171,18 @@ class Aggregator {
   AddOutcome add(const boost::json::value& record, std::string* detail);
 
   // Removes every cell whose window end <= watermark() and appends it to `out`, in emission
-  // order. Cheap when nothing is ready. Call it after each batch of add()s.
-  void close_ready(std::vector<Emitted>* out);
+  // order, at most `limit` of them: returns false when ready cells remain (call again, e.g. after
+  // committing the ones it gave, so that no commit has to hold a whole window of a large fleet).
+  // Cheap when nothing is ready. Call it after each add() (or batch of add()s) and after
+  // restore(), and until it returns true before the next add() (add() itself treats a window
+  // whose end <= watermark() as closed, whether or not its cells were taken yet).
+  bool close_ready(std::vector<Emitted>* out, std::size_t limit = SIZE_MAX);
 
-  // Removes and appends every cell (an idle timeout: no record came for a while), then raises
-  // the watermark to at least the largest window end it closed, so a later record for one of
-  // those windows is late instead of reopening it.
-  void close_all(std::vector<Emitted>* out);
+  // Removes and appends every cell (an idle timeout: no record came for a while), at most
+  // `limit` of them (false: call again), and raises the watermark to at least the end of every
+  // window it took cells from, so a later record for one of those windows is late instead of
+  // reopening it.
+  bool close_all(std::vector<Emitted>* out, std::size_t limit = SIZE_MAX);
 
   std::int64_t watermark() const { return watermark_; }
   std::int64_t max_event_time() const { return max_event_time_; }
@@ -192,6 +197,9 @@ class Aggregator {
   // removed since, and a put of "meta" when the watermark state changed (always on the first
   // call). Keys are relative (see "Persistence"); a key is in at most one of the two lists.
   void take_changes(std::vector<std::pair<std::string, std::string>>* puts, std::vector<std::string>* deletes);
+  // How many puts and deletes take_changes() would hand out at most now (for sizing a commit;
+  // cheap: no encoding).
+  std::size_t pending_changes() const { return dirty_.size() + removed_.size() + (meta_dirty_ ? 1 : 0); }
 
   // Replaces the whole state by the one in `entries` (every stored key and value, in any order,
   // as left by applying all take_changes() so far; empty: a fresh state). Cells beyond max_cells
@@ -222,7 +230,8 @@ class Aggregator {
 
   std::uint32_t new_cell(std::string_view key, std::int64_t start);
   void update_cell(Cell& cell, std::int64_t t);
-  void emit_window(std::map<std::int64_t, std::vector<std::uint32_t>>::iterator window, std::vector<Emitted>* out);
+  std::size_t emit_window(std::map<std::int64_t, std::vector<std::uint32_t>>::iterator window, std::vector<Emitted>* out,
+                          std::size_t limit);
   void release_cell(std::uint32_t index);
   void write_output(const Cell& cell, std::string& out) const;
   std::string encode_cell(const Cell& cell) const;

@@ -24,6 +24,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include "common/failpoint.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "plugin/registry.hpp"
@@ -55,7 +56,7 @@ const Option kOptions[] = {
      .type = Type::duration,
      .default_value = "",
      .description = "For hopping windows: a new window starts every `hop` (less than `window`), so each record is "
-                    "in window/hop windows.",
+                    "in window/hop windows (at most 1000).",
      .min = "1ms",
      .default_note = "`window` (tumbling windows)"},
     {.name = "time_field",
@@ -109,11 +110,21 @@ const Option kOptions[] = {
      .max = "100000000"},
 };
 
+// Each record updates window / hop cells; this bounds what one record adds to a commit.
+constexpr std::int64_t kMaxWindowsPerRecord = 1000;
+
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
   if (v.has("hop") && v.has("window") && v.duration("hop") > v.duration("window")) {
     diagnostics.error(v.location_of("hop"), v.path() + ".hop",
                       fmt::format("hop ({}) must not be longer than window ({}): records would fall between windows",
                                   units::format_duration(v.duration("hop")), units::format_duration(v.duration("window"))));
+  }
+  if (v.has("hop") && v.has("window") && v.duration("hop").count() > 0 &&
+      v.duration("window") / v.duration("hop") > kMaxWindowsPerRecord) {
+    diagnostics.error(v.location_of("hop"), v.path() + ".hop",
+                      fmt::format("window / hop is {}: each record would be in that many windows; at most {} are "
+                                  "allowed (use a longer hop)",
+                                  v.duration("window") / v.duration("hop"), kMaxWindowsPerRecord));
   }
   if (v.has("fields")) {
     const auto& fields = v.list_table("fields");
@@ -213,16 +224,34 @@ class AggregateStage final : public plugin::Stage {
     std::uint64_t ignored_reported = 0;
   };
 
-  // Pending, not yet committed.
+  // Pending, not yet committed. The window state is not copied here as it changes: the
+  // aggregators keep track of their changed cells and hand them out at the commit, so a cell
+  // updated many times between two commits is encoded and written once, and one opened and
+  // closed between two commits never reaches LMDB.
   struct Pending {
     queue::WriteBatch batch;
-    std::map<std::string, std::optional<std::string>> state;  // key -> value (nullopt: delete)
     std::size_t bytes = 0;
     std::uint64_t position = 0;
     std::uint64_t emitted = 0;
     std::chrono::steady_clock::time_point since{};
-    bool empty() const { return batch.records.empty() && batch.dead_letters.empty() && state.empty() && position == 0; }
+    bool empty() const {
+      return batch.records.empty() && batch.dead_letters.empty() && batch.state_deletes.empty() && position == 0;
+    }
   };
+
+  // Closed cells are taken from an aggregator this many at a time, with a commit in between
+  // when the pending output reaches the budget: a window of a large fleet closes over several
+  // commits, each with the state and position it belongs to (the aggregator's bounded drain
+  // keeps that exact across kill -9; see Aggregator::close_ready).
+  static constexpr std::size_t kEmitChunk = 1024;
+
+  // What `pending` will add to the commit: its records and dead letters, and the aggregators'
+  // changed cells (each at most state_change_bytes_, the largest seen so far).
+  std::size_t estimate(const Pending& pending) const {
+    std::size_t changes = 0;
+    for (const Route& r : routes_) changes += r.aggregator->pending_changes();
+    return pending.bytes + changes * state_change_bytes_;
+  }
 
   void restore() {
     routes_.clear();
@@ -268,11 +297,16 @@ class AggregateStage final : public plugin::Stage {
 
   void run() {
     Pending pending;
-    for (const std::string& key : discard_) pending.state[key] = std::nullopt;
-    discard_.clear();
-    std::vector<process::Emitted> emitted;
+    // The state of other settings is deleted first, in a commit of its own: the new state may
+    // use the same keys.
+    if (!discard_.empty()) {
+      for (std::string& key : discard_) pending.batch.state_deletes.push_back(std::move(key));
+      discard_.clear();
+      commit(pending);
+    }
+    // A restored watermark may have passed cells a bounded drain had not taken yet.
+    for (Route& r : routes_) drain(pending, r, false);
     std::string detail;
-    const std::size_t commit_bytes = static_cast<std::size_t>(queue_.max_commit_bytes()) / 2;
     for (;;) {
       {
         std::lock_guard lock(mutex_);
@@ -292,10 +326,14 @@ class AggregateStage final : public plugin::Stage {
         if (r == nullptr) continue;  // not one of ours (the filter keeps them out)
         r->last_record = std::chrono::steady_clock::now();
         if (pending.since == std::chrono::steady_clock::time_point{}) pending.since = r->last_record;
+        // Any commit from here on (in drain() or done_with()) happens after this record was
+        // absorbed or dead-lettered, so it acknowledges the record with the state that holds it.
+        pending.position = record.seq;
         process::DecodeError error;
         const boost::json::value* doc = decoder_.decode(record.payload, &error);
         if (doc == nullptr) {
           dead_letter(pending, record, "decode_error", fmt::format("not JSON: {} at byte {}", error.message, error.offset));
+          done_with(pending);
           continue;
         }
         detail.clear();
@@ -326,27 +364,49 @@ class AggregateStage final : public plugin::Stage {
             dead_letter(pending, record, "window_limit", detail);
             break;
         }
-        emitted.clear();
-        r->aggregator->close_ready(&emitted);
-        emit(pending, *r, emitted);
-        // Keep the pending state small enough for one commit.
-        if (pending.bytes >= commit_bytes / 4) collect_state(pending);
+        drain(pending, *r, false);
+        done_with(pending);
       }
       if (batch.scanned_to() > 0) {
         position_ = batch.scanned_to();
         pending.position = position_;
       }
-      close_idle(pending, emitted);
-      collect_state(pending);
-      const bool due = !pending.empty() &&
-                       (pending.bytes >= commit_bytes / 2 || batch.empty() ||
+      close_idle(pending);
+      // What was read goes into one commit when it is due: at the commit interval, when the queue
+      // has nothing more to read, or when it reaches the budget (done_with() checks that after
+      // each record, too).
+      const bool due = (!pending.empty() || estimate(pending) > pending.bytes) &&
+                       (estimate(pending) >= budget_ || batch.empty() ||
                         std::chrono::steady_clock::now() - pending.since >= kCommitInterval);
       if (due) commit(pending);
       if (batch.empty()) wait(kPollInterval);
     }
     // A clean stop commits what was read.
-    collect_state(pending);
-    if (!pending.empty()) commit(pending, /*stopping=*/true);
+    commit(pending, /*stopping=*/true);
+  }
+
+  // `record` is fully processed (pending.position is its seq). Commits when the pending output
+  // reached the budget.
+  void done_with(Pending& pending) {
+    if (estimate(pending) >= budget_) commit(pending);
+  }
+
+  // Emits the cells `r` has ready (all: every cell, after idle_timeout) in chunks, committing in
+  // between when the budget is reached. Returns how many cells it emitted.
+  std::size_t drain(Pending& pending, Route& r, bool all) {
+    std::size_t n = 0;
+    for (;;) {
+      emitted_.clear();
+      const bool done = all ? r.aggregator->close_all(&emitted_, kEmitChunk)
+                            : r.aggregator->close_ready(&emitted_, kEmitChunk);
+      n += emitted_.size();
+      emit(pending, r, emitted_);
+      if (done || abandoned_) return n;
+      if (estimate(pending) >= budget_) {
+        commit(pending);
+        failpoint::hit("aggregate.drain_commit");  // some cells of a closed window still held
+      }
+    }
   }
 
   void dead_letter(Pending& pending, const queue::RecordView& record, std::string_view reason, std::string detail) {
@@ -369,33 +429,31 @@ class AggregateStage final : public plugin::Stage {
     pending.emitted += emitted.size();
   }
 
-  void close_idle(Pending& pending, std::vector<process::Emitted>& emitted) {
+  void close_idle(Pending& pending) {
     const auto now = std::chrono::steady_clock::now();
     for (Route& r : routes_) {
       if (r.aggregator->open_cells() == 0 || now - r.last_record < settings_.idle_timeout) continue;
-      emitted.clear();
-      r.aggregator->close_all(&emitted);
-      emit(pending, r, emitted);
       if (pending.since == std::chrono::steady_clock::time_point{}) pending.since = now;
-      log::debug(component_, "input \"{}\" idle for {}: closed {} window(s)", r.input,
-                 units::format_duration(settings_.idle_timeout), emitted.size());
+      const std::size_t n = drain(pending, r, true);
+      log::debug(component_, "input \"{}\" idle for {}: closed {} window cell(s)", r.input,
+                 units::format_duration(settings_.idle_timeout), n);
     }
   }
 
-  // Moves the aggregators' changed state into `pending` (the last change of a key wins).
+  // Moves the aggregators' changed state into the batch (each key at most once per call).
   void collect_state(Pending& pending) {
-    std::vector<std::pair<std::string, std::string>> puts;
-    std::vector<std::string> deletes;
+    puts_.clear();
+    deletes_.clear();
+    queue::WriteBatch& w = pending.batch;
     for (Route& r : routes_) {
-      puts.clear();
-      deletes.clear();
-      r.aggregator->take_changes(&puts, &deletes);
-      for (auto& [key, value] : puts) {
-        auto& slot = pending.state[r.prefix + key];
-        pending.bytes += value.size() + key.size() + r.prefix.size() + 16;
-        slot = std::move(value);
+      puts_.clear();
+      deletes_.clear();
+      r.aggregator->take_changes(&puts_, &deletes_);
+      for (auto& [key, value] : puts_) {
+        state_change_bytes_ = std::max(state_change_bytes_, r.prefix.size() + key.size() + value.size() + 64);
+        w.state_puts.emplace_back(r.prefix + key, std::move(value));
       }
-      for (auto& key : deletes) pending.state[r.prefix + key] = std::nullopt;
+      for (auto& key : deletes_) w.state_deletes.push_back(r.prefix + key);
       const std::uint64_t ignored = r.aggregator->ignored_values();
       if (ignored > r.ignored_reported) {
         metrics_.ignored_values(ignored - r.ignored_reported);
@@ -404,30 +462,40 @@ class AggregateStage final : public plugin::Stage {
     }
   }
 
+  // Commits `pending` with the aggregators' changes and the position, retrying while the queue
+  // is full or failing. Gives up only when stopping; then nothing more is committed in this run
+  // (abandoned_), because the aggregators' changes it took are not in LMDB: the next start
+  // resumes from the last commit.
   void commit(Pending& pending, bool stopping = false) {
+    if (abandoned_) return;
     queue::WriteBatch& w = pending.batch;
-    for (auto& [key, value] : pending.state) {
-      if (value) w.state_puts.emplace_back(key, std::move(*value));
-      else w.state_deletes.push_back(key);
-    }
-    pending.state.clear();
+    collect_state(pending);
+    if (pending.empty() && w.state_puts.empty()) return;
     if (pending.position > 0) w.acks.emplace_back(consumer_, pending.position);
     for (unsigned attempt = 0;; ++attempt) {
       const queue::CommitResult r = queue_.commit(w);
       if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
         if (r.status == queue::CommitStatus::dropped) {
-          log::warn(component_, "{} aggregate(s) dropped by overflow = \"drop_newest\"", w.records.size());
+          log::warn(component_, "{} aggregate(s) dropped by overflow = \"drop_newest\" (counted in "
+                                "tank_queue_dropped_records_total)", w.records.size());
+        } else {
+          metrics_.out(pending.emitted);
         }
-        metrics_.out(pending.emitted);
         failures_.end("committing works again");
+        failpoint::hit("aggregate.commit");
         break;
       }
       // full: the queue refuses records until outputs drain it; failed: I/O. Either way the
       // batch is kept as it is (the state must go with the position it belongs to) and retried.
-      failures_.occur(fmt::format("committing {} aggregate(s) and the window state failed ({}{}); retrying",
-                                  w.records.size(), queue::to_string(r.status), r.error.empty() ? "" : ": " + r.error));
+      failures_.occur(fmt::format("committing {} aggregate(s) and the window state failed ({}{}); retrying{}",
+                                  w.records.size(), queue::to_string(r.status), r.error.empty() ? "" : ": " + r.error,
+                                  r.status == queue::CommitStatus::too_large
+                                      ? " (what one record changes does not fit one commit: raise [queue] "
+                                        "max_disk_bytes, or give each record fewer windows with a longer hop)"
+                                      : ""));
       if (stopping || !wait(std::chrono::milliseconds(std::min(100u << std::min(attempt, 5u), 2000u)))) {
         log::warn(component_, "stopping with uncommitted aggregation progress; it is redone at the next start");
+        abandoned_ = true;
         break;
       }
     }
@@ -457,6 +525,14 @@ class AggregateStage final : public plugin::Stage {
   process::JsonDecoder decoder_;
   std::vector<Route> routes_;
   std::vector<std::string> discard_;
+  std::vector<std::pair<std::string, std::string>> puts_;  // collect_state's scratch
+  std::vector<std::string> deletes_;
+  std::vector<process::Emitted> emitted_;  // drain's scratch
+  // Commit when this much is pending: a quarter of the largest commit, so that what one record
+  // adds after the check (its state changes, a chunk of aggregates, a dead letter) still fits.
+  std::size_t budget_ = static_cast<std::size_t>(queue_.max_commit_bytes()) / 4;
+  std::size_t state_change_bytes_ = 256;
+  bool abandoned_ = false;
   std::uint64_t position_ = 0;
 
   std::mutex mutex_;

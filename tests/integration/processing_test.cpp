@@ -264,6 +264,15 @@ TEST_CASE("tank check --explain shows each input's pipeline", "[integration][pro
   r = run({tank_binary(), "check", "-c", unknown.string()});
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("got \"median\" (did you mean \"mean\"?)") != std::string::npos);
+  // A record may be in at most 1000 hopping windows.
+  const auto dense = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+      "[[processors.aggregate]]\nwindow = \"1h\"\nhop = \"1s\"\ntime_field = \"ts\"\nfields = { temp = [\"mean\"] }\n",
+      "dense.toml");
+  r = run({tank_binary(), "check", "-c", dense.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("window / hop is 3600") != std::string::npos);
 }
 
 TEST_CASE("aggregate: hopping windows, late = pass and idle_timeout in the running agent", "[integration][processing][aggregate]") {
@@ -329,5 +338,44 @@ TEST_CASE("aggregate: hopping windows, late = pass and idle_timeout in the runni
   CHECK(metric_value(scraped, R"(tank_processor_records_out_total{processor="agg",type="aggregate"})") == 5);
   CHECK(metric_value(scraped, R"(tank_processor_late_records_total{processor="agg",type="aggregate"})") == 1);
   CHECK(metric_value(scraped, R"(tank_processor_windows_open{processor="agg",type="aggregate"})") == 0);
+  CHECK(tank.stop() == 0);
+}
+
+TEST_CASE("aggregate: a window of a large fleet closes over several commits", "[integration][processing][aggregate]") {
+  // 20,000 devices in one window: some 3 MB of aggregates, more than one commit may hold with
+  // max_disk_bytes = 64 MiB (1 MiB). The stage emits them in chunks with a commit in between.
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto config = write_test_config(
+      dir, "[queue]\nmax_disk_bytes = \"64MiB\"\n\n"
+           "[[inputs.tcp]]\nname = \"fleet\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+           "[[processors.aggregate]]\nname = \"agg\"\nwindow = \"10s\"\ntime_field = \"ts\"\n"
+           "time_format = \"unix_ms\"\ngroup_by = [\"device\"]\n"
+           "fields = { temperature_celsius = [\"min\", \"max\", \"mean\", \"stddev\"] }\n");
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  constexpr std::int64_t base = 1798761600000;
+  constexpr int kDevices = 20000;
+  std::string lines;
+  for (int i = 0; i < kDevices; ++i) {
+    lines += fmt::format(R"({{"device":"gateway-plant-{:06d}","ts":{},"temperature_celsius":{}.5}})", i, base + i % 9000,
+                         i % 40) + "\n";
+  }
+  lines += fmt::format(R"({{"device":"clock","ts":{},"temperature_celsius":1}})", base + 25000) + "\n";
+  int fd = tcp_connect(tcp_address(data, "fleet"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, lines));
+  ::close(fd);
+  std::size_t derived = 0;
+  CHECK(wait_until([&] {
+    derived = 0;
+    for (const auto& r : records_in(data / "queue")) derived += r.derived ? 1 : 0;
+    return derived == kDevices;
+  }, std::chrono::seconds(60)));
+  CHECK(derived == kDevices);
+  const std::string scraped = scrape(metrics);
+  CHECK(metric_value(scraped, R"(tank_processor_records_out_total{processor="agg",type="aggregate"})") == kDevices);
+  CHECK(metric_value(scraped, R"(tank_processor_windows_open{processor="agg",type="aggregate"})") == 1);
+  CHECK(tank.process().err().find("failed") == std::string::npos);
   CHECK(tank.stop() == 0);
 }
