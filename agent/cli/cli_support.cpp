@@ -1,7 +1,5 @@
 #include "cli/cli_support.hpp"
 
-#include <openssl/evp.h>
-
 #include <charconv>
 #include <ctime>
 #include <iostream>
@@ -32,13 +30,7 @@ std::optional<std::filesystem::path> resolve_data_dir(const ParsedArgs& args, co
 
 bool valid_utf8(std::string_view s) { return !strings::invalid_utf8_at(s).has_value(); }
 
-std::string base64(std::string_view s) {
-  std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(s.data()),
-                          static_cast<int>(s.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
+std::string base64(std::string_view s) { return strings::base64(s); }
 
 std::optional<std::uint64_t> parse_positive(std::string_view text) {
   std::uint64_t v = 0;

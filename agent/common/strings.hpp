@@ -37,4 +37,7 @@ std::optional<std::size_t> invalid_utf8_at(std::string_view text);
 // everything else copied as it is (the caller vouches that `s` is UTF-8).
 void append_json_string(std::string& out, std::string_view s);
 
+// Standard base64 (RFC 4648, with padding) of `bytes`.
+std::string base64(std::string_view bytes);
+
 }  // namespace tank::strings

@@ -3,12 +3,30 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "output/delivery.hpp"
 
 namespace tank::engine {
 
 Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plugins, const PipelineContext& context)
     : plan_(plan_routes(document, plugins)),
       routes_(build_routes(plan_, RouteServices{context.metrics, context.clock, context.agent_id, context.data_dir})) {
+  for (const OutputPlan& o : plan_.outputs) {
+    if (o.inputs.empty()) continue;
+    output::DeliverySettings settings = output::delivery_settings(*o.values, o.name, o.type, context.agent_id);
+    settings.filter.inputs = o.inputs;
+    for (const std::string& input : o.inputs) {
+      const InputPlan* i = plan_.input(input);
+      if (!i->stages.empty()) settings.filter.derived_only.push_back(input);
+      settings.kinds[input] = i->format == process::Format::json   ? output::PayloadKind::json
+                              : i->format == process::Format::text ? output::PayloadKind::text
+                                                                   : output::PayloadKind::raw;
+    }
+    plugin::OutputContext ctx{o.name, context.metrics, context.clock, context.agent_id, context.data_dir};
+    outputs_.push_back(OutputEntry{o.name, o.type,
+                                   std::make_unique<output::Delivery>(std::move(settings), context.queue,
+                                                                      o.descriptor->create_output(*o.values, ctx),
+                                                                      context.metrics, context.clock)});
+  }
   for (const ProcessorPlan& p : plan_.processors) {
     if (!p.stage || p.inputs.empty()) continue;
     plugin::ProcessorContext ctx{p.name,          p.inputs,      &context.queue,  context.metrics,
@@ -38,6 +56,17 @@ std::shared_ptr<const process::Route> Pipeline::route(std::string_view input) co
 
 void Pipeline::start() {
   std::lock_guard lock(mutex_);
+  for (; outputs_started_ < outputs_.size(); ++outputs_started_) {
+    OutputEntry& e = outputs_[outputs_started_];
+    try {
+      e.delivery->start();
+      log::info("pipeline", "output \"{}\" ({}) started", e.name, e.type);
+    } catch (const plugin::StartError& error) {
+      std::string message = fmt::format("output \"{}\" ({}) cannot start: {}", e.name, e.type, error.what());
+      stop_outputs();
+      throw plugin::StartError(message);
+    }
+  }
   for (; stages_started_ < stages_.size(); ++stages_started_) {
     StageEntry& e = stages_[stages_started_];
     try {
@@ -47,6 +76,7 @@ void Pipeline::start() {
       std::string message = fmt::format("processor \"{}\" ({}) cannot start: {}", e.name, e.type, error.what());
       for (std::size_t i = stages_started_; i-- > 0;) stages_[i].stage->stop();
       stages_started_ = 0;
+      stop_outputs();
       throw plugin::StartError(message);
     }
   }
@@ -61,9 +91,18 @@ void Pipeline::start() {
       started_ = 0;
       for (std::size_t i = stages_started_; i-- > 0;) stages_[i].stage->stop();
       stages_started_ = 0;
+      stop_outputs();
       throw plugin::StartError(message);
     }
   }
+}
+
+void Pipeline::stop_outputs() {
+  for (std::size_t i = outputs_started_; i-- > 0;) {
+    outputs_[i].delivery->stop();
+    log::info("pipeline", "output \"{}\" stopped", outputs_[i].name);
+  }
+  outputs_started_ = 0;
 }
 
 void Pipeline::stop() {
@@ -78,6 +117,7 @@ void Pipeline::stop() {
     log::info("pipeline", "processor \"{}\" stopped", stages_[i].name);
   }
   stages_started_ = 0;
+  stop_outputs();
 }
 
 void Pipeline::set_paused(bool paused) {

@@ -1,9 +1,10 @@
 #pragma once
 
 // The running plugins: plans the routes (engine/routes.hpp), builds each input with its route
-// (decoding and record checks) and each stage (processors that read the queue), starts the
-// stages and then the inputs in file order, relays the queue's pressure to the inputs, and stops
-// inputs first (the last started first), then stages.
+// (decoding and record checks), each stage (processors that read the queue) and each output
+// (a delivery engine around the output plugin: output/delivery.hpp), starts the outputs, then
+// the stages, then the inputs in file order, relays the queue's pressure to the inputs, and
+// stops in the reverse order: inputs first (the last started first), then stages, then outputs.
 
 #include <memory>
 #include <mutex>
@@ -14,6 +15,10 @@
 #include "plugin/input.hpp"
 #include "engine/routes.hpp"
 #include "plugin/registry.hpp"
+
+namespace tank::output {
+class Delivery;
+}
 
 namespace tank::engine {
 
@@ -32,9 +37,10 @@ class Pipeline {
   Pipeline(const config::Document& document, const plugin::Registry& plugins, const PipelineContext& context);
   ~Pipeline();
 
-  // Starts every input; when one fails, stops those already started and throws its StartError.
+  // Starts every output, stage and input; when one fails, stops those already started and throws
+  // its StartError.
   void start();
-  // Stops every input, the last started first. Idempotent.
+  // Stops every input (the last started first), then the stages, then the outputs. Idempotent.
   void stop();
   // Relays the queue's pressure (Queue::set_pressure_listener) to every input.
   void set_paused(bool paused);
@@ -54,6 +60,11 @@ class Pipeline {
     std::string type;
     std::unique_ptr<plugin::Input> input;
   };
+  struct OutputEntry {
+    std::string name;
+    std::string type;
+    std::unique_ptr<output::Delivery> delivery;
+  };
   struct StageEntry {
     std::string name;
     std::string type;
@@ -64,8 +75,12 @@ class Pipeline {
   mutable std::mutex mutex_;
   std::vector<Entry> inputs_;
   std::vector<StageEntry> stages_;
+  std::vector<OutputEntry> outputs_;
   std::size_t started_ = 0;
   std::size_t stages_started_ = 0;
+  std::size_t outputs_started_ = 0;
+
+  void stop_outputs();
 };
 
 }  // namespace tank::engine

@@ -62,10 +62,11 @@ std::vector<std::string> RoutePlan::consumers() const {
   for (const ProcessorPlan& p : processors) {
     if (p.stage) out.push_back(plugin::stage_consumer_name(p.name));
   }
-  // Until outputs exist, a stand-in holds every record, so that what a stage derives (and the
+  for (const OutputPlan& o : outputs) out.push_back(plugin::output_consumer_name(o.name));
+  // With no outputs, a stand-in holds every record, so that what a stage derives (and the
   // records it read) stays in the queue for `tank queue peek` up to the bound, as it does with
   // no stage at all -- instead of being deleted once the stage passed it.
-  if (!out.empty()) out.push_back(std::string(kNoOutputsConsumer));
+  if (!out.empty() && outputs.empty()) out.push_back(std::string(kNoOutputsConsumer));
   return out;
 }
 
@@ -90,11 +91,21 @@ std::string RoutePlan::explain() const {
       out += fmt::format("  -> {:<28} (after the queue, as consumer \"{}\"; emits aggregates)\n",
                          fmt::format("{} \"{}\"", p.type, p.name), plugin::stage_consumer_name(p.name));
     }
-    if (i.stages.empty()) {
-      out += "  -> outputs: none configured (records stay in the queue up to its bound)\n";
-    } else {
-      out += "  -> outputs: none configured (derived records stay in the queue up to its bound)\n";
+    if (i.outputs.empty() && outputs.empty()) {
+      out += i.stages.empty() ? "  -> outputs: none (records stay in the queue up to its bound)\n"
+                              : "  -> outputs: none (derived records stay in the queue up to its bound)\n";
+    } else if (i.outputs.empty()) {
+      out += "  -> no output takes this input: its records are discarded once the outputs passed them\n";
     }
+    for (std::size_t o : i.outputs) {
+      const OutputPlan& p = outputs[o];
+      out += fmt::format("  -> {:<28} ({}; acknowledged when the upstream confirms)\n",
+                         fmt::format("output {} \"{}\"", p.type, p.name),
+                         i.stages.empty() ? "its records" : "the aggregates, not the records");
+    }
+  }
+  for (const OutputPlan& o : outputs) {
+    if (o.inputs.empty()) out += fmt::format("output \"{}\" ({}) takes no configured input: it sends nothing\n", o.name, o.type);
   }
   for (const ProcessorPlan& p : processors) {
     if (p.inputs.empty()) {
@@ -129,43 +140,69 @@ RoutePlan plan_routes(const config::Document& document, const plugin::Registry& 
     }
     plan.processors.push_back(std::move(p));
   }
+  for (const Found& f : instances_of(document, plugins, plugin::Kind::output, true)) {
+    OutputPlan o;
+    o.name = plugin::output_name(*f.values, f.descriptor->name);
+    o.type = std::string(f.descriptor->name);
+    o.descriptor = f.descriptor;
+    o.values = f.values;
+    const std::vector<std::string>* wanted = f.values->has("inputs") ? &f.values->strings("inputs") : nullptr;
+    for (InputPlan& i : plan.inputs) {
+      if (wanted == nullptr || std::find(wanted->begin(), wanted->end(), i.name) != wanted->end()) {
+        o.inputs.push_back(i.name);
+        i.outputs.push_back(plan.outputs.size());
+      }
+    }
+    plan.outputs.push_back(std::move(o));
+  }
   return plan;
 }
+
+namespace {
+
+// A processor's or output's `name` (well formed, unique among its kind) and `inputs` (each one
+// configured, the list not empty).
+void check_name_and_inputs(const RoutePlan& plan, std::string_view kind, const std::string& name,
+                           const config::SectionValues& v, std::map<std::string, const config::SectionValues*>& seen,
+                           config::Diagnostics& diagnostics) {
+  if (!valid_id(name)) {
+    diagnostics.error(v.location_of("name"), v.path() + ".name",
+                      fmt::format("\"{}\" is not a valid {} name: use 1 to 64 letters, digits, '.', '_' or '-'", name,
+                                  kind));
+  } else if (auto [it, fresh] = seen.emplace(name, &v); !fresh) {
+    diagnostics.error(v.location_of("name"), v.path() + ".name",
+                      fmt::format("another {} is named \"{}\" ({} at {}); give each {} its own `name`", kind, name,
+                                  it->second->path(), it->second->where().to_string(), kind));
+  }
+  if (!v.has("inputs")) return;
+  const auto& wanted = v.strings("inputs");
+  if (wanted.empty()) {
+    diagnostics.error(v.location_of("inputs"), v.path() + ".inputs",
+                      "an empty list takes no input; name at least one input, or remove `inputs` to take all");
+  }
+  std::vector<std::string> names;
+  for (const InputPlan& i : plan.inputs) names.push_back(i.name);
+  for (std::size_t k = 0; k < wanted.size(); ++k) {
+    if (plan.input(wanted[k]) != nullptr) continue;
+    std::string message = fmt::format("no input is named \"{}\"", wanted[k]);
+    if (names.empty()) {
+      message += " (no inputs are configured)";
+    } else {
+      message += "; the inputs are " + strings::join_alternatives(names);
+    }
+    diagnostics.error(v.location_of("inputs"), fmt::format("{}.inputs[{}]", v.path(), k), message);
+  }
+}
+
+}  // namespace
 
 void check_routes(const config::Document& document, const plugin::Registry& plugins,
                   config::Diagnostics& diagnostics) {
   const RoutePlan plan = plan_routes(document, plugins);
-  std::map<std::string, const ProcessorPlan*> seen;
+  std::map<std::string, const config::SectionValues*> seen;
   for (const ProcessorPlan& p : plan.processors) {
     const config::SectionValues& v = *p.values;
-    if (!valid_id(p.name)) {
-      diagnostics.error(v.location_of("name"), v.path() + ".name",
-                        fmt::format("\"{}\" is not a valid processor name: use 1 to 64 letters, digits, '.', '_' or '-'",
-                                    p.name));
-    } else if (auto [it, fresh] = seen.emplace(p.name, &p); !fresh) {
-      diagnostics.error(v.location_of("name"), v.path() + ".name",
-                        fmt::format("another processor is named \"{}\" ({} at {}); give each processor its own `name`",
-                                    p.name, it->second->values->path(), it->second->values->where().to_string()));
-    }
-    if (v.has("inputs")) {
-      const auto& wanted = v.strings("inputs");
-      if (wanted.empty()) {
-        diagnostics.error(v.location_of("inputs"), v.path() + ".inputs",
-                          "an empty list takes no input; name at least one input, or remove `inputs` to take all");
-      }
-      std::vector<std::string> names;
-      for (const InputPlan& i : plan.inputs) names.push_back(i.name);
-      for (std::size_t k = 0; k < wanted.size(); ++k) {
-        if (plan.input(wanted[k]) != nullptr) continue;
-        std::string message = fmt::format("no input is named \"{}\"", wanted[k]);
-        if (names.empty()) {
-          message += " (no inputs are configured)";
-        } else {
-          message += "; the inputs are " + strings::join_alternatives(names);
-        }
-        diagnostics.error(v.location_of("inputs"), fmt::format("{}.inputs[{}]", v.path(), k), message);
-      }
-    }
+    check_name_and_inputs(plan, "processor", p.name, v, seen, diagnostics);
     if (p.descriptor->needs_json != nullptr && p.descriptor->needs_json(v)) {
       for (const std::string& name : p.inputs) {
         const InputPlan* i = plan.input(name);
@@ -175,6 +212,22 @@ void check_routes(const config::Document& document, const plugin::Registry& plug
                                       "format = \"json\" on that input or leave it out of `inputs`",
                                       p.type, p.name, name, process::to_string(i->format)));
       }
+    }
+  }
+  std::map<std::string, const config::SectionValues*> outputs_seen;
+  for (const OutputPlan& o : plan.outputs) check_name_and_inputs(plan, "output", o.name, *o.values, outputs_seen, diagnostics);
+  // With outputs, records of an input no output takes are passed by every output and deleted:
+  // say so (with no outputs at all, records stay in the queue up to its bound).
+  if (plan.outputs.empty()) return;
+  for (const auto& d : plugins.all()) {
+    if (d.kind != plugin::Kind::input) continue;
+    for (const auto& values : document.instances(d.section->path)) {
+      const InputPlan* i = plan.input(plugin::input_name(values, d.name));
+      if (i == nullptr || !i->outputs.empty()) continue;
+      diagnostics.warning(values.where(), values.path(),
+                          fmt::format("input \"{}\" goes to no output: its records are discarded once the outputs "
+                                      "have passed them; add it to an output's `inputs`, or remove the input",
+                                      i->name));
     }
   }
 }

@@ -35,22 +35,33 @@ struct ProcessorPlan {
   bool stage = false;                  // reads the queue (else: a record check)
 };
 
+struct OutputPlan {
+  std::string name;                    // unique among outputs
+  std::string type;                    // "http"
+  const plugin::Descriptor* descriptor = nullptr;
+  const config::SectionValues* values = nullptr;
+  std::vector<std::string> inputs;     // resolved: the inputs it sends, in input order
+};
+
 struct InputPlan {
   std::string name;
   std::string type;                    // "mqtt"
   process::Format format = process::Format::json;
   std::vector<std::size_t> checks;     // indexes into RoutePlan::processors, in file order
   std::vector<std::size_t> stages;
+  std::vector<std::size_t> outputs;    // indexes into RoutePlan::outputs
 };
 
 struct RoutePlan {
   std::vector<InputPlan> inputs;        // in the order the inputs are created
   std::vector<ProcessorPlan> processors;  // in file order
+  std::vector<OutputPlan> outputs;        // in file order
 
   const InputPlan* input(std::string_view name) const;
   // Inputs whose raw records outputs do not get, because a stage derives records from them.
   std::vector<std::string> derived_only() const;
-  // The queue consumers the plan needs (one per stage; outputs arrive with their issue).
+  // The queue consumers the plan needs: one per stage and one per output (and, with stages but
+  // no outputs, a stand-in that keeps what they derive for `tank queue peek`).
   std::vector<std::string> consumers() const;
   // A human description, one block per input: format, checks, stages and where records go.
   std::string explain() const;
@@ -59,9 +70,9 @@ struct RoutePlan {
 // Plans the routes of a configuration that loaded without errors.
 RoutePlan plan_routes(const config::Document& document, const plugin::Registry& plugins);
 
-// Cross-section checks of processors, run by `tank check` and at load (config::Schema::checks):
-// names unique and well formed, `inputs` naming configured inputs, processors that read fields
-// only on inputs with format = "json".
+// Cross-section checks of processors and outputs, run by `tank check` and at load
+// (config::Schema::checks): names unique and well formed, `inputs` naming configured inputs,
+// processors that read fields only on inputs with format = "json".
 void check_routes(const config::Document& document, const plugin::Registry& plugins,
                   config::Diagnostics& diagnostics);
 

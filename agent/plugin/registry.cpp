@@ -70,7 +70,90 @@ const config::Option kProcessorCommon[] = {
      .default_note = "all inputs"},
 };
 
+const std::string_view kEncodings[] = {"ndjson", "json_array"};
+const std::string_view kCompressions[] = {"zstd", "gzip", "none"};
+
+const config::Option kOutputCommon[] = {
+    {.name = "name",
+     .type = config::Type::string,
+     .default_value = "",
+     .description = "Names this output in metrics, logs, dead letters, idempotency keys and its queue cursor; unique "
+                    "among outputs: letters, digits, '.', '_' and '-', at most 64. Renaming an output gives it a new "
+                    "cursor that starts after the newest record.",
+     .default_note = "the plugin's name (`http`, `file`): set one when there are two of a kind"},
+    {.name = "inputs",
+     .type = config::Type::string_list,
+     .default_value = "",
+     .description = "The inputs whose records this output sends, by name (for an input behind an aggregate "
+                    "processor: its aggregates).",
+     .default_note = "all inputs"},
+    {.name = "batch_max_records",
+     .type = config::Type::integer,
+     .default_value = "5000",
+     .description = "The most records in one batch.",
+     .min = "1",
+     .max = "1000000"},
+    {.name = "batch_max_bytes",
+     .type = config::Type::size,
+     .default_value = "\"1MiB\"",
+     .description = "The most record bytes in one batch, before encoding and compression (at most half of what one "
+                    "queue commit may hold: max_disk_bytes / 128, at most 2 MiB, whichever is less; a single larger "
+                    "record is sent alone).",
+     .min = "1KiB",
+     .max = "64MiB"},
+    {.name = "linger",
+     .type = config::Type::duration,
+     .default_value = "\"200ms\"",
+     .description = "How long a batch that is not full waits for more records after its first one arrived.",
+     .min = "0s",
+     .max = "1h"},
+    {.name = "encoding",
+     .type = config::Type::choice,
+     .default_value = "\"ndjson\"",
+     .description = "\"ndjson\": one JSON value per line; \"json_array\": one JSON array. A record of a JSON input "
+                    "(and an aggregate) is sent as it is; a text record as {\"message\": \"...\"}; a raw record as "
+                    "{\"message_base64\": \"...\"}.",
+     .choices = kEncodings},
+    {.name = "compression",
+     .type = config::Type::choice,
+     .default_value = "\"zstd\"",
+     .description = "How the encoded batch is compressed (Content-Encoding for HTTP).",
+     .choices = kCompressions},
+    {.name = "retry_initial",
+     .type = config::Type::duration,
+     .default_value = "\"500ms\"",
+     .description = "The first wait before a failed batch is sent again; each further failure doubles it up to "
+                    "retry_max, and the wait is drawn at random between 0 and that (full jitter). A Retry-After from "
+                    "the upstream is honoured when longer.",
+     .min = "1ms"},
+    {.name = "retry_max",
+     .type = config::Type::duration,
+     .default_value = "\"1m\"",
+     .description = "The longest wait between two attempts.",
+     .min = "1ms"},
+    {.name = "breaker_failures",
+     .type = config::Type::integer,
+     .default_value = "5",
+     .description = "After this many failed attempts in a row the circuit opens: nothing is sent for "
+                    "breaker_cooldown, then one batch probes (half-open) and closes it again when delivered.",
+     .min = "1",
+     .max = "1000000"},
+    {.name = "breaker_cooldown",
+     .type = config::Type::duration,
+     .default_value = "\"30s\"",
+     .description = "How long an open circuit waits before it lets one probe through.",
+     .min = "1ms"},
+};
+
 }  // namespace
+
+std::span<const config::Option> output_common_options() { return kOutputCommon; }
+
+std::string output_name(const config::SectionValues& values, std::string_view plugin_name) {
+  return values.has("name") ? values.string("name") : std::string(plugin_name);
+}
+
+std::string output_consumer_name(std::string_view output_name) { return fmt::format("output/{}", output_name); }
 
 std::span<const config::Option> input_common_options() { return kInputCommon; }
 std::span<const config::Option> processor_common_options() { return kProcessorCommon; }

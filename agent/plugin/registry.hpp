@@ -13,6 +13,7 @@
 
 #include "config/schema.hpp"
 #include "plugin/input.hpp"
+#include "plugin/output.hpp"
 #include "plugin/processor.hpp"
 
 namespace tank::plugin {
@@ -30,6 +31,7 @@ struct Descriptor {
   InputFactory create_input = {};  // for inputs
   CheckFactory create_check = {};  // for processors that check records before the queue
   StageFactory create_stage = {};  // for processors that read the queue
+  OutputFactory create_output = {};  // for outputs
   // For processors: whether this instance needs its inputs' records decoded as JSON.
   bool (*needs_json)(const config::SectionValues& options) = nullptr;
 };

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <random>
 #include <cerrno>
 #include <cstring>
 
@@ -343,6 +344,13 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       lmdb::check(mdb_dbi_open(txn.get(), "dead_letters", MDB_CREATE, &dead_letters_dbi_),
                   "creating the dead-letter database");
       if (!get_meta(txn.get(), meta_dbi_, "format")) put_meta(txn.get(), meta_dbi_, "format", kQueueFormat);
+      if (!get_meta(txn.get(), meta_dbi_, "queue_id")) {
+        // Random, never 0; sequence numbers of another queue (one moved aside) never meet it.
+        std::random_device entropy;
+        std::uint64_t id = 0;
+        while (id == 0) id = (static_cast<std::uint64_t>(entropy()) << 32) ^ entropy();
+        put_meta(txn.get(), meta_dbi_, "queue_id", id);
+      }
       txn.commit();
       load_state();
       register_consumers();
@@ -405,6 +413,7 @@ void Queue::load_state() {
   lmdb::Txn txn(env_, MDB_RDONLY);
   MDB_txn* t = txn.get();
   std::uint64_t stored_next = get_meta(t, meta_dbi_, "next_seq").value_or(1);
+  queue_id_ = get_meta(t, meta_dbi_, "queue_id").value_or(0);
   seq_reserved_ = get_meta(t, meta_dbi_, "seq_reserved").value_or(0);
   disk_bytes_ = get_meta(t, meta_dbi_, "bytes").value_or(0);
   MDB_stat rs = stat_of(t, records_dbi_);

@@ -320,6 +320,10 @@ class Queue {
   // dead_letter_max_bytes (and 1/128 of it for the store's own copy-on-write pages).
   std::uint64_t file_limit_bytes() const { return map_bytes_; }
   const Options& options() const { return options_; }
+  // A random number drawn when this queue was created and kept with it: a queue moved aside and
+  // a fresh one start their sequence numbers again, but never share an id (outputs put it in
+  // their idempotency keys). 0 only for a queue opened read-only that no tank has started.
+  std::uint64_t id() const { return queue_id_; }
 
   // The margin for a given bound (what disk_margin_bytes() will be), for documentation and
   // `tank check`.
@@ -383,6 +387,7 @@ class Queue {
   std::uint64_t page_size_ = 4096;
   std::uint64_t bound_pages_ = 0;
   std::uint64_t max_commit_bytes_ = 0;
+  std::uint64_t queue_id_ = 0;
   std::uint64_t margin_bytes_ = 0;
   std::uint64_t map_bytes_ = 0;
   std::uint64_t node_max_ = 0;

@@ -1,0 +1,170 @@
+#include "output/batch.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "common/strings.hpp"
+
+namespace tank::output {
+namespace {
+
+constexpr std::uint8_t kOpenBatchFormat = 1;
+constexpr std::size_t kOpenBatchBytes = 1 + 8 + 8 + 8 + 4;
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+std::uint64_t get_u(std::string_view in, std::size_t at, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + static_cast<std::size_t>(i)]);
+  return v;
+}
+
+}  // namespace
+
+std::optional<Encoding> parse_encoding(std::string_view text) {
+  if (text == "ndjson") return Encoding::ndjson;
+  if (text == "json_array") return Encoding::json_array;
+  return std::nullopt;
+}
+
+std::optional<Compression> parse_compression(std::string_view text) {
+  if (text == "zstd") return Compression::zstd;
+  if (text == "gzip") return Compression::gzip;
+  if (text == "none") return Compression::none;
+  return std::nullopt;
+}
+
+std::string_view content_type(Encoding encoding) {
+  return encoding == Encoding::ndjson ? "application/x-ndjson" : "application/json";
+}
+
+std::string_view content_encoding(Compression compression) {
+  switch (compression) {
+    case Compression::zstd: return "zstd";
+    case Compression::gzip: return "gzip";
+    case Compression::none: return "";
+  }
+  return "";
+}
+
+void BodyEncoder::add(std::string_view payload, PayloadKind kind) {
+  if (encoding_ == Encoding::json_array) body_.push_back(records_ == 0 ? '[' : ',');
+  switch (kind) {
+    case PayloadKind::json:
+      body_.append(payload);
+      break;
+    case PayloadKind::text:
+      body_ += "{\"message\":";
+      strings::append_json_string(body_, payload);
+      body_.push_back('}');
+      break;
+    case PayloadKind::raw:
+      body_ += "{\"message_base64\":\"";
+      body_ += strings::base64(payload);
+      body_ += "\"}";
+      break;
+  }
+  if (encoding_ == Encoding::ndjson) body_.push_back('\n');
+  ++records_;
+}
+
+const std::string& BodyEncoder::finish() {
+  if (!finished_ && encoding_ == Encoding::json_array) body_ += records_ == 0 ? "[]" : "]";
+  finished_ = true;
+  return body_;
+}
+
+void BodyEncoder::clear() {
+  body_.clear();
+  records_ = 0;
+  finished_ = false;
+}
+
+void compress(Compression compression, std::string_view in, std::string& out) {
+  switch (compression) {
+    case Compression::none:
+      out.assign(in);
+      return;
+    case Compression::zstd: {
+      out.resize(ZSTD_compressBound(in.size()));
+      const std::size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+      if (ZSTD_isError(n)) throw std::runtime_error(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+      out.resize(n);
+      return;
+    }
+    case Compression::gzip: {
+      z_stream z{};
+      // 15 + 16: a gzip header and trailer, not zlib's.
+      if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        throw std::runtime_error("gzip: cannot initialise zlib");
+      }
+      out.resize(deflateBound(&z, static_cast<uLong>(in.size())) + 32);
+      z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+      z.avail_in = static_cast<uInt>(in.size());
+      z.next_out = reinterpret_cast<Bytef*>(out.data());
+      z.avail_out = static_cast<uInt>(out.size());
+      const int rc = deflate(&z, Z_FINISH);
+      const std::size_t n = out.size() - z.avail_out;
+      deflateEnd(&z);
+      if (rc != Z_STREAM_END) throw std::runtime_error(fmt::format("gzip: deflate returned {}", rc));
+      out.resize(n);
+      return;
+    }
+  }
+}
+
+std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
+                            std::uint64_t first_seq, std::uint64_t last_seq, std::string_view uncompressed_body) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(uncompressed_body.data(), uncompressed_body.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 failed");
+  }
+  std::uint64_t hash = 0;
+  for (int i = 0; i < 8; ++i) hash = (hash << 8) | digest[i];
+  return fmt::format("{}/{}/{:016x}/{}-{}/{:016x}", agent_id, output, queue_id, first_seq, last_seq, hash);
+}
+
+std::string encode_open_batch(const OpenBatch& batch) {
+  std::string out;
+  out.reserve(kOpenBatchBytes);
+  out.push_back(static_cast<char>(kOpenBatchFormat));
+  put_u64(out, batch.first_seq);
+  put_u64(out, batch.last_seq);
+  put_u64(out, batch.ack_seq);
+  put_u32(out, batch.records);
+  return out;
+}
+
+std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error) {
+  auto fail = [&](std::string why) -> std::optional<OpenBatch> {
+    if (error != nullptr) *error = std::move(why);
+    return std::nullopt;
+  };
+  if (bytes.size() != kOpenBatchBytes) return fail(fmt::format("{} bytes, not {}", bytes.size(), kOpenBatchBytes));
+  if (static_cast<std::uint8_t>(bytes[0]) != kOpenBatchFormat) {
+    return fail(fmt::format("format {} is not {}", static_cast<unsigned>(static_cast<std::uint8_t>(bytes[0])),
+                            kOpenBatchFormat));
+  }
+  OpenBatch b;
+  b.first_seq = get_u(bytes, 1, 8);
+  b.last_seq = get_u(bytes, 9, 8);
+  b.ack_seq = get_u(bytes, 17, 8);
+  b.records = static_cast<std::uint32_t>(get_u(bytes, 25, 4));
+  if (b.first_seq == 0 || b.first_seq > b.last_seq || b.last_seq > b.ack_seq || b.records == 0 ||
+      b.records > b.last_seq - b.first_seq + 1) {
+    return fail("inconsistent boundaries");
+  }
+  return b;
+}
+
+}  // namespace tank::output

@@ -1,0 +1,82 @@
+#pragma once
+
+// Batches as outputs send them: the body (encoding and compression), the idempotency key, and
+// the boundaries of the batch in flight as they are kept in the queue's state.
+//
+// Idempotency key (documented in docs/outputs.md, stable across versions):
+//
+//   <agent_id>/<output>/<queue id>/<first_seq>-<last_seq>/<content hash>
+//
+//   queue id       16 hex digits: Queue::id(), drawn when the queue was created, so a queue that
+//                  was moved aside and a fresh one (whose sequence numbers start again) never
+//                  give the same key
+//   first, last    decimal: the queue sequence numbers the batch spans
+//   content hash   16 hex digits: the first 8 bytes of the SHA-256 of the encoded, uncompressed
+//                  body, so the same range with other content (records evicted by drop_oldest,
+//                  a configuration that now routes other inputs here) never reuses a key
+//
+// Agent ids and output names are letters, digits, '.', '_' and '-', so the key is safe in an HTTP
+// header and an MQTT user property as it is.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tank::output {
+
+enum class Encoding { ndjson, json_array };
+enum class Compression { zstd, gzip, none };
+
+std::optional<Encoding> parse_encoding(std::string_view text);          // "ndjson", "json_array"
+std::optional<Compression> parse_compression(std::string_view text);    // "zstd", "gzip", "none"
+std::string_view content_type(Encoding encoding);          // "application/x-ndjson", "application/json"
+std::string_view content_encoding(Compression compression);  // "zstd", "gzip", ""
+
+// How a record's payload goes into a body: a JSON value as it is (JSON inputs, aggregates), text
+// as {"message": "<text>"} (the route checked it is UTF-8), anything else as
+// {"message_base64": "<base64>"}.
+enum class PayloadKind { json, text, raw };
+
+// Builds one body. Not thread-safe; reuse it for the next batch with clear().
+class BodyEncoder {
+ public:
+  explicit BodyEncoder(Encoding encoding) : encoding_(encoding) {}
+  void add(std::string_view payload, PayloadKind kind);
+  // The finished body (closes a JSON array). add() must not follow until clear().
+  const std::string& finish();
+  void clear();
+  std::size_t records() const { return records_; }
+
+ private:
+  Encoding encoding_;
+  std::string body_;
+  std::size_t records_ = 0;
+  bool finished_ = false;
+};
+
+// Compresses `in` into `out` (replacing its content); none copies. zstd at level 3, gzip at level
+// 6 (the libraries' defaults). Throws std::runtime_error only when the library fails (out of
+// memory).
+void compress(Compression compression, std::string_view in, std::string& out);
+
+std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
+                            std::uint64_t first_seq, std::uint64_t last_seq, std::string_view uncompressed_body);
+
+// The batch in flight, committed to the queue's state before its first send and deleted in the
+// transaction that acknowledges it. After a restart the same records are read again from it.
+struct OpenBatch {
+  std::uint64_t first_seq = 0;  // the first and last record in the batch
+  std::uint64_t last_seq = 0;
+  std::uint64_t ack_seq = 0;    // the position to acknowledge once it is done (>= last_seq:
+                                // records after last_seq the output does not take are passed too)
+  std::uint32_t records = 0;
+
+  bool operator==(const OpenBatch&) const = default;
+};
+
+std::string encode_open_batch(const OpenBatch& batch);
+// nullopt (and `error`) for bytes that are not an OpenBatch of this format.
+std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error = nullptr);
+
+}  // namespace tank::output

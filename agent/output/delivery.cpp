@@ -1,0 +1,408 @@
+#include "output/delivery.hpp"
+
+#include <algorithm>
+#include <random>
+
+#include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/failpoint.hpp"
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "metrics/registry.hpp"
+
+namespace tank::output {
+
+namespace {
+
+constexpr auto kIdlePoll = std::chrono::milliseconds(20);
+constexpr auto kLingerPoll = std::chrono::milliseconds(5);
+
+std::string_view reason_of(queue::CommitStatus status) { return queue::to_string(status); }
+
+}  // namespace
+
+struct Delivery::Metrics {
+  Metrics(metrics::Registry& registry, const std::string& output, const std::string& type) {
+    const prometheus::Labels base{{"output", output}, {"type", type}};
+    auto& batches = prometheus::BuildCounter()
+                        .Name("tank_output_batches_total")
+                        .Help("Batch attempts by result: delivered, retried (the attempt failed and the batch is "
+                              "sent again), rejected (refused for good; dead-lettered).")
+                        .Register(registry.core());
+    auto& records = prometheus::BuildCounter()
+                        .Name("tank_output_records_total")
+                        .Help("Records in batch attempts, by result (as tank_output_batches_total).")
+                        .Register(registry.core());
+    auto& bytes = prometheus::BuildCounter()
+                      .Name("tank_output_bytes_total")
+                      .Help("Bytes of batch attempts before (stage=\"encoded\") and after (stage=\"sent\") "
+                            "compression.")
+                      .Register(registry.core());
+    auto with = [&](const char* key, const char* value) {
+      prometheus::Labels l = base;
+      l[key] = value;
+      return l;
+    };
+    batches_delivered = &batches.Add(with("result", "delivered"));
+    batches_retried = &batches.Add(with("result", "retried"));
+    batches_rejected = &batches.Add(with("result", "rejected"));
+    records_delivered = &records.Add(with("result", "delivered"));
+    records_retried = &records.Add(with("result", "retried"));
+    records_rejected = &records.Add(with("result", "rejected"));
+    bytes_encoded = &bytes.Add(with("stage", "encoded"));
+    bytes_sent = &bytes.Add(with("stage", "sent"));
+    latency = &prometheus::BuildHistogram()
+                   .Name("tank_output_delivery_latency_seconds")
+                   .Help("From a record's append to the queue to the upstream's acknowledgement of its batch.")
+                   .Register(registry.core())
+                   .Add(base, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                      0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600});
+    in_flight = &prometheus::BuildGauge()
+                     .Name("tank_output_in_flight_batches")
+                     .Help("Batches being sent and not yet acknowledged.")
+                     .Register(registry.core())
+                     .Add(base);
+    circuit = &prometheus::BuildGauge()
+                   .Name("tank_output_circuit_state")
+                   .Help("The output's circuit breaker: 0 closed, 1 open (not sending), 2 half-open (one probe).")
+                   .Register(registry.core())
+                   .Add(base);
+    last_success = &prometheus::BuildGauge()
+                        .Name("tank_output_last_success_timestamp_seconds")
+                        .Help("When the upstream last acknowledged a batch (Unix time; 0: not yet).")
+                        .Register(registry.core())
+                        .Add(base);
+  }
+  prometheus::Counter *batches_delivered, *batches_retried, *batches_rejected;
+  prometheus::Counter *records_delivered, *records_retried, *records_rejected;
+  prometheus::Counter *bytes_encoded, *bytes_sent;
+  prometheus::Histogram* latency;
+  prometheus::Gauge *in_flight, *circuit, *last_success;
+};
+
+struct Delivery::Prepared {
+  std::vector<queue::ReadBatch> chunks;           // the records, copied out of the queue
+  std::vector<const queue::RecordView*> records;  // those in the batch, in order
+  BodyEncoder encoder{Encoding::ndjson};
+  std::string compressed;
+  std::string key;
+  std::string input;  // the input of every record, "" when mixed
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+};
+
+DeliverySettings delivery_settings(const config::SectionValues& v, std::string output, std::string type,
+                                   std::string agent_id) {
+  DeliverySettings s;
+  s.output = std::move(output);
+  s.type = std::move(type);
+  s.agent_id = std::move(agent_id);
+  s.max_records = static_cast<std::size_t>(v.integer("batch_max_records"));
+  s.max_bytes = static_cast<std::size_t>(v.size("batch_max_bytes"));
+  s.linger = v.duration("linger");
+  s.encoding = parse_encoding(v.choice("encoding")).value_or(Encoding::ndjson);
+  s.compression = parse_compression(v.choice("compression")).value_or(Compression::zstd);
+  s.retry_initial = v.duration("retry_initial");
+  s.retry_max = std::max(v.duration("retry_max"), s.retry_initial);
+  s.breaker_failures = static_cast<unsigned>(v.integer("breaker_failures"));
+  s.breaker_cooldown = v.duration("breaker_cooldown");
+  return s;
+}
+
+std::string open_batch_key(std::string_view output) { return fmt::format("output/{}/batch", output); }
+
+Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::unique_ptr<plugin::Output> output,
+                   metrics::Registry& metrics, const Clock& clock)
+    : settings_(std::move(settings)),
+      queue_(queue),
+      output_(std::move(output)),
+      clock_(clock),
+      metrics_(std::make_unique<Metrics>(metrics, settings_.output, settings_.type)),
+      consumer_(plugin::output_consumer_name(settings_.output)),
+      state_key_(open_batch_key(settings_.output)),
+      rng_state_((static_cast<std::uint64_t>(std::random_device{}()) << 32) | 1) {
+  settings_.max_bytes = std::clamp<std::size_t>(settings_.max_bytes, 1, queue_.max_commit_bytes() / 2);
+}
+
+Delivery::~Delivery() { stop(); }
+
+void Delivery::start() {
+  output_->start();
+  if (!queue_.position(consumer_)) queue_.add_consumer(consumer_);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+void Delivery::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  output_->interrupt();
+  if (thread_.joinable()) {
+    thread_.join();
+    output_->stop();
+  }
+}
+
+bool Delivery::stopping() const {
+  std::lock_guard lock(mutex_);
+  return stopping_;
+}
+
+bool Delivery::wait_for(std::chrono::nanoseconds d) {
+  std::unique_lock lock(mutex_);
+  wake_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+void Delivery::run() {
+  const std::string component = fmt::format("output {}", settings_.output);
+  position_ = queue_.position(consumer_).value_or(0);
+  std::optional<OpenBatch> open;
+  if (auto stored = queue_.state(state_key_)) {
+    std::string error;
+    open = decode_open_batch(*stored, &error);
+    if (!open) {
+      log::error(component, "the saved batch in flight cannot be read ({}); sending from the acknowledged position "
+                            "instead", error);
+    } else {
+      log::info(component, "resending the batch in flight: records {} to {} ({} records)", open->first_seq,
+                open->last_seq, open->records);
+    }
+  }
+  Prepared batch;
+  while (!stopping()) {
+    batch.chunks.clear();
+    batch.records.clear();
+    bool have = false;
+    if (open) {
+      have = reread(*open, batch);
+      if (!have) {
+        // Every record of the batch was evicted (drop_oldest) meanwhile: nothing to send.
+        queue::WriteBatch w;
+        w.acks.emplace_back(consumer_, open->ack_seq);
+        w.state_deletes.push_back(state_key_);
+        if (!commit_retrying(w, "acknowledging an evicted batch")) break;
+        position_ = open->ack_seq;
+        open.reset();
+        continue;
+      }
+    } else {
+      open = cut(batch);
+      if (!open) continue;
+      have = prepare(*open, batch);
+    }
+    if (!have) {
+      open.reset();
+      continue;
+    }
+    if (!deliver(*open, batch)) break;  // stopping: the batch stays open in the state
+    position_ = open->ack_seq;
+    open.reset();
+  }
+}
+
+std::optional<OpenBatch> Delivery::cut(Prepared& out) {
+  std::size_t records = 0;
+  std::size_t bytes = 0;
+  std::uint64_t scanned = position_;
+  std::int64_t deadline_ns = 0;
+  for (;;) {
+    if (stopping()) return std::nullopt;
+    queue::ReadBatch b;
+    try {
+      b = queue_.read(scanned,
+                      queue::ReadLimits{settings_.max_records - records, std::max<std::size_t>(settings_.max_bytes - bytes, 1)},
+                      &settings_.filter);
+    } catch (const std::exception& e) {
+      log::error(fmt::format("output {}", settings_.output), "reading the queue failed: {}", e.what());
+      wait_for(std::chrono::seconds(1));
+      return std::nullopt;
+    }
+    scanned = std::max(scanned, b.scanned_to());
+    const bool got = !b.empty();
+    if (got) {
+      if (records == 0) deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
+      records += b.size();
+      bytes += b.bytes();
+      out.chunks.push_back(std::move(b));
+    }
+    if (records >= settings_.max_records || bytes >= settings_.max_bytes) break;
+    const std::int64_t now = clock_.wall_ns();
+    if (records > 0 && now >= deadline_ns) break;
+    if (got) continue;  // read on at once: more may be there
+    if (records == 0 && scanned > position_) {
+      // Records this output does not take: pass them, so the queue can free them.
+      queue::WriteBatch w;
+      w.acks.emplace_back(consumer_, scanned);
+      if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
+      position_ = scanned;
+    }
+    const auto wait = records == 0 ? std::chrono::nanoseconds(kIdlePoll)
+                                   : std::min<std::chrono::nanoseconds>(kLingerPoll, std::chrono::nanoseconds(deadline_ns - now));
+    if (!wait_for(wait)) return std::nullopt;
+  }
+  OpenBatch open;
+  open.first_seq = out.chunks.front().records().front().seq;
+  open.last_seq = out.chunks.back().records().back().seq;
+  open.ack_seq = std::max(scanned, open.last_seq);
+  open.records = static_cast<std::uint32_t>(records);
+  // The boundaries go to the queue before the first send: every later attempt sends these.
+  queue::WriteBatch w;
+  w.state_puts.emplace_back(state_key_, encode_open_batch(open));
+  if (!commit_retrying(w, "recording the boundaries of a batch")) return std::nullopt;
+  failpoint::hit("output.boundaries");  // cut, not sent yet
+  return open;
+}
+
+bool Delivery::prepare(const OpenBatch& open, Prepared& out) {
+  out.records.clear();
+  for (const queue::ReadBatch& chunk : out.chunks) {
+    for (const queue::RecordView& r : chunk.records()) {
+      if (r.seq >= open.first_seq && r.seq <= open.last_seq) out.records.push_back(&r);
+    }
+  }
+  if (out.records.empty()) return false;
+  out.encoder = BodyEncoder(settings_.encoding);
+  out.input = std::string(out.records.front()->input);
+  for (const queue::RecordView* r : out.records) {
+    PayloadKind kind = PayloadKind::json;
+    if (!r->derived()) {
+      auto it = settings_.kinds.find(r->input);
+      kind = it == settings_.kinds.end() ? PayloadKind::raw : it->second;
+    }
+    out.encoder.add(r->payload, kind);
+    if (r->input != out.input) out.input.clear();
+  }
+  const std::string& body = out.encoder.finish();
+  compress(settings_.compression, body, out.compressed);
+  out.first = out.records.front()->seq;
+  out.last = out.records.back()->seq;
+  out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, body);
+  return true;
+}
+
+bool Delivery::reread(const OpenBatch& open, Prepared& out) {
+  std::uint64_t scanned = open.first_seq - 1;
+  std::size_t records = 0;
+  while (scanned < open.last_seq && records < open.records) {
+    queue::ReadBatch b = queue_.read(scanned, queue::ReadLimits{open.records - records, std::size_t{1} << 30},
+                                     &settings_.filter);
+    if (b.scanned_to() <= scanned) break;  // nothing more in the queue
+    scanned = b.scanned_to();
+    records += b.size();
+    out.chunks.push_back(std::move(b));
+  }
+  return prepare(open, out);
+}
+
+bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
+  const std::string component = fmt::format("output {}", settings_.output);
+  log::Episode failing(component, log::Level::warn);
+  plugin::OutgoingBatch outgoing;
+  outgoing.first_seq = batch.first;
+  outgoing.last_seq = batch.last;
+  outgoing.records = batch.records.size();
+  outgoing.body = batch.compressed;
+  outgoing.uncompressed_bytes = batch.encoder.finish().size();
+  outgoing.content_type = content_type(settings_.encoding);
+  outgoing.content_encoding = content_encoding(settings_.compression);
+  outgoing.idempotency_key = batch.key;
+  outgoing.input = batch.input;
+  const double n = static_cast<double>(outgoing.records);
+  for (unsigned attempt = 0;; ++attempt) {
+    if (stopping()) return false;
+    if (failures_in_a_row_ >= settings_.breaker_failures) {
+      // Open: nothing is sent for the cooldown, then this batch probes (half-open).
+      metrics_->circuit->Set(1);
+      if (!wait_for(settings_.breaker_cooldown)) return false;
+      metrics_->circuit->Set(2);
+    }
+    metrics_->in_flight->Set(1);
+    plugin::SendResult result = output_->send(outgoing);
+    metrics_->in_flight->Set(0);
+    metrics_->bytes_encoded->Increment(static_cast<double>(outgoing.uncompressed_bytes));
+    metrics_->bytes_sent->Increment(static_cast<double>(outgoing.body.size()));
+    if (result.status == plugin::SendStatus::retry) {
+      metrics_->batches_retried->Increment();
+      metrics_->records_retried->Increment(n);
+      ++failures_in_a_row_;
+      if (failures_in_a_row_ == settings_.breaker_failures) {
+        log::warn(component, "{} failed attempts in a row: the circuit opens for {}", failures_in_a_row_,
+                  units::format_duration(settings_.breaker_cooldown));
+      }
+      // Capped exponential backoff with full jitter; a longer Retry-After wins.
+      const auto cap = std::min<std::chrono::nanoseconds>(
+          settings_.retry_max, settings_.retry_initial * (std::uint64_t{1} << std::min(attempt, 20u)));
+      rng_state_ ^= rng_state_ << 13;
+      rng_state_ ^= rng_state_ >> 7;
+      rng_state_ ^= rng_state_ << 17;
+      auto delay = std::chrono::nanoseconds(static_cast<std::int64_t>(rng_state_ % static_cast<std::uint64_t>(cap.count() + 1)));
+      if (result.retry_after) delay = std::max<std::chrono::nanoseconds>(delay, *result.retry_after);
+      failing.occur(fmt::format("sending records {} to {} failed: {}; retrying in {}", batch.first, batch.last,
+                                result.detail, units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(delay))));
+      if (failures_in_a_row_ >= settings_.breaker_failures) continue;  // the breaker's wait instead
+      if (!wait_for(delay)) return false;
+      continue;
+    }
+    failpoint::hit("output.sent");  // the upstream has it, the queue does not know yet
+    queue::WriteBatch w;
+    w.acks.emplace_back(consumer_, open.ack_seq);
+    w.state_deletes.push_back(state_key_);
+    const std::int64_t now = clock_.wall_ns();
+    if (result.status == plugin::SendStatus::rejected) {
+      for (const queue::RecordView* r : batch.records) {
+        queue::DeadLetter d = queue::DeadLetter::make(
+            r->input, "upstream_rejected", fmt::format("output \"{}\": {}", settings_.output, result.detail), r->payload, now);
+        d.attributes = std::string(r->attributes);
+        w.dead_letters.push_back(std::move(d));
+      }
+    }
+    if (!commit_retrying(w, "acknowledging a delivered batch")) return false;
+    failures_in_a_row_ = 0;
+    metrics_->circuit->Set(0);
+    failing.end("delivering works again");
+    if (result.status == plugin::SendStatus::rejected) {
+      metrics_->batches_rejected->Increment();
+      metrics_->records_rejected->Increment(n);
+      log::error(component, "the upstream refused records {} to {} for good ({}); {} record(s) are in the dead-letter "
+                            "store (tank dlq list --reason upstream_rejected)",
+                 batch.first, batch.last, result.detail, batch.records.size());
+    } else {
+      metrics_->batches_delivered->Increment();
+      metrics_->records_delivered->Increment(n);
+      metrics_->last_success->Set(static_cast<double>(now) / 1e9);
+      for (const queue::RecordView* r : batch.records) {
+        metrics_->latency->Observe(static_cast<double>(now - r->ingest_ns) / 1e9);
+      }
+    }
+    return true;
+  }
+}
+
+bool Delivery::commit_retrying(const queue::WriteBatch& batch, std::string_view what) {
+  const std::string component = fmt::format("output {}", settings_.output);
+  log::Episode failing(component, log::Level::error);
+  for (unsigned attempt = 0;; ++attempt) {
+    const queue::CommitResult r = queue_.commit(batch);
+    if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
+      failing.end("committing works again");
+      return true;
+    }
+    failing.occur(fmt::format("{} failed ({}{}); retrying", what, reason_of(r.status), r.error.empty() ? "" : ": " + r.error));
+    if (!wait_for(std::chrono::milliseconds(std::min(100u << std::min(attempt, 5u), 2000u)))) return false;
+  }
+}
+
+}  // namespace tank::output

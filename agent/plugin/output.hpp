@@ -1,0 +1,98 @@
+#pragma once
+
+// What an output plugin is to the agent.
+//
+// The delivery engine (output/delivery.hpp) does everything outputs share: it reads the output's
+// records from the queue through the output's own cursor, cuts batches (batch_max_records,
+// batch_max_bytes, linger) whose boundaries it commits before the first send, encodes and
+// compresses them, derives the idempotency key, retries with capped exponential backoff and full
+// jitter, keeps the circuit breaker, dead-letters batches the upstream refuses for good, and
+// acknowledges delivered batches. A plugin only sends one prepared batch and says what happened.
+//
+// Life cycle, from the output's own thread: create, start(), send() any number of times,
+// stop(). interrupt() may be called from another thread at any time.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/clock.hpp"
+#include "config/document.hpp"
+#include "config/schema.hpp"
+
+namespace tank::metrics {
+class Registry;
+}
+
+namespace tank::plugin {
+
+struct OutgoingBatch {
+  std::uint64_t first_seq = 0;        // the queue sequence numbers the batch spans
+  std::uint64_t last_seq = 0;
+  std::size_t records = 0;
+  std::string_view body;              // encoded, then compressed
+  std::size_t uncompressed_bytes = 0;
+  std::string_view content_type;      // "application/x-ndjson", "application/json"
+  std::string_view content_encoding;  // "zstd", "gzip", or "" (none)
+  std::string_view idempotency_key;   // the same for every attempt of this batch (output/batch.hpp)
+  std::string_view input;             // the input of every record, or "" when they are mixed
+};
+
+enum class SendStatus {
+  delivered,  // the upstream acknowledged the batch
+  retry,      // not delivered, may be sent again (timeouts, 5xx, 429, connection errors)
+  rejected,   // refused for good (a 4xx other than 408/429): it goes to the dead-letter store
+};
+
+struct SendResult {
+  SendStatus status = SendStatus::retry;
+  // For people: "HTTP 503 Service Unavailable: <body excerpt>", "connect to 10.0.0.1:443: timed
+  // out". For rejected batches it is the dead letters' detail.
+  std::string detail;
+  // The upstream asked to wait this long before the next attempt (HTTP Retry-After).
+  std::optional<std::chrono::milliseconds> retry_after;
+};
+
+class Output {
+ public:
+  virtual ~Output() = default;
+  // Prepares what does not depend on the upstream being reachable (files, TLS contexts);
+  // throws StartError (plugin/input.hpp) when the configuration cannot work.
+  virtual void start() {}
+  // Sends one batch and returns what happened. Blocks for at most the plugin's own timeouts.
+  // Called from the output's thread only. Never throws for upstream or network problems.
+  virtual SendResult send(const OutgoingBatch& batch) = 0;
+  // Makes a send() in progress return (as retry) soon; from any thread (shutdown).
+  virtual void interrupt() {}
+  // Releases connections and files; no send() follows.
+  virtual void stop() {}
+};
+
+struct OutputContext {
+  std::string name;  // the instance's unique name
+  metrics::Registry& metrics;
+  const Clock& clock;
+  std::string agent_id;
+  std::filesystem::path data_dir;
+};
+
+using OutputFactory =
+    std::function<std::unique_ptr<Output>(const config::SectionValues& options, const OutputContext& context)>;
+
+// Options every output has, declared once: name, inputs, the batching, encoding, compression,
+// retry and circuit breaker settings (output/delivery.hpp reads them).
+std::span<const config::Option> output_common_options();
+
+// The name an output instance gets: its `name` option, or the plugin's name when unset.
+std::string output_name(const config::SectionValues& values, std::string_view plugin_name);
+
+// The queue consumer name of an output.
+std::string output_consumer_name(std::string_view output_name);
+
+}  // namespace tank::plugin

@@ -1,0 +1,223 @@
+// outputs.file: batches appended to files under a directory, each one written and flushed to
+// stable storage (fdatasync) before it is acknowledged. For local archives, debugging and the
+// embedded default configuration.
+//
+// Files are named <output>-<UTC time of creation>.ndjson, with .zst or .gz appended when the
+// batches are compressed: each batch is one zstd frame or gzip member, and concatenated frames
+// and members are what `zstdcat` and `zcat` read as one stream. A new file is started when the
+// current one would pass max_file_bytes or is older than max_file_age; beyond max_files the
+// oldest are deleted. A batch sent again after a crash (at-least-once) may appear twice.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "common/units.hpp"
+#include "plugin/registry.hpp"
+
+namespace tank::plugins {
+namespace {
+
+namespace fs = std::filesystem;
+using config::Option;
+using config::Type;
+
+const Option kOptions[] = {
+    {.name = "directory",
+     .type = Type::string,
+     .default_value = "",
+     .description = "The directory the files go to (created if missing).",
+     .required = true},
+    {.name = "max_file_bytes",
+     .type = Type::size,
+     .default_value = "\"64MiB\"",
+     .description = "A new file is started when a batch would make the current one larger than this.",
+     .min = "4KiB"},
+    {.name = "max_file_age",
+     .type = Type::duration,
+     .default_value = "\"1h\"",
+     .description = "A new file is started for the first batch after the current one is this old.",
+     .min = "1s"},
+    {.name = "max_files",
+     .type = Type::integer,
+     .default_value = "24",
+     .description = "The most files of this output kept in the directory; the oldest are deleted beyond it, so "
+                    "the directory holds at most max_files x max_file_bytes (plus one batch).",
+     .min = "1",
+     .max = "1000000"},
+};
+
+void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
+  if (v.has("encoding") && v.choice("encoding") == "json_array") {
+    diagnostics.error(v.location_of("encoding"), v.path() + ".encoding",
+                      "outputs.file appends batches to a file, which is NDJSON only: remove encoding or set \"ndjson\"");
+  }
+}
+
+const config::Section kSection{
+    .path = "outputs.file",
+    .summary = "Appends batches to NDJSON files under a directory (zstd or gzip compressed unless compression = "
+               "\"none\"), each flushed to disk (fdatasync) before it is acknowledged; files rotate by size and age "
+               "and the oldest are deleted beyond max_files.",
+    .options = kOptions,
+    .common = plugin::output_common_options(),
+    .repeated = true,
+    .check = check,
+};
+
+std::string extension_of(std::string_view compression) {
+  if (compression == "zstd") return ".ndjson.zst";
+  if (compression == "gzip") return ".ndjson.gz";
+  return ".ndjson";
+}
+
+class FileOutput final : public plugin::Output {
+ public:
+  FileOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+      : name_(context.name),
+        directory_(v.string("directory")),
+        extension_(extension_of(v.choice("compression"))),
+        max_file_bytes_(v.size("max_file_bytes")),
+        max_file_age_(v.duration("max_file_age")),
+        max_files_(static_cast<std::size_t>(v.integer("max_files"))),
+        clock_(context.clock) {}
+
+  ~FileOutput() override { close_file(); }
+
+  void start() override {
+    std::error_code ec;
+    fs::create_directories(directory_, ec);
+    if (ec) {
+      throw plugin::StartError(fmt::format("cannot create the directory {}: {}; create it or choose another `directory`",
+                                           directory_.string(), ec.message()));
+    }
+    if (::access(directory_.c_str(), W_OK) != 0) {
+      throw plugin::StartError(fmt::format("cannot write to the directory {}: {}", directory_.string(),
+                                           std::strerror(errno)));
+    }
+  }
+
+  plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
+    const std::int64_t now = clock_.wall_ns();
+    if (fd_ >= 0 && ((size_ + batch.body.size() > max_file_bytes_ && size_ > 0) ||
+                     now - opened_ns_ >= max_file_age_.count())) {
+      close_file();
+    }
+    if (fd_ < 0) {
+      if (std::string error = open_file(now); !error.empty()) return {plugin::SendStatus::retry, error, std::nullopt};
+    }
+    const char* p = batch.body.data();
+    std::size_t left = batch.body.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int e = errno;
+        // What was written of this batch stays; the file is closed so the next attempt starts a
+        // new one (a reader sees one broken line or frame at the end of this file).
+        std::string detail = fmt::format("writing {} failed: {}", path_.string(), std::strerror(e));
+        close_file();
+        return {plugin::SendStatus::retry, detail, std::nullopt};
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+      size_ += static_cast<std::uint64_t>(n);
+    }
+    if (::fdatasync(fd_) != 0) {
+      std::string detail = fmt::format("flushing {} to disk failed: {}", path_.string(), std::strerror(errno));
+      close_file();
+      return {plugin::SendStatus::retry, detail, std::nullopt};
+    }
+    return {plugin::SendStatus::delivered, {}, std::nullopt};
+  }
+
+  void stop() override { close_file(); }
+
+ private:
+  std::string open_file(std::int64_t now) {
+    const std::time_t seconds = static_cast<std::time_t>(now / 1'000'000'000);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    const std::string stamp = fmt::format("{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                                          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (now / 1'000'000) % 1000);
+    for (int n = 0;; ++n) {
+      path_ = directory_ / (fmt::format("{}-{}{}", name_, stamp, n == 0 ? "" : fmt::format("-{}", n)) + extension_);
+      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+      if (fd_ >= 0 || errno != EEXIST) break;
+    }
+    if (fd_ < 0) return fmt::format("cannot create {}: {}", path_.string(), std::strerror(errno));
+    // The new name must survive a crash too.
+    const int dir = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    size_ = 0;
+    opened_ns_ = now;
+    prune();
+    return {};
+  }
+
+  void close_file() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  // Deletes the oldest files of this output beyond max_files (names sort by creation time).
+  void prune() {
+    std::vector<fs::path> mine;
+    std::error_code ec;
+    const std::string prefix = name_ + "-";
+    for (const auto& entry : fs::directory_iterator(directory_, ec)) {
+      const std::string file = entry.path().filename().string();
+      if (file.starts_with(prefix) && file.ends_with(extension_)) mine.push_back(entry.path());
+    }
+    if (mine.size() <= max_files_) return;
+    std::sort(mine.begin(), mine.end());
+    for (std::size_t i = 0; i + max_files_ < mine.size(); ++i) {
+      if (mine[i] == path_) continue;
+      fs::remove(mine[i], ec);
+      if (ec) log::warn("output " + name_, "cannot delete {} (max_files): {}", mine[i].string(), ec.message());
+    }
+  }
+
+  std::string name_;
+  fs::path directory_;
+  std::string extension_;
+  std::uint64_t max_file_bytes_;
+  std::chrono::nanoseconds max_file_age_;
+  std::size_t max_files_;
+  const Clock& clock_;
+  int fd_ = -1;
+  fs::path path_;
+  std::uint64_t size_ = 0;
+  std::int64_t opened_ns_ = 0;
+};
+
+std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {
+  return std::make_unique<FileOutput>(v, context);
+}
+
+}  // namespace
+
+void register_outputs_file(plugin::Registry& registry) {
+  registry.add({.kind = plugin::Kind::output,
+                .name = "file",
+                .section = &kSection,
+                .summary = "appends batches to NDJSON files, fsynced before they are acknowledged",
+                .create_output = create});
+}
+
+}  // namespace tank::plugins

@@ -1,0 +1,182 @@
+// outputs.file in the real binary: every record of its routes arrives, compressed files read
+// back as one stream, files rotate and the oldest are deleted beyond max_files, the queue drains,
+// and the outputs' metrics count it.
+
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <zstd.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "engine/run_state.hpp"
+#include "support/input_helpers.hpp"
+#include "support/tank_process.hpp"
+
+using namespace tank;
+using namespace tank::test;
+
+namespace {
+
+std::string tcp_address(const std::filesystem::path& data_dir, const std::string& input) {
+  auto state = engine::read_run_state(data_dir / "run.json", nullptr);
+  REQUIRE(state);
+  for (const auto& [name, where] : state->inputs) {
+    if (name == input) return where;
+  }
+  FAIL("input " << input << " does not listen");
+  return {};
+}
+
+// Decompresses a file of concatenated zstd frames.
+std::string zstd_file(const std::filesystem::path& path) {
+  const std::string in = read_file(path);
+  std::string out;
+  ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  ZSTD_inBuffer input{in.data(), in.size(), 0};
+  std::string chunk(1 << 16, '\0');
+  while (input.pos < input.size) {
+    ZSTD_outBuffer output{chunk.data(), chunk.size(), 0};
+    const std::size_t rc = ZSTD_decompressStream(ctx, &output, &input);
+    REQUIRE_FALSE(ZSTD_isError(rc));
+    out.append(chunk.data(), output.pos);
+  }
+  ZSTD_freeDCtx(ctx);
+  return out;
+}
+
+std::vector<std::filesystem::path> files_in(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("outputs.file: every record of its routes, zstd files that read back, the queue drained",
+          "[integration][outputs][file]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                       "[[inputs.tcp]]\nname = \"logs\"\nlisten = \"127.0.0.1:0\"\n\n"
+                       "[[inputs.tcp]]\nname = \"ignored\"\nlisten = \"127.0.0.1:0\"\n\n"
+                       "[[outputs.file]]\nname = \"archive\"\ninputs = [\"plant\", \"logs\"]\ndirectory = \"{}\"\n"
+                       "batch_max_records = 100\nlinger = \"20ms\"\nmax_file_bytes = \"4KiB\"\nmax_files = 1000\n",
+                       (dir / "out").string()));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  std::string plant, logs;
+  for (int i = 0; i < 3000; ++i) plant += fmt::format(R"({{"device":"d{}","seq":{}}})", i % 7, i) + "\n";
+  for (int i = 0; i < 500; ++i) logs += fmt::format("log line {} with \"quotes\"", i) + "\n";
+  for (const auto& [input, text] : {std::pair{"plant", plant}, std::pair{"logs", logs}, std::pair{"ignored", logs}}) {
+    int fd = tcp_connect(tcp_address(data, input));
+    REQUIRE(fd >= 0);
+    REQUIRE(send_all(fd, text));
+    ::close(fd);
+  }
+  std::vector<std::string> lines;
+  REQUIRE(wait_until([&] {
+    lines.clear();
+    for (const auto& f : files_in(dir / "out")) {
+      for (auto& l : lines_of(zstd_file(f))) lines.push_back(std::move(l));
+    }
+    return lines.size() >= 3500;
+  }, std::chrono::seconds(30)));
+  CHECK(lines.size() == 3500);
+  std::set<std::int64_t> seqs;
+  std::set<std::string> messages;
+  for (const auto& l : lines) {
+    auto v = boost::json::parse(l).as_object();
+    if (v.contains("seq")) seqs.insert(v.at("seq").as_int64());
+    else messages.insert(std::string(v.at("message").as_string()));
+  }
+  CHECK(seqs.size() == 3000);
+  CHECK(messages.size() == 500);
+  CHECK(messages.contains("log line 7 with \"quotes\""));
+  // Rotated by size (4 KiB): zstd packs the 3500 lines into some 6 KB, so at least two files.
+  const auto files = files_in(dir / "out");
+  INFO("files: " << files.size() << ", first " << std::filesystem::file_size(files.front()) << " bytes");
+  CHECK(files.size() >= 2);
+  for (const auto& f : files) {
+    CHECK(f.filename().string().starts_with("archive-"));
+    CHECK(f.extension() == ".zst");
+  }
+  // Delivered records of its routes leave the queue; "ignored" has no output and stays.
+  REQUIRE(wait_until([&] {
+    const std::string s = scrape(metrics);
+    return metric_value(s, R"(tank_output_records_total{output="archive",result="delivered",type="file"})") == 3500;
+  }));
+  const std::string s = scrape(metrics);
+  CHECK(metric_value(s, R"(tank_output_batches_total{output="archive",result="retried",type="file"})") == 0);
+  CHECK(metric_value(s, R"(tank_output_circuit_state{output="archive",type="file"})") == 0);
+  CHECK(metric_value(s, R"(tank_output_delivery_latency_seconds_count{output="archive",type="file"})") == 3500);
+  CHECK(metric_value(s, R"(tank_output_last_success_timestamp_seconds{output="archive",type="file"})") > 0);
+  CHECK(tank.stop() == 0);
+  // The "ignored" input goes to no output: its records were passed by the output and deleted
+  // (tank check warns about such an input).
+  CHECK(records_in(data / "queue").empty());
+  auto r = run({tank_binary(), "check", "-c", config.string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("input \"ignored\" goes to no output") != std::string::npos);
+}
+
+TEST_CASE("outputs.file: max_files bounds the directory, and json_array is refused", "[integration][outputs][file]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\n\n"
+                       "[[outputs.file]]\ndirectory = \"{}\"\ncompression = \"none\"\nbatch_max_records = 10\n"
+                       "linger = \"0s\"\nmax_file_bytes = \"4KiB\"\nmax_files = 3\n",
+                       (dir / "out").string()));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += fmt::format("line {:06d} {}", i, std::string(40, 'x')) + "\n";
+  int fd = tcp_connect(tcp_address(data, "plant"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, text));
+  ::close(fd);
+  REQUIRE(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_records_total{output="file",result="delivered",type="file"})") ==
+           2000;
+  }, std::chrono::seconds(30)));
+  const auto files = files_in(dir / "out");
+  CHECK(files.size() == 3);
+  // The newest files hold the last lines.
+  const auto last = lines_of(read_file(files.back()));
+  REQUIRE(!last.empty());
+  CHECK(last.back() == fmt::format("{{\"message\":\"line 001999 {}\"}}", std::string(40, 'x')));
+  CHECK(tank.stop() == 0);
+
+  const auto bad = write_test_config(dir,
+                                     "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n"
+                                     "[[outputs.file]]\ndirectory = \"/tmp\"\nencoding = \"json_array\"\n",
+                                     "bad.toml");
+  auto r = run({tank_binary(), "check", "-c", bad.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("NDJSON only") != std::string::npos);
+  // Cross-section problems (checked once every section is valid).
+  const auto twice = write_test_config(dir,
+                                       "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n"
+                                       "[[outputs.file]]\ndirectory = \"/tmp\"\n\n"
+                                       "[[outputs.file]]\ndirectory = \"/tmp\"\ninputs = [\"nope\"]\n",
+                                       "twice.toml");
+  r = run({tank_binary(), "check", "-c", twice.string()});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("another output is named \"file\"") != std::string::npos);
+  CHECK(r.err.find("no input is named \"nope\"") != std::string::npos);
+}

@@ -1,0 +1,116 @@
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "output/batch.hpp"
+
+using namespace tank::output;
+
+namespace {
+
+std::string unzstd(const std::string& in) {
+  std::string out(ZSTD_getFrameContentSize(in.data(), in.size()), '\0');
+  const std::size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
+  REQUIRE_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
+}
+
+std::string gunzip(const std::string& in) {
+  z_stream z{};
+  REQUIRE(inflateInit2(&z, 15 + 32) == Z_OK);
+  std::string out(1 << 20, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(inflate(&z, Z_FINISH) == Z_STREAM_END);
+  out.resize(out.size() - z.avail_out);
+  inflateEnd(&z);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("output batch: NDJSON keeps JSON records as they are and wraps text and raw ones", "[unit][output]") {
+  BodyEncoder e(Encoding::ndjson);
+  e.add(R"({"a":1})", PayloadKind::json);
+  e.add("line with \"quotes\" and\ttab", PayloadKind::text);
+  e.add(std::string("\x00\xff", 2), PayloadKind::raw);
+  CHECK(e.records() == 3);
+  CHECK(e.finish() == "{\"a\":1}\n{\"message\":\"line with \\\"quotes\\\" and\\ttab\"}\n{\"message_base64\":\"AP8=\"}\n");
+  // Every line is JSON.
+  std::istringstream lines(e.finish());
+  for (std::string line; std::getline(lines, line);) CHECK_NOTHROW(boost::json::parse(line));
+  CHECK(content_type(Encoding::ndjson) == "application/x-ndjson");
+}
+
+TEST_CASE("output batch: a JSON array body is one JSON value", "[unit][output]") {
+  BodyEncoder e(Encoding::json_array);
+  CHECK(e.finish() == "[]");
+  e.clear();
+  e.add("1", PayloadKind::json);
+  e.add("x", PayloadKind::text);
+  const std::string body = e.finish();
+  CHECK(body == R"([1,{"message":"x"}])");
+  CHECK(e.finish() == body);  // finish() is idempotent
+  CHECK(boost::json::parse(body).as_array().size() == 2);
+  CHECK(content_type(Encoding::json_array) == "application/json");
+}
+
+TEST_CASE("output batch: compression round-trips and names its Content-Encoding", "[unit][output]") {
+  std::string body;
+  for (int i = 0; i < 2000; ++i) body += R"({"device":"d)" + std::to_string(i % 50) + R"(","v":)" + std::to_string(i) + "}\n";
+  std::string out;
+  compress(Compression::zstd, body, out);
+  CHECK(out.size() < body.size() / 3);
+  CHECK(unzstd(out) == body);
+  compress(Compression::gzip, body, out);
+  CHECK(out.size() < body.size() / 3);
+  CHECK(gunzip(out) == body);
+  compress(Compression::none, body, out);
+  CHECK(out == body);
+  compress(Compression::zstd, "", out);
+  CHECK(unzstd(out).empty());
+  CHECK(content_encoding(Compression::zstd) == "zstd");
+  CHECK(content_encoding(Compression::gzip) == "gzip");
+  CHECK(content_encoding(Compression::none).empty());
+  CHECK(parse_compression("gzip") == Compression::gzip);
+  CHECK_FALSE(parse_compression("lz4"));
+  CHECK(parse_encoding("json_array") == Encoding::json_array);
+  CHECK_FALSE(parse_encoding("csv"));
+}
+
+TEST_CASE("output batch: the idempotency key is deterministic and changes with every input", "[unit][output]") {
+  const std::string key = idempotency_key("gw-1", "cloud", 0xabcdef, 101, 200, "body");
+  CHECK(key == idempotency_key("gw-1", "cloud", 0xabcdef, 101, 200, "body"));
+  CHECK(key.starts_with("gw-1/cloud/0000000000abcdef/101-200/"));
+  CHECK(key.size() == std::string("gw-1/cloud/0000000000abcdef/101-200/").size() + 16);
+  CHECK(key != idempotency_key("gw-2", "cloud", 0xabcdef, 101, 200, "body"));
+  CHECK(key != idempotency_key("gw-1", "other", 0xabcdef, 101, 200, "body"));
+  CHECK(key != idempotency_key("gw-1", "cloud", 0xabcde0, 101, 200, "body"));
+  CHECK(key != idempotency_key("gw-1", "cloud", 0xabcdef, 102, 200, "body"));
+  CHECK(key != idempotency_key("gw-1", "cloud", 0xabcdef, 101, 201, "body"));
+  CHECK(key != idempotency_key("gw-1", "cloud", 0xabcdef, 101, 200, "bodY"));
+  // Safe in an HTTP header as it is.
+  for (char c : key) CHECK((std::isalnum(static_cast<unsigned char>(c)) || c == '/' || c == '-' || c == '.' || c == '_'));
+}
+
+TEST_CASE("output batch: the batch in flight survives its encoding, and damage is refused", "[unit][output]") {
+  const OpenBatch b{.first_seq = 7, .last_seq = 1000, .ack_seq = 1005, .records = 900};
+  const std::string bytes = encode_open_batch(b);
+  CHECK(decode_open_batch(bytes) == b);
+  std::string error;
+  CHECK_FALSE(decode_open_batch(bytes.substr(1), &error));
+  CHECK(error.find("bytes") != std::string::npos);
+  std::string other = bytes;
+  other[0] = 9;
+  CHECK_FALSE(decode_open_batch(other, &error));
+  CHECK(error.find("format 9") != std::string::npos);
+  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 5, .last_seq = 4, .ack_seq = 5, .records = 1}), &error));
+  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 3, .records = 1})));
+  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 4, .records = 5})));
+  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 0, .last_seq = 4, .ack_seq = 4, .records = 1})));
+}

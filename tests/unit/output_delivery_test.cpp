@@ -1,0 +1,220 @@
+// The delivery engine (output/delivery.hpp) against a real queue, with an output plugin written
+// for the test that does what it is told (deliver, fail, refuse) and records what it was sent.
+// The plugins' own tests and the integration tests run the real outputs.
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <mutex>
+
+#include "metrics/registry.hpp"
+#include "output/delivery.hpp"
+#include "support/helpers.hpp"
+#include "support/queue_helpers.hpp"
+
+using namespace tank;
+using namespace tank::test;
+
+namespace {
+
+struct Sent {
+  std::string key;
+  std::string body;
+  std::uint64_t first = 0, last = 0;
+  std::size_t records = 0;
+  std::string input;
+};
+
+// Answers from a script (then `otherwise`), and records every attempt.
+class ScriptedOutput final : public plugin::Output {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::deque<plugin::SendResult> script;
+    plugin::SendStatus otherwise = plugin::SendStatus::delivered;
+    std::vector<Sent> sent;
+    std::vector<Sent> snapshot() {
+      std::lock_guard lock(mutex);
+      return sent;
+    }
+  };
+  explicit ScriptedOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  plugin::SendResult send(const plugin::OutgoingBatch& b) override {
+    std::lock_guard lock(shared_->mutex);
+    shared_->sent.push_back({std::string(b.idempotency_key), std::string(b.body), b.first_seq, b.last_seq, b.records,
+                             std::string(b.input)});
+    if (shared_->script.empty()) return {shared_->otherwise, "scripted", std::nullopt};
+    plugin::SendResult r = shared_->script.front();
+    shared_->script.pop_front();
+    return r;
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+output::DeliverySettings settings(std::size_t max_records = 3) {
+  output::DeliverySettings s;
+  s.output = "cloud";
+  s.type = "test";
+  s.agent_id = "gw";
+  s.kinds = {{"in", output::PayloadKind::json}, {"logs", output::PayloadKind::text}};
+  s.max_records = max_records;
+  s.linger = std::chrono::milliseconds(0);
+  s.compression = output::Compression::none;
+  s.retry_initial = std::chrono::milliseconds(1);
+  s.retry_max = std::chrono::milliseconds(4);
+  s.breaker_failures = 1000;
+  return s;
+}
+
+struct Harness {
+  TempDir dir;
+  SystemClock clock;
+  metrics::Registry registry;
+  std::unique_ptr<queue::Queue> queue;
+  std::shared_ptr<ScriptedOutput::Shared> shared = std::make_shared<ScriptedOutput::Shared>();
+
+  Harness() { open(); }
+  void open() {
+    queue::Options o = small_queue(dir / "q");
+    o.consumers = {"output/cloud"};
+    queue = queue::Queue::open(o, clock, nullptr);
+  }
+  std::unique_ptr<output::Delivery> delivery(output::DeliverySettings s = settings()) {
+    return std::make_unique<output::Delivery>(std::move(s), *queue, std::make_unique<ScriptedOutput>(shared), registry,
+                                              clock);
+  }
+  void append(const std::vector<std::string>& payloads, const std::string& input = "in") {
+    REQUIRE(queue->append(batch_of(payloads, clock, input)).ok());
+  }
+  std::uint64_t acked() { return queue->position("output/cloud").value_or(0); }
+};
+
+}  // namespace
+
+TEST_CASE("delivery: batches in queue order, acknowledged after delivery, each with its own key", "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3", "4", "5"});
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 5; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[0].body == "1\n2\n3\n");
+  CHECK(sent[0].first == 1);
+  CHECK(sent[0].last == 3);
+  CHECK(sent[1].body == "4\n5\n");
+  CHECK(sent[0].key != sent[1].key);
+  CHECK(sent[0].key.starts_with(fmt::format("gw/cloud/{:016x}/1-3/", h.queue->id())));
+  CHECK(sent[0].input == "in");
+  CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
+  CHECK(h.queue->stats().records == 0);  // the only consumer passed them: deleted
+}
+
+TEST_CASE("delivery: a failed batch is sent again with the same records and the same key", "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3"});
+  h.shared->script = {{plugin::SendStatus::retry, "HTTP 503", std::nullopt},
+                      {plugin::SendStatus::retry, "timed out", std::nullopt}};
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 3; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  REQUIRE(sent.size() == 3);
+  for (const Sent& s : sent) {
+    CHECK(s.key == sent[0].key);
+    CHECK(s.body == "1\n2\n3\n");
+  }
+  CHECK(metric_value(h.registry.serialize(), R"(tank_output_batches_total{output="cloud",result="retried",type="test"})") == 2);
+  CHECK(metric_value(h.registry.serialize(), R"(tank_output_batches_total{output="cloud",result="delivered",type="test"})") == 1);
+}
+
+TEST_CASE("delivery: after a stop (or a crash) the batch in flight is sent again as it was", "[unit][output]") {
+  Harness h;
+  h.append({"a1", "a2", "a3", "a4"});
+  h.shared->otherwise = plugin::SendStatus::retry;  // the upstream is down
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.shared->snapshot().size() >= 2; }));
+  d->stop();
+  const Sent first = h.shared->snapshot().front();
+  // Its boundaries are in the queue; new records arrive meanwhile; the batch is not cut again.
+  REQUIRE(h.queue->state(output::open_batch_key("cloud")));
+  h.append({"b1", "b2"});
+  h.queue.reset();  // as after kill -9: only what was committed is left
+  h.open();
+  h.shared->otherwise = plugin::SendStatus::delivered;
+  d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 6; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  const auto resent = std::find_if(sent.begin() + 2, sent.end(), [](const Sent& s) { return s.first == 1; });
+  REQUIRE(resent != sent.end());
+  CHECK(resent->key == first.key);
+  CHECK(resent->body == first.body);
+  CHECK(resent->body == "a1\na2\na3\n");
+  CHECK(sent.back().body == "a4\nb1\nb2\n");
+}
+
+TEST_CASE("delivery: a batch the upstream refuses for good goes to the dead-letter store and the queue moves on",
+          "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3", "4"});
+  h.shared->script = {{plugin::SendStatus::rejected, "HTTP 400 Bad Request: field v: expected a number", std::nullopt}};
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 4; }));
+  d->stop();
+  auto letters = h.queue->dead_letters({});
+  REQUIRE(letters.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(letters[i].letter.reason == "upstream_rejected");
+    CHECK(letters[i].letter.input == "in");
+    CHECK(letters[i].letter.original == std::to_string(i + 1));
+    CHECK(letters[i].letter.detail == "output \"cloud\": HTTP 400 Bad Request: field v: expected a number");
+  }
+  CHECK(h.shared->snapshot().back().body == "4\n");
+  CHECK(metric_value(h.registry.serialize(), R"(tank_output_records_total{output="cloud",result="rejected",type="test"})") == 3);
+}
+
+TEST_CASE("delivery: an output takes only its routes and passes the rest", "[unit][output]") {
+  Harness h;
+  h.append({"x1", "x2"}, "other");
+  h.append({"hello"}, "logs");
+  h.append({"x3"}, "other");
+  output::DeliverySettings s = settings(10);
+  s.filter.inputs = {"logs"};
+  auto d = h.delivery(s);
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 4; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].body == "{\"message\":\"hello\"}\n");
+  CHECK(sent[0].input == "logs");
+}
+
+TEST_CASE("delivery: the circuit opens after failures in a row and one probe closes it", "[unit][output]") {
+  Harness h;
+  h.append({"1"});
+  for (int i = 0; i < 3; ++i) h.shared->script.push_back({plugin::SendStatus::retry, "down", std::nullopt});
+  output::DeliverySettings s = settings();
+  s.breaker_failures = 3;
+  s.breaker_cooldown = std::chrono::milliseconds(300);
+  auto d = h.delivery(s);
+  d->start();
+  REQUIRE(wait_until([&] { return h.shared->snapshot().size() == 3; }));
+  // Open: nothing is sent during the cooldown.
+  CHECK(wait_until([&] {
+    return metric_value(h.registry.serialize(), R"(tank_output_circuit_state{output="cloud",type="test"})") == 1;
+  }));
+  CHECK(h.shared->snapshot().size() == 3);
+  REQUIRE(wait_until([&] { return h.acked() == 1; }));
+  d->stop();
+  CHECK(h.shared->snapshot().size() == 4);
+  CHECK(metric_value(h.registry.serialize(), R"(tank_output_circuit_state{output="cloud",type="test"})") == 0);
+}
