@@ -22,16 +22,6 @@ using namespace tank::test;
 
 namespace {
 
-std::string tcp_address(const std::filesystem::path& data_dir, const std::string& input) {
-  auto state = engine::read_run_state(data_dir / "run.json", nullptr);
-  REQUIRE(state);
-  for (const auto& [name, where] : state->inputs) {
-    if (name == input) return where;
-  }
-  FAIL("input " << input << " does not listen");
-  return {};
-}
-
 // Decompresses a file of concatenated zstd frames.
 std::string zstd_file(const std::filesystem::path& path) {
   const std::string in = read_file(path);
@@ -83,7 +73,7 @@ TEST_CASE("outputs.file: every record of its routes, zstd files that read back, 
   for (int i = 0; i < 3000; ++i) plant += fmt::format(R"({{"device":"d{}","seq":{}}})", i % 7, i) + "\n";
   for (int i = 0; i < 500; ++i) logs += fmt::format("log line {} with \"quotes\"", i) + "\n";
   for (const auto& [input, text] : {std::pair{"plant", plant}, std::pair{"logs", logs}, std::pair{"ignored", logs}}) {
-    int fd = tcp_connect(tcp_address(data, input));
+    int fd = tcp_connect(input_address(data, input));
     REQUIRE(fd >= 0);
     REQUIRE(send_all(fd, text));
     ::close(fd);
@@ -146,7 +136,7 @@ TEST_CASE("outputs.file: max_files bounds the directory, and json_array is refus
   const std::string metrics = tank.wait_running(data);
   std::string text;
   for (int i = 0; i < 2000; ++i) text += fmt::format("line {:06d} {}", i, std::string(40, 'x')) + "\n";
-  int fd = tcp_connect(tcp_address(data, "plant"));
+  int fd = tcp_connect(input_address(data, "plant"));
   REQUIRE(fd >= 0);
   REQUIRE(send_all(fd, text));
   ::close(fd);

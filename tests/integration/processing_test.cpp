@@ -54,16 +54,6 @@ std::vector<std::string> payloads_of(const std::filesystem::path& queue_dir) {
   return out;
 }
 
-std::string tcp_address(const std::filesystem::path& data_dir, const std::string& input) {
-  auto state = engine::read_run_state(data_dir / "run.json", nullptr);
-  REQUIRE(state);
-  for (const auto& [name, where] : state->inputs) {
-    if (name == input) return where;
-  }
-  FAIL("input " << input << " does not listen");
-  return {};
-}
-
 }  // namespace
 
 TEST_CASE("validate: bad records are dead-lettered with their reason and a replay after a schema fix brings them back",
@@ -91,7 +81,7 @@ TEST_CASE("validate: bad records are dead-lettered with their reason and a repla
   {
     TankProcess tank(config);
     const std::string metrics = tank.wait_running(data);
-    int fd = tcp_connect(tcp_address(data, "plant"));
+    int fd = tcp_connect(input_address(data, "plant"));
     REQUIRE(fd >= 0);
     REQUIRE(send_all(fd, good + "\n" + too_hot + "\n" + no_device + "\n" + from_2085 + "\n" + no_time + "\n" + not_json +
                              "\n" + oversized + "\n"));
@@ -200,7 +190,7 @@ TEST_CASE("a replayed dead letter keeps its attributes", "[integration][processi
   const auto config = write_test_config(dir, "[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n");
   TankProcess tank(config);
   tank.wait_running(data);
-  int fd = tcp_connect(tcp_address(data, "plant"));
+  int fd = tcp_connect(input_address(data, "plant"));
   REQUIRE(fd >= 0);
   REQUIRE(send_all(fd, "not json\n{\"ok\":1}\n"));
   ::close(fd);
@@ -290,7 +280,7 @@ TEST_CASE("aggregate: hopping windows, late = pass and idle_timeout in the runni
   // 12 s moves the watermark past the windows ending at 5 s and 10 s; the record at 1 s then
   // belongs only to closed windows: late, passed on as it is. The rest closes when idle.
   const std::string late = rec(base + 1000, 100);
-  int fd = tcp_connect(tcp_address(data, "sensors"));
+  int fd = tcp_connect(input_address(data, "sensors"));
   REQUIRE(fd >= 0);
   REQUIRE(send_all(fd, rec(base + 1000, 1) + "\n" + rec(base + 6000, 2) + "\n" + rec(base + 12000, 4) + "\n" + late +
                            "\n"));
@@ -362,7 +352,7 @@ TEST_CASE("aggregate: a window of a large fleet closes over several commits", "[
                          i % 40) + "\n";
   }
   lines += fmt::format(R"({{"device":"clock","ts":{},"temperature_celsius":1}})", base + 25000) + "\n";
-  int fd = tcp_connect(tcp_address(data, "fleet"));
+  int fd = tcp_connect(input_address(data, "fleet"));
   REQUIRE(fd >= 0);
   REQUIRE(send_all(fd, lines));
   ::close(fd);

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <boost/json.hpp>
 
+#include "engine/run_state.hpp"
+
 namespace tank::test {
 
 std::filesystem::path write_test_config(const TempDir& dir, const std::string& extra, const std::string& name) {
@@ -49,6 +51,16 @@ std::string scrape(const std::string& address) {
   REQUIRE(r);
   REQUIRE(r->status == 200);
   return r->body;
+}
+
+std::string input_address(const std::filesystem::path& data_dir, const std::string& input) {
+  auto state = engine::read_run_state(data_dir / "run.json", nullptr);
+  REQUIRE(state);
+  for (const auto& [name, where] : state->inputs) {
+    if (name == input) return where;
+  }
+  FAIL("input " << input << " does not listen");
+  return {};
 }
 
 }  // namespace tank::test

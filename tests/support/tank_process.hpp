@@ -36,4 +36,7 @@ class TankProcess {
 // Scrapes /metrics.
 std::string scrape(const std::string& address);
 
+// Where a running tank's input listens (from data_dir/run.json); fails the test when it does not.
+std::string input_address(const std::filesystem::path& data_dir, const std::string& input);
+
 }  // namespace tank::test
