@@ -59,10 +59,14 @@ std::vector<std::string> RoutePlan::derived_only() const {
 
 std::vector<std::string> RoutePlan::consumers() const {
   std::vector<std::string> out;
+  // Only those that run: one with no input is not started, and its cursor would hold every
+  // record for ever.
   for (const ProcessorPlan& p : processors) {
-    if (p.stage) out.push_back(plugin::stage_consumer_name(p.name));
+    if (p.stage && !p.inputs.empty()) out.push_back(plugin::stage_consumer_name(p.name));
   }
-  for (const OutputPlan& o : outputs) out.push_back(plugin::output_consumer_name(o.name));
+  for (const OutputPlan& o : outputs) {
+    if (!o.inputs.empty()) out.push_back(plugin::output_consumer_name(o.name));
+  }
   // With no outputs, a stand-in holds every record, so that what a stage derives (and the
   // records it read) stays in the queue for `tank queue peek` up to the bound, as it does with
   // no stage at all -- instead of being deleted once the stage passed it.

@@ -7,7 +7,10 @@
 
 #include "common/strings.hpp"
 #include "config/loader.hpp"
+#include "engine/agent_config.hpp"
 #include "engine/dead_letter_ops.hpp"
+#include "engine/routes.hpp"
+#include "plugin/registry.hpp"
 #include "input/batch.hpp"
 #include "process/route.hpp"
 #include "queue/dead_letter.hpp"
@@ -254,4 +257,33 @@ TEST_CASE("dead-letter replay and purge on a queue: one transaction per page, ne
   purged = engine::purge_dead_letters(*q, gone);
   CHECK(purged.purged == 199);
   CHECK(q->dead_letter_stats().entries == 80);
+}
+
+TEST_CASE("route plan: the queue consumers are the stages and outputs that run", "[unit][route]") {
+  plugin::Registry plugins;
+  plugin::register_builtin(plugins);
+  const config::Schema schema = engine::build_schema(plugins);
+  auto plan_of = [&](const std::string& text) {
+    auto r = config::load_text(text, "t.toml", schema);
+    INFO((r.diagnostics.all().empty() ? std::string() : r.diagnostics.all().front().to_string()));
+    REQUIRE(r.document);
+    return engine::plan_routes(*r.document, plugins);
+  };
+  const std::string inputs = "[[inputs.tcp]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                             "[[inputs.tcp]]\nname = \"b\"\nlisten = \"127.0.0.1:0\"\n\n";
+  const std::string aggregate = "[[processors.aggregate]]\nname = \"agg\"\ninputs = [\"a\"]\nwindow = \"1m\"\n"
+                                "time_field = \"ts\"\nfields = { v = [\"sum\"] }\n\n";
+  // No outputs: a stand-in keeps what the stage derives.
+  auto plan = plan_of(inputs + aggregate);
+  CHECK(plan.consumers() == std::vector<std::string>{"processor/agg", "outputs/none"});
+  // With an output: its cursor, no stand-in; it takes a's aggregates (not a's records) and b.
+  plan = plan_of(inputs + aggregate + "[[outputs.file]]\nname = \"arch\"\ndirectory = \"/tmp/x\"\n");
+  CHECK(plan.consumers() == std::vector<std::string>{"processor/agg", "output/arch"});
+  REQUIRE(plan.outputs.size() == 1);
+  CHECK(plan.outputs[0].inputs == std::vector<std::string>{"a", "b"});
+  CHECK(plan.derived_only() == std::vector<std::string>{"a"});
+  CHECK(plan.explain().find("output file \"arch\"") != std::string::npos);
+  // Nothing is left without a reader: no inputs at all, no cursors.
+  plan = plan_of("[[outputs.file]]\ndirectory = \"/tmp/x\"\n");
+  CHECK(plan.consumers().empty());
 }
