@@ -6,7 +6,6 @@
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
-#include <zstd.h>
 
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <set>
 
 #include "engine/run_state.hpp"
+#include "support/http_upstream.hpp"
 #include "support/input_helpers.hpp"
 #include "support/tank_process.hpp"
 
@@ -21,23 +21,6 @@ using namespace tank;
 using namespace tank::test;
 
 namespace {
-
-// Decompresses a file of concatenated zstd frames.
-std::string zstd_file(const std::filesystem::path& path) {
-  const std::string in = read_file(path);
-  std::string out;
-  ZSTD_DCtx* ctx = ZSTD_createDCtx();
-  ZSTD_inBuffer input{in.data(), in.size(), 0};
-  std::string chunk(1 << 16, '\0');
-  while (input.pos < input.size) {
-    ZSTD_outBuffer output{chunk.data(), chunk.size(), 0};
-    const std::size_t rc = ZSTD_decompressStream(ctx, &output, &input);
-    REQUIRE_FALSE(ZSTD_isError(rc));
-    out.append(chunk.data(), output.pos);
-  }
-  ZSTD_freeDCtx(ctx);
-  return out;
-}
 
 std::vector<std::filesystem::path> files_in(const std::filesystem::path& dir) {
   std::vector<std::filesystem::path> out;
@@ -82,7 +65,7 @@ TEST_CASE("outputs.file: every record of its routes, zstd files that read back, 
   REQUIRE(wait_until([&] {
     lines.clear();
     for (const auto& f : files_in(dir / "out")) {
-      for (auto& l : lines_of(zstd_file(f))) lines.push_back(std::move(l));
+      for (auto& l : lines_of(decompress_body("zstd", read_file(f)))) lines.push_back(std::move(l));
     }
     return lines.size() >= 3500;
   }, std::chrono::seconds(30)));

@@ -1,0 +1,185 @@
+#include "support/http_upstream.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <atomic>
+#include <stdexcept>
+
+namespace tank::test {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+}  // namespace
+
+std::string decompress_body(const std::string& encoding, const std::string& in) {
+  if (encoding == "zstd") {
+    std::string out;
+    ZSTD_DCtx* ctx = ZSTD_createDCtx();
+    ZSTD_inBuffer input{in.data(), in.size(), 0};
+    std::string chunk(1 << 16, '\0');
+    while (input.pos < input.size) {
+      ZSTD_outBuffer output{chunk.data(), chunk.size(), 0};
+      const std::size_t rc = ZSTD_decompressStream(ctx, &output, &input);
+      if (ZSTD_isError(rc)) {
+        ZSTD_freeDCtx(ctx);
+        throw std::runtime_error("bad zstd body");
+      }
+      out.append(chunk.data(), output.pos);
+    }
+    ZSTD_freeDCtx(ctx);
+    return out;
+  }
+  if (encoding == "gzip") {
+    z_stream z{};
+    inflateInit2(&z, 15 + 32);
+    std::string out;
+    std::string chunk(1 << 16, '\0');
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    z.avail_in = static_cast<uInt>(in.size());
+    int rc = Z_OK;
+    while (rc != Z_STREAM_END) {
+      z.next_out = reinterpret_cast<Bytef*>(chunk.data());
+      z.avail_out = static_cast<uInt>(chunk.size());
+      rc = inflate(&z, Z_NO_FLUSH);
+      if (rc != Z_OK && rc != Z_STREAM_END) {
+        inflateEnd(&z);
+        throw std::runtime_error("bad gzip body");
+      }
+      out.append(chunk.data(), chunk.size() - z.avail_out);
+    }
+    inflateEnd(&z);
+    return out;
+  }
+  return in;
+}
+
+
+std::string HttpUpstream::Received::header(const std::string& name) const {
+  for (const auto& [k, v] : headers) {
+    if (beast::iequals(k, name)) return v;
+  }
+  return {};
+}
+
+struct HttpUpstream::Impl {
+  asio::io_context io;
+  tcp::acceptor acceptor{io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::thread accept_thread;
+  mutable std::mutex mutex;
+  std::deque<Reply> script;
+  std::vector<Received> received;
+  std::vector<std::thread> connections;
+  std::atomic<bool> stopping{false};
+  std::vector<std::shared_ptr<tcp::socket>> sockets;
+
+  void serve(std::shared_ptr<tcp::socket> socket) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(256 << 20);
+      beast::error_code ec;
+      http::read(*socket, buffer, parser, ec);
+      if (ec) return;
+      auto& req = parser.get();
+      const auto at = std::chrono::steady_clock::now();
+      Reply reply;
+      {
+        std::lock_guard lock(mutex);
+        if (!script.empty()) {
+          reply = script.front();
+          script.pop_front();
+        }
+      }
+      if (reply.delay.count() > 0) std::this_thread::sleep_for(reply.delay);  // the upstream is slow
+      Received r;
+      r.at = at;
+      r.key = std::string(req["Idempotency-Key"]);
+      r.encoding = std::string(req[http::field::content_encoding]);
+      for (const auto& f : req) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      try {
+        r.body = decompress_body(r.encoding, req.body());
+      } catch (const std::exception& e) {
+        r.body = std::string("UNREADABLE: ") + e.what();
+      }
+      r.answered = reply.reset ? 0 : reply.status;
+      {
+        std::lock_guard lock(mutex);
+        received.push_back(std::move(r));
+      }
+      if (reply.reset) {
+        socket->set_option(asio::socket_base::linger(true, 0), ec);  // RST, not FIN
+        socket->close(ec);
+        return;
+      }
+      http::response<http::string_body> res{static_cast<http::status>(reply.status), 11};
+      res.set(http::field::content_type, "text/plain");
+      if (!reply.retry_after.empty()) res.set(http::field::retry_after, reply.retry_after);
+      res.body() = reply.body;
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      http::write(*socket, res, ec);
+      if (ec || !req.keep_alive()) return;
+    }
+  }
+};
+
+HttpUpstream::HttpUpstream() : impl_(std::make_unique<Impl>()) {
+  impl_->accept_thread = std::thread([this] {
+    for (;;) {
+      auto socket = std::make_shared<tcp::socket>(impl_->io);
+      beast::error_code ec;
+      impl_->acceptor.accept(*socket, ec);
+      if (impl_->stopping || ec) return;
+      std::lock_guard lock(impl_->mutex);
+      impl_->sockets.push_back(socket);
+      impl_->connections.emplace_back([this, socket] { impl_->serve(socket); });
+    }
+  });
+}
+
+HttpUpstream::~HttpUpstream() {
+  impl_->stopping = true;
+  beast::error_code ec;
+  {
+    // Wake the blocking accept() with a connection of our own; it then sees `stopping`.
+    tcp::socket poke(impl_->io);
+    poke.connect(impl_->acceptor.local_endpoint(ec), ec);
+    impl_->accept_thread.join();
+  }
+  impl_->acceptor.close(ec);
+  std::vector<std::thread> connections;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (auto& s : impl_->sockets) {
+      s->shutdown(tcp::socket::shutdown_both, ec);
+      s->close(ec);
+    }
+    connections.swap(impl_->connections);
+  }
+  for (auto& t : connections) t.join();
+}
+
+std::string HttpUpstream::url(const std::string& path) const {
+  return fmt::format("http://127.0.0.1:{}{}", impl_->acceptor.local_endpoint().port(), path);
+}
+
+void HttpUpstream::script(std::vector<Reply> replies) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->script.assign(replies.begin(), replies.end());
+}
+
+std::vector<HttpUpstream::Received> HttpUpstream::received() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->received;
+}
+
+}  // namespace tank::test

@@ -1,0 +1,55 @@
+#pragma once
+
+// A real HTTP/1.1 server for the output tests (Boost.Beast, on 127.0.0.1, a port the kernel
+// picks): it records every request (its Idempotency-Key, its body decompressed) and answers from
+// a script -- a status, a Retry-After, a delay, or a connection reset -- then 200.
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tank::test {
+
+// `bytes` decompressed per a Content-Encoding ("zstd": concatenated frames, "gzip": members,
+// anything else: as it is). Throws std::runtime_error for bytes that do not decompress.
+std::string decompress_body(const std::string& encoding, const std::string& bytes);
+
+class HttpUpstream {
+ public:
+  struct Reply {
+    unsigned status = 200;
+    std::string retry_after = {};  // sent when not empty
+    bool reset = false;       // close the connection without an answer
+    std::chrono::milliseconds delay{0};
+    std::string body = {};
+  };
+  struct Received {
+    std::string key;       // the Idempotency-Key header
+    std::string encoding;  // Content-Encoding
+    std::string body;      // decompressed
+    std::string header(const std::string& name) const;
+    unsigned answered = 0;  // the status sent, 0 for a reset
+    std::chrono::steady_clock::time_point at;  // when the request was read
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+
+  HttpUpstream();
+  ~HttpUpstream();
+  HttpUpstream(const HttpUpstream&) = delete;
+  HttpUpstream& operator=(const HttpUpstream&) = delete;
+
+  std::string url(const std::string& path = "/ingest") const;
+  // Replies to the next requests, in order; after them, 200.
+  void script(std::vector<Reply> replies);
+  std::vector<Received> received() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tank::test
