@@ -16,6 +16,10 @@
 //
 // Payloads are NDJSON of about 60 bytes: {"ts":1700000000123,"id":"s-0042","v":23.517,"n":123}.
 //
+// --output http: an outputs.http named "bench" POSTs (zstd, batches of 10,000, linger 10ms) to a
+// receiver in this process that answers 200 at once; the clock stops when tank counts every
+// record delivered (tank_output_records_total{result="delivered"}).
+//
 // --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
 // "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
 // aggregate groups by "id" (10,000 devices, each one record per second of event time), 10 s
@@ -181,6 +185,64 @@ std::uint64_t status_bytes(pid_t pid, const std::string& field) {
 
 // "none", "validate" or "aggregate" (--processor).
 std::string g_processor = "none";
+// "none" or "http" (--output): with "http", an outputs.http named "bench" sends to g_sink_url, and
+// the clock stops when it has delivered every record.
+std::string g_output = "none";
+std::string g_sink_url;
+
+// The upstream for --output http: a Beast HTTP/1.1 server on 127.0.0.1 that reads each request
+// and answers 200 at once (no decompression: it must not be the bottleneck). Counts requests and
+// bytes.
+class HttpSink {
+ public:
+  HttpSink() : acceptor_(io_, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this] {
+      for (;;) {
+        auto socket = std::make_shared<boost::asio::ip::tcp::socket>(io_);
+        boost::system::error_code ec;
+        acceptor_.accept(*socket, ec);
+        if (ec || stopping_) return;
+        std::thread([this, socket] { serve(*socket); }).detach();
+      }
+    });
+  }
+  ~HttpSink() {
+    stopping_ = true;
+    boost::system::error_code ec;
+    boost::asio::ip::tcp::socket poke(io_);
+    poke.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+  }
+  std::string url() const { return fmt::format("http://127.0.0.1:{}/ingest", acceptor_.local_endpoint().port()); }
+  std::uint64_t bytes() const { return bytes_; }
+  std::uint64_t requests() const { return requests_; }
+
+ private:
+  void serve(boost::asio::ip::tcp::socket& socket) {
+    namespace http = boost::beast::http;
+    boost::beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(1ULL << 30);
+      boost::system::error_code ec;
+      http::read(socket, buffer, parser, ec);
+      if (ec) return;
+      bytes_ += parser.get().body().size();
+      ++requests_;
+      http::response<http::empty_body> res{http::status::ok, 11};
+      res.keep_alive(true);
+      res.prepare_payload();
+      http::write(socket, res, ec);
+      if (ec) return;
+    }
+  }
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> bytes_{0};
+  std::atomic<std::uint64_t> requests_{0};
+};
 
 // GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
 // --processor aggregate: tank_processor_records_in_total of the processor "bench").
@@ -194,11 +256,13 @@ std::uint64_t records_counted(const std::string& metrics_address) {
   std::uint64_t total = 0;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    const bool counted = g_processor == "aggregate"
-                             ? line.starts_with("tank_processor_records_in_total{") &&
-                                   line.find("processor=\"bench\"") != std::string::npos
-                             : line.starts_with("tank_input_records_total{") &&
-                                   line.find("input=\"bench\"") != std::string::npos;
+    const bool counted =
+        g_output == "http"
+            ? line.starts_with("tank_output_records_total{") && line.find("output=\"bench\"") != std::string::npos &&
+                  line.find("result=\"delivered\"") != std::string::npos
+        : g_processor == "aggregate"
+            ? line.starts_with("tank_processor_records_in_total{") && line.find("processor=\"bench\"") != std::string::npos
+            : line.starts_with("tank_input_records_total{") && line.find("input=\"bench\"") != std::string::npos;
     if (counted) {
       total += static_cast<std::uint64_t>(std::stod(line.substr(line.rfind(' ') + 1)));
     }
@@ -231,6 +295,11 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
                   "time_format = \"unix_ms\"\ngroup_by = [\"id\"]\n"
                   "fields = { v = [\"min\", \"max\", \"mean\"], n = [\"min\", \"max\", \"mean\"] }\n";
     }
+  }
+  if (g_output == "http") {
+    pipeline += fmt::format("\n[[outputs.http]]\nname = \"bench\"\nurl = \"{}\"\nbatch_max_records = 10000\n"
+                            "linger = \"10ms\"\n",
+                            g_sink_url);
   }
   std::ofstream(config) << fmt::format(
       "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
@@ -603,6 +672,7 @@ int main(int argc, char** argv) {
     else if (a == "--repeat") repeat = std::stoi(value());
     else if (a == "--max-inflight") max_inflight = std::stoi(value());
     else if (a == "--processor") g_processor = value();
+    else if (a == "--output") g_output = value();
     else die("unknown option " + a + " (see the comment at the top of bench/input_bench.cpp)");
   }
   tank = fs::absolute(tank).string();
@@ -612,6 +682,12 @@ int main(int argc, char** argv) {
     die("--processor is none, validate or aggregate");
   }
   if (g_processor != "none" && kind != "tcp") die("--processor needs --kind tcp");
+  if (g_output != "none" && g_output != "http") die("--output is none or http");
+  std::optional<HttpSink> sink;
+  if (g_output == "http") {
+    sink.emplace();
+    g_sink_url = sink->url();
+  }
   for (int rep = 0; rep < repeat; ++rep) {
     for (const auto& fsync : split(fsync_list, ',')) {
       if (kind == "tcp" || kind == "http") {
@@ -619,8 +695,9 @@ int main(int argc, char** argv) {
           const int conns = std::stoi(c);
           Result r = kind == "tcp" ? run_tcp(tank, dir / "run", fsync, records, conns)
                                    : run_http(tank, dir / "run", fsync, records, conns, body_records);
-          report(fmt::format("{} fsync={} connections={}{}", kind, fsync, conns,
-                             g_processor == "none" ? "" : " processor=" + g_processor),
+          report(fmt::format("{} fsync={} connections={}{}{}", kind, fsync, conns,
+                             g_processor == "none" ? "" : " processor=" + g_processor,
+                             g_output == "none" ? "" : " output=" + g_output),
                  r);
         }
       } else if (kind == "mqtt") {
