@@ -18,7 +18,9 @@
 //
 // --output http: an outputs.http named "bench" POSTs (zstd, batches of 10,000, linger 10ms) to a
 // receiver in this process that answers 200 at once; the clock stops when tank counts every
-// record delivered (tank_output_records_total{result="delivered"}).
+// record delivered (tank_output_records_total{result="delivered"}), and the p50 and p99 of the
+// delivery latency are printed (as the histogram buckets that hold them). --rate N paces the TCP
+// senders to N records/s (e.g. 10 % of the flat-out rate, for latency).
 //
 // --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
 // "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
@@ -189,6 +191,8 @@ std::string g_processor = "none";
 // the clock stops when it has delivered every record.
 std::string g_output = "none";
 std::string g_sink_url;
+// --rate N: the TCP senders pace themselves to N records/s in total (10 ms steps); 0: flat out.
+std::uint64_t g_rate = 0;
 
 // The upstream for --output http: a Beast HTTP/1.1 server on 127.0.0.1 that reads each request
 // and answers 200 at once (no decompression: it must not be the bottleneck). Counts requests and
@@ -244,15 +248,46 @@ class HttpSink {
   std::atomic<std::uint64_t> requests_{0};
 };
 
-// GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
-// --processor aggregate: tank_processor_records_in_total of the processor "bench").
-std::uint64_t records_counted(const std::string& metrics_address) {
+std::string scrape_metrics(const std::string& metrics_address) {
   int fd = connect_tcp(metrics_address);
   write_all(fd, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n");
   std::string text;
   char buf[65536];
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
   ::close(fd);
+  return text;
+}
+
+// The upper bounds of the histogram buckets that hold the p50 and p99 of the output's delivery
+// latency (tank_output_delivery_latency_seconds{output="bench"}).
+std::string latency_quantiles(const std::string& metrics_address) {
+  std::vector<std::pair<double, double>> buckets;  // le, cumulative count
+  std::istringstream in(scrape_metrics(metrics_address));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("tank_output_delivery_latency_seconds_bucket{") ||
+        line.find("output=\"bench\"") == std::string::npos) {
+      continue;
+    }
+    const auto le = line.find("le=\"");
+    if (le == std::string::npos) continue;
+    const std::string bound = line.substr(le + 4, line.find('"', le + 4) - le - 4);
+    buckets.emplace_back(bound == "+Inf" ? 1e300 : std::stod(bound), std::stod(line.substr(line.rfind(' ') + 1)));
+  }
+  if (buckets.empty() || buckets.back().second == 0) return "no latency samples";
+  const double total = buckets.back().second;
+  auto quantile = [&](double q) {
+    for (const auto& [le, count] : buckets) {
+      if (count >= q * total) return le >= 1e300 ? std::string("> the last bucket") : fmt::format("<= {} ms", le * 1000);
+    }
+    return std::string("?");
+  };
+  return fmt::format("delivery latency p50 {}, p99 {}", quantile(0.5), quantile(0.99));
+}
+
+// GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
+// --processor aggregate: tank_processor_records_in_total of the processor "bench").
+std::uint64_t records_counted(const std::string& metrics_address) {
+  const std::string text = scrape_metrics(metrics_address);
   std::uint64_t total = 0;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
@@ -392,11 +427,30 @@ Result run_tcp(const std::string& binary, const fs::path& dir, const std::string
   for (int c = 0; c < connections; ++c) {
     senders.emplace_back([&, c] {
       std::string_view d = data[static_cast<std::size_t>(c)];
-      for (std::size_t off = 0; off < d.size(); off += 256 * 1024) write_all(fds[static_cast<std::size_t>(c)], d.substr(off, 256 * 1024));
+      const int fd = fds[static_cast<std::size_t>(c)];
+      if (g_rate == 0) {
+        for (std::size_t off = 0; off < d.size(); off += 256 * 1024) write_all(fd, d.substr(off, 256 * 1024));
+        return;
+      }
+      // Paced: every 10 ms, the lines due by then.
+      const double per_step = static_cast<double>(g_rate) / static_cast<double>(connections) / 100.0;
+      double due = 0;
+      std::size_t off = 0;
+      auto next = Clock::now();
+      while (off < d.size()) {
+        due += per_step;
+        std::size_t end = off;
+        for (; due >= 1 && end < d.size(); due -= 1) end = d.find('\n', end) + 1;
+        if (end > off) write_all(fd, d.substr(off, end - off));
+        off = end;
+        next += std::chrono::milliseconds(10);
+        std::this_thread::sleep_until(next);
+      }
     });
   }
   for (auto& t : senders) t.join();
   Result r = finish(tank, each * static_cast<std::uint64_t>(connections), start, cpu0);
+  if (g_output == "http") std::cout << latency_quantiles(tank.metrics_address) << "\n";
   for (int fd : fds) ::close(fd);
   return r;
 }
@@ -673,6 +727,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-inflight") max_inflight = std::stoi(value());
     else if (a == "--processor") g_processor = value();
     else if (a == "--output") g_output = value();
+    else if (a == "--rate") g_rate = std::stoull(value());
     else die("unknown option " + a + " (see the comment at the top of bench/input_bench.cpp)");
   }
   tank = fs::absolute(tank).string();
