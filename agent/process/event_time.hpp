@@ -32,6 +32,8 @@ enum class TimeFormat {
 
 // The format named by a configuration string: "auto", "unix", "unix_ms", "unix_us", "unix_ns",
 // "rfc3339" (exactly, case-sensitive). nullopt for anything else.
+// The configuration strings of the formats, for option declarations (`choices`).
+inline constexpr std::string_view kTimeFormatNames[] = {"auto", "unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"};
 std::optional<TimeFormat> parse_time_format(std::string_view text);
 // The configuration string of a format (the inverse of parse_time_format).
 std::string_view to_string(TimeFormat format);

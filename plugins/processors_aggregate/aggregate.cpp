@@ -40,7 +40,6 @@ namespace {
 using config::Option;
 using config::Type;
 
-const std::string_view kTimeFormats[] = {"auto", "unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"};
 const std::string_view kFunctions[] = {"count", "sum", "min", "max", "mean", "first", "last", "stddev"};
 const std::string_view kLate[] = {"dead_letter", "pass"};
 
@@ -69,7 +68,7 @@ const Option kOptions[] = {
      .default_value = "\"auto\"",
      .description = "How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
                     "or \"auto\" (strings as RFC 3339; numbers by magnitude).",
-     .choices = kTimeFormats},
+     .choices = process::kTimeFormatNames},
     {.name = "group_by",
      .type = Type::string_list,
      .default_value = "[]",

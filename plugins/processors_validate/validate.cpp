@@ -17,7 +17,6 @@ namespace {
 using config::Option;
 using config::Type;
 
-const std::string_view kTimeFormats[] = {"auto", "unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"};
 
 const Option kOptions[] = {
     {.name = "schema",
@@ -46,7 +45,7 @@ const Option kOptions[] = {
      .description = "How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
                     "or \"auto\" (strings as RFC 3339; numbers by magnitude: below 1e11 seconds, below 1e14 "
                     "milliseconds, below 1e17 microseconds, else nanoseconds).",
-     .choices = kTimeFormats},
+     .choices = process::kTimeFormatNames},
     {.name = "max_past",
      .type = Type::duration,
      .default_value = "\"7d\"",

@@ -171,10 +171,7 @@ TEST_CASE("aggregate: kill -9 at random moments and restarts give exactly the ou
   std::string logs;
   for (const char* point : {"aggregate.drain_commit=1", "aggregate.drain_commit=2", "aggregate.commit=3",
                             "aggregate.drain_commit=4", "aggregate.commit=7", "aggregate.drain_commit=9"}) {
-    TankProcess tank(config_b, {{"TANK_FAILPOINTS", point}});
-    CHECK(tank.process().wait(std::chrono::seconds(60)) == 128 + SIGKILL);  // the failpoint killed it
-    logs += tank.process().err() + "---- " + point + "\n";
-    REQUIRE(tank.process().err().find("reached: killing this process") != std::string::npos);
+    run_until_failpoint(config_b, point, logs);
   }
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> delay_ms(30, 500);

@@ -63,4 +63,11 @@ std::string input_address(const std::filesystem::path& data_dir, const std::stri
   return {};
 }
 
+void run_until_failpoint(const std::filesystem::path& config, const std::string& point, std::string& logs) {
+  TankProcess tank(config, {{"TANK_FAILPOINTS", point}});
+  CHECK(tank.process().wait(std::chrono::seconds(60)) == 128 + SIGKILL);  // the failpoint killed it
+  logs += tank.process().err() + "---- " + point + "\n";
+  REQUIRE(tank.process().err().find("reached: killing this process") != std::string::npos);
+}
+
 }  // namespace tank::test

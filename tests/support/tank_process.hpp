@@ -36,6 +36,10 @@ class TankProcess {
 // Scrapes /metrics.
 std::string scrape(const std::string& address);
 
+// Runs tank on `config` with TANK_FAILPOINTS=`point` (common/failpoint.hpp) until the failpoint
+// kills it, checks that it did, and appends its stderr and a marker line to `logs`.
+void run_until_failpoint(const std::filesystem::path& config, const std::string& point, std::string& logs);
+
 // Where a running tank's input listens (from data_dir/run.json); fails the test when it does not.
 std::string input_address(const std::filesystem::path& data_dir, const std::string& input);
 
