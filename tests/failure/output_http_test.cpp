@@ -138,3 +138,41 @@ TEST_CASE("outputs.http: configuration errors say what is wrong", "[failure][out
   CHECK(r.err.find("\"NoColon\" is not \"Name: value\"") != std::string::npos);
   CHECK(r.err.find("has no valid host and port") != std::string::npos);
 }
+
+TEST_CASE("outputs.http: a slow upstream times out and a malformed answer is retried, same batch, same key",
+          "[failure][outputs][http]") {
+  HttpUpstream upstream;
+  using R = HttpUpstream::Reply;
+  upstream.script({R{.delay = std::chrono::milliseconds(1500)}, R{.raw = "this is not HTTP\r\n\r\n"},
+                   R{.raw = "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"}});
+  TempDir dir;
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"src\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                       "[[outputs.http]]\nname = \"cloud\"\nurl = \"{}\"\nlinger = \"0s\"\nretry_initial = \"10ms\"\n"
+                       "retry_max = \"20ms\"\nresponse_timeout = \"300ms\"\n",
+                       upstream.url()));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(dir / "data");
+  int fd = tcp_connect(input_address(dir / "data", "src"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, "{\"n\":1}\n{\"n\":2}\n"));
+  ::close(fd);
+  // (The slow answer is recorded last: the server logs a request once it has waited.)
+  REQUIRE(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_batches_total{output="cloud",result="delivered",type="http"})") == 1 &&
+           upstream.received().size() == 4;
+  }, std::chrono::seconds(30)));
+  const auto received = upstream.received();
+  REQUIRE(received.size() == 4);
+  for (const auto& r : received) {
+    CHECK(r.key == received[0].key);
+    CHECK(r.body == "{\"n\":1}\n{\"n\":2}\n");
+  }
+  CHECK(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_batches_total{output="cloud",result="retried",type="http"})") == 3;
+  }));
+  CHECK(tank.stop() == 0);
+  const std::string err = tank.process().err();
+  CHECK(err.find("timed out") != std::string::npos);
+  CHECK(dead_letters_in(dir / "data").empty());
+}

@@ -110,10 +110,15 @@ struct HttpUpstream::Impl {
       } catch (const std::exception& e) {
         r.body = std::string("UNREADABLE: ") + e.what();
       }
-      r.answered = reply.reset ? 0 : reply.status;
+      r.answered = reply.reset || !reply.raw.empty() ? 0 : reply.status;
       {
         std::lock_guard lock(mutex);
         received.push_back(std::move(r));
+      }
+      if (!reply.raw.empty()) {
+        asio::write(*socket, asio::buffer(reply.raw), ec);
+        socket->close(ec);
+        return;
       }
       if (reply.reset) {
         socket->set_option(asio::socket_base::linger(true, 0), ec);  // RST, not FIN

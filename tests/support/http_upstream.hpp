@@ -26,6 +26,7 @@ class HttpUpstream {
     bool reset = false;       // close the connection without an answer
     std::chrono::milliseconds delay{0};
     std::string body = {};
+    std::string raw = {};  // when set: these bytes instead of a response, then the connection closes
   };
   struct Received {
     std::string key;       // the Idempotency-Key header
