@@ -1,9 +1,5 @@
 #include "input/mqtt_source.hpp"
 
-#include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
-#include <openssl/x509v3.h>
-
 #include <algorithm>
 #include <atomic>
 #include <deque>
@@ -17,6 +13,7 @@
 #include <fmt/ranges.h>
 
 #include "common/log.hpp"
+#include "common/tls.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
 #include "input/input_metrics.hpp"
@@ -160,36 +157,11 @@ class MqttSource final : public plugin::Input {
 
  private:
   void make_tls_context() {
-    tls_.emplace(ssl::context::tls_client);
-    auto& c = *tls_;
-    boost::system::error_code ec;
-    c.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    if (!settings_.tls_ca_file.empty()) {
-      c.load_verify_file(settings_.tls_ca_file, ec);
-      if (ec) {
-        throw plugin::StartError(fmt::format("cannot load tls_ca_file {}: {} (a PEM file of CA certificates)",
-                                             settings_.tls_ca_file, ec.message()));
-      }
-    } else {
-      c.set_default_verify_paths(ec);
+    try {
+      tls_.emplace(tls::make_client_context(settings_.tls));
+    } catch (const std::runtime_error& e) {
+      throw plugin::StartError(e.what());
     }
-    if (!settings_.tls_key_password.empty()) {
-      c.set_password_callback([p = settings_.tls_key_password](std::size_t, ssl::context::password_purpose) { return p; });
-    }
-    if (!settings_.tls_cert_file.empty()) {
-      c.use_certificate_chain_file(settings_.tls_cert_file, ec);
-      if (ec) {
-        throw plugin::StartError(fmt::format("cannot load tls_cert_file {}: {}", settings_.tls_cert_file, ec.message()));
-      }
-      c.use_private_key_file(settings_.tls_key_file, ssl::context::pem, ec);
-      if (ec) {
-        throw plugin::StartError(fmt::format("cannot load tls_key_file {}: {} (does it match the certificate? is "
-                                             "its password right?)",
-                                             settings_.tls_key_file, ec.message()));
-      }
-    }
-    c.set_verify_mode(settings_.tls_verify ? ssl::verify_peer : ssl::verify_none);
   }
 
   awaitable<void> supervise() {
@@ -368,7 +340,7 @@ class MqttSource final : public plugin::Input {
              e.code() == asio::error::connection_reset || e.code() == asio::error::broken_pipe)) {
           throw SessionError(
               fmt::format("the broker ended the TLS session before CONNACK: {}{}", e.code().message(),
-                          settings_.tls_cert_file.empty()
+                          settings_.tls.cert_file.empty()
                               ? " (does the broker require a client certificate? set tls_cert_file and tls_key_file)"
                               : " (does the broker trust the CA that signed tls_cert_file?)"),
               "tls_error");
@@ -465,52 +437,15 @@ class MqttSource final : public plugin::Input {
   // subjectAltName. A failure says which check failed and what to change.
   awaitable<void> tls_handshake(ssl::stream<tcp::socket>& stream, const BrokerAddress& address) {
     SSL* ssl = stream.native_handle();
-    boost::system::error_code not_ip;
-    asio::ip::make_address(address.host, not_ip);
-    // SNI carries host names only (RFC 6066, section 3).
-    if (not_ip && !SSL_set_tlsext_host_name(ssl, address.host.c_str())) {
-      throw SessionError(fmt::format("cannot set the TLS server name \"{}\"", address.host), "tls_error");
-    }
-    if (settings_.tls_verify) {
-      X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-      const int set = not_ip ? X509_VERIFY_PARAM_set1_host(param, address.host.c_str(), 0)
-                             : X509_VERIFY_PARAM_set1_ip_asc(param, address.host.c_str());
-      if (set != 1) {
-        throw SessionError(fmt::format("cannot check the broker's certificate against \"{}\"", address.host),
-                           "tls_error");
-      }
+    if (auto error = tls::prepare_client(ssl, address.host, settings_.tls.verify); !error.empty()) {
+      throw SessionError(error, "tls_error");
     }
     try {
       co_await stream.async_handshake(ssl::stream_base::client, use_awaitable);
     } catch (const boost::system::system_error& e) {
-      const long verify = SSL_get_verify_result(ssl);
-      std::string why = e.code().message();
-      std::string hint;
-      if (settings_.tls_verify && verify != X509_V_OK) {
-        why += fmt::format(": {}", X509_verify_cert_error_string(verify));
-        const std::string cas = settings_.tls_ca_file.empty() ? std::string("the system's CA store")
-                                                             : "tls_ca_file " + settings_.tls_ca_file;
-        switch (verify) {
-          case X509_V_ERR_HOSTNAME_MISMATCH:
-          case X509_V_ERR_IP_ADDRESS_MISMATCH:
-            hint = fmt::format("the broker's certificate is not issued for \"{}\": connect with a name that its "
-                               "subjectAltName lists, or give the broker a certificate for this name",
-                               address.host);
-            break;
-          case X509_V_ERR_CERT_HAS_EXPIRED:
-          case X509_V_ERR_CERT_NOT_YET_VALID:
-            hint = "check the broker's certificate dates and this device's clock";
-            break;
-          default:
-            hint = fmt::format("is the broker's certificate signed by a CA in {}?", cas);
-            break;
-        }
-      } else if (settings_.tls_verify) {
-        hint = "does the broker speak TLS on this port, and does it accept this client?";
-      }
-      throw SessionError(fmt::format("TLS handshake with {}:{} failed: {}{}", address.host, address.port, why,
-                                     hint.empty() ? "" : " (" + hint + ")"),
-                         "tls_error");
+      throw SessionError(
+          tls::explain_handshake_failure(ssl, e.code(), settings_.tls, address.host, address.port, "broker"),
+          "tls_error");
     }
   }
 

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "common/tls.hpp"
 #include "plugin/input.hpp"
 
 namespace tank::input {
@@ -55,12 +56,7 @@ struct MqttSourceSettings {
   std::chrono::seconds connect_timeout{10};
   std::string username;
   std::string password;
-  // TLS (for ssl://, mqtts://, wss:// servers).
-  std::string tls_ca_file;  // empty: the system's CA store
-  std::string tls_cert_file;
-  std::string tls_key_file;
-  std::string tls_key_password;
-  bool tls_verify = true;  // the server's certificate and host name
+  tls::ClientSettings tls;  // for ssl:// and mqtts:// servers
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{60000};
   std::size_t max_message_bytes = 1 << 20;  // larger messages are dead-lettered (message_too_large)

@@ -310,6 +310,7 @@ bool Delivery::reread(const OpenBatch& open, Prepared& out) {
 bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
   const std::string component = fmt::format("output {}", settings_.output);
   log::Episode failing(component, log::Level::warn);
+  std::string last_cause;
   plugin::OutgoingBatch outgoing;
   outgoing.first_seq = batch.first;
   outgoing.last_seq = batch.last;
@@ -350,8 +351,12 @@ bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
       rng_state_ ^= rng_state_ << 17;
       auto delay = std::chrono::nanoseconds(static_cast<std::int64_t>(rng_state_ % static_cast<std::uint64_t>(cap.count() + 1)));
       if (result.retry_after) delay = std::max<std::chrono::nanoseconds>(delay, *result.retry_after);
-      failing.occur(fmt::format("sending records {} to {} failed: {}; retrying in {}", batch.first, batch.last,
-                                result.detail, units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(delay))));
+      const std::string message =
+          fmt::format("sending records {} to {} failed: {}; retrying in {}", batch.first, batch.last, result.detail,
+                      units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(delay)));
+      // Logged once per episode, and again when the cause changes (not a retry with the same one).
+      if (!failing.occur(message) && result.detail != last_cause) log::warn(component, "{}", message);
+      last_cause = result.detail;
       if (failures_in_a_row_ >= settings_.breaker_failures) continue;  // the breaker's wait instead
       if (!wait_for(delay)) return false;
       continue;

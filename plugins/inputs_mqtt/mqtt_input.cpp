@@ -5,6 +5,7 @@
 
 #include "input/mqtt_source.hpp"
 #include "plugin/registry.hpp"
+#include "plugin/tls_options.hpp"
 
 namespace tank::plugins {
 namespace {
@@ -14,7 +15,7 @@ using config::Type;
 
 constexpr std::string_view kVersions[] = {"3.1.1", "5"};
 
-const Option kOptions[] = {
+const Option kOwnOptions[] = {
     plugin::format_option("\"json\""),
     {.name = "servers",
      .type = Type::string_list,
@@ -72,27 +73,6 @@ const Option kOptions[] = {
      .default_value = "\"\"",
      .description = "Password for the broker.",
      .secret = true},
-    {.name = "tls_ca_file",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "PEM file of the CAs that sign the broker's certificate. Empty: the system's CA store."},
-    {.name = "tls_cert_file",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "PEM client certificate for mutual TLS."},
-    {.name = "tls_key_file",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "PEM private key of the client certificate."},
-    {.name = "tls_key_password",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "Password of an encrypted private key.",
-     .secret = true},
-    {.name = "tls_verify",
-     .type = Type::boolean,
-     .default_value = "true",
-     .description = "Verify the broker's certificate and host name. Turn off only for testing."},
     {.name = "reconnect_min",
      .type = Type::duration,
      .default_value = "\"500ms\"",
@@ -150,11 +130,10 @@ void check(const config::SectionValues& values, config::Diagnostics& diagnostics
     diagnostics.error(values.location_of("reconnect_min"), path + ".reconnect_min",
                       "reconnect_min is longer than reconnect_max");
   }
-  if (values.string("tls_cert_file").empty() != values.string("tls_key_file").empty()) {
-    diagnostics.error(values.location_of("tls_cert_file"), path + ".tls_cert_file",
-                      "mutual TLS needs both tls_cert_file and tls_key_file");
-  }
+  plugin::check_tls_client_options(values, diagnostics);
 }
+
+const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
 
 const config::Section kSection{
     .path = "inputs.mqtt",
@@ -181,11 +160,7 @@ std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plug
   s.connect_timeout = std::chrono::duration_cast<std::chrono::seconds>(v.duration("connect_timeout"));
   s.username = v.string("username");
   s.password = v.string("password");
-  s.tls_ca_file = v.string("tls_ca_file");
-  s.tls_cert_file = v.string("tls_cert_file");
-  s.tls_key_file = v.string("tls_key_file");
-  s.tls_key_password = v.string("tls_key_password");
-  s.tls_verify = v.boolean("tls_verify");
+  s.tls = plugin::tls_client_settings(v);
   s.reconnect_min = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("reconnect_min"));
   s.reconnect_max = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("reconnect_max"));
   s.max_message_bytes = v.size("max_message_bytes");

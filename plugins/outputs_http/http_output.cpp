@@ -1,33 +1,43 @@
-// outputs.http: each batch is one POST to `url` (Boost.Beast over Boost.Asio), with keep-alive,
-// Content-Type, Content-Encoding, Idempotency-Key and the configured headers. The delivery engine
-// (output/delivery.hpp) retries and dead-letters; this plugin classifies the answer:
+// outputs.http: each batch is one POST to `url` (Boost.Beast over Boost.Asio, OpenSSL for TLS),
+// with keep-alive, Content-Type, Content-Encoding, Idempotency-Key and the configured headers. The
+// delivery engine (output/delivery.hpp) retries and dead-letters; this plugin classifies the answer:
 //
 //   2xx                                   delivered
 //   408, 429, 5xx, 3xx (not followed),    retry (Retry-After honoured: seconds or an HTTP date)
-//   timeouts, connection errors
+//   timeouts, connection and TLS errors
 //   any other 4xx                         rejected: the batch goes to the dead-letter store with
 //                                         the status and the start of the body
 //
-// Not yet: https:// (TLS) and proxies; `tank check` says so for an https URL.
+// TLS (https://) verifies the server's certificate and name (common/tls.hpp). A proxy (`proxy`,
+// or HTTPS_PROXY / HTTP_PROXY unless NO_PROXY matches the host) is asked to CONNECT to the
+// server for https:// URLs, and is sent the request in absolute form for http:// URLs (what curl
+// and Go do); credentials in the proxy URL go as Proxy-Authorization: Basic.
 
 #include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
-#include <mutex>
 #include <optional>
 
-#include <boost/asio/connect.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 
+#include "common/log.hpp"
 #include "common/strings.hpp"
+#include "common/tls.hpp"
 #include "common/units.hpp"
+#include "plugin/input.hpp"
 #include "plugin/registry.hpp"
+#include "plugin/tls_options.hpp"
 
 namespace tank::plugins {
 namespace {
@@ -35,15 +45,17 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+using asio::awaitable;
+using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 using config::Option;
 using config::Type;
 
-const Option kOptions[] = {
+const Option kOwnOptions[] = {
     {.name = "url",
      .type = Type::string,
      .default_value = "",
-     .description = "Where each batch is POSTed: http://host[:port][/path].",
+     .description = "Where each batch is POSTed: http://host[:port][/path] or https://host[:port][/path].",
      .required = true},
     {.name = "headers",
      .type = Type::string_list,
@@ -57,7 +69,8 @@ const Option kOptions[] = {
     {.name = "connect_timeout",
      .type = Type::duration,
      .default_value = "\"5s\"",
-     .description = "How long connecting may take before the attempt counts as failed (and is retried).",
+     .description = "How long connecting (TCP, proxy CONNECT, TLS handshake) may take before the attempt counts as "
+                    "failed (and is retried).",
      .min = "1ms"},
     {.name = "response_timeout",
      .type = Type::duration,
@@ -65,31 +78,46 @@ const Option kOptions[] = {
      .description = "How long sending a batch and reading the answer may take before the attempt counts as failed "
                     "(and is retried).",
      .min = "1ms"},
+    {.name = "proxy",
+     .type = Type::string,
+     .default_value = "\"\"",
+     .description = "An HTTP proxy, http://[user:password@]host:port: https:// URLs are tunnelled through it with "
+                    "CONNECT, http:// requests are sent to it. Empty: HTTPS_PROXY (https://) or HTTP_PROXY (http://) "
+                    "from the environment, unless NO_PROXY lists the host. \"none\": never a proxy.",
+     .secret = true},
 };
 
+const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
+
 struct Url {
+  bool tls = false;
   std::string host;
   std::string port;
   std::string target;
+  std::string userinfo;  // user:password (proxies only)
 };
 
-// http://host[:port][/path]; nullopt (and `error`) otherwise.
+// http(s)://[userinfo@]host[:port][/path]; nullopt (and `error`) otherwise.
 std::optional<Url> parse_url(std::string_view text, std::string* error) {
-  constexpr std::string_view kHttp = "http://";
-  if (text.starts_with("https://")) {
-    *error = "https:// is not supported yet (TLS for outputs.http comes next); use http:// to a local TLS proxy "
-             "meanwhile";
+  Url u;
+  std::string_view rest;
+  if (text.starts_with("http://")) {
+    rest = text.substr(7);
+  } else if (text.starts_with("https://")) {
+    rest = text.substr(8);
+    u.tls = true;
+  } else {
+    *error = fmt::format("\"{}\" is not an http:// or https:// URL", text);
     return std::nullopt;
   }
-  if (!text.starts_with(kHttp)) {
-    *error = fmt::format("\"{}\" is not an http:// URL", text);
-    return std::nullopt;
-  }
-  std::string_view rest = text.substr(kHttp.size());
   const auto slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
-  Url u;
   u.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
+    u.userinfo = std::string(authority.substr(0, at));
+    authority = authority.substr(at + 1);
+  }
+  const std::string default_port = u.tls ? "443" : "80";
   if (authority.starts_with('[')) {  // [::1]:8080
     const auto close = authority.find(']');
     if (close == std::string_view::npos) {
@@ -98,11 +126,11 @@ std::optional<Url> parse_url(std::string_view text, std::string* error) {
     }
     u.host = std::string(authority.substr(1, close - 1));
     authority = authority.substr(close + 1);
-    u.port = authority.starts_with(':') ? std::string(authority.substr(1)) : "80";
+    u.port = authority.starts_with(':') ? std::string(authority.substr(1)) : default_port;
   } else {
     const auto colon = authority.rfind(':');
     u.host = std::string(authority.substr(0, colon));
-    u.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
+    u.port = colon == std::string_view::npos ? default_port : std::string(authority.substr(colon + 1));
   }
   unsigned port = 0;
   auto [p, ec] = std::from_chars(u.port.data(), u.port.data() + u.port.size(), port);
@@ -111,6 +139,57 @@ std::optional<Url> parse_url(std::string_view text, std::string* error) {
     return std::nullopt;
   }
   return u;
+}
+
+// The proxy option's value: "" (from the environment), "none", or an http:// URL.
+std::optional<Url> parse_proxy(std::string_view text, std::string* error) {
+  if (text.starts_with("https://")) {
+    *error = "a proxy reached over TLS (https://) is not supported: give the proxy as http://host:port (https:// "
+             "URLs are still tunnelled through it end to end with CONNECT)";
+    return std::nullopt;
+  }
+  if (!text.starts_with("http://")) {
+    // HTTPS_PROXY=proxy.example:3128 (no scheme) is common and means http://.
+    if (text.find("://") != std::string_view::npos) {
+      *error = fmt::format("\"{}\" is not an http:// proxy URL", text);
+      return std::nullopt;
+    }
+    return parse_url("http://" + std::string(text), error);
+  }
+  return parse_url(text, error);
+}
+
+// NO_PROXY: a comma-separated list of host names (matching the host and its subdomains, with or
+// without a leading dot), IP addresses, or "*" (everything).
+bool no_proxy_matches(std::string_view list, const std::string& host) {
+  std::string lowered_host = host;
+  std::transform(lowered_host.begin(), lowered_host.end(), lowered_host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    std::string_view entry = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry.starts_with('[') && entry.ends_with(']')) entry = entry.substr(1, entry.size() - 2);
+    if (entry.starts_with('.')) entry.remove_prefix(1);
+    if (entry.empty()) continue;
+    if (entry == "*") return true;
+    std::string e(entry);
+    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lowered_host == e) return true;
+    if (lowered_host.size() > e.size() && lowered_host.ends_with(e) &&
+        lowered_host[lowered_host.size() - e.size() - 1] == '.') {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string env(const char* upper, const char* lower) {
+  if (const char* v = std::getenv(lower); v != nullptr && *v != '\0') return v;
+  if (const char* v = std::getenv(upper); v != nullptr && *v != '\0') return v;
+  return {};
 }
 
 std::optional<std::pair<std::string, std::string>> parse_header(std::string_view text) {
@@ -129,6 +208,9 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
   std::string error;
   if (v.has("url") && !parse_url(v.string("url"), &error)) {
     diagnostics.error(v.location_of("url"), v.path() + ".url", error);
+  } else if (v.has("url") && !parse_url(v.string("url"), &error)->userinfo.empty()) {
+    diagnostics.error(v.location_of("url"), v.path() + ".url",
+                      "credentials in the URL are not sent: use token, token_file or headers");
   }
   if (v.has("headers")) {
     const auto& headers = v.strings("headers");
@@ -139,13 +221,18 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
       }
     }
   }
+  plugin::check_tls_client_options(v, diagnostics);
+  if (const auto& proxy = v.string("proxy"); !proxy.empty() && proxy != "none" && !parse_proxy(proxy, &error)) {
+    diagnostics.error(v.location_of("proxy"), v.path() + ".proxy", error);
+  }
 }
 
 const config::Section kSection{
     .path = "outputs.http",
-    .summary = "POSTs each batch to an HTTP endpoint with keep-alive, an Idempotency-Key header, Content-Encoding and "
-               "extra headers; 2xx is delivered, 408/429/5xx and network errors are retried (Retry-After honoured), "
-               "any other 4xx dead-letters the batch with reason `upstream_rejected`.",
+    .summary = "POSTs each batch to an HTTP(S) endpoint with keep-alive, an Idempotency-Key header, Content-Encoding "
+               "and extra headers; TLS verifies the server (mutual TLS optional), proxies via CONNECT; 2xx is "
+               "delivered, 408/429/5xx and network errors are retried (Retry-After honoured), any other 4xx "
+               "dead-letters the batch with reason `upstream_rejected`.",
     .options = kOptions,
     .common = plugin::output_common_options(),
     .repeated = true,
@@ -167,18 +254,44 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view valu
   return std::chrono::milliseconds(std::clamp<std::int64_t>(at_ms - now_ms, 0, 24 * 3600 * 1000));
 }
 
+std::string host_port(const Url& u, bool omit_default_port) {
+  const bool default_port = u.port == (u.tls ? "443" : "80");
+  const std::string host = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
+  return omit_default_port && default_port ? host : fmt::format("{}:{}", host, u.port);
+}
+
+// Failures of one attempt, with what was being done.
+struct AttemptError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 class HttpOutput final : public plugin::Output {
  public:
-  HttpOutput(const config::SectionValues& v, const plugin::OutputContext& context) : clock_(context.clock) {
+  HttpOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+      : clock_(context.clock), component_("output " + context.name) {
     std::string error;
     url_ = *parse_url(v.string("url"), &error);
     for (const auto& h : v.strings("headers")) headers_.push_back(*parse_header(h));
     if (v.has("token")) headers_.emplace_back("Authorization", "Bearer " + v.string("token"));
     connect_timeout_ = v.duration("connect_timeout");
     response_timeout_ = v.duration("response_timeout");
-    host_header_ = url_.port == "80" ? url_.host : fmt::format("{}:{}", url_.host, url_.port);
-    if (url_.host.find(':') != std::string::npos) {
-      host_header_ = url_.port == "80" ? "[" + url_.host + "]" : fmt::format("[{}]:{}", url_.host, url_.port);
+    host_header_ = host_port(url_, true);
+    tls_settings_ = plugin::tls_client_settings(v);
+    choose_proxy(v.string("proxy"));
+  }
+
+  void start() override {
+    if (!proxy_error_.empty()) throw plugin::StartError(proxy_error_);
+    if (url_.tls) {
+      try {
+        tls_context_.emplace(tls::make_client_context(tls_settings_));
+      } catch (const std::runtime_error& e) {
+        throw plugin::StartError(e.what());
+      }
+    }
+    if (proxy_) {
+      log::info(component_, "sends through the proxy {}{}", host_port(*proxy_, false),
+                proxy_from_ ? fmt::format(" (from {})", proxy_from_) : "");
     }
   }
 
@@ -186,66 +299,40 @@ class HttpOutput final : public plugin::Output {
     io_.restart();
     // After restart(): an interrupt() from here on stops the run below.
     if (interrupted_) return {plugin::SendStatus::retry, "stopping", std::nullopt};
-    plugin::SendResult result{plugin::SendStatus::retry, "", std::nullopt};
-    bool done = false;
-    auto fail = [&](std::string what, const beast::error_code& ec) {
-      result = {plugin::SendStatus::retry,
-                ec == beast::error::timeout ? fmt::format("{}: timed out", what) : fmt::format("{}: {}", what, ec.message()),
-                std::nullopt};
-      close();
-      done = true;
-    };
     request_ = {};
     request_.method(http::verb::post);
-    request_.target(url_.target);
+    // Through a proxy, plain HTTP goes in absolute form (RFC 9112, section 3.2.2).
+    request_.target(proxy_ && !url_.tls ? fmt::format("http://{}{}", host_header_, url_.target) : url_.target);
     request_.version(11);
     request_.set(http::field::host, host_header_);
     request_.set(http::field::user_agent, "tank");
     request_.set(http::field::content_type, batch.content_type);
     if (!batch.content_encoding.empty()) request_.set(http::field::content_encoding, batch.content_encoding);
     request_.set("Idempotency-Key", batch.idempotency_key);
+    if (proxy_ && !url_.tls && !proxy_->userinfo.empty()) {
+      request_.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
+    }
     for (const auto& [name, value] : headers_) request_.set(name, value);
     request_.body().assign(batch.body);
     request_.prepare_payload();
-    response_.emplace();
-    response_->body_limit(1 << 20);
-    buffer_.clear();
 
-    auto exchange = [&] {
-      stream_->expires_after(response_timeout_);
-      http::async_write(*stream_, request_, [&](beast::error_code ec, std::size_t) {
-        if (ec) return fail(fmt::format("sending to {}", host_header_), ec);
-        http::async_read(*stream_, buffer_, *response_, [&](beast::error_code rec, std::size_t) {
-          if (rec) return fail(fmt::format("reading the answer of {}", host_header_), rec);
-          result = classify(response_->get());
-          if (!response_->get().keep_alive()) close();
-          done = true;
-        });
-      });
-    };
-    if (stream_ && stream_->socket().is_open()) {
-      exchange();
-    } else {
-      stream_.emplace(io_);
-      tcp::resolver resolver(io_);
-      beast::error_code ec;
-      auto endpoints = resolver.resolve(url_.host, url_.port, ec);
-      if (ec) {
-        close();
-        return {plugin::SendStatus::retry, fmt::format("resolving {}: {}", url_.host, ec.message()), std::nullopt};
+    std::optional<plugin::SendResult> result;
+    asio::co_spawn(io_, exchange(), [&](std::exception_ptr failure, plugin::SendResult r) {
+      if (failure) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          r = {plugin::SendStatus::retry, e.what(), std::nullopt};
+        }
       }
-      stream_->expires_after(connect_timeout_);
-      stream_->async_connect(endpoints, [&](beast::error_code cec, const tcp::endpoint&) {
-        if (cec) return fail(fmt::format("connecting to {}", host_header_), cec);
-        exchange();
-      });
-    }
+      result = std::move(r);
+    });
     io_.run();
-    if (!done) {
+    if (!result) {
       close();
       return {plugin::SendStatus::retry, "stopping", std::nullopt};
     }
-    return result;
+    return *result;
   }
 
   void interrupt() override {
@@ -256,6 +343,132 @@ class HttpOutput final : public plugin::Output {
   void stop() override { close(); }
 
  private:
+  void choose_proxy(const std::string& option) {
+    std::string error;
+    if (option == "none") return;
+    if (!option.empty()) {
+      proxy_ = parse_proxy(option, &error);
+      return;
+    }
+    proxy_from_ = url_.tls ? "HTTPS_PROXY" : "HTTP_PROXY";
+    const std::string value = url_.tls ? env("HTTPS_PROXY", "https_proxy") : env("HTTP_PROXY", "http_proxy");
+    if (value.empty() || no_proxy_matches(env("NO_PROXY", "no_proxy"), url_.host)) {
+      proxy_from_ = nullptr;
+      return;
+    }
+    proxy_ = parse_proxy(value, &error);
+    if (!proxy_) {
+      proxy_error_ =
+          fmt::format("the environment's {} is not usable: {} (fix it, or set proxy = \"none\")", proxy_from_, error);
+    }
+  }
+
+  bool connected() const { return plain_ ? plain_->socket().is_open() : secure_ && secure_->next_layer().socket().is_open(); }
+
+  awaitable<plugin::SendResult> exchange() {
+    std::string doing;
+    bool fresh = false;
+    try {
+      if (!connected()) {
+        co_await connect(doing);
+        fresh = true;
+      }
+      doing = fmt::format("sending to {}", host_header_);
+      response_.emplace();
+      response_->body_limit(1 << 20);
+      buffer_.clear();
+      if (secure_) {
+        co_await write_and_read(*secure_, doing);
+      } else {
+        co_await write_and_read(*plain_, doing);
+      }
+      plugin::SendResult r = classify(response_->get());
+      if (!response_->get().keep_alive()) close();
+      co_return r;
+    } catch (const AttemptError& e) {
+      close();
+      co_return plugin::SendResult{plugin::SendStatus::retry, e.what(), std::nullopt};
+    } catch (const boost::system::system_error& e) {
+      close();
+      std::string hint;
+      // TLS 1.3: the client's handshake is over before the server has checked the client's
+      // certificate; a refusal arrives as an alert (or a closed connection) at the first read.
+      if (fresh && url_.tls && e.code() != beast::error::timeout &&
+          (e.code().category() == asio::error::get_ssl_category() || e.code() == asio::error::eof ||
+           e.code() == asio::ssl::error::stream_truncated || e.code() == asio::error::connection_reset)) {
+        hint = tls_settings_.cert_file.empty()
+                   ? " (does the server require a client certificate? set tls_cert_file and tls_key_file)"
+                   : " (does the server trust the CA that signed tls_cert_file?)";
+      }
+      co_return plugin::SendResult{
+          plugin::SendStatus::retry,
+          e.code() == beast::error::timeout ? fmt::format("{}: timed out", doing)
+                                            : fmt::format("{}: {}{}", doing, e.code().message(), hint),
+          std::nullopt};
+    }
+  }
+
+  template <class Stream>
+  awaitable<void> write_and_read(Stream& stream, std::string& doing) {
+    beast::get_lowest_layer(stream).expires_after(response_timeout_);
+    co_await http::async_write(stream, request_, use_awaitable);
+    doing = fmt::format("reading the answer of {}", host_header_);
+    co_await http::async_read(stream, buffer_, *response_, use_awaitable);
+  }
+
+  // TCP to the server or the proxy; CONNECT through the proxy for https://; the TLS handshake.
+  awaitable<void> connect(std::string& doing) {
+    close();
+    const Url& first_hop = proxy_ ? *proxy_ : url_;
+    const std::string first_hop_name = host_port(first_hop, false);
+    doing = fmt::format("resolving {}", first_hop.host);
+    tcp::resolver resolver(io_);
+    auto endpoints = co_await resolver.async_resolve(first_hop.host, first_hop.port, use_awaitable);
+    doing = proxy_ ? fmt::format("connecting to the proxy {}", first_hop_name)
+                   : fmt::format("connecting to {}", first_hop_name);
+    beast::tcp_stream stream(io_);
+    stream.expires_after(connect_timeout_);
+    co_await stream.async_connect(endpoints, use_awaitable);
+    if (proxy_ && url_.tls) {
+      doing = fmt::format("asking the proxy {} to CONNECT to {}", first_hop_name, host_port(url_, false));
+      http::request<http::empty_body> connect_request{http::verb::connect, host_port(url_, false), 11};
+      connect_request.set(http::field::host, host_port(url_, false));
+      connect_request.set(http::field::user_agent, "tank");
+      if (!proxy_->userinfo.empty()) {
+        connect_request.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
+      }
+      co_await http::async_write(stream, connect_request, use_awaitable);
+      http::response_parser<http::empty_body> answer;
+      answer.skip(true);  // a 2xx answer to CONNECT has no body: the tunnel follows
+      beast::flat_buffer buffer;
+      co_await http::async_read_header(stream, buffer, answer, use_awaitable);
+      const unsigned status = answer.get().result_int();
+      if (status / 100 != 2) {
+        throw AttemptError(fmt::format("the proxy {} refused to CONNECT to {}: {} {}{}", first_hop_name,
+                                       host_port(url_, false), status, std::string(answer.get().reason()),
+                                       status == 407 ? " (it wants credentials: write them in the proxy URL, "
+                                                       "http://user:password@host:port)"
+                                                     : ""));
+      }
+    }
+    if (!url_.tls) {
+      plain_.emplace(std::move(stream));
+      co_return;
+    }
+    secure_.emplace(std::move(stream), *tls_context_);
+    if (auto error = tls::prepare_client(secure_->native_handle(), url_.host, tls_settings_.verify); !error.empty()) {
+      throw AttemptError(error);
+    }
+    doing = fmt::format("in the TLS handshake with {}", host_port(url_, false));
+    try {
+      co_await secure_->async_handshake(asio::ssl::stream_base::client, use_awaitable);
+    } catch (const boost::system::system_error& e) {
+      if (e.code() == beast::error::timeout) throw;
+      throw AttemptError(tls::explain_handshake_failure(secure_->native_handle(), e.code(), tls_settings_, url_.host,
+                                                        url_.port, "server"));
+    }
+  }
+
   plugin::SendResult classify(const http::response<http::string_body>& r) {
     const unsigned status = r.result_int();
     std::string excerpt = r.body().substr(0, 512);
@@ -271,23 +484,37 @@ class HttpOutput final : public plugin::Output {
     return {plugin::SendStatus::rejected, detail, std::nullopt};
   }
 
+  // Closes the connection without a TLS close_notify: a batch is only ever done when its answer
+  // has been read, so nothing is lost by it, and a dead peer cannot hold the close up.
   void close() {
-    if (stream_) {
-      beast::error_code ec;
-      stream_->socket().shutdown(tcp::socket::shutdown_both, ec);
-      stream_->close();
-      stream_.reset();
+    beast::error_code ec;
+    if (plain_) {
+      plain_->socket().shutdown(tcp::socket::shutdown_both, ec);
+      plain_->close();
+      plain_.reset();
+    }
+    if (secure_) {
+      secure_->next_layer().socket().shutdown(tcp::socket::shutdown_both, ec);
+      secure_->next_layer().close();
+      secure_.reset();
     }
   }
 
   const Clock& clock_;
+  std::string component_;
   Url url_;
   std::string host_header_;
   std::vector<std::pair<std::string, std::string>> headers_;
   std::chrono::nanoseconds connect_timeout_{};
   std::chrono::nanoseconds response_timeout_{};
+  tls::ClientSettings tls_settings_;
+  std::optional<Url> proxy_;
+  const char* proxy_from_ = nullptr;  // the environment variable proxy_ came from
+  std::string proxy_error_;
   asio::io_context io_;
-  std::optional<beast::tcp_stream> stream_;
+  std::optional<asio::ssl::context> tls_context_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
   std::optional<http::response_parser<http::string_body>> response_;
@@ -304,7 +531,7 @@ void register_outputs_http(plugin::Registry& registry) {
   registry.add({.kind = plugin::Kind::output,
                 .name = "http",
                 .section = &kSection,
-                .summary = "POSTs batches to an HTTP endpoint with an Idempotency-Key",
+                .summary = "POSTs batches to an HTTP(S) endpoint with an Idempotency-Key",
                 .create_output = create});
 }
 

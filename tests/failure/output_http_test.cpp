@@ -126,17 +126,43 @@ TEST_CASE("outputs.http: failures, Retry-After, a refused batch and kill -9: not
 
 TEST_CASE("outputs.http: configuration errors say what is wrong", "[failure][outputs][http]") {
   TempDir dir;
-  const auto config = write_test_config(dir,
-                                        "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n"
-                                        "[[outputs.http]]\nname = \"a\"\nurl = \"https://cloud.example/ingest\"\n\n"
-                                        "[[outputs.http]]\nname = \"b\"\nurl = \"ftp://x\"\nheaders = [\"NoColon\"]\n\n"
-                                        "[[outputs.http]]\nname = \"c\"\nurl = \"http://host:99999/\"\n");
+  const auto config = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n"
+      "[[outputs.http]]\nname = \"a\"\nurl = \"https://user:pw@cloud.example/ingest\"\n\n"
+      "[[outputs.http]]\nname = \"b\"\nurl = \"ftp://x\"\nheaders = [\"NoColon\"]\n\n"
+      "[[outputs.http]]\nname = \"c\"\nurl = \"http://host:99999/\"\n\n"
+      "[[outputs.http]]\nname = \"d\"\nurl = \"https://cloud.example/\"\ntls_cert_file = \"/etc/tank/gw.pem\"\n\n"
+      "[[outputs.http]]\nname = \"e\"\nurl = \"https://cloud.example/\"\nproxy = \"https://proxy:3128\"\n");
   auto r = run({tank_binary(), "check", "-c", config.string()});
   CHECK(r.exit_code == 2);
-  CHECK(r.err.find("https:// is not supported yet") != std::string::npos);
-  CHECK(r.err.find("\"ftp://x\" is not an http:// URL") != std::string::npos);
+  CHECK(r.err.find("credentials in the URL are not sent: use token, token_file or headers") != std::string::npos);
+  CHECK(r.err.find("\"ftp://x\" is not an http:// or https:// URL") != std::string::npos);
   CHECK(r.err.find("\"NoColon\" is not \"Name: value\"") != std::string::npos);
   CHECK(r.err.find("has no valid host and port") != std::string::npos);
+  CHECK(r.err.find("outputs.http[3].tls_cert_file: mutual TLS needs both tls_cert_file and tls_key_file") !=
+        std::string::npos);
+  CHECK(r.err.find("a proxy reached over TLS (https://) is not supported") != std::string::npos);
+  INFO(r.err);
+
+  // What only starting can find: a CA file that is not there, an unusable HTTPS_PROXY.
+  const auto missing_ca = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n"
+      "[[outputs.http]]\nurl = \"https://127.0.0.1:9/\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+      "missing_ca.toml");
+  r = run({tank_binary(), "run", "-c", missing_ca.string()});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("cannot load tls_ca_file /nonexistent/ca.pem") != std::string::npos);
+  INFO(r.err);
+  const auto env_proxy = write_test_config(
+      dir, "[[inputs.tcp]]\nlisten = \"127.0.0.1:0\"\n\n[[outputs.http]]\nurl = \"https://127.0.0.1:9/\"\n",
+      "env_proxy.toml");
+  r = run({tank_binary(), "run", "-c", env_proxy.string()}, {{"HTTPS_PROXY", "socks5://127.0.0.1:1080"}});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("the environment's HTTPS_PROXY is not usable: \"socks5://127.0.0.1:1080\" is not an http:// proxy "
+                   "URL (fix it, or set proxy = \"none\")") != std::string::npos);
+  INFO(r.err);
 }
 
 TEST_CASE("outputs.http: a slow upstream times out and a malformed answer is retried, same batch, same key",

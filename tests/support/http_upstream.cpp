@@ -1,6 +1,10 @@
 #include "support/http_upstream.hpp"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
@@ -16,7 +20,28 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+
+std::shared_ptr<ssl::context> make_server_context(const HttpUpstream::Tls& tls) {
+  auto c = std::make_shared<ssl::context>(ssl::context::tls_server);
+  c->use_certificate_chain_file(tls.cert_file.string());
+  c->use_private_key_file(tls.key_file.string(), ssl::context::pem);
+  if (!tls.client_ca_file.empty()) {
+    c->load_verify_file(tls.client_ca_file.string());
+    c->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  }
+  return c;
+}
+
+std::string peer_common_name(SSL* ssl) {
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return {};
+  char name[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, name, sizeof name);
+  X509_free(cert);
+  return name;
+}
 
 }  // namespace
 
@@ -80,14 +105,36 @@ struct HttpUpstream::Impl {
   std::vector<std::thread> connections;
   std::atomic<bool> stopping{false};
   std::vector<std::shared_ptr<tcp::socket>> sockets;
+  std::shared_ptr<ssl::context> tls;  // null: plain HTTP
+  std::size_t failed_handshakes = 0;
 
   void serve(std::shared_ptr<tcp::socket> socket) {
+    std::shared_ptr<ssl::context> context;
+    {
+      std::lock_guard lock(mutex);
+      context = tls;
+    }
+    if (!context) return exchange(*socket, *socket, "");
+    ssl::stream<tcp::socket&> stream(*socket, *context);
+    beast::error_code ec;
+    stream.handshake(ssl::stream_base::server, ec);
+    if (ec) {
+      std::lock_guard lock(mutex);
+      ++failed_handshakes;
+      return;
+    }
+    exchange(stream, *socket, peer_common_name(stream.native_handle()));
+  }
+
+  template <class Stream>
+  void exchange(Stream& stream, tcp::socket& raw, const std::string& client_subject) {
+    auto* socket = &raw;
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(256 << 20);
       beast::error_code ec;
-      http::read(*socket, buffer, parser, ec);
+      http::read(stream, buffer, parser, ec);
       if (ec) return;
       auto& req = parser.get();
       const auto at = std::chrono::steady_clock::now();
@@ -110,13 +157,14 @@ struct HttpUpstream::Impl {
       } catch (const std::exception& e) {
         r.body = std::string("UNREADABLE: ") + e.what();
       }
+      r.client_subject = client_subject;
       r.answered = reply.reset || !reply.raw.empty() ? 0 : reply.status;
       {
         std::lock_guard lock(mutex);
         received.push_back(std::move(r));
       }
       if (!reply.raw.empty()) {
-        asio::write(*socket, asio::buffer(reply.raw), ec);
+        asio::write(stream, asio::buffer(reply.raw), ec);
         socket->close(ec);
         return;
       }
@@ -131,11 +179,24 @@ struct HttpUpstream::Impl {
       res.body() = reply.body;
       res.keep_alive(req.keep_alive());
       res.prepare_payload();
-      http::write(*socket, res, ec);
+      http::write(stream, res, ec);
       if (ec || !req.keep_alive()) return;
     }
   }
 };
+
+HttpUpstream::HttpUpstream(const Tls& tls) : HttpUpstream() { set_tls(tls); }
+
+void HttpUpstream::set_tls(const Tls& tls) {
+  auto context = make_server_context(tls);
+  std::lock_guard lock(impl_->mutex);
+  impl_->tls = std::move(context);
+}
+
+std::size_t HttpUpstream::failed_handshakes() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->failed_handshakes;
+}
 
 HttpUpstream::HttpUpstream() : impl_(std::make_unique<Impl>()) {
   impl_->accept_thread = std::thread([this] {
@@ -174,7 +235,8 @@ HttpUpstream::~HttpUpstream() {
 }
 
 std::string HttpUpstream::url(const std::string& path) const {
-  return fmt::format("http://127.0.0.1:{}{}", impl_->acceptor.local_endpoint().port(), path);
+  std::lock_guard lock(impl_->mutex);
+  return fmt::format("{}://127.0.0.1:{}{}", impl_->tls ? "https" : "http", impl_->acceptor.local_endpoint().port(), path);
 }
 
 void HttpUpstream::script(std::vector<Reply> replies) {

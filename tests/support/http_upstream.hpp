@@ -2,10 +2,12 @@
 
 // A real HTTP/1.1 server for the output tests (Boost.Beast, on 127.0.0.1, a port the kernel
 // picks): it records every request (its Idempotency-Key, its body decompressed) and answers from
-// a script -- a status, a Retry-After, a delay, or a connection reset -- then 200.
+// a script -- a status, a Retry-After, a delay, or a connection reset -- then 200. With TLS it
+// serves https (OpenSSL), optionally requiring a client certificate.
 
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,9 +38,15 @@ class HttpUpstream {
     unsigned answered = 0;  // the status sent, 0 for a reset
     std::chrono::steady_clock::time_point at;  // when the request was read
     std::vector<std::pair<std::string, std::string>> headers;
+    std::string client_subject;  // TLS: the common name of the client's certificate, if it sent one
+  };
+  struct Tls {
+    std::filesystem::path cert_file, key_file;  // the server's certificate (PEM) and key
+    std::filesystem::path client_ca_file = {};  // set: a client certificate signed by this CA is required
   };
 
   HttpUpstream();
+  explicit HttpUpstream(const Tls& tls);
   ~HttpUpstream();
   HttpUpstream(const HttpUpstream&) = delete;
   HttpUpstream& operator=(const HttpUpstream&) = delete;
@@ -47,6 +55,10 @@ class HttpUpstream {
   // Replies to the next requests, in order; after them, 200.
   void script(std::vector<Reply> replies);
   std::vector<Received> received() const;
+  // TLS: connections from now on are served with this certificate (a renewed one).
+  void set_tls(const Tls& tls);
+  // TLS: handshakes that failed, and how the last one failed.
+  std::size_t failed_handshakes() const;
 
  private:
   struct Impl;

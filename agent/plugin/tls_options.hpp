@@ -1,0 +1,27 @@
+#pragma once
+
+// The TLS options every plugin that connects as a TLS client shares (inputs.mqtt, outputs.http,
+// outputs.mqtt): declared once, so they are named, checked and documented alike.
+//
+//   tls_ca_file, tls_cert_file, tls_key_file, tls_key_password (secret), tls_verify
+
+#include <span>
+#include <vector>
+
+#include "common/tls.hpp"
+#include "config/document.hpp"
+#include "config/schema.hpp"
+
+namespace tank::plugin {
+
+std::span<const config::Option> tls_client_options();
+
+// `own` followed by the TLS options: a Section's option list.
+std::vector<config::Option> with_tls_client_options(std::span<const config::Option> own);
+
+// Adds an error when only one of tls_cert_file and tls_key_file is given.
+void check_tls_client_options(const config::SectionValues& values, config::Diagnostics& diagnostics);
+
+tls::ClientSettings tls_client_settings(const config::SectionValues& values);
+
+}  // namespace tank::plugin
