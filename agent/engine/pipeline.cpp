@@ -14,6 +14,7 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     if (o.inputs.empty()) continue;
     output::DeliverySettings settings = output::delivery_settings(*o.values, o.name, o.type, context.agent_id);
     settings.filter.inputs = o.inputs;
+    settings.split_by_input = o.descriptor->split_by_input != nullptr && o.descriptor->split_by_input(*o.values);
     for (const std::string& input : o.inputs) {
       const InputPlan* i = plan_.input(input);
       if (!i->stages.empty()) settings.filter.derived_only.push_back(input);

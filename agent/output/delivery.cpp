@@ -232,13 +232,18 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
     }
     scanned = std::max(scanned, b.scanned_to());
     const bool got = !b.empty();
+    bool other_input = false;
     if (got) {
       if (records == 0) deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
       records += b.size();
       bytes += b.bytes();
       out.chunks.push_back(std::move(b));
+      if (settings_.split_by_input) {
+        const std::string_view first = out.chunks.front().records().front().input;
+        for (const queue::RecordView& r : out.chunks.back().records()) other_input = other_input || r.input != first;
+      }
     }
-    if (records >= settings_.max_records || bytes >= settings_.max_bytes) break;
+    if (records >= settings_.max_records || bytes >= settings_.max_bytes || other_input) break;
     const std::int64_t now = clock_.wall_ns();
     if (records > 0 && now >= deadline_ns) break;
     if (got) continue;  // read on at once: more may be there
@@ -258,6 +263,27 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   open.last_seq = out.chunks.back().records().back().seq;
   open.ack_seq = std::max(scanned, open.last_seq);
   open.records = static_cast<std::uint32_t>(records);
+  if (settings_.split_by_input) {
+    // The batch ends before the first record of another input; the rest is read again later.
+    const std::string_view first = out.chunks.front().records().front().input;
+    std::uint32_t same = 0;
+    bool cut_short = false;
+    for (const queue::ReadBatch& chunk : out.chunks) {
+      for (const queue::RecordView& r : chunk.records()) {
+        if (r.input != first) {
+          cut_short = true;
+          break;
+        }
+        open.last_seq = r.seq;
+        ++same;
+      }
+      if (cut_short) break;
+    }
+    if (cut_short) {
+      open.ack_seq = open.last_seq;
+      open.records = same;
+    }
+  }
   // The boundaries go to the queue before the first send: every later attempt sends these.
   queue::WriteBatch w;
   w.state_puts.emplace_back(state_key_, encode_open_batch(open));

@@ -52,6 +52,8 @@ struct DeliverySettings {
   std::size_t max_records = 5000;
   std::size_t max_bytes = 1 << 20;
   std::chrono::nanoseconds linger = std::chrono::milliseconds(200);
+  // Every batch holds records of one input only: a batch ends before the first record of another.
+  bool split_by_input = false;
   Encoding encoding = Encoding::ndjson;
   Compression compression = Compression::zstd;
   std::chrono::nanoseconds retry_initial = std::chrono::milliseconds(500);

@@ -34,6 +34,9 @@ struct Descriptor {
   OutputFactory create_output = {};  // for outputs
   // For processors: whether this instance needs its inputs' records decoded as JSON.
   bool (*needs_json)(const config::SectionValues& options) = nullptr;
+  // For outputs: whether this instance needs every batch to hold the records of one input
+  // (e.g. an MQTT topic naming the input).
+  bool (*split_by_input)(const config::SectionValues& options) = nullptr;
 };
 
 class Registry {

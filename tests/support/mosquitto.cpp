@@ -205,4 +205,75 @@ std::size_t publish_all(const std::string& uri, const std::string& topic, const 
   return acknowledged;
 }
 
+std::string MqttCollector::Message::user_property(const std::string& name) const {
+  for (const auto& [k, v] : user_properties) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+struct MqttCollector::Impl {
+  std::string filter;
+  mqtt::async_client client;
+  mutable std::mutex mutex;
+  std::vector<Message> messages;
+  Impl(const std::string& uri, const std::string& f, int version)
+      : filter(f),
+        client(uri, "tank-test-collector-" + std::to_string(::getpid()),
+               mqtt::create_options(version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1), nullptr) {}
+};
+
+MqttCollector::MqttCollector(const std::string& uri, const std::string& filter, int version)
+    : impl_(std::make_unique<Impl>(uri, filter, version)) {
+  impl_->client.set_message_callback([this](mqtt::const_message_ptr m) {
+    Message out;
+    out.topic = m->get_topic();
+    out.payload = m->to_string();
+    const auto& props = m->get_properties();
+    if (props.contains(mqtt::property::CONTENT_TYPE)) {
+      out.content_type = mqtt::get<std::string>(props, mqtt::property::CONTENT_TYPE);
+    }
+    for (std::size_t i = 0; i < props.count(mqtt::property::USER_PROPERTY); ++i) {
+      auto [k, v] = mqtt::get<mqtt::string_pair>(props, mqtt::property::USER_PROPERTY, i);
+      out.user_properties.emplace_back(k, v);
+    }
+    std::lock_guard lock(impl_->mutex);
+    impl_->messages.push_back(std::move(out));
+  });
+  // Subscribe at every connect: a session the broker lost (it was killed) is made again.
+  impl_->client.set_connected_handler([this](const std::string&) {
+    try {
+      impl_->client.subscribe(impl_->filter, 1);
+    } catch (const std::exception&) {
+      // Lost again at once: the next connect subscribes.
+    }
+  });
+  auto builder = mqtt::connect_options_builder()
+                     .mqtt_version(version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1)
+                     .connect_timeout(std::chrono::seconds(2))
+                     .automatic_reconnect(std::chrono::milliseconds(100), std::chrono::milliseconds(500));
+  if (version == 5) {
+    builder.clean_start(false).properties({{mqtt::property::SESSION_EXPIRY_INTERVAL, 3600}});
+  } else {
+    builder.clean_session(false);
+  }
+  impl_->client.connect(builder.finalize())->wait_for(std::chrono::seconds(10));
+  REQUIRE(wait_until([&] { return impl_->client.is_connected(); }));
+  REQUIRE(impl_->client.subscribe(filter, 1)->wait_for(std::chrono::seconds(10)));
+}
+
+MqttCollector::~MqttCollector() {
+  try {
+    impl_->client.disconnect()->wait_for(std::chrono::seconds(2));
+  } catch (const std::exception&) {
+  }
+}
+
+std::vector<MqttCollector::Message> MqttCollector::messages() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->messages;
+}
+
+bool MqttCollector::connected() const { return impl_->client.is_connected(); }
+
 }  // namespace tank::test

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -101,5 +102,29 @@ struct PublishOptions {
 };
 std::size_t publish_all(const std::string& uri, const std::string& topic, const std::vector<std::string>& payloads,
                         const PublishOptions& options);
+
+// Subscribes to `filter` at QoS 1 on a persistent session (MQTT 5 with a session expiry, or
+// 3.1.1 with clean_session = false) and records every message, reconnecting by itself through
+// broker restarts: the broker keeps what arrives for it meanwhile. Like a cloud consumer.
+class MqttCollector {
+ public:
+  struct Message {
+    std::string topic;
+    std::string payload;
+    std::string content_type;  // MQTT 5 Content Type
+    std::vector<std::pair<std::string, std::string>> user_properties;
+    std::string user_property(const std::string& name) const;
+  };
+  MqttCollector(const std::string& uri, const std::string& filter, int version = 5);
+  ~MqttCollector();
+  MqttCollector(const MqttCollector&) = delete;
+  MqttCollector& operator=(const MqttCollector&) = delete;
+  std::vector<Message> messages() const;
+  bool connected() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace tank::test

@@ -218,3 +218,52 @@ TEST_CASE("delivery: the circuit opens after failures in a row and one probe clo
   CHECK(h.shared->snapshot().size() == 4);
   CHECK(metric_value(h.registry.serialize(), R"(tank_output_circuit_state{output="cloud",type="test"})") == 0);
 }
+
+TEST_CASE("delivery: split_by_input makes every batch hold one input, also when resent after a stop",
+          "[unit][output]") {
+  Harness h;
+  h.append({"1", "2"}, "in");
+  h.append({"a", "b", "c"}, "logs");
+  h.append({"3"}, "in");
+  h.append({"d"}, "logs");
+  output::DeliverySettings s = settings(10);
+  s.split_by_input = true;
+  // The first batch fails once and the output stops: after the restart it goes again as it was.
+  h.shared->otherwise = plugin::SendStatus::retry;
+  auto d = h.delivery(s);
+  d->start();
+  REQUIRE(wait_until([&] { return !h.shared->snapshot().empty(); }));
+  d->stop();
+  h.shared->otherwise = plugin::SendStatus::delivered;
+  d = h.delivery(s);
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 7; }));
+  d->stop();
+  auto sent = h.shared->snapshot();
+  // Drop the retried attempts of the first batch: same key, same body.
+  std::vector<Sent> batches;
+  for (const Sent& x : sent) {
+    if (!batches.empty() && batches.back().key == x.key) {
+      CHECK(batches.back().body == x.body);
+      continue;
+    }
+    batches.push_back(x);
+  }
+  REQUIRE(batches.size() == 4);
+  CHECK(batches[0].body == "1\n2\n");
+  CHECK(batches[0].input == "in");
+  CHECK(batches[1].body == "{\"message\":\"a\"}\n{\"message\":\"b\"}\n{\"message\":\"c\"}\n");
+  CHECK(batches[1].input == "logs");
+  CHECK(batches[2].body == "3\n");
+  CHECK(batches[3].input == "logs");
+  // Without the split one batch takes them all.
+  Harness mixed;
+  mixed.append({"1"}, "in");
+  mixed.append({"a"}, "logs");
+  auto m = mixed.delivery(settings(10));
+  m->start();
+  REQUIRE(wait_until([&] { return mixed.acked() == 2; }));
+  m->stop();
+  REQUIRE(mixed.shared->snapshot().size() == 1);
+  CHECK(mixed.shared->snapshot()[0].input.empty());
+}

@@ -1,0 +1,417 @@
+// outputs.mqtt: each batch is one QoS 1 PUBLISH to an upstream broker (AWS IoT, EMQX, mosquitto,
+// ...) through Paho MQTT C++, delivered when its PUBACK arrives.
+//
+// tank's queue is the buffer while the broker is away: Paho gets no persistence and no offline
+// buffer (a publish while disconnected fails and is retried by the delivery engine), a clean
+// session, and no automatic reconnect (send() connects when it has to). A batch whose PUBACK
+// does not come within publish_timeout is retried on a new connection, under the same key.
+//
+// What a batch carries:
+//   MQTT 5    the body as the payload; the Content Type property; user properties
+//             idempotency-key, content-encoding (when compressed) and records.
+//   MQTT 3.1.1 (no properties) an envelope: one JSON line, then the body --
+//             {"idempotency_key":"...","content_type":"application/x-ndjson",
+//              "content_encoding":"zstd","records":500}\n<body>
+//
+// Outcome: PUBACK (any reason code below 0x80, e.g. 0x10 "no matching subscribers") delivered;
+// MQTT 5 PUBACK 0x87 not authorized, 0x90 topic name invalid, 0x95 packet too large and 0x99
+// payload format invalid: rejected (dead-lettered); everything else -- no connection, a refused
+// CONNECT, a lost connection, a timeout, another reason code -- is retried.
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <mqtt/async_client.h>
+
+#include "common/log.hpp"
+#include "common/strings.hpp"
+#include "input/mqtt_source.hpp"
+#include "plugin/registry.hpp"
+#include "plugin/tls_options.hpp"
+
+namespace tank::plugins {
+namespace {
+
+using config::Option;
+using config::Type;
+
+const std::string_view kVersions[] = {"3.1.1", "5"};
+
+const Option kOwnOptions[] = {
+    {.name = "servers",
+     .type = Type::string_list,
+     .default_value = "[]",
+     .description = "Broker URIs tried in order: tcp://host:1883 or ssl://host:8883 (also mqtt://, mqtts://).",
+     .required = true},
+    {.name = "topic",
+     .type = Type::string,
+     .default_value = "\"tank/{agent_id}/{output}\"",
+     .description = "The topic of each batch. {agent_id}, {output} and {input} are replaced; with {input}, every "
+                    "batch holds the records of one input."},
+    {.name = "client_id",
+     .type = Type::string,
+     .default_value = "\"\"",
+     .description = "The MQTT client identifier. Empty: tank-<agent id>-<output name>."},
+    {.name = "protocol_version",
+     .type = Type::choice,
+     .default_value = "\"5\"",
+     .description = "\"5\": the idempotency key travels as the user property idempotency-key. \"3.1.1\": in an "
+                    "envelope, a JSON line before the body.",
+     .choices = kVersions},
+    {.name = "retain",
+     .type = Type::boolean,
+     .default_value = "false",
+     .description = "Publish with the retain flag."},
+    {.name = "keep_alive",
+     .type = Type::duration,
+     .default_value = "\"30s\"",
+     .description = "MQTT keep-alive interval.",
+     .min = "1s",
+     .max = "18h"},
+    {.name = "connect_timeout",
+     .type = Type::duration,
+     .default_value = "\"10s\"",
+     .description = "How long one connection attempt (TCP, TLS, CONNECT/CONNACK) may take.",
+     .min = "1s",
+     .max = "5m"},
+    {.name = "publish_timeout",
+     .type = Type::duration,
+     .default_value = "\"30s\"",
+     .description = "How long the PUBACK of a batch may take; then the batch is sent again on a new connection.",
+     .min = "100ms",
+     .max = "1h"},
+    {.name = "username", .type = Type::string, .default_value = "\"\"", .description = "User name for the broker."},
+    {.name = "password",
+     .type = Type::string,
+     .default_value = "\"\"",
+     .description = "Password for the broker.",
+     .secret = true},
+};
+
+const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
+
+void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
+  if (v.has("servers")) {
+    const auto& servers = v.strings("servers");
+    if (servers.empty()) diagnostics.error(v.location_of("servers"), v.path() + ".servers", "give at least one broker");
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+      std::string error;
+      if (!input::parse_broker_uri(servers[i], error)) {
+        diagnostics.error(v.location_of("servers"), fmt::format("{}.servers[{}]", v.path(), i), error);
+      }
+    }
+  }
+  const std::string& topic = v.string("topic");
+  if (topic.empty() || topic.find_first_of("+#") != std::string::npos || topic.find('\0') != std::string::npos) {
+    diagnostics.error(v.location_of("topic"), v.path() + ".topic",
+                      fmt::format("\"{}\" is not a topic to publish to: it must not be empty or hold + or #", topic));
+  }
+  for (std::size_t open = topic.find('{'); open != std::string::npos; open = topic.find('{', open + 1)) {
+    const auto close = topic.find('}', open);
+    const std::string_view name =
+        close == std::string::npos ? std::string_view{} : std::string_view(topic).substr(open + 1, close - open - 1);
+    if (name != "agent_id" && name != "output" && name != "input") {
+      diagnostics.error(v.location_of("topic"), v.path() + ".topic",
+                        fmt::format("\"{}\": only {{agent_id}}, {{output}} and {{input}} may appear in braces", topic));
+      break;
+    }
+  }
+  plugin::check_tls_client_options(v, diagnostics);
+}
+
+const config::Section kSection{
+    .path = "outputs.mqtt",
+    .summary = "Publishes each batch with QoS 1 to an upstream MQTT broker (Paho MQTT C++), delivered on PUBACK; the "
+               "idempotency key as the MQTT 5 user property idempotency-key, or in a JSON envelope line with 3.1.1. "
+               "tank's queue is the buffer while the broker is away.",
+    .options = kOptions,
+    .common = plugin::output_common_options(),
+    .repeated = true,
+    .check = check,
+};
+
+std::string replace_all(std::string text, std::string_view what, std::string_view with) {
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + with.size())) {
+    text.replace(at, what.size(), with);
+  }
+  return text;
+}
+
+// Paho C accepts tcp:// and ssl://; mqtt:// and mqtts:// are their other names.
+std::string paho_uri(const std::string& uri) {
+  if (uri.starts_with("mqtt://")) return "tcp://" + uri.substr(7);
+  if (uri.starts_with("mqtts://")) return "ssl://" + uri.substr(8);
+  return uri;
+}
+
+bool permanent(int reason_code) {
+  switch (reason_code) {
+    case mqtt::ReasonCode::NOT_AUTHORIZED:
+    case mqtt::ReasonCode::TOPIC_NAME_INVALID:
+    case mqtt::ReasonCode::PACKET_TOO_LARGE:
+    case mqtt::ReasonCode::PAYLOAD_FORMAT_INVALID:
+      return true;
+    default:
+      return false;
+  }
+}
+
+class MqttOutput final : public plugin::Output {
+ public:
+  MqttOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+      : name_(context.name), agent_id_(context.agent_id), component_("output " + context.name) {
+    servers_ = v.strings("servers");
+    topic_ = replace_all(replace_all(v.string("topic"), "{agent_id}", agent_id_), "{output}", name_);
+    client_id_ = v.string("client_id").empty() ? fmt::format("tank-{}-{}", agent_id_, name_) : v.string("client_id");
+    version_ = v.choice("protocol_version") == "5" ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+    retain_ = v.boolean("retain");
+    keep_alive_ = std::chrono::duration_cast<std::chrono::seconds>(v.duration("keep_alive"));
+    connect_timeout_ = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("connect_timeout"));
+    publish_timeout_ = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("publish_timeout"));
+    username_ = v.string("username");
+    password_ = v.string("password");
+    tls_ = plugin::tls_client_settings(v);
+  }
+
+  ~MqttOutput() override { stop(); }
+
+  void start() override {
+    try {
+      // No persistence (nullptr) and no offline buffer: tank's queue is the buffer.
+      client_ = std::make_unique<mqtt::async_client>(paho_uri(servers_.front()), client_id_,
+                                                     mqtt::create_options(version_), nullptr);
+    } catch (const mqtt::exception& e) {
+      throw plugin::StartError(fmt::format("cannot create the MQTT client for {}: {}", servers_.front(), e.what()));
+    }
+    client_->set_connection_lost_handler([this](const std::string& cause) {
+      std::lock_guard lock(mutex_);
+      lost_cause_ = cause.empty() ? "the connection was lost" : "the connection was lost: " + cause;
+    });
+    auto servers = std::make_shared<mqtt::string_collection>();
+    bool any_tls = false;
+    for (const auto& s : servers_) {
+      servers->push_back(paho_uri(s));
+      any_tls = any_tls || s.starts_with("ssl://") || s.starts_with("mqtts://");
+    }
+    auto builder = mqtt::connect_options_builder()
+                       .mqtt_version(version_)
+                       .keep_alive_interval(keep_alive_)
+                       .connect_timeout(connect_timeout_)
+                       .automatic_reconnect(false)
+                       .servers(servers);
+    if (version_ == MQTTVERSION_5) {
+      builder.clean_start(true);
+    } else {
+      builder.clean_session(true);
+    }
+    if (!username_.empty()) builder.user_name(username_);
+    if (!password_.empty()) builder.password(password_);
+    if (any_tls) {
+      auto ssl = mqtt::ssl_options_builder()
+                     .enable_server_cert_auth(tls_.verify)
+                     .verify(tls_.verify)
+                     .ssl_version(MQTT_SSL_VERSION_TLS_1_2)
+                     .error_handler([this](const std::string& message) {
+                       std::lock_guard lock(mutex_);
+                       tls_error_ = message;
+                     })
+                     .finalize();
+      if (!tls_.ca_file.empty()) ssl.set_trust_store(tls_.ca_file);
+      if (!tls_.cert_file.empty()) {
+        ssl.set_key_store(tls_.cert_file);
+        ssl.set_private_key(tls_.key_file);
+      }
+      if (!tls_.key_password.empty()) ssl.set_private_key_password(tls_.key_password);
+      // Paho only finds out about unreadable files when it connects; say so at start instead.
+      try {
+        (void)tls::make_client_context(tls_);
+      } catch (const std::runtime_error& e) {
+        throw plugin::StartError(e.what());
+      }
+      builder.ssl(std::move(ssl));
+    }
+    connect_options_ = builder.finalize();
+  }
+
+  plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
+    if (interrupted_) return retry("stopping");
+    if (!client_->is_connected()) {
+      if (auto failed = connect()) return *failed;
+    }
+    mqtt::message_ptr message = make_message(batch);
+    try {
+      mqtt::delivery_token_ptr token = client_->publish(message);
+      if (!wait(*token, publish_timeout_)) {
+        disconnect();
+        return retry(interrupted_ ? "stopping"
+                                  : fmt::format("no PUBACK within {} ms: the batch goes again on a new connection",
+                                                publish_timeout_.count()));
+      }
+      const int reason = token->get_reason_code();
+      if (reason >= 0x80) return refused(reason);
+      return {plugin::SendStatus::delivered, fmt::format("PUBACK on {}", message->get_topic()), std::nullopt};
+    } catch (const mqtt::exception& e) {
+      if (e.get_reason_code() >= 0x80) return refused(e.get_reason_code());
+      std::string cause;
+      {
+        std::lock_guard lock(mutex_);
+        cause = lost_cause_;
+      }
+      disconnect();
+      return retry(fmt::format("publishing to {} failed: {}{}", message->get_topic(), e.what(),
+                               cause.empty() ? "" : " (" + cause + ")"));
+    }
+  }
+
+  void interrupt() override { interrupted_ = true; }
+
+  void stop() override {
+    if (client_) {
+      disconnect();
+      client_.reset();
+    }
+  }
+
+ private:
+  static plugin::SendResult retry(std::string detail) {
+    return {plugin::SendStatus::retry, std::move(detail), std::nullopt};
+  }
+
+  plugin::SendResult refused(int reason) {
+    const std::string detail = fmt::format("PUBACK reason code 0x{:02x} ({})", reason,
+                                           mqtt::exception::reason_code_str(reason));
+    return {permanent(reason) ? plugin::SendStatus::rejected : plugin::SendStatus::retry, detail, std::nullopt};
+  }
+
+  mqtt::message_ptr make_message(const plugin::OutgoingBatch& batch) const {
+    const std::string topic = replace_all(topic_, "{input}", batch.input.empty() ? "mixed" : batch.input);
+    if (version_ == MQTTVERSION_5) {
+      auto message = mqtt::make_message(topic, batch.body.data(), batch.body.size(), 1, retain_);
+      mqtt::properties props;
+      props.add({mqtt::property::CONTENT_TYPE, std::string(batch.content_type)});
+      props.add({mqtt::property::USER_PROPERTY, "idempotency-key", std::string(batch.idempotency_key)});
+      if (!batch.content_encoding.empty()) {
+        props.add({mqtt::property::USER_PROPERTY, "content-encoding", std::string(batch.content_encoding)});
+      }
+      props.add({mqtt::property::USER_PROPERTY, "records", std::to_string(batch.records)});
+      message->set_properties(std::move(props));
+      return message;
+    }
+    std::string payload = "{\"idempotency_key\":";
+    strings::append_json_string(payload, batch.idempotency_key);
+    payload += ",\"content_type\":";
+    strings::append_json_string(payload, batch.content_type);
+    if (!batch.content_encoding.empty()) {
+      payload += ",\"content_encoding\":";
+      strings::append_json_string(payload, batch.content_encoding);
+    }
+    payload += fmt::format(",\"records\":{}}}\n", batch.records);
+    payload.append(batch.body);
+    return mqtt::make_message(topic, payload.data(), payload.size(), 1, retain_);
+  }
+
+  // Waits for a token in slices, so that interrupt() ends the wait soon. Throws what the token
+  // throws (mqtt::exception).
+  bool wait(mqtt::token& token, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!interrupted_) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      if (token.wait_for(std::min(left, std::chrono::milliseconds(100)))) return true;
+    }
+    return false;
+  }
+
+  std::optional<plugin::SendResult> connect() {
+    {
+      std::lock_guard lock(mutex_);
+      tls_error_.clear();
+      lost_cause_.clear();
+    }
+    const std::string where = fmt::format("connecting to {}", strings::join_alternatives(servers_, false));
+    try {
+      mqtt::token_ptr token = client_->connect(connect_options_);
+      if (!wait(*token, connect_timeout_ * static_cast<int>(servers_.size()) + std::chrono::seconds(1))) {
+        disconnect();
+        return retry(interrupted_ ? "stopping" : where + ": timed out");
+      }
+      return std::nullopt;
+    } catch (const mqtt::exception& e) {
+      std::string tls_error;
+      {
+        std::lock_guard lock(mutex_);
+        tls_error = tls_error_;
+      }
+      std::string detail = fmt::format("{}: {}", where, e.what());
+      if (e.get_reason_code() >= 0x80) {
+        detail += fmt::format(" (the broker refused: {})", mqtt::exception::reason_code_str(e.get_reason_code()));
+      } else if (e.get_return_code() >= 1 && e.get_return_code() <= 5) {
+        detail += " (the broker refused the CONNECT: check client_id, username and password)";
+      } else if (e.get_return_code() == MQTTASYNC_FAILURE && tls_error.empty()) {
+        detail += " (no broker answered: is it running and listening at that address? is the scheme right, tcp:// "
+                  "or ssl://?)";
+      }
+      if (!tls_error.empty()) {
+        detail += fmt::format(" (TLS: {}{})", tls_error,
+                              tls_error.find("certificate verify failed") != std::string::npos
+                                  ? fmt::format("; is the broker's certificate signed by a CA in {}, and issued for "
+                                                "the host name in servers?",
+                                                tls_.ca_file.empty() ? "the system's CA store"
+                                                                     : "tls_ca_file " + tls_.ca_file)
+                                  : "");
+      }
+      return retry(detail);
+    }
+  }
+
+  void disconnect() {
+    try {
+      if (client_->is_connected()) client_->disconnect(std::chrono::milliseconds(0))->wait_for(std::chrono::seconds(2));
+    } catch (const mqtt::exception&) {
+      // Already gone: nothing to release.
+    }
+  }
+
+  std::string name_;
+  std::string agent_id_;
+  std::string component_;
+  std::vector<std::string> servers_;
+  std::string topic_;  // {agent_id} and {output} replaced
+  std::string client_id_;
+  int version_ = MQTTVERSION_5;
+  bool retain_ = false;
+  std::chrono::seconds keep_alive_{30};
+  std::chrono::milliseconds connect_timeout_{10000};
+  std::chrono::milliseconds publish_timeout_{30000};
+  std::string username_;
+  std::string password_;
+  tls::ClientSettings tls_;
+  mqtt::connect_options connect_options_;
+  std::unique_ptr<mqtt::async_client> client_;
+  std::atomic<bool> interrupted_{false};
+  std::mutex mutex_;  // what Paho's threads report
+  std::string tls_error_;
+  std::string lost_cause_;
+};
+
+std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {
+  return std::make_unique<MqttOutput>(v, context);
+}
+
+}  // namespace
+
+void register_outputs_mqtt(plugin::Registry& registry) {
+  registry.add({.kind = plugin::Kind::output,
+                .name = "mqtt",
+                .section = &kSection,
+                .summary = "Publishes batches with QoS 1 to an upstream MQTT broker",
+                .create_output = create,
+                .split_by_input = [](const config::SectionValues& v) {
+                  return v.string("topic").find("{input}") != std::string::npos;
+                }});
+}
+
+}  // namespace tank::plugins
