@@ -64,6 +64,14 @@ std::string age_text(std::int64_t ingest_ns) {
 
 int stats(queue::Queue& q, const Target& t, bool as_json) {
   queue::Stats s = q.stats();
+  std::vector<std::uint64_t> positions;
+  for (const auto& c : s.consumers) positions.push_back(c.acked);
+  const std::vector<std::uint64_t> lag_bytes = q.disk_bytes_after(positions);
+  const std::int64_t now = system_clock().wall_ns();
+  auto lag_seconds = [&](const queue::ConsumerStats& c) {
+    return c.oldest_unacked_ns > 0 ? static_cast<double>(std::max<std::int64_t>(now - c.oldest_unacked_ns, 0)) / 1e9
+                                   : 0.0;
+  };
   if (as_json) {
     json::object o;
     o["dir"] = (t.data_dir / "queue").string();
@@ -77,11 +85,14 @@ int stats(queue::Queue& q, const Target& t, bool as_json) {
     o["next_seq"] = s.next_seq;
     o["oldest_ingest_time"] = s.oldest_ingest_ns > 0 ? json::value(fs::rfc3339_utc(s.oldest_ingest_ns)) : nullptr;
     json::array consumers;
-    for (const auto& c : s.consumers) {
+    for (std::size_t i = 0; i < s.consumers.size(); ++i) {
+      const auto& c = s.consumers[i];
       json::object co;
       co["name"] = c.name;
       co["acked"] = c.acked;
       co["lag_records"] = c.lag_records;
+      co["lag_bytes"] = lag_bytes[i];
+      co["lag_seconds"] = lag_seconds(c);
       co["oldest_unacknowledged_time"] =
           c.oldest_unacked_ns > 0 ? json::value(fs::rfc3339_utc(c.oldest_unacked_ns)) : nullptr;
       consumers.push_back(std::move(co));
@@ -101,9 +112,11 @@ int stats(queue::Queue& q, const Target& t, bool as_json) {
     std::cout << "consumers  (none: records stay until an output reads them)\n";
   } else {
     std::cout << "consumers\n";
-    for (const auto& c : s.consumers) {
-      std::cout << fmt::format("  {:<20} acknowledged up to {}, lag {} records, oldest unacknowledged {}\n", c.name,
-                               c.acked, c.lag_records, age_text(c.oldest_unacked_ns));
+    for (std::size_t i = 0; i < s.consumers.size(); ++i) {
+      const auto& c = s.consumers[i];
+      std::cout << fmt::format("  {:<20} acknowledged up to {}, lag {} records ({}), oldest unacknowledged {}\n",
+                               c.name, c.acked, c.lag_records, units::human_size(lag_bytes[i]),
+                               age_text(c.oldest_unacked_ns));
     }
   }
   return kExitOk;

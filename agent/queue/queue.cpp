@@ -1482,6 +1482,31 @@ std::uint64_t Queue::file_size() const {
   return static_cast<std::uint64_t>(st.st_size);
 }
 
+std::vector<std::uint64_t> Queue::disk_bytes_after(std::span<const std::uint64_t> positions) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<std::uint64_t> out(positions.size(), 0);
+  if (positions.empty()) return out;
+  // Walk backwards from the last record: each record adds its size to every position before it.
+  std::vector<std::size_t> order(positions.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return positions[a] > positions[b]; });
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  MDB_val k;
+  MDB_val v;
+  std::uint64_t suffix = 0;
+  std::size_t next = 0;  // positions (largest first) not yet passed
+  for (bool more = cursor.get(k, v, MDB_LAST); more; more = cursor.get(k, v, MDB_PREV)) {
+    const std::uint64_t seq = lmdb::seq_of(k);
+    while (next < order.size() && positions[order[next]] >= seq) out[order[next++]] = suffix;
+    if (next == order.size()) break;
+    suffix += v.mv_size;
+  }
+  while (next < order.size()) out[order[next++]] = suffix;
+  return out;
+}
+
 Stats Queue::stats() const {
   std::shared_lock env_lock(env_mutex_);
   Stats s;

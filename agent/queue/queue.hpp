@@ -58,6 +58,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <stdexcept>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -293,6 +294,12 @@ class Queue {
   DeadLetterStats dead_letter_stats() const;
 
   Stats stats() const;
+
+  // The encoded bytes of the records on disk after each position (a consumer's lag in bytes),
+  // in one pass over the records after the smallest position: O(records), for `tank queue
+  // stats`, not for every metrics scrape. Records in the memory tier are not counted (in memory
+  // mode they are the running agent's own). Throws std::runtime_error when LMDB fails.
+  std::vector<std::uint64_t> disk_bytes_after(std::span<const std::uint64_t> positions) const;
 
   // True while overflow = "block" refuses records (between `full` and the low watermark).
   bool blocked() const;

@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "engine/run_state.hpp"
 #include "support/http_upstream.hpp"
 #include "support/input_helpers.hpp"
+#include "support/mosquitto.hpp"
 #include "support/tank_process.hpp"
 
 using namespace tank;
@@ -152,4 +154,53 @@ TEST_CASE("outputs.file: max_files bounds the directory, and json_array is refus
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("another output is named \"file\"") != std::string::npos);
   CHECK(r.err.find("no input is named \"nope\"") != std::string::npos);
+}
+
+TEST_CASE("fan-out: a dead output does not hold back the others and tank queue stats shows its lag in records and "
+          "in bytes and age",
+          "[integration][outputs][file]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  // "cloud" points at a port where nothing listens: every attempt fails.
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                       "[[outputs.file]]\nname = \"archive\"\ndirectory = \"{}\"\nlinger = \"20ms\"\n\n"
+                       "[[outputs.http]]\nname = \"cloud\"\nurl = \"http://127.0.0.1:{}/ingest\"\nlinger = \"20ms\"\n"
+                       "retry_initial = \"10ms\"\nretry_max = \"100ms\"\n",
+                       (dir / "out").string(), free_tcp_port()));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  std::string plant;
+  for (int i = 0; i < 2000; ++i) plant += fmt::format(R"({{"device":"d{}","seq":{}}})", i % 7, i) + "\n";
+  int fd = tcp_connect(input_address(data, "plant"));
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, plant.data(), plant.size()) == static_cast<ssize_t>(plant.size()));
+  ::close(fd);
+  // The archive gets everything while the cloud output keeps failing.
+  CHECK(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_records_total{output="archive",result="delivered",type="file"})") ==
+           2000;
+  }));
+  CHECK(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_batches_total{output="cloud",result="retried",type="http"})")
+               .value_or(0) >= 2;
+  }));
+  auto r = run({tank_binary(), "queue", "stats", "-c", config.string(), "--json"});
+  REQUIRE(r.exit_code == 0);
+  const auto stats = boost::json::parse(r.out).as_object();
+  CHECK(stats.at("records").as_int64() == 2000);  // kept for the cloud output
+  std::map<std::string, boost::json::object> consumers;
+  for (const auto& c : stats.at("consumers").as_array()) consumers[std::string(c.at("name").as_string())] = c.as_object();
+  REQUIRE(consumers.count("output/archive") == 1);
+  REQUIRE(consumers.count("output/cloud") == 1);
+  CHECK(consumers["output/archive"].at("lag_records").as_int64() == 0);
+  CHECK(consumers["output/archive"].at("lag_bytes").as_int64() == 0);
+  CHECK(consumers["output/cloud"].at("lag_records").as_int64() == 2000);
+  CHECK(consumers["output/cloud"].at("lag_bytes").as_int64() == stats.at("bytes").as_int64());
+  CHECK(consumers["output/cloud"].at("lag_bytes").as_int64() > 2000 * 20);
+  CHECK(consumers["output/cloud"].at("lag_seconds").as_double() >= 0.0);
+  r = run({tank_binary(), "queue", "stats", "-c", config.string()});
+  CHECK(r.out.find("output/cloud") != std::string::npos);
+  CHECK(r.out.find("lag 2000 records (") != std::string::npos);
+  CHECK(tank.stop() == 0);
 }

@@ -138,6 +138,28 @@ TEST_CASE("each consumer reports its lag", "[queue]") {
   CHECK(s.consumers[1].oldest_unacked_ns == clock.wall_ns() - 1'000'000'000);
 }
 
+TEST_CASE("each consumer's lag in bytes is the encoded size of the records after its position", "[queue]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q");
+  opts.consumers = {"fast", "slow"};
+  auto q = Queue::open(opts, clock, nullptr);
+  REQUIRE(q->append(batch_of(payloads(10, "r", 100), clock)).ok());
+  REQUIRE(q->ack("fast", 7).ok());
+  const std::uint64_t all = q->stats().bytes;
+  REQUIRE(all > 1000);
+  const std::uint64_t positions[] = {7, 0, 10, 3, 99};
+  const auto bytes = q->disk_bytes_after(positions);
+  REQUIRE(bytes.size() == 5);
+  CHECK(bytes[1] == all);  // nothing acknowledged: everything
+  CHECK(bytes[2] == 0);
+  CHECK(bytes[4] == 0);
+  // Records of one size: bytes in proportion to the records after the position.
+  CHECK(bytes[0] * 10 == all * 3);
+  CHECK(bytes[3] * 10 == all * 7);
+  CHECK(q->disk_bytes_after({}).empty());
+}
+
 TEST_CASE("sequence numbers keep increasing across restarts, also after the queue emptied", "[queue]") {
   TempDir dir;
   ManualClock clock;
