@@ -22,11 +22,15 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
                               : i->format == process::Format::text ? output::PayloadKind::text
                                                                    : output::PayloadKind::raw;
     }
-    plugin::OutputContext ctx{o.name, context.metrics, context.clock, context.agent_id, context.data_dir};
+    std::vector<std::unique_ptr<plugin::Output>> instances;
+    for (unsigned i = 0; i < settings.max_in_flight; ++i) {
+      plugin::OutputContext ctx{o.name, context.metrics, context.clock, context.agent_id, context.data_dir, i};
+      instances.push_back(o.descriptor->create_output(*o.values, ctx));
+    }
     outputs_.push_back(OutputEntry{o.name, o.type,
                                    std::make_unique<output::Delivery>(std::move(settings), context.queue,
-                                                                      o.descriptor->create_output(*o.values, ctx),
-                                                                      context.metrics, context.clock)});
+                                                                      std::move(instances), context.metrics,
+                                                                      context.clock)});
   }
   for (const ProcessorPlan& p : plan_.processors) {
     if (!p.stage || p.inputs.empty()) continue;

@@ -15,6 +15,8 @@ namespace {
 
 constexpr std::uint8_t kOpenBatchFormat = 1;
 constexpr std::size_t kOpenBatchBytes = 1 + 8 + 8 + 8 + 4;
+constexpr std::uint8_t kOpenBatchListFormat = 2;
+constexpr std::size_t kListEntryBytes = 8 + 8 + 8 + 4 + 1;
 
 void put_u64(std::string& out, std::uint64_t v) {
   for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
@@ -165,6 +167,59 @@ std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* 
     return fail("inconsistent boundaries");
   }
   return b;
+}
+
+std::string encode_open_batches(const std::vector<OpenBatch>& batches) {
+  std::string out;
+  out.reserve(5 + batches.size() * kListEntryBytes);
+  out.push_back(static_cast<char>(kOpenBatchListFormat));
+  put_u32(out, static_cast<std::uint32_t>(batches.size()));
+  for (const OpenBatch& b : batches) {
+    put_u64(out, b.first_seq);
+    put_u64(out, b.last_seq);
+    put_u64(out, b.ack_seq);
+    put_u32(out, b.records);
+    out.push_back(b.done ? 1 : 0);
+  }
+  return out;
+}
+
+std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes, std::string* error) {
+  auto fail = [&](std::string why) -> std::optional<std::vector<OpenBatch>> {
+    if (error != nullptr) *error = std::move(why);
+    return std::nullopt;
+  };
+  if (!bytes.empty() && static_cast<std::uint8_t>(bytes[0]) == kOpenBatchFormat) {
+    auto one = decode_open_batch(bytes, error);
+    if (!one) return std::nullopt;
+    return std::vector<OpenBatch>{*one};
+  }
+  if (bytes.size() < 5 || static_cast<std::uint8_t>(bytes[0]) != kOpenBatchListFormat) {
+    return fail(bytes.empty() ? "empty" : fmt::format("format {} is neither {} nor {}",
+                                                      static_cast<unsigned>(static_cast<std::uint8_t>(bytes[0])),
+                                                      kOpenBatchFormat, kOpenBatchListFormat));
+  }
+  const std::size_t count = get_u(bytes, 1, 4);
+  if (bytes.size() != 5 + count * kListEntryBytes) {
+    return fail(fmt::format("{} bytes for {} batches", bytes.size(), count));
+  }
+  std::vector<OpenBatch> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t at = 5 + i * kListEntryBytes;
+    OpenBatch b;
+    b.first_seq = get_u(bytes, at, 8);
+    b.last_seq = get_u(bytes, at + 8, 8);
+    b.ack_seq = get_u(bytes, at + 16, 8);
+    b.records = static_cast<std::uint32_t>(get_u(bytes, at + 24, 4));
+    b.done = bytes[at + 28] != 0;
+    if (b.first_seq == 0 || b.first_seq > b.last_seq || b.last_seq > b.ack_seq || b.records == 0 ||
+        b.records > b.last_seq - b.first_seq + 1) {
+      return fail(fmt::format("batch {}: inconsistent boundaries", i + 1));
+    }
+    if (!out.empty() && b.first_seq <= out.back().ack_seq) return fail(fmt::format("batch {}: out of order", i + 1));
+    out.push_back(b);
+  }
+  return out;
 }
 
 }  // namespace tank::output

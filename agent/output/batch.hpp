@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tank::output {
 
@@ -63,7 +64,7 @@ void compress(Compression compression, std::string_view in, std::string& out);
 std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
                             std::uint64_t first_seq, std::uint64_t last_seq, std::string_view uncompressed_body);
 
-// The batch in flight, committed to the queue's state before its first send and deleted in the
+// A batch in flight, committed to the queue's state before its first send and deleted in the
 // transaction that acknowledges it. After a restart the same records are read again from it.
 struct OpenBatch {
   std::uint64_t first_seq = 0;  // the first and last record in the batch
@@ -71,12 +72,20 @@ struct OpenBatch {
   std::uint64_t ack_seq = 0;    // the position to acknowledge once it is done (>= last_seq:
                                 // records after last_seq the output does not take are passed too)
   std::uint32_t records = 0;
+  // Delivered or dead-lettered, but not acknowledged yet because a batch before it is still in
+  // flight (max_in_flight > 1): not sent again after a restart.
+  bool done = false;
 
   bool operator==(const OpenBatch&) const = default;
 };
 
+// One batch (format 1, 29 bytes, never done: what max_in_flight = 1 writes) or a list in queue
+// order (format 2: count, then each batch with its done flag).
 std::string encode_open_batch(const OpenBatch& batch);
-// nullopt (and `error`) for bytes that are not an OpenBatch of this format.
+std::string encode_open_batches(const std::vector<OpenBatch>& batches);
+// nullopt (and `error`) for bytes that are not an OpenBatch of format 1.
 std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error = nullptr);
+// Either format; nullopt (and `error`) for anything else, or batches out of order or overlapping.
+std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes, std::string* error = nullptr);
 
 }  // namespace tank::output

@@ -1,6 +1,7 @@
 #include "output/delivery.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <random>
 
 #include <fmt/format.h>
@@ -111,34 +112,58 @@ DeliverySettings delivery_settings(const config::SectionValues& v, std::string o
   s.retry_max = std::max(v.duration("retry_max"), s.retry_initial);
   s.breaker_failures = static_cast<unsigned>(v.integer("breaker_failures"));
   s.breaker_cooldown = v.duration("breaker_cooldown");
+  s.max_in_flight = static_cast<unsigned>(v.integer("max_in_flight"));
   return s;
 }
 
 std::string open_batch_key(std::string_view output) { return fmt::format("output/{}/batch", output); }
 
-Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::unique_ptr<plugin::Output> output,
+struct Delivery::InFlight {
+  enum class Stage { waiting, sending, finished, committed };
+  OpenBatch open;
+  Prepared batch;
+  Stage stage = Stage::waiting;
+  plugin::SendResult result;  // when finished
+};
+
+Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::vector<std::unique_ptr<plugin::Output>> outputs,
                    metrics::Registry& metrics, const Clock& clock)
     : settings_(std::move(settings)),
       queue_(queue),
-      output_(std::move(output)),
+      outputs_(std::move(outputs)),
       clock_(clock),
       metrics_(std::make_unique<Metrics>(metrics, settings_.output, settings_.type)),
       consumer_(plugin::output_consumer_name(settings_.output)),
       state_key_(open_batch_key(settings_.output)),
       rng_state_((static_cast<std::uint64_t>(std::random_device{}()) << 32) | 1) {
   settings_.max_bytes = std::clamp<std::size_t>(settings_.max_bytes, 1, queue_.max_commit_bytes() / 2);
+  if (outputs_.empty()) throw std::logic_error("a delivery needs at least one output instance");
+  settings_.max_in_flight = static_cast<unsigned>(outputs_.size());
 }
+
+namespace {
+std::vector<std::unique_ptr<plugin::Output>> one(std::unique_ptr<plugin::Output> output) {
+  std::vector<std::unique_ptr<plugin::Output>> v;
+  v.push_back(std::move(output));
+  return v;
+}
+}  // namespace
+
+Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::unique_ptr<plugin::Output> output,
+                   metrics::Registry& metrics, const Clock& clock)
+    : Delivery(std::move(settings), queue, one(std::move(output)), metrics, clock) {}
 
 Delivery::~Delivery() { stop(); }
 
 void Delivery::start() {
-  output_->start();
+  for (auto& o : outputs_) o->start();
   if (!queue_.position(consumer_)) queue_.add_consumer(consumer_);
   {
     std::lock_guard lock(mutex_);
     stopping_ = false;
   }
   thread_ = std::thread([this] { run(); });
+  for (auto& o : outputs_) senders_.emplace_back([this, out = o.get()] { sender(*out); });
 }
 
 void Delivery::stop() {
@@ -148,10 +173,16 @@ void Delivery::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
-  output_->interrupt();
+  for (auto& o : outputs_) o->interrupt();
+  for (auto& t : senders_) {
+    if (t.joinable()) t.join();
+  }
+  senders_.clear();
   if (thread_.joinable()) {
     thread_.join();
-    output_->stop();
+    // What the senders finished is committed if it can be at once; the rest stays open.
+    commit_finished();
+    for (auto& o : outputs_) o->stop();
   }
 }
 
@@ -166,51 +197,181 @@ bool Delivery::wait_for(std::chrono::nanoseconds d) {
   return !stopping_;
 }
 
+std::string Delivery::encoded_open_locked() const {
+  std::vector<OpenBatch> list;
+  for (const auto& f : open_) list.push_back(f->open);
+  if (list.size() == 1 && !list.front().done) return encode_open_batch(list.front());
+  return encode_open_batches(list);
+}
+
 void Delivery::run() {
   const std::string component = fmt::format("output {}", settings_.output);
-  position_ = queue_.position(consumer_).value_or(0);
-  std::optional<OpenBatch> open;
+  acked_ = queue_.position(consumer_).value_or(0);
+  position_ = acked_;
   if (auto stored = queue_.state(state_key_)) {
     std::string error;
-    open = decode_open_batch(*stored, &error);
-    if (!open) {
-      log::error(component, "the saved batch in flight cannot be read ({}); sending from the acknowledged position "
+    auto restored = decode_open_batches(*stored, &error);
+    if (!restored) {
+      log::error(component, "the saved batches in flight cannot be read ({}); sending from the acknowledged position "
                             "instead", error);
     } else {
-      log::info(component, "resending the batch in flight: records {} to {} ({} records)", open->first_seq,
-                open->last_seq, open->records);
+      for (const OpenBatch& open : *restored) {
+        if (open.ack_seq <= acked_) continue;  // acknowledged already
+        auto f = std::make_unique<InFlight>();
+        f->open = open;
+        if (open.done) {
+          f->stage = InFlight::Stage::committed;  // delivered or dead-lettered; waits for the ones before it
+        } else if (!reread(open, f->batch)) {
+          // Every record of the batch was evicted (drop_oldest) meanwhile: nothing to send.
+          f->open.done = true;
+          f->stage = InFlight::Stage::finished;
+          f->result = {plugin::SendStatus::delivered, "evicted", std::nullopt};
+          f->batch.records.clear();
+        } else {
+          log::info(component, "resending the batch in flight: records {} to {} ({} records)", open.first_seq,
+                    open.last_seq, open.records);
+        }
+        position_ = std::max(position_, open.ack_seq);
+        std::lock_guard lock(mutex_);
+        open_.push_back(std::move(f));
+      }
     }
   }
-  Prepared batch;
+  wake_.notify_all();
   while (!stopping()) {
-    batch.chunks.clear();
-    batch.records.clear();
-    bool have = false;
-    if (open) {
-      have = reread(*open, batch);
-      if (!have) {
-        // Every record of the batch was evicted (drop_oldest) meanwhile: nothing to send.
-        queue::WriteBatch w;
-        w.acks.emplace_back(consumer_, open->ack_seq);
-        w.state_deletes.push_back(state_key_);
-        if (!commit_retrying(w, "acknowledging an evicted batch")) break;
-        position_ = open->ack_seq;
-        open.reset();
-        continue;
-      }
-    } else {
-      open = cut(batch);
-      if (!open) continue;
-      have = prepare(*open, batch);
+    if (!commit_finished()) break;
+    bool full = false;
+    {
+      std::lock_guard lock(mutex_);
+      full = open_.size() >= settings_.max_in_flight;
     }
-    if (!have) {
-      open.reset();
+    if (full) {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, kIdlePoll, [this] {
+        return stopping_ || std::any_of(open_.begin(), open_.end(),
+                                        [](const auto& f) { return f->stage == InFlight::Stage::finished; }) ||
+               (!open_.empty() && open_.front()->stage == InFlight::Stage::committed);
+      });
       continue;
     }
-    if (!deliver(*open, batch)) break;  // stopping: the batch stays open in the state
-    position_ = open->ack_seq;
-    open.reset();
+    auto f = std::make_unique<InFlight>();
+    std::optional<OpenBatch> open = cut(f->batch);
+    if (!open) continue;
+    f->open = *open;
+    if (!prepare(f->open, f->batch)) {  // cannot happen (cut() found records); keeps the state true
+      f->stage = InFlight::Stage::finished;
+      f->result = {plugin::SendStatus::delivered, "empty", std::nullopt};
+      f->batch.records.clear();
+    }
+    {
+      std::lock_guard lock(mutex_);
+      open_.push_back(std::move(f));
+    }
+    wake_.notify_all();
   }
+}
+
+void Delivery::sender(plugin::Output& output) {
+  for (;;) {
+    InFlight* f = nullptr;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] {
+        if (stopping_) return true;
+        for (auto& x : open_) {
+          if (x->stage == InFlight::Stage::waiting) {
+            f = x.get();
+            return true;
+          }
+        }
+        return false;
+      });
+      if (stopping_) return;
+      f->stage = InFlight::Stage::sending;
+      metrics_->in_flight->Set(++sending_);
+    }
+    std::optional<plugin::SendResult> result = send_until_done(output, f->batch);
+    {
+      std::lock_guard lock(mutex_);
+      metrics_->in_flight->Set(--sending_);
+      if (!result) {
+        f->stage = InFlight::Stage::waiting;  // stopping: it stays open
+        return;
+      }
+      f->result = std::move(*result);
+      f->stage = InFlight::Stage::finished;
+    }
+    wake_.notify_all();
+  }
+}
+
+bool Delivery::commit_finished() {
+  const std::string component = fmt::format("output {}", settings_.output);
+  queue::WriteBatch w;
+  std::vector<InFlight*> finished;
+  std::uint64_t ack = 0;
+  std::size_t pop = 0;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& f : open_) {
+      if (f->stage == InFlight::Stage::finished) finished.push_back(f.get());
+    }
+    // The finished front is acknowledged; finished batches behind an open one are marked done.
+    for (auto& f : open_) {
+      if (f->stage != InFlight::Stage::finished && f->stage != InFlight::Stage::committed) break;
+      ack = f->open.ack_seq;
+      ++pop;
+    }
+    if (finished.empty() && pop == 0) return true;
+    for (InFlight* f : finished) f->open.done = true;
+    const std::int64_t now = clock_.wall_ns();
+    for (InFlight* f : finished) {
+      if (f->result.status != plugin::SendStatus::rejected) continue;
+      for (const queue::RecordView* r : f->batch.records) {
+        queue::DeadLetter d = queue::DeadLetter::make(
+            r->input, "upstream_rejected", fmt::format("output \"{}\": {}", settings_.output, f->result.detail),
+            r->payload, now);
+        d.attributes = std::string(r->attributes);
+        w.dead_letters.push_back(std::move(d));
+      }
+    }
+    if (pop > 0) w.acks.emplace_back(consumer_, ack);
+    if (pop == open_.size()) {
+      w.state_deletes.push_back(state_key_);
+    } else {
+      std::vector<OpenBatch> rest;
+      for (std::size_t i = pop; i < open_.size(); ++i) rest.push_back(open_[i]->open);
+      w.state_puts.emplace_back(state_key_, rest.size() == 1 && !rest.front().done ? encode_open_batch(rest.front())
+                                                                                   : encode_open_batches(rest));
+    }
+  }
+  if (!commit_retrying(w, "acknowledging delivered batches")) return false;
+  const std::int64_t now = clock_.wall_ns();
+  for (InFlight* f : finished) {
+    const double n = static_cast<double>(f->batch.records.size());
+    if (f->batch.records.empty()) continue;  // evicted before it was sent again
+    if (f->result.status == plugin::SendStatus::rejected) {
+      metrics_->batches_rejected->Increment();
+      metrics_->records_rejected->Increment(n);
+      log::error(component, "the upstream refused records {} to {} for good ({}); {} record(s) are in the dead-letter "
+                            "store (tank dlq list --reason upstream_rejected)",
+                 f->batch.first, f->batch.last, f->result.detail, f->batch.records.size());
+    } else {
+      metrics_->batches_delivered->Increment();
+      metrics_->records_delivered->Increment(n);
+      metrics_->last_success->Set(static_cast<double>(now) / 1e9);
+      for (const queue::RecordView* r : f->batch.records) {
+        metrics_->latency->Observe(static_cast<double>(now - r->ingest_ns) / 1e9);
+      }
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    for (InFlight* f : finished) f->stage = InFlight::Stage::committed;
+    if (pop > 0) acked_ = ack;
+    open_.erase(open_.begin(), open_.begin() + static_cast<std::ptrdiff_t>(pop));
+  }
+  return true;
 }
 
 std::optional<OpenBatch> Delivery::cut(Prepared& out) {
@@ -247,12 +408,26 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
     const std::int64_t now = clock_.wall_ns();
     if (records > 0 && now >= deadline_ns) break;
     if (got) continue;  // read on at once: more may be there
+    bool nothing_open = false;
+    bool finished_waiting = false;
+    {
+      std::lock_guard lock(mutex_);
+      nothing_open = open_.empty();
+      finished_waiting = std::any_of(open_.begin(), open_.end(),
+                                     [](const auto& f) { return f->stage == InFlight::Stage::finished; });
+    }
+    if (records == 0 && finished_waiting) return std::nullopt;  // commit that first
     if (records == 0 && scanned > position_) {
-      // Records this output does not take: pass them, so the queue can free them.
-      queue::WriteBatch w;
-      w.acks.emplace_back(consumer_, scanned);
-      if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
       position_ = scanned;
+      if (nothing_open) {
+        // Records this output does not take: pass them, so the queue can free them. (Behind open
+        // batches they are passed with the next acknowledgement.)
+        queue::WriteBatch w;
+        w.acks.emplace_back(consumer_, scanned);
+        if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
+        std::lock_guard lock(mutex_);
+        acked_ = scanned;
+      }
     }
     const auto wait = records == 0 ? std::chrono::nanoseconds(kIdlePoll)
                                    : std::min<std::chrono::nanoseconds>(kLingerPoll, std::chrono::nanoseconds(deadline_ns - now));
@@ -286,9 +461,16 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   }
   // The boundaries go to the queue before the first send: every later attempt sends these.
   queue::WriteBatch w;
-  w.state_puts.emplace_back(state_key_, encode_open_batch(open));
+  {
+    std::lock_guard lock(mutex_);
+    std::vector<OpenBatch> list;
+    for (const auto& f : open_) list.push_back(f->open);
+    list.push_back(open);
+    w.state_puts.emplace_back(state_key_, list.size() == 1 ? encode_open_batch(open) : encode_open_batches(list));
+  }
   if (!commit_retrying(w, "recording the boundaries of a batch")) return std::nullopt;
   failpoint::hit("output.boundaries");  // cut, not sent yet
+  position_ = open.ack_seq;
   return open;
 }
 
@@ -333,7 +515,7 @@ bool Delivery::reread(const OpenBatch& open, Prepared& out) {
   return prepare(open, out);
 }
 
-bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
+std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& output, Prepared& batch) {
   const std::string component = fmt::format("output {}", settings_.output);
   log::Episode failing(component, log::Level::warn);
   std::string last_cause;
@@ -349,33 +531,53 @@ bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
   outgoing.input = batch.input;
   const double n = static_cast<double>(outgoing.records);
   for (unsigned attempt = 0;; ++attempt) {
-    if (stopping()) return false;
-    if (failures_in_a_row_ >= settings_.breaker_failures) {
-      // Open: nothing is sent for the cooldown, then this batch probes (half-open).
-      metrics_->circuit->Set(1);
-      if (!wait_for(settings_.breaker_cooldown)) return false;
-      metrics_->circuit->Set(2);
+    // The circuit breaker: closed, open (nothing is sent for the cooldown), half-open (one
+    // sender probes with its batch; the others wait for its outcome).
+    bool probe = false;
+    {
+      std::unique_lock lock(mutex_);
+      for (;;) {
+        if (stopping_) return std::nullopt;
+        if (failures_in_a_row_ < settings_.breaker_failures) break;
+        const auto now = std::chrono::steady_clock::now();
+        if (!probing_ && now >= open_until_) {
+          probing_ = probe = true;
+          metrics_->circuit->Set(2);
+          break;
+        }
+        metrics_->circuit->Set(probing_ ? 2 : 1);
+        wake_.wait_until(lock, probing_ ? now + kIdlePoll : open_until_);
+      }
     }
-    metrics_->in_flight->Set(1);
-    plugin::SendResult result = output_->send(outgoing);
-    metrics_->in_flight->Set(0);
+    plugin::SendResult result = output.send(outgoing);
     metrics_->bytes_encoded->Increment(static_cast<double>(outgoing.uncompressed_bytes));
     metrics_->bytes_sent->Increment(static_cast<double>(outgoing.body.size()));
     if (result.status == plugin::SendStatus::retry) {
       metrics_->batches_retried->Increment();
       metrics_->records_retried->Increment(n);
-      ++failures_in_a_row_;
-      if (failures_in_a_row_ == settings_.breaker_failures) {
-        log::warn(component, "{} failed attempts in a row: the circuit opens for {}", failures_in_a_row_,
+      bool opened = false;
+      std::chrono::nanoseconds delay{};
+      {
+        std::lock_guard lock(mutex_);
+        ++failures_in_a_row_;
+        if (probe) probing_ = false;
+        if (failures_in_a_row_ >= settings_.breaker_failures) {
+          opened = failures_in_a_row_ == settings_.breaker_failures;
+          if (opened || probe) open_until_ = std::chrono::steady_clock::now() + settings_.breaker_cooldown;
+        }
+        // Capped exponential backoff with full jitter; a longer Retry-After wins.
+        const auto cap = std::min<std::chrono::nanoseconds>(
+            settings_.retry_max, settings_.retry_initial * (std::uint64_t{1} << std::min(attempt, 20u)));
+        rng_state_ ^= rng_state_ << 13;
+        rng_state_ ^= rng_state_ >> 7;
+        rng_state_ ^= rng_state_ << 17;
+        delay = std::chrono::nanoseconds(static_cast<std::int64_t>(rng_state_ % static_cast<std::uint64_t>(cap.count() + 1)));
+      }
+      wake_.notify_all();
+      if (opened) {
+        log::warn(component, "{} failed attempts in a row: the circuit opens for {}", settings_.breaker_failures,
                   units::format_duration(settings_.breaker_cooldown));
       }
-      // Capped exponential backoff with full jitter; a longer Retry-After wins.
-      const auto cap = std::min<std::chrono::nanoseconds>(
-          settings_.retry_max, settings_.retry_initial * (std::uint64_t{1} << std::min(attempt, 20u)));
-      rng_state_ ^= rng_state_ << 13;
-      rng_state_ ^= rng_state_ >> 7;
-      rng_state_ ^= rng_state_ << 17;
-      auto delay = std::chrono::nanoseconds(static_cast<std::int64_t>(rng_state_ % static_cast<std::uint64_t>(cap.count() + 1)));
       if (result.retry_after) delay = std::max<std::chrono::nanoseconds>(delay, *result.retry_after);
       const std::string message =
           fmt::format("sending records {} to {} failed: {}; retrying in {}", batch.first, batch.last, result.detail,
@@ -383,42 +585,25 @@ bool Delivery::deliver(const OpenBatch& open, Prepared& batch) {
       // Logged once per episode, and again when the cause changes (not a retry with the same one).
       if (!failing.occur(message) && result.detail != last_cause) log::warn(component, "{}", message);
       last_cause = result.detail;
-      if (failures_in_a_row_ >= settings_.breaker_failures) continue;  // the breaker's wait instead
-      if (!wait_for(delay)) return false;
+      bool breaker_open = false;
+      {
+        std::lock_guard lock(mutex_);
+        breaker_open = failures_in_a_row_ >= settings_.breaker_failures;
+      }
+      if (breaker_open) continue;  // the breaker's wait instead
+      if (!wait_for(delay)) return std::nullopt;
       continue;
     }
     failpoint::hit("output.sent");  // the upstream has it, the queue does not know yet
-    queue::WriteBatch w;
-    w.acks.emplace_back(consumer_, open.ack_seq);
-    w.state_deletes.push_back(state_key_);
-    const std::int64_t now = clock_.wall_ns();
-    if (result.status == plugin::SendStatus::rejected) {
-      for (const queue::RecordView* r : batch.records) {
-        queue::DeadLetter d = queue::DeadLetter::make(
-            r->input, "upstream_rejected", fmt::format("output \"{}\": {}", settings_.output, result.detail), r->payload, now);
-        d.attributes = std::string(r->attributes);
-        w.dead_letters.push_back(std::move(d));
-      }
+    {
+      std::lock_guard lock(mutex_);
+      failures_in_a_row_ = 0;
+      if (probe) probing_ = false;
+      metrics_->circuit->Set(0);
     }
-    if (!commit_retrying(w, "acknowledging a delivered batch")) return false;
-    failures_in_a_row_ = 0;
-    metrics_->circuit->Set(0);
+    wake_.notify_all();
     failing.end("delivering works again");
-    if (result.status == plugin::SendStatus::rejected) {
-      metrics_->batches_rejected->Increment();
-      metrics_->records_rejected->Increment(n);
-      log::error(component, "the upstream refused records {} to {} for good ({}); {} record(s) are in the dead-letter "
-                            "store (tank dlq list --reason upstream_rejected)",
-                 batch.first, batch.last, result.detail, batch.records.size());
-    } else {
-      metrics_->batches_delivered->Increment();
-      metrics_->records_delivered->Increment(n);
-      metrics_->last_success->Set(static_cast<double>(now) / 1e9);
-      for (const queue::RecordView* r : batch.records) {
-        metrics_->latency->Observe(static_cast<double>(now - r->ingest_ns) / 1e9);
-      }
-    }
-    return true;
+    return result;
   }
 }
 

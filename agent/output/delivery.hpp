@@ -16,12 +16,17 @@
 //     same idempotency key (output/batch.hpp). Only when records inside them were evicted by
 //     overflow = "drop_oldest" (or the configuration now routes other records here) does the
 //     content change, and then the key changes with it.
-//   - Batches of one output are sent one at a time, in queue order.
+//   - With max_in_flight = 1 (the default) batches are sent one at a time, in queue order. With
+//     N > 1, up to N batches are open at once, each sent by its own sender: they may reach the
+//     upstream out of order, and a batch retried after a failure is overtaken by later ones.
+//     The queue is still acknowledged in order: a batch finished before an earlier one is marked
+//     done in the state (not sent again after a restart) and acknowledged with it.
 //
 // Thread safety: start() and stop() from one thread.
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,6 +65,10 @@ struct DeliverySettings {
   std::chrono::nanoseconds retry_max = std::chrono::minutes(1);
   unsigned breaker_failures = 5;
   std::chrono::nanoseconds breaker_cooldown = std::chrono::seconds(30);
+  // Batches sent at once, each by its own sender with its own plugin instance. Above 1 they may
+  // reach the upstream out of queue order (a retried batch is overtaken); acknowledgements in
+  // the queue stay in order.
+  unsigned max_in_flight = 1;
 };
 
 // The common options of an output section (plugin::output_common_options()).
@@ -72,52 +81,75 @@ std::string open_batch_key(std::string_view output);
 class Delivery {
  public:
   // batch_max_bytes is clamped to half of queue.max_commit_bytes() (a rejected batch is
-  // dead-lettered in one commit).
+  // dead-lettered in one commit). `outputs` holds settings.max_in_flight plugin instances (one
+  // per sender: each has its own connection); a single one for max_in_flight = 1.
+  Delivery(DeliverySettings settings, queue::Queue& queue, std::vector<std::unique_ptr<plugin::Output>> outputs,
+           metrics::Registry& metrics, const Clock& clock);
   Delivery(DeliverySettings settings, queue::Queue& queue, std::unique_ptr<plugin::Output> output,
            metrics::Registry& metrics, const Clock& clock);
   ~Delivery();
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
 
-  // Starts the plugin (throws plugin::StartError) and the thread.
+  // Starts the plugins (throws plugin::StartError) and the threads.
   void start();
-  // Interrupts a send in progress, stops the thread and the plugin. The batch in flight stays
-  // in the queue with its boundaries; the next start sends it again. Idempotent.
+  // Interrupts the sends in progress, stops the threads and the plugins. The batches in flight
+  // stay in the queue with their boundaries; the next start sends them again. Idempotent.
   void stop();
 
  private:
   struct Metrics;
   struct Prepared;
+  struct InFlight;
 
+  // The cutting thread: cuts batches while fewer than max_in_flight are open, and commits the
+  // outcomes of finished ones (acknowledging in queue order).
   void run();
-  // Reads the next batch into `out.chunks` and commits its boundaries; nullopt when stopping or
-  // when there is nothing to send yet.
+  // A sender thread: sends the oldest waiting batch with `output` until it is done.
+  void sender(plugin::Output& output);
+  // Reads the next batch into `out.chunks` and commits its boundaries (with those of the
+  // batches already open); nullopt when stopping, when there is nothing to send yet, or when a
+  // finished batch waits to be committed.
   std::optional<OpenBatch> cut(Prepared& out);
   // Encodes, compresses and keys the records of `out.chunks` within `open`; false when none is.
   bool prepare(const OpenBatch& open, Prepared& out);
   // Reads the records of `open` again (after a restart) and prepares them.
   bool reread(const OpenBatch& open, Prepared& out);
-  // Sends until delivered or rejected; false when stopping first.
-  bool deliver(const OpenBatch& open, Prepared& batch);
+  // Sends until delivered or rejected (retries, backoff, the circuit breaker); nullopt when
+  // stopping first.
+  std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch);
+  // Commits what finished batches need (dead letters, done flags, the acknowledgement of the
+  // finished front); false when stopping first.
+  bool commit_finished();
+  // The open batches as the state stores them (format 1 for a single one not done).
+  std::string encoded_open_locked() const;
   bool commit_retrying(const queue::WriteBatch& batch, std::string_view what);
   bool wait_for(std::chrono::nanoseconds d);
   bool stopping() const;
 
   DeliverySettings settings_;
   queue::Queue& queue_;
-  std::unique_ptr<plugin::Output> output_;
+  std::vector<std::unique_ptr<plugin::Output>> outputs_;
   const Clock& clock_;
   std::unique_ptr<Metrics> metrics_;
   std::string consumer_;
   std::string state_key_;
-  std::uint64_t position_ = 0;  // acknowledged, or cut into the batch in flight
-  unsigned failures_in_a_row_ = 0;
-  std::uint64_t rng_state_;
+  std::uint64_t position_ = 0;  // cut up to here: the last open batch's ack_seq, or acked_
+  std::uint64_t acked_ = 0;     // the acknowledged position in the queue
 
-  mutable std::mutex mutex_;
+  mutable std::mutex mutex_;  // guards everything below
   std::condition_variable wake_;
   bool stopping_ = false;
+  std::deque<std::unique_ptr<InFlight>> open_;  // in queue order
+  unsigned sending_ = 0;
+  // The circuit breaker, shared by the senders.
+  unsigned failures_in_a_row_ = 0;
+  std::chrono::steady_clock::time_point open_until_{};
+  bool probing_ = false;
+  std::uint64_t rng_state_;
+
   std::thread thread_;
+  std::vector<std::thread> senders_;
 };
 
 }  // namespace tank::output

@@ -80,6 +80,9 @@ struct OutputContext {
   const Clock& clock;
   std::string agent_id;
   std::filesystem::path data_dir;
+  // Which of the output's max_in_flight instances this is (0, 1, ...): each sends on its own;
+  // e.g. an MQTT client makes its client identifier unique with it.
+  unsigned instance = 0;
 };
 
 using OutputFactory =

@@ -131,6 +131,15 @@ const config::Option kOutputCommon[] = {
      .default_value = "\"1m\"",
      .description = "The longest wait between two attempts.",
      .min = "1ms"},
+    {.name = "max_in_flight",
+     .type = config::Type::integer,
+     .default_value = "1",
+     .description = "Batches sent at once, each on its own connection. 1 keeps the upstream's order: batches arrive "
+                    "in queue order. Above 1 they may arrive out of order (a batch that is retried is overtaken by "
+                    "later ones); records still leave the queue in order, and after a crash every batch that was not "
+                    "finished is sent again with its key.",
+     .min = "1",
+     .max = "64"},
     {.name = "breaker_failures",
      .type = config::Type::integer,
      .default_value = "5",

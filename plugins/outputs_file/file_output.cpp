@@ -60,6 +60,10 @@ const Option kOptions[] = {
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
+  if (v.has("max_in_flight") && v.integer("max_in_flight") > 1) {
+    diagnostics.error(v.location_of("max_in_flight"), v.path() + ".max_in_flight",
+                      "outputs.file writes one batch at a time to its current file: remove max_in_flight");
+  }
   if (v.has("encoding") && v.choice("encoding") == "json_array") {
     diagnostics.error(v.location_of("encoding"), v.path() + ".encoding",
                       "outputs.file appends batches to a file, which is NDJSON only: remove encoding or set \"ndjson\"");

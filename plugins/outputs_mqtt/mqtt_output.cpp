@@ -166,6 +166,8 @@ class MqttOutput final : public plugin::Output {
     servers_ = v.strings("servers");
     topic_ = replace_all(replace_all(v.string("topic"), "{agent_id}", agent_id_), "{output}", name_);
     client_id_ = v.string("client_id").empty() ? fmt::format("tank-{}-{}", agent_id_, name_) : v.string("client_id");
+    // With max_in_flight > 1 every instance is a client of its own: the broker needs unique ids.
+    if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
     version_ = v.choice("protocol_version") == "5" ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
     retain_ = v.boolean("retain");
     keep_alive_ = std::chrono::duration_cast<std::chrono::seconds>(v.duration("keep_alive"));

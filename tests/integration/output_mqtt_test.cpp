@@ -195,7 +195,7 @@ TEST_CASE("outputs.mqtt: a topic the broker does not authorize is dead-lettered 
   }
 }
 
-TEST_CASE("outputs.mqtt over TLS: a broker certificate from another CA is reported and retried; mutual TLS delivers",
+TEST_CASE("outputs.mqtt over TLS: a broker certificate from another CA is reported and retried and mutual TLS delivers",
           "[integration][outputs][mqtt][tls]") {
   TempDir pki;
   TestCa ca(pki / "ca", "tank-test-ca");

@@ -114,3 +114,29 @@ TEST_CASE("output batch: the batch in flight survives its encoding, and damage i
   CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 4, .records = 5})));
   CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 0, .last_seq = 4, .ack_seq = 4, .records = 1})));
 }
+
+TEST_CASE("output batch: a list of open batches with done flags survives its encoding and disorder is refused",
+          "[unit][output]") {
+  const std::vector<tank::output::OpenBatch> list{{.first_seq = 1, .last_seq = 3, .ack_seq = 4, .records = 3},
+                                            {.first_seq = 5, .last_seq = 9, .ack_seq = 9, .records = 2, .done = true},
+                                            {.first_seq = 10, .last_seq = 10, .ack_seq = 12, .records = 1}};
+  const std::string bytes = tank::output::encode_open_batches(list);
+  auto back = tank::output::decode_open_batches(bytes);
+  REQUIRE(back);
+  CHECK(*back == list);
+  // Format 1 (one batch) reads as a list of one, not done.
+  auto one = tank::output::decode_open_batches(tank::output::encode_open_batch(list[0]));
+  REQUIRE(one);
+  REQUIRE(one->size() == 1);
+  CHECK(one->front() == list[0]);
+  CHECK(tank::output::decode_open_batches(tank::output::encode_open_batches({}))->empty());
+  std::string error;
+  CHECK_FALSE(tank::output::decode_open_batches(bytes.substr(0, bytes.size() - 1), &error));
+  CHECK(error.find("bytes for 3 batches") != std::string::npos);
+  auto swapped = list;
+  std::swap(swapped[0], swapped[2]);
+  CHECK_FALSE(tank::output::decode_open_batches(tank::output::encode_open_batches(swapped), &error));
+  CHECK(error == "batch 2: out of order");
+  CHECK_FALSE(tank::output::decode_open_batches("", &error));
+  CHECK_FALSE(tank::output::decode_open_batches(std::string(1, '\x07') + "xxxx", &error));
+}

@@ -4,7 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <deque>
+#include <set>
 #include <mutex>
 
 #include "metrics/registry.hpp"
@@ -266,4 +268,108 @@ TEST_CASE("delivery: split_by_input makes every batch hold one input, also when 
   m->stop();
   REQUIRE(mixed.shared->snapshot().size() == 1);
   CHECK(mixed.shared->snapshot()[0].input.empty());
+}
+
+namespace {
+
+// Fails (retry) every batch whose first record is in `failing`, delivers the others; records
+// every attempt. One instance per sender, all sharing one record.
+class SelectiveOutput final : public plugin::Output {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::set<std::uint64_t> failing;
+    std::vector<Sent> sent;
+    std::vector<Sent> snapshot() {
+      std::lock_guard lock(mutex);
+      return sent;
+    }
+    bool delivered(std::uint64_t first) {
+      std::lock_guard lock(mutex);
+      return std::any_of(sent.begin(), sent.end(), [&](const Sent& s) { return s.first == first; }) &&
+             !failing.contains(first);
+    }
+  };
+  explicit SelectiveOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  plugin::SendResult send(const plugin::OutgoingBatch& b) override {
+    std::lock_guard lock(shared_->mutex);
+    shared_->sent.push_back({std::string(b.idempotency_key), std::string(b.body), b.first_seq, b.last_seq, b.records,
+                             std::string(b.input)});
+    if (shared_->failing.contains(b.first_seq)) return {plugin::SendStatus::retry, "HTTP 503", std::nullopt};
+    return {plugin::SendStatus::delivered, "ok", std::nullopt};
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+std::unique_ptr<output::Delivery> parallel(Harness& h, std::shared_ptr<SelectiveOutput::Shared> shared, unsigned n) {
+  std::vector<std::unique_ptr<plugin::Output>> instances;
+  for (unsigned i = 0; i < n; ++i) instances.push_back(std::make_unique<SelectiveOutput>(shared));
+  output::DeliverySettings s = settings(3);
+  s.max_in_flight = n;
+  return std::make_unique<output::Delivery>(std::move(s), *h.queue, std::move(instances), h.registry, h.clock);
+}
+
+}  // namespace
+
+TEST_CASE("delivery: max_in_flight sends batches at once and later ones are done while an earlier one is retried, and "
+          "the queue is acknowledged in order",
+          "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3", "4", "5", "6", "7", "8", "9"});
+  auto shared = std::make_shared<SelectiveOutput::Shared>();
+  shared->failing = {1};  // the first batch keeps failing
+  auto d = parallel(h, shared, 3);
+  d->start();
+  REQUIRE(wait_until([&] { return shared->delivered(4) && shared->delivered(7); }));
+  // Batches 4-6 and 7-9 reached the upstream before 1-3: marked done, not acknowledged yet.
+  REQUIRE(wait_until([&] {
+    auto stored = h.queue->state(output::open_batch_key("cloud"));
+    auto list = stored ? output::decode_open_batches(*stored) : std::nullopt;
+    return list && list->size() == 3 && !(*list)[0].done && (*list)[1].done && (*list)[2].done;
+  }));
+  CHECK(h.acked() == 0);
+  d->stop();
+  const auto first_run = shared->snapshot();
+  std::string key_of_first;
+  for (const Sent& s : first_run) {
+    if (s.first == 1) key_of_first = s.key;
+  }
+  REQUIRE_FALSE(key_of_first.empty());
+
+  // Restarted (as after a crash): only the batch that was not done goes again, with its key.
+  auto after = std::make_shared<SelectiveOutput::Shared>();
+  d = parallel(h, after, 3);
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 9; }));
+  d->stop();
+  const auto second_run = after->snapshot();
+  REQUIRE(second_run.size() == 1);
+  CHECK(second_run[0].first == 1);
+  CHECK(second_run[0].key == key_of_first);
+  CHECK(second_run[0].body == "1\n2\n3\n");
+  CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
+  CHECK(h.queue->stats().records == 0);
+  CHECK(metric_value(h.registry.serialize(), R"(tank_output_batches_total{output="cloud",result="delivered",type="test"})") == 3);
+}
+
+TEST_CASE("delivery: max_in_flight with every batch delivered: all records, each batch once, acknowledged in order",
+          "[unit][output]") {
+  Harness h;
+  std::vector<std::string> many;
+  for (int i = 1; i <= 300; ++i) many.push_back(std::to_string(i));
+  h.append(many);
+  auto shared = std::make_shared<SelectiveOutput::Shared>();
+  auto d = parallel(h, shared, 4);
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 300; }));
+  d->stop();
+  const auto sent = shared->snapshot();
+  CHECK(sent.size() == 100);
+  std::set<std::uint64_t> firsts;
+  for (const Sent& s : sent) firsts.insert(s.first);
+  CHECK(firsts.size() == 100);
+  CHECK(*firsts.rbegin() == 298);
+  CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
 }
