@@ -122,27 +122,23 @@ class FileOutput final : public plugin::Output {
     if (fd_ < 0) {
       if (std::string error = open_file(now); !error.empty()) return {plugin::SendStatus::retry, error, std::nullopt};
     }
+    const std::uint64_t before = size_;
     const char* p = batch.body.data();
     std::size_t left = batch.body.size();
     while (left > 0) {
       const ssize_t n = ::write(fd_, p, left);
       if (n < 0) {
         if (errno == EINTR) continue;
-        const int e = errno;
-        // What was written of this batch stays; the file is closed so the next attempt starts a
-        // new one (a reader sees one broken line or frame at the end of this file).
-        std::string detail = fmt::format("writing {} failed: {}", path_.string(), std::strerror(e));
-        close_file();
-        return {plugin::SendStatus::retry, detail, std::nullopt};
+        return failed(fmt::format("writing {} failed: {}{}", path_.string(), std::strerror(errno),
+                                  errno == ENOSPC ? " (the batch is written again when there is space)" : ""),
+                      before);
       }
       p += n;
       left -= static_cast<std::size_t>(n);
       size_ += static_cast<std::uint64_t>(n);
     }
     if (::fdatasync(fd_) != 0) {
-      std::string detail = fmt::format("flushing {} to disk failed: {}", path_.string(), std::strerror(errno));
-      close_file();
-      return {plugin::SendStatus::retry, detail, std::nullopt};
+      return failed(fmt::format("flushing {} to disk failed: {}", path_.string(), std::strerror(errno)), before);
     }
     return {plugin::SendStatus::delivered, {}, std::nullopt};
   }
@@ -172,6 +168,20 @@ class FileOutput final : public plugin::Output {
     opened_ns_ = now;
     prune();
     return {};
+  }
+
+  // A failed write or flush: the part of the batch written is cut off again (the file ends with
+  // the last whole batch) and the file stays open, so that the next attempt appends to it
+  // instead of leaving broken files behind (which max_files would count). When that cut fails
+  // too, the file is closed (a reader then sees one broken line or frame at its end) and the
+  // next attempt starts a new one.
+  plugin::SendResult failed(std::string detail, std::uint64_t size_before) {
+    if (::ftruncate(fd_, static_cast<off_t>(size_before)) == 0) {
+      size_ = size_before;
+    } else {
+      close_file();
+    }
+    return {plugin::SendStatus::retry, std::move(detail), std::nullopt};
   }
 
   void close_file() {

@@ -1,6 +1,8 @@
 // The device holding the queue runs out of space (a real ENOSPC, on a small tmpfs the test
 // mounts): commits are refused with a clear reason, nothing is half-written, tank's queue keeps
-// working, and accepts records again once space returns.
+// working, and accepts records again once space returns. And outputs.file writing to a full
+// device: the batch is retried, the file keeps only whole batches, and everything arrives once
+// space returns.
 
 #include <catch2/catch.hpp>
 
@@ -10,32 +12,19 @@
 #include <cerrno>
 #include <cstring>
 
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+
 #include "support/queue_helpers.hpp"
+#include "support/tank_process.hpp"
+#include "support/small_filesystem.hpp"
 
 using namespace tank;
 using namespace tank::test;
-
-namespace {
-
-// A tmpfs of `bytes` mounted on a fresh directory for the life of the object.
-class SmallFilesystem {
- public:
-  explicit SmallFilesystem(std::uint64_t bytes) : mount_point_(dir_ / "fs") {
-    std::filesystem::create_directories(mount_point_);
-    std::string options = "size=" + std::to_string(bytes);
-    if (::mount("tmpfs", mount_point_.c_str(), "tmpfs", 0, options.c_str()) != 0) {
-      FAIL("cannot mount a tmpfs (the failure tests run as root, like packaging/test.sh): " << std::strerror(errno));
-    }
-  }
-  ~SmallFilesystem() { ::umount2(mount_point_.c_str(), MNT_DETACH); }
-  const std::filesystem::path& path() const { return mount_point_; }
-
- private:
-  TempDir dir_;
-  std::filesystem::path mount_point_;
-};
-
-}  // namespace
 
 TEST_CASE("a full disk refuses commits with a reason and the queue resumes when space returns",
           "[failure][disk]") {
@@ -75,4 +64,53 @@ TEST_CASE("a full disk refuses commits with a reason and the queue resumes when 
   auto reopened = queue::Queue::open(options, clock, nullptr, &report);
   CHECK_FALSE(report.recovered);
   CHECK(reopened->stats().records == stored + 50);
+}
+
+TEST_CASE("outputs.file on a full device: retried with the reason, whole batches only, everything once space returns",
+          "[failure][disk][outputs]") {
+  SmallFilesystem fs(2 << 20);
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += fmt::format(R"({{"n":{},"pad":"{}"}})", i, std::string(40, 'x')) + "\n";
+  write_file(dir / "in.ndjson", text);  // about 1.3 MB: more than the device has left
+  write_file(fs.path() / "filler", std::string(1 << 20, 'f'));
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.file]]\nname = \"src\"\npaths = [\"{}\"]\nformat = \"json\"\n"
+                       "read_from = \"beginning\"\n\n"
+                       "[[outputs.file]]\nname = \"archive\"\ndirectory = \"{}\"\ncompression = \"none\"\n"
+                       "batch_max_records = 1000\nlinger = \"0s\"\nretry_initial = \"20ms\"\nretry_max = \"200ms\"\n"
+                       "breaker_failures = 1000\nmax_files = 5\n",
+                       (dir / "in.ndjson").string(), (fs.path() / "out").string()));
+  std::filesystem::create_directories(fs.path() / "out");
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(dir / "data");
+  CHECK(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_batches_total{output="archive",result="retried",type="file"})")
+               .value_or(0) >= 5;
+  }));
+  CHECK(tank.process().err().find("No space left on device (the batch is written again when there is space)") !=
+        std::string::npos);
+  CHECK(tank.process().running());
+  std::filesystem::remove(fs.path() / "filler");  // space returns
+  CHECK(wait_until([&] {
+    return metric_value(scrape(metrics), R"(tank_output_records_total{output="archive",result="delivered",type="file"})") ==
+           20000;
+  }));
+  CHECK(tank.stop() == 0);
+  INFO(tank.process().err());
+  // One file (the retries appended to it), whole lines only, every record exactly once.
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(fs.path() / "out")) files.push_back(e.path());
+  CHECK(files.size() == 1);
+  std::map<int, int> times;
+  for (const auto& f : files) {
+    std::ifstream in(f);
+    for (std::string line; std::getline(in, line);) {
+      ++times[static_cast<int>(boost::json::parse(line).at("n").as_int64())];
+    }
+  }
+  CHECK(times.size() == 20000);
+  for (const auto& [n, count] : times) {
+    if (count != 1) FAIL_CHECK("record " << n << " is in the archive " << count << " times");
+  }
 }

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <random>
+#include <thread>
 #include <set>
 
 #include "queue/queue.hpp"
@@ -42,6 +44,20 @@ std::vector<queue::StoredDeadLetter> letters_of(const std::filesystem::path& dat
   return q->dead_letters(query);
 }
 
+// How many distinct records were delivered (answered 200) or dead-lettered.
+std::size_t accounted(const HttpUpstream& upstream, const std::filesystem::path& data_dir) {
+  std::set<int> seen;
+  for (const auto& r : upstream.received()) {
+    if (r.answered == 200) {
+      for (int n : numbers_in(r.body)) seen.insert(n);
+    }
+  }
+  for (const auto& d : letters_of(data_dir)) {
+    seen.insert(static_cast<int>(boost::json::parse(d.letter.original).at("n").as_int64()));
+  }
+  return seen.size();
+}
+
 }  // namespace
 
 TEST_CASE("outputs.http: failures, Retry-After, a refused batch and kill -9: nothing lost, keys stable",
@@ -67,19 +83,7 @@ TEST_CASE("outputs.http: failures, Retry-After, a refused batch and kill -9: not
   run_until_failpoint(config, "output.sent=3", logs);
   TankProcess tank(config);
   const std::string metrics = tank.wait_running(dir / "data");
-  auto accounted = [&] {
-    std::set<int> seen;
-    for (const auto& r : upstream.received()) {
-      if (r.answered == 200) {
-        for (int n : numbers_in(r.body)) seen.insert(n);
-      }
-    }
-    for (const auto& d : letters_of(dir / "data")) {
-      seen.insert(static_cast<int>(boost::json::parse(d.letter.original).at("n").as_int64()));
-    }
-    return seen.size();
-  };
-  CHECK(wait_until([&] { return accounted() == kRecords; }, std::chrono::seconds(60)));
+  CHECK(wait_until([&] { return accounted(upstream, dir / "data") == kRecords; }, std::chrono::seconds(60)));
   CHECK(tank.stop() == 0);
   logs += tank.process().err();
   INFO(logs);
@@ -201,4 +205,76 @@ TEST_CASE("outputs.http: a slow upstream times out and a malformed answer is ret
   const std::string err = tank.process().err();
   CHECK(err.find("timed out") != std::string::npos);
   CHECK(dead_letters_in(dir / "data").empty());
+}
+
+TEST_CASE("outputs.http fault run: 100k records while the upstream fails in every way and tank is kill -9'd "
+          "again and again",
+          "[failure][outputs][http]") {
+  constexpr int kRecords = 100000;
+  const unsigned in_flight = GENERATE(1u, 4u);
+  INFO("max_in_flight = " << in_flight);
+  HttpUpstream upstream;
+  upstream.chaos({.seed = 7 + in_flight,
+                  .status_503 = 0.12,
+                  .status_429 = 0.05,
+                  .reset = 0.05,
+                  .slow = 0.03,
+                  .status_400 = 0.03,
+                  .slow_delay = std::chrono::milliseconds(700)});
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < kRecords; ++i) text += fmt::format(R"({{"n":{}}})", i) + "\n";
+  write_file(dir / "in.ndjson", text);
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.file]]\nname = \"src\"\npaths = [\"{}\"]\nformat = \"json\"\nread_from = \"beginning\"\n"
+                       "poll_interval = \"50ms\"\n\n"
+                       "[[outputs.http]]\nname = \"cloud\"\nurl = \"{}\"\nbatch_max_records = 1000\nlinger = \"0s\"\n"
+                       "retry_initial = \"10ms\"\nretry_max = \"100ms\"\nbreaker_failures = 8\nbreaker_cooldown = \"200ms\"\n"
+                       "response_timeout = \"500ms\"\nmax_in_flight = {}\n",
+                       (dir / "in.ndjson").string(), upstream.url(), in_flight));
+  std::string logs;
+  // Killed right after an upstream's 200 (the narrow window), then at random moments.
+  run_until_failpoint(config, "output.sent=4", logs);
+  std::mt19937 random(std::random_device{}());
+  int kills = 1;
+  for (; kills < 8; ++kills) {
+    TankProcess tank(config);
+    tank.wait_running(dir / "data");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + random() % 500));  // a random instant, not a sync
+    tank.process().signal(SIGKILL);
+    tank.process().wait();
+    logs += tank.process().err() + "---- kill -9\n";
+  }
+  TankProcess tank(config);
+  tank.wait_running(dir / "data");
+  CHECK(wait_until([&] { return accounted(upstream, dir / "data") == kRecords; }, std::chrono::seconds(180)));
+  CHECK(tank.stop() == 0);
+  logs += tank.process().err();
+  INFO(logs.substr(logs.size() > 20000 ? logs.size() - 20000 : 0));
+
+  // Every repeated key carried identical content; every failure kind happened.
+  std::map<std::string, std::string> content;
+  std::map<unsigned, int> answers;
+  std::set<std::string> refused_keys;
+  std::size_t repeated = 0;
+  for (const auto& r : upstream.received()) {
+    auto [it, fresh] = content.emplace(r.key, r.body);
+    if (!fresh) {
+      ++repeated;
+      CHECK(it->second == r.body);
+    }
+    ++answers[r.answered];
+    if (r.answered == 400) refused_keys.insert(r.key);
+  }
+  CHECK(repeated > 0);
+  for (unsigned status : {0u, 200u, 400u, 429u, 503u}) CHECK(answers[status] > 0);
+  // The permanent failures are in the dead-letter store with the status and the body.
+  const auto letters = letters_of(dir / "data");
+  CHECK(!letters.empty());
+  for (const auto& d : letters) {
+    CHECK(d.letter.reason == "upstream_rejected");
+    CHECK(d.letter.detail == "output \"cloud\": HTTP 400 Bad Request: refused by the chaos upstream");
+  }
+  CHECK(letters.size() <= refused_keys.size() * 1000);
+  CHECK(kills == 8);
 }

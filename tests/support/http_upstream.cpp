@@ -12,6 +12,8 @@
 #include <zstd.h>
 
 #include <atomic>
+#include <optional>
+#include <random>
 #include <stdexcept>
 
 namespace tank::test {
@@ -107,6 +109,8 @@ struct HttpUpstream::Impl {
   std::vector<std::shared_ptr<tcp::socket>> sockets;
   std::shared_ptr<ssl::context> tls;  // null: plain HTTP
   std::size_t failed_handshakes = 0;
+  std::optional<HttpUpstream::Chaos> chaos;
+  std::mt19937 random{1};
 
   void serve(std::shared_ptr<tcp::socket> socket) {
     std::shared_ptr<ssl::context> context;
@@ -144,6 +148,26 @@ struct HttpUpstream::Impl {
         if (!script.empty()) {
           reply = script.front();
           script.pop_front();
+        } else if (chaos) {
+          double x = std::uniform_real_distribution<double>(0, 1)(random);
+          auto take = [&](double p) {
+            x -= p;
+            return x < 0;
+          };
+          if (take(chaos->status_503)) {
+            reply.status = 503;
+            reply.body = "overloaded";
+          } else if (take(chaos->status_429)) {
+            reply.status = 429;
+            reply.retry_after = "0";
+          } else if (take(chaos->reset)) {
+            reply.reset = true;
+          } else if (take(chaos->slow)) {
+            reply.delay = chaos->slow_delay;
+          } else if (take(chaos->status_400)) {
+            reply.status = 400;
+            reply.body = "refused by the chaos upstream";
+          }
         }
       }
       if (reply.delay.count() > 0) std::this_thread::sleep_for(reply.delay);  // the upstream is slow
@@ -237,6 +261,12 @@ HttpUpstream::~HttpUpstream() {
 std::string HttpUpstream::url(const std::string& path) const {
   std::lock_guard lock(impl_->mutex);
   return fmt::format("{}://127.0.0.1:{}{}", impl_->tls ? "https" : "http", impl_->acceptor.local_endpoint().port(), path);
+}
+
+void HttpUpstream::chaos(const Chaos& chaos) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->chaos = chaos;
+  impl_->random.seed(chaos.seed);
 }
 
 void HttpUpstream::script(std::vector<Reply> replies) {

@@ -52,8 +52,15 @@ class HttpUpstream {
   HttpUpstream& operator=(const HttpUpstream&) = delete;
 
   std::string url(const std::string& path = "/ingest") const;
-  // Replies to the next requests, in order; after them, 200.
+  // Replies to the next requests, in order; after them, 200 (or chaos).
   void script(std::vector<Reply> replies);
+  // After the script: each reply drawn at random (seeded) from these weights, 200 otherwise.
+  struct Chaos {
+    unsigned seed = 1;
+    double status_503 = 0, status_429 = 0, reset = 0, slow = 0, status_400 = 0;  // probabilities
+    std::chrono::milliseconds slow_delay{1500};
+  };
+  void chaos(const Chaos& chaos);
   std::vector<Received> received() const;
   // TLS: connections from now on are served with this certificate (a renewed one).
   void set_tls(const Tls& tls);
