@@ -1,10 +1,14 @@
 #include "queue/queue.hpp"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
 #include <random>
 #include <cerrno>
 #include <cstring>
@@ -1406,11 +1410,41 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
     }
   }
   txn.abort();
+  release_mapped_pages(bytes);
   out.set_scanned_to(scanned);
   std::vector<std::pair<std::uint64_t, std::string>> bad;
   out.finish(&bad);
   for (const auto& [seq, error] : bad) log::error(kComponent, "skipping an unreadable record: {}", error);
   return out;
+}
+
+// Records are read through LMDB's read-only shared map of data.mdb. The pages touched stay in
+// this process's resident set (as file pages) until the kernel needs the memory, so draining a
+// backlog once would leave its whole size resident: a 5M-record burst showed 400+ MiB RSS of
+// which 6 MiB were tank's own (docs/BENCHMARKS.md). So every 16 MiB read, the map's pages are
+// dropped from this process with MADV_DONTNEED. On a shared, read-only file mapping that loses
+// nothing: the data stays in the page cache and on disk, and the next access faults it in again
+// (LMDB never writes through this map: MDB_WRITEMAP is not used). Callers holding pointers into
+// the map (a cursor inside a transaction elsewhere) still read the same bytes after the fault.
+// RSS then follows the working set, not the backlog.
+//
+// LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
+// so the mapping of data.mdb is looked up in /proc/self/maps each time (about 100 lines, a few
+// times a second at most).
+void Queue::release_mapped_pages(std::size_t bytes) const {
+  constexpr std::uint64_t kReleaseEvery = 16 << 20;
+  if (read_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
+  read_since_release_ = 0;
+  std::error_code ec;
+  const std::string data_file = std::filesystem::weakly_canonical(options_.dir / "data.mdb", ec).string();
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (!line.ends_with(data_file)) continue;
+    std::uintptr_t start = 0;
+    std::uintptr_t end = 0;
+    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2 || end <= start) continue;
+    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+  }
 }
 
 std::optional<std::uint64_t> Queue::position(const std::string& consumer) const {

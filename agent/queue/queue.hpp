@@ -347,6 +347,9 @@ class Queue {
   void register_consumers();
   void load_state();
   void start_sync_thread();
+  // Called after each read of `bytes`: every 16 MiB read, drops the pages of LMDB's map from this
+  // process's resident set (see queue.cpp).
+  void release_mapped_pages(std::size_t bytes) const;
 
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
   void submit(Pending& p);
@@ -423,6 +426,7 @@ class Queue {
   std::mutex notify_mutex_;           // serialises pressure notifications
   bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
   mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
+  mutable std::atomic<std::uint64_t> read_since_release_{0};  // bytes read since release_mapped_pages()
   // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
   // tears the environment down.
   mutable std::shared_mutex env_mutex_;
