@@ -1061,8 +1061,16 @@ void Queue::delete_through(Group& g, std::uint64_t seq) {
   lmdb::Cursor cursor(g.txn, records_dbi_);
   MDB_val k, v;
   bool more = cursor.get(k, v, MDB_FIRST);
+  std::uint64_t deleted = 0;
+  // Deleting reads the records' pages through the map too.
+  struct Release {
+    const Queue& q;
+    std::uint64_t& bytes;
+    ~Release() { q.release_mapped_pages(bytes); }
+  } release{*this, deleted};
   while (more && lmdb::seq_of(k) <= seq) {
     std::uint64_t size = v.mv_size;
+    deleted += size;
     lmdb::check(mdb_cursor_del(cursor.get(), 0), "deleting records");
     g.disk_bytes -= std::min(g.disk_bytes, size);
     ++g.acknowledged_records;
@@ -1421,18 +1429,18 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
 // Records are read through LMDB's read-only shared map of data.mdb. The pages touched stay in
 // this process's resident set (as file pages) until the kernel needs the memory, so draining a
 // backlog once would leave its whole size resident: a 5M-record burst showed 400+ MiB RSS of
-// which 6 MiB were tank's own (docs/BENCHMARKS.md). So every 16 MiB read, the map's pages are
-// dropped from this process with MADV_DONTNEED. On a shared, read-only file mapping that loses
-// nothing: the data stays in the page cache and on disk, and the next access faults it in again
+// which 6 MiB were tank's own (docs/BENCHMARKS.md). So every 4 MiB read (or deleted), the
+// map's pages are dropped from this process with MADV_DONTNEED. On a shared, read-only file
+// mapping that loses nothing: the data stays in the page cache and on disk, and the next access faults it in again
 // (LMDB never writes through this map: MDB_WRITEMAP is not used). Callers holding pointers into
 // the map (a cursor inside a transaction elsewhere) still read the same bytes after the fault.
 // RSS then follows the working set, not the backlog.
 //
 // LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
-// so the mapping of data.mdb is looked up in /proc/self/maps each time (about 100 lines, a few
-// times a second at most).
+// so the mapping of data.mdb is looked up in /proc/self/maps each time (about 100 lines; at
+// 1.5M records/s of 60 B some 40 times a second). Measured cost and effect: docs/BENCHMARKS.md.
 void Queue::release_mapped_pages(std::size_t bytes) const {
-  constexpr std::uint64_t kReleaseEvery = 16 << 20;
+  constexpr std::uint64_t kReleaseEvery = 4 << 20;
   if (read_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
   read_since_release_ = 0;
   std::error_code ec;

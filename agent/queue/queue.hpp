@@ -347,8 +347,8 @@ class Queue {
   void register_consumers();
   void load_state();
   void start_sync_thread();
-  // Called after each read of `bytes`: every 16 MiB read, drops the pages of LMDB's map from this
-  // process's resident set (see queue.cpp).
+  // Called after each read or delete of `bytes`: every 4 MiB, drops the pages of LMDB's map from
+  // this process's resident set (see queue.cpp).
   void release_mapped_pages(std::size_t bytes) const;
 
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
