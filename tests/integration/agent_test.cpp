@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "queue/queue.hpp"
+#include "support/http_upstream.hpp"
+#include "support/mosquitto.hpp"
 #include "support/queue_helpers.hpp"
 #include "support/tank_process.hpp"
 
@@ -244,4 +246,43 @@ TEST_CASE("after kill -9 tank restarts with its records and after a reboot it ch
   CHECK(contains(agent.process().err(), "checking every page of the queue: the last 3 runs ended without stopping"));
   CHECK(agent.stop() == 0);
   CHECK(contains(read_file(dir / "data" / "run.json"), "\"unclean_exits\":0"));
+}
+
+TEST_CASE("the embedded default configuration takes JSON over HTTP on loopback and archives it in the state dir",
+          "[agent][default]") {
+  TempDir dir;
+  // The default as printed, on free ports (the fixed ones may be taken on this machine).
+  auto printed = run({tank_binary(), "check", "--print-default"});
+  REQUIRE(printed.exit_code == 0);
+  std::string config = printed.out;
+  const int metrics_port = free_tcp_port();
+  const int ingest_port = free_tcp_port();
+  for (const auto& [from, to] : {std::pair{std::string("127.0.0.1:9464"), "127.0.0.1:" + std::to_string(metrics_port)},
+                                 std::pair{std::string("127.0.0.1:9880"), "127.0.0.1:" + std::to_string(ingest_port)}}) {
+    REQUIRE(config.find(from) != std::string::npos);
+    for (auto at = config.find(from); at != std::string::npos; at = config.find(from, at + to.size())) {
+      config.replace(at, from.size(), to);
+    }
+  }
+  write_file(dir / "default.toml", config);
+  TankProcess tank(dir / "default.toml", {{"STATE_DIRECTORY", (dir / "state").string()}});
+  tank.wait_running(dir / "state");
+  auto r = http_request("127.0.0.1:" + std::to_string(ingest_port), "POST", "/",
+                        R"({"device":"d1","temp":21.5})" "\n" R"({"device":"d2","temp":19.0})" "\n");
+  INFO(tank.process().err());
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  std::string archived;
+  CHECK(wait_until([&] {
+    archived.clear();
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "state" / "archive", ec)) {
+      if (e.path().filename().string().starts_with("archive-") && e.path().string().ends_with(".ndjson.zst")) {
+        archived += decompress_body("zstd", read_file(e.path()));
+      }
+    }
+    return archived.find("\"d2\"") != std::string::npos;
+  }));
+  CHECK(archived == "{\"device\":\"d1\",\"temp\":21.5}\n{\"device\":\"d2\",\"temp\":19.0}\n");
+  CHECK(tank.stop() == 0);
 }

@@ -48,6 +48,14 @@ TEST_CASE("the embedded default configuration is valid and silent", "[config][de
   CHECK(q.fsync == queue::Fsync::interval);
   CHECK(q.overflow == queue::Overflow::block);
   CHECK(q.dead_letter_max_bytes == 64ULL << 20);
+  // A complete local pipeline: HTTP ingest on loopback, a bounded file archive in the state dir.
+  const auto& inputs = r.document->instances("inputs.http");
+  REQUIRE(inputs.size() == 1);
+  CHECK(inputs[0].string("listen") == "127.0.0.1:9880");
+  const auto& outputs = r.document->instances("outputs.file");
+  REQUIRE(outputs.size() == 1);
+  CHECK(outputs[0].string("directory") == "/var/lib/tank/archive");
+  CHECK(outputs[0].size("max_file_bytes") * static_cast<std::uint64_t>(outputs[0].integer("max_files")) <= 128ULL << 20);
 }
 
 TEST_CASE("systemd's STATE_DIRECTORY moves the default data_dir", "[config][default]") {
