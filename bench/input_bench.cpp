@@ -20,7 +20,9 @@
 // receiver in this process that answers 200 at once; the clock stops when tank counts every
 // record delivered (tank_output_records_total{result="delivered"}), and the p50 and p99 of the
 // delivery latency are printed (as the histogram buckets that hold them). --rate N paces the TCP
-// senders to N records/s (e.g. 10 % of the flat-out rate, for latency).
+// senders to N records/s (e.g. 10 % of the flat-out rate, for latency). --sink-delay-ms D makes
+// the receiver answer each batch D ms late (a distant upstream), --output-in-flight N sets the
+// output's max_in_flight and --output-batch N its batch_max_records (default 10,000).
 //
 // --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
 // "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
@@ -193,6 +195,10 @@ std::string g_output = "none";
 std::string g_sink_url;
 // --rate N: the TCP senders pace themselves to N records/s in total (10 ms steps); 0: flat out.
 std::uint64_t g_rate = 0;
+// --sink-delay-ms, --output-in-flight, --output-batch (see the top of this file).
+unsigned g_sink_delay_ms = 0;
+unsigned g_output_in_flight = 1;
+unsigned g_output_batch = 10000;
 
 // The upstream for --output http: a Beast HTTP/1.1 server on 127.0.0.1 that reads each request
 // and answers 200 at once (no decompression: it must not be the bottleneck). Counts requests and
@@ -233,6 +239,7 @@ class HttpSink {
       if (ec) return;
       bytes_ += parser.get().body().size();
       ++requests_;
+      if (g_sink_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(g_sink_delay_ms));
       http::response<http::empty_body> res{http::status::ok, 11};
       res.keep_alive(true);
       res.prepare_payload();
@@ -332,9 +339,9 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
     }
   }
   if (g_output == "http") {
-    pipeline += fmt::format("\n[[outputs.http]]\nname = \"bench\"\nurl = \"{}\"\nbatch_max_records = 10000\n"
-                            "linger = \"10ms\"\n",
-                            g_sink_url);
+    pipeline += fmt::format("\n[[outputs.http]]\nname = \"bench\"\nurl = \"{}\"\nbatch_max_records = {}\n"
+                            "linger = \"10ms\"\nmax_in_flight = {}\n",
+                            g_sink_url, g_output_batch, g_output_in_flight);
   }
   std::ofstream(config) << fmt::format(
       "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
@@ -728,6 +735,9 @@ int main(int argc, char** argv) {
     else if (a == "--processor") g_processor = value();
     else if (a == "--output") g_output = value();
     else if (a == "--rate") g_rate = std::stoull(value());
+    else if (a == "--sink-delay-ms") g_sink_delay_ms = static_cast<unsigned>(std::stoul(value()));
+    else if (a == "--output-in-flight") g_output_in_flight = static_cast<unsigned>(std::stoul(value()));
+    else if (a == "--output-batch") g_output_batch = static_cast<unsigned>(std::stoul(value()));
     else die("unknown option " + a + " (see the comment at the top of bench/input_bench.cpp)");
   }
   tank = fs::absolute(tank).string();

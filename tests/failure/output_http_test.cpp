@@ -19,6 +19,7 @@
 #include "queue/queue.hpp"
 #include "support/http_upstream.hpp"
 #include "support/input_helpers.hpp"
+#include "support/proxies.hpp"
 #include "support/tank_process.hpp"
 
 using namespace tank;
@@ -208,12 +209,18 @@ TEST_CASE("outputs.http: a slow upstream times out and a malformed answer is ret
 }
 
 TEST_CASE("outputs.http fault run: 100k records while the upstream fails in every way and tank is kill -9'd "
-          "again and again",
+          "again and again (also through nginx)",
           "[failure][outputs][http]") {
   constexpr int kRecords = 100000;
-  const unsigned in_flight = GENERATE(1u, 4u);
-  INFO("max_in_flight = " << in_flight);
+  // Straight to the test server with max_in_flight 1 and 4, and once through nginx.
+  const auto [in_flight, via_nginx] = GENERATE(std::pair{1u, false}, std::pair{4u, false}, std::pair{1u, true});
+  INFO("max_in_flight = " << in_flight << (via_nginx ? ", through nginx" : ""));
   HttpUpstream upstream;
+  std::optional<Nginx> nginx;
+  if (via_nginx) {
+    const std::string port = upstream.url().substr(upstream.url().rfind(':') + 1);
+    nginx.emplace(std::stoi(port.substr(0, port.find('/'))));
+  }
   upstream.chaos({.seed = 7 + in_flight,
                   .status_503 = 0.12,
                   .status_429 = 0.05,
@@ -231,7 +238,7 @@ TEST_CASE("outputs.http fault run: 100k records while the upstream fails in ever
                        "[[outputs.http]]\nname = \"cloud\"\nurl = \"{}\"\nbatch_max_records = 1000\nlinger = \"0s\"\n"
                        "retry_initial = \"10ms\"\nretry_max = \"100ms\"\nbreaker_failures = 8\nbreaker_cooldown = \"200ms\"\n"
                        "response_timeout = \"500ms\"\nmax_in_flight = {}\n",
-                       (dir / "in.ndjson").string(), upstream.url(), in_flight));
+                       (dir / "in.ndjson").string(), via_nginx ? nginx->url() : upstream.url(), in_flight));
   std::string logs;
   // Killed right after an upstream's 200 (the narrow window), then at random moments.
   run_until_failpoint(config, "output.sent=4", logs);
