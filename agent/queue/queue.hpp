@@ -347,8 +347,8 @@ class Queue {
   void register_consumers();
   void load_state();
   void start_sync_thread();
-  // Called after each read or delete of `bytes`: every 4 MiB, drops the pages of LMDB's map from
-  // this process's resident set (see queue.cpp).
+  // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
+  // map from this process's resident set (see queue.cpp).
   void release_mapped_pages(std::size_t bytes) const;
 
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
@@ -426,7 +426,7 @@ class Queue {
   std::mutex notify_mutex_;           // serialises pressure notifications
   bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
   mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
-  mutable std::atomic<std::uint64_t> read_since_release_{0};  // bytes read since release_mapped_pages()
+  mutable std::atomic<std::uint64_t> touched_since_release_{0};  // bytes read/written since the last release
   // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
   // tears the environment down.
   mutable std::shared_mutex env_mutex_;
