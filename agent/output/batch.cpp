@@ -16,7 +16,7 @@ namespace {
 constexpr std::uint8_t kOpenBatchFormat = 1;
 constexpr std::size_t kOpenBatchBytes = 1 + 8 + 8 + 8 + 4;
 constexpr std::uint8_t kOpenBatchListFormat = 2;
-constexpr std::size_t kListEntryBytes = 8 + 8 + 8 + 4 + 1;
+constexpr std::size_t kListEntryBytes = 8 + 8 + 8 + 4 + 1 + 8;
 
 void put_u64(std::string& out, std::uint64_t v) {
   for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
@@ -180,8 +180,16 @@ std::string encode_open_batches(const std::vector<OpenBatch>& batches) {
     put_u64(out, b.ack_seq);
     put_u32(out, b.records);
     out.push_back(b.done ? 1 : 0);
+    put_u64(out, b.rejected_through);
   }
   return out;
+}
+
+std::string encode_open_state(const std::vector<OpenBatch>& batches) {
+  if (batches.size() == 1 && !batches.front().done && batches.front().rejected_through == 0) {
+    return encode_open_batch(batches.front());
+  }
+  return encode_open_batches(batches);
 }
 
 std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes, std::string* error) {
@@ -212,6 +220,7 @@ std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes
     b.ack_seq = get_u(bytes, at + 16, 8);
     b.records = static_cast<std::uint32_t>(get_u(bytes, at + 24, 4));
     b.done = bytes[at + 28] != 0;
+    b.rejected_through = get_u(bytes, at + 29, 8);
     if (b.first_seq == 0 || b.first_seq > b.last_seq || b.last_seq > b.ack_seq || b.records == 0 ||
         b.records > b.last_seq - b.first_seq + 1) {
       return fail(fmt::format("batch {}: inconsistent boundaries", i + 1));

@@ -75,14 +75,21 @@ struct OpenBatch {
   // Delivered or dead-lettered, but not acknowledged yet because a batch before it is still in
   // flight (max_in_flight > 1): not sent again after a restart.
   bool done = false;
+  // The upstream refused the batch for good and its records up to this one are in the
+  // dead-letter store already (a refused batch is dead-lettered in commits that fit the queue's
+  // largest commit); 0: none. A restart sends the batch again and dead-letters only the rest.
+  std::uint64_t rejected_through = 0;
 
   bool operator==(const OpenBatch&) const = default;
 };
 
-// One batch (format 1, 29 bytes, never done: what max_in_flight = 1 writes) or a list in queue
-// order (format 2: count, then each batch with its done flag).
+// One batch (format 1, 29 bytes, never done) or a list in queue order (format 2: count, then
+// each batch with its done flag and rejected_through).
 std::string encode_open_batch(const OpenBatch& batch);
 std::string encode_open_batches(const std::vector<OpenBatch>& batches);
+// What the state stores for `batches`: format 1 for one batch that is neither done nor partly
+// dead-lettered (what max_in_flight = 1 writes), format 2 otherwise.
+std::string encode_open_state(const std::vector<OpenBatch>& batches);
 // nullopt (and `error`) for bytes that are not an OpenBatch of format 1.
 std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error = nullptr);
 // Either format; nullopt (and `error`) for anything else, or batches out of order or overlapping.

@@ -200,75 +200,103 @@ bool Delivery::wait_for(std::chrono::nanoseconds d) {
 std::string Delivery::encoded_open_locked() const {
   std::vector<OpenBatch> list;
   for (const auto& f : open_) list.push_back(f->open);
-  if (list.size() == 1 && !list.front().done) return encode_open_batch(list.front());
-  return encode_open_batches(list);
+  return encode_open_state(list);
+}
+
+void Delivery::restore() {
+  const std::string component = fmt::format("output {}", settings_.output);
+  acked_ = queue_.position(consumer_).value_or(0);
+  position_ = acked_;
+  auto stored = queue_.state(state_key_);
+  if (!stored) return;
+  std::string error;
+  auto restored = decode_open_batches(*stored, &error);
+  if (!restored) {
+    log::error(component, "the saved batches in flight cannot be read ({}); sending from the acknowledged position "
+                          "instead", error);
+    return;
+  }
+  std::deque<std::unique_ptr<InFlight>> open;
+  for (const OpenBatch& b : *restored) {
+    if (b.ack_seq <= acked_) continue;  // acknowledged already
+    auto f = std::make_unique<InFlight>();
+    f->open = b;
+    if (b.done) {
+      f->stage = InFlight::Stage::committed;  // delivered or dead-lettered; waits for the ones before it
+    } else if (!reread(b, f->batch)) {
+      // Every record of the batch was evicted (drop_oldest) meanwhile: nothing to send.
+      f->open.done = true;
+      f->stage = InFlight::Stage::finished;
+      f->result = {plugin::SendStatus::delivered, "evicted", std::nullopt};
+      f->batch.records.clear();
+    } else {
+      log::info(component, "resending the batch in flight: records {} to {} ({} records)", b.first_seq, b.last_seq,
+                b.records);
+    }
+    position_ = std::max(position_, b.ack_seq);
+    open.push_back(std::move(f));
+  }
+  std::lock_guard lock(mutex_);
+  open_ = std::move(open);
 }
 
 void Delivery::run() {
   const std::string component = fmt::format("output {}", settings_.output);
-  acked_ = queue_.position(consumer_).value_or(0);
-  position_ = acked_;
-  if (auto stored = queue_.state(state_key_)) {
-    std::string error;
-    auto restored = decode_open_batches(*stored, &error);
-    if (!restored) {
-      log::error(component, "the saved batches in flight cannot be read ({}); sending from the acknowledged position "
-                            "instead", error);
-    } else {
-      for (const OpenBatch& open : *restored) {
-        if (open.ack_seq <= acked_) continue;  // acknowledged already
-        auto f = std::make_unique<InFlight>();
-        f->open = open;
-        if (open.done) {
-          f->stage = InFlight::Stage::committed;  // delivered or dead-lettered; waits for the ones before it
-        } else if (!reread(open, f->batch)) {
-          // Every record of the batch was evicted (drop_oldest) meanwhile: nothing to send.
-          f->open.done = true;
-          f->stage = InFlight::Stage::finished;
-          f->result = {plugin::SendStatus::delivered, "evicted", std::nullopt};
-          f->batch.records.clear();
-        } else {
-          log::info(component, "resending the batch in flight: records {} to {} ({} records)", open.first_seq,
-                    open.last_seq, open.records);
-        }
-        position_ = std::max(position_, open.ack_seq);
-        std::lock_guard lock(mutex_);
-        open_.push_back(std::move(f));
-      }
+  log::Episode failing(component, log::Level::error);
+  // Reading the queue can fail (LMDB reports damage): said once per episode, tried again.
+  for (bool restored = false; !restored && !stopping();) {
+    try {
+      restore();
+      restored = true;
+    } catch (const std::exception& e) {
+      failing.occur(fmt::format("reading the batches in flight failed: {}; trying again", e.what()));
+      wait_for(std::chrono::seconds(1));
     }
   }
   wake_.notify_all();
   while (!stopping()) {
-    if (!commit_finished()) break;
-    bool full = false;
-    {
-      std::lock_guard lock(mutex_);
-      full = open_.size() >= settings_.max_in_flight;
+    try {
+      if (!run_once()) break;
+      failing.end("reading the queue works again");
+    } catch (const std::exception& e) {
+      failing.occur(fmt::format("delivering failed: {}; trying again", e.what()));
+      wait_for(std::chrono::seconds(1));
     }
-    if (full) {
-      std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, kIdlePoll, [this] {
-        return stopping_ || std::any_of(open_.begin(), open_.end(),
-                                        [](const auto& f) { return f->stage == InFlight::Stage::finished; }) ||
-               (!open_.empty() && open_.front()->stage == InFlight::Stage::committed);
-      });
-      continue;
-    }
-    auto f = std::make_unique<InFlight>();
-    std::optional<OpenBatch> open = cut(f->batch);
-    if (!open) continue;
-    f->open = *open;
-    if (!prepare(f->open, f->batch)) {  // cannot happen (cut() found records); keeps the state true
-      f->stage = InFlight::Stage::finished;
-      f->result = {plugin::SendStatus::delivered, "empty", std::nullopt};
-      f->batch.records.clear();
-    }
-    {
-      std::lock_guard lock(mutex_);
-      open_.push_back(std::move(f));
-    }
-    wake_.notify_all();
   }
+}
+
+bool Delivery::run_once() {
+  if (!commit_finished()) return false;
+  bool full = false;
+  {
+    std::lock_guard lock(mutex_);
+    full = open_.size() >= settings_.max_in_flight;
+  }
+  if (full) {
+    std::unique_lock lock(mutex_);
+    wake_.wait_for(lock, kIdlePoll, [this] {
+      return stopping_ ||
+             std::any_of(open_.begin(), open_.end(),
+                         [](const auto& f) { return f->stage == InFlight::Stage::finished; }) ||
+             (!open_.empty() && open_.front()->stage == InFlight::Stage::committed);
+    });
+    return true;
+  }
+  auto f = std::make_unique<InFlight>();
+  std::optional<OpenBatch> open = cut(f->batch);
+  if (!open) return true;
+  f->open = *open;
+  if (!prepare(f->open, f->batch)) {  // cannot happen (cut() found records); keeps the state true
+    f->stage = InFlight::Stage::finished;
+    f->result = {plugin::SendStatus::delivered, "empty", std::nullopt};
+    f->batch.records.clear();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    open_.push_back(std::move(f));
+  }
+  wake_.notify_all();
+  return true;
 }
 
 void Delivery::sender(plugin::Output& output) {
@@ -305,8 +333,67 @@ void Delivery::sender(plugin::Output& output) {
   }
 }
 
+// The records of refused batches go to the dead-letter store in commits that fit the queue's
+// largest commit (a dead letter also holds the upstream's detail, often larger than the record),
+// each recording how far it got (OpenBatch::rejected_through) with the batch's boundaries; the
+// last one marks the batch done. A crash in between sends the batch again, and a second refusal
+// dead-letters only the records after that point.
+bool Delivery::dead_letter_rejected() {
+  const std::uint64_t budget = std::max<std::uint64_t>(queue_.max_commit_bytes() / 2, 1);
+  for (;;) {
+    queue::WriteBatch w;
+    InFlight* chunk_of = nullptr;
+    std::uint64_t chunk_through = 0;
+    bool chunk_done = false;
+    {
+      std::lock_guard lock(mutex_);
+      InFlight* f = nullptr;
+      for (auto& x : open_) {
+        if (x->stage == InFlight::Stage::finished && x->result.status == plugin::SendStatus::rejected &&
+            !x->open.done) {
+          f = x.get();
+          break;
+        }
+      }
+      if (f == nullptr) return true;
+      const std::int64_t now = clock_.wall_ns();
+      const std::string detail = fmt::format("output \"{}\": {}", settings_.output, f->result.detail);
+      std::uint64_t bytes = 0;
+      std::uint64_t through = f->open.rejected_through;
+      for (const queue::RecordView* r : f->batch.records) {
+        if (r->seq <= f->open.rejected_through) continue;  // dead-lettered before a restart
+        const std::uint64_t cost = 64 + r->input.size() + 32 + detail.size() + r->payload.size() + r->attributes.size();
+        if (!w.dead_letters.empty() && bytes + cost > budget) break;
+        queue::DeadLetter d = queue::DeadLetter::make(r->input, "upstream_rejected", detail, r->payload, now);
+        d.attributes = std::string(r->attributes);
+        w.dead_letters.push_back(std::move(d));
+        bytes += cost;
+        through = r->seq;
+      }
+      // The stored list as it is after this commit (the batch itself changes only once it is in).
+      chunk_of = f;
+      chunk_through = through;
+      chunk_done = f->batch.records.empty() || through >= f->batch.records.back()->seq;
+      std::vector<OpenBatch> list;
+      for (const auto& x : open_) {
+        list.push_back(x->open);
+        if (x.get() == f) {
+          list.back().rejected_through = chunk_through;
+          list.back().done = chunk_done;
+        }
+      }
+      w.state_puts.emplace_back(state_key_, encode_open_state(list));
+    }
+    if (!commit_retrying(w, "dead-lettering a refused batch")) return false;
+    std::lock_guard lock(mutex_);
+    chunk_of->open.rejected_through = chunk_through;
+    chunk_of->open.done = chunk_done;
+  }
+}
+
 bool Delivery::commit_finished() {
   const std::string component = fmt::format("output {}", settings_.output);
+  if (!dead_letter_rejected()) return false;
   queue::WriteBatch w;
   std::vector<InFlight*> finished;
   std::uint64_t ack = 0;
@@ -324,25 +411,13 @@ bool Delivery::commit_finished() {
     }
     if (finished.empty() && pop == 0) return true;
     for (InFlight* f : finished) f->open.done = true;
-    const std::int64_t now = clock_.wall_ns();
-    for (InFlight* f : finished) {
-      if (f->result.status != plugin::SendStatus::rejected) continue;
-      for (const queue::RecordView* r : f->batch.records) {
-        queue::DeadLetter d = queue::DeadLetter::make(
-            r->input, "upstream_rejected", fmt::format("output \"{}\": {}", settings_.output, f->result.detail),
-            r->payload, now);
-        d.attributes = std::string(r->attributes);
-        w.dead_letters.push_back(std::move(d));
-      }
-    }
     if (pop > 0) w.acks.emplace_back(consumer_, ack);
     if (pop == open_.size()) {
       w.state_deletes.push_back(state_key_);
     } else {
       std::vector<OpenBatch> rest;
       for (std::size_t i = pop; i < open_.size(); ++i) rest.push_back(open_[i]->open);
-      w.state_puts.emplace_back(state_key_, rest.size() == 1 && !rest.front().done ? encode_open_batch(rest.front())
-                                                                                   : encode_open_batches(rest));
+      w.state_puts.emplace_back(state_key_, encode_open_state(rest));
     }
   }
   if (!commit_retrying(w, "acknowledging delivered batches")) return false;
@@ -378,7 +453,10 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   std::size_t records = 0;
   std::size_t bytes = 0;
   std::uint64_t scanned = position_;
+  // linger runs from the first record's append (a backlog goes at once), and at the latest from
+  // when this cut first saw it: a wall clock stepped back does not stretch it.
   std::int64_t deadline_ns = 0;
+  std::int64_t steady_deadline_ns = 0;
   for (;;) {
     if (stopping()) return std::nullopt;
     queue::ReadBatch b;
@@ -395,7 +473,10 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
     const bool got = !b.empty();
     bool other_input = false;
     if (got) {
-      if (records == 0) deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
+      if (records == 0) {
+        deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
+        steady_deadline_ns = clock_.steady_ns() + settings_.linger.count();
+      }
       records += b.size();
       bytes += b.bytes();
       out.chunks.push_back(std::move(b));
@@ -406,7 +487,8 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
     }
     if (records >= settings_.max_records || bytes >= settings_.max_bytes || other_input) break;
     const std::int64_t now = clock_.wall_ns();
-    if (records > 0 && now >= deadline_ns) break;
+    const std::int64_t steady_now = clock_.steady_ns();
+    if (records > 0 && (now >= deadline_ns || steady_now >= steady_deadline_ns)) break;
     if (got) continue;  // read on at once: more may be there
     bool nothing_open = false;
     bool finished_waiting = false;
@@ -417,20 +499,20 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
                                      [](const auto& f) { return f->stage == InFlight::Stage::finished; });
     }
     if (records == 0 && finished_waiting) return std::nullopt;  // commit that first
-    if (records == 0 && scanned > position_) {
-      position_ = scanned;
-      if (nothing_open) {
-        // Records this output does not take: pass them, so the queue can free them. (Behind open
-        // batches they are passed with the next acknowledgement.)
-        queue::WriteBatch w;
-        w.acks.emplace_back(consumer_, scanned);
-        if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
-        std::lock_guard lock(mutex_);
-        acked_ = scanned;
-      }
+    if (records == 0 && scanned > position_) position_ = scanned;
+    if (records == 0 && nothing_open && position_ > acked_) {
+      // Records this output does not take: pass them, so the queue can free them (those behind
+      // open batches are passed once the batches are acknowledged).
+      queue::WriteBatch w;
+      w.acks.emplace_back(consumer_, position_);
+      if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
+      std::lock_guard lock(mutex_);
+      acked_ = position_;
     }
     const auto wait = records == 0 ? std::chrono::nanoseconds(kIdlePoll)
-                                   : std::min<std::chrono::nanoseconds>(kLingerPoll, std::chrono::nanoseconds(deadline_ns - now));
+                                   : std::min<std::chrono::nanoseconds>(
+                                         kLingerPoll, std::chrono::nanoseconds(std::min(deadline_ns - now,
+                                                                                        steady_deadline_ns - steady_now)));
     if (!wait_for(wait)) return std::nullopt;
   }
   OpenBatch open;
@@ -466,7 +548,7 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
     std::vector<OpenBatch> list;
     for (const auto& f : open_) list.push_back(f->open);
     list.push_back(open);
-    w.state_puts.emplace_back(state_key_, list.size() == 1 ? encode_open_batch(open) : encode_open_batches(list));
+    w.state_puts.emplace_back(state_key_, encode_open_state(list));
   }
   if (!commit_retrying(w, "recording the boundaries of a batch")) return std::nullopt;
   failpoint::hit("output.boundaries");  // cut, not sent yet
@@ -552,6 +634,12 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
     plugin::SendResult result = output.send(outgoing);
     metrics_->bytes_encoded->Increment(static_cast<double>(outgoing.uncompressed_bytes));
     metrics_->bytes_sent->Increment(static_cast<double>(outgoing.body.size()));
+    if (result.status == plugin::SendStatus::retry && stopping()) {
+      // Interrupted by stop(): not a failure of the upstream (no breaker, no count).
+      std::lock_guard lock(mutex_);
+      if (probe) probing_ = false;
+      return std::nullopt;
+    }
     if (result.status == plugin::SendStatus::retry) {
       metrics_->batches_retried->Increment();
       metrics_->records_retried->Increment(n);
@@ -563,7 +651,10 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
         if (probe) probing_ = false;
         if (failures_in_a_row_ >= settings_.breaker_failures) {
           opened = failures_in_a_row_ == settings_.breaker_failures;
-          if (opened || probe) open_until_ = std::chrono::steady_clock::now() + settings_.breaker_cooldown;
+          // The cooldown, or the upstream's Retry-After when that is longer.
+          const auto wait = std::max<std::chrono::nanoseconds>(
+              settings_.breaker_cooldown, result.retry_after.value_or(std::chrono::milliseconds(0)));
+          if (opened || probe) open_until_ = std::chrono::steady_clock::now() + wait;
         }
         // Capped exponential backoff with full jitter; a longer Retry-After wins.
         const auto cap = std::min<std::chrono::nanoseconds>(

@@ -105,6 +105,11 @@ class Delivery {
   // The cutting thread: cuts batches while fewer than max_in_flight are open, and commits the
   // outcomes of finished ones (acknowledging in queue order).
   void run();
+  // Reads the open batches back from the queue's state (after a restart). Throws what the queue
+  // throws.
+  void restore();
+  // One round of run(): commit what finished, then cut a batch or wait; false when stopping.
+  bool run_once();
   // A sender thread: sends the oldest waiting batch with `output` until it is done.
   void sender(plugin::Output& output);
   // Reads the next batch into `out.chunks` and commits its boundaries (with those of the
@@ -121,6 +126,9 @@ class Delivery {
   // Commits what finished batches need (dead letters, done flags, the acknowledgement of the
   // finished front); false when stopping first.
   bool commit_finished();
+  // Dead-letters the records of refused batches in commits of at most half the queue's largest
+  // commit; false when stopping first.
+  bool dead_letter_rejected();
   // The open batches as the state stores them (format 1 for a single one not done).
   std::string encoded_open_locked() const;
   bool commit_retrying(const queue::WriteBatch& batch, std::string_view what);

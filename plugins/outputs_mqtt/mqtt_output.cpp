@@ -277,6 +277,16 @@ class MqttOutput final : public plugin::Output {
   void stop() override {
     if (client_) {
       disconnect();
+      // Destroying a Paho client while its connect is still under way can hang or crash Paho C
+      // (paho.mqtt.c #220, paho.mqtt.cpp #204): let that attempt end first (it has its timeout).
+      if (connect_token_ && !connect_token_->is_complete()) {
+        try {
+          connect_token_->wait_for(connect_timeout_ * static_cast<int>(servers_.size()) + std::chrono::seconds(1));
+        } catch (const mqtt::exception&) {
+          // It failed: what we waited for.
+        }
+      }
+      connect_token_.reset();
       client_.reset();
     }
   }
@@ -339,6 +349,7 @@ class MqttOutput final : public plugin::Output {
     const std::string where = fmt::format("connecting to {}", strings::join_alternatives(servers_, false));
     try {
       mqtt::token_ptr token = client_->connect(connect_options_);
+      connect_token_ = token;
       if (!wait(*token, connect_timeout_ * static_cast<int>(servers_.size()) + std::chrono::seconds(1))) {
         disconnect();
         return retry(interrupted_ ? "stopping" : where + ": timed out");
@@ -366,33 +377,47 @@ class MqttOutput final : public plugin::Output {
   // TLS server answers.
   std::string diagnose_tls() {
     namespace asio = boost::asio;
-    std::string found;
+    using tcp = asio::ip::tcp;
     for (const auto& uri : servers_) {
+      if (interrupted_) return {};
       std::string error;
       auto address = input::parse_broker_uri(uri, error);
       if (!address || !address->tls) continue;
       try {
         asio::io_context io;
         asio::ssl::context context = tls::make_client_context(tls_);
-        asio::ssl::stream<asio::ip::tcp::socket> stream(io, context);
+        asio::ssl::stream<tcp::socket> stream(io, context);
         if (std::string e = tls::prepare_client(stream.native_handle(), address->host, tls_.verify); !e.empty()) {
           return e;
         }
-        asio::ip::tcp::resolver resolver(io);
-        boost::system::error_code ec;
-        asio::connect(stream.next_layer(), resolver.resolve(address->host, address->port), ec);
-        if (ec) continue;
-        stream.async_handshake(asio::ssl::stream_base::client, [&](const boost::system::error_code& hec) {
-          if (hec) found = tls::explain_handshake_failure(stream.native_handle(), hec, tls_, address->host,
-                                                          address->port, "broker");
+        std::string found;
+        tcp::resolver resolver(io);
+        resolver.async_resolve(address->host, address->port, [&](const boost::system::error_code& rec,
+                                                                   const tcp::resolver::results_type& endpoints) {
+          if (rec) return;
+          auto connected = [&](const boost::system::error_code& cec, const tcp::endpoint&) {
+            if (cec) return;
+            stream.async_handshake(asio::ssl::stream_base::client, [&](const boost::system::error_code& hec) {
+              if (hec) {
+                found = tls::explain_handshake_failure(stream.native_handle(), hec, tls_, address->host,
+                                                       address->port, "broker");
+              }
+            });
+          };
+          asio::async_connect(stream.next_layer(), endpoints, connected);
         });
-        io.run_for(connect_timeout_);
+        // All of it within the connect timeout (at most 5 s), in slices so that stop() ends it.
+        const auto until = std::chrono::steady_clock::now() +
+                           std::min<std::chrono::milliseconds>(connect_timeout_, std::chrono::seconds(5));
+        while (!io.stopped() && !interrupted_ && std::chrono::steady_clock::now() < until) {
+          io.run_for(std::chrono::milliseconds(100));
+        }
         if (!found.empty()) return found;
       } catch (const std::exception&) {
         continue;  // not reachable now: nothing to explain
       }
     }
-    return found;
+    return {};
   }
 
   void disconnect() {
@@ -419,6 +444,7 @@ class MqttOutput final : public plugin::Output {
   tls::ClientSettings tls_;
   mqtt::connect_options connect_options_;
   std::unique_ptr<mqtt::async_client> client_;
+  mqtt::token_ptr connect_token_;  // the last connect
   std::atomic<bool> interrupted_{false};
   std::mutex mutex_;  // what Paho's threads report
   std::string lost_cause_;

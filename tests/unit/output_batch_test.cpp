@@ -119,7 +119,7 @@ TEST_CASE("output batch: a list of open batches with done flags survives its enc
           "[unit][output]") {
   const std::vector<tank::output::OpenBatch> list{{.first_seq = 1, .last_seq = 3, .ack_seq = 4, .records = 3},
                                             {.first_seq = 5, .last_seq = 9, .ack_seq = 9, .records = 2, .done = true},
-                                            {.first_seq = 10, .last_seq = 10, .ack_seq = 12, .records = 1}};
+                                            {.first_seq = 10, .last_seq = 12, .ack_seq = 12, .records = 3, .rejected_through = 11}};
   const std::string bytes = tank::output::encode_open_batches(list);
   auto back = tank::output::decode_open_batches(bytes);
   REQUIRE(back);
@@ -130,6 +130,9 @@ TEST_CASE("output batch: a list of open batches with done flags survives its enc
   REQUIRE(one->size() == 1);
   CHECK(one->front() == list[0]);
   CHECK(tank::output::decode_open_batches(tank::output::encode_open_batches({}))->empty());
+  // The state's choice: format 1 only for one plain batch.
+  CHECK(tank::output::encode_open_state({list[0]}) == tank::output::encode_open_batch(list[0]));
+  CHECK(tank::output::decode_open_batches(tank::output::encode_open_state({list[2]}))->front().rejected_through == 11);
   std::string error;
   CHECK_FALSE(tank::output::decode_open_batches(bytes.substr(0, bytes.size() - 1), &error));
   CHECK(error.find("bytes for 3 batches") != std::string::npos);

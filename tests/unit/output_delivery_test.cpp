@@ -373,3 +373,29 @@ TEST_CASE("delivery: max_in_flight with every batch delivered: all records, each
   CHECK(*firsts.rbegin() == 298);
   CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
 }
+
+TEST_CASE("delivery: a refused batch whose dead letters exceed one commit is dead-lettered in several",
+          "[unit][output]") {
+  Harness h;  // a 1 MiB queue: its largest commit is 64 KiB
+  std::vector<std::string> many;
+  for (int i = 0; i < 300; ++i) many.push_back(std::to_string(i));
+  h.append(many);
+  // The records fit one batch; their dead letters, each with this detail, are about 150 KiB.
+  const std::string detail = "HTTP 403 Forbidden: " + std::string(400, 'x');
+  h.shared->script = {{plugin::SendStatus::rejected, detail, std::nullopt}};
+  auto d = h.delivery(settings(300));
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 300; }));
+  d->stop();
+  REQUIRE(h.shared->snapshot().size() == 1);
+  CHECK(h.shared->snapshot()[0].records == 300);
+  queue::DeadLetterQuery query;
+  query.limit = 1000;
+  const auto letters = h.queue->dead_letters(query);
+  REQUIRE(letters.size() == 300);
+  for (std::size_t i = 0; i < letters.size(); ++i) {
+    CHECK(letters[i].letter.original == std::to_string(i));
+    CHECK(letters[i].letter.detail == "output \"cloud\": " + detail);
+  }
+  CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
+}
