@@ -32,6 +32,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
+# The test peers (mosquitto, nginx, tinyproxy) come with services that would start at install
+# and listen on their usual ports; the tests start their own on free ports. So, unless the
+# machine has its own policy, services are not started while installing (invoke-rc.d's
+# policy-rc.d, exit 101: "action forbidden").
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 # shellcheck disable=SC2086
 if ! apt-get install -y --no-install-recommends $missing >/dev/null 2>&1; then
   apt-get update -qq
