@@ -206,11 +206,14 @@ std::optional<std::pair<std::string, std::string>> parse_header(std::string_view
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
   std::string error;
-  if (v.has("url") && !parse_url(v.string("url"), &error)) {
-    diagnostics.error(v.location_of("url"), v.path() + ".url", error);
-  } else if (v.has("url") && !parse_url(v.string("url"), &error)->userinfo.empty()) {
-    diagnostics.error(v.location_of("url"), v.path() + ".url",
-                      "credentials in the URL are not sent: use token, token_file or headers");
+  if (v.has("url")) {
+    const auto url = parse_url(v.string("url"), &error);
+    if (!url) {
+      diagnostics.error(v.location_of("url"), v.path() + ".url", error);
+    } else if (!url->userinfo.empty()) {
+      diagnostics.error(v.location_of("url"), v.path() + ".url",
+                        "credentials in the URL are not sent: use token, token_file or headers");
+    }
   }
   if (v.has("headers")) {
     const auto& headers = v.strings("headers");

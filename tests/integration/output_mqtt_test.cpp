@@ -249,3 +249,33 @@ TEST_CASE("outputs.mqtt: configuration errors say what is wrong", "[integration]
   CHECK(r.err.find("only {agent_id}, {output} and {input} may appear in braces") != std::string::npos);
   CHECK(r.err.find("give at least one broker") != std::string::npos);
 }
+
+TEST_CASE("outputs.mqtt: a broker that stops answering gets publish_timeout and the batch goes again on a new "
+          "connection",
+          "[integration][outputs][mqtt]") {
+  Mosquitto broker;
+  MqttCollector collector(broker.uri(), "tank/#", 5);
+  TempDir dir;
+  const auto config = write_test_config(
+      dir, file_input(dir, "plant", "json", 0, 300) +
+               mqtt_output(broker.uri(), "publish_timeout = \"500ms\"\nconnect_timeout = \"1s\"\n"));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(dir / "data");
+  {
+    PausedBroker hung(broker);  // SIGSTOP: connections stay open, nothing is answered
+    CHECK(wait_until([&] {
+      return tank.process().err().find("no PUBACK within 500 ms") != std::string::npos ||
+             tank.process().err().find("connecting to") != std::string::npos;
+    }));
+    CHECK(metric(metrics, R"(tank_output_batches_total{output="cloud",result="retried",type="mqtt"})") >= 1);
+  }
+  CHECK(wait_until([&] { return numbers(collector.messages(), 5).size() == 300; }, std::chrono::seconds(60)));
+  CHECK(tank.stop() == 0);
+  INFO(tank.process().err());
+  // Every key that came twice carried the same content.
+  std::map<std::string, std::string> content;
+  for (const auto& m : collector.messages()) {
+    auto [it, fresh] = content.emplace(m.user_property("idempotency-key"), m.payload);
+    if (!fresh) CHECK(it->second == m.payload);
+  }
+}
