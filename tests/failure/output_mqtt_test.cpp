@@ -29,8 +29,9 @@ using namespace tank::test;
 namespace {
 
 void append_records(const std::filesystem::path& file, int first, int count) {
-  std::ofstream out(file, std::ios::app);
-  for (int i = first; i < first + count; ++i) out << fmt::format(R"({{"n":{}}})", i) << "\n";
+  std::string text;
+  for (int i = first; i < first + count; ++i) text += fmt::format(R"({{"n":{}}})", i) + "\n";
+  append_file(file, text);
 }
 
 struct Seen {

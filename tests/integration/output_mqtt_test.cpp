@@ -257,12 +257,17 @@ TEST_CASE("outputs.mqtt: a broker that stops answering gets publish_timeout and 
   MqttCollector collector(broker.uri(), "tank/#", 5);
   TempDir dir;
   const auto config = write_test_config(
-      dir, file_input(dir, "plant", "json", 0, 300) +
+      dir, file_input(dir, "plant", "json", 0, 100) +
                mqtt_output(broker.uri(), "publish_timeout = \"500ms\"\nconnect_timeout = \"1s\"\n"));
   TankProcess tank(config);
   const std::string metrics = tank.wait_running(dir / "data");
+  // The session is up and idle before the broker hangs: the next batch is published into it.
+  REQUIRE(wait_until([&] { return numbers(collector.messages(), 5).size() == 100; }, std::chrono::seconds(30)));
   {
     PausedBroker hung(broker);  // SIGSTOP: connections stay open, nothing is answered
+    std::string more;
+    for (int i = 100; i < 300; ++i) more += fmt::format(R"({{"n":{}}})", i) + "\n";
+    append_file(dir / "plant.log", more);
     CHECK(wait_until([&] {
       return tank.process().err().find("no PUBACK within 500 ms") != std::string::npos ||
              tank.process().err().find("connecting to") != std::string::npos;

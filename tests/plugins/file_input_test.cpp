@@ -14,10 +14,7 @@ using namespace tank::test;
 
 namespace {
 
-void append(const std::filesystem::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::app | std::ios::binary);
-  out << text;
-}
+void append(const std::filesystem::path& file, const std::string& text) { append_file(file, text); }
 
 std::string numbered(int from, int to, const std::string& prefix = "line-") {
   std::string out;

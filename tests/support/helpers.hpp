@@ -34,6 +34,8 @@ bool wait_until(const std::function<bool()>& condition,
                 std::chrono::milliseconds deadline = std::chrono::seconds(20));
 
 void write_file(const std::filesystem::path& path, const std::string& content);
+// Appends `content` to the end of `path` (created if missing); throws if it cannot.
+void append_file(const std::filesystem::path& path, const std::string& content);
 std::string read_file(const std::filesystem::path& path);
 
 // A child process with stdout and stderr captured into files.
