@@ -17,6 +17,7 @@ namespace {
 struct Points {
   std::mutex mutex;
   std::map<std::string, unsigned long, std::less<>> remaining;  // hits left before the kill
+  std::map<std::string, bool, std::less<>> hang;                // hang instead of kill
 };
 
 std::atomic<bool> g_armed{false};
@@ -33,13 +34,20 @@ Points& points() {
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
       const auto eq = item.find('=');
       char* end = nullptr;
-      const std::string count(eq == std::string_view::npos ? "" : item.substr(eq + 1));
+      std::string count(eq == std::string_view::npos ? "" : item.substr(eq + 1));
+      bool hang = false;
+      if (count.size() > 5 && count.ends_with(":hang")) {
+        count.resize(count.size() - 5);
+        hang = true;
+      }
       const unsigned long n = count.empty() ? 0 : std::strtoul(count.c_str(), &end, 10);
       if (eq == 0 || eq == std::string_view::npos || n == 0 || end == nullptr || *end != '\0') {
-        log::warn("failpoint", "TANK_FAILPOINTS: \"{}\" is not name=N with N >= 1; ignored", std::string(item));
+        log::warn("failpoint", "TANK_FAILPOINTS: \"{}\" is not name=N or name=N:hang with N >= 1; ignored",
+                  std::string(item));
         continue;
       }
       out->remaining[std::string(item.substr(0, eq))] = n;
+      out->hang[std::string(item.substr(0, eq))] = hang;
     }
     g_armed.store(!out->remaining.empty(), std::memory_order_relaxed);
     return out;
@@ -52,10 +60,15 @@ Points& points() {
 void hit(std::string_view name) {
   static Points& p = points();  // reads the variable at the first hit (thread-safe)
   if (!g_armed.load(std::memory_order_relaxed)) return;
-  std::lock_guard lock(p.mutex);
+  std::unique_lock lock(p.mutex);
   auto it = p.remaining.find(name);
   if (it == p.remaining.end() || it->second == 0) return;
   if (--it->second == 0) {
+    if (p.hang[std::string(name)]) {
+      log::warn("failpoint", "failpoint \"{}\" reached: this thread hangs", std::string(name));
+      lock.unlock();
+      for (;;) ::pause();
+    }
     log::warn("failpoint", "failpoint \"{}\" reached: killing this process (SIGKILL)", std::string(name));
     ::kill(::getpid(), SIGKILL);
   }

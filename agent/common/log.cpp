@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <ctime>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "common/strings.hpp"
 
 namespace tank::log {
@@ -55,9 +58,18 @@ std::string timestamp() {
 
 }  // namespace
 
+bool is_journal_stream(const char* journal_stream, int fd) {
+  if (journal_stream == nullptr || *journal_stream == '\0') return false;
+  unsigned long long device = 0, inode = 0;
+  char extra = 0;
+  if (std::sscanf(journal_stream, "%llu:%llu%c", &device, &inode, &extra) != 2) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == device && static_cast<unsigned long long>(st.st_ino) == inode;
+}
+
 Format default_format() {
-  const char* journal = std::getenv("JOURNAL_STREAM");
-  return (journal != nullptr && *journal != '\0') ? Format::journal : Format::text;
+  return is_journal_stream(std::getenv("JOURNAL_STREAM"), STDERR_FILENO) ? Format::journal : Format::text;
 }
 
 void configure(const Config& config) {

@@ -30,9 +30,15 @@ struct Config {
   Format format = Format::text;
 };
 
-// Picks the format tank should use by default: journal under systemd (JOURNAL_STREAM set),
-// text otherwise.
+// Picks the format tank should use by default: journal when stderr is the journal (JOURNAL_STREAM
+// names it), text otherwise.
 Format default_format();
+
+// Whether `journal_stream` (the value of JOURNAL_STREAM, "<device>:<inode>") names the file open
+// on `fd`. systemd sets it for a service whose stderr goes to the journal; a program started from
+// such a service with stderr elsewhere (a redirect, a terminal) inherits the variable, and must
+// not write <N> prefixes there (systemd.exec(5)). False for null, malformed, or another file.
+bool is_journal_stream(const char* journal_stream, int fd);
 
 // Sets the level and format. Thread-safe; takes effect for the next line.
 void configure(const Config& config);

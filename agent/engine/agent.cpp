@@ -2,16 +2,22 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "common/build_info.hpp"
 #include "common/fs.hpp"
+#include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/systemd_notify.hpp"
 #include "common/units.hpp"
@@ -32,7 +38,7 @@ namespace {
 
 constexpr const char* kComponent = "agent";
 
-enum class Phase { starting, running, stopping };
+enum class Phase { starting, running, reloading, stopping };
 
 metrics::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Phase>& phase,
                             std::string_view method, std::string_view target) {
@@ -47,19 +53,91 @@ metrics::HttpResponse serve(const metrics::Registry& registry, const std::atomic
     switch (phase.load()) {
       case Phase::running: return {200, "text/plain; charset=utf-8", "ready\n", {}};
       case Phase::starting: return {503, "text/plain; charset=utf-8", "starting\n", {}};
+      case Phase::reloading: return {503, "text/plain; charset=utf-8", "reloading\n", {}};
       case Phase::stopping: return {503, "text/plain; charset=utf-8", "stopping\n", {}};
     }
   }
   return {404, "text/plain; charset=utf-8", "not found: tank serves /metrics, /healthz and /readyz\n", {}};
 }
 
+// systemd's watchdog (sd_watchdog_enabled(3)): WATCHDOG_USEC, for this process when WATCHDOG_PID
+// is unset or names it. Pinged at half the interval, and only while no thread is stuck.
+struct Watchdog {
+  std::chrono::microseconds interval{0};  // 0: no watchdog
+  std::chrono::steady_clock::time_point next{};
+
+  static Watchdog from_environment() {
+    Watchdog w;
+    const char* usec = std::getenv("WATCHDOG_USEC");
+    if (usec == nullptr || *usec == '\0') return w;
+    if (const char* pid = std::getenv("WATCHDOG_PID"); pid != nullptr && *pid != '\0') {
+      if (std::strtoll(pid, nullptr, 10) != ::getpid()) return w;
+    }
+    char* end = nullptr;
+    const long long n = std::strtoll(usec, &end, 10);
+    if (end == usec || *end != '\0' || n <= 0) {
+      log::warn(kComponent, "WATCHDOG_USEC=\"{}\" is not a number of microseconds; the watchdog is not pinged", usec);
+      return w;
+    }
+    w.interval = std::chrono::microseconds(n);
+    return w;
+  }
+  bool enabled() const { return interval.count() > 0; }
+  std::chrono::nanoseconds ping_every() const { return interval / 2; }
+};
+
+std::string describe_stalls(const std::vector<liveness::Stall>& stalls) {
+  std::string out;
+  for (const auto& s : stalls) {
+    if (!out.empty()) out += ", ";
+    out += fmt::format("\"{}\" ({} past its deadline)", s.name,
+                       units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(s.overdue)));
+  }
+  return out;
+}
+
+bool same_values(const config::SectionValues& a, const config::SectionValues& b) {
+  for (const config::Option& o : a.section().options) {
+    const config::Value* x = a.find(o.name);
+    const config::Value* y = b.find(o.name);
+    if ((x == nullptr) != (y == nullptr)) return false;
+    if (x != nullptr && x->data != y->data) return false;
+  }
+  return true;
+}
+
+// The settings a reload cannot change (the queue, the data directory, the agent's id that is in
+// every idempotency key, the metrics listener): the names of those that differ.
+std::vector<std::string> restart_only_changes(const config::Document& running, const config::Document& next) {
+  std::vector<std::string> out;
+  for (const char* section : {"queue", "dead_letter", "metrics"}) {
+    if (!same_values(running.section(section), next.section(section))) out.push_back(fmt::format("[{}]", section));
+  }
+  const auto& a = running.section("agent");
+  const auto& b = next.section("agent");
+  for (const char* option : {"id", "data_dir"}) {
+    const config::Value* x = a.find(option);
+    const config::Value* y = b.find(option);
+    if ((x == nullptr) != (y == nullptr) || (x != nullptr && x->data != y->data)) {
+      out.push_back(fmt::format("agent.{}", option));
+    }
+  }
+  return out;
+}
+
+std::string monotonic_usec() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::to_string(static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
+}
+
 }  // namespace
 
 int run_agent(const config::Document& document, const plugin::Registry& plugins, const Clock& clock) {
-  (void)plugins;
   const AgentSettings agent = agent_settings(document);
   const MetricsSettings metrics_cfg = metrics_settings(document);
   log::configure(agent.log);
+  liveness::set_stall_timeout(agent.stall_timeout);
 
   // Signals are handled by this thread alone (sigwait below); block them before any thread
   // starts so every thread inherits the mask.
@@ -141,15 +219,27 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   }
 
   PipelineContext pipeline_context{*queue, registry, clock, agent.id, agent.data_dir};
+  // The pipeline is replaced by a reload; the control socket's thread reads it meanwhile.
+  std::mutex pipeline_mutex;
   std::unique_ptr<Pipeline> pipeline;
+  // Builds and starts the pipeline of `doc`, relaying the queue's pressure to it. Throws
+  // plugin::StartError (nothing of it left running) when a plugin refuses to start.
+  auto start_pipeline = [&](const config::Document& doc) {
+    auto p = std::make_unique<Pipeline>(doc, plugins, pipeline_context);
+    queue->set_pressure_listener([raw = p.get()](bool paused) { raw->set_paused(paused); });
+    if (queue->blocked()) p->set_paused(true);
+    try {
+      p->start();
+    } catch (...) {
+      queue->set_pressure_listener(nullptr);
+      throw;
+    }
+    return p;
+  };
   try {
-    pipeline = std::make_unique<Pipeline>(document, plugins, pipeline_context);
-    queue->set_pressure_listener([p = pipeline.get()](bool paused) { p->set_paused(paused); });
-    if (queue->blocked()) pipeline->set_paused(true);
-    pipeline->start();
+    pipeline = start_pipeline(document);
   } catch (const plugin::StartError& e) {
     log::error(kComponent, "{}", e.what());
-    queue->set_pressure_listener(nullptr);
     pipeline.reset();
     if (server) server->stop();
     queue->close();
@@ -166,6 +256,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
           const auto* command = request.if_contains("command");
           const std::string name = command != nullptr && command->is_string() ? std::string(command->as_string()) : "";
           if (name == "dlq.replay") {
+            std::lock_guard hold(pipeline_mutex);
             ReplayOutcome outcome = replay_dead_letters(
                 *queue, [&](std::string_view input) { return pipeline->route(input); }, selection_from_json(request),
                 clock);
@@ -193,19 +284,135 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     return 1;
   }
 
+  // The configuration running now (a reload replaces it) and where it came from.
+  config::Document running = document;
+  const std::filesystem::path config_path =
+      document.source == kDefaultConfigName ? std::filesystem::path() : std::filesystem::path(document.source);
+
   phase = Phase::running;
   state.state = "running";
   state.inputs = pipeline->listening();
   if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
-  systemd::notify("READY=1");
+  systemd::notify("READY=1\nSTATUS=running");
   log::info(kComponent, "tank {} running: agent id \"{}\", data_dir {}, {}", build::version, agent.id,
             agent.data_dir.string(),
             server ? fmt::format("metrics on http://{}/metrics", state.metrics_address) : "metrics endpoint off");
 
+  // SIGHUP: read the configuration again; apply it when valid (the pipeline restarts on the same
+  // queue), keep the running one otherwise. Returns false when neither could be started.
+  auto reload = [&]() -> bool {
+    phase = Phase::reloading;
+    systemd::notify("RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=" + monotonic_usec());
+    const std::string name = config_path.empty() ? std::string(kDefaultConfigName) : config_path.string();
+    log::info(kComponent, "SIGHUP received: reading {} again", name);
+    config::LoadResult result = load_configuration(config_path, build_schema(plugins));
+    for (const auto& d : result.diagnostics.sorted()) {
+      if (d.severity == config::Diagnostic::Severity::error) {
+        log::error(kComponent, "{}", d.to_string());
+      } else {
+        log::warn(kComponent, "{}", d.to_string());
+      }
+    }
+    auto back_to_running = [&] {
+      phase = Phase::running;
+      systemd::notify("READY=1\nSTATUS=running");
+    };
+    if (!result.document) {
+      const std::size_t n = result.diagnostics.error_count();
+      log::error(kComponent, "the new configuration has {} error{}; it was not applied and the running one goes on "
+                             "(fix {} and reload again)",
+                 n, n == 1 ? "" : "s", name);
+      back_to_running();
+      return true;
+    }
+    config::Document next = std::move(*result.document);
+    std::size_t plugin_instances = 0;
+    for (const auto& [path, instances] : next.plugins) {
+      if (path.starts_with("inputs.") || path.starts_with("outputs.")) plugin_instances += instances.size();
+    }
+    if (plugin_instances == 0) {
+      // An empty or truncated file (an editor saving in place, a failed copy) would otherwise stop
+      // every input and make the queue forget every output's position.
+      log::error(kComponent, "the new configuration has no inputs and no outputs (is {} empty or half written?); it "
+                             "was not applied and the running one goes on",
+                 name);
+      back_to_running();
+      return true;
+    }
+    for (const std::string& what : restart_only_changes(running, next)) {
+      log::warn(kComponent, "{} changed: a reload cannot apply it (the running value is kept); restart tank to apply "
+                            "it", what);
+    }
+    const AgentSettings next_agent = agent_settings(next);
+    log::configure(next_agent.log);
+    liveness::set_stall_timeout(next_agent.stall_timeout);
+
+    std::set<std::string> kept_consumers;
+    for (auto& c : Pipeline::consumers(next, plugins)) kept_consumers.insert(std::move(c));
+    bool ok = true;
+    {
+      std::lock_guard hold(pipeline_mutex);
+      // Inputs stop first; what they read is committed or left with its source. Sends in flight are
+      // abandoned: their batches stay open in the queue and go again, with the same keys.
+      queue->set_pressure_listener(nullptr);
+      pipeline.reset();
+      try {
+        pipeline = start_pipeline(next);
+      } catch (const plugin::StartError& e) {
+        log::error(kComponent, "the new configuration cannot start: {}; going back to the running one", e.what());
+        try {
+          pipeline = start_pipeline(running);
+        } catch (const plugin::StartError& again) {
+          log::error(kComponent, "the running configuration cannot start again either: {}; stopping", again.what());
+          ok = false;
+        }
+        if (ok) back_to_running();
+        return ok;
+      }
+    }
+    // Outputs and processors that are gone would hold their records for ever.
+    for (const std::string& c : Pipeline::consumers(running, plugins)) {
+      if (kept_consumers.contains(c)) continue;
+      if (!queue->remove_consumer(c)) log::error(kComponent, "could not forget the position of \"{}\"", c);
+    }
+    running = std::move(next);
+    state.inputs = pipeline->listening();
+    if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
+    log::info(kComponent, "configuration reloaded from {}", name);
+    back_to_running();
+    return true;
+  };
+
+  Watchdog watchdog = Watchdog::from_environment();
+  log::Episode stuck(kComponent, log::Level::error);
+  const auto tick = watchdog.enabled()
+                        ? std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), watchdog.ping_every())
+                        : std::chrono::nanoseconds(std::chrono::seconds(1));
+  auto check_liveness = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    const std::vector<liveness::Stall> stalls = liveness::stalled(now);
+    if (!stalls.empty()) {
+      stuck.occur(fmt::format("stuck: {} has not come round its loop within agent.stall_timeout ({}){}",
+                              describe_stalls(stalls),
+                              units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  liveness::stall_timeout())),
+                              watchdog.enabled() ? "; the systemd watchdog is no longer pinged, so systemd restarts tank"
+                                                 : ""));
+      return;
+    }
+    stuck.end("every thread comes round its loop again");
+    if (watchdog.enabled() && now >= watchdog.next) {
+      systemd::notify("WATCHDOG=1");
+      watchdog.next = now + watchdog.ping_every();
+    }
+  };
+  check_liveness();
+
   int exit_code = 0;
   for (;;) {
-    const timespec tick{1, 0};
-    int sig = sigtimedwait(&signals, nullptr, &tick);
+    const timespec wait{static_cast<time_t>(tick.count() / 1000000000), static_cast<long>(tick.count() % 1000000000)};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    check_liveness();
     if (sig < 0) {
       if (queue->damaged()) {
         // LMDB reported damage: stop, and make the next start check every page (and move the
@@ -218,8 +425,10 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
       continue;
     }
     if (sig == SIGHUP) {
-      log::warn(kComponent, "SIGHUP received: reloading the configuration is not supported yet; restart tank to "
-                            "apply a new one");
+      if (!reload()) {
+        exit_code = 1;
+        break;
+      }
       continue;
     }
     log::info(kComponent, "{} received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -227,12 +436,15 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   }
 
   phase = Phase::stopping;
-  systemd::notify("STOPPING=1");
+  systemd::notify("STOPPING=1\nSTATUS=stopping");
   state.state = "stopping";
   write_run_state(state_path, state);
   control->stop();
   // Inputs first: what they read is committed (or left with its source) before the queue closes.
-  pipeline->stop();
+  {
+    std::lock_guard hold(pipeline_mutex);
+    if (pipeline) pipeline->stop();
+  }
   queue->set_pressure_listener(nullptr);
   try {
     queue->close();

@@ -42,8 +42,17 @@ const Option kAgentOptions[] = {
      .default_value = "\"auto\"",
      .description = "\"text\": time-stamped lines for people; \"journal\": lines with <N> syslog priority prefixes "
                     "for journald; \"json\": one JSON object per line for log shippers; \"auto\": journal under "
-                    "systemd (JOURNAL_STREAM set), text otherwise.",
+                    "systemd (stderr is the journal: JOURNAL_STREAM names it), text otherwise.",
      .choices = kLogFormats},
+    {.name = "stall_timeout",
+     .type = Type::duration,
+     .default_value = "\"20s\"",
+     .description = "A thread of tank's (an input's reader, an output's sender, a processor) that has not come "
+                    "round its loop for this long, beyond the time its own timeouts allow a send, is stuck: tank "
+                    "logs which one and stops its systemd watchdog pings (WATCHDOG=1), so that systemd restarts it "
+                    "(WatchdogSec in the unit). Waiting for work, for a retry or for a full queue is not stuck.",
+     .min = "1s",
+     .max = "1h"},
 };
 
 void check_agent(const config::SectionValues& values, config::Diagnostics& diagnostics) {
@@ -192,6 +201,7 @@ AgentSettings agent_settings(const config::Document& document) {
   AgentSettings s;
   s.id = v.has("id") ? v.string("id") : host_name();
   s.data_dir = v.string("data_dir");
+  s.stall_timeout = v.duration("stall_timeout");
   const std::string& level = v.choice("log_level");
   s.log.level = level == "debug" ? log::Level::debug
                 : level == "warn" ? log::Level::warn

@@ -39,6 +39,7 @@ struct AgentSettings {
   std::string id;                 // agent.id, or the host name
   std::filesystem::path data_dir;
   log::Config log;
+  std::chrono::nanoseconds stall_timeout{std::chrono::seconds(20)};
 };
 AgentSettings agent_settings(const config::Document& document);
 

@@ -18,6 +18,8 @@
 
 #include <fmt/format.h>
 
+#include "common/failpoint.hpp"
+#include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
@@ -201,6 +203,8 @@ class FileTail final : public plugin::Input {
   void run() {
     auto next_scan = std::chrono::steady_clock::now() + settings_.poll_interval;
     while (!stopping_) {
+      beat_.busy();
+      failpoint::hit("input.file.round");
       bool rescan = false;
       if (std::chrono::steady_clock::now() >= next_scan) {
         rescan = true;
@@ -214,6 +218,7 @@ class FileTail final : public plugin::Input {
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now());
       int timeout = static_cast<int>(std::clamp<long long>(wait.count(), 0, 60000));
       if (more_to_read_ && !paused_) timeout = 0;
+      beat_.idle();
       ::poll(fds, inotify_fd_ >= 0 ? 2 : 1, timeout);
       std::uint64_t drained;
       while (::read(wake_fd_, &drained, sizeof drained) > 0) {
@@ -689,6 +694,7 @@ class FileTail final : public plugin::Input {
   int wake_fd_ = -1;
   std::atomic<bool> paused_{false};
   std::atomic<bool> stopping_{false};
+  liveness::Beat beat_{component_};
   std::thread thread_;
 };
 

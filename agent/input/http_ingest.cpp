@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 
+#include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
@@ -120,6 +121,7 @@ class HttpIngest final : public plugin::Input {
     where_ = describe(acceptor_.local_endpoint());
     log::info(component_, "listening on http://{}{}", where_, settings_.path);
     accept();
+    io_beat_.start();
     for (unsigned i = 0; i < std::max(1u, settings_.threads); ++i) threads_.emplace_back([this] { io_.run(); });
   }
 
@@ -146,6 +148,7 @@ class HttpIngest final : public plugin::Input {
     io_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    io_beat_.stop();
   }
 
   void set_paused(bool paused) override {
@@ -292,6 +295,7 @@ class HttpIngest final : public plugin::Input {
   std::size_t active_ = 0;
   std::list<std::weak_ptr<IngestSession>> sessions_;
   asio::io_context io_;
+  liveness::IoBeat io_beat_{io_, component_};
   tcp::acceptor acceptor_{asio::make_strand(io_)};
   asio::steady_timer retry_timer_{io_};
   std::string where_;

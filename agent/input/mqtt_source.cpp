@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
@@ -135,6 +136,7 @@ class MqttSource final : public plugin::Input {
       make_tls_context();
     }
     asio::co_spawn(io_, supervise(), asio::detached);
+    io_beat_.start();
     thread_ = std::thread([this] { io_.run(); });
   }
 
@@ -142,6 +144,7 @@ class MqttSource final : public plugin::Input {
     if (!thread_.joinable()) return;
     asio::post(io_, [this] {
       stopping_ = true;
+      io_beat_.stop();
       wake_.cancel();
       backoff_.cancel();
       if (close_) close_(holding_);
@@ -782,6 +785,7 @@ class MqttSource final : public plugin::Input {
   std::size_t max_packet_ = 0;
 
   asio::io_context io_;
+  liveness::IoBeat io_beat_{io_, component_};
   std::optional<ssl::context> tls_;
   asio::steady_timer wake_;     // wakes a commit that waits for the queue
   asio::steady_timer backoff_;  // between reconnect rounds

@@ -18,6 +18,7 @@
 #include <boost/asio.hpp>
 #include <fmt/format.h>
 
+#include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
@@ -350,6 +351,7 @@ class StreamInput final : public plugin::Input {
     }
     log::info(core_.component, "listening on {}", where_);
     accept();
+    io_beat_.start();
     for (unsigned i = 0; i < std::max(1u, settings_.threads); ++i) {
       threads_.emplace_back([this] { io_.run(); });
     }
@@ -371,6 +373,7 @@ class StreamInput final : public plugin::Input {
     io_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    io_beat_.stop();
     if constexpr (std::is_same_v<Protocol, unix_stream>) {
       std::error_code ec;
       std::filesystem::remove(settings_.path, ec);
@@ -494,6 +497,7 @@ class StreamInput final : public plugin::Input {
   std::atomic<bool> stopped_{false};
   // Declared after what sessions use: the io_context (and the sessions it holds) goes first.
   asio::io_context io_;
+  liveness::IoBeat io_beat_{io_, core_.component};
   typename Protocol::acceptor acceptor_{asio::make_strand(io_)};
   asio::steady_timer retry_timer_{io_};
   Endpoint endpoint_;
@@ -548,6 +552,7 @@ class DatagramInput final : public plugin::Input {
     }
     log::info(core_.component, "listening on {}", where_);
     wait();
+    io_beat_.start();
     thread_ = std::thread([this] { io_.run(); });
   }
 
@@ -555,6 +560,7 @@ class DatagramInput final : public plugin::Input {
     if (stopped_.exchange(true) || !thread_.joinable()) return;
     asio::post(io_, [this] {
       flush();
+      io_beat_.stop();
       boost::system::error_code ignored;
       socket_.close(ignored);
       io_.stop();
@@ -689,6 +695,7 @@ class DatagramInput final : public plugin::Input {
   DatagramSettings settings_;
   Core core_;
   asio::io_context io_;
+  liveness::IoBeat io_beat_{io_, core_.component};
   typename Protocol::socket socket_{io_};
   Endpoint endpoint_;
   std::string where_;

@@ -12,6 +12,7 @@
 #include <prometheus/registry.h>
 
 #include "common/failpoint.hpp"
+#include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "metrics/registry.hpp"
@@ -163,7 +164,9 @@ void Delivery::start() {
     stopping_ = false;
   }
   thread_ = std::thread([this] { run(); });
-  for (auto& o : outputs_) senders_.emplace_back([this, out = o.get()] { sender(*out); });
+  for (std::size_t i = 0; i < outputs_.size(); ++i) {
+    senders_.emplace_back([this, i] { sender(*outputs_[i], i); });
+  }
 }
 
 void Delivery::stop() {
@@ -192,6 +195,7 @@ bool Delivery::stopping() const {
 }
 
 bool Delivery::wait_for(std::chrono::nanoseconds d) {
+  liveness::Waiting waiting;
   std::unique_lock lock(mutex_);
   wake_.wait_for(lock, d, [this] { return stopping_; });
   return !stopping_;
@@ -242,6 +246,8 @@ void Delivery::restore() {
 
 void Delivery::run() {
   const std::string component = fmt::format("output {}", settings_.output);
+  liveness::Beat beat(component);
+  liveness::ThreadBeat this_thread(beat);
   log::Episode failing(component, log::Level::error);
   // Reading the queue can fail (LMDB reports damage): said once per episode, tried again.
   for (bool restored = false; !restored && !stopping();) {
@@ -273,6 +279,7 @@ bool Delivery::run_once() {
     full = open_.size() >= settings_.max_in_flight;
   }
   if (full) {
+    liveness::Waiting waiting;
     std::unique_lock lock(mutex_);
     wake_.wait_for(lock, kIdlePoll, [this] {
       return stopping_ ||
@@ -299,10 +306,13 @@ bool Delivery::run_once() {
   return true;
 }
 
-void Delivery::sender(plugin::Output& output) {
+void Delivery::sender(plugin::Output& output, std::size_t instance) {
+  liveness::Beat beat(fmt::format("output {} sender {}", settings_.output, instance));
+  liveness::ThreadBeat this_thread(beat);
   for (;;) {
     InFlight* f = nullptr;
     {
+      liveness::Waiting waiting;
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] {
         if (stopping_) return true;
@@ -628,10 +638,14 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
           break;
         }
         metrics_->circuit->Set(probing_ ? 2 : 1);
+        liveness::Waiting waiting;
         wake_.wait_until(lock, probing_ ? now + kIdlePoll : open_until_);
       }
     }
+    liveness::blocking(output.longest_send());
+    failpoint::hit("output.send");
     plugin::SendResult result = output.send(outgoing);
+    liveness::blocking(std::chrono::nanoseconds(0));
     metrics_->bytes_encoded->Increment(static_cast<double>(outgoing.uncompressed_bytes));
     metrics_->bytes_sent->Increment(static_cast<double>(outgoing.body.size()));
     if (result.status == plugin::SendStatus::retry && stopping()) {

@@ -111,7 +111,7 @@ class Delivery {
   // One round of run(): commit what finished, then cut a batch or wait; false when stopping.
   bool run_once();
   // A sender thread: sends the oldest waiting batch with `output` until it is done.
-  void sender(plugin::Output& output);
+  void sender(plugin::Output& output, std::size_t instance);
   // Reads the next batch into `out.chunks` and commits its boundaries (with those of the
   // batches already open); nullopt when stopping, when there is nothing to send yet, or when a
   // finished batch waits to be committed.

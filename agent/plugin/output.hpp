@@ -70,6 +70,10 @@ class Output {
   virtual SendResult send(const OutgoingBatch& batch) = 0;
   // Makes a send() in progress return (as retry) soon; from any thread (shutdown).
   virtual void interrupt() {}
+  // The longest one send() may block by the plugin's own timeouts (connecting, TLS, waiting for
+  // the answer). The watchdog (common/liveness.hpp) allows a sending thread this much beyond the
+  // stall timeout before it calls the thread stuck.
+  virtual std::chrono::nanoseconds longest_send() const { return std::chrono::nanoseconds(0); }
   // Releases connections and files; no send() follows.
   virtual void stop() {}
 };

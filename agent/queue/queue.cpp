@@ -108,6 +108,7 @@ struct Queue::Pending {
   const RecordBatch* records = nullptr;  // the caller's; never modified
   const WriteBatch* batch = nullptr;     // state and acknowledgements, or null
   std::vector<std::string> new_consumers;
+  std::vector<std::string> removed_consumers;
   CommitResult result;
   bool done = false;
 
@@ -619,6 +620,18 @@ void Queue::add_consumer(const std::string& name) {
   submit(p);
 }
 
+bool Queue::remove_consumer(const std::string& name) {
+  require_writable();
+  {
+    std::lock_guard lock(mutex_);
+    if (!consumers_.contains(name)) return true;
+  }
+  Pending p;
+  p.removed_consumers.push_back(name);
+  submit(p);
+  return p.result.ok();
+}
+
 CommitResult Queue::commit(const WriteBatch& batch) {
   require_writable();
   Pending p;
@@ -935,6 +948,26 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
       g.consumers_changed = true;
       log::info(kComponent, "new consumer \"{}\" starts after record {}", name, g.next_seq - 1);
     }
+  }
+  bool removed = false;
+  for (const auto& name : p.removed_consumers) {
+    auto it = g.consumers.find(name);
+    if (it == g.consumers.end()) continue;
+    log::warn(kComponent, "consumer \"{}\" is no longer configured; forgot its position (record {})", name,
+              it->second);
+    g.consumers.erase(it);
+    const std::string key = consumer_key(name);
+    MDB_val k = lmdb::value_of(key);
+    const int rc = mdb_del(g.txn, meta_dbi_, &k, nullptr);
+    if (rc != MDB_NOTFOUND) lmdb::check(rc, "removing a consumer");
+    g.consumers_changed = true;
+    g.wrote = true;
+    removed = true;
+  }
+  if (removed && !g.consumers.empty()) {
+    std::uint64_t min_pos = UINT64_MAX;
+    for (const auto& [name, pos] : g.consumers) min_pos = std::min(min_pos, pos);
+    delete_through(g, min_pos);
   }
   if (with_records && !p.recs().empty()) {
     const std::uint64_t reserve = estimate_state_pages(b);

@@ -281,6 +281,12 @@ class Queue {
 
   // Registers a consumer at runtime (it starts after the newest record); no-op if known.
   void add_consumer(const std::string& name);
+  // Forgets a consumer at runtime (an output or processor removed by a reload), as open() does
+  // with a stored consumer no longer listed, and deletes what every remaining consumer has
+  // passed: a consumer that is no longer read would hold records for ever. No-op (true) if
+  // unknown; false when the commit failed (call again). Throws std::logic_error on a closed or
+  // read-only queue.
+  bool remove_consumer(const std::string& name);
 
   // A value committed with WriteBatch::state_puts, or nullopt.
   std::optional<std::string> state(std::string_view key) const;

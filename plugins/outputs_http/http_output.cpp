@@ -510,6 +510,12 @@ class HttpOutput final : public plugin::Output {
   std::vector<std::pair<std::string, std::string>> headers_;
   std::chrono::nanoseconds connect_timeout_{};
   std::chrono::nanoseconds response_timeout_{};
+
+ public:
+  // Connecting (each resolved address, a proxy's CONNECT, the TLS handshake) and the answer.
+  std::chrono::nanoseconds longest_send() const override { return 3 * connect_timeout_ + 2 * response_timeout_; }
+
+ private:
   tls::ClientSettings tls_settings_;
   std::optional<Url> proxy_;
   const char* proxy_from_ = nullptr;  // the environment variable proxy_ came from

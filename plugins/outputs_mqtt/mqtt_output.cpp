@@ -439,6 +439,14 @@ class MqttOutput final : public plugin::Output {
   std::chrono::seconds keep_alive_{30};
   std::chrono::milliseconds connect_timeout_{10000};
   std::chrono::milliseconds publish_timeout_{30000};
+
+ public:
+  // Connecting to each broker in turn, the PUBACK, and dropping a connection that timed out.
+  std::chrono::nanoseconds longest_send() const override {
+    return connect_timeout_ * static_cast<int>(servers_.size() + 1) + publish_timeout_ + std::chrono::seconds(5);
+  }
+
+ private:
   std::string username_;
   std::string password_;
   tls::ClientSettings tls_;

@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include "common/failpoint.hpp"
+#include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "plugin/registry.hpp"
@@ -295,6 +296,8 @@ class AggregateStage final : public plugin::Stage {
   }
 
   void run() {
+    liveness::Beat beat(component_);
+    liveness::ThreadBeat this_thread(beat);
     Pending pending;
     // The state of other settings is deleted first, in a commit of its own: the new state may
     // use the same keys.
@@ -506,6 +509,7 @@ class AggregateStage final : public plugin::Stage {
 
   // Waits up to `d`; false when stopping.
   bool wait(std::chrono::milliseconds d) {
+    liveness::Waiting waiting;
     std::unique_lock lock(mutex_);
     wake_.wait_for(lock, d, [this] { return stopping_; });
     return !stopping_;

@@ -120,6 +120,31 @@ TEST_CASE("a record is deleted once every consumer has acknowledged it", "[queue
   CHECK(beyond.error.find("newest record is 5") != std::string::npos);
 }
 
+TEST_CASE("a consumer removed at runtime no longer holds records and stays forgotten after a reopen", "[queue]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q");
+  opts.consumers = {"cloud", "archive"};
+  {
+    auto q = Queue::open(opts, clock, nullptr);
+    REQUIRE(q->append(batch_of(payloads(5), clock)).ok());
+    REQUIRE(q->ack("archive", 5).ok());
+    CHECK(q->stats().records == 5);  // cloud holds them
+    CHECK(q->remove_consumer("cloud"));
+    CHECK_FALSE(q->position("cloud"));
+    CHECK(q->stats().records == 0);  // what archive passed is gone at once
+    CHECK(q->remove_consumer("nobody"));  // unknown: nothing to do
+    REQUIRE(q->append(batch_of(payloads(2), clock)).ok());
+    CHECK(q->stats().records == 2);
+    q->close();
+  }
+  // Reopened with the same list (a restart before the configuration file changed): cloud is new
+  // again and starts after the newest record.
+  auto q = Queue::open(opts, clock, nullptr);
+  CHECK(q->position("cloud") == 7u);
+  CHECK(q->position("archive") == 5u);
+}
+
 TEST_CASE("each consumer reports its lag", "[queue]") {
   TempDir dir;
   ManualClock clock;
