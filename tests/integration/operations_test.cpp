@@ -398,3 +398,66 @@ TEST_CASE("logs: log_format json gives one object per line and bad input is desc
   }
   CHECK(lines > 5);
 }
+
+TEST_CASE("package: the .deb installs with dpkg, its configuration is a conffile that passes tank check, and it "
+          "removes and purges cleanly",
+          "[integration][operations][package]") {
+  if (::geteuid() != 0) FAIL("dpkg -i needs root: run the package test as root (CI does)");
+  auto installed = run({"/usr/bin/dpkg-query", "-W", "-f=${Status}", "tank"});
+  if (installed.out.find("installed") != std::string::npos && installed.out.find("not-installed") == std::string::npos) {
+    FAIL("a tank package is installed on this machine; this test installs and purges its own: remove it first "
+         "(dpkg -P tank)");
+  }
+  TempDir dir;
+  auto pack = run({"/usr/bin/cpack", "-G", "DEB", "-B", dir.path().string(), "--config",
+                   std::string(TANK_BUILD_DIR) + "/CPackConfig.cmake"});
+  INFO(pack.out << pack.err);
+  REQUIRE(pack.exit_code == 0);
+  std::filesystem::path deb;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (e.path().extension() == ".deb") deb = e.path();
+  }
+  REQUIRE(!deb.empty());
+  CHECK(deb.filename().string().ends_with("_amd64.deb"));
+
+  auto contents = run({"/usr/bin/dpkg-deb", "-c", deb.string()});
+  for (const char* path : {"./usr/bin/tank", "./etc/tank/tank.toml", "./lib/systemd/system/tank.service",
+                           "./usr/share/doc/tank/operations.md"}) {
+    INFO(path);
+    CHECK(has(contents.out, path));
+  }
+  auto control = run({"/usr/bin/dpkg-deb", "-I", deb.string()});
+  CHECK(has(control.out, "conffiles"));
+  CHECK(has(control.out, "postinst"));
+  CHECK(has(control.out, "Package: tank"));
+
+  struct Purge {
+    ~Purge() { run({"/usr/bin/dpkg", "-P", "tank"}); }
+  } purge_at_the_end;
+  auto install = run({"/usr/bin/dpkg", "-i", deb.string()});
+  INFO(install.out << install.err);
+  REQUIRE(install.exit_code == 0);
+  CHECK(run({"/usr/bin/dpkg-query", "-W", "-f=${Conffiles}", "tank"}).out.find("/etc/tank/tank.toml") !=
+        std::string::npos);
+  auto check = run({"/usr/bin/tank", "check", "-c", "/etc/tank/tank.toml"});
+  INFO(check.out << check.err);
+  CHECK(check.exit_code == 0);
+  auto version = run({"/usr/bin/tank", "version"});
+  CHECK(version.exit_code == 0);
+
+  // An edited configuration survives a reinstall (kept, as Debian does with conffiles) and a
+  // remove; purge deletes it.
+  write_file("/etc/tank/tank.toml", read_file("/etc/tank/tank.toml") + "# edited by the admin\n");
+  auto again = run({"/usr/bin/dpkg", "-i", "--force-confold", deb.string()});
+  INFO(again.out << again.err);
+  CHECK(again.exit_code == 0);
+  CHECK(has(read_file("/etc/tank/tank.toml"), "# edited by the admin"));
+  auto remove = run({"/usr/bin/dpkg", "-r", "tank"});
+  CHECK(remove.exit_code == 0);
+  CHECK_FALSE(std::filesystem::exists("/usr/bin/tank"));
+  CHECK(std::filesystem::exists("/etc/tank/tank.toml"));
+  auto purge = run({"/usr/bin/dpkg", "-P", "tank"});
+  CHECK(purge.exit_code == 0);
+  CHECK_FALSE(std::filesystem::exists("/etc/tank/tank.toml"));
+  CHECK_FALSE(std::filesystem::exists("/lib/systemd/system/tank.service"));
+}
