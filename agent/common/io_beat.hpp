@@ -1,11 +1,12 @@
 #pragma once
 
 // A liveness beat (common/liveness.hpp) for the threads running one boost::asio::io_context: a
-// timer marks the beat busy every second. When every thread of the context is wedged in a handler
+// timer marks the beat busy every second (a quarter of the stall timeout when that is shorter). When every thread of the context is wedged in a handler
 // the timer's handler cannot run, the beat runs past the stall timeout and the watchdog learns
 // that the input is stuck. A context that only waits for I/O keeps beating.
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -37,7 +38,7 @@ class IoBeat {
 
  private:
   void arm() {
-    timer_.expires_after(std::chrono::seconds(1));
+    timer_.expires_after(std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), stall_timeout() / 4));
     timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopped_) return;
       beat_.busy();

@@ -63,6 +63,10 @@ Waiting::~Waiting() {
   if (t_beat != nullptr) t_beat->busy();
 }
 
+void alive() {
+  if (t_beat != nullptr) t_beat->busy();
+}
+
 void blocking(std::chrono::nanoseconds may_block) {
   if (t_beat != nullptr) t_beat->busy(may_block);
 }

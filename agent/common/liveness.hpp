@@ -70,6 +70,10 @@ class Waiting {
   Waiting& operator=(const Waiting&) = delete;
 };
 
+// The calling thread came round its loop: its beat (if it has one) is busy with a fresh deadline.
+// Call at the top of every iteration of a loop that may run for long without waiting.
+void alive();
+
 // Marks the calling thread's beat (if it has one) busy, allowing `may_block` beyond the stall
 // timeout: call before a blocking call with its own timeouts (Beat::busy).
 void blocking(std::chrono::nanoseconds may_block);

@@ -28,6 +28,8 @@
 #include "engine/dead_letter_ops.hpp"
 #include "engine/pipeline.hpp"
 #include "engine/run_state.hpp"
+#include "output/delivery.hpp"
+#include "plugin/output.hpp"
 #include "metrics/http_server.hpp"
 #include "metrics/registry.hpp"
 #include "queue/queue.hpp"
@@ -123,6 +125,21 @@ std::vector<std::string> restart_only_changes(const config::Document& running, c
     }
   }
   return out;
+}
+
+// The configuration in force after a reload: `next`, with the values a reload cannot apply (the
+// queue, the dead-letter store, the metrics listener, the agent's id and data directory) kept from
+// `running`, so that the next reload still names them as changed.
+config::Document in_force_after_reload(const config::Document& running, config::Document next) {
+  for (const char* section : {"queue", "dead_letter", "metrics"}) {
+    next.sections.insert_or_assign(std::string(section), running.section(section));
+  }
+  config::SectionValues agent = running.section("agent");
+  for (const char* option : {"log_level", "log_format", "stall_timeout"}) {
+    if (const config::Value* v = next.section("agent").find(option)) agent.set(option, *v);
+  }
+  next.sections.insert_or_assign(std::string("agent"), std::move(agent));
+  return next;
 }
 
 std::string monotonic_usec() {
@@ -224,16 +241,19 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   std::unique_ptr<Pipeline> pipeline;
   // Builds and starts the pipeline of `doc`, relaying the queue's pressure to it. Throws
   // plugin::StartError (nothing of it left running) when a plugin refuses to start.
+  // Its inputs start paused and are let go once everything started: a reload that fails half-way
+  // has not committed records of inputs it then takes back.
   auto start_pipeline = [&](const config::Document& doc) {
     auto p = std::make_unique<Pipeline>(doc, plugins, pipeline_context);
-    queue->set_pressure_listener([raw = p.get()](bool paused) { raw->set_paused(paused); });
-    if (queue->blocked()) p->set_paused(true);
+    p->set_paused(true);
     try {
       p->start();
     } catch (...) {
-      queue->set_pressure_listener(nullptr);
+      p.reset();
       throw;
     }
+    queue->set_pressure_listener([raw = p.get()](bool paused) { raw->set_paused(paused); });
+    p->set_paused(queue->blocked());
     return p;
   };
   try {
@@ -256,10 +276,20 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
           const auto* command = request.if_contains("command");
           const std::string name = command != nullptr && command->is_string() ? std::string(command->as_string()) : "";
           if (name == "dlq.replay") {
-            std::lock_guard hold(pipeline_mutex);
+            // The routes of the pipeline running now, copied: a reload may replace it meanwhile.
+            std::map<std::string, std::shared_ptr<const process::Route>, std::less<>> routes;
+            {
+              std::lock_guard hold(pipeline_mutex);
+              if (!pipeline) return boost::json::object{{"ok", false}, {"error", "tank is stopping"}};
+              routes = pipeline->routes();
+            }
             ReplayOutcome outcome = replay_dead_letters(
-                *queue, [&](std::string_view input) { return pipeline->route(input); }, selection_from_json(request),
-                clock);
+                *queue,
+                [&routes](std::string_view input) -> std::shared_ptr<const process::Route> {
+                  auto it = routes.find(input);
+                  return it == routes.end() ? nullptr : it->second;
+                },
+                selection_from_json(request), clock);
             log::info(kComponent, "dead-letter replay: {} replayed, {} failed again, {} kept{}", outcome.replayed,
                       outcome.failed_again, outcome.kept, outcome.error.empty() ? "" : "; stopped: " + outcome.error);
             return to_json(outcome);
@@ -298,6 +328,50 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
             agent.data_dir.string(),
             server ? fmt::format("metrics on http://{}/metrics", state.metrics_address) : "metrics endpoint off");
 
+  Watchdog watchdog = Watchdog::from_environment();
+  log::Episode stuck(kComponent, log::Level::error);
+  const auto tick = watchdog.enabled()
+                        ? std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), watchdog.ping_every())
+                        : std::chrono::nanoseconds(std::chrono::seconds(1));
+  auto check_liveness = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    const std::vector<liveness::Stall> stalls = liveness::stalled(now);
+    if (!stalls.empty()) {
+      stuck.occur(fmt::format("stuck: {} has not come round its loop within agent.stall_timeout ({}){}",
+                              describe_stalls(stalls),
+                              units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  liveness::stall_timeout())),
+                              watchdog.enabled() ? "; the systemd watchdog is no longer pinged, so systemd restarts tank"
+                                                 : ""));
+      return;
+    }
+    stuck.end("every thread comes round its loop again");
+    if (watchdog.enabled() && now >= watchdog.next) {
+      systemd::notify("WATCHDOG=1");
+      watchdog.next = now + watchdog.ping_every();
+    }
+  };
+  check_liveness();
+
+  // The queue's consumers are those of `doc`: a new one starts after the newest record, one that
+  // is gone is forgotten with its open batches (it would hold every record for ever).
+  auto reconcile_consumers = [&](const config::Document& doc) {
+    std::set<std::string> wanted;
+    for (auto& c : Pipeline::consumers(doc, plugins)) wanted.insert(std::move(c));
+    for (const std::string& c : wanted) queue->add_consumer(c);
+    for (const std::string& c : queue->consumer_names()) {
+      if (wanted.contains(c)) continue;
+      std::vector<std::string> own_state;
+      const std::string prefix = plugin::output_consumer_name("");
+      if (c.starts_with(prefix)) own_state.push_back(output::open_batch_key(c.substr(prefix.size())));
+      if (!queue->remove_consumer(c, std::move(own_state))) {
+        log::error(kComponent, "could not forget the position of \"{}\" (the queue refused the commit); the next "
+                               "reload or start tries again",
+                   c);
+      }
+    }
+  };
+
   // SIGHUP: read the configuration again; apply it when valid (the pipeline restarts on the same
   // queue), keep the running one otherwise. Returns false when neither could be started.
   auto reload = [&]() -> bool {
@@ -325,9 +399,8 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
       back_to_running();
       return true;
     }
-    config::Document next = std::move(*result.document);
     std::size_t plugin_instances = 0;
-    for (const auto& [path, instances] : next.plugins) {
+    for (const auto& [path, instances] : result.document->plugins) {
       if (path.starts_with("inputs.") || path.starts_with("outputs.")) plugin_instances += instances.size();
     }
     if (plugin_instances == 0) {
@@ -339,74 +412,50 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
       back_to_running();
       return true;
     }
-    for (const std::string& what : restart_only_changes(running, next)) {
+    for (const std::string& what : restart_only_changes(running, *result.document)) {
       log::warn(kComponent, "{} changed: a reload cannot apply it (the running value is kept); restart tank to apply "
                             "it", what);
     }
-    const AgentSettings next_agent = agent_settings(next);
-    log::configure(next_agent.log);
-    liveness::set_stall_timeout(next_agent.stall_timeout);
+    config::Document next = in_force_after_reload(running, std::move(*result.document));
 
-    std::set<std::string> kept_consumers;
-    for (auto& c : Pipeline::consumers(next, plugins)) kept_consumers.insert(std::move(c));
     bool ok = true;
+    bool applied = true;
     {
       std::lock_guard hold(pipeline_mutex);
       // Inputs stop first; what they read is committed or left with its source. Sends in flight are
       // abandoned: their batches stay open in the queue and go again, with the same keys.
       queue->set_pressure_listener(nullptr);
       pipeline.reset();
+      check_liveness();
       try {
         pipeline = start_pipeline(next);
-      } catch (const plugin::StartError& e) {
+      } catch (const std::exception& e) {
         log::error(kComponent, "the new configuration cannot start: {}; going back to the running one", e.what());
+        applied = false;
+        check_liveness();
         try {
           pipeline = start_pipeline(running);
-        } catch (const plugin::StartError& again) {
+        } catch (const std::exception& again) {
           log::error(kComponent, "the running configuration cannot start again either: {}; stopping", again.what());
           ok = false;
         }
-        if (ok) back_to_running();
-        return ok;
       }
     }
-    // Outputs and processors that are gone would hold their records for ever.
-    for (const std::string& c : Pipeline::consumers(running, plugins)) {
-      if (kept_consumers.contains(c)) continue;
-      if (!queue->remove_consumer(c)) log::error(kComponent, "could not forget the position of \"{}\"", c);
+    check_liveness();
+    if (!ok) return false;
+    if (applied) {
+      running = std::move(next);
+      const AgentSettings now = agent_settings(running);
+      log::configure(now.log);
+      liveness::set_stall_timeout(now.stall_timeout);
     }
-    running = std::move(next);
+    reconcile_consumers(running);
     state.inputs = pipeline->listening();
     if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
-    log::info(kComponent, "configuration reloaded from {}", name);
+    if (applied) log::info(kComponent, "configuration reloaded from {}", name);
     back_to_running();
     return true;
   };
-
-  Watchdog watchdog = Watchdog::from_environment();
-  log::Episode stuck(kComponent, log::Level::error);
-  const auto tick = watchdog.enabled()
-                        ? std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), watchdog.ping_every())
-                        : std::chrono::nanoseconds(std::chrono::seconds(1));
-  auto check_liveness = [&] {
-    const auto now = std::chrono::steady_clock::now();
-    const std::vector<liveness::Stall> stalls = liveness::stalled(now);
-    if (!stalls.empty()) {
-      stuck.occur(fmt::format("stuck: {} has not come round its loop within agent.stall_timeout ({}){}",
-                              describe_stalls(stalls),
-                              units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  liveness::stall_timeout())),
-                              watchdog.enabled() ? "; the systemd watchdog is no longer pinged, so systemd restarts tank"
-                                                 : ""));
-      return;
-    }
-    stuck.end("every thread comes round its loop again");
-    if (watchdog.enabled() && now >= watchdog.next) {
-      systemd::notify("WATCHDOG=1");
-      watchdog.next = now + watchdog.ping_every();
-    }
-  };
-  check_liveness();
 
   int exit_code = 0;
   for (;;) {

@@ -53,6 +53,8 @@ class Pipeline {
   const RoutePlan& plan() const { return plan_; }
   // The pre-queue route of an input (null for an unknown name), e.g. for a dead-letter replay.
   std::shared_ptr<const process::Route> route(std::string_view input) const;
+  // Every input's pre-queue route (a copy: it outlives the pipeline).
+  std::map<std::string, std::shared_ptr<const process::Route>, std::less<>> routes() const { return routes_; }
 
  private:
   struct Entry {

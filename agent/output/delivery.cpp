@@ -272,6 +272,7 @@ void Delivery::run() {
 }
 
 bool Delivery::run_once() {
+  liveness::alive();
   if (!commit_finished()) return false;
   bool full = false;
   {
@@ -310,6 +311,7 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
   liveness::Beat beat(fmt::format("output {} sender {}", settings_.output, instance));
   liveness::ThreadBeat this_thread(beat);
   for (;;) {
+    liveness::alive();
     InFlight* f = nullptr;
     {
       liveness::Waiting waiting;
@@ -468,6 +470,7 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   std::int64_t deadline_ns = 0;
   std::int64_t steady_deadline_ns = 0;
   for (;;) {
+    liveness::alive();
     if (stopping()) return std::nullopt;
     queue::ReadBatch b;
     try {

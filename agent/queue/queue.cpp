@@ -17,6 +17,7 @@
 
 #include "common/build_info.hpp"
 #include "common/fs.hpp"
+#include "common/liveness.hpp"
 #include "common/units.hpp"
 #include "queue/lmdb.hpp"
 #include "queue/queue_metrics.hpp"
@@ -142,6 +143,8 @@ struct Queue::Group {
   std::uint64_t disk_bytes = 0;
   std::map<std::string, std::uint64_t, std::less<>> consumers;
   bool consumers_changed = false;
+  // Said in the log once the group is committed (an apply may run more than once).
+  std::vector<std::pair<log::Level, std::string>> consumer_news;
 
   // The disk tier after the transaction (captured before commit).
   std::uint64_t disk_records = 0;
@@ -620,16 +623,26 @@ void Queue::add_consumer(const std::string& name) {
   submit(p);
 }
 
-bool Queue::remove_consumer(const std::string& name) {
+bool Queue::remove_consumer(const std::string& name, std::vector<std::string> state_deletes) {
   require_writable();
   {
     std::lock_guard lock(mutex_);
     if (!consumers_.contains(name)) return true;
   }
+  WriteBatch batch;
+  batch.state_deletes = std::move(state_deletes);
   Pending p;
+  p.batch = &batch;
   p.removed_consumers.push_back(name);
   submit(p);
   return p.result.ok();
+}
+
+std::vector<std::string> Queue::consumer_names() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (const auto& [name, pos] : consumers_) out.push_back(name);
+  return out;
 }
 
 CommitResult Queue::commit(const WriteBatch& batch) {
@@ -647,6 +660,9 @@ void Queue::submit(Pending& p) {
   pending_.push_back(&p);
   while (!p.done) {
     if (leader_active_) {
+      // Another thread writes this batch with its group: this one waits (only the writer is
+      // judged by the watchdog: a slow disk shows there once).
+      liveness::Waiting waiting;
       cv_.wait(lock);
       continue;
     }
@@ -864,6 +880,12 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) 
     return;
   }
 
+  if (!p.removed_consumers.empty() && records.empty() && b.state_puts.empty() && b.dead_letters.empty()) {
+    // Forgetting a consumer only frees: never refused for room (the queue may be over a lowered
+    // bound, and this is what brings it down).
+    apply_parts(g, p, true);
+    return;
+  }
   const std::uint64_t estimate = record_pages + estimate_state_pages(b);
   const bool mixed = !b.acks.empty() && !records.empty();
   const bool tight = used_pages(g.txn) + estimate > bound_pages_;
@@ -946,15 +968,17 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
   for (const auto& name : p.new_consumers) {
     if (g.consumers.emplace(name, g.next_seq - 1).second) {
       g.consumers_changed = true;
-      log::info(kComponent, "new consumer \"{}\" starts after record {}", name, g.next_seq - 1);
+      g.consumer_news.emplace_back(log::Level::info,
+                                   fmt::format("new consumer \"{}\" starts after record {}", name, g.next_seq - 1));
     }
   }
   bool removed = false;
   for (const auto& name : p.removed_consumers) {
     auto it = g.consumers.find(name);
     if (it == g.consumers.end()) continue;
-    log::warn(kComponent, "consumer \"{}\" is no longer configured; forgot its position (record {})", name,
-              it->second);
+    g.consumer_news.emplace_back(
+        log::Level::warn,
+        fmt::format("consumer \"{}\" is no longer configured; forgot its position (record {})", name, it->second));
     g.consumers.erase(it);
     const std::string key = consumer_key(name);
     MDB_val k = lmdb::value_of(key);
@@ -1248,6 +1272,7 @@ void Queue::capture_disk_shape(Group& g) const {
 
 void Queue::finish_group_locked(Group& g, bool committed) {
   if (committed) {
+    for (const auto& [level, line] : g.consumer_news) log::emit(level, kComponent, line);
     next_seq_ = g.next_seq;
     if (g.seq_reserved != 0) seq_reserved_ = g.seq_reserved;
     consumers_ = g.consumers;

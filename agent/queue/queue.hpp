@@ -282,11 +282,14 @@ class Queue {
   // Registers a consumer at runtime (it starts after the newest record); no-op if known.
   void add_consumer(const std::string& name);
   // Forgets a consumer at runtime (an output or processor removed by a reload), as open() does
-  // with a stored consumer no longer listed, and deletes what every remaining consumer has
-  // passed: a consumer that is no longer read would hold records for ever. No-op (true) if
-  // unknown; false when the commit failed (call again). Throws std::logic_error on a closed or
-  // read-only queue.
-  bool remove_consumer(const std::string& name);
+  // with a stored consumer no longer listed, deletes the state keys `state_deletes` (its own) in
+  // the same commit, and deletes what every remaining consumer has passed: a consumer that is no
+  // longer read would hold records for ever. No-op (true) if unknown; false when the commit
+  // failed (call again). Throws std::logic_error on a closed or read-only queue.
+  bool remove_consumer(const std::string& name, std::vector<std::string> state_deletes = {});
+
+  // The names of the registered consumers.
+  std::vector<std::string> consumer_names() const;
 
   // A value committed with WriteBatch::state_puts, or nullopt.
   std::optional<std::string> state(std::string_view key) const;

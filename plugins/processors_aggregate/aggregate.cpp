@@ -310,6 +310,7 @@ class AggregateStage final : public plugin::Stage {
     for (Route& r : routes_) drain(pending, r, false);
     std::string detail;
     for (;;) {
+      liveness::alive();
       {
         std::lock_guard lock(mutex_);
         if (stopping_) break;
@@ -398,6 +399,7 @@ class AggregateStage final : public plugin::Stage {
   std::size_t drain(Pending& pending, Route& r, bool all) {
     std::size_t n = 0;
     for (;;) {
+      liveness::alive();
       emitted_.clear();
       const bool done = all ? r.aggregator->close_all(&emitted_, kEmitChunk)
                             : r.aggregator->close_ready(&emitted_, kEmitChunk);

@@ -330,6 +330,9 @@ TEST_CASE("reload: an output removed by a reload no longer holds records and a r
   CHECK(has(tank.process().err(), "[queue] changed: a reload cannot apply it"));
   CHECK(wait_until([&] { return metric(metrics, "tank_queue_records") == 0; }));
   CHECK(metric(metrics, "tank_queue_disk_limit_bytes") == 1024.0 * 1024 * 1024);
+  // Still not applied: the next reload says so again.
+  tank.process().signal(SIGHUP);
+  CHECK(wait_until([&] { return occurrences(tank.process().err(), "[queue] changed: a reload cannot apply it") == 2; }));
   CHECK(tank.stop() == 0);
   auto stats = run({tank_binary(), "queue", "stats", "--data-dir", (dir / "data").string(), "--json"});
   CHECK(has(stats.out, "output/archive"));
@@ -342,7 +345,7 @@ TEST_CASE("reload: a configuration that cannot start (its port is taken) is undo
   const int port = free_tcp_port();
   const auto config = write_config(dir, "", tcp_input("plant", port) + file_output(dir, "archive"));
   TankProcess tank(config);
-  tank.wait_running(dir / "data");
+  const std::string metrics = tank.wait_running(dir / "data");
   // Another program holds this port.
   const int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -353,14 +356,20 @@ TEST_CASE("reload: a configuration that cannot start (its port is taken) is undo
   REQUIRE(::listen(holder, 1) == 0);
   REQUIRE(::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
   const int taken = ntohs(addr.sin_port);
-  write_config(dir, "", tcp_input("plant", port) + tcp_input("other", taken) + file_output(dir, "archive"));
+  // A new output too: it must not stay behind in the queue when the reload is undone.
+  write_config(dir, "", tcp_input("plant", port) + tcp_input("other", taken) + file_output(dir, "archive") +
+                            file_output(dir, "extra"));
   tank.process().signal(SIGHUP);
   REQUIRE(wait_until([&] { return has(tank.process().err(), "going back to the running one"); }));
   CHECK(has(tank.process().err(), fmt::format("cannot listen on 127.0.0.1:{}", taken)));
   send_numbers(fmt::format("127.0.0.1:{}", port), 0, 100);
   CHECK(wait_until([&] { return numbers_in(dir / "archive").size() == 100; }));
+  CHECK(wait_until([&] { return metric(metrics, "tank_queue_records") == 0; }));
   CHECK(tank.stop() == 0);
   ::close(holder);
+  auto stats = run({tank_binary(), "queue", "stats", "--data-dir", (dir / "data").string(), "--json"});
+  CHECK(has(stats.out, "output/archive"));
+  CHECK_FALSE(has(stats.out, "output/extra"));
 }
 
 TEST_CASE("logs: log_format json gives one object per line and bad input is described without its content",
