@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -110,12 +111,32 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   if (::stat(data.c_str(), &st) != 0) {
     return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
   }
+  lmdb::Txn txn(env.get(), MDB_RDONLY);
   if (static_cast<std::uint64_t>(st.st_size) < needed) {
-    return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(), st.st_size,
-                               needed));
+    // LMDB's last page number also counts pages a transaction took at the end of the file and
+    // freed again before its commit ("loose" pages): they go to the freelist without ever being
+    // written, so a sound file may end before them. Only such free pages may lie past its end;
+    // anything else is a truncated file.
+    const std::uint64_t file_pages = static_cast<std::uint64_t>(st.st_size) / env_stat.ms_psize;
+    const std::uint64_t last = info.me_last_pgno;
+    std::vector<bool> free_past_end(static_cast<std::size_t>(std::min<std::uint64_t>(last + 1 - file_pages, 4096)));
+    if (last + 1 - file_pages <= free_past_end.size()) {
+      lmdb::Cursor free_list(txn.get(), 0);  // FREE_DBI: txn id -> {count, page numbers...}
+      MDB_val k, v;
+      for (bool more = free_list.get(k, v, MDB_FIRST); more; more = free_list.get(k, v, MDB_NEXT)) {
+        const auto* ids = static_cast<const std::size_t*>(v.mv_data);
+        const std::size_t count = v.mv_size / sizeof(std::size_t) == 0 ? 0 : ids[0];
+        for (std::size_t i = 1; i <= count && i < v.mv_size / sizeof(std::size_t); ++i) {
+          if (ids[i] >= file_pages && ids[i] <= last) free_past_end[static_cast<std::size_t>(ids[i] - file_pages)] = true;
+        }
+      }
+    }
+    if (free_past_end.empty() || !std::all_of(free_past_end.begin(), free_past_end.end(), [](bool b) { return b; })) {
+      return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(),
+                                 st.st_size, needed));
+    }
   }
 
-  lmdb::Txn txn(env.get(), MDB_RDONLY);
   auto open_db = [&](const char* name, MDB_dbi* dbi) {
     int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
     if (orc == MDB_NOTFOUND) return false;
