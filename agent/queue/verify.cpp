@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csetjmp>
 #include <cstring>
 #include <vector>
 
@@ -77,6 +78,9 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
   return {};
 }
 
+// Where a SIGBUS while reading the freelist of a short file jumps to (verify_env).
+sigjmp_buf g_truncated_read;
+
 VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bool use_lock_file) {
   std::filesystem::path data = dir / "data.mdb";
   struct stat st {};
@@ -119,17 +123,39 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     // anything else is a truncated file.
     const std::uint64_t file_pages = static_cast<std::uint64_t>(st.st_size) / env_stat.ms_psize;
     const std::uint64_t last = info.me_last_pgno;
-    std::vector<bool> free_past_end(static_cast<std::size_t>(std::min<std::uint64_t>(last + 1 - file_pages, 4096)));
+    // A file cut short by more than a few transactions' loose pages is truncated (looking at the
+    // freelist of such a file could itself read past its end).
+    constexpr std::uint64_t kMostLoosePages = 256;
+    std::vector<bool> free_past_end(
+        static_cast<std::size_t>(std::min<std::uint64_t>(last + 1 - file_pages, kMostLoosePages)));
     if (last + 1 - file_pages <= free_past_end.size()) {
-      lmdb::Cursor free_list(txn.get(), 0);  // FREE_DBI: txn id -> {count, page numbers...}
-      MDB_val k, v;
-      for (bool more = free_list.get(k, v, MDB_FIRST); more; more = free_list.get(k, v, MDB_NEXT)) {
-        const auto* ids = static_cast<const std::size_t*>(v.mv_data);
-        const std::size_t count = v.mv_size / sizeof(std::size_t) == 0 ? 0 : ids[0];
-        for (std::size_t i = 1; i <= count && i < v.mv_size / sizeof(std::size_t); ++i) {
-          if (ids[i] >= file_pages && ids[i] <= last) free_past_end[static_cast<std::size_t>(ids[i] - file_pages)] = true;
+      // The freelist's own pages may be among those cut off: reading them raises SIGBUS, which
+      // here means "truncated" (the check runs in a child of its own: verify_in_child).
+      struct sigaction on_bus {}, previous {};
+      on_bus.sa_handler = [](int) { siglongjmp(g_truncated_read, 1); };
+      sigemptyset(&on_bus.sa_mask);
+      ::sigaction(SIGBUS, &on_bus, &previous);
+      if (sigsetjmp(g_truncated_read, 1) == 0) {
+        // A plain cursor (no destructor is jumped over); FREE_DBI: txn id -> {count, page numbers...}
+        MDB_cursor* free_list = nullptr;
+        lmdb::check(mdb_cursor_open(txn.get(), 0, &free_list), "opening the freelist");
+        MDB_val k, v;
+        for (int got = mdb_cursor_get(free_list, &k, &v, MDB_FIRST); got == 0;
+             got = mdb_cursor_get(free_list, &k, &v, MDB_NEXT)) {
+          const auto* ids = static_cast<const std::size_t*>(v.mv_data);
+          const std::size_t n = v.mv_size / sizeof(std::size_t);
+          const std::size_t count = n == 0 ? 0 : ids[0];
+          for (std::size_t i = 1; i <= count && i < n; ++i) {
+            if (ids[i] >= file_pages && ids[i] <= last) {
+              free_past_end[static_cast<std::size_t>(ids[i] - file_pages)] = true;
+            }
+          }
         }
+        mdb_cursor_close(free_list);
+      } else {
+        std::fill(free_past_end.begin(), free_past_end.end(), false);
       }
+      ::sigaction(SIGBUS, &previous, nullptr);
     }
     if (free_past_end.empty() || !std::all_of(free_past_end.begin(), free_past_end.end(), [](bool b) { return b; })) {
       return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(),
