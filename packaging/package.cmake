@@ -42,8 +42,8 @@ set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE "${TANK_DEB_ARCH}")
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 if(TANK_STATIC)
-  # Only the C library is linked dynamically (cross/README.md); glibc 2.36 is Debian 12's.
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.34)")
+  # Only the C library is linked dynamically (cross/README.md); 2.36 for arc4random (libstdc++).
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.36)")
 else()
   # A build against Debian's shared libraries: dpkg-shlibdeps names them.
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)

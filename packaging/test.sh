@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds tank and runs the whole test suite twice: a normal build with warnings as errors, then
-# an AddressSanitizer + UndefinedBehaviorSanitizer build. Installs what it needs first.
+# an AddressSanitizer + UndefinedBehaviorSanitizer build; then the static builds for amd64,
+# arm64 (its unit tests under qemu-aarch64) and armhf (cross/README.md). Installs what it needs
+# first.
 # This is what CI runs (.ci/run).
 set -eu
 cd "$(dirname "$0")/.."
@@ -22,4 +24,9 @@ echo "== tests (ASan + UBSan)"
 (cd build/ci-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest -j "$jobs" --output-on-failure)
 
-echo "== all tests passed in both builds ($(( $(date +%s) - start ))s)"
+echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (tank version under qemu-arm), with their packages"
+cross/build.sh amd64 --deb
+cross/build.sh arm64 --tests --deb
+cross/build.sh armhf --deb
+
+echo "== all tests passed in both builds and the static ARM builds ($(( $(date +%s) - start ))s)"

@@ -5,11 +5,20 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#if !defined(__SIZEOF_INT128__)
+#include <boost/multiprecision/cpp_int.hpp>
+#endif
 
 namespace tank::units {
 namespace {
 
+#if defined(__SIZEOF_INT128__)
 __extension__ typedef unsigned __int128 u128;
+#else
+// 32-bit targets (armhf) have no __int128: Boost's fixed-size 128-bit integer, unchecked (it
+// wraps like the built-in one).
+using u128 = boost::multiprecision::uint128_t;
+#endif
 
 struct Unit {
   std::string_view name;

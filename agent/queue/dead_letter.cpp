@@ -27,6 +27,9 @@ T get(std::string_view in, std::size_t at) {
 }
 
 std::string_view clip(std::string_view s, std::size_t max) { return s.substr(0, std::min(s.size(), max)); }
+// Whether a length fits a 32-bit length field (always true where size_t has 32 bits; a function,
+// so that the comparison is not flagged by -Wtype-limits there).
+constexpr bool fits_u32(std::uint64_t n) { return n <= 0xffffffffULL; }
 
 }  // namespace
 
@@ -49,7 +52,7 @@ std::string encode_dead_letter(const DeadLetter& letter, std::string_view versio
   std::string_view detail = clip(letter.detail, 16 * 1024);
   std::string_view original = clip(letter.original, kMaxDeadLetterBytes);
   std::uint64_t size = std::max<std::uint64_t>(letter.original_size, letter.original.size());
-  std::string_view attributes = letter.attributes.size() <= 0xffffffffULL ? std::string_view(letter.attributes) : "";
+  std::string_view attributes = fits_u32(letter.attributes.size()) ? std::string_view(letter.attributes) : "";
   std::string out(kHeaderV2, '\0');
   out[0] = 2;
   out[1] = original.size() < size ? 1 : 0;

@@ -23,6 +23,9 @@ void put_u64(char* p, std::uint64_t v) {
 std::uint64_t load_u64(const char* p) {
   return static_cast<std::uint64_t>(detail::load_u32(p)) | (static_cast<std::uint64_t>(detail::load_u32(p + 4)) << 32);
 }
+// Whether a length fits a 32-bit length field. Always true where size_t has 32 bits (armhf); a
+// function, so that the comparison is on 64 bits there too and not flagged by -Wtype-limits.
+constexpr bool fits_u32(std::uint64_t n) { return n <= 0xffffffffULL; }
 
 }  // namespace
 
@@ -38,12 +41,12 @@ void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::strin
   }
   std::size_t attr_bytes = 0;
   for (const Attribute& a : attributes) {
-    if (a.key.size() > 0xffff || a.value.size() > 0xffffffffULL) {
+    if (a.key.size() > 0xffff || !fits_u32(a.value.size())) {
       throw std::invalid_argument("record attribute too long");
     }
     attr_bytes += 6 + a.key.size() + a.value.size();
   }
-  if (attr_bytes > 0xffffffffULL) throw std::invalid_argument("record attributes too long");
+  if (!fits_u32(attr_bytes)) throw std::invalid_argument("record attributes too long");
   std::size_t start = arena_.size();
   arena_.resize(start + kRecordHeaderBytes + input.size() + attr_bytes + payload.size());
   char* p = arena_.data() + start;
@@ -119,7 +122,7 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
 std::string encode_attributes(std::span<const Attribute> attributes) {
   std::string out;
   for (const Attribute& a : attributes) {
-    if (a.key.size() > 0xffff || a.value.size() > 0xffffffffULL) continue;
+    if (a.key.size() > 0xffff || !fits_u32(a.value.size())) continue;
     char header[6];
     put_u16(header, static_cast<std::uint16_t>(a.key.size()));
     put_u32(header + 2, static_cast<std::uint32_t>(a.value.size()));
