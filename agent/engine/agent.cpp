@@ -23,6 +23,7 @@
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
 #include <boost/json.hpp>
+#include <prometheus/counter.h>
 
 #include "engine/control.hpp"
 #include "engine/dead_letter_ops.hpp"
@@ -200,6 +201,23 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   auto build_metrics = metrics::make_build_info_collectable();
   registry.add_collectable(process_metrics);
   registry.add_collectable(build_metrics);
+  // Operations: reloads by outcome, and the threads the watchdog finds stuck now.
+  auto& reloads = prometheus::BuildCounter()
+                      .Name("tank_reloads_total")
+                      .Help("Configuration reloads (SIGHUP) by result: applied, refused (invalid or empty: the "
+                            "running configuration goes on), undone (could not start: the previous one runs again)")
+                      .Register(registry.core());
+  prometheus::Counter& reloads_applied = reloads.Add({{"result", "applied"}});
+  prometheus::Counter& reloads_refused = reloads.Add({{"result", "refused"}});
+  prometheus::Counter& reloads_undone = reloads.Add({{"result", "undone"}});
+  auto stuck_metrics = std::make_shared<metrics::FunctionCollectable>([] {
+    return std::vector<prometheus::MetricFamily>{metrics::gauge_family(
+        "tank_threads_stuck",
+        "Threads that have not come round their loop within agent.stall_timeout (the systemd watchdog is not "
+        "pinged while this is above 0)",
+        static_cast<double>(liveness::stalled().size()))};
+  });
+  registry.add_collectable(stuck_metrics);
 
   queue::Options queue_options = queue::options_from(document, agent.data_dir / "queue");
   queue_options.verification = verification.depth;
@@ -396,6 +414,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
       log::error(kComponent, "the new configuration has {} error{}; it was not applied and the running one goes on "
                              "(fix {} and reload again)",
                  n, n == 1 ? "" : "s", name);
+      reloads_refused.Increment();
       back_to_running();
       return true;
     }
@@ -409,6 +428,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
       log::error(kComponent, "the new configuration has no inputs and no outputs (is {} empty or half written?); it "
                              "was not applied and the running one goes on",
                  name);
+      reloads_refused.Increment();
       back_to_running();
       return true;
     }
@@ -453,6 +473,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     state.inputs = pipeline->listening();
     if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
     if (applied) log::info(kComponent, "configuration reloaded from {}", name);
+    (applied ? reloads_applied : reloads_undone).Increment();
     back_to_running();
     return true;
   };

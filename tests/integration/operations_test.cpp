@@ -175,11 +175,13 @@ TEST_CASE("watchdog: a wedged delivery thread stops the pings and tank names it"
   TankProcess tank(config, {{"NOTIFY_SOCKET", notify.address()},
                             {"WATCHDOG_USEC", "200000"},
                             {"TANK_FAILPOINTS", "output.send=1:hang"}});
-  tank.wait_running(dir / "data");
+  const std::string metrics = tank.wait_running(dir / "data");
   CHECK(wait_until([&] { return notify.count("WATCHDOG=1") >= 3; }));
+  CHECK(metric(metrics, "tank_threads_stuck") == 0);
   send_numbers(fmt::format("127.0.0.1:{}", port), 0, 10);
   REQUIRE(wait_until([&] { return has(tank.process().err(), "stuck: \"output archive sender 0\""); }));
   CHECK(has(tank.process().err(), "the systemd watchdog is no longer pinged"));
+  CHECK(metric(metrics, "tank_threads_stuck") == 1);
   // No ping after the stall was seen: systemd would restart tank after WatchdogSec.
   const std::size_t pings = notify.count("WATCHDOG=1");
   CHECK_FALSE(wait_until([&] { return notify.count("WATCHDOG=1") > pings; }, std::chrono::milliseconds(1500)));
@@ -294,6 +296,9 @@ TEST_CASE("reload: a valid configuration is applied on the same queue with nothi
   CHECK(wait_until([&] { return numbers_in(dir / "archive").size() == 4500; }, std::chrono::seconds(30)));
   CHECK(wait_until([&] { return numbers_in(dir / "copy").size() == 3500; }, std::chrono::seconds(30)));
   CHECK(wait_until([&] { return metric(metrics, "tank_queue_records") == 0; }));
+  CHECK(metric(metrics, R"(tank_reloads_total{result="applied"})") == 3);
+  CHECK(metric(metrics, R"(tank_reloads_total{result="refused"})") == 2);
+  CHECK(metric(metrics, R"(tank_reloads_total{result="undone"})") == 0);
   CHECK(tank.stop() == 0);
   INFO(tank.process().err());
   const auto archive = numbers_in(dir / "archive");
@@ -365,6 +370,7 @@ TEST_CASE("reload: a configuration that cannot start (its port is taken) is undo
   send_numbers(fmt::format("127.0.0.1:{}", port), 0, 100);
   CHECK(wait_until([&] { return numbers_in(dir / "archive").size() == 100; }));
   CHECK(wait_until([&] { return metric(metrics, "tank_queue_records") == 0; }));
+  CHECK(metric(metrics, R"(tank_reloads_total{result="undone"})") == 1);
   CHECK(tank.stop() == 0);
   ::close(holder);
   auto stats = run({tank_binary(), "queue", "stats", "--data-dir", (dir / "data").string(), "--json"});
