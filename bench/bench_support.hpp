@@ -120,6 +120,13 @@ class Child {
   }
   // The caller waited for the process itself: nothing left to stop.
   void reaped() { pid_ = -1; }
+  // kill -9, and reaped.
+  void kill_hard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
   bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
 
  private:

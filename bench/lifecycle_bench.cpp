@@ -231,9 +231,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < repeat; ++r) {
     std::unique_ptr<Child> tank;
     start_to_ready(tank, run_full, dir / "full.log", {}, notify);
-    ::kill(tank->pid(), SIGKILL);
-    ::waitpid(tank->pid(), nullptr, 0);
-    tank->reaped();
+    tank->kill_hard();
     const double ready = start_to_ready(tank, run_full, dir / "full.log", {}, notify);
     fmt::print("start, full queue         READY after {:7.1f} ms   (after kill -9, same boot: quick check)\n", ready);
   }
@@ -242,9 +240,7 @@ int main(int argc, char** argv) {
     // record of the queue (docs/queue.md). The page cache is dropped first, as after a reboot.
     std::unique_ptr<Child> tank;
     start_to_ready(tank, run_full, dir / "full.log", {}, notify);
-    ::kill(tank->pid(), SIGKILL);
-    ::waitpid(tank->pid(), nullptr, 0);
-    tank->reaped();
+    tank->kill_hard();
     const fs::path state = dir / "data" / "run.json";
     std::ifstream in(state);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

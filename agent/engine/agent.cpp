@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -99,14 +100,17 @@ std::string describe_stalls(const std::vector<liveness::Stall>& stalls) {
   return out;
 }
 
+// Whether `option` has the same value (or is absent) in both.
+bool same_value(const config::SectionValues& a, const config::SectionValues& b, std::string_view option) {
+  const config::Value* x = a.find(option);
+  const config::Value* y = b.find(option);
+  if (x == nullptr || y == nullptr) return x == y;
+  return x->data == y->data;
+}
+
 bool same_values(const config::SectionValues& a, const config::SectionValues& b) {
-  for (const config::Option& o : a.section().options) {
-    const config::Value* x = a.find(o.name);
-    const config::Value* y = b.find(o.name);
-    if ((x == nullptr) != (y == nullptr)) return false;
-    if (x != nullptr && x->data != y->data) return false;
-  }
-  return true;
+  return std::all_of(a.section().options.begin(), a.section().options.end(),
+                     [&](const config::Option& o) { return same_value(a, b, o.name); });
 }
 
 // The settings a reload cannot change (the queue, the data directory, the agent's id that is in
@@ -116,12 +120,8 @@ std::vector<std::string> restart_only_changes(const config::Document& running, c
   for (const char* section : {"queue", "dead_letter", "metrics"}) {
     if (!same_values(running.section(section), next.section(section))) out.push_back(fmt::format("[{}]", section));
   }
-  const auto& a = running.section("agent");
-  const auto& b = next.section("agent");
   for (const char* option : {"id", "data_dir"}) {
-    const config::Value* x = a.find(option);
-    const config::Value* y = b.find(option);
-    if ((x == nullptr) != (y == nullptr) || (x != nullptr && x->data != y->data)) {
+    if (!same_value(running.section("agent"), next.section("agent"), option)) {
       out.push_back(fmt::format("agent.{}", option));
     }
   }
