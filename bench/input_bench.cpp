@@ -103,71 +103,6 @@ unsigned g_sink_delay_ms = 0;
 unsigned g_output_in_flight = 1;
 unsigned g_output_batch = 10000;
 
-// The upstream for --output http: a Beast HTTP/1.1 server on 127.0.0.1 that reads each request
-// and answers 200 at once (no decompression: it must not be the bottleneck). Counts requests and
-// bytes.
-class HttpSink {
- public:
-  HttpSink() : acceptor_(io_, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)) {
-    thread_ = std::thread([this] {
-      for (;;) {
-        auto socket = std::make_shared<boost::asio::ip::tcp::socket>(io_);
-        boost::system::error_code ec;
-        acceptor_.accept(*socket, ec);
-        if (ec || stopping_) return;
-        std::thread([this, socket] { serve(*socket); }).detach();
-      }
-    });
-  }
-  ~HttpSink() {
-    stopping_ = true;
-    boost::system::error_code ec;
-    boost::asio::ip::tcp::socket poke(io_);
-    poke.connect(acceptor_.local_endpoint(), ec);
-    thread_.join();
-  }
-  std::string url() const { return fmt::format("http://127.0.0.1:{}/ingest", acceptor_.local_endpoint().port()); }
-  std::uint64_t bytes() const { return bytes_; }
-  std::uint64_t requests() const { return requests_; }
-
- private:
-  void serve(boost::asio::ip::tcp::socket& socket) {
-    namespace http = boost::beast::http;
-    boost::beast::flat_buffer buffer;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(1ULL << 30);
-      boost::system::error_code ec;
-      http::read(socket, buffer, parser, ec);
-      if (ec) return;
-      bytes_ += parser.get().body().size();
-      ++requests_;
-      if (g_sink_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(g_sink_delay_ms));
-      http::response<http::empty_body> res{http::status::ok, 11};
-      res.keep_alive(true);
-      res.prepare_payload();
-      http::write(socket, res, ec);
-      if (ec) return;
-    }
-  }
-  boost::asio::io_context io_;
-  boost::asio::ip::tcp::acceptor acceptor_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::uint64_t> bytes_{0};
-  std::atomic<std::uint64_t> requests_{0};
-};
-
-std::string scrape_metrics(const std::string& metrics_address) {
-  int fd = connect_tcp(metrics_address);
-  write_all(fd, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n");
-  std::string text;
-  char buf[65536];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
-  return text;
-}
-
 // The upper bounds of the histogram buckets that hold the p50 and p99 of the output's delivery
 // latency (tank_output_delivery_latency_seconds{output="bench"}).
 std::string latency_quantiles(const std::string& metrics_address) {
@@ -215,16 +150,11 @@ std::uint64_t records_counted(const std::string& metrics_address) {
   return total;
 }
 
-struct Tank {
-  std::unique_ptr<Child> process;
-  std::string metrics_address;
-  std::string input_address;
-};
+using Tank = RunningTank;
 
 Tank start_tank(const std::string& binary, const fs::path& dir, const std::string& fsync, const std::string& input) {
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const auto config = dir / "tank.toml";
   std::string pipeline = input;
   if (g_processor != "none") {
     pipeline += "format = \"json\"\n\n";
@@ -246,27 +176,8 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
                             "linger = \"10ms\"\nmax_in_flight = {}\n",
                             g_sink_url, g_output_batch, g_output_in_flight);
   }
-  std::ofstream(config) << fmt::format(
-      "[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
-      "[queue]\nmode = \"disk\"\nmax_disk_bytes = \"16GiB\"\nfsync = \"{}\"\noverflow = \"block\"\n\n"
-      "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}",
-      (dir / "data").string(), fsync, pipeline);
-  Tank t;
-  t.process = std::make_unique<Child>(std::vector<std::string>{binary, "run", "-c", config.string()}, dir / "tank.log");
-  const pid_t pid = t.process->pid();
-  bool up = wait_for([&] {
-    if (!t.process->running()) return true;
-    std::string error;
-    auto s = tank::engine::read_run_state(dir / "data" / "run.json", &error);
-    if (!s || s->state != "running" || s->pid != pid) return false;
-    t.metrics_address = s->metrics_address;
-    for (const auto& [name, where] : s->inputs) {
-      if (name == "bench") t.input_address = where;
-    }
-    return true;
-  }, std::chrono::seconds(30));
-  if (!up || t.metrics_address.empty()) die("tank did not start; see " + (dir / "tank.log").string());
-  return t;
+  return bench::start_tank(binary, dir, dir / "data",
+                           bench_config(dir / "data", fsync, pipeline));
 }
 
 struct Result {
@@ -277,21 +188,6 @@ struct Result {
   double tank_cpu = -1;    // CPU seconds tank used during the run (user + system)
   double broker_cpu = -1;  // CPU seconds mosquitto used (MQTT)
 };
-
-// CPU seconds (user + system) a process has used so far.
-double cpu_seconds(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  auto close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
-  }
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
 
 // Waits until tank counted `n` records (or stopped counting for 10 s); the time since `start`.
 Result finish(Tank& tank, std::uint64_t n, Clock::time_point start, double tank_cpu_at_start) {
@@ -427,92 +323,12 @@ Result run_http(const std::string& binary, const fs::path& dir, const std::strin
 // ---------------------------------------------------------------------------------------------
 // MQTT
 
-class MqttConnection {
- public:
-  MqttConnection(int port, const std::string& client_id, bool clean) {
-    fd_ = connect_tcp(fmt::format("127.0.0.1:{}", port));
-    tank::mqtt::ConnectOptions o;
-    o.client_id = client_id;
-    o.clean_start = clean;
-    o.keep_alive_seconds = 600;
-    write_all(fd_, tank::mqtt::encode_connect(o));
-    auto p = next();
-    if (!p || p->first != tank::mqtt::PacketType::connack) die("no CONNACK from mosquitto");
-  }
-  ~MqttConnection() { ::close(fd_); }
-  int fd() const { return fd_; }
-
-  // The next packet: type and body; nullopt at the end of the stream.
-  std::optional<std::pair<tank::mqtt::PacketType, std::string>> next() {
-    for (;;) {
-      auto f = tank::mqtt::frame(std::string_view(buf_).substr(pos_));
-      if (!f.error.empty()) die("MQTT: " + f.error);
-      if (f.packet) {
-        std::pair<tank::mqtt::PacketType, std::string> out{f.packet->type, std::string(f.packet->body)};
-        flags_ = f.packet->flags;
-        pos_ += f.packet->size;
-        return out;
-      }
-      buf_.erase(0, pos_);
-      pos_ = 0;
-      char tmp[65536];
-      ssize_t n = ::read(fd_, tmp, sizeof tmp);
-      if (n <= 0) return std::nullopt;
-      buf_.append(tmp, static_cast<std::size_t>(n));
-    }
-  }
-  std::uint8_t flags() const { return flags_; }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-  std::size_t pos_ = 0;
-  std::uint8_t flags_ = 0;
-};
-
-struct Broker {
-  std::unique_ptr<Child> process;
-  int port = 0;
-};
-
-Broker start_mosquitto(const fs::path& dir, int max_inflight) {
-  fs::create_directories(dir);
-  Broker b;
-  b.port = free_port();
-  std::ofstream(dir / "mosquitto.conf") << fmt::format(
-      "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages {}\n"
-      "max_queued_messages 0\nmax_queued_bytes 0\nuser root\n",
-      b.port, max_inflight);
-  b.process = std::make_unique<Child>(
-      std::vector<std::string>{"/usr/sbin/mosquitto", "-c", (dir / "mosquitto.conf").string()}, dir / "mosquitto.log");
-  bool up = wait_for([&] {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<unsigned short>(b.port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    return ok;
-  }, std::chrono::seconds(10));
-  if (!up) die("mosquitto did not start; see " + (dir / "mosquitto.log").string());
-  return b;
-}
-
 // Publishes n payloads at `qos` (QoS 1: at most `window` unacknowledged).
 void publish(int port, std::uint64_t n, int qos, std::uint64_t window = 1000) {
   MqttConnection c(port, "bench-publisher", true);
   std::atomic<std::uint64_t> acked{0};
   std::thread reader;
-  if (qos == 1) {
-    reader = std::thread([&] {
-      while (acked < n) {
-        auto p = c.next();
-        if (!p) die("mosquitto closed the publisher's connection");
-        if (p->first == tank::mqtt::PacketType::puback) ++acked;
-      }
-    });
-  }
+  if (qos == 1) reader = count_pubacks(c, acked, n);
   std::string out;
   std::uint16_t id = 0;
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -654,6 +470,7 @@ int main(int argc, char** argv) {
   std::optional<HttpSink> sink;
   if (g_output == "http") {
     sink.emplace();
+    sink->set_delay_ms(g_sink_delay_ms);
     g_sink_url = sink->url();
   }
   for (int rep = 0; rep < repeat; ++rep) {
