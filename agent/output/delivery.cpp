@@ -330,7 +330,36 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
       f->stage = InFlight::Stage::sending;
       metrics_->in_flight->Set(++sending_);
     }
-    std::optional<plugin::SendResult> result = send_until_done(output, f->batch);
+    bool evicted = false;
+    std::optional<plugin::SendResult> result = send_until_done(output, f->batch, evicted);
+    while (evicted) {
+      // overflow = "drop_oldest" evicted records of the batch while it was retried (the upstream
+      // was away and the queue full). They are counted as dropped, so they must not arrive as
+      // well: what is left of the batch goes instead, with its own key, as after a restart.
+      log::warn(fmt::format("output {}", settings_.output),
+                "records of the batch {} to {} were evicted by overflow = \"drop_oldest\" while it was retried; "
+                "sending the rest", f->batch.first, f->batch.last);
+      f->batch = Prepared{};
+      evicted = false;
+      std::optional<bool> left;
+      while (!left) {
+        try {
+          left = reread(f->open, f->batch);
+        } catch (const std::exception& e) {
+          log::error(fmt::format("output {}", settings_.output), "reading the batch {} to {} again failed: {}; trying again",
+                     f->open.first_seq, f->open.last_seq, e.what());
+          f->batch = Prepared{};
+          if (!wait_for(std::chrono::seconds(1))) break;
+        }
+      }
+      if (!left) break;  // stopping: the batch stays open (a restart reads it again)
+      if (!*left) {
+        result = plugin::SendResult{plugin::SendStatus::delivered, "evicted", std::nullopt};
+        f->batch.records.clear();
+        break;
+      }
+      result = send_until_done(output, f->batch, evicted);
+    }
     {
       std::lock_guard lock(mutex_);
       metrics_->in_flight->Set(--sending_);
@@ -610,7 +639,7 @@ bool Delivery::reread(const OpenBatch& open, Prepared& out) {
   return prepare(open, out);
 }
 
-std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& output, Prepared& batch) {
+std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& output, Prepared& batch, bool& evicted) {
   const std::string component = fmt::format("output {}", settings_.output);
   log::Episode failing(component, log::Level::warn);
   std::string last_cause;
@@ -644,6 +673,12 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
         liveness::Waiting waiting;
         wake_.wait_until(lock, probing_ ? now + kIdlePoll : open_until_);
       }
+    }
+    if (attempt > 0 && queue_.oldest_seq() > batch.first) {
+      std::lock_guard lock(mutex_);
+      if (probe) probing_ = false;
+      evicted = true;
+      return std::nullopt;
     }
     liveness::blocking(output.longest_send());
     failpoint::hit("output.send");

@@ -121,8 +121,10 @@ class Delivery {
   // Reads the records of `open` again (after a restart) and prepares them.
   bool reread(const OpenBatch& open, Prepared& out);
   // Sends until delivered or rejected (retries, backoff, the circuit breaker); nullopt when
-  // stopping first.
-  std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch);
+  // stopping first, or (with `evicted` set) when overflow = "drop_oldest" evicted records of the
+  // batch before a retry: they are counted as dropped, so they are not sent (the caller reads
+  // what is left of the batch, as a restart would).
+  std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch, bool& evicted);
   // Commits what finished batches need (dead letters, done flags, the acknowledgement of the
   // finished front); false when stopping first.
   bool commit_finished();

@@ -1613,6 +1613,14 @@ std::vector<std::uint64_t> Queue::disk_bytes_after(std::span<const std::uint64_t
   return out;
 }
 
+std::uint64_t Queue::oldest_seq() const {
+  std::lock_guard lock(mutex_);
+  std::uint64_t oldest = next_seq_;
+  if (first_disk_seq_ != 0) oldest = std::min(oldest, first_disk_seq_);
+  if (!memory_.empty()) oldest = std::min(oldest, memory_.front().front_seq());
+  return oldest;
+}
+
 Stats Queue::stats() const {
   std::shared_lock env_lock(env_mutex_);
   Stats s;

@@ -303,6 +303,10 @@ class Queue {
   DeadLetterStats dead_letter_stats() const;
 
   Stats stats() const;
+  // The sequence number of the oldest record still stored, in either tier (next_seq when the
+  // queue is empty): every record before it is gone, acknowledged by every consumer or evicted
+  // by overflow = "drop_oldest". Cheap (no LMDB transaction).
+  std::uint64_t oldest_seq() const;
 
   // The encoded bytes of the records on disk after each position (a consumer's lag in bytes),
   // in one pass over the records after the smallest position: O(records), for `tank queue

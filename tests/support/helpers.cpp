@@ -64,6 +64,26 @@ std::string read_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
+int free_tcp_port() {
+  int low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low;
+  static std::mt19937 random(std::random_device{}());
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(std::min(10000, low / 2), low - 1)(random);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  throw std::runtime_error("no free TCP port found below the ephemeral range");
+}
+
 Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env) {
   static std::atomic<int> counter{0};
   std::filesystem::path dir = std::filesystem::temp_directory_path();
@@ -93,6 +113,9 @@ Process::Process(std::vector<std::string> argv, std::map<std::string, std::strin
     ::dup2(in, 0);
     ::dup2(out, 1);
     ::dup2(err, 2);
+    // Nothing else of the test process leaks into the child: a listening socket it inherited
+    // would keep listening after the test closed it (an upstream "down" that still accepts).
+    ::close_range(3, ~0U, 0);
     // Signals blocked by the test runner must not stay blocked in the child.
     sigset_t none;
     sigemptyset(&none);

@@ -29,6 +29,12 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago, drawn at random below the kernel's
+// ephemeral port range (net.ipv4.ip_local_port_range): no outgoing connection is given it, so a
+// server that stops and starts again (tank killed, a broker restarted, an upstream down) finds
+// it free again.
+int free_tcp_port();
+
 // Polls `condition` until it holds or `deadline` passes; returns whether it held.
 bool wait_until(const std::function<bool()>& condition,
                 std::chrono::milliseconds deadline = std::chrono::seconds(20));

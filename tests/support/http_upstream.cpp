@@ -11,7 +11,12 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <catch2/catch.hpp>
+
+#include "support/helpers.hpp"
+
 #include <atomic>
+#include <condition_variable>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -99,14 +104,25 @@ std::string HttpUpstream::Received::header(const std::string& name) const {
 
 struct HttpUpstream::Impl {
   asio::io_context io;
-  tcp::acceptor acceptor{io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  // On a port outside the ephemeral range, so that after down() no outgoing connection holds it.
+  tcp::acceptor acceptor{io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(free_tcp_port()))};
+  tcp::endpoint endpoint = acceptor.local_endpoint();
   std::thread accept_thread;
   mutable std::mutex mutex;
+  std::condition_variable changed;  // `down` or `stopping` changed
   std::deque<Reply> script;
   std::vector<Received> received;
-  std::vector<std::thread> connections;
+  // One per connection; finished ones are joined at the next accept, so a long run with many
+  // reconnections holds neither threads nor descriptors.
+  struct Connection {
+    std::thread thread;
+    std::shared_ptr<tcp::socket> socket;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Connection> connections;
   std::atomic<bool> stopping{false};
-  std::vector<std::shared_ptr<tcp::socket>> sockets;
+  bool down = false;
+  bool listening = true;
   std::shared_ptr<ssl::context> tls;  // null: plain HTTP
   std::size_t failed_handshakes = 0;
   std::optional<HttpUpstream::Chaos> chaos;
@@ -224,43 +240,107 @@ std::size_t HttpUpstream::failed_handshakes() const {
 
 HttpUpstream::HttpUpstream() : impl_(std::make_unique<Impl>()) {
   impl_->accept_thread = std::thread([this] {
+    auto& im = *impl_;
     for (;;) {
-      auto socket = std::make_shared<tcp::socket>(impl_->io);
+      auto socket = std::make_shared<tcp::socket>(im.io);
       beast::error_code ec;
-      impl_->acceptor.accept(*socket, ec);
-      if (impl_->stopping || ec) return;
-      std::lock_guard lock(impl_->mutex);
-      impl_->sockets.push_back(socket);
-      impl_->connections.emplace_back([this, socket] { impl_->serve(socket); });
+      im.acceptor.accept(*socket, ec);
+      if (im.stopping) return;
+      std::unique_lock lock(im.mutex);
+      if (im.down) {
+        // Down: no listener (connections are refused) until up() or the end.
+        socket->close(ec);
+        im.acceptor.close(ec);
+        im.listening = false;
+        im.changed.notify_all();
+        im.changed.wait(lock, [&] { return !im.down || im.stopping; });
+        if (im.stopping) return;
+        im.acceptor.open(im.endpoint.protocol());
+        im.acceptor.set_option(asio::socket_base::reuse_address(true));
+        im.acceptor.bind(im.endpoint);
+        im.acceptor.listen();
+        im.listening = true;
+        im.changed.notify_all();
+        continue;
+      }
+      if (ec) return;
+      for (auto it = im.connections.begin(); it != im.connections.end();) {
+        if (*it->done) {
+          it->thread.join();
+          it = im.connections.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      im.connections.push_back({std::thread([this, socket, done] {
+                                  impl_->serve(socket);
+                                  beast::error_code ignored;
+                                  socket->close(ignored);
+                                  *done = true;
+                                }),
+                                socket, done});
     }
   });
 }
 
 HttpUpstream::~HttpUpstream() {
-  impl_->stopping = true;
   beast::error_code ec;
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->changed.notify_all();
   {
     // Wake the blocking accept() with a connection of our own; it then sees `stopping`.
     tcp::socket poke(impl_->io);
-    poke.connect(impl_->acceptor.local_endpoint(ec), ec);
+    poke.connect(impl_->endpoint, ec);
     impl_->accept_thread.join();
   }
   impl_->acceptor.close(ec);
-  std::vector<std::thread> connections;
+  reset_connections();
+  std::vector<Impl::Connection> connections;
   {
     std::lock_guard lock(impl_->mutex);
-    for (auto& s : impl_->sockets) {
-      s->shutdown(tcp::socket::shutdown_both, ec);
-      s->close(ec);
-    }
     connections.swap(impl_->connections);
   }
-  for (auto& t : connections) t.join();
+  for (auto& c : connections) c.thread.join();
+}
+
+void HttpUpstream::reset_connections() {
+  std::lock_guard lock(impl_->mutex);
+  beast::error_code ec;
+  for (auto& c : impl_->connections) {
+    if (!*c.done) c.socket->shutdown(tcp::socket::shutdown_both, ec);  // wakes its thread's read
+  }
+}
+
+void HttpUpstream::down() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->down) return;
+    impl_->down = true;
+  }
+  beast::error_code ec;
+  tcp::socket poke(impl_->io);  // wakes accept(), which then closes the listener
+  poke.connect(impl_->endpoint, ec);
+  {
+    std::unique_lock lock(impl_->mutex);
+    REQUIRE(impl_->changed.wait_for(lock, std::chrono::seconds(10), [&] { return !impl_->listening; }));
+  }
+  reset_connections();
+}
+
+void HttpUpstream::up() {
+  std::unique_lock lock(impl_->mutex);
+  impl_->down = false;
+  impl_->changed.notify_all();
+  REQUIRE(impl_->changed.wait_for(lock, std::chrono::seconds(10), [&] { return impl_->listening; }));
 }
 
 std::string HttpUpstream::url(const std::string& path) const {
   std::lock_guard lock(impl_->mutex);
-  return fmt::format("{}://127.0.0.1:{}{}", impl_->tls ? "https" : "http", impl_->acceptor.local_endpoint().port(), path);
+  return fmt::format("{}://127.0.0.1:{}{}", impl_->tls ? "https" : "http", impl_->endpoint.port(), path);
 }
 
 void HttpUpstream::chaos(const Chaos& chaos) {

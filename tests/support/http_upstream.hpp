@@ -66,8 +66,13 @@ class HttpUpstream {
   void set_tls(const Tls& tls);
   // TLS: handshakes that failed, and how the last one failed.
   std::size_t failed_handshakes() const;
+  // The upstream goes away: its listening socket is closed (connections are refused) and open
+  // connections are reset. up() listens again on the same port.
+  void down();
+  void up();
 
  private:
+  void reset_connections();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -12,19 +12,6 @@
 
 namespace tank::test {
 
-int free_tcp_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 Mosquitto::Mosquitto(const std::string& extra, std::optional<Tls> tls) : port_(free_tcp_port()), tls_(tls.has_value()) {
   std::string conf = "listener " + std::to_string(port_) + " 127.0.0.1\n";
   if (tls) {

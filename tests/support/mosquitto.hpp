@@ -17,9 +17,6 @@
 
 namespace tank::test {
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int free_tcp_port();
-
 class Mosquitto {
  public:
   struct Tls {

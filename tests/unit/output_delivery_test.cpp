@@ -399,3 +399,45 @@ TEST_CASE("delivery: a refused batch whose dead letters exceed one commit is dea
   }
   CHECK_FALSE(h.queue->state(output::open_batch_key("cloud")));
 }
+
+TEST_CASE("delivery: records evicted by drop_oldest while their batch is retried are not sent as well",
+          "[unit][output]") {
+  // They are counted as dropped (tank_queue_dropped_records_total): arriving too would make that
+  // count a lie. Found by the end-to-end overflow scenario (tests/e2e).
+  Harness h;
+  queue::Options o = small_queue(h.dir / "q-drop", 1 << 20);
+  o.consumers = {"output/cloud"};
+  o.overflow = queue::Overflow::drop_oldest;
+  h.queue = queue::Queue::open(o, h.clock, &h.registry);
+  {
+    std::lock_guard lock(h.shared->mutex);
+    h.shared->otherwise = plugin::SendStatus::retry;  // the upstream is away
+  }
+  h.append({"1", "2", "3"});
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.shared->snapshot().size() >= 2; }));  // batch 1-3 is being retried
+  // The queue fills up meanwhile and evicts the oldest records, those of the batch among them.
+  const std::string big = "\"" + std::string(2000, 'x') + "\"";
+  std::uint64_t appended = 3;
+  for (int i = 0; i < 100000 && h.queue->oldest_seq() <= 3; ++i, ++appended) h.append({big});
+  REQUIRE(h.queue->oldest_seq() > 3);
+  std::size_t before = 0;
+  {
+    std::lock_guard lock(h.shared->mutex);
+    before = h.shared->sent.size();
+    h.shared->otherwise = plugin::SendStatus::delivered;  // the upstream is back
+  }
+  REQUIRE(wait_until([&] { return h.acked() == appended; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  for (std::size_t i = before; i < sent.size(); ++i) {
+    INFO("attempt " << i << ": records " << sent[i].first << " to " << sent[i].last);
+    CHECK(sent[i].first > 3);
+  }
+  const std::string m = h.registry.serialize();
+  const double delivered = metric_value(m, R"(tank_output_records_total{output="cloud",result="delivered",type="test"})").value_or(0);
+  const double dropped = metric_value(m, R"(tank_queue_dropped_records_total{policy="drop_oldest"})").value_or(0);
+  CHECK(dropped > 0);
+  CHECK(delivered + dropped == static_cast<double>(appended));
+}
