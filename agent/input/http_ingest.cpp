@@ -16,13 +16,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <fmt/format.h>
-#include <openssl/crypto.h>
 
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
-#include "common/units.hpp"
 #include "input/batch.hpp"
 #include "input/input_metrics.hpp"
+#include "input/http_ingest_request.hpp"
 #include "input/json_body.hpp"
 #include "metrics/listen_address.hpp"
 #include "queue/queue.hpp"
@@ -44,19 +43,7 @@ std::string describe(const tcp::endpoint& ep) {
   return fmt::format("{}:{}", ep.address().to_string(), ep.port());
 }
 
-// {"error":"<message>"}, with "accepted":N when some records of the body were stored before the
-// failure (a body larger than one commit): resending the whole body then repeats those N.
-std::string json_error(std::string_view message, std::size_t accepted = 0) {
-  std::string out = "{\"error\":\"";
-  for (char c : message) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out.push_back(c);
-  }
-  out += '"';
-  if (accepted > 0) out += fmt::format(",\"accepted\":{}", accepted);
-  return out + "}\n";
-}
+using ingest::json_error;
 
 class HttpIngest;
 
@@ -74,8 +61,8 @@ class IngestSession : public std::enable_shared_from_this<IngestSession> {
 
  private:
   void read_header();
-  void on_header(beast::error_code ec);
-  void on_body(beast::error_code ec);
+  // Does what a step of the request (http_ingest_request.hpp) says.
+  void act(ingest::Step step);
   void respond(http::status status, std::string body, bool keep_alive,
                std::vector<std::pair<http::field, std::string>> headers = {});
   // After an answer sent before the request's body was read: stop sending, read and discard
@@ -85,7 +72,7 @@ class IngestSession : public std::enable_shared_from_this<IngestSession> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<ingest::RequestParser> parser_;
   http::response<http::string_body> response_;
   HttpIngest& owner_;
   std::string peer_;
@@ -314,118 +301,38 @@ IngestSession::~IngestSession() {
 
 void IngestSession::read_header() {
   parser_.emplace();
-  parser_->header_limit(16 * 1024);
-  parser_->body_limit(owner_.settings().max_body_bytes);
+  ingest::limit_request(*parser_, owner_.settings());
   stream_.expires_after(owner_.settings().idle_timeout);
-  http::async_read_header(stream_, buffer_, *parser_,
-                          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    self->act(ingest::after_header(ec, *self->parser_, self->owner_.settings(), self->owner_.paused()));
+  });
 }
 
-void IngestSession::on_header(beast::error_code ec) {
-  if (ec == http::error::body_limit) {
-    // Beast refuses a Content-Length over the limit as soon as the header is complete.
-    owner_.metrics().error("body_too_large");
-    respond(http::status::payload_too_large,
-            json_error(fmt::format("the body is larger than max_body_bytes = {}",
-                                   units::format_size(owner_.settings().max_body_bytes))),
-            false);
-    return;
-  }
-  if (ec == http::error::header_limit) {
-    owner_.metrics().error("header_too_large");
-    respond(http::status::request_header_fields_too_large, json_error("request header too large"), false);
-    return;
-  }
-  if (ec) {
-    if (ec != http::error::end_of_stream && ec != beast::error::timeout && ec != asio::error::operation_aborted) {
-      owner_.metrics().error("bad_request");
-    }
-    shut_down();
-    return;
-  }
-  auto& req = parser_->get();
-  std::string_view target(req.target().data(), req.target().size());
-  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  // Whatever the answer, a body we do not read means the connection cannot be reused.
-  const bool has_body = req.has_content_length() || req.chunked();
-  if (target != owner_.settings().path) {
-    owner_.metrics().error("not_found");
-    respond(http::status::not_found,
-            json_error(fmt::format("records are accepted at {}", owner_.settings().path)), !has_body && req.keep_alive());
-    return;
-  }
-  if (req.method() != http::verb::post) {
-    owner_.metrics().error("method_not_allowed");
-    respond(http::status::method_not_allowed, json_error("use POST"), !has_body && req.keep_alive(),
-            {{http::field::allow, "POST"}});
-    return;
-  }
-  const std::string& token = owner_.settings().auth_token;
-  if (!token.empty()) {
-    auto it = req.find(http::field::authorization);
-    std::string expected = "Bearer " + token;
-    std::string_view given = it == req.end() ? std::string_view() : std::string_view(it->value().data(), it->value().size());
-    bool ok = given.size() == expected.size() && CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
-    if (!ok) {
-      owner_.metrics().error("unauthorized");
-      respond(http::status::unauthorized, json_error("a valid Authorization: Bearer token is required"), false,
-              {{http::field::www_authenticate, "Bearer"}});
+void IngestSession::act(ingest::Step step) {
+  if (!step.error.empty()) owner_.metrics().error(step.error);
+  switch (step.next) {
+    case ingest::Step::Next::read_body:
+      stream_.expires_after(owner_.settings().idle_timeout);
+      http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        self->act(ingest::after_body(ec, *self->parser_, self->owner_.settings()));
+      });
+      return;
+    case ingest::Step::Next::store: {
+      auto stored = owner_.store(step.decoded, peer_);
+      std::vector<std::pair<http::field, std::string>> headers;
+      if (stored.status == http::status::service_unavailable) {
+        headers.emplace_back(http::field::retry_after, std::to_string(owner_.settings().retry_after.count()));
+      }
+      respond(stored.status, std::move(stored.body), step.keep_alive, std::move(headers));
       return;
     }
+    case ingest::Step::Next::reply:
+      respond(step.status, std::move(step.body), step.keep_alive, std::move(step.headers));
+      return;
+    case ingest::Step::Next::close:
+      shut_down();
+      return;
   }
-  if (owner_.paused()) {
-    owner_.metrics().error("queue_full");
-    respond(http::status::service_unavailable, json_error("the queue is full; retry later"), false,
-            {{http::field::retry_after, std::to_string(owner_.settings().retry_after.count())}});
-    return;
-  }
-  if (auto length = parser_->content_length(); length && *length > owner_.settings().max_body_bytes) {
-    owner_.metrics().error("body_too_large");
-    respond(http::status::payload_too_large,
-            json_error(fmt::format("the body has {} bytes, more than max_body_bytes = {}", *length,
-                                   units::format_size(owner_.settings().max_body_bytes))),
-            false);
-    return;
-  }
-  stream_.expires_after(owner_.settings().idle_timeout);
-  http::async_read(stream_, buffer_, *parser_,
-                   [self = shared_from_this()](beast::error_code read_ec, std::size_t) { self->on_body(read_ec); });
-}
-
-void IngestSession::on_body(beast::error_code ec) {
-  if (ec == http::error::body_limit) {
-    owner_.metrics().error("body_too_large");
-    respond(http::status::payload_too_large,
-            json_error(fmt::format("the body is larger than max_body_bytes = {}",
-                                   units::format_size(owner_.settings().max_body_bytes))),
-            false);
-    return;
-  }
-  if (ec) {
-    owner_.metrics().error("bad_request");
-    shut_down();
-    return;
-  }
-  auto& req = parser_->get();
-  std::string_view content_type;
-  if (auto it = req.find(http::field::content_type); it != req.end()) {
-    content_type = std::string_view(it->value().data(), it->value().size());
-  }
-  const bool ndjson = content_type.find("ndjson") != std::string_view::npos ||
-                      content_type.find("jsonlines") != std::string_view::npos ||
-                      content_type.find("json-seq") != std::string_view::npos;
-  JsonBody decoded = split_json_body(req.body(), ndjson);
-  if (!decoded.error.empty()) {
-    owner_.metrics().error("bad_request");
-    respond(http::status::bad_request, json_error(decoded.error), req.keep_alive());
-    return;
-  }
-  auto stored = owner_.store(decoded, peer_);
-  std::vector<std::pair<http::field, std::string>> headers;
-  if (stored.status == http::status::service_unavailable) {
-    headers.emplace_back(http::field::retry_after, std::to_string(owner_.settings().retry_after.count()));
-  }
-  respond(stored.status, std::move(stored.body), req.keep_alive(), std::move(headers));
 }
 
 void IngestSession::respond(http::status status, std::string body, bool keep_alive,

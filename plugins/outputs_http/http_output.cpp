@@ -18,7 +18,6 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
-#include <ctime>
 #include <optional>
 
 #include <boost/asio/co_spawn.hpp>
@@ -38,6 +37,7 @@
 #include "plugin/input.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"
+#include "response.hpp"
 
 namespace tank::plugins {
 namespace {
@@ -242,21 +242,6 @@ const config::Section kSection{
     .check = check,
 };
 
-// Retry-After: delta-seconds or an HTTP date (RFC 9110, section 10.2.3).
-std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value, std::int64_t now_ns) {
-  std::uint64_t seconds = 0;
-  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-  if (ec == std::errc() && p == value.data() + value.size()) {
-    return std::chrono::milliseconds(std::min<std::uint64_t>(seconds, 24 * 3600) * 1000);
-  }
-  std::tm tm{};
-  const std::string owned(value);
-  if (strptime(owned.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr) return std::nullopt;
-  const std::int64_t at_ms = static_cast<std::int64_t>(timegm(&tm)) * 1000;
-  const std::int64_t now_ms = now_ns / 1'000'000;
-  return std::chrono::milliseconds(std::clamp<std::int64_t>(at_ms - now_ms, 0, 24 * 3600 * 1000));
-}
-
 std::string host_port(const Url& u, bool omit_default_port) {
   const bool default_port = u.port == (u.tls ? "443" : "80");
   const std::string host = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
@@ -378,14 +363,14 @@ class HttpOutput final : public plugin::Output {
       }
       doing = fmt::format("sending to {}", host_header_);
       response_.emplace();
-      response_->body_limit(1 << 20);
+      http_output::limit_response(*response_);
       buffer_.clear();
       if (secure_) {
         co_await write_and_read(*secure_, doing);
       } else {
         co_await write_and_read(*plain_, doing);
       }
-      plugin::SendResult r = classify(response_->get());
+      plugin::SendResult r = http_output::classify_response(response_->get(), clock_.wall_ns());
       if (!response_->get().keep_alive()) close();
       co_return r;
     } catch (const AttemptError& e) {
@@ -472,21 +457,6 @@ class HttpOutput final : public plugin::Output {
     }
   }
 
-  plugin::SendResult classify(const http::response<http::string_body>& r) {
-    const unsigned status = r.result_int();
-    std::string excerpt = r.body().substr(0, 512);
-    if (strings::invalid_utf8_at(excerpt)) excerpt = "(a body that is not UTF-8 text)";
-    const std::string detail = fmt::format("HTTP {} {}{}{}", status, std::string(r.reason()), excerpt.empty() ? "" : ": ",
-                                           excerpt);
-    if (status >= 200 && status < 300) return {plugin::SendStatus::delivered, detail, std::nullopt};
-    if (status == 408 || status == 429 || status >= 500 || (status >= 300 && status < 400)) {
-      std::optional<std::chrono::milliseconds> after;
-      if (auto it = r.find(http::field::retry_after); it != r.end()) after = parse_retry_after(it->value(), clock_.wall_ns());
-      return {plugin::SendStatus::retry, detail, after};
-    }
-    return {plugin::SendStatus::rejected, detail, std::nullopt};
-  }
-
   // Closes the connection without a TLS close_notify: a batch is only ever done when its answer
   // has been read, so nothing is lost by it, and a dead peer cannot hold the close up.
   void close() {
@@ -526,7 +496,7 @@ class HttpOutput final : public plugin::Output {
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;
-  std::optional<http::response_parser<http::string_body>> response_;
+  std::optional<http_output::ResponseParser> response_;
   std::atomic<bool> interrupted_{false};
 };
 
