@@ -7,8 +7,9 @@ set -eu
 build_packages="g++ cmake ninja-build pkg-config git \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev lmdb-utils libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev"
+# clang (libFuzzer) and llvm (llvm-symbolizer, for the sanitizers' stack traces): fuzz/run.sh.
 test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-schema-test-suite qemu-user systemd \
-  nginx tinyproxy"
+  nginx tinyproxy clang llvm"
 
 packages="$build_packages"
 case "${1:-}" in

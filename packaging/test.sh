@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds tank and runs the whole test suite twice: a normal build with warnings as errors, then
-# an AddressSanitizer + UndefinedBehaviorSanitizer build; then the static builds for amd64,
+# an AddressSanitizer + UndefinedBehaviorSanitizer build; a short run of the libFuzzer targets
+# (fuzz/README.md); then the static builds for amd64,
 # arm64 (its unit tests under qemu-aarch64) and armhf (cross/README.md). Installs what it needs
 # first.
 # This is what CI runs (.ci/run).
@@ -23,6 +24,9 @@ cmake --build build/ci-asan
 echo "== tests (ASan + UBSan)"
 (cd build/ci-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest -j "$jobs" --output-on-failure)
+
+echo "== fuzzing (libFuzzer, 30 s per target)"
+TANK_FUZZ_BUILD_DIR=build/ci-fuzz fuzz/run.sh 30
 
 echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (tank version under qemu-arm), with their packages"
 cross/build.sh amd64 --deb

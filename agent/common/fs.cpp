@@ -81,7 +81,7 @@ std::string write_file_atomic(const std::filesystem::path& path, std::string_vie
   return {};
 }
 
-std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error) {
+std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error, std::size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (error) *error = fmt::format("cannot read {}: {}", path.string(), errno_text(errno));
@@ -99,6 +99,11 @@ std::optional<std::string> read_file(const std::filesystem::path& path, std::str
     }
     if (n == 0) break;
     out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max_bytes) {
+      if (error) *error = fmt::format("{} has more than {} bytes", path.string(), max_bytes);
+      ::close(fd);
+      return std::nullopt;
+    }
   }
   ::close(fd);
   return out;

@@ -18,8 +18,10 @@ std::string prepare_writable_directory(const std::filesystem::path& dir, std::st
 // fsync of the directory. Returns an empty string or the reason it failed.
 std::string write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
-// Reads a whole file. Returns nullopt and sets `error` (naming the path) when it cannot.
-std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error);
+// Reads a whole file. Returns nullopt and sets `error` (naming the path) when it cannot, or when
+// it holds more than `max_bytes` (which also stops a read of /dev/zero or a growing file).
+std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error,
+                                     std::size_t max_bytes = static_cast<std::size_t>(-1));
 
 // The kernel's boot id (/proc/sys/kernel/random/boot_id), or "" when unknown. Two runs with
 // different boot ids were separated by a reboot.

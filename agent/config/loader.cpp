@@ -274,8 +274,9 @@ class SectionParser {
                                    kMaxSecretBytes));
       return std::nullopt;
     }
+    // Bounded also for what has no size (a device, a FIFO, /proc): `token_file = "/dev/zero"`.
     std::string error;
-    auto content = fs::read_file(path, &error);
+    auto content = fs::read_file(path, &error, static_cast<std::size_t>(kMaxSecretBytes));
     if (!content) {
       fail(where, key, error);
       return std::nullopt;

@@ -116,7 +116,20 @@ JsonBody split_json_body(std::string_view body, bool ndjson) {
   json::value v = p.release();
   if (v.is_array()) {
     out.owned.reserve(v.as_array().size());
-    for (const auto& element : v.as_array()) out.owned.push_back(json::serialize(element));
+    Validator validator;
+    for (const auto& element : v.as_array()) {
+      out.owned.push_back(json::serialize(element));
+      // A number beyond a double's range (1e999) parses as infinity, which Boost.JSON 1.81
+      // serializes as `Infinity`: not JSON, so such an element could not be stored as a record.
+      std::string why;
+      if (out.owned.back().find("Infinity") != std::string::npos && !validator.check(out.owned.back(), &why)) {
+        out.error = fmt::format("element {} of the array has a number beyond the range of a double: send it as "
+                                "a string, or the body as NDJSON (records kept as sent)",
+                                out.owned.size() - 1);
+        out.owned.clear();
+        return out;
+      }
+    }
     for (const auto& s : out.owned) out.payloads.emplace_back(s);
     return out;  // an empty array stores nothing, and is no error
   }

@@ -41,10 +41,13 @@ class LineFramer {
   }
 
   std::size_t max_;
-  std::string partial_;          // the start of the current line (at most max_ bytes)
+  std::string partial_;          // the start of the current line (at most max_ + 1 bytes)
   bool discarding_ = false;      // inside a line that is too long
   std::string oversize_head_;    // its first bytes, for the dead letter
-  std::uint64_t oversize_length_ = 0;
+  std::uint64_t oversize_length_ = 0;  // its bytes so far, a final '\r' included
+  char oversize_last_ = '\0';          // its last byte so far
+  // The length reported for the oversize line: without a final '\r', as for a line taken.
+  std::uint64_t oversize_content() const { return oversize_length_ - (oversize_last_ == '\r' ? 1 : 0); }
 };
 
 template <class OnLine, class OnOversize>
@@ -61,9 +64,10 @@ void LineFramer::feed(std::string_view data, OnLine&& on_line, OnOversize&& on_o
     const std::string_view chunk = nl == std::string_view::npos ? data : data.substr(0, nl);
     if (discarding_) {
       oversize_length_ += chunk.size();
+      if (!chunk.empty()) oversize_last_ = chunk.back();
       if (oversize_head_.size() < cap) oversize_head_.append(chunk.substr(0, cap - oversize_head_.size()));
       if (nl == std::string_view::npos) return;
-      on_oversize(std::string_view(oversize_head_), oversize_length_);
+      on_oversize(std::string_view(oversize_head_), oversize_content());
       discarding_ = false;
       oversize_head_.clear();
       oversize_length_ = 0;
@@ -76,6 +80,7 @@ void LineFramer::feed(std::string_view data, OnLine&& on_line, OnOversize&& on_o
       if (total > max_ + 1) {
         oversize_head_ = head_of(chunk);
         oversize_length_ = total;
+        oversize_last_ = chunk.back();  // total > max_ + 1 > partial_.size(): chunk is not empty
         partial_.clear();
         discarding_ = true;
       } else {
@@ -103,13 +108,18 @@ void LineFramer::feed(std::string_view data, OnLine&& on_line, OnOversize&& on_o
 template <class OnLine, class OnOversize>
 void LineFramer::finish(OnLine&& on_line, OnOversize&& on_oversize) {
   if (discarding_) {
-    on_oversize(std::string_view(oversize_head_), oversize_length_);
+    on_oversize(std::string_view(oversize_head_), oversize_content());
     discarding_ = false;
     oversize_head_.clear();
     oversize_length_ = 0;
   } else if (!partial_.empty()) {
+    // partial_ may hold max_ + 1 bytes (room for a '\r' that a '\n' would have followed).
     std::string_view line = trim_cr(partial_);
-    if (!line.empty()) on_line(line);
+    if (line.size() > max_) {
+      on_oversize(std::string_view(partial_).substr(0, queue::kMaxDeadLetterBytes), line.size());
+    } else if (!line.empty()) {
+      on_line(line);
+    }
   }
   partial_.clear();
 }
