@@ -425,7 +425,8 @@ TEST_CASE("package: the .deb installs with dpkg, its configuration is a conffile
   }
   TempDir dir;
   auto pack = run({"/usr/bin/cpack", "-G", "DEB", "-B", dir.path().string(), "--config",
-                   std::string(TANK_BUILD_DIR) + "/CPackConfig.cmake"});
+                   std::string(TANK_BUILD_DIR) + "/CPackConfig.cmake"},
+                  {}, std::chrono::seconds(600));  // compresses the binary: slow for the sanitizer build under load
   INFO(pack.out << pack.err);
   REQUIRE(pack.exit_code == 0);
   std::filesystem::path deb;

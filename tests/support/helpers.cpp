@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -160,14 +162,15 @@ std::optional<int> Process::wait(std::chrono::milliseconds deadline) {
 std::string Process::out() const { return read_file(out_path_); }
 std::string Process::err() const { return read_file(err_path_); }
 
-ProcessResult run(std::vector<std::string> argv, std::map<std::string, std::string> env) {
+ProcessResult run(std::vector<std::string> argv, std::map<std::string, std::string> env,
+                  std::chrono::seconds deadline) {
   Process p(std::move(argv), std::move(env));
   ProcessResult r;
-  auto code = p.wait(std::chrono::seconds(30));
+  auto code = p.wait(deadline);
   if (!code) {
     p.signal(SIGKILL);
     p.wait();
-    throw std::runtime_error("command did not finish within 30 s");
+    throw std::runtime_error(fmt::format("command did not finish within {} s", deadline.count()));
   }
   r.exit_code = *code;
   r.out = p.out();

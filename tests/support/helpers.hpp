@@ -75,8 +75,9 @@ struct ProcessResult {
   std::string err;
 };
 
-// Runs a command to completion (30 s at most, then it is killed and the test fails).
-ProcessResult run(std::vector<std::string> argv, std::map<std::string, std::string> env = {});
+// Runs a command to completion (`deadline` at most, then it is killed and run() throws).
+ProcessResult run(std::vector<std::string> argv, std::map<std::string, std::string> env = {},
+                  std::chrono::seconds deadline = std::chrono::seconds(30));
 
 // The tank binary under test (set by CMake).
 std::string tank_binary();
