@@ -13,7 +13,7 @@
 #   --quick       fewer records and smaller sweeps: a smoke run of a few minutes
 #   --out FILE    also write the report there
 #
-# The full run takes about 20-30 minutes on a 2-vCPU VM. Progress and per-run figures go to
+# The full run takes about 6-10 minutes on a 2-vCPU VM, --quick about 2. Progress and per-run figures go to
 # stderr; the per-benchmark outputs are kept in DATA/logs.
 set -euo pipefail
 
@@ -70,6 +70,7 @@ run() {
 e2e=("$bin/e2e_bench" --tank "$tank" --dir "$data/e2e" --repeat "$repeat" --paced-seconds "$paced_seconds")
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
+started_utc=$(date -u '+%Y-%m-%d %H:%M UTC')
 run queue "$bin/queue_bench" --dir "$data/queue" --only pipeline --repeat "$repeat" "${q_args[@]}"
 run validate "$bin/validate_bench" --records "$validate_records" --repeat 5
 run aggregate "$bin/aggregate_bench" --repeat 5
@@ -99,7 +100,7 @@ report() {
   echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) vCPUs"
   echo "- RAM: $(free -g | awk '/^Mem:/ {print $2}') GiB; Debian $(cat /etc/debian_version); kernel $(uname -r)"
   echo "- tank: $(source_version), build type $(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")"
-  echo "- run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(( (finished - started) / 60 )) min; load average before the run: $load_before"
+  echo "- run: started $started_utc, took $(( (finished - started) / 60 )) min; load average (1, 5, 15 min) before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- mode: $([ $quick = 1 ] && echo 'quick (smoke run)' || echo full), median of $repeat runs"
   echo
   echo "### Commands"
@@ -116,7 +117,7 @@ report() {
   # Library figures (one process, no tank binary): the queue, decode + validate, aggregation.
   grep '^| 100 B | 1000 |' "$logs/queue.out" | awk -F'|' -v rss="$(sed -n 's/^peak RSS of the process: //p' "$logs/queue.out")" \
     '{ gsub(/ /, "", $4); gsub(/ /, "", $5); gsub(/ /, "", $6);
-       printf "| queue append + read + ack (library; 100 B, batches of 1000, fsync interval) | %s | %s | %.1f | %s | %s | - | - | - | - | - |\n", $4, $5, $5 * 121 / 1e6, $6, rss }'
+       printf "| queue append + read + ack (library; 100 B, batches of 1000, fsync interval) | %s | %s | %.1f | %s | %s (process) | - | - | - | - | - |\n", $4, $5, $5 * 121 / 1e6, $6, rss }'
   awk '/^decode\+validate  / { printf "| decode + validate (library, one thread, ~150 B) | %s | %s (best; median %s) | - | %.2f | - | - | - | - | - | - |\n", '"$validate_records"', $2, $7, 1e6 / $2 }' "$logs/validate.out"
   awk -F'|' '/^\| full / { gsub(/ /, "", $3); printf "| parse + aggregate (library, one thread, 10,000 devices) | 1000000 | %s | - | %.2f | - | - | - | - | - | - |\n", $3, 1e6 / $3 }' "$logs/aggregate.out"
   echo
