@@ -433,7 +433,7 @@ class HttpOutput final : public plugin::Output {
       const unsigned status = answer.get().result_int();
       if (status / 100 != 2) {
         throw AttemptError(fmt::format("the proxy {} refused to CONNECT to {}: {} {}{}", first_hop_name,
-                                       host_port(url_, false), status, std::string(answer.get().reason()),
+                                       host_port(url_, false), status, strings::printable(answer.get().reason(), 128),
                                        status == 407 ? " (it wants credentials: write them in the proxy URL, "
                                                        "http://user:password@host:port)"
                                                      : ""));

@@ -45,7 +45,9 @@ plugin::SendResult classify_response(const Response& r, std::int64_t now_ns) {
   std::string excerpt(utf8_prefix(r.body(), kMaxExcerptBytes));
   if (strings::invalid_utf8_at(excerpt)) excerpt = "(a body that is not UTF-8 text)";
   const std::string detail =
-      fmt::format("HTTP {} {}{}{}", status, std::string(r.reason()), excerpt.empty() ? "" : ": ", excerpt);
+      // The reason phrase as printable ASCII: it may hold any byte (found by fuzzing), and the
+      // detail goes into logs and dead letters.
+      fmt::format("HTTP {} {}{}{}", status, strings::printable(r.reason(), 128), excerpt.empty() ? "" : ": ", excerpt);
   if (status >= 200 && status < 300) return {plugin::SendStatus::delivered, detail, std::nullopt};
   if (status == 408 || status == 429 || status >= 500 || (status >= 300 && status < 400)) {
     std::optional<std::chrono::milliseconds> after;

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 #include "common/units.hpp"
 #include "plugin/registry.hpp"
 #include "process/event_time.hpp"
@@ -134,7 +136,11 @@ class ValidateCheck final : public plugin::RecordCheck {
           return false;
         }
         const std::int64_t now = owner_.clock_.wall_ns();
-        if (*t < now - s.max_past_ns || *t > now + s.max_future_ns) {
+        // Saturating: max_past/max_future may be as long as a duration goes (found by fuzzing).
+        std::int64_t earliest = 0, latest = 0;
+        if (__builtin_sub_overflow(now, s.max_past_ns, &earliest)) earliest = std::numeric_limits<std::int64_t>::min();
+        if (__builtin_add_overflow(now, s.max_future_ns, &latest)) latest = std::numeric_limits<std::int64_t>::max();
+        if (*t < earliest || *t > latest) {
           rejection.reason = "time_out_of_range";
           rejection.detail = fmt::format("event time {} is outside [now - {}, now + {}] (now {})",
                                          process::format_rfc3339_ns(*t),
