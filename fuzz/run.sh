@@ -7,7 +7,7 @@
 #
 # Usage: fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]    (targets: see TANK_FUZZ_TARGETS below)
 # Environment: TANK_FUZZ_BUILD_DIR (default build/fuzz), TANK_FUZZ_JOBS (default: the cores),
-# TANK_FUZZ_CFLAGS (default "-O0 -gline-tables-only").
+# TANK_FUZZ_CFLAGS (default "-O0 -gline-tables-only"), TANK_FUZZ_SEED (default: random).
 set -eu
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -43,7 +43,10 @@ run_one() {
   t="$1"
   mkdir -p "$work/corpus-$t"
   cp fuzz/corpus/"$t"/* "$work/corpus-$t/"
+  # TANK_FUZZ_SEED: a fixed seed (CI), so that a run explores the same way each time; unset, a
+  # random one (local runs, to find new things).
   set -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    ${TANK_FUZZ_SEED:+-seed="$TANK_FUZZ_SEED"} \
     -artifact_prefix="$artifacts/$t-"
   [ -f "fuzz/dict/$t.dict" ] && set -- "$@" -dict="fuzz/dict/$t.dict"
   # stdin from /dev/null: nothing a target does may wait on the terminal.

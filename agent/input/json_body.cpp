@@ -119,12 +119,16 @@ JsonBody split_json_body(std::string_view body, bool ndjson) {
     Validator validator;
     for (const auto& element : v.as_array()) {
       out.owned.push_back(json::serialize(element));
-      // A number beyond a double's range (1e999) parses as infinity, which Boost.JSON 1.81
-      // serializes as `Infinity`: not JSON, so such an element could not be stored as a record.
+      // A number beyond a double's range (1e999) parses as infinity, and 0e999 as NaN (found by
+      // fuzzing), which Boost.JSON 1.81 serializes as `Infinity` / `NaN`: not JSON, so such an
+      // element could not be stored as a record.
       std::string why;
-      if (out.owned.back().find("Infinity") != std::string::npos && !validator.check(out.owned.back(), &why)) {
-        out.error = fmt::format("element {} of the array has a number beyond the range of a double: send it as "
-                                "a string, or the body as NDJSON (records kept as sent)",
+      const std::string& element_text = out.owned.back();
+      if ((element_text.find("Infinity") != std::string::npos || element_text.find("NaN") != std::string::npos) &&
+          !validator.check(element_text, &why)) {
+        out.error = fmt::format("element {} of the array has a number beyond the range of a double (or 0e999, "
+                                "which parses as NaN): send it as a string, or the body as NDJSON (records kept "
+                                "as sent)",
                                 out.owned.size() - 1);
         out.owned.clear();
         return out;

@@ -110,3 +110,13 @@ TEST_CASE("http body splitting: an array element beyond a double's range is refu
   // "Infinity" inside a string is no number.
   CHECK(input::split_json_body("[\"Infinity\"]", false).payloads.size() == 1);
 }
+
+// fuzz/corpus/json/regression-nan-element: 0e999 in an array parses as NaN with Boost.JSON 1.81,
+// serialized as `NaN`, not JSON either.
+TEST_CASE("http body splitting: an array element that parses as NaN (0e999) is refused, not stored as NaN",
+          "[fuzz][input]") {
+  const auto r = input::split_json_body("[1, 0e999]", false);
+  CHECK(r.payloads.empty());
+  CHECK(r.error.find("element 1 of the array") == 0);
+  CHECK(input::split_json_body("[\"NaN\", 0e5]", false).payloads.size() == 2);
+}
