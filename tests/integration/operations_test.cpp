@@ -277,6 +277,8 @@ TEST_CASE("reload: a valid configuration is applied on the same queue with nothi
   CHECK(wait_until([&] { return occurrences(tank.process().err(), "configuration reloaded from") == reloads + 1; }));
   tank.process().signal(SIGHUP);
   writer.join();
+  // Handled before the file changes again (a late SIGHUP would read the empty file below).
+  CHECK(wait_until([&] { return occurrences(tank.process().err(), "configuration reloaded from") == reloads + 2; }));
 
   // Empty (a file being written in place): refused, and the running configuration goes on.
   const std::string valid = read_file(config);
