@@ -330,36 +330,7 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
       f->stage = InFlight::Stage::sending;
       metrics_->in_flight->Set(++sending_);
     }
-    bool evicted = false;
-    std::optional<plugin::SendResult> result = send_until_done(output, f->batch, evicted);
-    while (evicted) {
-      // overflow = "drop_oldest" evicted records of the batch while it was retried (the upstream
-      // was away and the queue full). They are counted as dropped, so they must not arrive as
-      // well: what is left of the batch goes instead, with its own key, as after a restart.
-      log::warn(fmt::format("output {}", settings_.output),
-                "records of the batch {} to {} were evicted by overflow = \"drop_oldest\" while it was retried; "
-                "sending the rest", f->batch.first, f->batch.last);
-      f->batch = Prepared{};
-      evicted = false;
-      std::optional<bool> left;
-      while (!left) {
-        try {
-          left = reread(f->open, f->batch);
-        } catch (const std::exception& e) {
-          log::error(fmt::format("output {}", settings_.output), "reading the batch {} to {} again failed: {}; trying again",
-                     f->open.first_seq, f->open.last_seq, e.what());
-          f->batch = Prepared{};
-          if (!wait_for(std::chrono::seconds(1))) break;
-        }
-      }
-      if (!left) break;  // stopping: the batch stays open (a restart reads it again)
-      if (!*left) {
-        result = plugin::SendResult{plugin::SendStatus::delivered, "evicted", std::nullopt};
-        f->batch.records.clear();
-        break;
-      }
-      result = send_until_done(output, f->batch, evicted);
-    }
+    std::optional<plugin::SendResult> result = send_batch(output, *f);
     {
       std::lock_guard lock(mutex_);
       metrics_->in_flight->Set(--sending_);
@@ -371,6 +342,36 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
       f->stage = InFlight::Stage::finished;
     }
     wake_.notify_all();
+  }
+}
+
+// send_until_done, and when overflow = "drop_oldest" evicted records of the batch while it was
+// retried (the upstream away, the queue full): those are counted as dropped, so they must not
+// arrive as well. What is left of the batch goes instead, with its own key, as after a restart;
+// nothing left: finished, its records cleared (not counted as delivered).
+std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, InFlight& f) {
+  const std::string component = fmt::format("output {}", settings_.output);
+  for (;;) {
+    bool evicted = false;
+    std::optional<plugin::SendResult> result = send_until_done(output, f.batch, evicted);
+    if (!evicted) return result;
+    log::warn(component, "records of the batch {} to {} were evicted by overflow = \"drop_oldest\" while it was retried; "
+                         "sending the rest", f.batch.first, f.batch.last);
+    std::optional<bool> left;
+    while (!left) {
+      f.batch = Prepared{};
+      try {
+        left = reread(f.open, f.batch);
+      } catch (const std::exception& e) {
+        log::error(component, "reading the batch {} to {} again failed: {}; trying again", f.open.first_seq,
+                   f.open.last_seq, e.what());
+        if (!wait_for(std::chrono::seconds(1))) return std::nullopt;  // stopping: a restart reads it again
+      }
+    }
+    if (!*left) {
+      f.batch.records.clear();
+      return plugin::SendResult{plugin::SendStatus::delivered, "evicted", std::nullopt};
+    }
   }
 }
 

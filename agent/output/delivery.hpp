@@ -125,6 +125,9 @@ class Delivery {
   // batch before a retry: they are counted as dropped, so they are not sent (the caller reads
   // what is left of the batch, as a restart would).
   std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch, bool& evicted);
+  // send_until_done, then, after an eviction, the rest of the batch (or nothing): nullopt when
+  // stopping first.
+  std::optional<plugin::SendResult> send_batch(plugin::Output& output, InFlight& f);
   // Commits what finished batches need (dead letters, done flags, the acknowledgement of the
   // finished front); false when stopping first.
   bool commit_finished();
