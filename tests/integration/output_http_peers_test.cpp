@@ -152,6 +152,63 @@ TEST_CASE("outputs.http mutual TLS: without a client certificate the server refu
   check_keys_stable(upstream);
 }
 
+// An encrypted copy of the PEM key `key` under `password`, written by openssl: "pkcs8" (PKCS#8,
+// PBKDF2 + AES-256-CBC, what `openssl genpkey -aes256` writes) or "traditional" (the older PEM
+// form with Proc-Type/DEK-Info headers, DES-EDE3-CBC, what `openssl ec -des3` writes).
+std::filesystem::path encrypted_key(const std::filesystem::path& key, const std::string& form,
+                                    const std::string& password) {
+  const auto out = key.parent_path() / (key.stem().string() + "-" + form + ".key");
+  const auto r = form == "pkcs8"
+                     ? run({"/usr/bin/openssl", "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", key.string(), "-out",
+                            out.string(), "-passout", "pass:" + password})
+                     : run({"/usr/bin/openssl", "ec", "-in", key.string(), "-out", out.string(), "-des3", "-passout",
+                            "pass:" + password});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(read_file(out).find(form == "pkcs8" ? "BEGIN ENCRYPTED PRIVATE KEY" : "DEK-Info: DES-EDE3-CBC") !=
+          std::string::npos);
+  return out;
+}
+
+TEST_CASE("outputs.http mutual TLS with an encrypted client key: a wrong tls_key_password stops the start with the "
+          "reason and the right one delivers",
+          "[integration][outputs][http][tls]") {
+  Pki pki;
+  const auto server = pki.ca.issue_server("receiver", {"IP:127.0.0.1"});
+  const auto client = pki.ca.issue_client("gw-0043");
+  HttpUpstream upstream(HttpUpstream::Tls{server.cert_file, server.key_file, pki.ca.ca_file()});
+  TempDir dir;
+  const std::string input = file_input(dir, 0, 300);
+  for (const std::string form : {"pkcs8", "traditional"}) {
+    DYNAMIC_SECTION("key form " << form) {
+      const auto key = encrypted_key(client.key_file, form, "s3cret-" + form);
+      auto tls = [&](const std::string& password) {
+        return fmt::format("tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n"
+                           "tls_key_password = \"{}\"\n",
+                           pki.ca.ca_file().string(), client.cert_file.string(), key.string(), password);
+      };
+      const auto wrong = write_test_config(dir, input + http_output(upstream.url(), tls("not-the-password")),
+                                           "wrong-" + form + ".toml");
+      auto r = run({tank_binary(), "run", "-c", wrong.string()});
+      CHECK(r.exit_code != 0);
+      CHECK(r.err.find("cannot load tls_key_file " + key.string()) != std::string::npos);
+      CHECK(r.err.find("is its password right?") != std::string::npos);
+      CHECK(r.err.find("not-the-password") == std::string::npos);  // a secret is never logged
+      INFO(r.err);
+
+      TankProcess tank(write_test_config(dir, input + http_output(upstream.url(), tls("s3cret-" + form)),
+                                         "right-" + form + ".toml"));
+      tank.wait_running(dir / "data");
+      CHECK(wait_until([&] { return delivered(upstream).size() == 300; }, std::chrono::seconds(60)));
+      CHECK(tank.stop() == 0);
+      INFO(tank.process().err());
+      for (const auto& rec : upstream.received()) {
+        if (rec.answered == 200) CHECK(rec.client_subject == "gw-0043");
+      }
+    }
+  }
+}
+
 TEST_CASE("outputs.http through tinyproxy: CONNECT for https and absolute-form for http with credentials and the "
           "environment's HTTPS_PROXY and NO_PROXY",
           "[integration][outputs][http][proxy]") {
