@@ -8,8 +8,9 @@ build_packages="g++ cmake ninja-build pkg-config git \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev lmdb-utils libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev"
 # clang (libFuzzer) and llvm (llvm-symbolizer, for the sanitizers' stack traces): fuzz/run.sh.
+# ccache: packaging/test.sh compiles through it, so a second run compiles only what changed.
 test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-schema-test-suite qemu-user systemd \
-  nginx tinyproxy clang llvm"
+  nginx tinyproxy clang llvm ccache"
 
 packages="$build_packages"
 case "${1:-}" in

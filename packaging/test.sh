@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds tank and runs the whole test suite twice: a normal build with warnings as errors, then
 # an AddressSanitizer + UndefinedBehaviorSanitizer build; a short run of the libFuzzer targets
-# (fuzz/README.md); then the static builds for amd64,
+# (fuzz/README.md); then the static builds for amd64 (and the integration tests against it),
 # arm64 (its unit tests under qemu-aarch64) and armhf (cross/README.md). Installs what it needs
 # first.
 # This is what CI runs (.ci/run).
@@ -10,6 +10,18 @@ cd "$(dirname "$0")/.."
 packaging/setup-debian.sh --with-tests
 jobs="$(nproc)"
 start=$(date +%s)
+
+# Every compile goes through ccache (cache in ~/.cache/ccache, 10 GiB at most), so a second run on
+# the same machine, from any clone, compiles only what changed: a result is keyed by the source,
+# every header it reads and the compiler's options, and is the object file the compiler would
+# write. Paths are hashed relative to the clone (CCACHE_BASEDIR). TANK_CCACHE=0: no cache.
+# (CMake reads CMAKE_<LANG>_COMPILER_LAUNCHER from the environment when a build directory is
+# configured the first time; cross/build.sh, cross/build-deps.sh and fuzz/run.sh inherit it.)
+if [ "${TANK_CCACHE:-1}" = 1 ] && command -v ccache >/dev/null 2>&1; then
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+  export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-10G}"
+  ccache --zero-stats >/dev/null
+fi
 
 echo "== build (warnings as errors)"
 cmake -S . -B build/ci -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANK_WERROR=ON >/dev/null
@@ -30,7 +42,13 @@ TANK_FUZZ_BUILD_DIR=build/ci-fuzz TANK_FUZZ_SEED=1 fuzz/run.sh 30
 
 echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (tank version under qemu-arm), with their packages"
 cross/build.sh amd64 --deb
+echo "== integration tests against the static amd64 binary (its own OpenSSL and zstd, -Os, LTO)"
+(cd build/ci && TANK_BINARY="$PWD/../../build-static-amd64/tank.stripped" \
+  ctest -L integration -j "$jobs" --output-on-failure)
 cross/build.sh arm64 --tests --deb
 cross/build.sh armhf --deb
 
+if [ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]; then
+  echo "== ccache: $(ccache --print-stats | awk -F'\t' '$1=="direct_cache_hit"||$1=="preprocessed_cache_hit"{h+=$2} $1=="cache_miss"{m=$2} END{printf "%d hits, %d misses", h, m}')"
+fi
 echo "== all tests passed in both builds and the static ARM builds ($(( $(date +%s) - start ))s)"
