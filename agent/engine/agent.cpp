@@ -30,6 +30,7 @@
 #include "engine/dead_letter_ops.hpp"
 #include "engine/pipeline.hpp"
 #include "engine/run_state.hpp"
+#include "input/handover.hpp"
 #include "output/delivery.hpp"
 #include "plugin/output.hpp"
 #include "metrics/http_server.hpp"
@@ -263,6 +264,9 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   // has not committed records of inputs it then takes back.
   auto start_pipeline = [&](const config::Document& doc) {
     auto p = std::make_unique<Pipeline>(doc, plugins, pipeline_context);
+    // During a reload: the sockets the old inputs kept that no input of this pipeline wants are
+    // closed before anything binds (input/handover.hpp).
+    input::handover::close_unclaimed();
     p->set_paused(true);
     try {
       p->start();
@@ -442,6 +446,9 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     bool applied = true;
     {
       std::lock_guard hold(pipeline_mutex);
+      // Socket inputs hand their sockets and open connections over to the new pipeline's inputs on
+      // the same addresses (input/handover.hpp); what is not taken is closed with the window.
+      input::handover::Window handover_window;
       // Inputs stop first; what they read is committed or left with its source. Sends in flight are
       // abandoned: their batches stay open in the queue and go again, with the same keys.
       queue->set_pressure_listener(nullptr);

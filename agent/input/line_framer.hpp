@@ -34,6 +34,34 @@ class LineFramer {
   std::size_t pending_bytes() const { return discarding_ ? 0 : partial_.size(); }
   bool in_oversize_line() const { return discarding_; }
 
+  // Where the framer is inside the current line: what a connection handed over across a reload
+  // carries to the framer that goes on reading it (input/handover.hpp).
+  struct State {
+    std::string partial;
+    bool discarding = false;
+    std::string oversize_head;
+    std::uint64_t oversize_length = 0;
+    char oversize_last = '\0';
+  };
+  // Moves the state out; the framer is then at the start of a line.
+  State take_state() {
+    State s{std::move(partial_), discarding_, std::move(oversize_head_), oversize_length_, oversize_last_};
+    partial_.clear();
+    discarding_ = false;
+    oversize_head_.clear();
+    oversize_length_ = 0;
+    oversize_last_ = '\0';
+    return s;
+  }
+  // Goes on from `s`, as if the bytes that led to it had been fed to this framer.
+  void restore(State s) {
+    partial_ = std::move(s.partial);
+    discarding_ = s.discarding;
+    oversize_head_ = std::move(s.oversize_head);
+    oversize_length_ = s.oversize_length;
+    oversize_last_ = s.oversize_last;
+  }
+
  private:
   static std::string_view trim_cr(std::string_view line) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);

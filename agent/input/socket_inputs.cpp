@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
+#include "input/handover.hpp"
 #include "input/input_metrics.hpp"
 #include "input/line_framer.hpp"
 #include "metrics/listen_address.hpp"
@@ -116,7 +118,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
  public:
   using Socket = typename Protocol::socket;
 
-  StreamSession(Socket socket, StreamInput<Protocol>& owner, std::string peer)
+  // `framer`: where a connection taken over across a reload was inside its current line.
+  StreamSession(Socket socket, StreamInput<Protocol>& owner, std::string peer, LineFramer::State framer = {})
       : socket_(std::move(socket)),
         idle_timer_(socket_.get_executor()),
         retry_timer_(socket_.get_executor()),
@@ -125,6 +128,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
         buffer_(64 * 1024),
         framer_(owner.settings().max_line_bytes),
         peer_(std::move(peer)) {
+    framer_.restore(std::move(framer));
     core_.metrics.connection_opened();
   }
 
@@ -153,6 +157,105 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
       framer_.finish([&](std::string_view line) { add_line(line); },
                      [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
     }
+    commit_last();
+    close();
+  }
+
+  // Called on the session's executor when tank stops for a reload (input/handover.hpp): commits
+  // the complete lines read so far, as shut_down() does, but keeps the connection open and hands
+  // it over, with the part of a line read so far, to `out` (under `out_mutex`). A connection its
+  // peer has closed already is only shut down.
+  void park(std::vector<handover::Connection>& out, std::mutex& out_mutex) {
+    if (closed_) return;
+    if (end_after_drain_) {
+      shut_down();
+      return;
+    }
+    park_out_ = &out;
+    park_mutex_ = &out_mutex;
+    if (reading_) {
+      // The read in progress may have taken bytes from the kernel already: its handler frames
+      // them, then parks (on_read).
+      boost::system::error_code ignored;
+      socket_.cancel(ignored);
+      return;
+    }
+    finish_park();
+  }
+
+ private:
+  void read() {
+    if (closed_ || waiting_) return;
+    if (core_.paused.load()) {
+      // Not reading lets the kernel's buffer fill: TCP's flow control slows the sender.
+      waiting_ = true;
+      return;
+    }
+    reading_ = true;
+    socket_.async_read_some(asio::buffer(buffer_), [self = this->shared_from_this()](
+                                                       const boost::system::error_code& ec, std::size_t n) {
+      self->on_read(ec, n);
+    });
+  }
+
+  void on_read(const boost::system::error_code& ec, std::size_t n) {
+    reading_ = false;
+    if (closed_) return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) {
+        if (park_out_ != nullptr) finish_park();
+        return;
+      }
+      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+        core_.metrics.error("read_error");
+        log::debug(core_.component, "reading from {} failed: {}", peer_, ec.message());
+      }
+      // The connection ended: its last line need not end in a newline.
+      framer_.finish([&](std::string_view line) { add_line(line); },
+                     [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
+      if (park_out_ != nullptr) {
+        // Ended while tank stops for a reload: nothing to hand over.
+        commit_last();
+        close();
+        return;
+      }
+      end_after_drain_ = true;
+      push_current();
+      drain();
+      return;
+    }
+    arm_idle_timer();
+    framer_.feed(std::string_view(buffer_.data(), n), [&](std::string_view line) { add_line(line); },
+                 [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
+    if (park_out_ != nullptr) {
+      finish_park();
+      return;
+    }
+    push_current();
+    drain();
+  }
+
+  // The second half of park(), once no read is in progress: commits the complete lines read, and
+  // hands the still open connection and the part of a line read so far over.
+  void finish_park() {
+    commit_last();
+    closed_ = true;
+    idle_timer_.cancel();
+    retry_timer_.cancel();
+    boost::system::error_code ec;
+    const int fd = socket_.release(ec);
+    if (ec) {
+      log::warn(core_.component, "cannot keep the connection from {} open across the reload: {}", peer_, ec.message());
+      socket_.close(ec);
+      return;
+    }
+    std::lock_guard hold(*park_mutex_);
+    park_out_->push_back({fd, peer_, framer_.take_state()});
+  }
+
+  // At stop: commits what was read and framed. What the queue still refuses is counted as dropped
+  // (TCP gave it no acknowledgement).
+  void commit_last() {
     push_current();
     std::uint64_t lost = 0;
     while (!ready_.empty()) {
@@ -168,44 +271,6 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
       log::warn(core_.component, "{} records read from {} could not be committed at shutdown (the queue refused them)",
                 lost, peer_);
     }
-    close();
-  }
-
- private:
-  void read() {
-    if (closed_ || waiting_) return;
-    if (core_.paused.load()) {
-      // Not reading lets the kernel's buffer fill: TCP's flow control slows the sender.
-      waiting_ = true;
-      return;
-    }
-    socket_.async_read_some(asio::buffer(buffer_), [self = this->shared_from_this()](
-                                                       const boost::system::error_code& ec, std::size_t n) {
-      self->on_read(ec, n);
-    });
-  }
-
-  void on_read(const boost::system::error_code& ec, std::size_t n) {
-    if (closed_) return;
-    if (ec) {
-      if (ec == asio::error::operation_aborted) return;
-      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
-        core_.metrics.error("read_error");
-        log::debug(core_.component, "reading from {} failed: {}", peer_, ec.message());
-      }
-      // The connection ended: its last line need not end in a newline.
-      framer_.finish([&](std::string_view line) { add_line(line); },
-                     [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
-      end_after_drain_ = true;
-      push_current();
-      drain();
-      return;
-    }
-    arm_idle_timer();
-    framer_.feed(std::string_view(buffer_.data(), n), [&](std::string_view line) { add_line(line); },
-                 [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
-    push_current();
-    drain();
   }
 
   void add_line(std::string_view line) {
@@ -304,9 +369,13 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   Batch current_{core_.name, core_.batch_limit, core_.route.get()};
   std::deque<Batch> ready_;
   bool waiting_ = false;
+  bool reading_ = false;  // an async_read_some is in progress
   bool closed_ = false;
   bool end_after_drain_ = false;
   unsigned retry_attempt_ = 0;
+  // Set by park(): where the connection goes once the read in progress has ended.
+  std::vector<handover::Connection>* park_out_ = nullptr;
+  std::mutex* park_mutex_ = nullptr;
 };
 
 template <class Protocol>
@@ -317,7 +386,13 @@ class StreamInput final : public plugin::Input {
 
   StreamInput(const StreamSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
               std::string where)
-      : settings_(settings), core_(context, settings.type), endpoint_(std::move(endpoint)), where_(std::move(where)) {}
+      : settings_(settings),
+        core_(context, settings.type),
+        endpoint_(std::move(endpoint)),
+        where_(std::move(where)),
+        handover_key_(settings.type + " stream " + where_) {
+    handover::claim(handover_key_);
+  }
 
   ~StreamInput() override {
     stop();
@@ -330,16 +405,30 @@ class StreamInput final : public plugin::Input {
   Core& core() { return core_; }
 
   void start() override {
-    prepare_endpoint();
+    std::optional<handover::Parked> taken = handover::take(handover_key_);
     boost::system::error_code ec;
-    acceptor_.open(endpoint_.protocol(), ec);
-    if (!ec) {
-      if constexpr (std::is_same_v<Protocol, tcp>) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-      acceptor_.bind(endpoint_, ec);
+    if (taken) {
+      // The listening socket of this input before the reload: connections that came meanwhile
+      // wait in its backlog.
+      acceptor_.assign(endpoint_.protocol(), taken->fd, ec);
+      if (ec) {
+        ::close(taken->fd);
+        for (const auto& c : taken->connections) ::close(c.fd);
+        taken.reset();
+        ec.clear();
+      }
     }
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+    if (!taken) {
+      prepare_endpoint();
+      acceptor_.open(endpoint_.protocol(), ec);
+      if (!ec) {
+        if constexpr (std::is_same_v<Protocol, tcp>) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+        acceptor_.bind(endpoint_, ec);
+      }
+      if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+      }
     }
     if constexpr (std::is_same_v<Protocol, unix_stream>) {
       if (::chmod(settings_.path.c_str(), settings_.mode) != 0) {
@@ -349,7 +438,13 @@ class StreamInput final : public plugin::Input {
     } else {
       where_ = describe_endpoint(acceptor_.local_endpoint());
     }
-    log::info(core_.component, "listening on {}", where_);
+    if (taken) {
+      log::info(core_.component, "listening on {} (kept across the reload, with {} open connection{})", where_,
+                taken->connections.size(), taken->connections.size() == 1 ? "" : "s");
+      for (auto& c : taken->connections) adopt(std::move(c));
+    } else {
+      log::info(core_.component, "listening on {}", where_);
+    }
     accept();
     io_beat_.start();
     for (unsigned i = 0; i < std::max(1u, settings_.threads); ++i) {
@@ -357,23 +452,48 @@ class StreamInput final : public plugin::Input {
     }
   }
 
+  // Stops accepting and reading. During a reload (handover::parking()) the listening socket and
+  // the open connections are handed over instead of closed; otherwise each connection commits
+  // what it read and is closed.
   void stop() override {
     if (stopped_.exchange(true) || threads_.empty()) return;
-    asio::post(acceptor_.get_executor(), [this] {
+    const bool park = handover::parking();
+    std::promise<int> listener;
+    std::future<int> listener_fd = listener.get_future();
+    asio::post(acceptor_.get_executor(), [this, park, &listener] {
       boost::system::error_code ignored;
-      acceptor_.close(ignored);
+      int fd = -1;
+      if (park) fd = acceptor_.release(ignored);
+      if (fd < 0) acceptor_.close(ignored);
+      listener.set_value(fd);
     });
+    std::vector<handover::Connection> parked;
+    std::mutex parked_mutex;
     for (auto& session : live_sessions()) {
-      asio::post(session.second, [s = session.first] { s->shut_down(); });
+      asio::post(session.second, [s = session.first, park, &parked, &parked_mutex] {
+        if (park) {
+          s->park(parked, parked_mutex);
+        } else {
+          s->shut_down();
+        }
+      });
     }
     {
       std::unique_lock lock(mutex_);
       ended_.wait_for(lock, std::chrono::seconds(10), [this] { return active_ == 0; });
     }
+    const int fd = listener_fd.wait_for(std::chrono::seconds(10)) == std::future_status::ready ? listener_fd.get() : -1;
     io_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
     io_beat_.stop();
+    if (fd >= 0) {
+      log::info(core_.component, "keeping {} and {} open connection{} for the new configuration", where_,
+                parked.size(), parked.size() == 1 ? "" : "s");
+      handover::park(handover_key_, {.fd = fd, .connections = std::move(parked), .kernel_drops = 0});
+      return;
+    }
+    for (const auto& c : parked) ::close(c.fd);
     if constexpr (std::is_same_v<Protocol, unix_stream>) {
       std::error_code ec;
       std::filesystem::remove(settings_.path, ec);
@@ -429,6 +549,29 @@ class StreamInput final : public plugin::Input {
         std::filesystem::remove(settings_.path);
       }
     }
+  }
+
+  // A connection handed over across the reload: it goes on where the previous input left it.
+  void adopt(handover::Connection c) {
+    auto strand = asio::make_strand(io_);
+    typename Protocol::socket socket(strand);
+    boost::system::error_code ec;
+    socket.assign(endpoint_.protocol(), c.fd, ec);
+    if (ec) {
+      ::close(c.fd);
+      log::warn(core_.component, "cannot take over the connection from {}: {}", c.peer, ec.message());
+      return;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      ++active_;
+    }
+    auto session = std::make_shared<Session>(std::move(socket), *this, std::move(c.peer), std::move(c.framer));
+    {
+      std::lock_guard lock(mutex_);
+      sessions_.emplace_back(session, strand);
+    }
+    session->start();
   }
 
   void accept() {
@@ -502,6 +645,7 @@ class StreamInput final : public plugin::Input {
   asio::steady_timer retry_timer_{io_};
   Endpoint endpoint_;
   std::string where_;
+  std::string handover_key_;  // the kind and the configured address (input/handover.hpp)
   std::vector<std::thread> threads_;
 };
 
@@ -519,24 +663,41 @@ class DatagramInput final : public plugin::Input {
         core_(context, settings.type),
         endpoint_(std::move(endpoint)),
         where_(std::move(where)),
-        buffer_(settings.max_message_bytes + 1) {}
+        handover_key_(settings.type + " datagram " + where_),
+        buffer_(settings.max_message_bytes + 1) {
+    handover::claim(handover_key_);
+  }
 
   ~DatagramInput() override { stop(); }
 
   void start() override {
-    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
-      struct stat st {};
-      if (::lstat(settings_.path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-          throw plugin::StartError(fmt::format("{} exists and is not a socket", settings_.path.string()));
-        }
-        std::filesystem::remove(settings_.path);
+    std::optional<handover::Parked> taken = handover::take(handover_key_);
+    boost::system::error_code ec;
+    if (taken) {
+      // The socket of this input before the reload, with the datagrams that came meanwhile.
+      socket_.assign(endpoint_.protocol(), taken->fd, ec);
+      if (ec) {
+        ::close(taken->fd);
+        taken.reset();
+        ec.clear();
+      } else {
+        kernel_drops_ = taken->kernel_drops;
       }
     }
-    boost::system::error_code ec;
-    socket_.open(endpoint_.protocol(), ec);
-    if (!ec) socket_.bind(endpoint_, ec);
-    if (ec) throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+    if (!taken) {
+      if constexpr (std::is_same_v<Protocol, unix_datagram>) {
+        struct stat st {};
+        if (::lstat(settings_.path.c_str(), &st) == 0) {
+          if (!S_ISSOCK(st.st_mode)) {
+            throw plugin::StartError(fmt::format("{} exists and is not a socket", settings_.path.string()));
+          }
+          std::filesystem::remove(settings_.path);
+        }
+      }
+      socket_.open(endpoint_.protocol(), ec);
+      if (!ec) socket_.bind(endpoint_, ec);
+      if (ec) throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
+    }
     int size = static_cast<int>(std::min<std::size_t>(settings_.receive_buffer_bytes, INT32_MAX));
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     int one = 1;
@@ -550,36 +711,56 @@ class DatagramInput final : public plugin::Input {
     } else {
       where_ = describe_endpoint_of(socket_.local_endpoint());
     }
-    log::info(core_.component, "listening on {}", where_);
-    wait();
+    log::info(core_.component, "listening on {}{}", where_, taken ? " (kept across the reload)" : "");
+    // Started paused (the engine lets its inputs go once the whole pipeline started): datagrams
+    // wait in the socket's buffer until then, rather than being read and dropped.
+    if (!core_.paused.load()) begin_reading();
     io_beat_.start();
     thread_ = std::thread([this] { io_.run(); });
+    started_ = true;
   }
 
+  // Stops reading. During a reload (handover::parking()) the socket, with the datagrams waiting
+  // in its buffer, is handed over instead of closed.
   void stop() override {
     if (stopped_.exchange(true) || !thread_.joinable()) return;
-    asio::post(io_, [this] {
+    const bool park = handover::parking();
+    int fd = -1;
+    asio::post(io_, [this, park, &fd] {
       flush();
       io_beat_.stop();
       boost::system::error_code ignored;
-      socket_.close(ignored);
+      if (park) fd = socket_.release(ignored);
+      if (fd < 0) socket_.close(ignored);
       io_.stop();
     });
     thread_.join();
+    if (fd >= 0) {
+      handover::park(handover_key_, {.fd = fd, .connections = {}, .kernel_drops = kernel_drops_});
+      return;
+    }
     if constexpr (std::is_same_v<Protocol, unix_datagram>) {
       std::error_code ec;
       std::filesystem::remove(settings_.path, ec);
     }
   }
 
+  // Once reading, it goes on while paused: a datagram cannot be held back, so what comes while
+  // the queue refuses records is read and counted as dropped.
   void set_paused(bool paused) override {
     core_.paused = paused;
     core_.metrics.set_paused(paused);
+    if (started_.load() && !reading_.load()) asio::post(io_, [this] { begin_reading(); });
   }
 
   std::string listening_on() const override { return where_; }
 
  private:
+  void begin_reading() {
+    if (reading_.exchange(true)) return;
+    wait();
+  }
+
   static std::string describe_endpoint_of(const udp::endpoint& ep) {
     if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
     return fmt::format("{}:{}", ep.address().to_string(), ep.port());
@@ -699,9 +880,12 @@ class DatagramInput final : public plugin::Input {
   typename Protocol::socket socket_{io_};
   Endpoint endpoint_;
   std::string where_;
+  std::string handover_key_;  // the kind and the configured address (input/handover.hpp)
   std::vector<char> buffer_;
   Batch batch_{core_.name, core_.batch_limit, core_.route.get()};
   std::uint32_t kernel_drops_ = 0;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> reading_{false};  // waiting for datagrams (from start if not paused, else the next set_paused)
   std::atomic<bool> stopped_{false};
   std::thread thread_;
 };

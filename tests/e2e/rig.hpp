@@ -9,7 +9,7 @@
 //
 //   - no record a source had acknowledged is lost (MQTT: the broker's PUBACK; file: the line
 //     written; HTTP ingest: tank's 200; TCP: no acknowledgement exists, so TCP records count
-//     only in runs where tank was never killed or reloaded);
+//     only in runs where tank was never killed: a reload keeps the connection open);
 //   - a batch that arrives twice carries the same idempotency key with identical content, and
 //     a record arrives under a second key only when its source may deliver it twice (MQTT QoS 1
 //     after a lost PUBACK);
