@@ -482,11 +482,13 @@ class StreamInput final : public plugin::Input {
       std::unique_lock lock(mutex_);
       ended_.wait_for(lock, std::chrono::seconds(10), [this] { return active_ == 0; });
     }
-    const int fd = listener_fd.wait_for(std::chrono::seconds(10)) == std::future_status::ready ? listener_fd.get() : -1;
+    listener_fd.wait_for(std::chrono::seconds(10));
     io_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
     io_beat_.stop();
+    // Read after the join: had the acceptor's handler not run, the acceptor still owns its socket.
+    const int fd = listener_fd.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? listener_fd.get() : -1;
     if (fd >= 0) {
       log::info(core_.component, "keeping {} and {} open connection{} for the new configuration", where_,
                 parked.size(), parked.size() == 1 ? "" : "s");
