@@ -86,12 +86,22 @@ std::vector<RecordId> records_of(const std::string& body, std::vector<std::strin
   return out;
 }
 
-std::uint64_t vm_rss(pid_t pid) {
+// A process's resident memory (/proc/PID/status, bytes): in all, anonymous (heap, stacks) and
+// file pages (the binary, the queue's map). Zeros when `pid` is not a tank (gone, or the number
+// taken by another process since).
+struct Rss {
+  std::uint64_t total = 0, anon = 0, file = 0;
+};
+Rss vm_rss(pid_t pid) {
+  Rss r;
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.rfind("Name:", 0) == 0 && line.find("tank") == std::string::npos) return {};
+    if (line.rfind("VmRSS:", 0) == 0) r.total = std::stoull(line.substr(6)) * 1024;
+    if (line.rfind("RssAnon:", 0) == 0) r.anon = std::stoull(line.substr(8)) * 1024;
+    if (line.rfind("RssFile:", 0) == 0) r.file = std::stoull(line.substr(8)) * 1024;
   }
-  return 0;
+  return r;
 }
 
 }  // namespace
@@ -146,7 +156,11 @@ class Rig::RssMonitor {
  public:
   RssMonitor() : thread_([this] {
     while (!stop_) {
-      if (pid_t p = pid_.load(); p > 0) peak_ = std::max(peak_.load(), vm_rss(p));
+      if (pid_t p = pid_.load(); p > 0) {
+        const Rss r = vm_rss(p);
+        std::lock_guard lock(mutex_);
+        if (r.total > peak_.total) peak_ = r;
+      }
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_.load(); });
     }
@@ -160,11 +174,14 @@ class Rig::RssMonitor {
     thread_.join();
   }
   void watch(pid_t pid) { pid_ = pid; }
-  std::uint64_t peak() const { return peak_; }
+  Rss peak() {
+    std::lock_guard lock(mutex_);
+    return peak_;
+  }
 
  private:
   std::atomic<pid_t> pid_{0};
-  std::atomic<std::uint64_t> peak_{0};
+  Rss peak_;  // the sample with the most resident memory (under mutex_)
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -617,11 +634,15 @@ Verdict Rig::verdict(bool check_metrics, std::uint64_t dropped_by_policy) {
   judge("HTTP upstream", http_batches());
   if (collector_) judge("upstream broker", mqtt_batches());
 
-  v.peak_rss = rss_->peak();
+  const Rss peak = rss_->peak();
+  v.peak_rss = peak.total;
 #if !defined(__SANITIZE_ADDRESS__)
   if (v.peak_rss > options_.rss_budget_memory_bytes + kRssOverhead) {
-    v.problems.push_back(fmt::format("tank's peak RSS {:.1f} MiB exceeds the queue's memory {:.1f} MiB + {:.0f} MiB",
+    v.problems.push_back(fmt::format("tank's peak RSS {:.1f} MiB ({:.1f} anonymous, {:.1f} file pages) exceeds the "
+                                     "queue's memory {:.1f} MiB + {:.0f} MiB",
                                      static_cast<double>(v.peak_rss) / (1 << 20),
+                                     static_cast<double>(peak.anon) / (1 << 20),
+                                     static_cast<double>(peak.file) / (1 << 20),
                                      static_cast<double>(options_.rss_budget_memory_bytes) / (1 << 20),
                                      static_cast<double>(kRssOverhead) / (1 << 20)));
   }
