@@ -14,7 +14,8 @@
 #     applied) and installed into <cache>/<arch>: OpenSSL, configured down to what tank uses
 #     (-Os, -ffunction-sections; see build_openssl below: 2.0 MiB of a static amd64 tank
 #     instead of Debian's libcrypto.a's 3.25 MiB), zstd (-O2, -ffunction-sections), and the libraries Debian ships only as shared
-#     objects, Paho MQTT C++ and prometheus-cpp (core) (-O2, -ffunction-sections -fdata-sections).
+#     objects, Paho MQTT C++ and prometheus-cpp (core) (-Os, -ffunction-sections -fdata-sections:
+#     57 KB less than at -O2, neither is on the per-record path).
 #
 # <cache> is ${TANK_DEPS_CACHE:-$HOME/.cache/tank-deps}. Each library is rebuilt only when its
 # Debian source version (or this script's recipe number) changes; when everything is present
@@ -23,7 +24,7 @@
 set -eu
 
 # Bump when the way the libraries are built changes: every cached build is then redone.
-RECIPE=3
+RECIPE=4
 MIRROR=${TANK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${TANK_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
@@ -249,7 +250,7 @@ build_static() {
   # shellcheck disable=SC2086
   if ! { cmake -S "$tree" -B "$build" -G Ninja $toolchain_args \
            -DCMAKE_BUILD_TYPE=Release \
-           -DCMAKE_C_FLAGS_RELEASE="-O2 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
+           -DCMAKE_C_FLAGS_RELEASE="-Os -DNDEBUG" -DCMAKE_CXX_FLAGS_RELEASE="-Os -DNDEBUG" \
            -DCMAKE_C_FLAGS="-ffunction-sections -fdata-sections" \
            -DCMAKE_CXX_FLAGS="-ffunction-sections -fdata-sections" \
            -DCMAKE_POSITION_INDEPENDENT_CODE=OFF -DBUILD_SHARED_LIBS=OFF \
