@@ -70,7 +70,15 @@ void Mosquitto::start() {
 void Mosquitto::stop() {
   process_->signal(SIGTERM);
   if (paused_) resume();  // a stopped process acts on SIGTERM only once continued
-  REQUIRE(process_->wait(std::chrono::seconds(20)).has_value());
+  if (!process_->wait(std::chrono::seconds(20)).has_value()) {
+    // Seen once, in the arm64 unit tests under qemu-user (CI of 2ce0bce): the native mosquitto
+    // started by the emulated test program did not act on SIGTERM for 20 s (cause not
+    // established; the child's signal mask is reset before exec). The tests need the broker
+    // gone, not its clean exit: kill it, and say so.
+    WARN("mosquitto did not stop within 20 s of SIGTERM; killing it");
+    process_->signal(SIGKILL);
+    REQUIRE(process_->wait(std::chrono::seconds(20)).has_value());
+  }
   process_.reset();
 }
 
