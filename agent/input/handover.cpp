@@ -23,14 +23,16 @@ Registry& registry() {
   return r;
 }
 
+}  // namespace
+
 void close_all(Parked& p) {
   for (auto& c : p.connections) {
     if (c.fd >= 0) ::close(c.fd);
   }
   if (p.fd >= 0) ::close(p.fd);
+  p.connections.clear();
+  p.fd = -1;
 }
-
-}  // namespace
 
 Window::Window() {
   Registry& r = registry();

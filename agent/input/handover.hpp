@@ -71,4 +71,7 @@ void close_unclaimed();
 // What is parked under `key`, if anything; the caller owns the descriptors from then on.
 std::optional<Parked> take(const std::string& key);
 
+// Closes every descriptor of `sockets` (what a taker does with sockets it cannot use).
+void close_all(Parked& sockets);
+
 }  // namespace tank::input::handover

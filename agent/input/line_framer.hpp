@@ -46,11 +46,7 @@ class LineFramer {
   // Moves the state out; the framer is then at the start of a line.
   State take_state() {
     State s{std::move(partial_), discarding_, std::move(oversize_head_), oversize_length_, oversize_last_};
-    partial_.clear();
-    discarding_ = false;
-    oversize_head_.clear();
-    oversize_length_ = 0;
-    oversize_last_ = '\0';
+    restore({});
     return s;
   }
   // Goes on from `s`, as if the bytes that led to it had been fed to this framer.

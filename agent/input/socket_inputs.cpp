@@ -113,6 +113,24 @@ std::chrono::milliseconds backoff(unsigned attempt) {
 template <class Protocol>
 class StreamInput;
 
+// The connections a stream input's sessions hand over while it stops for a reload (each on its
+// own strand).
+struct ParkedConnections {
+  std::mutex mutex;
+  std::vector<handover::Connection> connections;
+};
+
+// Gives the descriptor parked in `parked` to `s` (an acceptor or a socket of `protocol`). When
+// that fails, closes everything parked and returns false: the caller opens a socket of its own.
+template <class Socket, class Protocol>
+bool assign_parked(Socket& s, const Protocol& protocol, handover::Parked& parked) {
+  boost::system::error_code ec;
+  s.assign(protocol, parked.fd, ec);
+  if (!ec) return true;
+  handover::close_all(parked);
+  return false;
+}
+
 template <class Protocol>
 class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol>> {
  public:
@@ -163,16 +181,15 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
 
   // Called on the session's executor when tank stops for a reload (input/handover.hpp): commits
   // the complete lines read so far, as shut_down() does, but keeps the connection open and hands
-  // it over, with the part of a line read so far, to `out` (under `out_mutex`). A connection its
-  // peer has closed already is only shut down.
-  void park(std::vector<handover::Connection>& out, std::mutex& out_mutex) {
+  // it over, with the part of a line read so far, to `out`. A connection its peer has closed
+  // already is only shut down.
+  void park(ParkedConnections& out) {
     if (closed_) return;
     if (end_after_drain_) {
       shut_down();
       return;
     }
-    park_out_ = &out;
-    park_mutex_ = &out_mutex;
+    park_to_ = &out;
     if (reading_) {
       // The read in progress may have taken bytes from the kernel already: its handler frames
       // them, then parks (on_read).
@@ -203,7 +220,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     if (closed_) return;
     if (ec) {
       if (ec == asio::error::operation_aborted) {
-        if (park_out_ != nullptr) finish_park();
+        if (park_to_ != nullptr) finish_park();
         return;
       }
       if (ec != asio::error::eof && ec != asio::error::connection_reset) {
@@ -213,10 +230,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
       // The connection ended: its last line need not end in a newline.
       framer_.finish([&](std::string_view line) { add_line(line); },
                      [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
-      if (park_out_ != nullptr) {
-        // Ended while tank stops for a reload: nothing to hand over.
-        commit_last();
-        close();
+      if (park_to_ != nullptr) {
+        shut_down();  // ended while tank stops for a reload: nothing to hand over
         return;
       }
       end_after_drain_ = true;
@@ -227,7 +242,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     arm_idle_timer();
     framer_.feed(std::string_view(buffer_.data(), n), [&](std::string_view line) { add_line(line); },
                  [&](std::string_view head, std::uint64_t length) { add_oversize(head, length); });
-    if (park_out_ != nullptr) {
+    if (park_to_ != nullptr) {
       finish_park();
       return;
     }
@@ -249,8 +264,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
       socket_.close(ec);
       return;
     }
-    std::lock_guard hold(*park_mutex_);
-    park_out_->push_back({fd, peer_, framer_.take_state()});
+    std::lock_guard hold(park_to_->mutex);
+    park_to_->connections.push_back({fd, peer_, framer_.take_state()});
   }
 
   // At stop: commits what was read and framed. What the queue still refuses is counted as dropped
@@ -374,8 +389,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   bool end_after_drain_ = false;
   unsigned retry_attempt_ = 0;
   // Set by park(): where the connection goes once the read in progress has ended.
-  std::vector<handover::Connection>* park_out_ = nullptr;
-  std::mutex* park_mutex_ = nullptr;
+  ParkedConnections* park_to_ = nullptr;
 };
 
 template <class Protocol>
@@ -405,19 +419,11 @@ class StreamInput final : public plugin::Input {
   Core& core() { return core_; }
 
   void start() override {
+    // The listening socket of this input before a reload: connections that came meanwhile wait in
+    // its backlog.
     std::optional<handover::Parked> taken = handover::take(handover_key_);
+    if (taken && !assign_parked(acceptor_, endpoint_.protocol(), *taken)) taken.reset();
     boost::system::error_code ec;
-    if (taken) {
-      // The listening socket of this input before the reload: connections that came meanwhile
-      // wait in its backlog.
-      acceptor_.assign(endpoint_.protocol(), taken->fd, ec);
-      if (ec) {
-        ::close(taken->fd);
-        for (const auto& c : taken->connections) ::close(c.fd);
-        taken.reset();
-        ec.clear();
-      }
-    }
     if (!taken) {
       prepare_endpoint();
       acceptor_.open(endpoint_.protocol(), ec);
@@ -467,12 +473,11 @@ class StreamInput final : public plugin::Input {
       if (fd < 0) acceptor_.close(ignored);
       listener.set_value(fd);
     });
-    std::vector<handover::Connection> parked;
-    std::mutex parked_mutex;
+    ParkedConnections parked;
     for (auto& session : live_sessions()) {
-      asio::post(session.second, [s = session.first, park, &parked, &parked_mutex] {
+      asio::post(session.second, [s = session.first, park, &parked] {
         if (park) {
-          s->park(parked, parked_mutex);
+          s->park(parked);
         } else {
           s->shut_down();
         }
@@ -489,13 +494,14 @@ class StreamInput final : public plugin::Input {
     io_beat_.stop();
     // Read after the join: had the acceptor's handler not run, the acceptor still owns its socket.
     const int fd = listener_fd.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? listener_fd.get() : -1;
+    handover::Parked sockets{.fd = fd, .connections = std::move(parked.connections), .kernel_drops = 0};
     if (fd >= 0) {
       log::info(core_.component, "keeping {} and {} open connection{} for the new configuration", where_,
-                parked.size(), parked.size() == 1 ? "" : "s");
-      handover::park(handover_key_, {.fd = fd, .connections = std::move(parked), .kernel_drops = 0});
+                sockets.connections.size(), sockets.connections.size() == 1 ? "" : "s");
+      handover::park(handover_key_, std::move(sockets));
       return;
     }
-    for (const auto& c : parked) ::close(c.fd);
+    handover::close_all(sockets);
     if constexpr (std::is_same_v<Protocol, unix_stream>) {
       std::error_code ec;
       std::filesystem::remove(settings_.path, ec);
@@ -673,19 +679,11 @@ class DatagramInput final : public plugin::Input {
   ~DatagramInput() override { stop(); }
 
   void start() override {
+    // The socket of this input before a reload, with the datagrams that came meanwhile.
     std::optional<handover::Parked> taken = handover::take(handover_key_);
+    if (taken && !assign_parked(socket_, endpoint_.protocol(), *taken)) taken.reset();
+    if (taken) kernel_drops_ = taken->kernel_drops;
     boost::system::error_code ec;
-    if (taken) {
-      // The socket of this input before the reload, with the datagrams that came meanwhile.
-      socket_.assign(endpoint_.protocol(), taken->fd, ec);
-      if (ec) {
-        ::close(taken->fd);
-        taken.reset();
-        ec.clear();
-      } else {
-        kernel_drops_ = taken->kernel_drops;
-      }
-    }
     if (!taken) {
       if constexpr (std::is_same_v<Protocol, unix_datagram>) {
         struct stat st {};

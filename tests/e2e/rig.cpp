@@ -93,15 +93,8 @@ struct Rss {
   std::uint64_t total = 0, anon = 0, file = 0;
 };
 Rss vm_rss(pid_t pid) {
-  Rss r;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("Name:", 0) == 0 && line.find("tank") == std::string::npos) return {};
-    if (line.rfind("VmRSS:", 0) == 0) r.total = std::stoull(line.substr(6)) * 1024;
-    if (line.rfind("RssAnon:", 0) == 0) r.anon = std::stoull(line.substr(8)) * 1024;
-    if (line.rfind("RssFile:", 0) == 0) r.file = std::stoull(line.substr(8)) * 1024;
-  }
-  return r;
+  if (test::read_file("/proc/" + std::to_string(pid) + "/comm").find("tank") == std::string::npos) return {};
+  return {test::status_bytes(pid, "VmRSS"), test::status_bytes(pid, "RssAnon"), test::status_bytes(pid, "RssFile")};
 }
 
 }  // namespace

@@ -21,14 +21,6 @@ using namespace tank::test;
 
 namespace {
 
-std::uint64_t status_bytes(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with(field + ":")) return std::stoull(line.substr(field.size() + 1)) * 1024;
-  }
-  return 0;
-}
-
 std::string line_of(std::uint64_t seq) {
   return fmt::format("{{\"seq\":{:09d},\"pad\":\"{}\"}}\n", seq, std::string(70, 'x'));
 }

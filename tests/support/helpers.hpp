@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -43,6 +44,10 @@ void write_file(const std::filesystem::path& path, const std::string& content);
 // Appends `content` to the end of `path` (created if missing); throws if it cannot.
 void append_file(const std::filesystem::path& path, const std::string& content);
 std::string read_file(const std::filesystem::path& path);
+
+// A field of /proc/PID/status in bytes, e.g. "VmRSS" or "RssAnon"; 0 when the process or the
+// field is not there.
+std::uint64_t status_bytes(pid_t pid, const std::string& field);
 
 // A child process with stdout and stderr captured into files.
 class Process {
