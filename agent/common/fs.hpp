@@ -24,7 +24,9 @@ std::optional<std::string> read_file(const std::filesystem::path& path, std::str
                                      std::size_t max_bytes = static_cast<std::size_t>(-1));
 
 // The kernel's boot id (/proc/sys/kernel/random/boot_id), or "" when unknown. Two runs with
-// different boot ids were separated by a reboot.
+// different boot ids were separated by a reboot. The environment variable TANK_BOOT_ID, when set
+// and not empty, is returned instead: the power-cut tests start tank on a recorded disk state "as
+// after a reboot" (tests/powerloss).
 std::string boot_id();
 
 // An exclusive, non-blocking lock on a file (flock), held until destruction. Used so that only
