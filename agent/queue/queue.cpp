@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -20,7 +21,10 @@
 #include "common/liveness.hpp"
 #include "common/units.hpp"
 #include "queue/lmdb.hpp"
+#include "queue/lmdb_file.hpp"
+#include "queue/lmdb_layout.hpp"
 #include "queue/queue_metrics.hpp"
+#include "queue/recovery_point.hpp"
 #include "queue/verify.hpp"
 
 namespace tank::queue {
@@ -199,7 +203,16 @@ Queue::Queue(const Options& options, const Clock& clock, bool read_only)
       full_episode_(kComponent, log::Level::warn),
       map_full_episode_(kComponent, log::Level::error),
       commit_failure_episode_(kComponent, log::Level::error),
-      dead_letter_episode_(kComponent, log::Level::warn) {}
+      dead_letter_episode_(kComponent, log::Level::warn) {
+  auto on = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string_view(v) == "1";
+  };
+  test_skip_flush_ = on("TANK_TEST_SKIP_FLUSH");
+  test_no_pin_ = on("TANK_TEST_NO_PIN");
+  if (test_skip_flush_) log::warn(kComponent, "TANK_TEST_SKIP_FLUSH=1: the queue never flushes (a test of the tests)");
+  if (test_no_pin_) log::warn(kComponent, "TANK_TEST_NO_PIN=1: the flushed snapshot is not kept (a test of the tests)");
+}
 
 std::unique_ptr<Queue> Queue::open(const Options& options, const Clock& clock, metrics::Registry* metrics,
                                    OpenReport* report) {
@@ -241,42 +254,7 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
     std::filesystem::create_directories(dir, ec);
     if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
 
-    VerifyOptions verify;
-    verify.depth = options_.verification;
-    verify.on_wait = options_.on_verification_wait;
-    VerifyResult check = verify_in_child(dir, verify);
-    switch (check.outcome) {
-      case VerifyResult::Outcome::ok:
-        break;
-      case VerifyResult::Outcome::inaccessible:
-        throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), check.problem));
-      case VerifyResult::Outcome::newer_format:
-        throw OpenError(fmt::format("cannot open the queue in {}: {}. Run the newer tank, or move the directory "
-                                    "aside to start with an empty queue.",
-                                    dir.string(), check.problem));
-      case VerifyResult::Outcome::damaged: {
-        std::vector<std::filesystem::path> pruned;
-        std::filesystem::path moved = move_aside(dir, clock_.wall_ns(), options_.keep_damaged, &pruned);
-        metrics_->damaged_recoveries.Increment();
-        log::error(kComponent,
-                   "the queue in {} is damaged ({}); moved it to {} and started with an empty queue. Its records "
-                   "were not delivered: inspect or delete that directory (docs/operations.md)",
-                   dir.string(), check.problem, moved.string());
-        for (const auto& p : pruned) {
-          log::warn(kComponent, "deleted the older damaged queue {} (keeping the newest {})", p.string(),
-                    options_.keep_damaged);
-        }
-        if (report != nullptr) {
-          report->recovered = true;
-          report->moved_to = moved;
-          report->problem = check.problem;
-          report->pruned = pruned;
-        }
-        std::filesystem::create_directories(dir, ec);
-        if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
-        break;
-      }
-    }
+    check_before_open(report);
   }
 
   max_commit_bytes_ = max_commit_for(options_.max_disk_bytes);
@@ -297,7 +275,7 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       flags |= MDB_RDONLY;
     } else {
       lmdb::check(mdb_env_set_mapsize(env_, map_bytes_), "mdb_env_set_mapsize");
-      if (options_.fsync != Fsync::always) flags |= MDB_NOSYNC;
+      if (options_.fsync != Fsync::always || test_skip_flush_) flags |= MDB_NOSYNC;
     }
     return mdb_env_open(env_, dir.c_str(), flags, 0640);
   };
@@ -345,13 +323,35 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       int dead = 0;
       mdb_reader_check(env_, &dead);
       if (dead > 0) log::info(kComponent, "cleared {} stale reader slot(s) left by processes that died", dead);
+      // Before this run writes anything: make the newest state durable and the recovery point (a
+      // power cut from here on falls back to it, and the previous run's pin is gone).
+      try {
+        recovery_file_ = std::make_unique<RecoveryPointFile>(dir);
+      } catch (const lmdb_file::IoError& e) {
+        throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), e.what()));
+      }
+      if (std::string error = flush(0); !error.empty()) {
+        throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), error));
+      }
       lmdb::Txn txn(env_, 0);
       lmdb::check(mdb_dbi_open(txn.get(), "records", MDB_CREATE, &records_dbi_), "creating the records database");
       lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_dbi_), "creating the meta database");
       lmdb::check(mdb_dbi_open(txn.get(), "state", MDB_CREATE, &state_dbi_), "creating the state database");
       lmdb::check(mdb_dbi_open(txn.get(), "dead_letters", MDB_CREATE, &dead_letters_dbi_),
                   "creating the dead-letter database");
-      if (!get_meta(txn.get(), meta_dbi_, "format")) put_meta(txn.get(), meta_dbi_, "format", kQueueFormat);
+      const std::optional<std::uint64_t> stored_format = get_meta(txn.get(), meta_dbi_, "format");
+      if (!stored_format || *stored_format < kQueueFormat) put_meta(txn.get(), meta_dbi_, "format", kQueueFormat);
+      if (rolled_back_next_seq_ != 0) {
+        // Sequence numbers never repeat: skip every number the undone commits may have given
+        // (they lived in pages written after the recovery point: at most the map's pages full of
+        // the smallest records, and in memory mode a reservation per commit).
+        const std::uint64_t per_page = (page_size_ - kPageHeader) / (kNodeHeader + kKeyBytes + kRecordHeaderBytes + 2);
+        std::uint64_t skip = (map_bytes_ / page_size_) * per_page;
+        if (options_.mode == Mode::memory) skip += (map_bytes_ / page_size_) * kSeqReservation;
+        const std::uint64_t floor = rolled_back_next_seq_ + skip;
+        if (get_meta(txn.get(), meta_dbi_, "next_seq").value_or(1) < floor) put_meta(txn.get(), meta_dbi_, "next_seq", floor);
+        log::info(kComponent, "sequence numbers go on from {} (past any number the undone commits gave)", floor);
+      }
       if (!get_meta(txn.get(), meta_dbi_, "queue_id")) {
         // Random, never 0; sequence numbers of another queue (one moved aside) never meet it.
         std::random_device entropy;
@@ -360,6 +360,7 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
         put_meta(txn.get(), meta_dbi_, "queue_id", id);
       }
       txn.commit();
+      if (stored_format && *stored_format < kQueueFormat) upgrade_records(*stored_format);
       load_state();
       register_consumers();
     }
@@ -447,25 +448,390 @@ void Queue::load_state() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Checks before opening: power-loss rollback, verification, moving aside
+
+namespace {
+
+// Sentences for the log: a recovery point's flush time and what it held.
+std::string describe_point(const RecoveryPoint& point) {
+  return fmt::format("the flush at {} (transaction {}, {} records, next sequence number {})",
+                     fs::rfc3339_utc(point.pinned_wall_ns), point.txnid, point.records, point.next_seq);
+}
+
+}  // namespace
+
+void Queue::check_before_open(OpenReport* report) {
+  const std::filesystem::path& dir = options_.dir;
+  const std::filesystem::path data = dir / "data.mdb";
+  auto transient = [&](const std::string& what) {
+    return OpenError(fmt::format("cannot read the queue in {}: {}. The queue was left as it is (this is not damage); "
+                                 "tank will try again when it is restarted (systemd does so by itself)",
+                                 dir.string(), what));
+  };
+  Verification depth = options_.verification;
+  std::optional<RecoveryPoint> point;  // usable for a rollback
+  bool rolled_back = false;
+  std::error_code ec;
+  if (std::filesystem::exists(data, ec)) {
+    try {
+      std::string why;
+      point = read_recovery_point(dir, &why);
+      const lmdb_file::Metas metas = lmdb_file::read_metas(data);
+      struct stat st {};
+      if (::stat(data.c_str(), &st) != 0) throw lmdb_file::IoError(errno, fmt::format("cannot stat {}", data.string()));
+      if (point && (point->data_inode != static_cast<std::uint64_t>(st.st_ino) ||
+                    point->data_device != static_cast<std::uint64_t>(st.st_dev))) {
+        log::info(kComponent, "ignoring {}: it was written for another data.mdb (copied or replaced)",
+                  (dir / kRecoveryPointFile).string());
+        point.reset();
+      }
+      // With fsync = "always" every commit was durable: the newest state is the one to trust.
+      if (point && point->every_commit_durable()) point.reset();
+      if (point && point->meta_page.size() != lmdb_layout::kMetaPageBytes) point.reset();
+      const int newest = metas.newest();
+      const std::string boot = fs::boot_id();
+      const bool rebooted = point && !boot.empty() && !point->boot_id.empty() && point->boot_id != boot;
+      if (rebooted && (newest < 0 || metas.slots[newest].txnid != point->txnid)) {
+        // The machine went down while tank ran with commits after its last flush: their pages may
+        // have reached the disk in any order, or not at all. LMDB cannot tell (no checksums on
+        // pages), so they are undone.
+        const std::string newer =
+            newest < 0 ? std::string("its meta pages are unreadable")
+                       : fmt::format("{} commit(s) after it, up to transaction {}, may be incomplete",
+                                     metas.slots[newest].txnid > point->txnid ? metas.slots[newest].txnid - point->txnid : 0,
+                                     metas.slots[newest].txnid);
+        roll_back(*point,
+                  fmt::format("the machine restarted while tank was running (power cut or system crash): {}", newer),
+                  report);
+        rolled_back = true;
+        depth = Verification::full;
+      }
+    } catch (const lmdb_file::IoError& e) {
+      throw transient(e.what());
+    }
+  }
+
+  VerifyOptions verify;
+  verify.depth = depth;
+  verify.on_wait = options_.on_verification_wait;
+  VerifyResult check = verify_in_child(dir, verify);
+  if (check.outcome == VerifyResult::Outcome::damaged && point && !rolled_back) {
+    // The newest state is damaged but the last flush's snapshot was kept intact (its pages were
+    // pinned until the previous tank ended, and nothing was written since): go back to it.
+    try {
+      roll_back(*point, fmt::format("its newest state is damaged ({})", check.problem), report);
+    } catch (const lmdb_file::IoError& e) {
+      throw transient(e.what());
+    }
+    rolled_back = true;
+    verify.depth = Verification::full;
+    check = verify_in_child(dir, verify);
+  }
+  switch (check.outcome) {
+    case VerifyResult::Outcome::ok:
+      break;
+    case VerifyResult::Outcome::inaccessible:
+      throw transient(check.problem);
+    case VerifyResult::Outcome::newer_format:
+      throw OpenError(fmt::format("cannot open the queue in {}: {}. Run the newer tank, or move the directory "
+                                  "aside to start with an empty queue.",
+                                  dir.string(), check.problem));
+    case VerifyResult::Outcome::damaged: {
+      std::vector<std::filesystem::path> pruned;
+      std::filesystem::path moved = move_aside(dir, clock_.wall_ns(), options_.keep_damaged, &pruned);
+      metrics_->damaged_recoveries.Increment();
+      log::error(kComponent,
+                 "the queue in {} is damaged ({}); moved it to {} and started with an empty queue. Its records "
+                 "were not delivered: `tank queue salvage {}` recovers every intact one (docs/operations.md)",
+                 dir.string(), check.problem, moved.string(), moved.string());
+      for (const auto& p : pruned) {
+        log::warn(kComponent, "deleted the older damaged queue {} (it held no records to salvage)", p.string());
+      }
+      if (report != nullptr) {
+        report->recovered = true;
+        report->moved_to = moved;
+        report->problem = check.problem;
+        report->pruned = pruned;
+      }
+      std::filesystem::create_directories(dir, ec);
+      if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
+      rolled_back_next_seq_ = 0;
+      break;
+    }
+  }
+}
+
+bool Queue::roll_back(const RecoveryPoint& point, const std::string& why, OpenReport* report) {
+  const std::filesystem::path& dir = options_.dir;
+  roll_back_to(dir / "data.mdb", point);
+  // LMDB's lock file remembers the newest transaction; it is rebuilt from the meta pages.
+  std::error_code ec;
+  std::filesystem::remove(dir / "lock.mdb", ec);
+  metrics_->power_loss_rollbacks.Increment();
+  rolled_back_next_seq_ = std::max<std::uint64_t>(point.next_seq, 1);
+  const std::string text =
+      fmt::format("rolled the queue in {} back to its last flush, {}, because {}. Records acknowledged to their "
+                  "sources after that flush (at most fsync_interval = {} of them with fsync = \"interval\") are lost; "
+                  "outputs send again what they delivered after it, under the same idempotency keys",
+                  dir.string(), describe_point(point), why, units::format_duration(options_.fsync_interval));
+  log::error(kComponent, "{}", text);
+  if (report != nullptr) {
+    report->rolled_back = true;
+    report->rollback = text;
+  }
+  return true;
+}
+
+// Format 1 records (no check) are rewritten in format 2, oldest first, in transactions of at most
+// max_commit_bytes; records of both formats read the same meanwhile, so a crash half-way only
+// leaves the rest for the next start. The meta format was set to 2 first: an older tank refuses
+// the queue from then on instead of misreading it.
+void Queue::upgrade_records(std::uint64_t from_format) {
+  std::uint64_t upgraded = 0;
+  std::uint64_t next = 0;  // the first sequence number not yet looked at
+  for (;;) {
+    lmdb::Txn txn(env_, 0);
+    std::uint64_t bytes = 0;
+    bool more = false;
+    {
+      lmdb::Cursor cursor(txn.get(), records_dbi_);
+      lmdb::SeqKey start(next);
+      MDB_val k = start.val();
+      MDB_val v;
+      more = cursor.get(k, v, MDB_SET_RANGE);
+      while (more && bytes < max_commit_bytes_) {
+        const std::uint64_t seq = lmdb::seq_of(k);
+        const std::string_view stored = lmdb::view_of(v);
+        if (!stored.empty() && static_cast<unsigned char>(stored[0]) == 1) {
+          if (std::optional<std::string> v2 = upgrade_record_v1(seq, stored)) {
+            MDB_val nv = lmdb::value_of(*v2);
+            lmdb::check(mdb_cursor_put(cursor.get(), &k, &nv, MDB_CURRENT), "upgrading a record");
+            bytes += v2->size();
+            ++upgraded;
+          }
+        }
+        next = seq + 1;
+        more = cursor.get(k, v, MDB_NEXT);
+      }
+    }
+    txn.commit();
+    if (!more) break;
+  }
+  log::info(kComponent, "upgraded the queue in {} from format {} to {}: {} records now carry a checksum",
+            options_.dir.string(), from_format, kQueueFormat, upgraded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flushing and the recovery point (recovery_point.hpp)
+
+namespace {
+
+// How often the flushing thread looks whether the pinned snapshot holds too many pages.
+constexpr std::chrono::milliseconds kPinCheckEvery{50};
+
+}  // namespace
+
 void Queue::start_sync_thread() {
-  if (options_.fsync != Fsync::interval) return;
-  sync_thread_ = std::thread([this] {
+  if (options_.fsync == Fsync::always) return;
+  // fsync = "interval": a flush every fsync_interval (fixed rate: the loss window after a power cut
+  // is at most one interval plus one flush). fsync = "never": no periodic flush. In both, the
+  // pinned snapshot keeps every page freed since it from being reused (each small commit frees
+  // some 6-8 pages: the last leaf, its branches, the meta and free-page trees), so once those pages
+  // would take half of the disk margin the thread flushes early: the fallback never takes room from
+  // the queue, and the file stays within its limit (a group that finds the map full anyway flushes
+  // at once, see run_group).
+  const bool interval = options_.fsync == Fsync::interval;
+  const auto period = interval ? options_.fsync_interval : std::chrono::nanoseconds(std::chrono::hours(24 * 365));
+  const auto look = std::min<std::chrono::nanoseconds>(period, kPinCheckEvery);
+  sync_thread_ = std::thread([this, interval, period, look] {
+    auto next_flush = std::chrono::steady_clock::now() + period;
     std::unique_lock lock(sync_mutex_);
     while (!stop_sync_) {
-      sync_cv_.wait_for(lock, options_.fsync_interval, [this] { return stop_sync_; });
+      sync_cv_.wait_for(lock, look, [this] { return stop_sync_; });
       if (stop_sync_) break;
-      if (!unsynced_.exchange(false)) continue;
+      const auto now = std::chrono::steady_clock::now();
+      const bool scheduled = interval && now >= next_flush;
+      if (scheduled) next_flush = std::max(next_flush + period, now);  // fixed rate, never a burst
       lock.unlock();
-      int rc = mdb_env_sync(env_, 1);
-      if (rc != 0) {
-        log::error(kComponent, "flushing the queue to disk failed: {}", mdb_strerror(rc));
-        unsynced_ = true;
-      } else {
-        metrics_->fsyncs.Increment();
+      const bool due = (scheduled && unsynced_.exchange(false)) || pinned_free_pages() * page_size_ > margin_bytes_ / 2;
+      if (due) {
+        if (std::string error = flush(0); !error.empty()) {
+          commit_failure_episode_.occur(fmt::format("flushing the queue to disk failed: {}; the previous flush stays "
+                                                    "the point a power cut falls back to",
+                                                    error));
+          unsynced_ = true;
+        }
       }
       lock.lock();
     }
   });
+}
+
+// Pages freed since the pinned snapshot: LMDB keeps them until the pin moves.
+std::uint64_t Queue::pinned_free_pages() const {
+  std::uint64_t pinned = 0;
+  {
+    std::lock_guard flush_lock(flush_mutex_);
+    if (pinned_ == nullptr) return 0;
+    pinned = pinned_txnid_;
+  }
+  try {
+    lmdb::Txn txn(env_, MDB_RDONLY);
+    lmdb::Cursor cursor(txn.get(), 0);
+    std::size_t from = static_cast<std::size_t>(pinned);
+    MDB_val k{sizeof from, &from};
+    MDB_val v;
+    std::uint64_t pages = 0;
+    for (bool more = cursor.get(k, v, MDB_SET_RANGE); more; more = cursor.get(k, v, MDB_NEXT)) {
+      std::size_t count = 0;
+      if (v.mv_size >= sizeof count) std::memcpy(&count, v.mv_data, sizeof count);
+      pages += count;
+    }
+    return pages;
+  } catch (const lmdb::Error&) {
+    return 0;
+  }
+}
+
+std::string Queue::flush(std::uint32_t flags) {
+  // 1. Pin the newest snapshot while no group is being written, so that the meta page in the file
+  //    is the snapshot's and no commit is half-way: every commit acknowledged before `pinned_mono`
+  //    is in it.
+  {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return !leader_active_; });
+    leader_active_ = true;
+  }
+  std::lock_guard flush_lock(flush_mutex_);
+  return flush_locked(flags, false);
+}
+
+std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
+  bool leading = !keep_leading;
+  auto step_down = [&] {
+    if (!leading) return;
+    leading = false;
+    {
+      std::lock_guard lock(mutex_);
+      leader_active_ = false;
+    }
+    cv_.notify_all();
+  };
+  struct StepDown {
+    decltype(step_down)& f;
+    ~StepDown() { f(); }
+  } step_down_at_exit{step_down};
+
+  const std::filesystem::path data = options_.dir / "data.mdb";
+  RecoveryPoint point;
+  point.flags = flags | (options_.fsync == Fsync::always ? RecoveryPoint::kEveryCommitDurable : 0);
+  point.pinned_mono_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  point.pinned_wall_ns = clock_.wall_ns();
+  MDB_txn* pin = nullptr;
+  if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &pin); rc != 0) {
+    return fmt::format("cannot begin a read transaction: {}", mdb_strerror(rc));
+  }
+  struct PinGuard {
+    MDB_txn*& txn;
+    ~PinGuard() {
+      if (txn != nullptr) mdb_txn_abort(txn);
+    }
+  } pin_guard{pin};
+  point.txnid = mdb_txn_id(pin);
+  {
+    std::lock_guard lock(mutex_);
+    point.next_seq = std::max(next_seq_, seq_reserved_);
+    point.records = disk_records_ + memory_records_;
+  }
+  try {
+    const lmdb_file::Metas metas = lmdb_file::read_metas(data);
+    const int newest = metas.newest();
+    if (newest < 0 || metas.slots[newest].txnid != point.txnid) {
+      return fmt::format("the meta page of transaction {} is not in {} (newest: {})", point.txnid, data.string(),
+                         newest < 0 ? std::string("none valid") : std::to_string(metas.slots[newest].txnid));
+    }
+    point.meta_page = metas.slots[newest].raw;
+    point.page_size = metas.slots[newest].page_size;
+  } catch (const lmdb_file::IoError& e) {
+    return e.what();
+  }
+  step_down();  // commits go on while the file is flushed
+  if (test_no_pin_) {
+    mdb_txn_abort(pin);
+    pin = nullptr;
+  }
+
+  // 2. The snapshot's pages on stable storage (and everything written before them).
+  if (!test_skip_flush_) {
+    if (int rc = mdb_env_sync(env_, 1); rc != 0) return fmt::format("fdatasync of {}: {}", data.string(), mdb_strerror(rc));
+  }
+  // 3. The recovery point naming it, on stable storage.
+  struct stat st {};
+  if (::stat(data.c_str(), &st) != 0) return fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno));
+  point.data_device = static_cast<std::uint64_t>(st.st_dev);
+  point.data_inode = static_cast<std::uint64_t>(st.st_ino);
+  point.boot_id = fs::boot_id();
+  if (std::string error = recovery_file_->write(point); !error.empty()) return error;
+  metrics_->fsyncs.Increment();
+
+  // 4. What this flush wrote, then the new pin replaces the previous one.
+  if (pin != nullptr) {
+    try {
+      account_written(pin);
+    } catch (const lmdb::Error& e) {
+      log::debug(kComponent, "counting the pages written failed: {}", e.what());
+    }
+  }
+  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
+  pinned_ = nullptr;
+  pinned_txnid_ = point.txnid;
+  // With fsync = "always" every commit is durable: nothing to fall back to, nothing to keep.
+  if (options_.fsync != Fsync::always) std::swap(pinned_, pin);
+  return {};
+}
+
+// Pages written by the commits since the last accounting, up to `txn`'s snapshot: every page a
+// commit wrote was allocated (from the free list or the end of the file) and is now in use or
+// freed again, and no page freed after the last accounting has been reused (with fsync =
+// "interval" or "never" the last flush's snapshot is pinned; with "always" every commit is
+// accounted right after it), so each page was written once: allocated = (pages in use now - then)
+// + pages freed in between (the free-page tree's entries, keyed by the freeing transaction). Plus
+// the meta pages: one per commit with "always" (each is written with O_DSYNC), at most the two
+// per flush otherwise (the page cache keeps only their last content).
+void Queue::account_written(MDB_txn* txn) {
+  if (records_dbi_ == 0) return;  // the flush at open, before the databases are opened
+  std::uint64_t used = 0;
+  for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, records_dbi_, meta_dbi_, state_dbi_, dead_letters_dbi_}) {
+    used += pages_of(stat_of(txn, dbi));
+  }
+  const std::uint64_t txnid = mdb_txn_id(txn);
+  if (accounted_txnid_ == 0 || txnid <= accounted_txnid_) {
+    accounted_pages_ = used;
+    accounted_txnid_ = txnid;
+    return;
+  }
+  std::uint64_t freed = 0;
+  lmdb::Cursor cursor(txn, 0);
+  std::size_t from = static_cast<std::size_t>(accounted_txnid_ + 1);
+  MDB_val k{sizeof from, &from};
+  MDB_val v;
+  for (bool more = cursor.get(k, v, MDB_SET_RANGE); more; more = cursor.get(k, v, MDB_NEXT)) {
+    std::size_t key = 0;
+    if (k.mv_size == sizeof key) std::memcpy(&key, k.mv_data, sizeof key);
+    if (key > txnid) break;
+    std::size_t count = 0;
+    if (v.mv_size >= sizeof count) std::memcpy(&count, v.mv_data, sizeof count);
+    freed += count;
+  }
+  const std::uint64_t allocated = used + freed > accounted_pages_ ? used + freed - accounted_pages_ : 0;
+  const std::uint64_t commits = txnid - accounted_txnid_;
+  const std::uint64_t meta_pages = options_.fsync == Fsync::always ? commits : std::min<std::uint64_t>(commits, 2);
+  metrics_->written_bytes.Increment(static_cast<double>((allocated + meta_pages) * page_size_));
+  accounted_pages_ = used;
+  accounted_txnid_ = txnid;
 }
 
 Queue::~Queue() {
@@ -494,7 +860,14 @@ void Queue::close() {
   std::unique_lock env_lock(env_mutex_);  // waits for readers in progress
   if (env_ == nullptr) return;
   if (!read_only_ && !memory_.empty()) save_memory_tier();
-  if (!read_only_ && mdb_env_sync(env_, 1) == 0 && metrics_) metrics_->fsyncs.Increment();
+  if (!read_only_ && recovery_file_) {
+    if (std::string error = flush(RecoveryPoint::kClosedCleanly); !error.empty()) {
+      log::error(kComponent, "the last flush of the queue failed: {}; the previous flush stays the point a power cut "
+                 "falls back to", error);
+    }
+  }
+  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
+  pinned_ = nullptr;
   mdb_env_close(env_);
   env_ = nullptr;
 }
@@ -538,6 +911,7 @@ void Queue::save_memory_tier() {
           MDB_val v{rec.size(), nullptr};
           lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_RESERVE), "saving the memory tier");
           std::memcpy(v.mv_data, rec.data(), rec.size());
+          seal_stored_record(records[i].first, static_cast<char*>(v.mv_data), rec.size());
           ++stored;
           stored_bytes += rec.size();
         }
@@ -553,6 +927,8 @@ void Queue::save_memory_tier() {
       // MDB_MAP_FULL right after large deletions: pages freed by the last transactions become
       // reusable two transactions later. Commit empty transactions and try again, a few times.
       if (e.code() == MDB_MAP_FULL && ++attempts <= 3) {
+        // The snapshot kept for a power cut holds the pages freed since the last flush: move it on.
+        if (std::string error = flush(0); !error.empty()) log::warn(kComponent, "flushing the queue failed: {}", error);
         for (int i = 0; i < 2; ++i) {
           lmdb::Txn empty(env_, 0);
           put_meta(empty.get(), meta_dbi_, "next_seq", next_seq_);
@@ -706,6 +1082,18 @@ void Queue::run_group(std::vector<Pending*>& group) {
       mdb_reader_check(env_, &dead);
       if (dead > 0) written = write_group(group, g, true);
     }
+    if (!written && options_.fsync != Fsync::always && !test_no_pin_) {
+      // The snapshot kept for a power cut (the last flush) holds every page freed since: flush now
+      // to move it on. Commits wait meanwhile (this thread leads the group), once.
+      std::lock_guard flush_lock(flush_mutex_);
+      if (pinned_ != nullptr) {
+        if (std::string error = flush_locked(0, true); error.empty()) {
+          written = write_group(group, g, true);
+        } else {
+          log::warn(kComponent, "flushing the queue to make room failed: {}", error);
+        }
+      }
+    }
     // MDB_MAP_FULL: the file reached the map size because freed pages could not be reused while
     // a reader held an older snapshot. A reader of this process (an output copying a batch) is
     // done within milliseconds even when the scheduler pauses it, so wait a little for it to
@@ -789,6 +1177,14 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
         txn->commit();
         metrics_->commits.Increment();
         if (options_.fsync == Fsync::interval) unsynced_ = true;
+        if (options_.fsync == Fsync::always) {
+          try {
+            lmdb::Txn snapshot(env_, MDB_RDONLY);
+            account_written(snapshot.get());
+          } catch (const lmdb::Error& e) {
+            log::debug(kComponent, "counting the pages written failed: {}", e.what());
+          }
+        }
       } else {
         txn->abort();
       }
@@ -1108,12 +1504,14 @@ void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t firs
     MDB_val v{rec.size(), nullptr};
     lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_APPEND | MDB_RESERVE), "appending records");
     std::memcpy(v.mv_data, rec.data(), rec.size());
+    seal_stored_record(first_seq + i, static_cast<char*>(v.mv_data), rec.size());
   }
   g.disk_bytes += records.bytes();
   g.wrote = true;
   // Appending reads pages through the map as well: each transaction copies the last leaf page
-  // (written by the one before) from the map before it adds to it.
-  release_mapped_pages(records.bytes());
+  // (written by the one before) and its branches from the map before it adds to it -- fresh pages
+  // every time while a flushed snapshot is pinned (nothing freed since is reused).
+  release_mapped_pages(records.bytes() + 4 * page_size_);
 }
 
 // Deletes acknowledged records: from the oldest up to and including `seq`.
@@ -1491,32 +1889,45 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
 // this process's resident set (as file pages) until the kernel needs the memory, so draining a
 // backlog once would leave its whole size resident: a 5M-record burst showed 400+ MiB RSS of
 // which 6 MiB were tank's own (docs/BENCHMARKS.md); appending alone (each commit copies the
-// last leaf page from the map) left 150 MiB resident after 3M records. So every 4 MiB read,
-// deleted or appended, the map's pages are dropped from this process with MADV_DONTNEED. On a
-// shared, read-only file mapping that loses nothing: the data stays in the page cache and on
-// disk, and the next access faults it in again (LMDB never writes through this map:
-// MDB_WRITEMAP is not used). Callers holding pointers into the map (a cursor inside a
-// transaction elsewhere) still read the same bytes after the fault. RSS then follows the
-// working set, not the backlog.
+// last leaf page from the map) left 150 MiB resident after 3M records. So the map's pages are
+// dropped from this process with MADV_DONTNEED every so often. On a shared, read-only file
+// mapping that loses nothing: the data stays in the page cache and on disk, and the next access
+// faults it in again (LMDB never writes through this map: MDB_WRITEMAP is not used). Callers
+// holding pointers into the map (a cursor inside a transaction elsewhere) still read the same
+// bytes after the fault. RSS then follows the working set, not the backlog.
+//
+// How often: a fault maps not only the page touched but up to 16 pages around it that are in the
+// page cache (the kernel's fault_around_bytes, 64 KiB), and the pages of a queue whose flushed
+// snapshot is pinned are scattered among pages of no use (a commit never reuses a page freed after
+// the pin): reading 150 KB of records was measured to map 1-2.5 MiB. So the callers' bytes count
+// 16 times, and the release comes every 4 MiB of that: every 256 KiB of records read, deleted or
+// appended.
 //
 // LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
-// so the mapping of data.mdb is looked up in /proc/self/maps each time (about 100 lines; at
-// 5M records/s of 60 B appended some 75 times a second, well under 1 % of a core). Measured
-// cost and effect: docs/BENCHMARKS.md.
+// so the mapping of data.mdb is looked up in /proc/self/maps once (LMDB maps the file once, at
+// open, for the whole map size) and then only one madvise call is made. Measured cost and effect:
+// docs/BENCHMARKS.md.
 void Queue::release_mapped_pages(std::size_t bytes) const {
   constexpr std::uint64_t kReleaseEvery = 4 << 20;
-  if (touched_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
+  constexpr std::uint64_t kFaultAround = 16;
+  if (touched_since_release_.fetch_add(bytes * kFaultAround) + bytes * kFaultAround < kReleaseEvery) return;
   touched_since_release_ = 0;
-  std::error_code ec;
-  const std::string data_file = std::filesystem::weakly_canonical(options_.dir / "data.mdb", ec).string();
-  std::ifstream maps("/proc/self/maps");
-  for (std::string line; std::getline(maps, line);) {
-    if (!line.ends_with(data_file)) continue;
-    std::uintptr_t start = 0;
-    std::uintptr_t end = 0;
-    if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2 || end <= start) continue;
-    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+  std::uintptr_t start = map_start_.load();
+  std::uintptr_t end = map_end_.load();
+  if (start == 0) {
+    std::error_code ec;
+    const std::string data_file = std::filesystem::weakly_canonical(options_.dir / "data.mdb", ec).string();
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);) {
+      if (!line.ends_with(data_file)) continue;
+      if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2 || end <= start) continue;
+      break;
+    }
+    if (start == 0 || end <= start) return;
+    map_end_ = end;
+    map_start_ = start;
   }
+  ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
 }
 
 std::optional<std::uint64_t> Queue::position(const std::string& consumer) const {
@@ -1576,10 +1987,12 @@ void Queue::set_pressure_listener(std::function<void(bool)> listener) {
 
 void Queue::sync() {
   std::shared_lock env_lock(env_mutex_);
-  if (read_only_ || env_ == nullptr) return;
-  lmdb::check(mdb_env_sync(env_, 1), "flushing the queue to disk");
+  if (read_only_ || env_ == nullptr || !recovery_file_) return;
   unsynced_ = false;
-  metrics_->fsyncs.Increment();
+  if (std::string error = flush(0); !error.empty()) {
+    unsynced_ = true;
+    throw std::runtime_error("flushing the queue to disk failed: " + error);
+  }
 }
 
 std::uint64_t Queue::file_size() const {

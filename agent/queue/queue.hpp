@@ -77,6 +77,8 @@ class Registry;
 namespace tank::queue {
 
 class QueueMetrics;
+struct RecoveryPoint;
+class RecoveryPointFile;
 
 enum class Mode {
   disk,    // every record is committed to LMDB before commit() returns
@@ -132,6 +134,10 @@ class OpenError : public std::runtime_error {
 };
 
 struct OpenReport {
+  // A start after a power cut (another boot id) found commits newer than the last flush: the queue
+  // was rolled back to its recovery point (recovery_point.hpp); `rollback` says what was undone.
+  bool rolled_back = false;
+  std::string rollback;
   bool recovered = false;                 // a damaged queue was moved aside
   std::filesystem::path moved_to;         // where it went
   std::string problem;                    // what was wrong with it
@@ -328,7 +334,9 @@ class Queue {
   // stops and records it, so the next start checks every page and moves a damaged queue aside.
   bool damaged() const { return damaged_.load(); }
 
-  // Makes everything committed so far durable (fsync), whatever the fsync mode.
+  // Makes everything committed so far durable, whatever the fsync mode: a flush (fdatasync of
+  // data.mdb, then a new recovery point; see "Durability" in docs/queue.md). Throws
+  // std::runtime_error when the flush fails (the previous recovery point still holds).
   void sync();
 
   // The largest number of record bytes one commit may carry (and one record may have):
@@ -360,6 +368,25 @@ class Queue {
   void register_consumers();
   void load_state();
   void start_sync_thread();
+  // Before LMDB opens an existing file: rolls a file a power cut may have left half-written back
+  // to its recovery point, checks it (verify.hpp), falls back to the recovery point when the newest
+  // state is damaged, and moves it aside when that is damaged too. Throws OpenError.
+  void check_before_open(OpenReport* report);
+  bool roll_back(const RecoveryPoint& point, const std::string& why, OpenReport* report);
+  // A flush: pins the newest snapshot (no group in progress), fdatasyncs data.mdb, writes the
+  // recovery point naming that snapshot, then lets go of the previous pin. `flags` are the
+  // recovery point's (RecoveryPoint::kClosedCleanly...). Returns "" or why it failed.
+  std::string flush(std::uint32_t flags);
+  // The flush, with leader_active_ set by this thread and flush_mutex_ held: steps down as the
+  // leader once the snapshot is pinned, unless `keep_leading` (a group that found the map full
+  // while a snapshot was pinned flushes in the middle of its own group).
+  std::string flush_locked(std::uint32_t flags, bool keep_leading);
+  // Rewrites the records of a queue of an older format (record.hpp) in the current one.
+  void upgrade_records(std::uint64_t from_format);
+  // Counts what the commits since the last call wrote, up to `txn`'s snapshot
+  // (tank_queue_written_bytes_total; queue.cpp says how).
+  void account_written(MDB_txn* txn);
+  std::uint64_t pinned_free_pages() const;
   // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
   // map from this process's resident set (see queue.cpp).
   void release_mapped_pages(std::size_t bytes) const;
@@ -440,6 +467,8 @@ class Queue {
   bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
   mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
   mutable std::atomic<std::uint64_t> touched_since_release_{0};  // bytes read/written since the last release
+  mutable std::atomic<std::uintptr_t> map_start_{0};  // LMDB's map of data.mdb, found at the first release
+  mutable std::atomic<std::uintptr_t> map_end_{0};
   // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
   // tears the environment down.
   mutable std::shared_mutex env_mutex_;
@@ -449,12 +478,21 @@ class Queue {
   log::Episode commit_failure_episode_;
   log::Episode dead_letter_episode_;
 
-  // fsync = "interval"
+  // Flushing (fsync = "interval" and "never"; recovery_point.hpp).
   std::atomic<bool> unsynced_{false};
   std::mutex sync_mutex_;
   std::condition_variable sync_cv_;
   bool stop_sync_ = false;
   std::thread sync_thread_;
+  mutable std::mutex flush_mutex_;  // one flush at a time; guards pinned_ and pinned_txnid_
+  std::unique_ptr<RecoveryPointFile> recovery_file_;
+  MDB_txn* pinned_ = nullptr;          // read transaction on the recovery point's snapshot
+  std::uint64_t pinned_txnid_ = 0;
+  std::uint64_t accounted_pages_ = 0;  // pages in use at the last accounting
+  std::uint64_t accounted_txnid_ = 0;  // and its snapshot
+  bool test_skip_flush_ = false;       // TANK_TEST_SKIP_FLUSH=1: never fsync (tests/powerloss)
+  bool test_no_pin_ = false;           // TANK_TEST_NO_PIN=1: do not keep the flushed snapshot
+  std::uint64_t rolled_back_next_seq_ = 0;  // after a power-loss rollback: the recovery point's next_seq
 };
 
 std::string_view to_string(Mode mode);

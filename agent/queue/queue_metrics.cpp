@@ -118,10 +118,24 @@ QueueMetrics::QueueMetrics(metrics::Registry* registry)
       commits(counter(core_, "tank_queue_commits_total",
                       "LMDB write transactions committed (each carries a group of batches).").Add({})),
       fsyncs(counter(core_, "tank_queue_fsyncs_total",
-                     "Explicit flushes of the queue file to disk (fsync = \"interval\", sync, close).").Add({})),
+                     "Flushes of the queue file to disk (data.mdb, then its recovery point): fsync = \"interval\" "
+                     "and \"never\" (see docs/queue.md), sync, open and close.").Add({})),
       damaged_recoveries(counter(core_, "tank_queue_damaged_recoveries_total",
                                  "Damaged queues moved aside at start-up (tank started with an empty queue).")
                              .Add({})),
+      power_loss_rollbacks(counter(core_, "tank_queue_power_loss_rollbacks_total",
+                                   "Starts after a power cut (or a crash of the system) that rolled the queue back to "
+                                   "its last flush: the commits after it were undone.")
+                               .Add({})),
+      power_loss_lost_records(counter(core_, "tank_queue_power_loss_lost_records_total",
+                                      "Records appended after the last flush and undone by a power-loss rollback, as "
+                                      "far as the damaged file still tells (0 when it does not).")
+                                  .Add({})),
+      written_bytes(counter(core_, "tank_queue_written_bytes_total",
+                            "Bytes of data.mdb the queue wrote: the pages its commits wrote (each page once per flush "
+                            "interval: a page is never rewritten while its snapshot is kept) and the meta pages. What "
+                            "the storage receives, before the file system's own journal.")
+                        .Add({})),
       dead_letters(counter(core_, "tank_dead_letters_total",
                            "Input kept in the dead-letter store instead of becoming a record, by input and reason.")),
       dead_letters_evicted(counter(core_, "tank_dead_letter_evicted_total",

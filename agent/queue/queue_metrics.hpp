@@ -45,6 +45,9 @@ class QueueMetrics {
   prometheus::Counter& commits;
   prometheus::Counter& fsyncs;
   prometheus::Counter& damaged_recoveries;
+  prometheus::Counter& power_loss_rollbacks;
+  prometheus::Counter& power_loss_lost_records;
+  prometheus::Counter& written_bytes;
   prometheus::Family<prometheus::Counter>& dead_letters;  // {input, reason}
   prometheus::Counter& dead_letters_evicted;
   prometheus::Histogram& commit_seconds;

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "common/crc32c.hpp"
+
 namespace tank::queue {
 namespace {
 
@@ -26,6 +28,31 @@ std::uint64_t load_u64(const char* p) {
 // Whether a length fits a 32-bit length field. Always true where size_t has 32 bits (armhf); a
 // function, so that the comparison is on 64 bits there too and not flagged by -Wtype-limits.
 constexpr bool fits_u32(std::uint64_t n) { return n <= 0xffffffffULL; }
+
+// The header size of a record's format; 0 for an unknown format.
+std::size_t header_bytes(std::string_view encoded) {
+  if (encoded.empty()) return 0;
+  switch (static_cast<unsigned char>(encoded[0])) {
+    case 1: return kRecordHeaderBytesV1;
+    case 2: return kRecordHeaderBytes;
+    default: return 0;
+  }
+}
+
+// The CRC32C of a format-2 record without its check field.
+std::uint32_t body_crc(const char* p, std::size_t size) {
+  std::uint32_t crc = crc32c::value(p, kRecordCheckOffset);
+  return crc32c::extend(crc, p + kRecordHeaderBytes, size - kRecordHeaderBytes);
+}
+
+std::uint32_t seq_mask(std::uint64_t seq) {
+  unsigned char key[8];
+  for (int i = 7; i >= 0; --i) {
+    key[i] = static_cast<unsigned char>(seq & 0xff);
+    seq >>= 8;
+  }
+  return crc32c::value(key, sizeof key);
+}
 
 }  // namespace
 
@@ -50,7 +77,8 @@ void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::strin
   std::size_t start = arena_.size();
   arena_.resize(start + kRecordHeaderBytes + input.size() + attr_bytes + payload.size());
   char* p = arena_.data() + start;
-  p[0] = 1;
+  char* const record = p;
+  p[0] = static_cast<char>(kRecordFormat);
   p[1] = static_cast<char>(flags);
   put_u16(p + 2, static_cast<std::uint16_t>(input.size()));
   put_u32(p + 4, static_cast<std::uint32_t>(attr_bytes));
@@ -68,6 +96,7 @@ void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::strin
     p += a.value.size();
   }
   if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+  put_u32(record + kRecordCheckOffset, body_crc(record, arena_.size() - start));
   ends_.push_back(arena_.size());
 }
 
@@ -86,25 +115,27 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
     if (error) *error = fmt::format("record {}: {}", seq, message);
     return std::nullopt;
   };
-  if (encoded.size() < kRecordHeaderBytes) {
-    return fail(fmt::format("{} bytes is shorter than the {}-byte header", encoded.size(), kRecordHeaderBytes));
-  }
+  if (encoded.empty()) return fail(fmt::format("0 bytes is shorter than the {}-byte header", kRecordHeaderBytes));
   const char* p = encoded.data();
-  if (static_cast<unsigned char>(p[0]) != 1) {
+  const std::size_t header = header_bytes(encoded);
+  if (header == 0) {
     return fail(fmt::format("unknown record format {}", static_cast<unsigned>(static_cast<unsigned char>(p[0]))));
+  }
+  if (encoded.size() < header) {
+    return fail(fmt::format("{} bytes is shorter than the {}-byte header", encoded.size(), header));
   }
   std::size_t input_len = detail::load_u16(p + 2);
   std::size_t attr_len = detail::load_u32(p + 4);
-  std::size_t rest = encoded.size() - kRecordHeaderBytes;
+  std::size_t rest = encoded.size() - header;
   if (input_len > rest || attr_len > rest - input_len) {
     return fail("lengths in the header exceed the record");
   }
   RecordView view;
   view.seq = seq;
   view.ingest_ns = static_cast<std::int64_t>(load_u64(p + 8));
-  view.input = encoded.substr(kRecordHeaderBytes, input_len);
-  view.attributes = encoded.substr(kRecordHeaderBytes + input_len, attr_len);
-  view.payload = encoded.substr(kRecordHeaderBytes + input_len + attr_len);
+  view.input = encoded.substr(header, input_len);
+  view.attributes = encoded.substr(header + input_len, attr_len);
+  view.payload = encoded.substr(header + input_len + attr_len);
   view.encoded_bytes = encoded.size();
   view.flags = static_cast<std::uint8_t>(p[1]);
   // Attributes must tile their block exactly.
@@ -117,6 +148,35 @@ std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view enco
     a.remove_prefix(6 + klen + vlen);
   }
   return view;
+}
+
+void seal_stored_record(std::uint64_t seq, char* stored, std::size_t size) {
+  if (size < kRecordHeaderBytes || static_cast<unsigned char>(stored[0]) != kRecordFormat) return;
+  put_u32(stored + kRecordCheckOffset, detail::load_u32(stored + kRecordCheckOffset) ^ seq_mask(seq));
+}
+
+bool record_intact(std::uint64_t seq, std::string_view stored, std::string* error) {
+  if (!decode_record(seq, stored, error)) return false;
+  if (static_cast<unsigned char>(stored[0]) == 1) return true;  // format 1: no check
+  const std::uint32_t expected = body_crc(stored.data(), stored.size()) ^ seq_mask(seq);
+  if (detail::load_u32(stored.data() + kRecordCheckOffset) != expected) {
+    if (error) *error = fmt::format("record {}: checksum mismatch (its bytes or its key changed)", seq);
+    return false;
+  }
+  return true;
+}
+
+std::optional<std::string> upgrade_record_v1(std::uint64_t seq, std::string_view v1) {
+  if (v1.empty() || static_cast<unsigned char>(v1[0]) != 1 || !decode_record(seq, v1)) return std::nullopt;
+  std::string out;
+  out.reserve(v1.size() + 4);
+  out.append(v1.substr(0, kRecordHeaderBytesV1));
+  out.append(4, '\0');
+  out.append(v1.substr(kRecordHeaderBytesV1));
+  out[0] = static_cast<char>(kRecordFormat);
+  put_u32(out.data() + kRecordCheckOffset, body_crc(out.data(), out.size()));
+  seal_stored_record(seq, out.data(), out.size());
+  return out;
 }
 
 std::string encode_attributes(std::span<const Attribute> attributes) {
@@ -140,10 +200,11 @@ std::vector<Attribute> decode_attributes(std::string_view encoded) {
 }
 
 std::string_view peek_input(std::string_view encoded) {
-  if (encoded.size() < kRecordHeaderBytes) return {};
+  const std::size_t header = header_bytes(encoded);
+  if (header == 0 || encoded.size() < header) return {};
   std::size_t input_len = detail::load_u16(encoded.data() + 2);
-  if (input_len > encoded.size() - kRecordHeaderBytes) return {};
-  return encoded.substr(kRecordHeaderBytes, input_len);
+  if (input_len > encoded.size() - header) return {};
+  return encoded.substr(header, input_len);
 }
 
 std::optional<std::string_view> RecordView::attribute(std::string_view key) const {

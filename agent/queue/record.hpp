@@ -5,16 +5,24 @@
 // A record is an input name, an ingest time, optional attributes (the MQTT topic, the peer
 // address...) and the payload bytes. Producers encode records into a RecordBatch (one
 // contiguous buffer, no allocation per record); the queue copies each encoded record into its
-// LMDB page as is, under a sequence number it assigns.
+// LMDB page as is, under a sequence number it assigns, and seals it (seal_stored_record).
 //
-// Stored layout (little-endian), version 1:
-//   u8  format (1)      u8  flags              u16 input length      u32 attributes length
+// Stored layout (little-endian), format 2:
+//   u8  format (2)      u8  flags              u16 input length      u32 attributes length
 //   i64 ingest time, nanoseconds since the Unix epoch
+//   u32 check
 //   input name bytes
 //   attributes: repeated { u16 key length, u32 value length, key bytes, value bytes }
 //   payload bytes (the rest)
 // Flags: bit 0 (kRecordDerived) = made by a processor after the queue (an aggregate), not by an
 // input; the input name is then the input whose records it was made from.
+// Check: in a RecordBatch, the CRC32C of the record without its check field (computed once, by
+// the producer's thread); in the queue, that value XOR the CRC32C of the sequence number (8 bytes,
+// big-endian, as the key), so a record proves both its bytes and the key it was stored under
+// (record_intact). A damaged page, a stale copy of a page or a record under the wrong key fails.
+//
+// Format 1 (before issue 17) is the same without the check (a 16-byte header). It is still read;
+// Queue::open rewrites a format-1 queue's records in format 2 (docs/queue.md).
 
 #include <cstddef>
 #include <cstdint>
@@ -31,7 +39,10 @@ struct Attribute {
   std::string_view value;
 };
 
-inline constexpr std::size_t kRecordHeaderBytes = 16;
+inline constexpr std::uint8_t kRecordFormat = 2;
+inline constexpr std::size_t kRecordHeaderBytes = 20;       // format 2
+inline constexpr std::size_t kRecordHeaderBytesV1 = 16;     // format 1
+inline constexpr std::size_t kRecordCheckOffset = 16;
 inline constexpr std::size_t kMaxInputNameBytes = 255;
 inline constexpr std::uint8_t kRecordDerived = 0x01;
 
@@ -75,9 +86,23 @@ struct RecordView {
   void for_each_attribute(F&& f) const;
 };
 
-// Decodes one stored record. Never reads outside `encoded`; on malformed input returns nullopt
-// and, if `error` is given, says what is wrong.
+// Decodes one stored record (format 1 or 2). Never reads outside `encoded`; on malformed input
+// returns nullopt and, if `error` is given, says what is wrong. Does not verify the check (that is
+// record_intact's job, with its cost).
 std::optional<RecordView> decode_record(std::uint64_t seq, std::string_view encoded, std::string* error = nullptr);
+
+// Seals a record the queue has just copied to its storage under `seq`: its check becomes the
+// producer's CRC32C XOR the sequence number's (see the layout above). `stored` holds the record's
+// bytes, at least kRecordHeaderBytes of format 2 (anything else is left alone).
+void seal_stored_record(std::uint64_t seq, char* stored, std::size_t size);
+
+// Whether a record stored under `seq` is intact: it decodes, and for format 2 its check matches its
+// bytes and `seq`. Format 1 records have no check: they only have to decode. On failure `error`
+// says what is wrong ("record 17: checksum mismatch").
+bool record_intact(std::uint64_t seq, std::string_view stored, std::string* error = nullptr);
+
+// A format-1 record re-encoded in format 2 and sealed under `seq`; nullopt when it does not decode.
+std::optional<std::string> upgrade_record_v1(std::uint64_t seq, std::string_view v1);
 
 // Only the input name of an encoded record (for route filters), or "" if malformed.
 std::string_view peek_input(std::string_view encoded);
@@ -88,7 +113,7 @@ std::vector<Attribute> decode_attributes(std::string_view encoded);
 
 // Only the flags of an encoded record, or 0 if malformed.
 inline std::uint8_t peek_flags(std::string_view encoded) {
-  return encoded.size() >= kRecordHeaderBytes ? static_cast<std::uint8_t>(encoded[1]) : 0;
+  return encoded.size() >= kRecordHeaderBytesV1 ? static_cast<std::uint8_t>(encoded[1]) : 0;
 }
 
 // Records read from the queue: copies, safe to keep after the read returns.

@@ -51,10 +51,10 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
   std::string error;
   if (!cursor.get(key, value, MDB_FIRST)) return {};
   std::uint64_t first = lmdb::seq_of(key);
-  if (!decode_record(first, lmdb::view_of(value), &error)) return damaged(error);
+  if (!record_intact(first, lmdb::view_of(value), &error)) return damaged(error);
   if (!cursor.get(key, value, MDB_LAST)) return damaged("records database lost its last entry");
   std::uint64_t last = lmdb::seq_of(key);
-  if (!decode_record(last, lmdb::view_of(value), &error)) return damaged(error);
+  if (!record_intact(last, lmdb::view_of(value), &error)) return damaged(error);
   if (last < first) return damaged("records out of order");
   if (next_seq != 0 && last >= next_seq) {
     return damaged(fmt::format("record {} is beyond the stored next sequence number {}", last, next_seq));
@@ -71,7 +71,7 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
         return;
       }
       previous = seq;
-      if (!decode_record(seq, lmdb::view_of(v), &error)) bad = true;
+      if (!record_intact(seq, lmdb::view_of(v), &error)) bad = true;
     });
     if (bad) return damaged(error);
   }
@@ -100,7 +100,9 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
   unsigned flags = MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD | (use_lock_file ? 0 : MDB_NOLOCK);
   int rc = mdb_env_open(env.get(), dir.c_str(), flags, 0);
-  if (rc == EACCES || rc == EPERM || rc == ENOENT) {
+  if (rc != 0 && !lmdb::is_damage(rc)) {
+    // ENOMEM (address space: `ulimit -v`), EIO, EMFILE/ENFILE, EAGAIN, EACCES...: a fault of the
+    // moment or of the setup, never proof that the file is wrong.
     return {Outcome::inaccessible, fmt::format("cannot open {}: {}", dir.string(), mdb_strerror(rc))};
   }
   if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
@@ -260,8 +262,10 @@ VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& 
   try {
     return verify_env(dir, options.depth, options.use_lock_file);
   } catch (const lmdb::Error& e) {
-    if (e.code() == EACCES || e.code() == EPERM || e.code() == EIO) return {Outcome::inaccessible, e.what()};
+    if (!lmdb::is_damage(e.code())) return {Outcome::inaccessible, e.what()};
     return damaged(e.what());
+  } catch (const std::bad_alloc&) {
+    return {Outcome::inaccessible, "out of memory while checking"};
   } catch (const std::exception& e) {
     return damaged(e.what());
   }
@@ -352,6 +356,14 @@ VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptio
   return {static_cast<Outcome>(outcome), answer.substr(newline + 1)};
 }
 
+bool holds_records(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir / kSalvagedMarker, ec)) return false;
+  const auto size = std::filesystem::file_size(dir / "data.mdb", ec);
+  if (ec) return std::filesystem::exists(dir / "data.mdb", ec);  // unreadable: assume it holds records
+  return size > 2 * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
 std::filesystem::path move_aside(const std::filesystem::path& dir, std::int64_t wall_ns, std::size_t keep,
                                  std::vector<std::filesystem::path>* pruned) {
   std::filesystem::path base = dir;
@@ -371,10 +383,11 @@ std::filesystem::path move_aside(const std::filesystem::path& dir, std::int64_t 
     if (name.rfind(stem, 0) == 0) copies.push_back(entry.path());
   }
   std::sort(copies.begin(), copies.end());
-  while (copies.size() > keep) {
-    std::filesystem::remove_all(copies.front(), ec);
-    if (pruned) pruned->push_back(copies.front());
-    copies.erase(copies.begin());
+  // Oldest first, beyond `keep`: only copies with nothing left to salvage.
+  for (std::size_t i = 0; i + keep < copies.size(); ++i) {
+    if (holds_records(copies[i])) continue;
+    std::filesystem::remove_all(copies[i], ec);
+    if (pruned) pruned->push_back(copies[i]);
   }
   return target;
 }

@@ -29,8 +29,9 @@ struct VerifyResult {
   std::string problem;
 };
 
-// The queue format this tank writes and reads.
-inline constexpr std::uint64_t kQueueFormat = 1;
+// The queue format this tank writes (and the newest it reads): 2 = records carry a CRC32C
+// (record.hpp). Format 1 queues are read and upgraded at open.
+inline constexpr std::uint64_t kQueueFormat = 2;
 
 struct VerifyOptions {
   Verification depth = Verification::quick;
@@ -59,8 +60,15 @@ VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& 
 VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptions& options);
 
 // Renames `dir` to "<dir>.damaged-<UTC time>" (adding "-2", "-3"... if taken), then deletes the
-// oldest damaged copies beyond `keep`. Returns the new path; fills `pruned` with what was
-// deleted. Throws OpenError when the rename fails.
+// oldest damaged copies beyond `keep` -- but only those that hold no record to salvage (see
+// holds_records): a moved-aside queue with records is never deleted, however many there are.
+// Returns the new path; fills `pruned` with what was deleted. Throws OpenError when the rename
+// fails.
+// Whether a moved-aside queue may still hold records: false only when `tank queue salvage` took
+// them (it leaves kSalvagedMarker) or there is no data file with pages beyond LMDB's two meta pages.
+inline constexpr const char* kSalvagedMarker = "SALVAGED";
+bool holds_records(const std::filesystem::path& moved_aside_dir);
+
 std::filesystem::path move_aside(const std::filesystem::path& dir, std::int64_t wall_ns, std::size_t keep,
                                  std::vector<std::filesystem::path>* pruned);
 

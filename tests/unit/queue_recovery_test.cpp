@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -39,6 +40,7 @@ std::vector<std::filesystem::path> damaged_copies(const std::filesystem::path& p
   for (const auto& e : std::filesystem::directory_iterator(parent)) {
     if (e.path().filename().string().rfind("q.damaged-", 0) == 0) out.push_back(e.path());
   }
+  std::sort(out.begin(), out.end());  // oldest first (the names carry the time)
   return out;
 }
 
@@ -188,12 +190,12 @@ TEST_CASE("a garbage lock file is recreated, the records kept", "[queue][recover
   CHECK(q->stats().records == 100);
 }
 
-TEST_CASE("at most keep_damaged damaged copies are kept", "[queue][recovery]") {
+TEST_CASE("beyond keep_damaged, only damaged copies with nothing to salvage are deleted", "[queue][recovery]") {
   TempDir dir;
   ManualClock clock;
-  for (int i = 0; i < 5; ++i) {
+  auto damage_and_open = [&](std::size_t bytes, char fill) {
     std::filesystem::create_directories(dir / "q");
-    write_file(dir / "q" / "data.mdb", std::string(16384, static_cast<char>('a' + i)));
+    write_file(dir / "q" / "data.mdb", std::string(bytes, fill));
     clock.advance(1'000'000'000);
     queue::OpenReport report;
     auto opts = small_queue(dir / "q");
@@ -202,9 +204,24 @@ TEST_CASE("at most keep_damaged damaged copies are kept", "[queue][recovery]") {
     REQUIRE(report.recovered);
     q.reset();
     std::filesystem::remove_all(dir / "q");
-  }
+    return report;
+  };
+  // Five copies that may hold records (more pages than LMDB's two meta pages): none is deleted.
+  for (int i = 0; i < 5; ++i) damage_and_open(16 * 4096, static_cast<char>('a' + i));
   auto copies = damaged_copies(dir.path());
-  CHECK(copies.size() == 3);
+  REQUIRE(copies.size() == 5);
+  // One salvaged (`tank queue salvage` leaves the marker) and one too short to hold any record: the
+  // next move deletes both (the oldest beyond the newest 3), never one that may hold records.
+  write_file(copies[0] / queue::kSalvagedMarker, "");
+  auto report = damage_and_open(2 * 4096, 'z');
+  CHECK(report.pruned == std::vector<std::filesystem::path>{copies[0]});
+  CHECK(damaged_copies(dir.path()).size() == 5);
+  const std::filesystem::path short_one = damaged_copies(dir.path()).back();
+  CHECK(damage_and_open(16 * 4096, 'y').pruned.empty());
+  CHECK(damage_and_open(16 * 4096, 'x').pruned.empty());
+  report = damage_and_open(16 * 4096, 'w');  // the short one is now beyond the newest 3
+  CHECK(report.pruned == std::vector<std::filesystem::path>{short_one});
+  CHECK(damaged_copies(dir.path()).size() == 7);
 }
 
 TEST_CASE("a queue from a newer tank is refused, not moved aside", "[queue][recovery]") {
@@ -222,7 +239,7 @@ TEST_CASE("a queue from a newer tank is refused, not moved aside", "[queue][reco
     MDB_dbi meta;
     REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
     std::string key = "format";
-    std::string value("\x02\0\0\0\0\0\0\0", 8);
+    std::string value("\x03\0\0\0\0\0\0\0", 8);
     MDB_val k{key.size(), key.data()};
     MDB_val v{value.size(), value.data()};
     REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
@@ -233,7 +250,7 @@ TEST_CASE("a queue from a newer tank is refused, not moved aside", "[queue][reco
     Queue::open(small_queue(dir / "q"), clock, nullptr);
     FAIL("expected OpenError");
   } catch (const queue::OpenError& e) {
-    CHECK(std::string(e.what()).find("format 2 by a newer tank") != std::string::npos);
+    CHECK(std::string(e.what()).find("format 3 by a newer tank") != std::string::npos);
   }
   CHECK(damaged_copies(dir.path()).empty());
 }
