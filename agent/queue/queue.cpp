@@ -478,16 +478,9 @@ void Queue::check_before_open(OpenReport* report) {
       std::string why;
       point = read_recovery_point(dir, &why);
       const lmdb_file::Metas metas = lmdb_file::read_metas(data);
-      struct stat st {};
-      if (::stat(data.c_str(), &st) != 0) throw lmdb_file::IoError(errno, fmt::format("cannot stat {}", data.string()));
-      if (point && (point->data_inode != static_cast<std::uint64_t>(st.st_ino) ||
-                    point->data_device != static_cast<std::uint64_t>(st.st_dev))) {
-        log::info(kComponent, "ignoring {}: it was written for another data.mdb (copied or replaced)",
-                  (dir / kRecoveryPointFile).string());
-        point.reset();
-      }
-      // With fsync = "always" every commit was durable: the newest state is the one to trust.
-      if (point && point->every_commit_durable()) point.reset();
+      // With fsync = "always" every commit was durable, and after a clean close nothing came after
+      // the recovery point: the newest state is the one to trust.
+      if (point && (point->every_commit_durable() || point->closed_cleanly())) point.reset();
       if (point && point->meta_page.size() != lmdb_layout::kMetaPageBytes) point.reset();
       const int newest = metas.newest();
       const std::string boot = fs::boot_id();
