@@ -583,33 +583,35 @@ bool Queue::roll_back(const RecoveryPoint& point, const std::string& why, OpenRe
 void Queue::upgrade_records(std::uint64_t from_format) {
   std::uint64_t upgraded = 0;
   std::uint64_t next = 0;  // the first sequence number not yet looked at
-  for (;;) {
+  for (bool more = true; more;) {
     lmdb::Txn txn(env_, 0);
     std::uint64_t bytes = 0;
-    bool more = false;
-    {
-      lmdb::Cursor cursor(txn.get(), records_dbi_);
-      lmdb::SeqKey start(next);
-      MDB_val k = start.val();
-      MDB_val v;
-      more = cursor.get(k, v, MDB_SET_RANGE);
-      while (more && bytes < max_commit_bytes_) {
-        const std::uint64_t seq = lmdb::seq_of(k);
-        const std::string_view stored = lmdb::view_of(v);
-        if (!stored.empty() && static_cast<unsigned char>(stored[0]) == 1) {
-          if (std::optional<std::string> v2 = upgrade_record_v1(seq, stored)) {
-            MDB_val nv = lmdb::value_of(*v2);
-            lmdb::check(mdb_cursor_put(cursor.get(), &k, &nv, MDB_CURRENT), "upgrading a record");
-            bytes += v2->size();
-            ++upgraded;
-          }
-        }
-        next = seq + 1;
-        more = cursor.get(k, v, MDB_NEXT);
+    while (bytes < max_commit_bytes_) {
+      // Looked up afresh each time: a record that grows may split its page under a cursor.
+      std::optional<std::pair<std::uint64_t, std::string>> old;
+      {
+        lmdb::Cursor cursor(txn.get(), records_dbi_);
+        lmdb::SeqKey start(next);
+        MDB_val k = start.val();
+        MDB_val v;
+        if (cursor.get(k, v, MDB_SET_RANGE)) old.emplace(lmdb::seq_of(k), std::string(lmdb::view_of(v)));
       }
+      if (!old) {
+        more = false;
+        break;
+      }
+      next = old->first + 1;
+      if (old->second.empty() || static_cast<unsigned char>(old->second[0]) != 1) continue;
+      std::optional<std::string> v2 = upgrade_record_v1(old->first, old->second);
+      if (!v2) continue;  // does not decode: left for the checks to report
+      lmdb::SeqKey key(old->first);
+      MDB_val k = key.val();
+      MDB_val nv = lmdb::value_of(*v2);
+      lmdb::check(mdb_put(txn.get(), records_dbi_, &k, &nv, 0), "upgrading a record");
+      bytes += v2->size();
+      ++upgraded;
     }
     txn.commit();
-    if (!more) break;
   }
   log::info(kComponent, "upgraded the queue in {} from format {} to {}: {} records now carry a checksum",
             options_.dir.string(), from_format, kQueueFormat, upgraded);

@@ -307,6 +307,7 @@ VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptio
     ::_exit(0);
   }
   ::close(fds[1]);
+  if (options.on_wait) options.on_wait();  // once at the start: a short check may never wait a second
   std::string answer;
   auto last_progress = std::chrono::steady_clock::now();
   bool stalled = false;

@@ -79,7 +79,7 @@ std::uint64_t newest_txnid(const std::filesystem::path& dir) {
 
 }  // namespace
 
-TEST_CASE("a flush records the flushed snapshot; close records a clean end", "[queue][recovery_point]") {
+TEST_CASE("a flush records the flushed snapshot, close records a clean end", "[queue][recovery_point]") {
   TempDir dir;
   ManualClock clock;
   ScopedEnv boot("TANK_BOOT_ID", "boot-one");
@@ -114,7 +114,7 @@ TEST_CASE("with fsync = always the recovery point says every commit is durable",
   CHECK(point_of(dir / "q").every_commit_durable());
 }
 
-TEST_CASE("after a reboot the commits past the last flush are undone; after a process crash they stay",
+TEST_CASE("after a reboot the commits past the last flush are undone, after a process crash they stay",
           "[queue][recovery_point]") {
   TempDir dir;
   ManualClock clock;
