@@ -101,7 +101,7 @@ struct CrashModel::Selection {
   std::map<std::string, std::size_t> dir_prefix;
 };
 
-CrashModel::CrashModel(const Trace& trace) : trace_(trace), file_of_(trace.ops().size(), -1) {
+CrashModel::CrashModel(const Trace& trace, Names names) : trace_(trace), names_(names), file_of_(trace.ops().size(), -1) {
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::size_t> current;  // (dev, ino) -> file id
   const auto& ops = trace.ops();
   auto file_for = [&](std::size_t i) {
@@ -156,6 +156,7 @@ CrashModel::CrashModel(const Trace& trace) : trace_(trace), file_of_(trace.ops()
         break;
       }
       case Op::Kind::sync:
+        syncs_.push_back(i);
         if (op.dir) {
           dirs_[op.path].syncs.push_back(i);
         } else {
@@ -241,8 +242,9 @@ CrashModel::Cut CrashModel::view(std::size_t cut_index) const {
     for (std::size_t j : fc.pending) cut.pending.push_back(f.ops[j]);
   }
 
+  const std::int64_t journal = names_ == Names::journaled ? barrier(syncs_) : INT64_MIN;
   for (const auto& [path, dir] : dirs_) {
-    const std::int64_t b = barrier(dir.syncs);
+    const std::int64_t b = std::max(barrier(dir.syncs), journal);
     Cut::DirCut dc;
     for (std::size_t i : dir.entries) {
       if (beyond(i)) break;

@@ -20,8 +20,10 @@
 //   pending operations); tank and LMDB truncate only files they have just created.
 //
 // Directory entries (create, mkdir, rename, unlink, rmdir) are durable once an fsync of THEIR
-// directory started after they returned (POSIX: an fsync of the file does not persist its
-// name; ext4 happens to, most file systems do not promise it). Pending ones reach the disk as an
+// directory started after they returned (Names::posix, the default: POSIX does not make an
+// fsync of a file persist its name, fsync(2) says so). Names::journaled models file systems with
+// one metadata journal (ext4 data=ordered, XFS): any completed fsync or fdatasync makes every
+// directory operation that returned before it started durable. Pending ones reach the disk as an
 // in-order prefix per directory. An entry whose parent directory's entry did not survive is lost
 // with everything under it.
 //
@@ -71,11 +73,13 @@ struct Recipe {
   std::uint64_t seed = 0;  // pages: draws every choice
 };
 
+enum class Names : std::uint8_t { posix, journaled };
+
 class CrashModel {
  public:
   // Throws std::runtime_error for a trace it cannot model (a file that existed before the
   // recording, a rename across directories, fallocate modes other than allocate/punch/zero).
-  explicit CrashModel(const Trace& trace);
+  explicit CrashModel(const Trace& trace, Names names = Names::posix);
 
   const Trace& trace() const { return trace_; }
   std::int64_t instant(std::size_t cut) const { return trace_.ops().at(cut).end_ns; }
@@ -112,10 +116,12 @@ class CrashModel {
   std::string page(const File& file, std::uint64_t page, std::size_t position) const;
 
   const Trace& trace_;
+  Names names_;
   std::vector<File> files_;                    // by file id
   std::vector<std::ptrdiff_t> file_of_;        // trace index -> file id (-1: none)
   std::map<std::string, Dir> dirs_;            // by relative path ("" = the root)
   std::vector<std::size_t> sync_alls_;
+  std::vector<std::size_t> syncs_;  // every fsync/fdatasync (Names::journaled)
   std::int64_t longest_op_ns_ = 0;
 };
 
