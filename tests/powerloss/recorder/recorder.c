@@ -21,6 +21,9 @@
  * the first intercepted call arrives. Not covered: writes through stdio's internal calls, io_uring,
  * sendfile/copy_file_range, link/symlink, mprotect adding PROT_WRITE later (tank uses none of them
  * on its data directory). */
+/* Both the plain and the 64-bit names are defined below: no redirection of one to the other. */
+#undef _FILE_OFFSET_BITS
+#undef _TIME_BITS
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
