@@ -27,7 +27,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char* kDataFile = "queue/data.mdb";
-constexpr const char* kRecoveryFile = "queue/recovery-point";
+const std::string kRecoveryFile = std::string("queue/") + queue::kRecoveryPointFile;
 // Entries of operations that returned shortly before the kill may be missing from the log (the
 // entry is appended after the call); cuts are drawn from before this margin.
 constexpr std::int64_t kTailMarginNs = 1'000'000'000;
@@ -216,11 +216,27 @@ std::string Recording::describe() const {
   std::size_t acked = 0, syncs = 0;
   for (const auto& b : bodies_) acked += b.acked_ns > 0 ? b.records : 0;
   for (const auto& op : trace_->ops()) syncs += op.kind == Op::Kind::sync || (op.kind == Op::Kind::write && op.dsync);
-  std::size_t delivered = 0;
-  for (const auto& d : deliveries_) delivered += d.ok ? static_cast<std::size_t>(std::count(d.body.begin(), d.body.end(), '\n')) : 0;
-  return fmt::format("fsync {}: {} records acknowledged in {} bodies, ~{} delivered before the kill; {} operations recorded "
-                     "({} syncs or O_DSYNC writes) by {} processes, log {:.1f} MiB",
-                     options_.fsync, acked, bodies_.size(), delivered, trace_->ops().size(), syncs, trace_->processes(),
+  // The backlog over time: records acknowledged minus records delivered (first deliveries).
+  std::vector<std::pair<std::int64_t, std::int64_t>> events;
+  for (const auto& b : bodies_) {
+    if (b.acked_ns > 0) events.emplace_back(b.acked_ns, b.records);
+  }
+  std::set<std::uint64_t> seen;
+  std::vector<std::string> ignored;
+  std::uint64_t sent = 0;
+  for (const auto& b : bodies_) sent = std::max<std::uint64_t>(sent, b.first_id + b.records);
+  for (const auto& d : deliveries_) {
+    if (!d.ok) continue;
+    std::int64_t fresh = 0;
+    for (auto id : ids_of(d.body, sent, ignored)) fresh += seen.insert(id).second;
+    events.emplace_back(d.at_ns, -fresh);
+  }
+  std::sort(events.begin(), events.end());
+  std::int64_t backlog = 0, peak = 0;
+  for (const auto& [at, change] : events) peak = std::max(peak, backlog += change);
+  return fmt::format("fsync {}: {} records acknowledged in {} bodies, {} delivered before the kill, backlog up to {} records; "
+                     "{} operations recorded ({} syncs or O_DSYNC writes) by {} processes, log {:.1f} MiB",
+                     options_.fsync, acked, bodies_.size(), seen.size(), peak, trace_->ops().size(), syncs, trace_->processes(),
                      static_cast<double>(fs::file_size(log_)) / (1 << 20));
 }
 
