@@ -1,3 +1,6 @@
+// The crash-state builder (crash_state.hpp): per cut, what is durable and what is pending; per
+// state, which pending page versions and directory operations reached the disk.
+
 #include "powerloss/crash_state.hpp"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// The recording run and the exploration of states with their checks (explorer.hpp).
+
 #include "powerloss/explorer.hpp"
 
 #include <signal.h>
@@ -257,11 +259,15 @@ struct StateResult {
 class Checker {
  public:
   Checker(const Recording& recording, const ExploreOptions& options)
-      : recording_(recording), options_(options), model_(recording.trace(), options.names) {
+      : recording_(recording), model_(recording.trace(), options.names) {
     const auto& ops = recording.trace().ops();
+    std::int64_t data_created = INT64_MAX;
     for (std::size_t i = 0; i < ops.size(); ++i) {
       const Op& op = ops[i];
       if (op.kind == Op::Kind::create && op.path == kRecoveryFile) recovery_point_ = true;
+      if (op.kind == Op::Kind::create && op.path == kDataFile) data_created = std::min(data_created, op.end_ns);
+      const bool names_synced = (op.kind == Op::Kind::sync && op.dir && op.path == "queue") || op.kind == Op::Kind::sync_all;
+      if (names_synced && op.start_ns >= data_created) data_name_synced_ = true;
       if (op.kind == Op::Kind::sync && !op.dir && op.path == kDataFile) {
         data_syncs_.push_back(i);
         data_flush_ns_ = std::max(data_flush_ns_, op.end_ns - op.start_ns);
@@ -278,6 +284,7 @@ class Checker {
 
   const CrashModel& model() const { return model_; }
   bool recovery_point() const { return recovery_point_; }
+  bool data_name_synced() const { return data_name_synced_; }
   std::int64_t window_bound_ns() const {
     return std::chrono::nanoseconds(recording_.options().fsync_interval).count() + 2 * (data_flush_ns_ + point_flush_ns_) +
            kWindowSlackNs;
@@ -301,9 +308,9 @@ class Checker {
 
  private:
   const Recording& recording_;
-  const ExploreOptions& options_;
   CrashModel model_;
   bool recovery_point_ = false;
+  bool data_name_synced_ = false;
   std::vector<std::size_t> data_syncs_;
   std::int64_t data_flush_ns_ = 0, point_flush_ns_ = 0;
   std::uint64_t sent_ = 0;
@@ -482,7 +489,8 @@ Summary explore(const Recording& recording, const ExploreOptions& options) {
       if (!r.kinds.empty()) ++failed;
       if (const auto d = ++done; options.progress && d % 50 == 0) {
         std::lock_guard lock(out_mutex);
-        std::cout << fmt::format("  powerloss {}: {}/{} states, {} failed", recording.options().fsync, d, recipes.size(), failed.load())
+        std::cout << fmt::format("  powerloss {}: {}/{} states, {} failed", options.label.empty() ? recording.options().fsync : options.label,
+                                 d, recipes.size(), failed.load())
                   << std::endl;
       }
     }
@@ -492,9 +500,10 @@ Summary explore(const Recording& recording, const ExploreOptions& options) {
   for (auto& w : workers) w.join();
 
   Summary s;
-  s.mode = recording.options().fsync;
+  s.mode = options.label.empty() ? recording.options().fsync : options.label;
   s.states = results.size();
   s.recovery_point = checker.recovery_point();
+  s.data_name_synced = checker.data_name_synced();
   s.window_bound_ns = checker.window_bound_ns();
   // The states shown and kept: the first of each kind of violation, then the next failing ones.
   std::vector<std::size_t> shown;
@@ -506,6 +515,7 @@ Summary explore(const Recording& recording, const ExploreOptions& options) {
     s.max_window_ns = std::max(s.max_window_ns, r.window_ns);
     if (r.kinds.empty()) continue;
     ++s.failed_states;
+    s.failures.push_back(r.kinds);
     bool fresh = false;
     for (const auto& k : r.kinds) {
       ++s.violations[k];
@@ -515,6 +525,12 @@ Summary explore(const Recording& recording, const ExploreOptions& options) {
   }
   for (std::size_t i = 0; i < results.size() && shown.size() < options.keep_max; ++i) {
     if (!results[i].kinds.empty() && std::find(shown.begin(), shown.end(), i) == shown.end()) shown.push_back(i);
+  }
+  if (!shown.empty() && !options.keep_dir.empty()) {
+    // The recording too, so that a recipe can be built again (Trace::load, CrashModel::build).
+    fs::create_directories(options.keep_dir);
+    fs::copy_file(recording.log_path(), options.keep_dir / fmt::format("{}-seed{}-ops.log", s.mode, options.seed),
+                  fs::copy_options::overwrite_existing);
   }
   for (std::size_t i : shown) {
     StateResult& r = results[i];

@@ -98,6 +98,7 @@ class Recording {
 };
 
 struct ExploreOptions {
+  std::string label = {};  // names the summary and kept states (default: the fsync mode)
   std::size_t states = 200;
   std::uint64_t seed = 1;
   unsigned parallel = 2;
@@ -115,6 +116,8 @@ struct Summary {
   std::uint64_t required = 0;  // summed over the states
   std::uint64_t lost = 0;
   bool recovery_point = false;        // the recording wrote recovery points
+  bool data_name_synced = false;      // queue/ was fsynced after data.mdb was created in it
+  std::vector<std::set<std::string>> failures;  // the kinds of each failed state
   std::int64_t max_window_ns = -1;    // the largest cut - anchor over the states (-1: none)
   std::int64_t window_bound_ns = 0;   // with a recovery point: what the window may be
   std::vector<std::string> examples;  // recipes and findings of the first failing states

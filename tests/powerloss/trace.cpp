@@ -1,3 +1,5 @@
+// Reads the recorder's log (trace.hpp): entries in log order, then sorted by the instant each call returned.
+
 #include "powerloss/trace.hpp"
 
 #include <algorithm>
