@@ -74,11 +74,17 @@ std::string write_file_atomic(const std::filesystem::path& path, std::string_vie
     ::unlink(tmp.c_str());
     return fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(), errno_text(err));
   }
-  int dfd = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  sync_directory(path.parent_path());
+  return {};
+}
+
+std::string sync_directory(const std::filesystem::path& dir) {
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return fmt::format("cannot open the directory {}: {}", dir.string(), errno_text(errno));
+  int rc = ::fsync(dfd);
+  int err = errno;
+  ::close(dfd);
+  if (rc != 0) return fmt::format("cannot sync the directory {}: {}", dir.string(), errno_text(err));
   return {};
 }
 

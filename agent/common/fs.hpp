@@ -18,6 +18,10 @@ std::string prepare_writable_directory(const std::filesystem::path& dir, std::st
 // fsync of the directory. Returns an empty string or the reason it failed.
 std::string write_file_atomic(const std::filesystem::path& path, std::string_view content);
 
+// fsyncs the directory `dir`, so that the names created, renamed or removed in it so far survive a
+// power cut (POSIX promises a new name only once its directory is synced). Returns "" or why not.
+std::string sync_directory(const std::filesystem::path& dir);
+
 // Reads a whole file. Returns nullopt and sets `error` (naming the path) when it cannot, or when
 // it holds more than `max_bytes` (which also stops a read of /dev/zero or a growing file).
 std::optional<std::string> read_file(const std::filesystem::path& path, std::string* error,

@@ -323,6 +323,13 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       int dead = 0;
       mdb_reader_check(env_, &dead);
       if (dead > 0) log::info(kComponent, "cleared {} stale reader slot(s) left by processes that died", dead);
+      // The names of the queue's directory and of data.mdb (LMDB may just have created them) on
+      // stable storage: a power cut must not lose the file that holds acknowledged records.
+      for (const std::filesystem::path& d : {dir, dir.parent_path()}) {
+        if (std::string error = fs::sync_directory(d); !error.empty()) {
+          throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), error));
+        }
+      }
       // Before this run writes anything: make the newest state durable and the recovery point (a
       // power cut from here on falls back to it, and the previous run's pin is gone).
       try {

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "common/crc32c.hpp"
+#include "common/fs.hpp"
 #include "queue/lmdb_file.hpp"
 #include "queue/lmdb_layout.hpp"
 
@@ -36,15 +37,6 @@ T get(std::string_view s, std::size_t off) {
 }
 
 [[noreturn]] void fail(int err, const std::string& what) { throw lmdb_file::IoError(err, what + ": " + std::strerror(err)); }
-
-void sync_directory(const std::filesystem::path& dir) {
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) fail(errno, fmt::format("cannot open {}", dir.string()));
-  int rc = ::fsync(dfd);
-  int err = errno;
-  ::close(dfd);
-  if (rc != 0) fail(err, fmt::format("cannot sync {}", dir.string()));
-}
 
 void write_all_at(int fd, std::string_view bytes, off_t off, const std::filesystem::path& path) {
   while (!bytes.empty()) {
@@ -178,7 +170,7 @@ RecoveryPointFile::RecoveryPointFile(const std::filesystem::path& queue_dir) : p
     try {
       write_all_at(fd_, std::string(2 * kRecoveryPointSlotBytes, '\0'), 0, path_);
       if (::fdatasync(fd_) != 0) fail(errno, fmt::format("cannot sync {}", path_.string()));
-      sync_directory(queue_dir);
+      if (std::string error = fs::sync_directory(queue_dir); !error.empty()) throw lmdb_file::IoError(EIO, error);
     } catch (...) {
       ::close(fd_);
       throw;

@@ -70,26 +70,6 @@ std::string examples(const Summary& s) {
   return out;
 }
 
-// Failed states not explained by a known bug: those whose only findings are `known`.
-std::size_t unexplained(const Summary& s, const std::set<std::string>& known) {
-  return static_cast<std::size_t>(std::count_if(s.failures.begin(), s.failures.end(), [&](const auto& kinds) {
-    return !std::includes(known.begin(), known.end(), kinds.begin(), kinds.end());
-  }));
-}
-
-// Today LMDB creates data.mdb and nothing fsyncs queue/: under POSIX the file's name, and with it
-// the whole queue, may be gone after a power cut. Reported, and only those states excused, until
-// the recording shows an fsync of queue/ after the file's creation.
-std::set<std::string> known_name_bug(const Summary& s) {
-  if (s.data_name_synced) return {};
-  const auto n = s.violations.count("lost-data.mdb-name") ? s.violations.at("lost-data.mdb-name") : 0;
-  WARN("KNOWN BUG: tank never fsyncs queue/ after LMDB creates data.mdb; under POSIX (fsync(2)) its name may not survive "
-       "a power cut, and the queue with it: "
-       << n << " of " << s.states << " states lost records that way. Fix: fsync the queue directory once the environment "
-       << "is open (and data_dir once queue/ exists)");
-  return {"lost", "lost-data.mdb-name"};
-}
-
 // Whether this tank honours a test switch: it must say so in its log when the switch is set
 // (the queue's test switches are announced with a warning at start).
 bool announces(const std::string& variable) {
@@ -106,33 +86,23 @@ TEST_CASE("fsync = always loses no acknowledged record and always opens the queu
   INFO(examples(s));
   CHECK(s.states >= Profile().states);
   CHECK(s.required > 0);
-  CHECK(unexplained(s, known_name_bug(s)) == 0);
+  CHECK(s.data_name_synced);  // queue/ is synced once LMDB created data.mdb in it
+  CHECK(s.failed_states == 0);
 }
 
 TEST_CASE("fsync = interval loses at most the last interval and never the backlog", "[powerloss]") {
   const Summary s = run_mode({.fsync = "interval", .fsync_interval = 50ms}, Profile().states);
   INFO(examples(s));
   CHECK(s.required > 0);
-  if (!s.recovery_point) {
-    // Before issue 17's recovery point lands, nothing anchors the promise: the fallback (records
-    // acknowledged before the last completed fdatasync of data.mdb) must show today's loss.
-    WARN("tank writes no recovery point yet: the interval check is anchored on the last fdatasync of data.mdb "
-         "and today's loss is expected (issue 17)\n"
-         << s.line());
-    CHECK(s.failed_states > 0);
-  } else {
-    CHECK(unexplained(s, known_name_bug(s)) == 0);
-  }
+  CHECK(s.recovery_point);
+  CHECK(s.failed_states == 0);
 }
 
 TEST_CASE("fsync = never keeps the queue and what was flushed", "[powerloss]") {
   const Summary s = run_mode({.fsync = "never"}, std::max<std::size_t>(20, Profile().states / 4));
   INFO(examples(s));
-  if (!s.recovery_point) {
-    WARN("tank writes no recovery point yet: fsync = never has nothing to fall back on (issue 17)\n" << s.line());
-  } else {
-    CHECK(unexplained(s, known_name_bug(s)) == 0);
-  }
+  CHECK(s.recovery_point);
+  CHECK(s.failed_states == 0);
 }
 
 TEST_CASE("the simulator finds the records lost by a queue whose syncs do nothing", "[powerloss][self-test]") {
