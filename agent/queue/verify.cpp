@@ -103,7 +103,11 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   if (rc != 0 && !lmdb::is_damage(rc)) {
     // ENOMEM (address space: `ulimit -v`), EIO, EMFILE/ENFILE, EAGAIN, EACCES...: a fault of the
     // moment or of the setup, never proof that the file is wrong.
-    return {Outcome::inaccessible, fmt::format("cannot open {}: {}", dir.string(), mdb_strerror(rc))};
+    return {Outcome::inaccessible,
+            fmt::format("cannot open {}: {}{}", dir.string(), mdb_strerror(rc),
+                        rc == ENOMEM ? " (LMDB maps the whole queue file into the address space: raise the process's "
+                                       "limit, `ulimit -v` or systemd's LimitAS=, or lower queue.max_disk_bytes)"
+                                     : "")};
   }
   if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
 
