@@ -119,6 +119,14 @@ std::size_t File::read_at(std::uint64_t offset, char* out, std::size_t n) const 
   return got;
 }
 
+void File::prefetch(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (offset > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
+      length > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max())) {
+    return;
+  }
+  (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+}
+
 Metas File::read_metas() const {
   Metas out;
   std::string page(L::kMetaPageBytes, '\0');

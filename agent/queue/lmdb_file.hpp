@@ -126,6 +126,11 @@ class File {
   // what is there, possibly 0). Retries EINTR and short reads. Throws IoError on any other error.
   std::size_t read_at(std::uint64_t offset, char* out, std::size_t n) const;
 
+  // Asks the kernel to read [offset, offset + length) ahead (POSIX_FADV_WILLNEED), so that reads
+  // of pages scattered over the file are queued at once instead of one after the other. Advice
+  // only: never fails, never blocks for the reads.
+  void prefetch(std::uint64_t offset, std::uint64_t length) const noexcept;
+
   // Reads both meta pages (page 1 lies at the page size page 0 names, else at the OS page size;
   // a file too short for them gives invalid metas). file_bytes is the size after the metas were
   // read, so a writer that grew the file before committing is seen. Throws IoError.
@@ -189,7 +194,7 @@ struct CheckResult {
   // Pages 2..last_page in no tree and not free. LMDB 0.9.24 leaves none in any workload measured
   // (tests/unit/lmdb_file_test.cpp), and mdb.c states the invariant, yet mdb_audit, LMDB's own
   // check of it, only prints: such pages are reported here, and are not damage (nothing LMDB
-  // reads can reach them; they are space lost until a compacting copy). See docs/queue.md.
+  // reads can reach them; they are space lost until a compacting copy).
   std::uint64_t unaccounted_pages = 0;
   std::vector<std::uint64_t> unaccounted_sample;  // the lowest of them, at most 16
 
@@ -222,9 +227,10 @@ struct CheckResult {
 // reported as damage), and whatever `options.progress` throws.
 //
 // Caveats: a passing check proves the snapshot's structure, not its values: a value's bytes are
-// only as good as its record's own checksum says. Time and memory: one read of each branch and
-// leaf page (in tree order: on a cold cache its speed is the device's random-read speed), plus 2
-// bytes per page of the file for the page map.
+// only as good as its record's own checksum says. Time: one read of each branch and leaf page in
+// tree order, the children of each branch page asked for at once (File::prefetch); on a cold
+// cache a queue whose leaves lie on reused pages is bound by the device's random reads. Memory:
+// 2 bytes per page of the file for the page map, a page per tree level, the largest value read.
 CheckResult check_structure(const File& file, const Meta& meta, const CheckOptions& options = {});
 
 // --- Reading entries -----------------------------------------------------------------------------
