@@ -125,6 +125,7 @@ class Walker {
 
   std::string owner(std::uint16_t mark) const {
     if (mark == kFreeMark) return "the free list";
+    if (mark == 0xffff) return "a named database";  // beyond 65533 trees they share one mark
     const std::size_t i = mark - kFirstTreeMark;
     if (i < trees_.size()) return trees_[i]->label;
     return "a named database";

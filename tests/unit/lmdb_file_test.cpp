@@ -634,54 +634,72 @@ TEST_CASE("lmdb_file: every committed state of a queue-like workload checks soun
 }
 
 TEST_CASE("lmdb_file: the tank queue's own files check sound after every commit", "[lmdb_file]") {
-  TempDir dir;
-  ManualClock clock;
-  auto options = small_queue(dir / "q", 1 << 20);
-  options.overflow = queue::Overflow::drop_oldest;
-  auto q = queue::Queue::open(options, clock, nullptr);
-  std::mt19937_64 rng(11);
+  // The queue under both overflow policies at its bound (drop_oldest evicts in the same
+  // transaction, block refuses; near the bound batches go through nested transactions), with
+  // acknowledgements, component state and dead letters past their own bound, reopened now and then.
   Measured measured;
-  std::uint64_t acked = 0;
-  for (int i = 0; i < 160; ++i) {
-    queue::WriteBatch batch;
-    const std::size_t n = rng() % 30;
-    for (std::size_t k = 0; k < n; ++k) {
-      const std::size_t size = rng() % 10 == 0 ? 2500 + rng() % 9000 : 50 + rng() % 400;
-      batch.records.add("in", clock.wall_ns(), std::string(size, static_cast<char>('a' + k % 26)));
+  for (const auto policy : {queue::Overflow::drop_oldest, queue::Overflow::block}) {
+    TempDir dir;
+    ManualClock clock;
+    auto options = small_queue(dir / "q", 1 << 20);
+    options.overflow = policy;
+    auto q = queue::Queue::open(options, clock, nullptr);
+    std::mt19937_64 rng(policy == queue::Overflow::block ? 12 : 11);
+    std::uint64_t acked = 0;
+    int refused = 0, at_bound = 0;
+    for (int i = 0; i < 180; ++i) {
+      if (i % 60 == 59) {
+        q->close();
+        q = queue::Queue::open(options, clock, nullptr);
+      }
+      queue::WriteBatch batch;
+      const std::size_t n = rng() % 30;
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t size = rng() % 10 == 0 ? 2500 + rng() % 9000 : 50 + rng() % 400;
+        batch.records.add("in", clock.wall_ns(), std::string(size, static_cast<char>('a' + k % 26)));
+      }
+      if (rng() % 4 == 0) {
+        batch.state_puts.emplace_back("input/x/" + std::to_string(rng() % 9), std::string(rng() % 200, 's'));
+      }
+      if (rng() % 3 == 0) {
+        batch.dead_letters.push_back(queue::DeadLetter::make("in", "line_too_long", "d",
+                                                             std::string(rng() % 20000, 'd'), clock.wall_ns()));
+      }
+      const auto r = q->commit(batch);
+      const bool ack = policy == queue::Overflow::block ? rng() % 6 == 0 : rng() % 12 == 0;
+      if (ack && q->stats().records > 0) {
+        acked = std::max(acked, q->oldest_seq() + q->stats().records / 10);
+        q->ack("out", acked);
+      }
+      if (r.status == queue::CommitStatus::full) ++refused;
+      if (q->stats().disk_used_bytes + (64 << 10) > options.max_disk_bytes) ++at_bound;
+      // The queue commits synchronously: between calls the file holds a committed state.
+      lf::File file(dir / "q" / "data.mdb");
+      const lf::Meta meta = newest(file);
+      const lf::CheckResult full = check(file, meta, lf::CheckDepth::full);
+      INFO("step " << i << ": " << full.problem);
+      REQUIRE(full.ok());
+      ++measured.states;
+      measured.unaccounted += full.unaccounted_pages;
+      if (i % 20 == 0) {
+        std::size_t records = 0;
+        std::uint64_t previous = 0;
+        lf::for_each_entry(file, meta, "records", [&](std::string_view k, std::string_view v) {
+          CHECK(k.size() == 8);
+          std::uint64_t seq = 0;
+          for (char c : k) seq = seq << 8 | static_cast<unsigned char>(c);
+          CHECK(seq > previous);
+          previous = seq;
+          CHECK(!v.empty());
+          ++records;
+          return true;
+        });
+        CHECK(records == q->stats().records);
+      }
     }
-    if (rng() % 4 == 0) batch.state_puts.emplace_back("input/x/" + std::to_string(rng() % 9), std::string(rng() % 200, 's'));
-    if (rng() % 6 == 0) {
-      batch.dead_letters.push_back(queue::DeadLetter::make("in", "line_too_long", "d", std::string(rng() % 5000, 'd'),
-                                                           clock.wall_ns()));
-    }
-    const auto r = q->commit(batch);
-    if (r.ok() && rng() % 3 == 0 && r.last_seq > 0) {
-      acked = std::max(acked, r.first_seq + (r.last_seq - r.first_seq) / 2);
-      q->ack("out", acked);
-    }
-    // The queue commits synchronously: between calls the file holds a committed state.
-    lf::File file(dir / "q" / "data.mdb");
-    const lf::Meta meta = newest(file);
-    const lf::CheckResult full = check(file, meta, lf::CheckDepth::full);
-    INFO("step " << i << ": " << full.problem);
-    REQUIRE(full.ok());
-    ++measured.states;
-    measured.unaccounted += full.unaccounted_pages;
-    if (i % 20 == 0) {
-      std::size_t records = 0;
-      std::uint64_t previous = 0;
-      lf::for_each_entry(file, meta, "records", [&](std::string_view k, std::string_view v) {
-        CHECK(k.size() == 8);
-        std::uint64_t seq = 0;
-        for (char c : k) seq = seq << 8 | static_cast<unsigned char>(c);
-        CHECK(seq > previous);
-        previous = seq;
-        CHECK(!v.empty());
-        ++records;
-        return true;
-      });
-      CHECK(records == q->stats().records);
-    }
+    // The bound was reached (evictions or refusals happened on the way).
+    CHECK(at_bound > 10);
+    if (policy == queue::Overflow::block) CHECK(refused > 0);
   }
   WARN("tank queue: " << measured.states << " states, unaccounted pages: " << measured.unaccounted);
   CHECK(measured.unaccounted == 0);
