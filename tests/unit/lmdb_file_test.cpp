@@ -216,6 +216,19 @@ void expect_sound(const fs::path& dir, MDB_env* env, bool entries, Measured* mea
   REQUIRE(full.ok());
   CHECK(full.tree_pages == quick.tree_pages);
   CHECK(full.tree_pages + full.free_pages + full.unaccounted_pages == meta.last_page - 1);
+  // The meta page as a recovery point keeps it (its first bytes, decoded again) names the same.
+  const lf::Meta copy = lf::parse_meta(meta.raw, meta.slot);
+  REQUIRE(copy.valid);
+  CHECK(check(file, copy, lf::CheckDepth::structure).tree_pages == quick.tree_pages);
+  // The other slot names the previous commit: a commit never reuses a page of the snapshot
+  // before it (those it frees become reusable one commit later, when that slot is overwritten).
+  const lf::Metas metas = file.read_metas();
+  const lf::Meta& older = metas.slots[static_cast<std::size_t>(1 - meta.slot)];
+  if (older.valid && older.txnid + 1 == meta.txnid) {
+    const lf::CheckResult previous = check(file, older, lf::CheckDepth::full);
+    INFO("the previous commit: " << previous.problem);
+    CHECK(previous.ok());
+  }
   if (measured != nullptr) {
     ++measured->states;
     measured->unaccounted += full.unaccounted_pages;
