@@ -367,7 +367,7 @@ class Walker {
     }
     const std::uint64_t count = v.overflow_count();
     if (count < needed) {
-      throw Damage{first, fmt::format("{}: a run of {} pages cannot hold the value's {} bytes ({} pages)", where,
+      throw Damage{first, fmt::format("{}: a run of {} pages cannot hold the value's {} bytes, which need {}", where,
                                       count, node.data_size, needed)};
     }
     check_pointer(first, count, first, fmt::format("{}: its run of {} pages", where, count));
