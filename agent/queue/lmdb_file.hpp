@@ -199,7 +199,7 @@ struct CheckResult {
   std::uint64_t free_pages = 0;          // page numbers in the free list
   std::uint64_t free_past_end = 0;       // of them, past the file's end (never written, legitimate)
   // Pages 2..last_page in no tree and not free. LMDB 0.9.24 left none in any state measured
-  // (about 1,000 commits of raw LMDB workloads with nested and aborted transactions, pinned
+  // (about 1,300 commits of raw LMDB workloads with nested and aborted transactions, pinned
   // readers, mdb_drop and values freed by the transaction that wrote them, and of tank's queue at
   // its bound: tests/unit/lmdb_file_test.cpp), and mdb.c states the invariant; but mdb_audit,
   // LMDB's own check of it, only prints, and a lost page harms nothing LMDB reads (it is space
@@ -282,8 +282,8 @@ struct ScanStats {
 // Visits every entry of every plausible leaf page of the file (pages 2 up to its end), trusting
 // no meta page and no tree: a page is a plausible leaf when its header names its own page number,
 // its flags are exactly P_LEAF, and lower/upper are sane. Each node is checked on its own (inside
-// the page, known flags); a node that is not gives an entry with `problem` and no key. A value on
-// overflow pages is read whole when its run looks valid (first page's number, flags and count,
+// the page, known flags); a node that is not gives an entry with `problem` (and no key when it
+// lies outside the page). A value on overflow pages is read whole when its run looks valid (first page's number, flags and count,
 // inside the file), else the entry has `problem`.
 // `page_size` is the file's page size (a valid meta page's, else the OS page size). Leaves of
 // every database come out in file order, old copies too (copy-on-write): the same key may come
