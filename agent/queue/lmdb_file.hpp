@@ -283,8 +283,8 @@ struct ScanStats {
 // no meta page and no tree: a page is a plausible leaf when its header names its own page number,
 // its flags are exactly P_LEAF, and lower/upper are sane. Each node is checked on its own (inside
 // the page, known flags); a node that is not gives an entry with `problem` (and no key when it
-// lies outside the page). A value on overflow pages is read whole when its run looks valid (first page's number, flags and count,
-// inside the file), else the entry has `problem`.
+// lies outside the page). A value on overflow pages is read whole when its run looks valid (first
+// page's number, flags and count, inside the file), else the entry has `problem`.
 // `page_size` is the file's page size (a valid meta page's, else the OS page size). Leaves of
 // every database come out in file order, old copies too (copy-on-write): the same key may come
 // several times with different values, and free pages hold stale leaves; the caller tells records
