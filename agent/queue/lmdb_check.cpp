@@ -105,8 +105,15 @@ class Walker {
                         fmt::format("meta page {} names a page size of {} bytes (LMDB 0.9 writes at most {})",
                                     meta.slot, psize_, detail::kMaxPageSize)};
     }
-    file_pages_ = file.size() / psize_;
     last_ = meta.last_page;
+    // LMDB allocates pages below its map only (mdb_page_alloc: MDB_MAP_FULL at me_maxpg), and the
+    // meta page records a map at least that large.
+    if (last_ >= meta.map_size / psize_) {
+      throw Damage{static_cast<std::uint64_t>(meta.slot),
+                   fmt::format("meta page {} names last page {}, beyond its map of {} bytes ({} pages)", meta.slot,
+                               last_, meta.map_size, meta.map_size / psize_)};
+    }
+    file_pages_ = file.size() / psize_;
     marks_.assign(static_cast<std::size_t>(std::min(last_ + 1, file_pages_)), kUnseen);
     buffers_.resize(L::kMaxDepth + 1);
     if (stats_ != nullptr) stats_->file_pages = file_pages_;
@@ -264,7 +271,8 @@ class Walker {
       tiled_to = (spans_[k].end + 1) & ~1u;
     }
     if (tiled_to != psize_) {
-      throw Damage{pgno, fmt::format("{}: {} bytes at offset {} belong to no node", place, psize_ - tiled_to, tiled_to)};
+      throw Damage{pgno, fmt::format("{}: {} bytes at offset {} belong to no node", place, psize_ - tiled_to,
+                                     tiled_to)};
     }
 
     // Keys in order, inside the parent's range. A branch page's key 0 is never compared by LMDB.
@@ -492,9 +500,9 @@ void check_free_list(Walker& w, Tree& free_tree, CheckResult* r) {
       if (id < file_pages) {
         std::uint16_t& m = marks[static_cast<std::size_t>(id)];
         if (m != kUnseen) {
-          throw Damage{item.page, m == kFreeMark ? fmt::format("{}: lists page {}, which another entry lists too", place, id)
-                                                 : fmt::format("{}: lists page {}, which is part of {}", place, id,
-                                                               w.owner(m))};
+          throw Damage{item.page, m == kFreeMark
+                                      ? fmt::format("{}: lists page {}, which another entry lists too", place, id)
+                                      : fmt::format("{}: lists page {}, which is part of {}", place, id, w.owner(m))};
         }
         m = kFreeMark;
         ++r->free_pages;
@@ -521,7 +529,8 @@ void check_free_list(Walker& w, Tree& free_tree, CheckResult* r) {
     const std::uint64_t beyond = last + 1 - std::max<std::uint64_t>(file_pages, 2);
     r->unaccounted_pages += beyond - past_end.size();
     std::size_t k = 0;
-    for (std::uint64_t p = std::max<std::uint64_t>(file_pages, 2); p <= last && r->unaccounted_sample.size() < 16; ++p) {
+    const std::uint64_t from = std::max<std::uint64_t>(file_pages, 2);
+    for (std::uint64_t p = from; p <= last && r->unaccounted_sample.size() < 16; ++p) {
       while (k < past_end.size() && past_end[k] < p) ++k;
       if (k < past_end.size() && past_end[k] == p) continue;
       r->unaccounted_sample.push_back(p);

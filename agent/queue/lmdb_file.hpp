@@ -212,7 +212,8 @@ struct CheckResult {
 
 // Checks the snapshot `meta` names (from File::read_metas(), or a recovery point's copy decoded
 // with parse_meta) in `file`, reading only through `file`. For every page it reaches it checks
-// what LMDB dereferences when it reads that page:
+// what LMDB dereferences when it reads that page (and first that last_page lies inside the map
+// size the meta page records):
 //   - the page number lies in [2, last_page] and inside the file; the header names that number;
 //   - the flags fit the position: branch above md_depth, leaf at md_depth, overflow for F_BIGDATA
 //     data (exactly these flags: LMDB clears P_DIRTY before writing a page);

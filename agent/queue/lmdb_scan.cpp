@@ -124,7 +124,8 @@ class Scanner {
 
 }  // namespace
 
-ScanStats scan_leaves(const File& file, std::uint32_t page_size, const std::function<bool(const ScannedEntry&)>& visit) {
+ScanStats scan_leaves(const File& file, std::uint32_t page_size,
+                      const std::function<bool(const ScannedEntry&)>& visit) {
   if (page_size < 512 || page_size > detail::kMaxPageSize || (page_size & (page_size - 1)) != 0) {
     throw std::invalid_argument(fmt::format("LMDB 0.9 has no pages of {} bytes", page_size));
   }

@@ -93,7 +93,9 @@ class Env {
 
 class Txn {
  public:
-  Txn(MDB_env* env, unsigned flags, MDB_txn* parent = nullptr) { ok(mdb_txn_begin(env, parent, flags, &txn_), "begin"); }
+  Txn(MDB_env* env, unsigned flags, MDB_txn* parent = nullptr) {
+    ok(mdb_txn_begin(env, parent, flags, &txn_), "begin");
+  }
   ~Txn() {
     if (txn_ != nullptr) mdb_txn_abort(txn_);
   }
@@ -517,7 +519,9 @@ void trusting_walk(const std::string& file, std::uint32_t ps, std::uint64_t pg, 
     }
     if (tree == "(free tree)") {
       const std::uint64_t count = word(value, 0);
-      for (std::uint64_t k = 1; k <= count; ++k) free_ids->push_back(word(value, static_cast<std::size_t>(k) * L::kWord));
+      for (std::uint64_t k = 1; k <= count; ++k) {
+        free_ids->push_back(word(value, static_cast<std::size_t>(k) * L::kWord));
+      }
     }
   }
 }
@@ -529,8 +533,12 @@ Truth truth_of(const fs::path& data, const lf::Meta& meta) {
   t.last_page = meta.last_page;
   std::vector<std::pair<std::string, std::uint64_t>> named;
   std::vector<std::uint64_t> free_ids;
-  if (meta.free_db.root != L::kInvalidPage) trusting_walk(file, t.psize, meta.free_db.root, "(free tree)", &t, &named, &free_ids);
-  if (meta.main_db.root != L::kInvalidPage) trusting_walk(file, t.psize, meta.main_db.root, "(main)", &t, &named, &free_ids);
+  if (meta.free_db.root != L::kInvalidPage) {
+    trusting_walk(file, t.psize, meta.free_db.root, "(free tree)", &t, &named, &free_ids);
+  }
+  if (meta.main_db.root != L::kInvalidPage) {
+    trusting_walk(file, t.psize, meta.main_db.root, "(main)", &t, &named, &free_ids);
+  }
   for (const auto& [name, root] : named) {
     if (root != L::kInvalidPage) trusting_walk(file, t.psize, root, name, &t, &named, &free_ids);
   }
@@ -832,7 +840,7 @@ TEST_CASE("lmdb_file: iteration returns exactly what an LMDB cursor returns", "[
   CHECK_FALSE(lf::find_database(file, meta, "absent", &db));
 }
 
-TEST_CASE("lmdb_file: a DUPSORT database is not judged, and an invalid meta page is damage", "[lmdb_file]") {
+TEST_CASE("lmdb_file: a DUPSORT database is not judged; an invalid meta page, or one past its map, is damage", "[lmdb_file]") {
   TempDir dir;
   {
     Env env(dir / "env");
@@ -855,6 +863,14 @@ TEST_CASE("lmdb_file: a DUPSORT database is not judged, and an invalid meta page
   const lf::CheckResult b = check(file, broken, lf::CheckDepth::structure);
   CHECK(b.outcome == lf::CheckResult::Outcome::damaged);
   CHECK(b.problem == broken.problem);
+
+  // A last page LMDB could not have allocated under the map the meta page records.
+  lf::Meta huge = meta;
+  huge.last_page = meta.map_size / meta.page_size;
+  const lf::CheckResult h = check(file, huge, lf::CheckDepth::full);
+  CHECK(h.outcome == lf::CheckResult::Outcome::damaged);
+  CHECK(h.page == static_cast<std::uint64_t>(meta.slot));
+  CHECK(h.problem.find("beyond its map") != std::string::npos);
 }
 
 TEST_CASE("lmdb_file: a read error is an IoError, never damage", "[lmdb_file]") {
