@@ -6,61 +6,21 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 
 #include "queue/lmdb_layout.hpp"
+#include "queue/lmdb_page.hpp"
 
 namespace tank::queue::lmdb_file {
 namespace {
 
 namespace L = lmdb_layout;
 
-std::uint64_t word_at(std::string_view p, std::size_t off) {
-  std::size_t v = 0;
-  std::memcpy(&v, p.data() + off, sizeof v);
-  return v;
-}
-std::uint32_t u32_at(std::string_view p, std::size_t off) {
-  std::uint32_t v = 0;
-  std::memcpy(&v, p.data() + off, sizeof v);
-  return v;
-}
-std::uint16_t u16_at(std::string_view p, std::size_t off) {
-  std::uint16_t v = 0;
-  std::memcpy(&v, p.data() + off, sizeof v);
-  return v;
-}
-
-Db parse_db(std::string_view p, std::size_t off) {
-  Db d;
-  d.flags = u16_at(p, off + L::kDbFlags);
-  d.depth = u16_at(p, off + L::kDbDepth);
-  d.branch_pages = word_at(p, off + L::kDbBranchPages);
-  d.leaf_pages = word_at(p, off + L::kDbLeafPages);
-  d.overflow_pages = word_at(p, off + L::kDbOverflowPages);
-  d.entries = word_at(p, off + L::kDbEntries);
-  d.root = word_at(p, off + L::kDbRoot);
-  return d;
-}
-
-// Reads up to `n` bytes at `off`; fewer at the end of the file. Throws IoError.
-std::string read_at(int fd, const std::filesystem::path& path, std::uint64_t off, std::size_t n) {
-  std::string out(n, '\0');
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::pread(fd, out.data() + got, n - got, static_cast<off_t>(off + got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      throw IoError(err, fmt::format("cannot read {}: {}", path.string(), std::strerror(err)));
-    }
-    if (r == 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  out.resize(got);
-  return out;
-}
+std::uint64_t word_at(std::string_view p, std::size_t off) { return detail::word_at(p.data() + off); }
+std::uint32_t u32_at(std::string_view p, std::size_t off) { return detail::u32_at(p.data() + off); }
+std::uint16_t u16_at(std::string_view p, std::size_t off) { return detail::u16_at(p.data() + off); }
 
 }  // namespace
 
@@ -87,8 +47,8 @@ Meta parse_meta(std::string_view page, int slot) {
   const std::uint32_t version = u32_at(page, L::kMetaVersion);
   m.page_size = u32_at(page, L::kMetaPageSize);
   m.map_size = word_at(page, L::kMetaMapSize);
-  m.free_db = parse_db(page, L::kMetaFreeDb);
-  m.main_db = parse_db(page, L::kMetaMainDb);
+  m.free_db = detail::parse_db(page.data() + L::kMetaFreeDb);
+  m.main_db = detail::parse_db(page.data() + L::kMetaMainDb);
   m.last_page = word_at(page, L::kMetaLastPage);
   m.txnid = word_at(page, L::kMetaTxnid);
   if (magic != L::kMagic) {
@@ -108,27 +68,80 @@ Meta parse_meta(std::string_view page, int slot) {
   return m;
 }
 
-Metas read_metas(const std::filesystem::path& data_file) {
-  int fd = ::open(data_file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+File::File(const std::filesystem::path& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
     int err = errno;
-    throw IoError(err, fmt::format("cannot open {}: {}", data_file.string(), std::strerror(err)));
+    throw IoError(err, fmt::format("cannot open {}: {}", path.string(), std::strerror(err)));
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  Metas out;
+}
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+File::File(File&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) { other.fd_ = -1; }
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+std::uint64_t File::size() const {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
+  if (::fstat(fd_, &st) != 0) {
     int err = errno;
-    throw IoError(err, fmt::format("cannot stat {}: {}", data_file.string(), std::strerror(err)));
+    throw IoError(err, fmt::format("cannot stat {}: {}", path_.string(), std::strerror(err)));
   }
-  out.file_bytes = static_cast<std::uint64_t>(st.st_size);
-  out.slots[0] = parse_meta(read_at(fd, data_file, 0, L::kMetaPageBytes), 0);
-  std::uint64_t second = out.slots[0].valid ? out.slots[0].page_size : static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  out.slots[1] = parse_meta(read_at(fd, data_file, second, L::kMetaPageBytes), 1);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::size_t File::read_at(std::uint64_t offset, char* out, std::size_t n) const {
+  std::size_t got = 0;
+  while (got < n) {
+    // An offset off_t cannot hold is past any file's end.
+    if (offset + got > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max())) break;
+    ssize_t r = ::pread(fd_, out + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      throw IoError(err, fmt::format("cannot read {} at offset {}: {}", path_.string(), offset + got,
+                                     std::strerror(err)));
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return got;
+}
+
+void File::prefetch(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (offset > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
+      length > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max())) {
+    return;
+  }
+  (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+}
+
+Metas File::read_metas() const {
+  Metas out;
+  std::string page(L::kMetaPageBytes, '\0');
+  page.resize(read_at(0, page.data(), page.size()));
+  out.slots[0] = parse_meta(page, 0);
+  const std::uint64_t second =
+      out.slots[0].valid ? out.slots[0].page_size : static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  page.assign(L::kMetaPageBytes, '\0');
+  page.resize(read_at(second, page.data(), page.size()));
+  out.slots[1] = parse_meta(page, 1);
+  // After the metas: a writer grows the file before it writes the meta page naming the new pages.
+  out.file_bytes = size();
   return out;
 }
+
+Metas read_metas(const std::filesystem::path& data_file) { return File(data_file).read_metas(); }
 
 }  // namespace tank::queue::lmdb_file

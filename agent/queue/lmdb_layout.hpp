@@ -49,6 +49,16 @@ inline constexpr std::uint16_t kNodeBigData = 0x01;  // data is on overflow page
 inline constexpr std::uint16_t kNodeSubData = 0x02;  // data is an MDB_db (a named database)
 inline constexpr std::uint16_t kNodeDupData = 0x04;
 
+// MDB_db flags (mdb_dbi_open's, as stored): the key order and LMDB's duplicate-data features.
+inline constexpr std::uint16_t kDbReverseKey = 0x02;
+inline constexpr std::uint16_t kDbDupSort = 0x04;
+inline constexpr std::uint16_t kDbIntegerKey = 0x08;
+inline constexpr std::uint16_t kDbDupFixed = 0x10;
+inline constexpr std::uint16_t kDbIntegerDup = 0x20;
+inline constexpr std::uint16_t kDbReverseDup = 0x40;
+// The deepest tree LMDB can read: its cursor holds at most CURSOR_STACK pages.
+inline constexpr unsigned kMaxDepth = 32;
+
 // MDB_db: u32 pad, u16 flags, u16 depth, branch pages, leaf pages, overflow pages, entries, root.
 inline constexpr std::size_t kDbBytes = 8 + 5 * kWord;
 inline constexpr std::size_t kDbFlags = 4;
