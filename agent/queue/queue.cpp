@@ -476,6 +476,24 @@ void Queue::check_before_open(OpenReport* report) {
                                  "tank will try again when it is restarted (systemd does so by itself)",
                                  dir.string(), what));
   };
+  // systemd's start timeout is extended while a large file is read (about once a second).
+  auto last_wait = std::chrono::steady_clock::now();
+  lmdb_file::CheckOptions check_options;
+  check_options.progress = [&] {
+    if (options_.on_verification_wait && std::chrono::steady_clock::now() - last_wait > std::chrono::seconds(1)) {
+      last_wait = std::chrono::steady_clock::now();
+      options_.on_verification_wait();
+    }
+  };
+  // Whether the recovery point's snapshot is whole in the file: a rollback to it is taken only then
+  // (it rewrites the meta pages; the newest state is then gone).
+  auto snapshot_problem = [&](const RecoveryPoint& point) {
+    lmdb_file::File file(data);
+    const lmdb_file::Meta meta = lmdb_file::parse_meta(point.meta_page, static_cast<int>(point.txnid % 2));
+    const lmdb_file::CheckResult r = lmdb_file::check_structure(file, meta, check_options);
+    return r.ok() ? std::string() : r.problem;
+  };
+
   Verification depth = options_.verification;
   std::optional<RecoveryPoint> point;  // usable for a rollback
   bool rolled_back = false;
@@ -484,7 +502,8 @@ void Queue::check_before_open(OpenReport* report) {
     try {
       std::string why;
       point = read_recovery_point(dir, &why);
-      const lmdb_file::Metas metas = lmdb_file::read_metas(data);
+      const lmdb_file::File file(data);
+      const lmdb_file::Metas metas = file.read_metas();
       // With fsync = "always" every commit was durable, and after a clean close nothing came after
       // the recovery point: the newest state is the one to trust.
       if (point && (point->every_commit_durable() || point->closed_cleanly())) point.reset();
@@ -495,16 +514,29 @@ void Queue::check_before_open(OpenReport* report) {
       if (rebooted && (newest < 0 || metas.slots[newest].txnid != point->txnid)) {
         // The machine went down while tank ran with commits after its last flush: their pages may
         // have reached the disk in any order, or not at all. LMDB cannot tell (no checksums on
-        // pages), so they are undone.
-        const std::string newer =
-            newest < 0 ? std::string("its meta pages are unreadable")
-                       : fmt::format("{} commit(s) after it, up to transaction {}, may be incomplete",
-                                     metas.slots[newest].txnid > point->txnid ? metas.slots[newest].txnid - point->txnid : 0,
-                                     metas.slots[newest].txnid);
-        roll_back(*point,
-                  fmt::format("the machine restarted while tank was running (power cut or system crash): {}", newer),
-                  report);
-        rolled_back = true;
+        // pages), so they are undone -- if the flushed snapshot is whole, as it is unless the
+        // device lost synced writes.
+        if (std::string problem = snapshot_problem(*point); !problem.empty()) {
+          log::error(kComponent,
+                     "the queue in {} was not flushed cleanly before the machine restarted, and its last flushed "
+                     "snapshot is damaged too ({}): the storage lost writes it had confirmed. Checking the newest "
+                     "state in full instead",
+                     dir.string(), problem);
+          point.reset();
+        } else {
+          std::string newer = "its meta pages are unreadable";
+          std::uint64_t lost = 0;
+          if (newest >= 0) {
+            newer = fmt::format("{} commit(s) after it, up to transaction {}, may be incomplete",
+                                metas.slots[newest].txnid > point->txnid ? metas.slots[newest].txnid - point->txnid : 0,
+                                metas.slots[newest].txnid);
+            lost = appended_after(file, metas.slots[newest], point->next_seq);
+          }
+          roll_back(*point,
+                    fmt::format("the machine restarted while tank was running (power cut or system crash): {}", newer),
+                    lost, report);
+          rolled_back = true;
+        }
         depth = Verification::full;
       }
     } catch (const lmdb_file::IoError& e) {
@@ -520,13 +552,17 @@ void Queue::check_before_open(OpenReport* report) {
     // The newest state is damaged but the last flush's snapshot was kept intact (its pages were
     // pinned until the previous tank ended, and nothing was written since): go back to it.
     try {
-      roll_back(*point, fmt::format("its newest state is damaged ({})", check.problem), report);
+      if (std::string problem = snapshot_problem(*point); problem.empty()) {
+        roll_back(*point, fmt::format("its newest state is damaged ({})", check.problem), 0, report);
+        rolled_back = true;
+        verify.depth = Verification::full;
+        check = verify_in_child(dir, verify);
+      } else {
+        log::error(kComponent, "the last flushed snapshot of the queue in {} is damaged too ({})", dir.string(), problem);
+      }
     } catch (const lmdb_file::IoError& e) {
       throw transient(e.what());
     }
-    rolled_back = true;
-    verify.depth = Verification::full;
-    check = verify_in_child(dir, verify);
   }
   switch (check.outcome) {
     case VerifyResult::Outcome::ok:
@@ -562,25 +598,48 @@ void Queue::check_before_open(OpenReport* report) {
   }
 }
 
-bool Queue::roll_back(const RecoveryPoint& point, const std::string& why, OpenReport* report) {
+// Records the newest state appended after `next_seq`, as far as its meta database still says
+// (0 when it cannot be read: a power cut may have left it half-written).
+std::uint64_t Queue::appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq) {
+  std::uint64_t newest_next = 0;
+  try {
+    lmdb_file::for_each_entry(file, newest, "meta", [&](std::string_view key, std::string_view value) {
+      if (key == "next_seq" && value.size() == 8) {
+        MDB_val v{value.size(), const_cast<char*>(value.data())};
+        newest_next = lmdb::decode_u64(v);
+        return false;
+      }
+      return true;
+    });
+  } catch (const std::exception&) {
+    return 0;
+  }
+  return newest_next > next_seq ? newest_next - next_seq : 0;
+}
+
+void Queue::roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report) {
   const std::filesystem::path& dir = options_.dir;
   roll_back_to(dir / "data.mdb", point);
   // LMDB's lock file remembers the newest transaction; it is rebuilt from the meta pages.
   std::error_code ec;
   std::filesystem::remove(dir / "lock.mdb", ec);
   metrics_->power_loss_rollbacks.Increment();
+  metrics_->power_loss_lost_records.Increment(static_cast<double>(lost));
   rolled_back_next_seq_ = std::max<std::uint64_t>(point.next_seq, 1);
-  const std::string text =
-      fmt::format("rolled the queue in {} back to its last flush, {}, because {}. Records acknowledged to their "
-                  "sources after that flush (at most fsync_interval = {} of them with fsync = \"interval\") are lost; "
-                  "outputs send again what they delivered after it, under the same idempotency keys",
-                  dir.string(), describe_point(point), why, units::format_duration(options_.fsync_interval));
+  const std::string text = fmt::format(
+      "rolled the queue in {} back to its last flush, {}, because {}. Records acknowledged to their sources after that "
+      "flush{} are lost (at most fsync_interval = {} of them with fsync = \"interval\"); outputs send again what they "
+      "delivered after it, under the same idempotency keys",
+      dir.string(), describe_point(point), why,
+      lost > 0 ? fmt::format(" ({} record(s) by the newest meta page, sequence numbers {} to {})", lost, point.next_seq,
+                             point.next_seq + lost - 1)
+               : std::string(),
+      units::format_duration(options_.fsync_interval));
   log::error(kComponent, "{}", text);
   if (report != nullptr) {
     report->rolled_back = true;
     report->rollback = text;
   }
-  return true;
 }
 
 // Format 1 records (no check) are rewritten in format 2, oldest first, in transactions of at most

@@ -79,6 +79,10 @@ namespace tank::queue {
 class QueueMetrics;
 struct RecoveryPoint;
 class RecoveryPointFile;
+namespace lmdb_file {
+class File;
+struct Meta;
+}  // namespace lmdb_file
 
 enum class Mode {
   disk,    // every record is committed to LMDB before commit() returns
@@ -372,7 +376,8 @@ class Queue {
   // to its recovery point, checks it (verify.hpp), falls back to the recovery point when the newest
   // state is damaged, and moves it aside when that is damaged too. Throws OpenError.
   void check_before_open(OpenReport* report);
-  bool roll_back(const RecoveryPoint& point, const std::string& why, OpenReport* report);
+  void roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report);
+  static std::uint64_t appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq);
   // A flush: pins the newest snapshot (no group in progress), fdatasyncs data.mdb, writes the
   // recovery point naming that snapshot, then lets go of the previous pin. `flags` are the
   // recovery point's (RecoveryPoint::kClosedCleanly...). Returns "" or why it failed.

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csetjmp>
 #include <cstring>
 #include <vector>
 
@@ -18,6 +17,7 @@
 
 #include "common/fs.hpp"
 #include "queue/lmdb.hpp"
+#include "queue/lmdb_file.hpp"
 #include "queue/dead_letter.hpp"
 #include "queue/record.hpp"
 
@@ -78,22 +78,37 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
   return {};
 }
 
-// Where a SIGBUS while reading the freelist of a short file jumps to (verify_env).
-sigjmp_buf g_truncated_read;
-
-VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bool use_lock_file) {
-  std::filesystem::path data = dir / "data.mdb";
+// The structure first, read without LMDB (lmdb_file.hpp: pread only, every offset checked): only
+// its proof sentence condemns a queue. Then the meaning, through LMDB, which is safe on a file
+// whose structure was proven (a crash there can only be the device failing a read: not damage).
+VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bool use_lock_file,
+                        const std::function<void()>& progress) {
+  const std::filesystem::path data = dir / "data.mdb";
   struct stat st {};
   if (::stat(data.c_str(), &st) != 0) {
     if (errno == ENOENT) return {};
     return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
   }
-  if (::access(data.c_str(), R_OK) != 0) {
-    return {Outcome::inaccessible, fmt::format("cannot read {}: {}", data.string(), std::strerror(errno))};
-  }
-  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  if (static_cast<std::uint64_t>(st.st_size) < 2 * page) {
-    return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), st.st_size));
+  try {
+    lmdb_file::File file(data);
+    const lmdb_file::Metas metas = file.read_metas();
+    const int newest = metas.newest();
+    if (newest < 0) {
+      if (metas.file_bytes < 2 * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))) {
+        return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), metas.file_bytes));
+      }
+      return damaged(fmt::format("neither meta page is valid ({}; {})", metas.slots[0].problem, metas.slots[1].problem));
+    }
+    lmdb_file::CheckOptions options;
+    options.depth = depth == Verification::full ? lmdb_file::CheckDepth::full : lmdb_file::CheckDepth::structure;
+    options.progress = progress;
+    const lmdb_file::CheckResult structure = lmdb_file::check_structure(file, metas.slots[newest], options);
+    if (structure.outcome == lmdb_file::CheckResult::Outcome::damaged) return damaged(structure.problem);
+    if (structure.outcome == lmdb_file::CheckResult::Outcome::unsupported) {
+      return damaged(fmt::format("not a tank queue: {}", structure.problem));
+    }
+  } catch (const lmdb_file::IoError& e) {
+    return {Outcome::inaccessible, e.what()};
   }
 
   lmdb::Env env;
@@ -110,64 +125,7 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
                                      : "")};
   }
   if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
-
-  MDB_envinfo info{};
-  MDB_stat env_stat{};
-  lmdb::check(mdb_env_info(env.get(), &info), "mdb_env_info");
-  lmdb::check(mdb_env_stat(env.get(), &env_stat), "mdb_env_stat");
-  std::uint64_t needed = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * env_stat.ms_psize;
-  // The size now, after the meta page was read: a running writer may have grown the file since
-  // the first stat (LMDB writes the pages before the meta page that refers to them).
-  if (::stat(data.c_str(), &st) != 0) {
-    return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
-  }
   lmdb::Txn txn(env.get(), MDB_RDONLY);
-  if (static_cast<std::uint64_t>(st.st_size) < needed) {
-    // LMDB's last page number also counts pages a transaction took at the end of the file and
-    // freed again before its commit ("loose" pages): they go to the freelist without ever being
-    // written, so a sound file may end before them. Only such free pages may lie past its end;
-    // anything else is a truncated file.
-    const std::uint64_t file_pages = static_cast<std::uint64_t>(st.st_size) / env_stat.ms_psize;
-    const std::uint64_t last = info.me_last_pgno;
-    // A file cut short by more than a few transactions' loose pages is truncated (looking at the
-    // freelist of such a file could itself read past its end).
-    constexpr std::uint64_t kMostLoosePages = 256;
-    std::vector<bool> free_past_end(
-        static_cast<std::size_t>(std::min<std::uint64_t>(last + 1 - file_pages, kMostLoosePages)));
-    if (last + 1 - file_pages <= free_past_end.size()) {
-      // The freelist's own pages may be among those cut off: reading them raises SIGBUS, which
-      // here means "truncated" (the check runs in a child of its own: verify_in_child).
-      struct sigaction on_bus {}, previous {};
-      on_bus.sa_handler = [](int) { siglongjmp(g_truncated_read, 1); };
-      sigemptyset(&on_bus.sa_mask);
-      ::sigaction(SIGBUS, &on_bus, &previous);
-      if (sigsetjmp(g_truncated_read, 1) == 0) {
-        // A plain cursor (no destructor is jumped over); FREE_DBI: txn id -> {count, page numbers...}
-        MDB_cursor* free_list = nullptr;
-        lmdb::check(mdb_cursor_open(txn.get(), 0, &free_list), "opening the freelist");
-        MDB_val k, v;
-        for (int got = mdb_cursor_get(free_list, &k, &v, MDB_FIRST); got == 0;
-             got = mdb_cursor_get(free_list, &k, &v, MDB_NEXT)) {
-          const auto* ids = static_cast<const std::size_t*>(v.mv_data);
-          const std::size_t n = v.mv_size / sizeof(std::size_t);
-          const std::size_t count = n == 0 ? 0 : ids[0];
-          for (std::size_t i = 1; i <= count && i < n; ++i) {
-            if (ids[i] >= file_pages && ids[i] <= last) {
-              free_past_end[static_cast<std::size_t>(ids[i] - file_pages)] = true;
-            }
-          }
-        }
-        mdb_cursor_close(free_list);
-      } else {
-        std::fill(free_past_end.begin(), free_past_end.end(), false);
-      }
-      ::sigaction(SIGBUS, &previous, nullptr);
-    }
-    if (free_past_end.empty() || !std::all_of(free_past_end.begin(), free_past_end.end(), [](bool b) { return b; })) {
-      return damaged(fmt::format("{} is truncated: {} bytes, but its pages reach {} bytes", data.string(),
-                                 st.st_size, needed));
-    }
-  }
 
   auto open_db = [&](const char* name, MDB_dbi* dbi) {
     int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
@@ -175,6 +133,8 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     lmdb::check(orc, "mdb_dbi_open");
     return true;
   };
+  MDB_stat env_stat{};
+  lmdb::check(mdb_env_stat(env.get(), &env_stat), "mdb_env_stat");
   MDB_dbi meta = 0, records = 0, state = 0;
   bool has_meta = open_db("meta", &meta);
   bool has_records = open_db("records", &records);
@@ -221,39 +181,6 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     });
     if (!problem.empty()) return damaged(problem);
   }
-  if (depth == Verification::full) {
-    walk(txn.get(), state, [](const MDB_val&, const MDB_val&) {});
-    // The free list: every page number it holds must lie inside the file.
-    std::uint64_t last_pgno = info.me_last_pgno;
-    bool bad = false;
-    std::string problem;
-    walk(txn.get(), 0, [&](const MDB_val&, const MDB_val& v) {
-      if (bad) return;
-      if (v.mv_size < sizeof(std::size_t) || v.mv_size % sizeof(std::size_t) != 0) {
-        bad = true;
-        problem = "a free-list entry has a bad size";
-        return;
-      }
-      std::size_t ids[1];
-      std::memcpy(ids, v.mv_data, sizeof ids);
-      std::size_t count = ids[0];
-      if ((count + 1) * sizeof(std::size_t) != v.mv_size) {
-        bad = true;
-        problem = "a free-list entry's count does not match its size";
-        return;
-      }
-      for (std::size_t i = 1; i <= count; ++i) {
-        std::size_t pg = 0;
-        std::memcpy(&pg, static_cast<const char*>(v.mv_data) + i * sizeof(std::size_t), sizeof pg);
-        if (pg > last_pgno || pg < 2) {
-          bad = true;
-          problem = fmt::format("the free list names page {} outside the file (last page {})", pg, last_pgno);
-          return;
-        }
-      }
-    });
-    if (bad) return damaged(problem);
-  }
   return {};
 }
 
@@ -264,7 +191,7 @@ VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& 
   if (options.depth == Verification::none) return {};
   g_progress = &progress;
   try {
-    return verify_env(dir, options.depth, options.use_lock_file);
+    return verify_env(dir, options.depth, options.use_lock_file, progress);
   } catch (const lmdb::Error& e) {
     if (!lmdb::is_damage(e.code())) return {Outcome::inaccessible, e.what()};
     return damaged(e.what());
@@ -337,27 +264,31 @@ VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptio
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  // Only a proof found by the check condemns a queue (the structure is proven before LMDB reads
+  // it): a check that dies, stalls or says nothing proves nothing about the file.
   if (stalled) {
-    return damaged(fmt::format("the check made no progress for {}s (a loop in damaged pages?)",
-                               options.stall_timeout.count()));
+    return {Outcome::inaccessible,
+            fmt::format("the check made no progress for {}s (a device that stopped answering?); the queue was not "
+                        "judged",
+                        options.stall_timeout.count())};
   }
   if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGSYS) {
-      return damaged(fmt::format("reading it crashed the check ({})", strsignal(sig)));
-    }
+    const int sig = WTERMSIG(status);
     return {Outcome::inaccessible,
-            fmt::format("the check was killed by {} before it finished (out of memory?); the queue was not judged",
-                        strsignal(sig))};
+            sig == SIGBUS ? std::string("reading the queue raised SIGBUS (an I/O error of the device?); the queue was "
+                                        "not judged")
+                          : fmt::format("the check was killed by {} before it finished ({}); the queue was not judged",
+                                        strsignal(sig),
+                                        sig == SIGKILL ? "out of memory?" : "a fault of the check itself: please report it")};
   }
   auto start = answer.find('\n');
   auto newline = start == std::string::npos ? std::string::npos : answer.find('\n', start + 1);
   if (newline == std::string::npos) {
-    return damaged(fmt::format("the check exited with status {} without an answer",
-                               WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+    return {Outcome::inaccessible, fmt::format("the check exited with status {} without an answer; the queue was not judged",
+                                               WIFEXITED(status) ? WEXITSTATUS(status) : -1)};
   }
   int outcome = std::atoi(answer.substr(start + 1, newline - start - 1).c_str());
-  if (outcome < 0 || outcome > 3) return damaged("the check gave an unreadable answer");
+  if (outcome < 0 || outcome > 3) return {Outcome::inaccessible, "the check gave an unreadable answer"};
   return {static_cast<Outcome>(outcome), answer.substr(newline + 1)};
 }
 

@@ -3,9 +3,14 @@
 // Checking an LMDB environment before tank trusts it, and moving a damaged one aside.
 //
 // LMDB does not checksum pages: a file damaged by a power loss on a file system that reorders
-// writes, by a bad SD card, or by hand may crash the process that reads it (SIGSEGV, SIGBUS on
-// a truncated file). So the check runs in a forked child process: whatever the file does to
-// the child, the parent gets an answer, and tank never crash-loops on a damaged queue.
+// writes, by a bad SD card, or by hand may crash the process that reads it through LMDB's map
+// (SIGSEGV, SIGBUS on a truncated file). So the structure is proven first without LMDB
+// (lmdb_file.hpp: pread only, every offset checked), and only a proof -- a sentence naming the
+// page or the record that is wrong -- condemns a queue. A fault of the moment (ENOMEM, EIO, a
+// full table of descriptors, a check killed by the OOM killer, a device that stops answering)
+// is never taken for damage: the queue is left where it is and tank refuses to start, saying why.
+// The check runs in a forked child process, so that even a fault in the check itself cannot take
+// tank down with it.
 
 #include <chrono>
 #include <functional>
@@ -22,7 +27,8 @@ struct VerifyResult {
   enum class Outcome {
     ok,            // sound (or absent: a new queue will be created)
     damaged,       // not a sound tank queue; `problem` says what was found
-    inaccessible,  // could not be read (permissions, I/O); `problem` says why. Not damage.
+    inaccessible,  // could not be read or judged (permissions, I/O, memory, a check that died); `problem`
+                   // says why. Not damage.
     newer_format,  // written by a newer tank; `problem` says which format
   };
   Outcome outcome = Outcome::ok;
@@ -52,11 +58,11 @@ struct VerifyOptions {
 VerifyResult verify_here(const std::filesystem::path& dir, const VerifyOptions& options,
                          const std::function<void()>& progress = {});
 
-// Runs verify_here in a forked child. The child dying of a crash signal (SIGSEGV, SIGBUS, ...),
-// exiting without an answer, or making no progress for stall_timeout means `damaged`; the
-// child killed by another signal (SIGKILL by the OOM killer, say) means `inaccessible`: the
-// queue was not judged. The child dies with its parent. Call it before starting threads that
-// may hold locks the child would need (it only uses LMDB and the allocator).
+// Runs verify_here in a forked child. Only the child's answer judges the queue: the child dying of
+// a signal (the OOM killer's SIGKILL, SIGBUS from a failing device), exiting without an answer,
+// or making no progress for stall_timeout means `inaccessible` (not judged). The child dies with
+// its parent. Call it before starting threads that may hold locks the child would need (it only
+// uses LMDB, the reader of lmdb_file.hpp and the allocator).
 VerifyResult verify_in_child(const std::filesystem::path& dir, const VerifyOptions& options);
 
 // Renames `dir` to "<dir>.damaged-<UTC time>" (adding "-2", "-3"... if taken), then deletes the

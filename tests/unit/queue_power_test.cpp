@@ -144,6 +144,9 @@ TEST_CASE("after a reboot the commits past the last flush are undone, after a pr
     CHECK(all.back().second == "flushed-99");
     CHECK(q->position("out") == 0);
     CHECK(counter(registry, "tank_queue_power_loss_rollbacks_total") == 1);
+    // What was undone, as far as the newest meta page still tells: the 50 late records.
+    CHECK(counter(registry, "tank_queue_power_loss_lost_records_total") == 50);
+    CHECK(report.rollback.find("50 record(s) by the newest meta page, sequence numbers 101 to 150") != std::string::npos);
     // Sequence numbers given by the undone commits (101..150) are never given again.
     auto r = q->append(batch_of({"after"}, clock));
     REQUIRE(r.ok());

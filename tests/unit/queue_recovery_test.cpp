@@ -78,7 +78,7 @@ TEST_CASE("a data file that is not LMDB at all is moved aside", "[queue][recover
   ManualClock clock;
   std::filesystem::create_directories(dir / "q");
   write_file(dir / "q" / "data.mdb", std::string(64 << 10, 'z'));
-  expect_recovery(dir, clock, "LMDB refuses to open it");
+  expect_recovery(dir, clock, "neither meta page is valid (meta page 0 has no LMDB magic number");
 }
 
 TEST_CASE("a truncated data file is moved aside (reading it would raise SIGBUS)", "[queue][recovery]") {
@@ -87,7 +87,7 @@ TEST_CASE("a truncated data file is moved aside (reading it would raise SIGBUS)"
   populate(dir / "q", clock);
   auto size = std::filesystem::file_size(dir / "q" / "data.mdb");
   std::filesystem::resize_file(dir / "q" / "data.mdb", size / 2);
-  expect_recovery(dir, clock, "truncated");
+  expect_recovery(dir, clock, "lies past the end of the file");
 }
 
 TEST_CASE("a file that ends before pages freed unwritten (loose pages) is sound, not truncated", "[queue][recovery]") {
