@@ -14,7 +14,11 @@
 #include "common/strings.hpp"
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
+#include "engine/control.hpp"
+#include "engine/pipeline.hpp"
 #include "queue/queue.hpp"
+#include "queue/queue_config.hpp"
+#include "queue/salvage.hpp"
 #include "queue/verify.hpp"
 
 namespace tank::cli {
@@ -25,17 +29,25 @@ namespace json = boost::json;
 const char* kUsage =
     "Usage: tank queue stats [-c FILE | --data-dir DIR] [--json]\n"
     "       tank queue peek [N] [-c FILE | --data-dir DIR] [--json] [--full]\n"
-    "       tank queue verify [-c FILE | --data-dir DIR]\n";
+    "       tank queue verify [-c FILE | --data-dir DIR]\n"
+    "       tank queue salvage DAMAGED_DIR [-c FILE | --data-dir DIR] [--dry-run] [--json]\n";
 
 const char* kHelp =
     "\nLooks into the write-ahead queue in <data_dir>/queue, also while tank runs.\n\n"
     "  stats        records, bytes, disk use, oldest record, each consumer's position and lag\n"
     "  peek [N]     the oldest N records (default 10)\n"
-    "  verify       reads every page and record, as tank does after an unclean reboot\n\n"
+    "  verify       reads every page and record, as tank does after an unclean reboot\n"
+    "  salvage DAMAGED_DIR\n"
+    "               puts every record that proves itself intact (its checksum) in a damaged queue\n"
+    "               (one tank moved aside, queue.damaged-<time>) back into this queue, through the\n"
+    "               running agent, or directly when none runs (then -c FILE is needed); records\n"
+    "               every output had already acknowledged are left out. Run again after an\n"
+    "               interruption: it goes on where it stopped\n\n"
     "  -c, --config FILE   take data_dir from this configuration (default: the embedded one)\n"
     "  --data-dir DIR      use this data directory\n"
     "  --json              machine-readable output (one JSON object; NDJSON for peek)\n"
     "  --full              peek: print whole payloads (default: the first 200 bytes)\n"
+    "  --dry-run           salvage: count what would be recovered, change nothing\n"
     "  -h, --help          this help\n\n"
     "With queue.mode = \"memory\", records held in the running agent's RAM are not visible here.\n"
     "Exit codes: 0 ok, 1 the queue cannot be read (or verify found damage), 2 usage error.\n";
@@ -165,6 +177,77 @@ int peek(queue::Queue& q, std::size_t n, bool as_json, bool full) {
   return kExitOk;
 }
 
+// tank queue salvage: through the running agent (it alone writes its queue), or, when none
+// answers, directly under the data directory's lock.
+int salvage(const ParsedArgs& args, const plugin::Registry& plugins) {
+  std::error_code ec;
+  const std::filesystem::path damaged = std::filesystem::absolute(args.positional[1], ec);
+  if (!std::filesystem::exists(damaged / "data.mdb", ec)) {
+    std::cerr << fmt::format("tank queue salvage: {} holds no data.mdb (give the damaged queue's directory, e.g. "
+                             "<data_dir>/queue.damaged-<time>)\n",
+                             damaged.string());
+    return kExitUsage;
+  }
+  int exit_code = kExitOk;
+  std::optional<config::Document> document;
+  auto data_dir = resolve_data_dir(args, plugins, &exit_code, &document);
+  if (!data_dir) return exit_code;
+  if (std::filesystem::equivalent(damaged, *data_dir / "queue", ec)) {
+    std::cerr << "tank queue salvage: that is the live queue itself; salvage takes a damaged copy\n";
+    return kExitUsage;
+  }
+  const bool dry_run = args.has("--dry-run");
+  queue::SalvageReport report;
+  boost::json::object request{{"command", "queue.salvage"}, {"dir", damaged.string()}, {"dry_run", dry_run}};
+  engine::ControlReply asked = engine::control_request(*data_dir / engine::kControlSocketName, request);
+  if (asked.status == engine::ControlStatus::failed) {
+    std::cerr << "tank queue salvage: " << asked.error << "\n";
+    return kExitFailure;
+  }
+  if (asked.status == engine::ControlStatus::answered) {
+    if (!asked.reply.contains("recovered")) {
+      const auto* e = asked.reply.if_contains("error");
+      std::cerr << "tank queue salvage: the agent refused: "
+                << (e != nullptr && e->is_string() ? std::string(e->as_string()) : "?") << "\n";
+      return kExitFailure;
+    }
+    report = queue::salvage_report_from_json(asked.reply);
+  } else {
+    if (!document) {
+      std::cerr << fmt::format("tank queue salvage: no agent is running on {}; give -c FILE (its configuration) "
+                               "instead of --data-dir to salvage without it\n",
+                               data_dir->string());
+      return kExitUsage;
+    }
+    std::string lock_error;
+    auto lock = fs::ExclusiveLock::acquire(*data_dir / "tank.lock", &lock_error);
+    if (!lock) {
+      std::cerr << fmt::format("tank queue salvage: {} (an agent holds the data directory but its control socket "
+                               "does not answer; retry once it finished starting)\n",
+                               lock_error);
+      return kExitFailure;
+    }
+    try {
+      queue::Options options = queue::options_from(*document, *data_dir / "queue");
+      options.consumers = engine::Pipeline::consumers(*document, plugins);
+      auto q = queue::Queue::open(options, system_clock(), nullptr);
+      queue::SalvageOptions salvage_options;
+      salvage_options.dry_run = dry_run;
+      report = queue::salvage(damaged, *q, salvage_options);
+      q->close();
+    } catch (const std::exception& e) {
+      std::cerr << fmt::format("tank queue salvage: {}\n", e.what());
+      return kExitFailure;
+    }
+  }
+  if (args.has("--json")) {
+    std::cout << boost::json::serialize(queue::to_json(report)) << "\n";
+  } else {
+    std::cout << (dry_run ? "dry run (nothing changed): " : "") << queue::describe(report, damaged) << "\n";
+  }
+  return report.stopped.empty() ? kExitOk : kExitFailure;
+}
+
 }  // namespace
 
 int queue_command(std::span<const std::string> argv, const plugin::Registry& plugins) {
@@ -173,6 +256,7 @@ int queue_command(std::span<const std::string> argv, const plugin::Registry& plu
       {{"--data-dir"}, true},
       {{"--json"}, false},
       {{"--full"}, false},
+      {{"--dry-run"}, false},
       {{"-h", "--help"}, false},
   };
   ParsedArgs args = parse_args(argv, kOptions);
@@ -185,10 +269,10 @@ int queue_command(std::span<const std::string> argv, const plugin::Registry& plu
     return kExitUsage;
   };
   if (!args.error.empty()) return usage_error(args.error);
-  if (args.positional.empty()) return usage_error("which one: stats, peek or verify?");
+  if (args.positional.empty()) return usage_error("which one: stats, peek, verify or salvage?");
   const std::string& sub = args.positional[0];
-  if (sub != "stats" && sub != "peek" && sub != "verify") {
-    std::vector<std::string> subs{"stats", "peek", "verify"};
+  if (sub != "stats" && sub != "peek" && sub != "verify" && sub != "salvage") {
+    std::vector<std::string> subs{"stats", "peek", "verify", "salvage"};
     auto suggestion = strings::closest(sub, subs);
     return usage_error(fmt::format("unknown subcommand \"{}\"{}", sub,
                                    suggestion ? fmt::format(" (did you mean \"{}\"?)", *suggestion) : ""));
@@ -203,10 +287,13 @@ int queue_command(std::span<const std::string> argv, const plugin::Registry& plu
     } catch (...) {
       return usage_error(fmt::format("N must be a positive number, got \"{}\"", args.positional[1]));
     }
+  } else if (sub == "salvage") {
+    if (args.positional.size() != 2) return usage_error("salvage needs the damaged queue's directory");
   } else if (args.positional.size() > 1) {
     return usage_error(fmt::format("unexpected argument \"{}\"", args.positional.back()));
   }
   if (args.has("--data-dir") && args.has("--config")) return usage_error("give -c or --data-dir, not both");
+  if (sub == "salvage") return salvage(args, plugins);
 
   int exit_code = kExitOk;
   auto target = resolve(args, plugins, &exit_code);

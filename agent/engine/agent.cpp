@@ -37,6 +37,7 @@
 #include "metrics/registry.hpp"
 #include "queue/queue.hpp"
 #include "queue/queue_config.hpp"
+#include "queue/salvage.hpp"
 
 namespace tank::engine {
 namespace {
@@ -315,6 +316,18 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
             log::info(kComponent, "dead-letter replay: {} replayed, {} failed again, {} kept{}", outcome.replayed,
                       outcome.failed_again, outcome.kept, outcome.error.empty() ? "" : "; stopped: " + outcome.error);
             return to_json(outcome);
+          }
+          if (name == "queue.salvage") {
+            const auto* dir = request.if_contains("dir");
+            if (dir == nullptr || !dir->is_string()) return boost::json::object{{"ok", false}, {"error", "no \"dir\""}};
+            queue::SalvageOptions options;
+            const auto* dry = request.if_contains("dry_run");
+            options.dry_run = dry != nullptr && dry->is_bool() && dry->as_bool();
+            options.wait_when_full = std::chrono::minutes(5);  // the outputs make room meanwhile
+            const std::filesystem::path damaged(std::string(dir->as_string()));
+            queue::SalvageReport report = queue::salvage(damaged, *queue, options);
+            log::info(kComponent, "{}{}", options.dry_run ? "dry run: " : "", queue::describe(report, damaged));
+            return queue::to_json(report);
           }
           if (name == "dlq.purge") {
             PurgeOutcome outcome = purge_dead_letters(*queue, selection_from_json(request));

@@ -295,4 +295,9 @@ struct ScanStats {
 ScanStats scan_leaves(const File& file, std::uint32_t page_size,
                       const std::function<bool(const ScannedEntry&)>& visit);
 
+// scan_leaves for the given pages only, in the given order (pages that are not plausible leaf
+// pages, or lie past the end, give nothing): a second pass over pages a first scan found.
+ScanStats scan_leaf_pages(const File& file, std::uint32_t page_size, const std::vector<std::uint64_t>& pages,
+                          const std::function<bool(const ScannedEntry&)>& visit);
+
 }  // namespace tank::queue::lmdb_file

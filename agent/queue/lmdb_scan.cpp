@@ -46,6 +46,21 @@ class Scanner {
     return stats_;
   }
 
+  // The same for the given pages only, in the given order (pages past the end are skipped).
+  ScanStats run(const std::vector<std::uint64_t>& pages) {
+    file_pages_ = file_.size() / psize_;
+    chunk_.resize(psize_);
+    for (std::uint64_t pgno : pages) {
+      if (pgno < 2 || pgno >= file_pages_) continue;
+      const std::size_t got = file_.read_at(pgno * psize_, chunk_.data(), psize_);
+      stats_.bytes_read += got;
+      if (got < psize_) continue;
+      ++stats_.pages;
+      if (!page(pgno, View{chunk_.data(), psize_})) break;
+    }
+    return stats_;
+  }
+
  private:
   // Returns false when visit asked to stop.
   bool page(std::uint64_t pgno, const View& v) {
@@ -122,13 +137,27 @@ class Scanner {
   ScanStats stats_;
 };
 
-}  // namespace
-
-ScanStats scan_leaves(const File& file, std::uint32_t page_size,
-                      const std::function<bool(const ScannedEntry&)>& visit) {
+void check_page_size(std::uint32_t page_size) {
   if (page_size < 512 || page_size > detail::kMaxPageSize || (page_size & (page_size - 1)) != 0) {
     throw std::invalid_argument(fmt::format("LMDB 0.9 has no pages of {} bytes", page_size));
   }
+}
+
+}  // namespace
+
+ScanStats scan_leaf_pages(const File& file, std::uint32_t page_size, const std::vector<std::uint64_t>& pages,
+                          const std::function<bool(const ScannedEntry&)>& visit) {
+  check_page_size(page_size);
+  try {
+    return Scanner(file, page_size, visit).run(pages);
+  } catch (const std::bad_alloc&) {
+    throw IoError(ENOMEM, fmt::format("out of memory while scanning {}", file.path().string()));
+  }
+}
+
+ScanStats scan_leaves(const File& file, std::uint32_t page_size,
+                      const std::function<bool(const ScannedEntry&)>& visit) {
+  check_page_size(page_size);
   try {
     return Scanner(file, page_size, visit).run();
   } catch (const std::bad_alloc&) {

@@ -81,6 +81,10 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
 // The structure first, read without LMDB (lmdb_file.hpp: pread only, every offset checked): only
 // its proof sentence condemns a queue. Then the meaning, through LMDB, which is safe on a file
 // whose structure was proven (a crash there can only be the device failing a read: not damage).
+//
+// Beside a running writer (use_lock_file: `tank queue verify` while tank runs) the snapshot must
+// be pinned while its pages are read, or the writer may reuse them meanwhile: LMDB's read
+// transaction is begun first, and the structure checked is that transaction's.
 VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bool use_lock_file,
                         const std::function<void()>& progress) {
   const std::filesystem::path data = dir / "data.mdb";
@@ -89,11 +93,48 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     if (errno == ENOENT) return {};
     return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
   }
+  auto open_lmdb = [&](lmdb::Env& env) -> std::optional<VerifyResult> {
+    lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
+    unsigned flags = MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD | (use_lock_file ? 0 : MDB_NOLOCK);
+    int rc = mdb_env_open(env.get(), dir.c_str(), flags, 0);
+    if (rc != 0 && !lmdb::is_damage(rc)) {
+      // ENOMEM (address space: `ulimit -v`), EIO, EMFILE/ENFILE, EAGAIN, EACCES...: a fault of the
+      // moment or of the setup, never proof that the file is wrong.
+      return VerifyResult{Outcome::inaccessible,
+                          fmt::format("cannot open {}: {}{}", dir.string(), mdb_strerror(rc),
+                                      rc == ENOMEM ? " (LMDB maps the whole queue file into the address space: raise "
+                                                     "the process's limit, `ulimit -v` or systemd's LimitAS=, or lower "
+                                                     "queue.max_disk_bytes)"
+                                                   : "")};
+    }
+    if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
+    return std::nullopt;
+  };
+
+  lmdb::Env env;
+  std::optional<lmdb::Txn> txn;
+  if (use_lock_file) {
+    if (auto r = open_lmdb(env)) return *r;
+    txn.emplace(env.get(), MDB_RDONLY);
+  }
   try {
     lmdb_file::File file(data);
-    const lmdb_file::Metas metas = file.read_metas();
-    const int newest = metas.newest();
-    if (newest < 0) {
+    lmdb_file::Metas metas = file.read_metas();
+    int slot = metas.newest();
+    if (txn) {
+      // The meta page of the pinned snapshot (a writer overwrites meta pages in place: after two
+      // more commits it is gone, so read again with a fresh transaction).
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        const std::uint64_t id = mdb_txn_id(txn->get());
+        slot = metas.slots[0].valid && metas.slots[0].txnid == id ? 0 : metas.slots[1].valid && metas.slots[1].txnid == id ? 1 : -1;
+        if (slot >= 0) break;
+        txn.reset();
+        txn.emplace(env.get(), MDB_RDONLY);
+        metas = file.read_metas();
+      }
+      if (slot < 0) return {Outcome::inaccessible, "the queue changed too fast to read one snapshot of it; try again"};
+    }
+    if (slot < 0) {
       if (metas.file_bytes < 2 * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))) {
         return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), metas.file_bytes));
       }
@@ -102,7 +143,7 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     lmdb_file::CheckOptions options;
     options.depth = depth == Verification::full ? lmdb_file::CheckDepth::full : lmdb_file::CheckDepth::structure;
     options.progress = progress;
-    const lmdb_file::CheckResult structure = lmdb_file::check_structure(file, metas.slots[newest], options);
+    const lmdb_file::CheckResult structure = lmdb_file::check_structure(file, metas.slots[slot], options);
     if (structure.outcome == lmdb_file::CheckResult::Outcome::damaged) return damaged(structure.problem);
     if (structure.outcome == lmdb_file::CheckResult::Outcome::unsupported) {
       return damaged(fmt::format("not a tank queue: {}", structure.problem));
@@ -111,24 +152,13 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     return {Outcome::inaccessible, e.what()};
   }
 
-  lmdb::Env env;
-  lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
-  unsigned flags = MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD | (use_lock_file ? 0 : MDB_NOLOCK);
-  int rc = mdb_env_open(env.get(), dir.c_str(), flags, 0);
-  if (rc != 0 && !lmdb::is_damage(rc)) {
-    // ENOMEM (address space: `ulimit -v`), EIO, EMFILE/ENFILE, EAGAIN, EACCES...: a fault of the
-    // moment or of the setup, never proof that the file is wrong.
-    return {Outcome::inaccessible,
-            fmt::format("cannot open {}: {}{}", dir.string(), mdb_strerror(rc),
-                        rc == ENOMEM ? " (LMDB maps the whole queue file into the address space: raise the process's "
-                                       "limit, `ulimit -v` or systemd's LimitAS=, or lower queue.max_disk_bytes)"
-                                     : "")};
+  if (!txn) {
+    if (auto r = open_lmdb(env)) return *r;
+    txn.emplace(env.get(), MDB_RDONLY);
   }
-  if (rc != 0) return damaged(fmt::format("LMDB refuses to open it: {}", mdb_strerror(rc)));
-  lmdb::Txn txn(env.get(), MDB_RDONLY);
 
   auto open_db = [&](const char* name, MDB_dbi* dbi) {
-    int orc = mdb_dbi_open(txn.get(), name, 0, dbi);
+    int orc = mdb_dbi_open(txn->get(), name, 0, dbi);
     if (orc == MDB_NOTFOUND) return false;
     lmdb::check(orc, "mdb_dbi_open");
     return true;
@@ -150,7 +180,7 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   std::uint64_t next_seq = 0;
   bool format_found = false;
   std::uint64_t newer_format = 0;
-  walk(txn.get(), meta, [&](const MDB_val& k, const MDB_val& v) {
+  walk(txn->get(), meta, [&](const MDB_val& k, const MDB_val& v) {
     std::string_view key = lmdb::view_of(k);
     if (key == "format") {
       format_found = true;
@@ -171,11 +201,11 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   if (!format_found) return damaged("the meta database has no format version");
   if (!has_records || !has_state) return damaged("the records or state database is missing");
 
-  if (auto r = verify_records(txn.get(), records, depth, next_seq); r.outcome != Outcome::ok) return r;
+  if (auto r = verify_records(txn->get(), records, depth, next_seq); r.outcome != Outcome::ok) return r;
 
   if (depth == Verification::full && has_dead_letters) {
     std::string problem;
-    walk(txn.get(), dead_letters, [&](const MDB_val& k, const MDB_val& v) {
+    walk(txn->get(), dead_letters, [&](const MDB_val& k, const MDB_val& v) {
       if (!problem.empty()) return;
       if (!decode_dead_letter(lmdb::seq_of(k), lmdb::view_of(v), &problem) && problem.empty()) problem = "?";
     });
