@@ -54,7 +54,7 @@ TEST_CASE("usage errors exit 2 with a message", "[cli]") {
   CHECK(contains(missing.err, "option -c needs a value"));
   auto queue = tank_cli({"queue"});
   CHECK(queue.exit_code == 2);
-  CHECK(contains(queue.err, "stats, peek or verify"));
+  CHECK(contains(queue.err, "stats, peek, verify or salvage"));
   auto sub = tank_cli({"queue", "peak"});
   CHECK(sub.exit_code == 2);
   CHECK(contains(sub.err, "did you mean \"peek\""));

@@ -840,7 +840,7 @@ TEST_CASE("lmdb_file: iteration returns exactly what an LMDB cursor returns", "[
   CHECK_FALSE(lf::find_database(file, meta, "absent", &db));
 }
 
-TEST_CASE("lmdb_file: a DUPSORT database is not judged; an invalid meta page, or one past its map, is damage", "[lmdb_file]") {
+TEST_CASE("lmdb_file: a DUPSORT database is not judged, an invalid meta page or one past its map is damage", "[lmdb_file]") {
   TempDir dir;
   {
     Env env(dir / "env");
