@@ -498,6 +498,20 @@ void Queue::check_before_open(OpenReport* report) {
   std::optional<RecoveryPoint> point;  // usable for a rollback
   bool rolled_back = false;
   std::error_code ec;
+  try {
+    if (std::filesystem::exists(data, ec) && never_committed(lmdb_file::File(data).read_metas())) {
+      // LMDB creates the file with two meta pages and nothing else: a power cut (or a full disk)
+      // during that leaves a file holding no commit at all. Nothing to keep: start it again.
+      log::warn(kComponent, "{} holds no commit (its creation was cut short); creating it again", data.string());
+      std::filesystem::remove(data);
+      std::filesystem::remove(dir / "lock.mdb", ec);
+      if (std::string error = fs::sync_directory(dir); !error.empty()) throw lmdb_file::IoError(EIO, error);
+    }
+  } catch (const lmdb_file::IoError& e) {
+    throw transient(e.what());
+  } catch (const std::filesystem::filesystem_error& e) {
+    throw transient(e.what());
+  }
   if (std::filesystem::exists(data, ec)) {
     try {
       std::string why;
@@ -596,6 +610,22 @@ void Queue::check_before_open(OpenReport* report) {
       break;
     }
   }
+}
+
+// Whether a data file is what LMDB writes when it creates one, cut short, and nothing more: no meta
+// page names a transaction or a page of a tree (an empty file included).
+bool Queue::never_committed(const lmdb_file::Metas& metas) {
+  if (metas.file_bytes == 0) return true;
+  bool any_valid = false;
+  for (const lmdb_file::Meta& m : metas.slots) {
+    if (!m.valid) continue;
+    any_valid = true;
+    if (m.txnid != 0 || m.free_db.root != lmdb_layout::kInvalidPage || m.main_db.root != lmdb_layout::kInvalidPage) {
+      return false;
+    }
+  }
+  return any_valid && metas.file_bytes <= 2 * static_cast<std::uint64_t>(metas.slots[0].valid ? metas.slots[0].page_size
+                                                                                              : metas.slots[1].page_size);
 }
 
 // Records the newest state appended after `next_seq`, as far as its meta database still says

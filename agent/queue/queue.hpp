@@ -82,6 +82,7 @@ class RecoveryPointFile;
 namespace lmdb_file {
 class File;
 struct Meta;
+struct Metas;
 }  // namespace lmdb_file
 
 enum class Mode {
@@ -377,6 +378,7 @@ class Queue {
   // state is damaged, and moves it aside when that is damaged too. Throws OpenError.
   void check_before_open(OpenReport* report);
   void roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report);
+  static bool never_committed(const lmdb_file::Metas& metas);
   static std::uint64_t appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq);
   // A flush: pins the newest snapshot (no group in progress), fdatasyncs data.mdb, writes the
   // recovery point naming that snapshot, then lets go of the previous pin. `flags` are the

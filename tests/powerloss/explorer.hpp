@@ -45,6 +45,7 @@ std::string record_line(std::uint64_t id);
 
 struct RecordOptions {
   std::string fsync = "always";  // "always" | "interval" | "never"
+  std::string mode = "disk";     // queue.mode: "disk" | "memory" (records in RAM: none survive a crash)
   std::chrono::milliseconds fsync_interval{50};
   std::chrono::milliseconds duration{4000};  // of load before the kill
   std::size_t records_per_body = 100;

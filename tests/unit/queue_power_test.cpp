@@ -388,3 +388,29 @@ TEST_CASE("a queue of format 1 is upgraded in place at open", "[queue][recovery]
   mdb_txn_abort(txn);
   mdb_env_close(env);
 }
+
+TEST_CASE("a data file whose creation a power cut cut short is created again, not moved aside",
+          "[queue][recovery_point]") {
+  TempDir dir;
+  ManualClock clock;
+  {
+    // LMDB's own creation: both meta pages, no commit.
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    std::filesystem::create_directories(dir / "fresh");
+    REQUIRE(mdb_env_open(env, (dir / "fresh").c_str(), 0, 0640) == 0);
+    mdb_env_close(env);
+  }
+  const std::string whole = read_file(dir / "fresh" / "data.mdb");
+  REQUIRE(whole.size() >= 8192);
+  for (std::size_t keep : {std::size_t{0}, std::size_t{4096}, whole.size()}) {
+    DYNAMIC_SECTION("the first " << keep << " bytes reached the disk") {
+      std::filesystem::create_directories(dir / "q");
+      write_file(dir / "q" / "data.mdb", whole.substr(0, keep));
+      queue::OpenReport report;
+      auto q = Queue::open(interval_queue(dir / "q"), clock, nullptr, &report);
+      CHECK_FALSE(report.recovered);
+      CHECK(q->append(batch_of({"first"}, clock)).ok());
+    }
+  }
+}
