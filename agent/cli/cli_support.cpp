@@ -8,7 +8,10 @@
 
 #include "common/strings.hpp"
 #include "common/units.hpp"
+#include "common/clock.hpp"
 #include "engine/agent_config.hpp"
+#include "engine/pipeline.hpp"
+#include "queue/queue_config.hpp"
 
 namespace tank::cli {
 
@@ -26,6 +29,26 @@ std::optional<std::filesystem::path> resolve_data_dir(const ParsedArgs& args, co
   auto dir = engine::agent_settings(*result.document).data_dir;
   if (document != nullptr) *document = std::move(result.document);
   return dir;
+}
+
+std::optional<OfflineQueue> open_queue_offline(const std::filesystem::path& data_dir, const config::Document& document,
+                                               const plugin::Registry& plugins, std::string_view command) {
+  std::string lock_error;
+  auto lock = fs::ExclusiveLock::acquire(data_dir / "tank.lock", &lock_error);
+  if (!lock) {
+    std::cerr << fmt::format("{}: {} (an agent holds the data directory but its control socket does not answer; "
+                             "retry once it finished starting)\n",
+                             command, lock_error);
+    return std::nullopt;
+  }
+  try {
+    queue::Options options = queue::options_from(document, data_dir / "queue");
+    options.consumers = engine::Pipeline::consumers(document, plugins);
+    return OfflineQueue{std::move(*lock), queue::Queue::open(options, system_clock(), nullptr)};
+  } catch (const std::exception& e) {
+    std::cerr << fmt::format("{}: {}\n", command, e.what());
+    return std::nullopt;
+  }
 }
 
 bool valid_utf8(std::string_view s) { return !strings::invalid_utf8_at(s).has_value(); }

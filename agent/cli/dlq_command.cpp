@@ -135,18 +135,10 @@ int dlq_change(const std::string& sub, const ParsedArgs& args, const plugin::Reg
                                sub, data_dir->string(), sub);
       return kExitUsage;
     }
-    std::string lock_error;
-    auto lock = fs::ExclusiveLock::acquire(*data_dir / "tank.lock", &lock_error);
-    if (!lock) {
-      std::cerr << fmt::format("tank dlq {}: {} (an agent holds the data directory but its control socket does not "
-                               "answer; retry once it finished starting)\n",
-                               sub, lock_error);
-      return kExitFailure;
-    }
+    auto offline = open_queue_offline(*data_dir, *document, plugins, "tank dlq " + sub);
+    if (!offline) return kExitFailure;
     try {
-      queue::Options options = queue::options_from(*document, *data_dir / "queue");
-      options.consumers = engine::Pipeline::consumers(*document, plugins);
-      auto q = queue::Queue::open(options, system_clock(), nullptr);
+      queue::Queue* q = offline->queue.get();
       if (sub == "replay") {
         metrics::Registry scratch;  // the checks' metrics: not served by a command
         engine::RoutePlan plan = engine::plan_routes(*document, plugins);

@@ -219,18 +219,10 @@ int salvage(const ParsedArgs& args, const plugin::Registry& plugins) {
                                data_dir->string());
       return kExitUsage;
     }
-    std::string lock_error;
-    auto lock = fs::ExclusiveLock::acquire(*data_dir / "tank.lock", &lock_error);
-    if (!lock) {
-      std::cerr << fmt::format("tank queue salvage: {} (an agent holds the data directory but its control socket "
-                               "does not answer; retry once it finished starting)\n",
-                               lock_error);
-      return kExitFailure;
-    }
+    auto offline = open_queue_offline(*data_dir, *document, plugins, "tank queue salvage");
+    if (!offline) return kExitFailure;
     try {
-      queue::Options options = queue::options_from(*document, *data_dir / "queue");
-      options.consumers = engine::Pipeline::consumers(*document, plugins);
-      auto q = queue::Queue::open(options, system_clock(), nullptr);
+      auto& q = offline->queue;
       queue::SalvageOptions salvage_options;
       salvage_options.dry_run = dry_run;
       report = queue::salvage(damaged, *q, salvage_options);
