@@ -34,15 +34,15 @@ std::uint64_t map_bytes_for(std::uint64_t max_disk_bytes, std::uint64_t dead_let
 //
 // LMDB maps the whole map at open as one contiguous region (mdb_env_set_mapsize takes a size_t,
 // so a map of 4 GiB or more would also wrap), and a 32-bit process shares at most 3 GiB of address
-// space with its libraries, heap and thread stacks (8 MiB reserved for each). Measured with a
-// 32-bit PIE that opens LMDB maps of growing size (cross/README.md, "32-bit: the largest LMDB
-// map"): on Debian 12's ARMv7 kernel (3G/1G split), booted under qemu-system-arm, 2909 MiB open,
-// 2589 MiB once the process has 32 threads and 64 MiB of heap. Raspberry Pi's own 32-bit kernel
-// for the Pi 2 and 3 (bcm2709_defconfig) has a 2G/2G split, which leaves 1 GiB less (the same
-// layout below a 2 GiB lower TASK_SIZE): about 1.84 GiB, and 1.5 GiB with such threads and heap.
-// The limit keeps the map within that, with the rest of the address space left to tank itself,
-// and still takes the default bounds (a 1 GiB queue and a 64 MiB dead-letter store: a map of
-// 1114 MiB). qemu-user is no measure of it: its guest layout differs from a kernel's.
+// space with its libraries, heap and thread stacks (8 MiB reserved for each). Measured on a real
+// ARMv7 kernel booted under qemu-system-arm (cross/README.md, "32-bit: the largest LMDB map"):
+// with Debian 12's (3G/1G split) a 32-bit process opens a map of up to 2909 MiB. Raspberry Pi's
+// own 32-bit kernel for the Pi 2 and 3 (bcm2709_defconfig) has a 2G/2G split, which lowers the top
+// of that same layout by 1 GiB: about 1885 MiB (derived; tank with the largest map allowed ran
+// within that much address space, RLIMIT_AS, in the VM). tank itself takes 66 MiB next to its map with the
+// default configuration (8 threads), and 8 MiB more per further thread: a 1.5 GiB map leaves it
+// about 350 MiB on such a Pi, and takes the default bounds (a 1 GiB queue and a 64 MiB dead-letter
+// store: a map of 1114 MiB). qemu-user is no measure of it: its guest layout is its own.
 inline constexpr std::uint64_t kMapLimit32Bit = 1536ULL << 20;
 
 // The largest map this build can map: kMapLimit32Bit where size_t has 32 bits, otherwise size_t's
