@@ -1,9 +1,12 @@
 #!/bin/sh
 # Builds a static tank for one architecture, in one command:
-#   cross/build.sh <amd64|arm64|armhf> [--tests] [--deb] [--fully-static]
+#   cross/build.sh <amd64|arm64|armhf> [--tests | --queue-tests] [--deb] [--fully-static]
 #
 #   --tests         also build the unit test programs and run them (ctest -L unit); for
 #                   arm64/armhf they run under qemu-user (CMAKE_CROSSCOMPILING_EMULATOR).
+#   --queue-tests   also build only the queue's unit tests (tank_queue_unit_tests: the queue, its
+#                   records, recovery, bounds and map, and sizes) and run them, under qemu-user for
+#                   arm64/armhf: what CI runs for armhf, where size_t has 32 bits.
 #   --deb           also make the Debian package (CPack): build-static-<arch>/tank_<version>_<arch>.deb
 #   --fully-static  link the C library statically too (TANK_FULLY_STATIC): see README.md for
 #                   what that means for name resolution.
@@ -16,7 +19,7 @@
 # TANK_BUILD_DIR (default: <source>/build-static-<arch>[-full]).
 set -eu
 
-usage() { echo "usage: $0 <amd64|arm64|armhf> [--tests] [--deb] [--fully-static]" >&2; exit 2; }
+usage() { echo "usage: $0 <amd64|arm64|armhf> [--tests | --queue-tests] [--deb] [--fully-static]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 arch=$1
 shift
@@ -27,16 +30,22 @@ case "$arch" in
   *) usage ;;
 esac
 tests=OFF
+queue_tests=OFF
 full=OFF
 deb=OFF
 for a in "$@"; do
   case "$a" in
     --tests) tests=ON ;;
+    --queue-tests) queue_tests=ON ;;
     --deb) deb=ON ;;
     --fully-static) full=ON ;;
     *) usage ;;
   esac
 done
+# --tests runs the queue's tests too (they are part of tank_unit_tests): one or the other.
+if [ "$tests" = ON ] && [ "$queue_tests" = ON ]; then usage; fi
+build_tests=$tests
+if [ "$queue_tests" = ON ]; then build_tests=ON; fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
@@ -61,7 +70,7 @@ debroot=$(printf '%s\n' "$deps_out" | sed -n 's/^debroot=//p')
 set -- -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANK_STATIC=ON -DTANK_FULLY_STATIC=$full \
   -DCMAKE_C_FLAGS_RELEASE="-Os -DNDEBUG" -DCMAKE_CXX_FLAGS_RELEASE="-Os -DNDEBUG" \
   -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=ON \
-  -DTANK_BUILD_TESTS=$tests -DTANK_BUILD_BENCH=OFF -DCMAKE_PREFIX_PATH="$prefix" -DOPENSSL_ROOT_DIR="$prefix"
+  -DTANK_BUILD_TESTS=$build_tests -DTANK_BUILD_BENCH=OFF -DCMAKE_PREFIX_PATH="$prefix" -DOPENSSL_ROOT_DIR="$prefix"
 if [ "$arch" != amd64 ]; then
   set -- "$@" -DCMAKE_TOOLCHAIN_FILE="$here/$triple.cmake" -DTANK_CROSS_DEBROOT="$debroot"
 fi
@@ -86,6 +95,10 @@ if [ "$tests" = ON ]; then
   cmake --build "$build" -j "$jobs" --target tank_unit_tests tank_process_tests tank_plugin_tests -- -k 0 ||
     build_rc=$?
   [ "$build_rc" -eq 0 ] || say "warning: some targets failed to build (see above); a unit test program that did not build is missing from the ctest list below"
+fi
+if [ "$queue_tests" = ON ]; then
+  say "building the queue's unit tests"
+  cmake --build "$build" -j "$jobs" --target tank_queue_unit_tests
 fi
 say "build took $(( $(date +%s) - start )) s"
 
@@ -138,5 +151,41 @@ if [ "$tests" = ON ]; then
     grep -E '^tank_(unit|process|plugin)_tests$' | sort -u | tr '\n' ' ' || true)
   [ -z "$not_built" ] || say "unit test programs not built, so not run: $not_built"
   [ "$rc" -ne 0 ] || rc=$build_rc
+  exit "$rc"
+fi
+if [ "$queue_tests" = ON ]; then
+  start=$(date +%s)
+  say "running the queue's unit tests${qemu:+ under $qemu}"
+  emulator=""
+  [ -n "$qemu" ] && emulator="$qemu -L /usr/$triple"
+  # Four runs of the program at once, each test in exactly one: the three disk-mode model tests
+  # take most of the time (1.5 to 3 minutes each under qemu-arm, much of it waiting for the disk),
+  # so each has a run of its own and the fourth run takes everything else. Catch2's report goes to
+  # queue-unit-tests.<n>.out and is shown, the queue's log lines (thousands) to
+  # queue-unit-tests.<n>.log, whose end is shown for a run that failed. A hang must not hold CI to
+  # its time limit: 30 minutes at most.
+  model='*random operations agree with the model:'
+  queue_run() {
+    n=$1
+    shift
+    (cd "$build/tests" && timeout 1800 $emulator ./tank_queue_unit_tests --warn NoTests "$@") \
+      >"$build/queue-unit-tests.$n.out" 2>"$build/queue-unit-tests.$n.log"
+  }
+  queue_run 1 "$model drop_oldest" & run1=$!
+  queue_run 2 "$model drop_newest" & run2=$!
+  queue_run 3 "$model block" & run3=$!
+  queue_run 4 "~$model drop_oldest" "~$model drop_newest" "~$model block" & run4=$!
+  rc=0
+  for n in 1 2 3 4; do
+    run_rc=0
+    eval "wait \$run$n" || run_rc=$?
+    cat "$build/queue-unit-tests.$n.out"
+    if [ "$run_rc" -ne 0 ]; then
+      rc=$run_rc
+      say "the queue's unit tests, run $n of 4, failed (exit status $run_rc); the end of its log:"
+      tail -n 60 "$build/queue-unit-tests.$n.log" >&2
+    fi
+  done
+  say "queue unit tests took $(( $(date +%s) - start )) s"
   exit "$rc"
 fi

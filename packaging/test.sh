@@ -2,8 +2,8 @@
 # Builds tank and runs the whole test suite twice: a normal build with warnings as errors, then
 # an AddressSanitizer + UndefinedBehaviorSanitizer build; a short run of the libFuzzer targets
 # (fuzz/README.md); then the static builds for amd64 (and the integration tests against it),
-# arm64 (its unit tests under qemu-aarch64) and armhf (cross/README.md). Installs what it needs
-# first.
+# arm64 (its unit tests under qemu-aarch64) and armhf (the queue's unit tests under qemu-arm,
+# where size_t has 32 bits) (cross/README.md). Installs what it needs first.
 # This is what CI runs (.ci/run).
 set -eu
 cd "$(dirname "$0")/.."
@@ -40,13 +40,13 @@ echo "== tests (ASan + UBSan)"
 echo "== fuzzing (libFuzzer, 30 s per target)"
 TANK_FUZZ_BUILD_DIR=build/ci-fuzz TANK_FUZZ_SEED=1 fuzz/run.sh 30
 
-echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (tank version under qemu-arm), with their packages"
+echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (the queue's unit tests under qemu-arm), with their packages"
 cross/build.sh amd64 --deb
 echo "== integration tests against the static amd64 binary (its own OpenSSL and zstd, -Os, LTO)"
 (cd build/ci && TANK_BINARY="$PWD/../../build-static-amd64/tank.stripped" \
   ctest -L integration -j "$jobs" --output-on-failure)
 cross/build.sh arm64 --tests --deb
-cross/build.sh armhf --deb
+cross/build.sh armhf --queue-tests --deb
 
 if [ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]; then
   echo "== ccache: $(ccache --print-stats | awk -F'\t' '$1=="direct_cache_hit"||$1=="preprocessed_cache_hit"{h+=$2} $1=="cache_miss"{m=$2} END{printf "%d hits, %d misses", h, m}')"

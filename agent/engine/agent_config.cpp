@@ -178,6 +178,10 @@ config::Schema build_schema(const plugin::Registry& plugins) {
   config::Schema schema;
   schema.checks.push_back(check_input_names);
   schema.checks.push_back(check_record_limits);
+  // The queue's LMDB map must fit in this platform's address space (32-bit: queue_config.hpp).
+  schema.checks.push_back([](const config::Document& document, config::Diagnostics& diagnostics) {
+    queue::check_map_size(document, diagnostics);
+  });
   // The schema keeps its own copy of the registry (descriptors only), so it outlives `plugins`.
   schema.checks.push_back([registry = plugins](const config::Document& document, config::Diagnostics& diagnostics) {
     check_routes(document, registry, diagnostics);

@@ -24,7 +24,8 @@ const config::Section& metrics_section();
 bool valid_id(std::string_view id);
 
 // Core sections first ([agent], [queue], [metrics]), then every plugin in `plugins`, and the
-// cross-section checks (input names, record limits, routes). The schema does not refer to `plugins`.
+// cross-section checks (input names, record limits, routes, the queue's map in the address space). The
+// schema does not refer to `plugins`.
 config::Schema build_schema(const plugin::Registry& plugins);
 
 // The text of config/default.toml, compiled into the binary.

@@ -23,6 +23,7 @@
 #include "queue/lmdb.hpp"
 #include "queue/lmdb_file.hpp"
 #include "queue/lmdb_layout.hpp"
+#include "queue/queue_config.hpp"
 #include "queue/queue_metrics.hpp"
 #include "queue/recovery_point.hpp"
 #include "queue/verify.hpp"
@@ -250,6 +251,13 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
       throw OpenError(fmt::format("queue.max_disk_bytes = {} is too small (at least {})",
                                   units::format_size(options_.max_disk_bytes), units::format_size(16 * page_size_)));
     }
+    // A map this platform cannot map (a 32-bit size_t and address space: queue_config.hpp) is
+    // refused before anything is touched, never wrapped into a size_t. `tank check` refuses it
+    // first; callers that bypass it (tests, `tank dlq`) meet it here.
+    if (std::string problem = map_too_large(options_.max_disk_bytes, options_.dead_letter_max_bytes, page_size_);
+        !problem.empty()) {
+      throw OpenError(fmt::format("cannot open the queue in {}: {}", dir.string(), problem));
+    }
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw OpenError(fmt::format("cannot create the queue directory {}: {}", dir.string(), ec.message()));
@@ -259,9 +267,8 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
 
   max_commit_bytes_ = max_commit_for(options_.max_disk_bytes);
   margin_bytes_ = margin_for(options_.max_disk_bytes);
-  // The dead-letter store has a bound of its own next to the queue's.
-  const std::uint64_t dead_letter_room = options_.dead_letter_max_bytes + options_.dead_letter_max_bytes / 128;
-  map_bytes_ = (options_.max_disk_bytes + margin_bytes_ + dead_letter_room + page_size_ - 1) / page_size_ * page_size_;
+  // With the dead-letter store's own bound; within platform_map_limit() when writable (above).
+  map_bytes_ = map_bytes_for(options_.max_disk_bytes, options_.dead_letter_max_bytes, page_size_);
 
   auto open_env = [&]() -> int {
     if (env_ != nullptr) {
@@ -274,7 +281,7 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
     if (read_only_) {
       flags |= MDB_RDONLY;
     } else {
-      lmdb::check(mdb_env_set_mapsize(env_, map_bytes_), "mdb_env_set_mapsize");
+      lmdb::check(mdb_env_set_mapsize(env_, static_cast<std::size_t>(map_bytes_)), "mdb_env_set_mapsize");
       if (options_.fsync != Fsync::always || test_skip_flush_) flags |= MDB_NOSYNC;
     }
     return mdb_env_open(env_, dir.c_str(), flags, 0640);

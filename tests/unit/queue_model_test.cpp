@@ -100,7 +100,7 @@ void run_model(const Run& run) {
       }
     } else if (op < 65) {
       const std::string c = rng() % 2 ? "a" : "b";
-      queue::ReadLimits limits{1 + rng() % 50, 1 + rng() % 20000};
+      queue::ReadLimits limits{static_cast<std::size_t>(1 + rng() % 50), static_cast<std::size_t>(1 + rng() % 20000)};
       auto b = q->read(cursor[c], limits);
       auto it = model.records.upper_bound(cursor[c]);
       if (it == model.records.end()) {
