@@ -38,7 +38,7 @@
 //                  tank committed. Measured over the window, per record committed
 //                  (tank_queue_appended_records_total) and as a multiple of the 100 B payload:
 //                    device       with --perf (root): the bytes of the block device's write requests
-//                                 (tracepoint block:block_rq_issue) that fall in the sectors of
+//                                 completed (tracepoint block:block_rq_complete) in the sectors of
 //                                 data.mdb and recovery-point (FIEMAP): what the device receives
 //                                 from the queue's files. Not in it: ext4's journal and inode
 //                                 updates (the kernel's, not attributable to a file), and what the
@@ -580,10 +580,12 @@ void for_round(const Lines& l, std::uint64_t from, std::uint64_t k, const std::f
   }
 }
 
-// What the block device receives for tank's queue files: the kernel's block:block_rq_issue
+// What the block device receives for tank's queue files: the kernel's block:block_rq_complete
 // tracepoint (perf record, system-wide: root only, CLOCK_MONOTONIC timestamps, the steady clock's)
-// over the window, each write request matched against the sectors the files occupy (FIEMAP) at the
-// end of it. /proc/PID/io write_bytes is not that on current kernels: it charges a whole folio when
+// over the window, each completed write request matched against the sectors the files occupy
+// (FIEMAP) at the end of it. Completions, not issues: a request the device cannot take at once
+// (virtio's queue full during a large flush) is requeued and issued again, and block_rq_issue
+// then counts it twice (measured: a third more during fsync = "never"'s flushes of ~10 MiB). /proc/PID/io write_bytes is not that on current kernels: it charges a whole folio when
 // a 4 KiB page of a clean large folio is dirtied (ext4 has large folios since Linux 6.16), while ext4
 // writes back only the dirty 4 KiB blocks (docs/BENCHMARKS.md, "Flash wear", has the check). Works
 // for a file system on a disk or a partition (not on device-mapper), ext4 or any that writes data
@@ -644,7 +646,7 @@ class DeviceTrace {
   DeviceTrace(const std::string& perf, const fs::path& dir) : perf_(perf), data_(dir / "perf.data") {
     fs::remove(data_);
     process_ = std::make_unique<Child>(std::vector<std::string>{perf, "record", "-q", "-k", "CLOCK_MONOTONIC", "-e",
-                                                                "block:block_rq_issue", "-a", "-o", data_.string()},
+                                                                "block:block_rq_complete", "-a", "-o", data_.string()},
                                        dir / "perf.log");
     if (!wait_for([&] { return !process_->running() || (fs::exists(data_) && fs::file_size(data_) > 0); },
                   std::chrono::seconds(20)) ||
@@ -668,13 +670,14 @@ class DeviceTrace {
     const std::int64_t lo = ns(from), hi = ns(to);
     std::uint64_t bytes = 0;
     std::ifstream in(text);
-    // " 8345.768518251: 254,0 W 1040384 () 170740768 + 2032 0x2,0,4 [kworker/u8:0]"
+    // " 8345.768518251: 254,0 W () 170740768 + 2032 0x2,0,4 [0]": time, disk, kind, command, first
+    // sector + sectors, I/O priority, error
     for (std::string line; std::getline(in, line);) {
       std::istringstream f(line);
-      std::string time, dev, rwbs, size, cmd_field, plus;
+      std::string time, dev, rwbs, cmd_field, plus, ioprio, error;
       std::uint64_t sector = 0, count = 0;
-      if (!(f >> time >> dev >> rwbs >> size >> cmd_field >> sector >> plus >> count) || plus != "+") continue;
-      if (dev != disk || rwbs.find('W') == std::string::npos || count == 0) continue;
+      if (!(f >> time >> dev >> rwbs >> cmd_field >> sector >> plus >> count >> ioprio >> error) || plus != "+") continue;
+      if (dev != disk || rwbs.find('W') == std::string::npos || count == 0 || error != "[0]") continue;
       const auto dot = time.find('.');
       if (dot == std::string::npos) continue;
       const std::int64_t t = std::stoll(time.substr(0, dot)) * 1'000'000'000 + std::stoll(time.substr(dot + 1, 9));
