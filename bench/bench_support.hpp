@@ -155,6 +155,19 @@ inline std::uint64_t status_bytes(pid_t pid, const std::string& field) {
   return 0;
 }
 
+// A field of /proc/PID/io in bytes, e.g. "write_bytes": the page-cache memory the process made
+// dirty (counted when a folio goes from clean to dirty, so once per writeback) and its direct I/O.
+// Not exactly what the device receives: a whole large folio is charged when one 4 KiB page of it
+// is dirtied, while ext4 writes back only the dirty blocks; the file system's journal is written
+// by the kernel and is not in it. Reading another process's io needs the same user (or ptrace).
+inline std::uint64_t io_bytes(pid_t pid, const std::string& field) {
+  std::ifstream in(fmt::format("/proc/{}/io", pid));
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with(field + ":")) return std::stoull(line.substr(field.size() + 1));
+  }
+  die(fmt::format("no {} in /proc/{}/io", field, pid));
+}
+
 // CPU seconds (user + system) a process has used so far.
 inline double cpu_seconds(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/stat", pid));
@@ -208,24 +221,26 @@ struct RunningTank {
 };
 
 // The configuration the benchmarks run: agent "bench" with its data in data_dir, a disk queue of
-// 16 GiB with `fsync` and overflow "block", metrics on a free port, then `pipeline` (the inputs,
-// processors and outputs).
-inline std::string bench_config(const fs::path& data_dir, const std::string& fsync, const std::string& pipeline) {
+// `max_disk_bytes` (16 GiB unless given) with `fsync` and overflow "block", metrics on a free
+// port, then `pipeline` (the inputs, processors and outputs).
+inline std::string bench_config(const fs::path& data_dir, const std::string& fsync, const std::string& pipeline,
+                                const std::string& max_disk_bytes = "16GiB") {
   return fmt::format("[agent]\nid = \"bench\"\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n"
-                     "[queue]\nmode = \"disk\"\nmax_disk_bytes = \"16GiB\"\nfsync = \"{}\"\noverflow = \"block\"\n\n"
+                     "[queue]\nmode = \"disk\"\nmax_disk_bytes = \"{}\"\nfsync = \"{}\"\noverflow = \"block\"\n\n"
                      "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}",
-                     data_dir.string(), fsync, pipeline);
+                     data_dir.string(), max_disk_bytes, fsync, pipeline);
 }
 
-// Writes `config` to dir/tank.toml, starts `binary run -c` on it (output in dir/tank.log) and
-// waits until data_dir/run.json says it runs.
+// Writes `config` to dir/tank.toml, starts `binary run -c` on it (output in dir/tank.log, `env`
+// added to its environment) and waits until data_dir/run.json says it runs.
 inline RunningTank start_tank(const std::string& binary, const fs::path& dir, const fs::path& data_dir,
-                              const std::string& config) {
+                              const std::string& config,
+                              const std::vector<std::pair<std::string, std::string>>& env = {}) {
   std::ofstream(dir / "tank.toml") << config;
   RunningTank t;
   t.dir = dir;
   t.process = std::make_unique<Child>(std::vector<std::string>{binary, "run", "-c", (dir / "tank.toml").string()},
-                                      dir / "tank.log");
+                                      dir / "tank.log", env);
   const pid_t pid = t.process->pid();
   bool up = wait_for([&] {
     if (!t.process->running()) return true;

@@ -3,7 +3,8 @@
 //
 //   e2e_bench --tank build/agent/tank --dir /work/bench-data/e2e --scenario NAME [options]
 //
-// Scenarios (each a fresh tank with a fresh data_dir, disk queue of 16 GiB, fsync interval):
+// Scenarios (each a fresh tank with a fresh data_dir, disk queue of 16 GiB, fsync interval, unless
+// said otherwise):
 //   tcp-http       TCP (text lines) -> queue -> outputs.http (zstd, batches of 10,000, linger 10ms)
 //   mqtt-http      a publisher (QoS 1, window 1,000) -> mosquitto -> inputs.mqtt (QoS 1) -> queue
 //                  -> outputs.http
@@ -19,6 +20,49 @@
 //                  --depth-records more records are appended (timed until tank counts them) and,
 //                  with the upstream released, as many are delivered from the head (timed until
 //                  tank counts them delivered): append and consume at that depth
+//   wear           flash wear (issue 17): tank at a steady --rate (default 10,000) records/s of
+//                  100 B JSON for --seconds (default 60) after --warmup (default 5) s, outputs.http
+//                  with its defaults to the receiver here (records are delivered and deleted: a
+//                  gateway's steady state), disk queue of --max-disk (default 1 GiB), for each
+//                  input shape of --shapes and fsync mode of --fsyncs (all three by default), each
+//                  run twice: as built, and with TANK_TEST_NO_PIN=1 (recovery points without the
+//                  pinned snapshot: the queue before issue 17, without its power-loss promise;
+//                  --no-before skips it). Input shapes:
+//                    http-100  inputs.http, one client POSTing NDJSON bodies of 100 records (100/s),
+//                              each after the 200 of the previous one
+//                    tcp       inputs.tcp, one connection, the records due written every 1 ms
+//                    mqtt-1    inputs.mqtt (QoS 1) from a mosquitto of the bench's own (its default
+//                              max_inflight_messages 20 towards tank), one record per message from
+//                              a QoS 1 publisher (at most 1,000 unacknowledged by mosquitto)
+//                  A sender that cannot keep the rate sends what it can: the row shows the rate
+//                  tank committed. Measured over the window, per record committed
+//                  (tank_queue_appended_records_total) and as a multiple of the 100 B payload:
+//                    device       with --perf (root): the bytes of the block device's write requests
+//                                 completed (tracepoint block:block_rq_complete) in the sectors of
+//                                 data.mdb and recovery-point (FIEMAP): what the device receives
+//                                 from the queue's files. Not in it: ext4's journal and inode
+//                                 updates (the kernel's, not attributable to a file), and what the
+//                                 flash translation layer multiplies (a 4 KiB block written alone
+//                                 may cost a whole erase block): both outside tank's control.
+//                    queue metric tank_queue_written_bytes_total: the queue's own count of the
+//                                 data.mdb pages its commits wrote (with TANK_TEST_NO_PIN it counts
+//                                 nothing: "-")
+//                    write_bytes  /proc/PID/io: the kernel charges the process for the page-cache
+//                                 memory it makes dirty, once per clean-to-dirty transition (plus
+//                                 direct I/O): rewriting a page that is still dirty costs nothing,
+//                                 and once the page is written back (an fsync or the kernel's
+//                                 writeback) the next write counts again; so it is meant as the
+//                                 bytes that reach the device, per page, per writeback. But it
+//                                 charges a whole folio when one 4 KiB page of a clean large folio
+//                                 is dirtied, while ext4 writes back only the dirty 4 KiB blocks:
+//                                 with large folios in data.mdb's page cache (ext4 has them since
+//                                 Linux 6.16; read-ahead and multi-page writes make them) it
+//                                 overstates scattered page writes (docs/BENCHMARKS.md, "Flash
+//                                 wear", has the check). It covers every file tank writes (also run.json and
+//                                 its log, quiet in a steady state), not the journal either.
+//                  Also: commits/s (tank_queue_commits_total), records per commit, flushes/s
+//                  (tank_queue_fsyncs_total) and device 4 KiB blocks per commit (write_bytes when
+//                  not traced), the queue's backlog and data.mdb's size at the end, the load.
 //
 // Every record carries its send time: "tsend":<10^17 + steady clock in ns> (18 digits), written
 // into the record just before the bench writes it (TCP and file: per chunk of up to 256 KiB or per
@@ -36,8 +80,12 @@
 // RssAnon at the end. Output: Markdown table rows (see --scenario's header line).
 
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -90,6 +138,15 @@ struct Settings {
   std::uint64_t size_bytes = 512ULL << 20;
   std::vector<std::uint64_t> depths_mib{0, 64, 256, 1024};
   std::uint64_t depth_records = 2'000'000;
+  // wear
+  std::vector<std::string> shapes{"http-100", "tcp", "mqtt-1"};
+  std::vector<std::string> fsyncs{"always", "interval", "never"};
+  double wear_seconds = 60;
+  double warmup_seconds = 5;
+  std::uint64_t rate = 10'000;
+  std::string max_disk = "1GiB";
+  bool before = true;  // also each run with TANK_TEST_NO_PIN=1
+  std::string perf;    // --perf: the perf binary that traces the block device; "" = not traced
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -487,6 +544,409 @@ Result run_file_mqtt(const Settings& s, std::uint64_t n, std::uint64_t rate) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Flash wear (issue 17): the bytes tank makes the device write per record at a steady rate.
+
+// Calls send(k) every `step` with the k records due since the last call, so that `rate` records
+// per second go out on average; with `unit` > 1 only whole multiples of `unit`. A send that is
+// slower than the rate is followed at once by the next; the debt is capped at one second of
+// records, so a sender that cannot keep up sends what it can (the row shows the rate reached).
+void pace(std::uint64_t rate, std::chrono::microseconds step, std::uint64_t unit, const std::atomic<bool>& stop,
+          const std::function<void(std::uint64_t)>& send) {
+  const auto start = Clock::now();
+  std::uint64_t done = 0;
+  auto next = start;
+  while (!stop) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    const auto due = static_cast<std::uint64_t>(elapsed * static_cast<double>(rate)) / unit * unit;
+    if (due > done + rate) done = (due - rate) / unit * unit;
+    if (due > done) {
+      send(due - done);
+      done = due;
+    }
+    next += step;
+    if (next < Clock::now() - std::chrono::seconds(1)) next = Clock::now();
+    std::this_thread::sleep_until(next);
+  }
+}
+
+// The lines [from, from + k) of `l`, taken round: at most two pieces.
+void for_round(const Lines& l, std::uint64_t from, std::uint64_t k, const std::function<void(std::string_view)>& f) {
+  while (k > 0) {
+    const std::size_t i = static_cast<std::size_t>(from % l.size());
+    const std::size_t j = static_cast<std::size_t>(std::min<std::uint64_t>(l.size(), i + k));
+    f(std::string_view(l.data).substr(l.begin_of(i), l.ends[j - 1] - l.begin_of(i)));
+    k -= j - i;
+    from += j - i;
+  }
+}
+
+// What the block device receives for tank's queue files: the kernel's block:block_rq_complete
+// tracepoint (perf record, system-wide: root only, CLOCK_MONOTONIC timestamps, the steady clock's)
+// over the window, each completed write request matched against the sectors the files occupy
+// (FIEMAP) at the end of it. Completions, not issues: a request the device cannot take at once
+// (virtio's queue full during a large flush) is requeued and issued again, and block_rq_issue
+// then counts it twice (measured: a third more during fsync = "never"'s flushes of ~10 MiB). /proc/PID/io write_bytes is not that on current kernels: it charges a whole folio when
+// a 4 KiB page of a clean large folio is dirtied (ext4 has large folios since Linux 6.16), while ext4
+// writes back only the dirty 4 KiB blocks (docs/BENCHMARKS.md, "Flash wear", has the check). Works
+// for a file system on a disk or a partition (not on device-mapper), ext4 or any that writes data
+// in place; the journal is not in the files' extents and is not counted.
+struct Sectors {
+  std::uint64_t begin = 0;  // of the whole disk, 512 B each
+  std::uint64_t end = 0;
+};
+
+// The disk ("major,minor" as the tracepoint prints it) and the sectors holding `files`.
+std::pair<std::string, std::vector<Sectors>> sectors_of(const std::vector<fs::path>& files) {
+  std::string disk;
+  std::vector<Sectors> out;
+  for (const auto& file : files) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die(fmt::format("cannot open {}: {}", file.string(), std::strerror(errno)));
+    struct stat st {};
+    ::fstat(fd, &st);
+    // A partition: its sectors start at /sys/dev/block/M:m/start, and requests name its disk.
+    const fs::path sys = fmt::format("/sys/dev/block/{}:{}", major(st.st_dev), minor(st.st_dev));
+    std::uint64_t start = 0;
+    std::string dev = fmt::format("{},{}", major(st.st_dev), minor(st.st_dev));
+    if (fs::exists(sys / "partition")) {
+      std::ifstream(sys / "start") >> start;
+      std::string parent;
+      std::ifstream(fs::canonical(sys).parent_path() / "dev") >> parent;
+      std::replace(parent.begin(), parent.end(), ':', ',');
+      dev = parent;
+    }
+    disk = dev;
+    constexpr std::uint32_t kExtents = 512;
+    std::vector<char> buf(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
+    std::uint64_t from = 0;
+    for (bool last = false; !last;) {
+      std::fill(buf.begin(), buf.end(), 0);
+      auto* fm = reinterpret_cast<fiemap*>(buf.data());
+      fm->fm_start = from;
+      fm->fm_length = FIEMAP_MAX_OFFSET - from;
+      fm->fm_extent_count = kExtents;
+      if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) die(fmt::format("FIEMAP of {}: {}", file.string(), std::strerror(errno)));
+      if (fm->fm_mapped_extents == 0) break;
+      for (std::uint32_t i = 0; i < fm->fm_mapped_extents; ++i) {
+        const fiemap_extent& e = fm->fm_extents[i];
+        last = last || (e.fe_flags & FIEMAP_EXTENT_LAST) != 0;
+        from = e.fe_logical + e.fe_length;
+        if ((e.fe_flags & (FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_UNKNOWN)) != 0) continue;  // no blocks yet
+        out.push_back({start + e.fe_physical / 512, start + (e.fe_physical + e.fe_length) / 512});
+      }
+    }
+    ::close(fd);
+  }
+  return {disk, out};
+}
+
+class DeviceTrace {
+ public:
+  // Starts perf record into dir/perf.data; returns once it records.
+  DeviceTrace(const std::string& perf, const fs::path& dir) : perf_(perf), data_(dir / "perf.data") {
+    fs::remove(data_);
+    process_ = std::make_unique<Child>(std::vector<std::string>{perf, "record", "-q", "-k", "CLOCK_MONOTONIC", "-e",
+                                                                "block:block_rq_complete", "-a", "-o", data_.string()},
+                                       dir / "perf.log");
+    if (!wait_for([&] { return !process_->running() || (fs::exists(data_) && fs::file_size(data_) > 0); },
+                  std::chrono::seconds(20)) ||
+        !process_->running()) {
+      die("perf record did not start; see " + (dir / "perf.log").string());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // its events are enabled after the file is created
+  }
+  // Stops perf (SIGTERM: it writes its file and exits) and returns the bytes of the write requests
+  // issued between `from` and `to` to the sectors of `files`.
+  std::uint64_t written(Clock::time_point from, Clock::time_point to, const std::vector<fs::path>& files) {
+    auto [disk, sectors] = sectors_of(files);
+    process_->stop();
+    std::sort(sectors.begin(), sectors.end(), [](const Sectors& a, const Sectors& b) { return a.begin < b.begin; });
+    const fs::path text = data_.parent_path() / "perf.txt";
+    const std::string cmd = fmt::format("{} script -i {} -F time,trace --ns > {} 2>/dev/null", perf_, data_.string(), text.string());
+    if (std::system(cmd.c_str()) != 0) die("perf script failed: " + cmd);
+    const auto ns = [](Clock::time_point t) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    };
+    const std::int64_t lo = ns(from), hi = ns(to);
+    std::uint64_t bytes = 0;
+    std::ifstream in(text);
+    // " 8345.768518251: 254,0 W () 170740768 + 2032 0x2,0,4 [0]": time, disk, kind, command, first
+    // sector + sectors, I/O priority, error
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream f(line);
+      std::string time, dev, rwbs, cmd_field, plus, ioprio, error;
+      std::uint64_t sector = 0, count = 0;
+      if (!(f >> time >> dev >> rwbs >> cmd_field >> sector >> plus >> count >> ioprio >> error) || plus != "+") continue;
+      if (dev != disk || rwbs.find('W') == std::string::npos || count == 0 || error != "[0]") continue;
+      const auto dot = time.find('.');
+      if (dot == std::string::npos) continue;
+      const std::int64_t t = std::stoll(time.substr(0, dot)) * 1'000'000'000 + std::stoll(time.substr(dot + 1, 9));
+      if (t < lo || t > hi) continue;
+      for (const auto& s : sectors) {  // the overlap of [sector, sector + count) with each extent
+        if (s.begin >= sector + count) break;
+        const std::uint64_t b = std::max(s.begin, sector), e = std::min(s.end, sector + count);
+        if (e > b) bytes += (e - b) * 512;
+      }
+    }
+    fs::remove(text);
+    fs::remove(data_);
+    return bytes;
+  }
+
+ private:
+  std::string perf_;
+  fs::path data_;
+  std::unique_ptr<Child> process_;
+};
+
+// What tank has done so far: its I/O counters and the queue's metrics.
+struct WearSample {
+  Clock::time_point at;
+  double device_bytes = 0;     // /proc/PID/io write_bytes
+  double cancelled_bytes = 0;  // cancelled_write_bytes: dirty pages dropped (truncated) before writeback
+  double queue_written = 0;    // tank_queue_written_bytes_total
+  double commits = 0;          // tank_queue_commits_total
+  double flushes = 0;          // tank_queue_fsyncs_total
+  double appended = 0;         // tank_queue_appended_records_total
+  double delivered = 0;        // tank_output_records_total{result="delivered"}
+  double backlog = 0;          // tank_queue_records
+  double file_bytes = 0;       // tank_queue_file_bytes
+  std::string load;            // the 1-minute load average
+};
+
+WearSample sample_wear(const Tank& t) {
+  WearSample w;
+  w.at = Clock::now();
+  const pid_t pid = t.process->pid();
+  w.device_bytes = static_cast<double>(io_bytes(pid, "write_bytes"));
+  w.cancelled_bytes = static_cast<double>(io_bytes(pid, "cancelled_write_bytes"));
+  const std::string m = scrape_metrics(t.metrics_address);
+  w.queue_written = metric_sum(m, "tank_queue_written_bytes_total", {});
+  w.commits = metric_sum(m, "tank_queue_commits_total", {});
+  w.flushes = metric_sum(m, "tank_queue_fsyncs_total", {});
+  w.appended = metric_sum(m, "tank_queue_appended_records_total", {});
+  w.delivered = metric_sum(m, "tank_output_records_total", kDelivered);
+  w.backlog = metric_sum(m, "tank_queue_records", {});
+  w.file_bytes = metric_sum(m, "tank_queue_file_bytes", {});
+  std::ifstream loadavg("/proc/loadavg");
+  loadavg >> w.load;
+  return w;
+}
+
+struct WearResult {
+  std::string shape;
+  std::string fsync;
+  bool pinned = true;
+  WearSample a, b;          // the start and the end of the steady window
+  double block_bytes = -1;  // written to the queue files' sectors in the window (--perf; -1 = not traced)
+  double seconds() const { return std::chrono::duration<double>(b.at - a.at).count(); }
+  double records() const { return b.appended - a.appended; }
+  double rate() const { return records() / seconds(); }
+  double block_per_record() const { return block_bytes < 0 ? -1 : block_bytes / records(); }
+  double device_per_record() const { return (b.device_bytes - a.device_bytes) / records(); }
+  // Device bytes: the block layer's when traced, else write_bytes.
+  double best_per_record() const { return block_bytes < 0 ? device_per_record() : block_per_record(); }
+  double queue_per_record() const { return (b.queue_written - a.queue_written) / records(); }
+  double commits_per_second() const { return (b.commits - a.commits) / seconds(); }
+  double flushes_per_second() const { return (b.flushes - a.flushes) / seconds(); }
+  double records_per_commit() const { return records() / (b.commits - a.commits); }
+  double device_pages_per_commit() const { return best_per_record() * records() / 4096.0 / (b.commits - a.commits); }
+};
+
+constexpr std::size_t kWearPayload = 100;  // bytes per record, the newline not counted
+
+// One run: a fresh tank with `shape` in, outputs.http (its defaults) to a receiver here, disk
+// queue of --max-disk with `fsync`; `pinned` false sets TANK_TEST_NO_PIN=1 (issue 17's "before").
+// Records are sent at --rate from the start; the window starts after --warmup seconds.
+WearResult run_wear(const Settings& s, const std::string& shape, const std::string& fsync, bool pinned,
+                    const Lines& lines) {
+  HttpSink sink;
+  std::optional<Broker> broker;
+  std::string input;
+  if (shape == "http-100" || shape == "tcp") {
+    input = fmt::format("[[inputs.{}]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n", shape == "tcp" ? "tcp" : "http");
+  } else if (shape == "mqtt-1") {
+    // max_inflight_messages 20 is mosquitto's default: at most 20 messages wait for tank's PUBACK.
+    broker.emplace(start_mosquitto(s.dir / "mosquitto", 20));
+    input = fmt::format("[[inputs.mqtt]]\nname = \"bench\"\nservers = [\"tcp://127.0.0.1:{}\"]\n"
+                        "topics = [\"bench/#\"]\nclean_session = true\n",
+                        broker->port);
+  } else {
+    die("--shapes: http-100, tcp or mqtt-1, not " + shape);
+  }
+  const fs::path dir = s.dir / "run";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, std::string>> env;
+  if (!pinned) env.emplace_back("TANK_TEST_NO_PIN", "1");
+  const std::string pipeline = fmt::format("{}\n[[outputs.http]]\nname = \"bench\"\nurl = \"{}\"\n", input, sink.url());
+  Tank t{bench::start_tank(s.tank, dir, dir / "data", bench_config(dir / "data", fsync, pipeline, s.max_disk), env)};
+  if (broker) {
+    if (!wait_for([&] { return t.counted("tank_input_connections", {"input=\"bench\"", "type=\"mqtt\""}) >= 1; },
+                  std::chrono::seconds(20))) {
+      die("tank did not connect to mosquitto; see " + (t.dir / "tank.log").string());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the SUBSCRIBE follows the CONNACK
+  }
+
+  std::atomic<bool> stop{false};
+  std::thread sender;
+  std::optional<MqttConnection> publisher;
+  std::thread puback_reader;
+  std::atomic<std::uint64_t> acked{0};
+  if (shape == "tcp") {
+    const int fd = connect_tcp(t.input_address);
+    sender = std::thread([&, fd] {
+      std::uint64_t next = 0;
+      pace(s.rate, std::chrono::milliseconds(1), 1, stop, [&](std::uint64_t k) {
+        for_round(lines, next, k, [&](std::string_view d) { write_all(fd, d); });
+        next += k;
+      });
+      ::close(fd);
+    });
+  } else if (shape == "http-100") {
+    sender = std::thread([&] {
+      auto [host, port] = host_port(t.input_address);
+      boost::asio::io_context io;
+      boost::beast::tcp_stream stream(io);
+      stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address(host), port));
+      stream.socket().set_option(boost::asio::ip::tcp::no_delay(true));
+      boost::beast::flat_buffer buffer;
+      namespace http = boost::beast::http;
+      std::uint64_t next = 0;
+      pace(s.rate, std::chrono::milliseconds(10), 100, stop, [&](std::uint64_t k) {
+        for (std::uint64_t body = 0; body < k / 100 && !stop; ++body) {
+          http::request<http::string_body> req{http::verb::post, "/", 11};
+          req.set(http::field::host, "bench");
+          req.set(http::field::content_type, "application/x-ndjson");
+          for_round(lines, next, 100, [&](std::string_view d) { req.body().append(d); });
+          req.prepare_payload();
+          for (;;) {
+            http::write(stream, req);
+            http::response<http::string_body> res;
+            http::read(stream, buffer, res);
+            if (res.result() == http::status::ok) break;
+            if (res.result() != http::status::service_unavailable) die(fmt::format("HTTP {}: {}", res.result_int(), res.body()));
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+          next += 100;
+        }
+      });
+    });
+  } else {
+    // QoS 1, one record per message; mosquitto acknowledges at once, at most 1,000 unacknowledged.
+    publisher.emplace(broker->port, "bench-publisher", true);
+    puback_reader = std::thread([&] {
+      while (auto p = publisher->next()) {
+        if (p->first == tank::mqtt::PacketType::puback) ++acked;
+      }
+    });
+    sender = std::thread([&] {
+      std::uint64_t next = 0;
+      std::uint16_t id = 0;
+      std::string out;
+      pace(s.rate, std::chrono::milliseconds(1), 1, stop, [&](std::uint64_t k) {
+        for (std::uint64_t m = 0; m < k && !stop; ++m, ++next) {
+          while (next - acked.load() >= 1000 && !stop) {
+            if (!out.empty()) {
+              write_all(publisher->fd(), out);
+              out.clear();
+            }
+            std::this_thread::yield();
+          }
+          if (++id == 0) id = 1;
+          const std::size_t i = static_cast<std::size_t>(next % lines.size());
+          const auto payload = std::string_view(lines.data).substr(lines.begin_of(i), lines.ends[i] - lines.begin_of(i) - 1);
+          out += tank::mqtt::encode_publish("bench/data", payload, 1, id, false, tank::mqtt::kVersion311);
+        }
+        write_all(publisher->fd(), out);
+        out.clear();
+      });
+    });
+  }
+
+  WearResult r;
+  r.shape = shape;
+  r.fsync = fsync;
+  r.pinned = pinned;
+  std::this_thread::sleep_for(std::chrono::duration<double>(s.warmup_seconds));
+  std::optional<DeviceTrace> trace;
+  if (!s.perf.empty()) trace.emplace(s.perf, s.dir);
+  r.a = sample_wear(t);
+  std::this_thread::sleep_for(std::chrono::duration<double>(s.wear_seconds));
+  r.b = sample_wear(t);
+  if (trace) {
+    const fs::path queue = dir / "data" / "queue";
+    r.block_bytes = static_cast<double>(trace->written(r.a.at, r.b.at, {queue / "data.mdb", queue / "recovery-point"}));
+  }
+  stop = true;
+  sender.join();
+  if (publisher) {
+    ::shutdown(publisher->fd(), SHUT_RDWR);
+    puback_reader.join();
+  }
+  t.process->stop();
+  return r;
+}
+
+std::string per_record(double bytes_per_record) {
+  if (bytes_per_record < 0) return "-";
+  return fmt::format("{:.0f} ({:.1f}x)", bytes_per_record, bytes_per_record / kWearPayload);
+}
+
+void print_wear_row(const WearResult& r) {
+  fmt::print("| {} | {} | {} | {:.0f} | {:.0f} | {:.1f} | {:.1f} | {} | {} | {} | {:.1f} | {:.0f} | {:.0f} | {} / {} |\n",
+             r.shape, r.fsync, r.pinned ? "yes" : "no (before)", r.rate(), r.commits_per_second(), r.records_per_commit(),
+             r.flushes_per_second(), per_record(r.block_per_record()),
+             r.pinned || r.fsync == "always" ? per_record(r.queue_per_record()) : std::string("-"),
+             per_record(r.device_per_record()), r.device_pages_per_commit(), r.b.backlog, r.b.file_bytes / 1048576.0,
+             r.a.load, r.b.load);
+  std::fflush(stdout);
+}
+
+// The table of every run, then pinned against before side by side.
+void run_wear_scenario(const Settings& s) {
+  const Lines lines = make_lines(100'000, kWearPayload + 1);  // 10 s of records, sent round and round
+  fmt::print("Flash wear: {} records/s of {} B, {} s window after {} s of warm-up, disk queue max_disk_bytes {}\n\n",
+             s.rate, kWearPayload, s.wear_seconds, s.warmup_seconds, s.max_disk);
+  fmt::print("| input | fsync | snapshot pinned | records/s | commits/s | records/commit | flushes/s | "
+             "device B/record (x payload) | queue metric B/record (x payload) | write_bytes B/record (x payload) | "
+             "device 4 KiB blocks/commit | records queued at end | data.mdb MiB | load 1-min start / end |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::vector<WearResult> results;
+  for (const auto& shape : s.shapes) {
+    for (const auto& fsync : s.fsyncs) {
+      for (bool pinned : {true, false}) {
+        if (!pinned && !s.before) continue;
+        results.push_back(run_wear(s, shape, fsync, pinned, lines));
+        const WearResult& r = results.back();
+        std::cerr << fmt::format("  {} {} pinned={}: {:.0f} records in {:.1f} s, write_bytes {:.0f}, cancelled {:.0f}, "
+                                 "block layer {:.0f}, queue metric {:.0f}, commits {:.0f}, flushes {:.0f}, delivered {:.0f}\n",
+                                 shape, fsync, pinned, r.records(), r.seconds(), r.b.device_bytes - r.a.device_bytes,
+                                 r.b.cancelled_bytes - r.a.cancelled_bytes, r.block_bytes,
+                                 r.b.queue_written - r.a.queue_written, r.b.commits - r.a.commits,
+                                 r.b.flushes - r.a.flushes, r.b.delivered - r.a.delivered);
+        print_wear_row(results.back());
+      }
+    }
+  }
+  if (!s.before) return;
+  fmt::print("\n| input | fsync | records/s | commits/s | device B/record (x payload) | queue metric B/record | "
+             "write_bytes B/record | before: commits/s | before: device B/record (x payload) | before: write_bytes "
+             "B/record | device bytes pinned / before |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (std::size_t i = 0; i + 1 < results.size(); i += 2) {
+    const WearResult& p = results[i];
+    const WearResult& b = results[i + 1];
+    fmt::print("| {} | {} | {:.0f} | {:.0f} | {} | {:.0f} | {:.0f} | {:.0f} | {} | {:.0f} | {:.2f} |\n", p.shape, p.fsync,
+               p.rate(), p.commits_per_second(), per_record(p.block_per_record()), p.queue_per_record(),
+               p.device_per_record(), b.commits_per_second(), per_record(b.block_per_record()), b.device_per_record(),
+               p.best_per_record() / b.best_per_record());
+  }
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 double median(std::vector<double> v) {
@@ -571,11 +1031,22 @@ DepthResult run_depth(const Settings& s, std::uint64_t depth, Lines& filler, Lin
 }
 
 [[noreturn]] void usage(int code) {
-  std::cerr << "usage: e2e_bench --tank PATH --scenario tcp-http|mqtt-http|file-mqtt|validate-http|aggregate|size|depth\n"
+  std::cerr << "usage: e2e_bench --tank PATH --scenario tcp-http|mqtt-http|file-mqtt|validate-http|aggregate|size|depth|wear\n"
                "  [--dir DIR] [--records N] [--repeat R] [--load PERCENT] [--paced-seconds S]\n"
                "  [--sizes 100,1024,...] [--size-bytes B] [--depths 0,64,...(MiB)] [--depth-records N]\n"
+               "  wear: [--shapes http-100,tcp,mqtt-1] [--fsyncs always,interval,never] [--seconds 60] [--warmup 5]\n"
+               "        [--rate 10000] [--max-disk 1GiB] [--no-before] [--perf /usr/bin/perf (root)]\n"
                "(see the comment at the top of bench/e2e_bench.cpp)\n";
   std::exit(code);
+}
+
+std::vector<std::string> words(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream in(list);
+  for (std::string part; std::getline(in, part, ',');) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
 }
 
 template <class T>
@@ -610,6 +1081,14 @@ int main(int argc, char** argv) {
     else if (a == "--size-bytes") s.size_bytes = std::stoull(value());
     else if (a == "--depths") s.depths_mib = numbers<std::uint64_t>(value());
     else if (a == "--depth-records") s.depth_records = std::stoull(value());
+    else if (a == "--shapes") s.shapes = words(value());
+    else if (a == "--fsyncs") s.fsyncs = words(value());
+    else if (a == "--seconds") s.wear_seconds = std::stod(value());
+    else if (a == "--warmup") s.warmup_seconds = std::stod(value());
+    else if (a == "--rate") s.rate = std::stoull(value());
+    else if (a == "--max-disk") s.max_disk = value();
+    else if (a == "--no-before") s.before = false;
+    else if (a == "--perf") s.perf = value();
     else if (a == "--help" || a == "-h") usage(0);
     else usage(2);
   }
@@ -681,6 +1160,8 @@ int main(int argc, char** argv) {
                  med([](const DepthResult& d) { return mib(d.consume.anon); }));
       std::fflush(stdout);
     }
+  } else if (s.scenario == "wear") {
+    run_wear_scenario(s);
   } else {
     usage(2);
   }
