@@ -1,6 +1,9 @@
 // Benchmark of the write-ahead queue, next to raw LMDB on the same disk.
 //
 //   queue_bench [--dir DIR] [--quick] [--repeat N] [--only raw|append|pipeline|backlog]
+//               [--payload 100|1024] [--batch 1|100|1000] [--fsync always|interval|never]
+//
+// --payload, --batch and --fsync keep only that row of the append table (e.g. to profile one).
 //
 // Every figure is the median of N runs (default 1): this machine's disk and CPU are shared, and
 // single runs vary by tens of percent.
@@ -41,6 +44,9 @@ struct Settings {
   bool quick = false;
   int repeat = 1;
   std::string only;
+  std::size_t payload = 0;  // 0: every payload size of the append table
+  std::size_t batch = 0;    // 0: every batch size
+  std::string fsync;        // "": every mode
 };
 
 // The median of `runs` results of `measure` (each a records/s figure).
@@ -242,8 +248,13 @@ int main(int argc, char** argv) {
     else if (a == "--quick") s.quick = true;
     else if (a == "--only" && i + 1 < argc) s.only = argv[++i];
     else if (a == "--repeat" && i + 1 < argc) s.repeat = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--payload" && i + 1 < argc) s.payload = static_cast<std::size_t>(std::atoll(argv[++i]));
+    else if (a == "--batch" && i + 1 < argc) s.batch = static_cast<std::size_t>(std::atoll(argv[++i]));
+    else if (a == "--fsync" && i + 1 < argc) s.fsync = argv[++i];
     else {
-      std::fprintf(stderr, "usage: queue_bench [--dir DIR] [--quick] [--repeat N] [--only raw|append|pipeline|backlog]\n");
+      std::fprintf(stderr,
+                   "usage: queue_bench [--dir DIR] [--quick] [--repeat N] [--only raw|append|pipeline|backlog]\n"
+                   "                   [--payload 100|1024] [--batch 1|100|1000] [--fsync always|interval|never]\n");
       return 2;
     }
   }
@@ -270,6 +281,10 @@ int main(int argc, char** argv) {
     for (std::size_t payload : {100, 1024}) {
       for (std::size_t batch : {1, 100, 1000}) {
         for (auto fsync : {queue::Fsync::always, queue::Fsync::interval, queue::Fsync::never}) {
+          if ((s.payload != 0 && s.payload != payload) || (s.batch != 0 && s.batch != batch) ||
+              (!s.fsync.empty() && s.fsync != queue::to_string(fsync))) {
+            continue;
+          }
           auto dir = s.dir / "append";
           double bytes_per_record = 0;
           double rate = median_of(s.repeat, [&] {

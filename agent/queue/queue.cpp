@@ -40,6 +40,8 @@ constexpr std::uint64_t kKeyBytes = 8;
 constexpr std::uint64_t kSeqReservation = 1 << 20;
 // Per-record bookkeeping of the memory tier (its end offset), counted against max_memory_bytes.
 constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
+// A page fault maps up to this many pages around the one touched (release_mapped_pages).
+constexpr std::uint64_t kFaultAroundPages = 16;
 
 std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
 
@@ -796,9 +798,14 @@ std::string Queue::flush(std::uint32_t flags) {
   // 1. Pin the newest snapshot while no group is being written, so that the meta page in the file
   //    is the snapshot's and no commit is half-way: every commit acknowledged before `pinned_mono`
   //    is in it.
+  //    The flush goes before any batch that has not started: a producer that commits back to back
+  //    would otherwise take the leadership again every time before this thread wakes, and keep
+  //    the flush (and the loss window) waiting while every commit woke this thread in vain.
   {
     std::unique_lock lock(mutex_);
+    ++flushes_waiting_;
     cv_.wait(lock, [this] { return !leader_active_; });
+    --flushes_waiting_;
     leader_active_ = true;
   }
   std::lock_guard flush_lock(flush_mutex_);
@@ -1133,7 +1140,7 @@ void Queue::submit(Pending& p) {
   if (closed_) throw std::logic_error("the queue is closed");
   pending_.push_back(&p);
   while (!p.done) {
-    if (leader_active_) {
+    if (leader_active_ || flushes_waiting_ > 0) {
       // Another thread writes this batch with its group: this one waits (only the writer is
       // judged by the watchdog: a slow disk shows there once).
       liveness::Waiting waiting;
@@ -1606,10 +1613,12 @@ void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t firs
   }
   g.disk_bytes += records.bytes();
   g.wrote = true;
-  // Appending reads pages through the map as well: each transaction copies the last leaf page
-  // (written by the one before) and its branches from the map before it adds to it -- fresh pages
-  // every time while a flushed snapshot is pinned (nothing freed since is reused).
-  release_mapped_pages(records.bytes() + 4 * page_size_);
+  // Appending reads pages through the map as well: each transaction copies the pages the one
+  // before wrote (the last leaf, its branches, the main, state and free-page trees' pages: up to 8)
+  // from the map before it adds to them -- fresh pages every time while a flushed snapshot is
+  // pinned (nothing freed since is reused). They lie next to each other at the end of the used
+  // pages, so fault-around maps little else: they count once.
+  release_mapped_pages(records.bytes() + 8 * page_size_);
 }
 
 // Deletes acknowledged records: from the oldest up to and including `seq`.
@@ -1622,7 +1631,7 @@ void Queue::delete_through(Group& g, std::uint64_t seq) {
   struct Release {
     const Queue& q;
     std::uint64_t& bytes;
-    ~Release() { q.release_mapped_pages(bytes); }
+    ~Release() { q.release_mapped_pages(bytes * kFaultAroundPages); }
   } release{*this, deleted};
   while (more && lmdb::seq_of(k) <= seq) {
     std::uint64_t size = v.mv_size;
@@ -1975,7 +1984,7 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
     }
   }
   txn.abort();
-  release_mapped_pages(bytes);
+  release_mapped_pages(bytes * kFaultAroundPages);
   out.set_scanned_to(scanned);
   std::vector<std::pair<std::uint64_t, std::string>> bad;
   out.finish(&bad);
@@ -1997,9 +2006,12 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
 // How often: a fault maps not only the page touched but up to 16 pages around it that are in the
 // page cache (the kernel's fault_around_bytes, 64 KiB), and the pages of a queue whose flushed
 // snapshot is pinned are scattered among pages of no use (a commit never reuses a page freed after
-// the pin): reading 150 KB of records was measured to map 1-2.5 MiB. So the callers' bytes count
-// 16 times, and the release comes every 4 MiB of that: every 256 KiB of records read, deleted or
-// appended.
+// the pin): reading 150 KB of records was measured to map 1-2.5 MiB. So the bytes read or deleted
+// count 16 times (kFaultAroundPages), and the release comes every 4 MiB of the callers' count:
+// every 256 KiB of records read or deleted, or every 4 MiB appended (with the pages each commit
+// copies: every 128 commits of one small record). Every release is one madvise over the whole map
+// and a TLB shootdown: counting appends 16 times too made one every 16 single-record commits and
+// cost a third of the append rate (queue_bench, docs/BENCHMARKS.md).
 //
 // LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
 // so the mapping of data.mdb is looked up in /proc/self/maps once (LMDB maps the file once, at
@@ -2007,8 +2019,7 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
 // docs/BENCHMARKS.md.
 void Queue::release_mapped_pages(std::size_t bytes) const {
   constexpr std::uint64_t kReleaseEvery = 4 << 20;
-  constexpr std::uint64_t kFaultAround = 16;
-  if (touched_since_release_.fetch_add(bytes * kFaultAround) + bytes * kFaultAround < kReleaseEvery) return;
+  if (touched_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
   touched_since_release_ = 0;
   std::uintptr_t start = map_start_.load();
   std::uintptr_t end = map_end_.load();

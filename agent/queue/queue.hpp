@@ -454,6 +454,7 @@ class Queue {
   std::condition_variable cv_;
   std::vector<Pending*> pending_;
   bool leader_active_ = false;
+  int flushes_waiting_ = 0;  // flush() calls waiting for the leadership: they go before new groups
   bool closed_ = false;
   std::uint64_t next_seq_ = 1;
   std::uint64_t disk_records_ = 0;
