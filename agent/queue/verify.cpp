@@ -134,10 +134,14 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
       }
       if (slot < 0) return {Outcome::inaccessible, "the queue changed too fast to read one snapshot of it; try again"};
     }
+    // A file cut short inside the meta pages: said as such, also when the first meta page is whole
+    // (with a 32-bit size_t it takes 96 bytes, and a file of 100 bytes still holds it).
+    const std::uint64_t page_bytes =
+        slot >= 0 ? metas.slots[slot].page_size : static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (metas.file_bytes < 2 * page_bytes) {
+      return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), metas.file_bytes));
+    }
     if (slot < 0) {
-      if (metas.file_bytes < 2 * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))) {
-        return damaged(fmt::format("{} has {} bytes, less than LMDB's two meta pages", data.string(), metas.file_bytes));
-      }
       return damaged(fmt::format("neither meta page is valid ({}; {})", metas.slots[0].problem, metas.slots[1].problem));
     }
     lmdb_file::CheckOptions options;
