@@ -129,7 +129,8 @@ EOF
 }
 
 # --- 2. target libraries from Debian binary packages (cross builds) ---------------------------
-# Static archives and headers: libz.a liblmdb.a libpaho-mqtt3as.a.
+# Static archives and headers: libz.a libpaho-mqtt3as.a (liblmdb.a is no longer linked: tank builds
+# its patched LMDB from third_party/lmdb; the package stays in the list, which keys the cache).
 # fmt is used header-only; its CMake package refers to libfmt.so, hence libfmt9.
 # OpenSSL and zstd are built from source (step 3), not taken from Debian's -dev packages.
 target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9"

@@ -5,7 +5,7 @@
 set -eu
 
 build_packages="g++ cmake ninja-build pkg-config git \
-  libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev lmdb-utils libzstd-dev \
+  libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev lmdb-utils libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev"
 # clang (libFuzzer) and llvm (llvm-symbolizer, for the sanitizers' stack traces): fuzz/run.sh.
 # ccache: packaging/test.sh compiles through it, so a second run compiles only what changed.

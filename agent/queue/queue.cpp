@@ -771,11 +771,17 @@ void Queue::start_sync_thread() {
 // Pages freed since the pinned snapshot: LMDB keeps them until the pin moves.
 std::uint64_t Queue::pinned_free_pages() const {
   std::uint64_t pinned = 0;
+  bool is_protected = false;
   {
     std::lock_guard flush_lock(flush_mutex_);
     if (pinned_ == nullptr) return 0;
     pinned = pinned_txnid_;
+    is_protected = pinned_protected_;
   }
+  // Pages of the snapshot freed since and already moved out of their transaction's entry (the
+  // patch keeps them apart), plus the entries not looked at yet.
+  std::size_t held = 0;
+  if (is_protected) mdb_env_protected_pages(env_, static_cast<std::size_t>(pinned), nullptr, &held);
   try {
     lmdb::Txn txn(env_, MDB_RDONLY);
     lmdb::Cursor cursor(txn.get(), 0);
@@ -788,9 +794,9 @@ std::uint64_t Queue::pinned_free_pages() const {
       if (v.mv_size >= sizeof count) std::memcpy(&count, v.mv_data, sizeof count);
       pages += count;
     }
-    return pages;
+    return pages + held;
   } catch (const lmdb::Error&) {
-    return 0;
+    return held;
   }
 }
 
@@ -836,15 +842,21 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
                              .count();
   point.pinned_wall_ns = clock_.wall_ns();
   MDB_txn* pin = nullptr;
+  bool pin_protected = false;
   if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &pin); rc != 0) {
     return fmt::format("cannot begin a read transaction: {}", mdb_strerror(rc));
   }
   struct PinGuard {
+    MDB_env* env;
     MDB_txn*& txn;
+    bool& is_protected;
     ~PinGuard() {
-      if (txn != nullptr) mdb_txn_abort(txn);
+      if (txn == nullptr) return;
+      const std::size_t txnid = mdb_txn_id(txn);
+      mdb_txn_abort(txn);
+      if (is_protected) mdb_env_unprotect(env, txnid);
     }
-  } pin_guard{pin};
+  } pin_guard{env_, pin, pin_protected};
   point.txnid = mdb_txn_id(pin);
   {
     std::lock_guard lock(mutex_);
@@ -862,6 +874,21 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
     point.page_size = metas.slots[newest].page_size;
   } catch (const lmdb_file::IoError& e) {
     return e.what();
+  }
+  // What this flush writes: every page the commits since the previous flush wrote (counted by
+  // third_party/lmdb's patch while the previous snapshot was protected), each once.
+  std::optional<std::size_t> written_pages;
+  if (pinned_protected_) {
+    std::size_t pages = 0;
+    if (mdb_env_protected_pages(env_, pinned_txnid_, &pages, nullptr) == 0) written_pages = pages;
+  }
+  // Keep the snapshot's own pages from being overwritten until the next flush has replaced it;
+  // pages written and freed again after it are reused (third_party/lmdb/README.md).
+  if (options_.fsync != Fsync::always && !test_no_pin_) {
+    if (int rc = mdb_env_protect(env_, pin); rc != 0) {
+      return fmt::format("cannot keep the snapshot of transaction {}: {}", point.txnid, mdb_strerror(rc));
+    }
+    pin_protected = true;
   }
   step_down();  // commits go on while the file is flushed
   if (test_no_pin_) {
@@ -883,19 +910,34 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
   metrics_->fsyncs.Increment();
 
   // 4. What this flush wrote, then the new pin replaces the previous one.
-  if (pin != nullptr) {
+  if (written_pages) {
+    // Plus the meta pages: at most the two (the page cache keeps only their last content).
+    const std::uint64_t commits = point.txnid > pinned_txnid_ ? point.txnid - pinned_txnid_ : 0;
+    metrics_->written_bytes.Increment(
+        static_cast<double>((*written_pages + std::min<std::uint64_t>(commits, 2)) * page_size_));
+    accounted_txnid_ = 0;  // account_written() starts afresh if it is ever used again
+  } else if (pin != nullptr) {
     try {
       account_written(pin);
     } catch (const lmdb::Error& e) {
       log::debug(kComponent, "counting the pages written failed: {}", e.what());
     }
   }
-  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
-  pinned_ = nullptr;
+  release_pin_locked();
   pinned_txnid_ = point.txnid;
   // With fsync = "always" every commit is durable: nothing to fall back to, nothing to keep.
-  if (options_.fsync != Fsync::always) std::swap(pinned_, pin);
+  if (options_.fsync != Fsync::always) {
+    std::swap(pinned_, pin);
+    std::swap(pinned_protected_, pin_protected);
+  }
   return {};
+}
+
+void Queue::release_pin_locked() {
+  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
+  if (pinned_protected_) mdb_env_unprotect(env_, static_cast<std::size_t>(pinned_txnid_));
+  pinned_ = nullptr;
+  pinned_protected_ = false;
 }
 
 // Pages written by the commits since the last accounting, up to `txn`'s snapshot: every page a
@@ -971,8 +1013,10 @@ void Queue::close() {
                  "falls back to", error);
     }
   }
-  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
-  pinned_ = nullptr;
+  {
+    std::lock_guard flush_lock(flush_mutex_);
+    release_pin_locked();
+  }
   mdb_env_close(env_);
   env_ = nullptr;
 }

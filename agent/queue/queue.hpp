@@ -393,6 +393,8 @@ class Queue {
   // Counts what the commits since the last call wrote, up to `txn`'s snapshot
   // (tank_queue_written_bytes_total; queue.cpp says how).
   void account_written(MDB_txn* txn);
+  // Ends the pin and its protection; flush_mutex_ held.
+  void release_pin_locked();
   std::uint64_t pinned_free_pages() const;
   // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
   // map from this process's resident set (see queue.cpp).
@@ -495,6 +497,7 @@ class Queue {
   mutable std::mutex flush_mutex_;  // one flush at a time; guards pinned_ and pinned_txnid_
   std::unique_ptr<RecoveryPointFile> recovery_file_;
   MDB_txn* pinned_ = nullptr;          // read transaction on the recovery point's snapshot
+  bool pinned_protected_ = false;      // and mdb_env_protect() keeps its pages (interval, never)
   std::uint64_t pinned_txnid_ = 0;
   std::uint64_t accounted_pages_ = 0;  // pages in use at the last accounting
   std::uint64_t accounted_txnid_ = 0;  // and its snapshot

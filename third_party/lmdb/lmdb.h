@@ -1592,6 +1592,55 @@ int	mdb_reader_list(MDB_env *env, MDB_msg_func *func, void *ctx);
 	 * @return 0 on success, non-zero on failure.
 	 */
 int	mdb_reader_check(MDB_env *env, int *dead);
+
+	/** @brief Keep a snapshot's pages from being overwritten (tank's patch).
+	 *
+	 * A read transaction already keeps its snapshot's pages from being reused,
+	 * and with them every page freed after it, even a page that was written
+	 * and freed again since: each commit then writes fresh pages. A protected
+	 * snapshot keeps only its own pages: a page written after it and freed
+	 * again is reused as if no reader held it. tank protects the snapshot it
+	 * last synced, to fall back to after a power cut (MDB_NOSYNC).
+	 *
+	 * Call it while \b rtxn, a read transaction, is alive, from a thread that
+	 * has no write transaction (it takes the writer lock). Readers of other
+	 * transactions keep their snapshots as before; a reader of the protected
+	 * snapshot's own txnid is not waited for (its pages are kept anyway).
+	 * At most 8 snapshots are protected (or retiring) at a time.
+	 * @param[in] env An environment handle returned by #mdb_env_create()
+	 * @param[in] rtxn A read transaction on the snapshot to protect
+	 * @return 0 on success, EINVAL if rtxn is not a live read transaction of
+	 * env, MDB_READERS_FULL if 8 snapshots are protected, or the writer
+	 * lock's error.
+	 */
+int	mdb_env_protect(MDB_env *env, MDB_txn *rtxn);
+
+	/** @brief End the protection of a snapshot (tank's patch).
+	 *
+	 * Its pages that were freed meanwhile can be reused by the next write
+	 * transaction (unless another protected snapshot needs them); while a
+	 * reader of the snapshot is left, they stay held.
+	 * Takes the writer lock, as #mdb_env_protect().
+	 * @param[in] env An environment handle returned by #mdb_env_create()
+	 * @param[in] txnid The snapshot's #mdb_txn_id()
+	 * @return 0 on success, MDB_NOTFOUND if it is not protected.
+	 */
+int	mdb_env_unprotect(MDB_env *env, size_t txnid);
+
+	/** @brief What a protected snapshot costs (tank's patch).
+	 *
+	 * Takes the writer lock, as #mdb_env_protect().
+	 * @param[in] env An environment handle returned by #mdb_env_create()
+	 * @param[in] txnid The snapshot's #mdb_txn_id()
+	 * @param[out] written Distinct pages allocated (written) by the write
+	 * transactions since protect: what an fdatasync now writes, meta pages
+	 * aside. May be NULL.
+	 * @param[out] held Pages of the snapshot freed since protect that are
+	 * kept from reuse and known as such (freed pages are examined only when
+	 * a write transaction looks for free pages). May be NULL.
+	 * @return 0 on success, MDB_NOTFOUND if it is not protected.
+	 */
+int	mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *held);
 /**	@} */
 
 #ifdef __cplusplus

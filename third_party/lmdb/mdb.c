@@ -1250,6 +1250,44 @@ typedef struct MDB_pgstate {
 } MDB_pgstate;
 
 	/** The database environment. */
+/** tank: a set of page numbers, sorted ascending, no duplicates. */
+typedef struct MDB_pgset {
+	pgno_t	*ps_v;
+	size_t	ps_n, ps_cap;
+} MDB_pgset;
+
+/** tank: a snapshot kept from being overwritten (#mdb_env_protect()).
+ *
+ *	A page freed after the snapshot is still one of its pages unless it was
+ *	allocated after it, or was free when it was taken. Freed pages are
+ *	examined when mdb_page_alloc() reads them from the freeDB: a record of
+ *	a transaction before the snapshot names pages free in it (or pages
+ *	already classified: leftovers that mdb_freelist_save() rewrote under
+ *	old keys); a record of a later one names pages of the snapshot, except
+ *	those allocated after it. Pages of the snapshot are held: mdb_page_alloc()
+ *	never hands them out. Only write transactions read or change this state
+ *	(under the writer lock), as they do with me_pghead.
+ */
+typedef struct MDB_protect {
+	txnid_t	pr_txnid;	/**< the snapshot */
+	int	pr_used;	/**< this slot is in use */
+	int	pr_refs;	/**< mdb_env_protect() calls not undone; 0: retiring,
+				 *	its held pages kept until no reader reads it
+				 */
+	pgno_t	pr_next;	/**< its next unallocated page: later pages are not its */
+	pgno_t	pr_top;		/**< highest next unallocated page seen since */
+	MDB_pgset	pr_alloc;	/**< pages below pr_next allocated since */
+	MDB_pgset	pr_free;	/**< pages below pr_next free in it, seen since */
+	MDB_pgset	pr_held;	/**< its pages freed since: not to be reused */
+} MDB_protect;
+#define MDB_PROTECT_MAX	8
+/** tank: how many free pages mdb_page_alloc() reads at most while it
+ *	looks for one written since the protected snapshot
+ */
+#define MDB_WARM_SEARCH_MAX	4096
+/** tank: single pages are looked for warm first (overflow runs as before) */
+#define env_warm_first(env, num)	((env)->me_nprotect && (num) == 1)
+
 struct MDB_env {
 	HANDLE		me_fd;		/**< The main data file */
 	HANDLE		me_lfd;		/**< The lock file */
@@ -1314,6 +1352,9 @@ struct MDB_env {
 #endif
 	void		*me_userctx;	 /**< User-settable context */
 	MDB_assert_func *me_assert_func; /**< Callback for assertion failures */
+	MDB_protect	me_protect[MDB_PROTECT_MAX];	/**< tank: protected snapshots */
+	int		me_nprotect;	/**< tank: how many of me_protect are in use */
+	int		me_nretiring;	/**< tank: how many of them are retiring */
 };
 
 	/** Nested transaction */
@@ -2090,6 +2131,248 @@ done:
 	return rc;
 }
 
+/** tank: index of the first page number >= p in s. */
+static size_t
+mdb_pgset_lower(const MDB_pgset *s, pgno_t p)
+{
+	size_t lo = 0, hi = s->ps_n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->ps_v[mid] < p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/** tank: is p in s? */
+static int
+mdb_pgset_has(const MDB_pgset *s, pgno_t p)
+{
+	size_t i;
+	if (!s->ps_n || p < s->ps_v[0] || p > s->ps_v[s->ps_n-1])
+		return 0;
+	i = mdb_pgset_lower(s, p);
+	return i < s->ps_n && s->ps_v[i] == p;
+}
+
+/** tank: add p to s. */
+static int
+mdb_pgset_add(MDB_pgset *s, pgno_t p)
+{
+	size_t i;
+	if (s->ps_n && s->ps_v[s->ps_n-1] < p) {
+		i = s->ps_n;
+	} else {
+		i = mdb_pgset_lower(s, p);
+		if (i < s->ps_n && s->ps_v[i] == p)
+			return MDB_SUCCESS;
+	}
+	if (s->ps_n == s->ps_cap) {
+		size_t cap = s->ps_cap ? 2 * s->ps_cap : 64;
+		pgno_t *v = realloc(s->ps_v, cap * sizeof(pgno_t));
+		if (!v)
+			return ENOMEM;
+		s->ps_v = v;
+		s->ps_cap = cap;
+	}
+	memmove(s->ps_v + i + 1, s->ps_v + i, (s->ps_n - i) * sizeof(pgno_t));
+	s->ps_v[i] = p;
+	s->ps_n++;
+	return MDB_SUCCESS;
+}
+
+/** tank: add the n page numbers of a (ascending) to s. */
+static int
+mdb_pgset_merge(MDB_pgset *s, const pgno_t *a, size_t n)
+{
+	size_t i = 0, j = 0, k = 0, cap;
+	pgno_t *v, p;
+	if (!n)
+		return MDB_SUCCESS;
+	cap = s->ps_n + n < 64 ? 64 : s->ps_n + n;
+	if (!(v = malloc(cap * sizeof(pgno_t))))
+		return ENOMEM;
+	while (i < s->ps_n || j < n) {
+		if (j == n || (i < s->ps_n && s->ps_v[i] <= a[j]))
+			p = s->ps_v[i++];
+		else
+			p = a[j++];
+		if (!k || v[k-1] != p)
+			v[k++] = p;
+	}
+	free(s->ps_v);
+	s->ps_v = v;
+	s->ps_n = k;
+	s->ps_cap = cap;
+	return MDB_SUCCESS;
+}
+
+static void
+mdb_pgset_free(MDB_pgset *s)
+{
+	free(s->ps_v);
+	s->ps_v = NULL;
+	s->ps_n = s->ps_cap = 0;
+}
+
+static int
+mdb_pgno_cmp(const void *a, const void *b)
+{
+	pgno_t x = *(const pgno_t *)a, y = *(const pgno_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/** tank: is txnid a protected snapshot (not a retiring one)? */
+static int
+mdb_protected_txnid(MDB_env *env, txnid_t txnid)
+{
+	int g;
+	for (g = 0; g < MDB_PROTECT_MAX; g++)
+		if (env->me_protect[g].pr_refs && env->me_protect[g].pr_txnid == txnid)
+			return 1;
+	return 0;
+}
+
+/** tank: is any of the num pages from pgno held for a protected snapshot? */
+static int
+mdb_protect_held(MDB_env *env, pgno_t pgno, int num)
+{
+	int g, k;
+	for (g = 0; g < MDB_PROTECT_MAX; g++) {
+		MDB_protect *pr = &env->me_protect[g];
+		if (!pr->pr_used)
+			continue;
+		for (k = 0; k < num; k++)
+			if (mdb_pgset_has(&pr->pr_held, pgno + k))
+				return 1;
+	}
+	return 0;
+}
+
+/** tank: classify the pages of the freeDB record of transaction key,
+ *	which mdb_page_alloc() is about to merge into me_pghead[].
+ */
+static int
+mdb_protect_load(MDB_env *env, txnid_t key, const pgno_t *idl)
+{
+	size_t n = idl[0], i, k;
+	pgno_t *tmp = NULL;
+	int g, rc = MDB_SUCCESS;
+
+	for (g = 0; g < MDB_PROTECT_MAX; g++) {
+		MDB_protect *pr = &env->me_protect[g];
+		int before;
+		if (!pr->pr_used)
+			continue;
+		/* Freed before the snapshot: free in it, unless a leftover
+		 * rewritten under an old key (already classified).
+		 */
+		before = key < pr->pr_txnid;
+		if (!tmp && !(tmp = malloc((n + 1) * sizeof(pgno_t))))
+			return ENOMEM;
+		for (k = 0, i = 1; i <= n; i++) {
+			pgno_t p = idl[i];
+			if (p >= pr->pr_next || mdb_pgset_has(&pr->pr_alloc, p) ||
+				mdb_pgset_has(&pr->pr_free, p) || mdb_pgset_has(&pr->pr_held, p))
+				continue;
+			tmp[k++] = p;
+		}
+		if (k) {
+			qsort(tmp, k, sizeof(pgno_t), mdb_pgno_cmp);
+			rc = mdb_pgset_merge(before ? &pr->pr_free : &pr->pr_held, tmp, k);
+			if (rc)
+				break;
+		}
+	}
+	free(tmp);
+	return rc;
+}
+
+/** tank: remember that num pages from pgno were allocated. */
+static int
+mdb_protect_alloc(MDB_env *env, pgno_t pgno, int num)
+{
+	int g, k, rc;
+	for (g = 0; g < MDB_PROTECT_MAX; g++) {
+		MDB_protect *pr = &env->me_protect[g];
+		if (!pr->pr_used)
+			continue;
+		for (k = 0; k < num && pgno + k < pr->pr_next; k++)
+			if ((rc = mdb_pgset_add(&pr->pr_alloc, pgno + k)))
+				return rc;
+		if (pgno + num > pr->pr_top)
+			pr->pr_top = pgno + num;
+	}
+	return MDB_SUCCESS;
+}
+
+/** tank: end the retiring snapshots that no reader reads any more. */
+static void
+mdb_protect_gc(MDB_env *env)
+{
+	int g, i;
+	for (g = 0; g < MDB_PROTECT_MAX && env->me_nretiring; g++) {
+		MDB_protect *pr = &env->me_protect[g];
+		int read = 0;
+		if (!pr->pr_used || pr->pr_refs)
+			continue;
+		if (env->me_txns) {
+			MDB_reader *r = env->me_txns->mti_readers;
+			for (i = env->me_txns->mti_numreaders; --i >= 0; )
+				if (r[i].mr_pid && r[i].mr_txnid == pr->pr_txnid) {
+					read = 1;
+					break;
+				}
+		}
+		if (read)
+			continue;
+		mdb_pgset_free(&pr->pr_alloc);
+		mdb_pgset_free(&pr->pr_free);
+		mdb_pgset_free(&pr->pr_held);
+		pr->pr_used = 0;
+		env->me_nprotect--;
+		env->me_nretiring--;
+	}
+}
+
+/** tank: a free page of me_pghead[] (descending) that the write
+ *	transactions since the newest protected snapshot wrote already, so
+ *	that writing it again costs the next sync nothing: its index, or 0.
+ */
+static unsigned
+mdb_protect_warm(MDB_env *env, pgno_t *mop)
+{
+	MDB_protect *pr = NULL;
+	unsigned i, n = mop ? mop[0] : 0;
+	size_t k;
+	int g;
+	for (g = 0; g < MDB_PROTECT_MAX; g++)
+		if (env->me_protect[g].pr_refs && (!pr || env->me_protect[g].pr_txnid > pr->pr_txnid))
+			pr = &env->me_protect[g];
+	if (!pr || !n)
+		return 0;
+	/* Pages past its end were all allocated since (and no older
+	 * snapshot holds them: its end is not further)
+	 */
+	if (mop[1] >= pr->pr_next)
+		return 1;
+	if (pr->pr_alloc.ps_n < n) {
+		for (k = pr->pr_alloc.ps_n; k-- > 0; ) {
+			pgno_t p = pr->pr_alloc.ps_v[k];
+			i = mdb_midl_search(mop, p);
+			if (i <= n && mop[i] == p && !mdb_protect_held(env, p, 1))
+				return i;
+		}
+	} else {
+		for (i = 1; i <= n; i++)
+			if (mdb_pgset_has(&pr->pr_alloc, mop[i]) && !mdb_protect_held(env, mop[i], 1))
+				return i;
+	}
+	return 0;
+}
+
 /** Find oldest txnid still referenced. Expects txn->mt_txnid > 0. */
 static txnid_t
 mdb_find_oldest(MDB_txn *txn)
@@ -2101,7 +2384,11 @@ mdb_find_oldest(MDB_txn *txn)
 		for (i = txn->mt_env->me_txns->mti_numreaders; --i >= 0; ) {
 			if (r[i].mr_pid) {
 				mr = r[i].mr_txnid;
-				if (oldest > mr)
+				/* tank: the pages a reader of a protected snapshot
+				 * reads are held (mdb_protect_load())
+				 */
+				if (oldest > mr && !(txn->mt_env->me_nprotect &&
+					mdb_protected_txnid(txn->mt_env, mr)))
 					oldest = mr;
 			}
 		}
@@ -2158,6 +2445,11 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	enum { Paranoid = 0, Max_retries = INT_MAX /*infinite*/ };
 #endif
 	int rc, retry = num * 60;
+	/* tank: with a protected snapshot, prefer a page written since it
+	 * (mdb_protect_warm()), reading the newer freeDB records for one,
+	 * as long as me_pghead[] stays small; then any page not held.
+	 */
+	int warm = env_warm_first(mc->mc_txn->mt_env, num);
 	MDB_txn *txn = mc->mc_txn;
 	MDB_env *env = txn->mt_env;
 	pgno_t pgno, *mop = env->me_pghead;
@@ -2167,6 +2459,9 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	MDB_cursor_op op;
 	MDB_cursor m2;
 	int found_old = 0;
+
+	if (env->me_nretiring)
+		mdb_protect_gc(env);
 
 	/* If there are any loose pages, just use them */
 	if (num == 1 && txn->mt_loose_pgs) {
@@ -2195,11 +2490,19 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 		/* Seek a big enough contiguous page range. Prefer
 		 * pages at the tail, just truncating the list.
 		 */
-		if (mop_len > n2) {
+		if (warm) {
+			if ((i = mdb_protect_warm(env, mop)) != 0) {
+				pgno = mop[i];
+				goto search_done;
+			}
+			if (mop_len >= MDB_WARM_SEARCH_MAX)
+				break;
+		} else if (mop_len > n2) {
 			i = mop_len;
 			do {
 				pgno = mop[i];
-				if (mop[i-n2] == pgno+n2)
+				if (mop[i-n2] == pgno+n2 && !(env->me_nprotect &&
+					mdb_protect_held(env, pgno, num)))
 					goto search_done;
 			} while (--i > n2);
 			if (--retry < 0)
@@ -2256,6 +2559,8 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 
 		idl = (MDB_ID *) data.mv_data;
 		i = idl[0];
+		if (env->me_nprotect && (rc = mdb_protect_load(env, last, idl)) != 0)
+			goto fail;
 		if (!mop) {
 			if (!(env->me_pghead = mop = mdb_midl_alloc(i))) {
 				rc = ENOMEM;
@@ -2278,6 +2583,15 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 		mop_len = mop[0];
 	}
 
+	/* tank: no page written since the protected snapshot: any not held */
+	if (warm) {
+		for (i = mop_len; i > 0; i--) {
+			pgno = mop[i];
+			if (!mdb_protect_held(env, pgno, 1))
+				goto search_done;
+		}
+	}
+
 	/* Use new pages from the map when nothing suitable in the freeDB */
 	i = 0;
 	pgno = txn->mt_next_pgno;
@@ -2288,6 +2602,8 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	}
 
 search_done:
+	if (env->me_nprotect && (rc = mdb_protect_alloc(env, pgno, num)) != 0)
+		goto fail;
 	if (env->me_flags & MDB_WRITEMAP) {
 		np = (MDB_page *)(env->me_map + env->me_psize * pgno);
 	} else {
@@ -5065,6 +5381,13 @@ mdb_env_close0(MDB_env *env, int excl)
 		free(env->me_dbxs);
 	}
 
+	for (i = 0; i < MDB_PROTECT_MAX; i++) {
+		mdb_pgset_free(&env->me_protect[i].pr_alloc);
+		mdb_pgset_free(&env->me_protect[i].pr_free);
+		mdb_pgset_free(&env->me_protect[i].pr_held);
+		env->me_protect[i].pr_refs = env->me_protect[i].pr_used = 0;
+	}
+	env->me_nprotect = env->me_nretiring = 0;
 	free(env->me_pbuf);
 	free(env->me_dbiseqs);
 	free(env->me_dbflags);
@@ -9677,6 +10000,111 @@ mdb_env_stat(MDB_env *env, MDB_stat *arg)
 	meta = mdb_env_pick_meta(env);
 
 	return mdb_stat0(env, &meta->mm_dbs[MAIN_DBI], arg);
+}
+
+/** tank: take the writer lock for the protection API. */
+static int
+mdb_protect_lock(MDB_env *env)
+{
+	int rc;
+	if (env->me_txns && LOCK_MUTEX(rc, env, env->me_wmutex))
+		return rc;
+	return MDB_SUCCESS;
+}
+
+static void
+mdb_protect_unlock(MDB_env *env)
+{
+	if (env->me_txns)
+		UNLOCK_MUTEX(env->me_wmutex);
+}
+
+static MDB_protect *
+mdb_protect_find(MDB_env *env, txnid_t txnid)
+{
+	int g;
+	for (g = 0; g < MDB_PROTECT_MAX; g++)
+		if (env->me_protect[g].pr_used && env->me_protect[g].pr_txnid == txnid)
+			return &env->me_protect[g];
+	return NULL;
+}
+
+int ESECT
+mdb_env_protect(MDB_env *env, MDB_txn *rtxn)
+{
+	MDB_protect *pr;
+	int g, rc;
+	if (!env || !rtxn || rtxn->mt_env != env || !(rtxn->mt_flags & MDB_TXN_RDONLY) ||
+		(rtxn->mt_flags & MDB_TXN_FINISHED))
+		return EINVAL;
+	if ((rc = mdb_protect_lock(env)) != 0)
+		return rc;
+	mdb_protect_gc(env);
+	if ((pr = mdb_protect_find(env, rtxn->mt_txnid)) != NULL) {
+		if (!pr->pr_refs++)
+			env->me_nretiring--;
+	} else {
+		for (g = 0; g < MDB_PROTECT_MAX && env->me_protect[g].pr_used; g++) ;
+		if (g == MDB_PROTECT_MAX) {
+			rc = MDB_READERS_FULL;
+		} else {
+			pr = &env->me_protect[g];
+			pr->pr_txnid = rtxn->mt_txnid;
+			pr->pr_used = 1;
+			pr->pr_refs = 1;
+			pr->pr_next = pr->pr_top = rtxn->mt_next_pgno;
+			pr->pr_alloc.ps_n = pr->pr_free.ps_n = pr->pr_held.ps_n = 0;
+			env->me_nprotect++;
+		}
+	}
+	mdb_protect_unlock(env);
+	return rc;
+}
+
+int ESECT
+mdb_env_unprotect(MDB_env *env, size_t txnid)
+{
+	MDB_protect *pr;
+	int rc;
+	if (!env)
+		return EINVAL;
+	if ((rc = mdb_protect_lock(env)) != 0)
+		return rc;
+	if ((pr = mdb_protect_find(env, txnid)) == NULL || !pr->pr_refs) {
+		rc = MDB_NOTFOUND;
+	} else if (--pr->pr_refs == 0) {
+		/* A reader of it is waited for again: look for the oldest anew.
+		 * Its held pages may be in records of old transactions by now,
+		 * where such a reader does not keep them: they stay held until
+		 * no reader reads the snapshot (mdb_protect_gc()).
+		 */
+		env->me_nretiring++;
+		env->me_pgoldest = 0;
+		mdb_protect_gc(env);
+	}
+	mdb_protect_unlock(env);
+	return rc;
+}
+
+int ESECT
+mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *held)
+{
+	MDB_protect *pr;
+	int rc;
+	if (!env)
+		return EINVAL;
+	if ((rc = mdb_protect_lock(env)) != 0)
+		return rc;
+	if ((pr = mdb_protect_find(env, txnid)) == NULL) {
+		rc = MDB_NOTFOUND;
+	} else {
+		if (written)
+			*written = pr->pr_alloc.ps_n + (pr->pr_top - pr->pr_next);
+		if (held)
+			*held = pr->pr_held.ps_n;
+	}
+	mdb_protect_unlock(env);
+	return rc;
 }
 
 int ESECT
