@@ -265,8 +265,9 @@ TEST_CASE("lmdb: a reader of a snapshot whose protection ended still reads it wh
   churn(e, r, 600, 100);
   CHECK(e.last_page() <= before + 8);
   CHECK(check_snapshot(second.txn, e.dbi, &second.range) == "");
+  const std::size_t second_id = mdb_txn_id(second.txn);
   mdb_txn_abort(second.txn);
-  ok(mdb_env_unprotect(e.env, mdb_txn_id(second.txn) ), "mdb_env_unprotect");
+  ok(mdb_env_unprotect(e.env, second_id), "mdb_env_unprotect");
 }
 
 TEST_CASE("lmdb: protection is refused for what is not a live read transaction, and counted per snapshot",
