@@ -768,20 +768,17 @@ void Queue::start_sync_thread() {
   });
 }
 
-// Pages freed since the pinned snapshot: LMDB keeps them until the pin moves.
+// Pages of the pinned snapshot freed since: LMDB keeps them until the pin moves. Those the patch
+// already holds apart, plus the free-page entries since the pin not looked at yet.
 std::uint64_t Queue::pinned_free_pages() const {
   std::uint64_t pinned = 0;
-  bool is_protected = false;
   {
     std::lock_guard flush_lock(flush_mutex_);
     if (pinned_ == nullptr) return 0;
     pinned = pinned_txnid_;
-    is_protected = pinned_protected_;
   }
-  // Pages of the snapshot freed since and already moved out of their transaction's entry (the
-  // patch keeps them apart), plus the entries not looked at yet.
   std::size_t held = 0;
-  if (is_protected) mdb_env_protected_pages(env_, static_cast<std::size_t>(pinned), nullptr, &held);
+  mdb_env_protected_pages(env_, static_cast<std::size_t>(pinned), nullptr, &held);
   try {
     lmdb::Txn txn(env_, MDB_RDONLY);
     lmdb::Cursor cursor(txn.get(), 0);
@@ -878,7 +875,7 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
   // What this flush writes: every page the commits since the previous flush wrote (counted by
   // third_party/lmdb's patch while the previous snapshot was protected), each once.
   std::optional<std::size_t> written_pages;
-  if (pinned_protected_) {
+  if (pinned_ != nullptr) {
     std::size_t pages = 0;
     if (mdb_env_protected_pages(env_, pinned_txnid_, &pages, nullptr) == 0) written_pages = pages;
   }
@@ -928,16 +925,16 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
   // With fsync = "always" every commit is durable: nothing to fall back to, nothing to keep.
   if (options_.fsync != Fsync::always) {
     std::swap(pinned_, pin);
-    std::swap(pinned_protected_, pin_protected);
+    pin_protected = false;  // pinned_ owns it now
   }
   return {};
 }
 
 void Queue::release_pin_locked() {
-  if (pinned_ != nullptr) mdb_txn_abort(pinned_);
-  if (pinned_protected_) mdb_env_unprotect(env_, static_cast<std::size_t>(pinned_txnid_));
+  if (pinned_ == nullptr) return;
+  mdb_txn_abort(pinned_);
+  mdb_env_unprotect(env_, static_cast<std::size_t>(pinned_txnid_));
   pinned_ = nullptr;
-  pinned_protected_ = false;
 }
 
 // Pages written by the commits since the last accounting, up to `txn`'s snapshot: every page a

@@ -496,8 +496,8 @@ class Queue {
   std::thread sync_thread_;
   mutable std::mutex flush_mutex_;  // one flush at a time; guards pinned_ and pinned_txnid_
   std::unique_ptr<RecoveryPointFile> recovery_file_;
-  MDB_txn* pinned_ = nullptr;          // read transaction on the recovery point's snapshot
-  bool pinned_protected_ = false;      // and mdb_env_protect() keeps its pages (interval, never)
+  MDB_txn* pinned_ = nullptr;  // read transaction on the recovery point's snapshot, which
+                               // mdb_env_protect() keeps (interval, never; set only then)
   std::uint64_t pinned_txnid_ = 0;
   std::uint64_t accounted_pages_ = 0;  // pages in use at the last accounting
   std::uint64_t accounted_txnid_ = 0;  // and its snapshot

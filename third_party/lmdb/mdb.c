@@ -2224,15 +2224,23 @@ mdb_pgno_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/** tank: the protected or retiring snapshot txnid, or NULL. */
+static MDB_protect *
+mdb_protect_find(MDB_env *env, txnid_t txnid)
+{
+	int g;
+	for (g = 0; g < MDB_PROTECT_MAX; g++)
+		if (env->me_protect[g].pr_used && env->me_protect[g].pr_txnid == txnid)
+			return &env->me_protect[g];
+	return NULL;
+}
+
 /** tank: is txnid a protected snapshot (not a retiring one)? */
 static int
 mdb_protected_txnid(MDB_env *env, txnid_t txnid)
 {
-	int g;
-	for (g = 0; g < MDB_PROTECT_MAX; g++)
-		if (env->me_protect[g].pr_refs && env->me_protect[g].pr_txnid == txnid)
-			return 1;
-	return 0;
+	MDB_protect *pr = mdb_protect_find(env, txnid);
+	return pr && pr->pr_refs;
 }
 
 /** tank: is any of the num pages from pgno held for a protected snapshot? */
@@ -10017,16 +10025,6 @@ mdb_protect_unlock(MDB_env *env)
 {
 	if (env->me_txns)
 		UNLOCK_MUTEX(env->me_wmutex);
-}
-
-static MDB_protect *
-mdb_protect_find(MDB_env *env, txnid_t txnid)
-{
-	int g;
-	for (g = 0; g < MDB_PROTECT_MAX; g++)
-		if (env->me_protect[g].pr_used && env->me_protect[g].pr_txnid == txnid)
-			return &env->me_protect[g];
-	return NULL;
 }
 
 int ESECT
