@@ -76,6 +76,9 @@ ReplayOutcome replay_dead_letters(queue::Queue& q, const RouteLookup& routes, co
     } else {
       out.error = r.status == queue::CommitStatus::full
                       ? "the queue is full; the rest stays in the dead-letter store (replay again once it drained)"
+                  : r.status == queue::CommitStatus::dropped
+                      ? "the queue is full and drops new records (overflow = \"drop_newest\"): nothing was replayed "
+                        "from this page on, the entries stay in the dead-letter store (replay again once it drained)"
                       : fmt::format("committing the replayed records failed ({}): {}", queue::to_string(r.status), r.error);
     }
     batch = queue::WriteBatch{};

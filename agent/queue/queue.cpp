@@ -1555,6 +1555,11 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
     if (rc != MDB_NOTFOUND) lmdb::check(rc, "deleting component state");
     g.wrote = true;
   }
+  // Dead letters a replay turns back into records leave the store only with those records: when
+  // the records are dropped (drop_newest) the entries stay, and so does the rest of the replay's
+  // change to the store (the entries that failed again are still the old ones).
+  const bool replay_dropped = !with_records && !p.recs().empty() && !b.dead_letter_deletes.empty();
+  if (replay_dropped) return;
   for (std::uint64_t id : b.dead_letter_deletes) {
     if (dead_letters_dbi_ == 0) break;
     lmdb::SeqKey key(id);

@@ -180,7 +180,9 @@ struct WriteBatch {
   // the rest; records, state and dead letters together are at most max_commit_bytes().
   std::vector<DeadLetter> dead_letters;
   // Dead letters to remove (by id; unknown ids are ignored): a purge, or a replay that turns
-  // entries back into records. Applied before `dead_letters` are added.
+  // entries back into records. Applied before `dead_letters` are added, and only with the
+  // batch's records: when they are dropped (status `dropped`), neither these deletes nor the
+  // batch's `dead_letters` are applied (the store stays as it was).
   std::vector<std::uint64_t> dead_letter_deletes;
 };
 

@@ -259,6 +259,47 @@ TEST_CASE("dead-letter replay and purge on a queue: one transaction per page, ne
   CHECK(q->dead_letter_stats().entries == 80);
 }
 
+TEST_CASE("a replay into a full drop_newest queue keeps the dead letters it could not turn into records",
+          "[unit][dead-letter][replay]") {
+  TempDir dir;
+  ManualClock clock;
+  queue::Options o = small_queue(dir / "q", 1 << 20);
+  o.overflow = queue::Overflow::drop_newest;
+  auto q = queue::Queue::open(o, clock, nullptr);
+  queue::WriteBatch letters;
+  for (int i = 0; i < 5; ++i) {
+    letters.dead_letters.push_back(queue::DeadLetter::make("in", "r", "d", "ok " + std::to_string(i), clock.wall_ns()));
+  }
+  letters.dead_letters.push_back(queue::DeadLetter::make("in", "r", "d", "bad again", clock.wall_ns()));
+  REQUIRE(q->commit(letters).ok());
+  // Fill the queue until it drops new records.
+  for (int i = 0; i < 10000; ++i) {
+    const auto r = q->append(batch_of(payloads(16, "fill", 4000), clock));
+    if (r.status == queue::CommitStatus::dropped) break;
+    REQUIRE(r.ok());
+  }
+  for (int i = 0; i < 100000; ++i) {  // then with small ones, to the last page
+    const auto r = q->append(batch_of({"one more"}, clock));
+    if (r.status == queue::CommitStatus::dropped) break;
+    REQUIRE(r.ok());
+  }
+  REQUIRE(q->append(batch_of({"ok 9"}, clock)).status == queue::CommitStatus::dropped);
+  const std::uint64_t stored = q->stats().records;
+
+  metrics::Registry registry;
+  auto route = route_with(process::Format::raw, registry, true);
+  auto lookup = [&](std::string_view input) -> std::shared_ptr<const process::Route> {
+    return input == "in" ? route : nullptr;
+  };
+  auto outcome = engine::replay_dead_letters(*q, lookup, engine::DeadLetterSelection{}, clock);
+  CHECK(outcome.replayed == 0);
+  CHECK(outcome.error.find("drop_newest") != std::string::npos);
+  // Every entry is still there, once: none left the store without its record being stored.
+  CHECK(q->dead_letter_stats().entries == 6);
+  CHECK(q->dead_letters({0, 100, "", "bad_word", 0}).empty());
+  CHECK(q->stats().records == stored);
+}
+
 TEST_CASE("route plan: the queue consumers are the stages and outputs that run", "[unit][route]") {
   plugin::Registry plugins;
   plugin::register_builtin(plugins);
