@@ -8,6 +8,7 @@
 #include <map>
 
 #include "common/units.hpp"
+#include "input/batch.hpp"
 #include "queue/queue.hpp"
 #include "queue/queue_config.hpp"
 
@@ -139,21 +140,30 @@ void check_input_names(const config::Document& document, config::Diagnostics& di
   }
 }
 
-// A line or message one input may take must fit in one commit of the queue.
+// A line or message one input may take must fit in one commit of the queue as a record, with its
+// header, the input's name and its attributes (input::kAttributeReserve).
 void check_record_limits(const config::Document& document, config::Diagnostics& diagnostics) {
-  const std::uint64_t commit = queue::Queue::max_commit_for(document.section("queue").size("max_disk_bytes"));
+  const std::uint64_t max_disk = document.section("queue").size("max_disk_bytes");
+  const std::uint64_t commit = queue::Queue::max_commit_for(max_disk);
   for (const auto& [path, instances] : document.plugins) {
+    if (!path.starts_with("inputs.")) continue;
     for (const auto& values : instances) {
+      const std::string name = plugin::input_name(values, path.substr(7));
+      const std::uint64_t overhead = queue::kRecordHeaderBytes + name.size() + input::kAttributeReserve;
+      const std::uint64_t largest = commit > overhead ? commit - overhead : 0;
       for (const char* option : {"max_line_bytes", "max_message_bytes", "max_body_bytes"}) {
         if (!values.has(option)) continue;
-        std::uint64_t limit = values.size(option);
-        if (limit > commit) {
-          diagnostics.error(values.location_of(option), values.path() + "." + option,
-                            fmt::format("{} is more than one commit of the queue may carry ({} with queue.max_disk_bytes "
-                                        "= {}: max_disk_bytes / 64, at most 4 MiB); lower it or raise max_disk_bytes",
-                                        units::format_size(limit), units::format_size(commit),
-                                        units::format_size(document.section("queue").size("max_disk_bytes"))));
-        }
+        const std::uint64_t limit = values.size(option);
+        if (limit <= largest) continue;
+        diagnostics.error(
+            values.location_of(option), values.path() + "." + option,
+            fmt::format("{}{} is more than one record in one commit of the queue may carry: with queue.max_disk_bytes "
+                        "= {} a commit holds {} (max_disk_bytes / 64, at most 4 MiB), and a record also carries its "
+                        "header, the input's name and up to {} of attributes, so the largest {} that fits is {} "
+                        "bytes: set {} = \"{}KiB\" or less, or raise max_disk_bytes",
+                        units::format_size(limit), values.is_set(option) ? "" : " (the default)",
+                        units::format_size(max_disk), units::format_size(commit),
+                        units::format_size(input::kAttributeReserve), option, largest, option, largest / 1024));
       }
     }
   }

@@ -13,6 +13,11 @@
 
 namespace tank::input {
 
+// What `tank check` counts for a record's attributes (the MQTT topic, the peer, the file's path)
+// when it checks that an input's largest line or message fits one commit as a record. A record
+// with more is still stored if it fits, and dead-lettered (record_too_large) if not.
+inline constexpr std::size_t kAttributeReserve = 1024;
+
 class Batch {
  public:
   // `limit`: the most bytes of records and dead letters one commit may carry
@@ -36,32 +41,29 @@ class Batch {
     const std::size_t overhead = session_ ? kDeadLetterOverhead + kMaxDetailBytes : kRecordOverhead;
     return used() + payload_bytes + attribute_bytes + overhead + input_.size() <= limit_;
   }
+  // Whether a dead letter of an original of `original_bytes` fits whole (up to the bytes a dead
+  // letter keeps); if not, commit the batch first. On an empty batch always true: a dead letter is
+  // shrunk to fit one commit.
   bool fits_dead_letter(std::size_t original_bytes) const {
-    return used() + kDeadLetterOverhead + std::min(original_bytes, queue::kMaxDeadLetterBytes) <= limit_;
+    const std::size_t need = kDeadLetterOverhead + std::min(original_bytes, queue::kMaxDeadLetterBytes);
+    return used() + std::min(need, dead_letter_limit()) <= dead_letter_limit();
   }
 
   // Adds a record after the route's decoding and checks; a record they refuse becomes a dead
-  // letter with their reason (keeping its attributes, for a replay). Returns whether it became
-  // a record. `known_json`: the input parsed the payload as one JSON value already.
+  // letter with their reason (keeping its attributes, for a replay), and so does a record that
+  // alone exceeds one commit (reason record_too_large, keeping as much of it as fits). Returns
+  // whether it became a record. `known_json`: the input parsed the payload as one JSON value already.
   bool add(std::string_view payload, std::int64_t ingest_ns, std::span<const queue::Attribute> attributes = {},
-           bool known_json = false) {
-    if (session_ && !session_->admit(payload, rejection_, known_json)) {
-      dead_letter(rejection_.reason, std::move(rejection_.detail), payload, payload.size(), ingest_ns, attributes);
-      return false;
-    }
-    batch_.records.add(input_, ingest_ns, payload, attributes);
-    payload_bytes_ += payload.size();
-    return true;
-  }
+           bool known_json = false);
+  // Adds a dead letter of this input, shrunk (detail first, then the original bytes kept) to fit
+  // what is left of this batch, or a whole commit (less 4 KiB for the input's state) when less
+  // than 4 KiB is left (the Committer then commits the batch in parts): a dead letter never makes
+  // a commit too large to be stored.
   void dead_letter(std::string_view reason, std::string detail, std::string_view original, std::uint64_t original_size,
-                   std::int64_t time_ns, std::span<const queue::Attribute> attributes = {}) {
-    queue::DeadLetter d = queue::DeadLetter::make(input_, reason, std::move(detail), original, time_ns);
-    d.original_size = original_size;
-    if (!attributes.empty()) d.attributes = queue::encode_attributes(attributes);
-    if (d.detail.size() > kMaxDetailBytes) d.detail.resize(kMaxDetailBytes);
-    dead_letter_bytes_ += kDeadLetterOverhead + d.original.size() + d.detail.size() + d.attributes.size();
-    batch_.dead_letters.push_back(std::move(d));
-  }
+                   std::int64_t time_ns, std::span<const queue::Attribute> attributes = {});
+
+  // Replaces what the batch holds with `rest` (what a commit in parts left to do).
+  void replace(queue::WriteBatch rest);
 
   bool empty() const { return batch_.records.empty() && batch_.dead_letters.empty() && batch_.state_puts.empty(); }
   bool full() const { return used() >= limit_ / 2 || batch_.records.size() >= max_records_; }
@@ -72,6 +74,14 @@ class Batch {
   queue::WriteBatch& write_batch() { return batch_; }
   const queue::WriteBatch& write_batch() const { return batch_; }
   const std::string& input() const { return input_; }
+  // The most bytes one commit may carry (Queue::max_commit_bytes()).
+  std::size_t limit() const { return limit_; }
+  // What the batch counts for against that limit, as the queue counts it.
+  std::size_t used() const {
+    std::size_t state = 0;
+    for (const auto& [k, v] : batch_.state_puts) state += k.size() + v.size();
+    return batch_.records.bytes() + dead_letter_bytes_ + state;
+  }
 
   void clear() {
     batch_.records.clear();
@@ -79,6 +89,7 @@ class Batch {
     batch_.state_puts.clear();
     batch_.state_deletes.clear();
     batch_.acks.clear();
+    batch_.dead_letter_deletes.clear();
     payload_bytes_ = 0;
     dead_letter_bytes_ = 0;
   }
@@ -87,11 +98,9 @@ class Batch {
   static constexpr std::size_t kRecordOverhead = queue::kRecordHeaderBytes + 64;
   static constexpr std::size_t kDeadLetterOverhead = 64 + 512;  // header, names, detail
   static constexpr std::size_t kMaxDetailBytes = 2048;
-  std::size_t used() const {
-    std::size_t state = 0;
-    for (const auto& [k, v] : batch_.state_puts) state += k.size() + v.size();
-    return batch_.records.bytes() + dead_letter_bytes_ + state;
-  }
+  // Room a dead letter leaves in a commit for the input's state committed with it (file offsets).
+  static constexpr std::size_t kStateReserve = 4096;
+  std::size_t dead_letter_limit() const { return limit_ > 2 * kStateReserve ? limit_ - kStateReserve : limit_ / 2; }
 
   std::string input_;
   std::size_t limit_;

@@ -23,6 +23,7 @@
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
+#include "input/commit.hpp"
 #include "input/input_metrics.hpp"
 #include "queue/queue.hpp"
 
@@ -113,7 +114,7 @@ class FileTail final : public plugin::Input {
         route_(context.route),
         component_("input " + context.name),
         state_prefix_("file/" + context.name + "/"),
-        failures_(component_, log::Level::error) {}
+        committer_(queue_, metrics_, clock_, component_, "the lines will be read again") {}
 
   ~FileTail() override {
     stop();
@@ -468,23 +469,16 @@ class FileTail final : public plugin::Input {
         Checkpoint c{offset, f.fingerprint, f.path};
         batch.write_batch().state_puts.emplace_back(key_of(id), encode_checkpoint(c));
       }
-      const queue::CommitResult r = queue_.commit(batch.write_batch());
-      bool ok = r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped;
+      const bool ok = committer_.commit(batch).acknowledge();
       if (ok) {
-        if (r.status == queue::CommitStatus::committed) metrics_.committed(batch.records(), batch.payload_bytes());
-        else metrics_.dropped("overflow_drop_newest", batch.records());
         for (const auto& [id, offset] : touched) {
           File& f = files_.at(id);
           f.committed = offset;
           checkpoints_[key_of(id)] = Checkpoint{offset, f.fingerprint, f.path};
         }
-        failures_.end("committing to the queue works again");
       } else {
-        if (r.status == queue::CommitStatus::failed) {
-          failures_.occur(fmt::format("committing to the queue failed ({}); the lines will be read again", r.error));
-          metrics_.error("commit_failed");
-        }
-        // Read again later from what was stored: every file, so no half-read line is lost.
+        // Held or failed: read again later from what was stored, every file, so no half-read
+        // line is lost.
         for (auto& [id, f] : files_) rewind(f);
         refused = true;
       }
@@ -669,7 +663,7 @@ class FileTail final : public plugin::Input {
   std::shared_ptr<const process::Route> route_;
   std::string component_;
   std::string state_prefix_;
-  log::Episode failures_;
+  Committer committer_;
   log::Episode unreadable_episode_{component_, log::Level::warn};
   log::Episode open_files_episode_{component_, log::Level::warn};
   std::map<std::string, log::Episode> missing_dirs_;

@@ -20,6 +20,7 @@
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "input/batch.hpp"
+#include "input/commit.hpp"
 #include "input/input_metrics.hpp"
 #include "input/http_ingest_request.hpp"
 #include "input/json_body.hpp"
@@ -37,6 +38,9 @@ using tcp = asio::ip::tcp;
 
 // How many refused records a reply lists (the rest are counted in "dead_lettered").
 constexpr std::size_t kMaxRejectedShown = 10;
+// The header of a 200 answer that says how many of the request's records were dropped by
+// overflow = "drop_newest" (docs/inputs.md).
+constexpr const char* kDroppedHeader = "Tank-Dropped-Records";
 
 std::string describe(const tcp::endpoint& ep) {
   if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
@@ -76,6 +80,7 @@ class IngestSession : public std::enable_shared_from_this<IngestSession> {
   http::response<http::string_body> response_;
   HttpIngest& owner_;
   std::string peer_;
+  std::size_t dropped_header_ = 0;  // for the response being built
 };
 
 class HttpIngest final : public plugin::Input {
@@ -89,7 +94,7 @@ class HttpIngest final : public plugin::Input {
         batch_limit_(input::batch_limit(context.queue)),
         route_(context.route),
         component_("input " + context.name),
-        failures_(component_, log::Level::error),
+        committer_(queue_, metrics_, clock_, component_, "answering 503"),
         refused_connections_(component_, log::Level::warn) {}
 
   ~HttpIngest() override { stop(); }
@@ -160,6 +165,8 @@ class HttpIngest final : public plugin::Input {
   struct Stored {
     http::status status = http::status::ok;
     std::string body;
+    std::size_t accepted = 0;  // records stored
+    std::size_t dropped = 0;   // records dropped by overflow = "drop_newest"
   };
 
   Stored store(const JsonBody& decoded, const std::string& peer) {
@@ -168,35 +175,25 @@ class HttpIngest final : public plugin::Input {
     Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
+    std::size_t dropped = 0;
     std::size_t dead_lettered = 0;
     json::array rejected;  // the first few refused records, for the producer
     auto commit = [&]() -> std::optional<Stored> {
-      if (batch.empty()) return std::nullopt;
-      const queue::CommitResult r = queue_.commit(batch.write_batch());
-      switch (r.status) {
-        case queue::CommitStatus::committed:
-          metrics_.committed(batch.records(), batch.payload_bytes());
-          failures_.end("committing to the queue works again");
-          accepted += batch.records();
-          dead_lettered += batch.dead_letters();
-          batch.clear();
+      const Outcome o = committer_.commit(batch);
+      accepted += o.stored_records;
+      dropped += o.dropped_records;
+      dead_lettered += o.dead_letters;
+      switch (o.settlement) {
+        case Settlement::stored:
+        case Settlement::dropped:
           return std::nullopt;
-        case queue::CommitStatus::dropped:
-          // drop_newest: the records were dropped by policy (counted); the producer is told.
-          metrics_.dropped("overflow_drop_newest", batch.records());
-          accepted += batch.records();
-          batch.clear();
-          return std::nullopt;
-        case queue::CommitStatus::full:
+        case Settlement::held:
           metrics_.error("queue_full");
-          return Stored{http::status::service_unavailable, json_error("the queue is full; retry later", accepted)};
-        case queue::CommitStatus::failed:
-          failures_.occur(fmt::format("committing to the queue failed ({}); answering 503", r.error));
-          metrics_.error("commit_failed");
-          return Stored{http::status::service_unavailable, json_error("storing failed; retry later", accepted)};
-        case queue::CommitStatus::too_large:
-          metrics_.error("too_large");
-          return Stored{http::status::payload_too_large, json_error(r.error, accepted)};
+          return Stored{http::status::service_unavailable, json_error("the queue is full; retry later", accepted),
+                        accepted, dropped};
+        case Settlement::failed:
+          return Stored{http::status::service_unavailable, json_error("storing failed; retry later", accepted),
+                        accepted, dropped};
       }
       return std::nullopt;
     };
@@ -214,11 +211,16 @@ class HttpIngest final : public plugin::Input {
     }
     if (auto failed = commit()) return *failed;
     json::object reply{{"accepted", accepted}};
+    if (dropped > 0) {
+      // The producer is told: its records were taken off the wire but not stored.
+      reply["dropped"] = dropped;
+      reply["dropped_reason"] = "the queue is full and drops new records (overflow = \"drop_newest\")";
+    }
     if (dead_lettered > 0) {
       reply["dead_lettered"] = dead_lettered;
       reply["rejected"] = std::move(rejected);
     }
-    return Stored{http::status::ok, json::serialize(reply) + "\n"};
+    return Stored{http::status::ok, json::serialize(reply) + "\n", accepted, dropped};
   }
 
  private:
@@ -273,7 +275,7 @@ class HttpIngest final : public plugin::Input {
   std::size_t batch_limit_;
   std::shared_ptr<const process::Route> route_;
   std::string component_;
-  log::Episode failures_;
+  Committer committer_;
   log::Episode refused_connections_;
   std::atomic<bool> paused_{false};
   std::atomic<bool> stopped_{false};
@@ -323,6 +325,7 @@ void IngestSession::act(ingest::Step step) {
       if (stored.status == http::status::service_unavailable) {
         headers.emplace_back(http::field::retry_after, std::to_string(owner_.settings().retry_after.count()));
       }
+      dropped_header_ = stored.dropped;
       respond(stored.status, std::move(stored.body), step.keep_alive, std::move(headers));
       return;
     }
@@ -343,6 +346,11 @@ void IngestSession::respond(http::status status, std::string body, bool keep_ali
   response_.set(http::field::server, "tank");
   response_.set(http::field::content_type, "application/json");
   for (auto& [field, value] : headers) response_.set(field, value);
+  if (dropped_header_ > 0) {
+    // Records of this request dropped by overflow = "drop_newest" (also in the body's "dropped").
+    response_.set(kDroppedHeader, std::to_string(dropped_header_));
+    dropped_header_ = 0;
+  }
   response_.body() = std::move(body);
   response_.keep_alive(keep_alive);
   response_.prepare_payload();

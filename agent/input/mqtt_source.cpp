@@ -12,11 +12,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/backoff.hpp"
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
+#include "input/commit.hpp"
 #include "input/input_metrics.hpp"
 #include "mqtt/packets.hpp"
 #include "queue/queue.hpp"
@@ -30,16 +32,6 @@ using asio::awaitable;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
-
-std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds min_delay,
-                                          std::chrono::milliseconds max_delay, std::uint64_t random) {
-  const auto floor = std::max<std::int64_t>(1, min_delay.count() / 2);
-  std::int64_t ceiling = min_delay.count();
-  for (unsigned i = 0; i < attempt && ceiling < max_delay.count(); ++i) ceiling *= 2;
-  ceiling = std::clamp<std::int64_t>(ceiling, floor, std::max<std::int64_t>(floor, max_delay.count()));
-  const auto span = static_cast<std::uint64_t>(ceiling - floor + 1);
-  return std::chrono::milliseconds(floor + static_cast<std::int64_t>(random % span));
-}
 
 std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error) {
   BrokerAddress a;
@@ -112,7 +104,8 @@ class MqttSource final : public plugin::Input {
         route_(context.route),
         component_("input " + context.name),
         connect_failures_(component_, log::Level::warn),
-        commit_failures_(component_, log::Level::error),
+        committer_(queue_, metrics_, clock_, component_,
+                   "the messages are not acknowledged to the broker and are retried"),
         refused_(component_, log::Level::warn),
         wake_(io_),
         backoff_(io_),
@@ -168,8 +161,8 @@ class MqttSource final : public plugin::Input {
   }
 
   awaitable<void> supervise() {
-    std::mt19937_64 random(std::random_device{}());
-    unsigned failed_rounds = 0;
+    // Each failed round (every server tried) waits longer, with jitter so that a fleet spreads out.
+    Backoff reconnect(BackoffPolicy{settings_.reconnect_min, settings_.reconnect_max, BackoffPolicy::Jitter::half});
     while (!stopping_) {
       std::string errors;
       for (std::size_t i = 0; i < addresses_.size() && !stopping_; ++i) {
@@ -201,7 +194,7 @@ class MqttSource final : public plugin::Input {
           const auto lasted = Clock::now() - up_since_;
           if (lasted >= kStableSession) {
             log::warn(component_, "lost the connection to {}: {}; reconnecting", settings_.servers[i], error);
-            failed_rounds = 0;
+            reconnect.reset();
             i = static_cast<std::size_t>(-1);  // start again with the first server, at once
             continue;
           }
@@ -209,8 +202,7 @@ class MqttSource final : public plugin::Input {
           // drops tank right after accepting it) counts as a failed attempt: reconnecting at once
           // would take the session back from that other client, which would do the same, in a
           // tight loop.
-          const auto delay =
-              reconnect_delay(failed_rounds++, settings_.reconnect_min, settings_.reconnect_max, random());
+          const auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(reconnect.next());
           log::warn(component_, "lost the connection to {}: {}; the session lasted only {}: reconnecting in {}{}",
                     settings_.servers[i], error,
                     units::format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(lasted)),
@@ -227,8 +219,7 @@ class MqttSource final : public plugin::Input {
         errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", settings_.servers[i], error);
       }
       if (stopping_) co_return;
-      const auto delay =
-          reconnect_delay(failed_rounds++, settings_.reconnect_min, settings_.reconnect_max, random());
+      const auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(reconnect.next());
       connect_failures_.occur(fmt::format("cannot connect ({}); retrying with backoff up to {}", errors,
                                           units::format_duration(settings_.reconnect_max)));
       boost::system::error_code ec;
@@ -735,27 +726,15 @@ class MqttSource final : public plugin::Input {
       co_return;
     }
     for (;;) {
-      const queue::CommitResult r = queue_.commit(batch.write_batch());
-      if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
-        if (r.status == queue::CommitStatus::committed) {
-          metrics_.committed(batch.records(), batch.payload_bytes());
-        } else {
-          metrics_.dropped("overflow_drop_newest", batch.records());
-        }
-        commit_failures_.end("committing to the queue works again");
+      const Outcome o = committer_.commit(batch);
+      if (o.acknowledge()) {
         refused_.end("the queue takes messages again");
         holding_ = false;
-        batch.clear();
         if (!acks.empty()) send(std::move(acks));
         acks.clear();
         co_return;
       }
-      if (r.status == queue::CommitStatus::failed) {
-        commit_failures_.occur(fmt::format(
-            "committing to the queue failed ({}); the messages are not acknowledged to the broker and are retried",
-            r.error));
-        metrics_.error("commit_failed");
-      } else {
+      if (o.settlement == Settlement::held) {
         refused_.occur("the queue is full: holding the broker's messages back until it takes records again");
       }
       holding_ = true;
@@ -780,7 +759,7 @@ class MqttSource final : public plugin::Input {
   std::shared_ptr<const process::Route> route_;
   std::string component_;
   log::Episode connect_failures_;
-  log::Episode commit_failures_;
+  Committer committer_;
   log::Episode refused_;
   std::size_t max_packet_ = 0;
 

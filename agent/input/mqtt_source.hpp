@@ -76,7 +76,4 @@ struct BrokerAddress {
 };
 std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error);
 
-std::chrono::milliseconds reconnect_delay(unsigned attempt, std::chrono::milliseconds min_delay,
-                                          std::chrono::milliseconds max_delay, std::uint64_t random);
-
 }  // namespace tank::input

@@ -22,7 +22,9 @@
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
+#include "common/backoff.hpp"
 #include "input/batch.hpp"
+#include "input/commit.hpp"
 #include "input/handover.hpp"
 #include "input/input_metrics.hpp"
 #include "input/line_framer.hpp"
@@ -53,7 +55,7 @@ struct Core {
         batch_limit(input::batch_limit(context.queue)),
         route(context.route),
         component("input " + context.name),
-        failures(component, log::Level::error),
+        committer(queue, metrics, clock, component, "holding the data and retrying"),
         refused_connections(component, log::Level::warn) {}
 
   std::string name;
@@ -63,49 +65,14 @@ struct Core {
   std::size_t batch_limit;
   std::shared_ptr<const process::Route> route;
   std::string component;
-  log::Episode failures;
+  Committer committer;
   log::Episode refused_connections;
   std::atomic<bool> paused{false};
 };
 
-enum class Settled { done, hold, retry };
-
-// Commits `batch`. `done`: committed (or dropped by the overflow policy, counted) and cleared;
-// `hold`: the queue refuses records, keep the batch and wait for it to accept them; `retry`:
-// the commit failed (I/O, disk full), try again later.
-Settled settle(Core& core, Batch& batch) {
-  if (batch.empty()) return Settled::done;
-  const queue::CommitResult r = core.queue.commit(batch.write_batch());
-  switch (r.status) {
-    case queue::CommitStatus::committed:
-      core.metrics.committed(batch.records(), batch.payload_bytes());
-      core.failures.end(fmt::format("committing to the queue works again"));
-      batch.clear();
-      return Settled::done;
-    case queue::CommitStatus::dropped:
-      core.metrics.dropped("overflow_drop_newest", batch.records());
-      batch.clear();
-      return Settled::done;
-    case queue::CommitStatus::full:
-      return Settled::hold;
-    case queue::CommitStatus::failed:
-      core.failures.occur(fmt::format("committing to the queue failed ({}); holding the data and retrying", r.error));
-      core.metrics.error("commit_failed");
-      return Settled::retry;
-    case queue::CommitStatus::too_large:
-      // The batch limits keep within one commit; should it happen anyway, say so and count it.
-      log::error(core.component, "a batch of {} records was refused as too large ({}); dropped", batch.records(),
-                 r.error);
-      core.metrics.dropped("batch_too_large", batch.records());
-      batch.clear();
-      return Settled::done;
-  }
-  return Settled::done;
-}
-
-std::chrono::milliseconds backoff(unsigned attempt) {
-  return std::chrono::milliseconds(std::min<unsigned>(100u << std::min(attempt, 6u), 5000));
-}
+// How long a stream connection waits before offering a batch again after a failed commit.
+constexpr BackoffPolicy kRetryPolicy{std::chrono::milliseconds(100), std::chrono::seconds(5),
+                                     BackoffPolicy::Jitter::none};
 
 // ---------------------------------------------------------------------------------------------
 // Stream sockets
@@ -274,7 +241,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     push_current();
     std::uint64_t lost = 0;
     while (!ready_.empty()) {
-      if (settle(core_, ready_.front()) != Settled::done) {
+      if (!core_.committer.commit(ready_.front()).acknowledge()) {
         for (const Batch& b : ready_) lost += b.records();
         ready_.clear();
         break;
@@ -312,19 +279,20 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   // Commits the batches read so far, in order; then reads again (or closes after the end).
   void drain() {
     while (!ready_.empty()) {
-      switch (settle(core_, ready_.front())) {
-        case Settled::done:
+      switch (core_.committer.commit(ready_.front()).settlement) {
+        case Settlement::stored:
+        case Settlement::dropped:
           ready_.pop_front();
-          retry_attempt_ = 0;
+          retry_.reset();
           continue;
-        case Settled::hold:
+        case Settlement::held:
           waiting_ = true;  // resume() continues when the queue accepts records again
           if (!core_.paused.load()) {
             // The queue refused without announcing a pause (another policy or a race): retry soon.
             schedule_retry();
           }
           return;
-        case Settled::retry:
+        case Settlement::failed:
           schedule_retry();
           return;
       }
@@ -338,7 +306,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
 
   void schedule_retry() {
     waiting_ = true;
-    retry_timer_.expires_after(backoff(retry_attempt_++));
+    retry_timer_.expires_after(retry_.next());
     retry_timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
       if (ec || self->closed_) return;
       self->waiting_ = false;
@@ -387,7 +355,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   bool reading_ = false;  // an async_read_some is in progress
   bool closed_ = false;
   bool end_after_drain_ = false;
-  unsigned retry_attempt_ = 0;
+  Backoff retry_{kRetryPolicy};
   // Set by park(): where the connection goes once the read in progress has ended.
   ParkedConnections* park_to_ = nullptr;
 };
@@ -825,30 +793,41 @@ class DatagramInput final : public plugin::Input {
     flush();
   }
 
-  // Commits the batch. A datagram cannot be held back: what the queue refuses is counted as
+  // Commits the batch. A datagram cannot be held back: records the queue refuses are counted as
   // dropped and the batch moves on.
   void flush() {
     if (batch_.empty()) return;
     if (core_.paused.load()) {
-      core_.metrics.dropped("queue_full", batch_.records());
-      // Dead letters are kept even while records are refused: they are evidence, not load.
-      queue::WriteBatch only_letters;
-      only_letters.dead_letters = std::move(batch_.write_batch().dead_letters);
-      if (!only_letters.dead_letters.empty()) (void)core_.queue.commit(only_letters);
-      batch_.clear();
+      drop_records("queue_full");
       return;
     }
-    switch (settle(core_, batch_)) {
-      case Settled::done:
+    switch (core_.committer.commit(batch_).settlement) {
+      case Settlement::stored:
+      case Settlement::dropped:
         return;
-      case Settled::hold:
-        core_.metrics.dropped("queue_full", batch_.records());
-        batch_.clear();
+      case Settlement::held:
+        drop_records("queue_full");
         return;
-      case Settled::retry:
-        core_.metrics.dropped("commit_failed", batch_.records());
-        batch_.clear();
+      case Settlement::failed:
+        drop_records("commit_failed");
         return;
+    }
+  }
+
+  // Drops the batch's records, counted with `reason`. Its dead letters are still committed: they
+  // are evidence, not load (the queue stores them while it refuses records); when even that
+  // fails they are counted as dropped too, with the same reason.
+  void drop_records(std::string_view reason) {
+    core_.metrics.dropped(reason, batch_.records());
+    queue::WriteBatch letters;
+    letters.dead_letters = std::move(batch_.write_batch().dead_letters);
+    batch_.clear();
+    if (letters.dead_letters.empty()) return;
+    const auto r = core_.queue.commit(letters);
+    if (!r.ok()) {
+      core_.metrics.dropped(reason, letters.dead_letters.size());
+      log::warn(core_.component, "{} dead letters could not be stored either ({}): dropped", letters.dead_letters.size(),
+                r.error);
     }
   }
 

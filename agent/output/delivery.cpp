@@ -11,11 +11,13 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "common/backoff.hpp"
 #include "common/failpoint.hpp"
 #include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "metrics/registry.hpp"
+#include "queue/settlement.hpp"
 
 namespace tank::output {
 
@@ -23,6 +25,9 @@ namespace {
 
 constexpr auto kIdlePoll = std::chrono::milliseconds(20);
 constexpr auto kLingerPoll = std::chrono::milliseconds(5);
+// Between attempts to commit an output's own bookkeeping (acknowledgements, dead letters).
+constexpr BackoffPolicy kCommitRetry{std::chrono::milliseconds(100), std::chrono::seconds(2),
+                                     BackoffPolicy::Jitter::none};
 
 std::string_view reason_of(queue::CommitStatus status) { return queue::to_string(status); }
 
@@ -408,6 +413,8 @@ bool Delivery::dead_letter_rejected() {
         if (!w.dead_letters.empty() && bytes + cost > budget) break;
         queue::DeadLetter d = queue::DeadLetter::make(r->input, "upstream_rejected", detail, r->payload, now);
         d.attributes = std::string(r->attributes);
+        // A record of (nearly) one commit with the upstream's detail: kept as far as it fits.
+        queue::shrink_to_fit(d, static_cast<std::size_t>(budget));
         w.dead_letters.push_back(std::move(d));
         bytes += cost;
         through = r->seq;
@@ -655,6 +662,14 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
   outgoing.idempotency_key = batch.key;
   outgoing.input = batch.input;
   const double n = static_cast<double>(outgoing.records);
+  // Capped exponential backoff with full jitter (many gateways, one upstream); its random source
+  // is the delivery's generator, drawn from under mutex_.
+  Backoff retry(BackoffPolicy{settings_.retry_initial, settings_.retry_max, BackoffPolicy::Jitter::full}, [this] {
+    rng_state_ ^= rng_state_ << 13;
+    rng_state_ ^= rng_state_ >> 7;
+    rng_state_ ^= rng_state_ << 17;
+    return rng_state_;
+  });
   for (unsigned attempt = 0;; ++attempt) {
     // The circuit breaker: closed, open (nothing is sent for the cooldown), half-open (one
     // sender probes with its batch; the others wait for its outcome).
@@ -709,13 +724,7 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
               settings_.breaker_cooldown, result.retry_after.value_or(std::chrono::milliseconds(0)));
           if (opened || probe) open_until_ = std::chrono::steady_clock::now() + wait;
         }
-        // Capped exponential backoff with full jitter; a longer Retry-After wins.
-        const auto cap = std::min<std::chrono::nanoseconds>(
-            settings_.retry_max, settings_.retry_initial * (std::uint64_t{1} << std::min(attempt, 20u)));
-        rng_state_ ^= rng_state_ << 13;
-        rng_state_ ^= rng_state_ >> 7;
-        rng_state_ ^= rng_state_ << 17;
-        delay = std::chrono::nanoseconds(static_cast<std::int64_t>(rng_state_ % static_cast<std::uint64_t>(cap.count() + 1)));
+        delay = retry.next();  // a longer Retry-After wins (below)
       }
       wake_.notify_all();
       if (opened) {
@@ -754,14 +763,17 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
 bool Delivery::commit_retrying(const queue::WriteBatch& batch, std::string_view what) {
   const std::string component = fmt::format("output {}", settings_.output);
   log::Episode failing(component, log::Level::error);
-  for (unsigned attempt = 0;; ++attempt) {
+  Backoff retry(kCommitRetry);
+  for (;;) {
     const queue::CommitResult r = queue_.commit(batch);
-    if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
+    // An output's commits carry acknowledgements, state and dead letters, no records: dropped
+    // cannot happen, and if it did the acknowledgements were applied.
+    if (queue::acknowledges(queue::settlement_of(r.status))) {
       failing.end("committing works again");
       return true;
     }
     failing.occur(fmt::format("{} failed ({}{}); retrying", what, reason_of(r.status), r.error.empty() ? "" : ": " + r.error));
-    if (!wait_for(std::chrono::milliseconds(std::min(100u << std::min(attempt, 5u), 2000u)))) return false;
+    if (!wait_for(retry.next())) return false;
   }
 }
 

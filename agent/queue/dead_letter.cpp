@@ -45,11 +45,36 @@ DeadLetter DeadLetter::make(std::string_view input, std::string_view reason, std
   return d;
 }
 
+std::size_t commit_bytes(const DeadLetter& d) {
+  return 64 + d.input.size() + d.reason.size() + std::min(d.detail.size(), kMaxDeadLetterDetailBytes) +
+         std::min(d.original.size(), kMaxDeadLetterBytes) + d.attributes.size();
+}
+
+bool shrink_to_fit(DeadLetter& d, std::size_t max_bytes) {
+  if (commit_bytes(d) <= max_bytes) return true;
+  if (d.original_size < d.original.size()) d.original_size = d.original.size();
+  if (d.detail.size() > kMaxDeadLetterDetailBytes) d.detail.resize(kMaxDeadLetterDetailBytes);
+  if (d.original.size() > kMaxDeadLetterBytes) d.original.resize(kMaxDeadLetterBytes);
+  const std::size_t fixed = 64 + d.input.size() + d.reason.size();
+  if (fixed + d.attributes.size() + std::min<std::size_t>(d.detail.size(), 256) > max_bytes) d.attributes.clear();
+  const std::size_t room = max_bytes > fixed + d.attributes.size() ? max_bytes - fixed - d.attributes.size() : 0;
+  if (d.detail.size() + d.original.size() > room) {
+    const std::size_t detail_room = std::min(room, std::max<std::size_t>(256, room / 4));
+    if (d.detail.size() > detail_room) {
+      d.detail.resize(detail_room >= 3 ? detail_room - 3 : 0);
+      if (detail_room >= 3) d.detail += "...";
+    }
+    const std::size_t original_room = room > d.detail.size() ? room - d.detail.size() : 0;
+    if (d.original.size() > original_room) d.original.resize(original_room);
+  }
+  return commit_bytes(d) <= max_bytes;
+}
+
 std::string encode_dead_letter(const DeadLetter& letter, std::string_view version) {
   std::string_view input = clip(letter.input, 0xffff);
   std::string_view reason = clip(letter.reason, 0xffff);
   std::string_view ver = clip(version, 0xffff);
-  std::string_view detail = clip(letter.detail, 16 * 1024);
+  std::string_view detail = clip(letter.detail, kMaxDeadLetterDetailBytes);
   std::string_view original = clip(letter.original, kMaxDeadLetterBytes);
   std::uint64_t size = std::max<std::uint64_t>(letter.original_size, letter.original.size());
   std::string_view attributes = fits_u32(letter.attributes.size()) ? std::string_view(letter.attributes) : "";

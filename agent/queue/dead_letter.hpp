@@ -45,6 +45,20 @@ struct DeadLetter {
                          std::string_view original, std::int64_t time_ns);
 };
 
+// The most bytes of a dead letter's detail kept.
+inline constexpr std::size_t kMaxDeadLetterDetailBytes = 16 * 1024;
+
+// What a dead letter counts for against the largest commit (Queue::max_commit_bytes()): its
+// names, detail, attributes and kept original bytes, and 64 bytes for its header.
+std::size_t commit_bytes(const DeadLetter& letter);
+
+// Shortens `letter` so that commit_bytes(letter) <= max_bytes: first the detail (to a quarter of
+// what there is room for, at least 256 bytes, ending in "..."), then the original bytes kept
+// (original_size still says how many there were, so the entry reads as truncated), then its
+// attributes. Its input and reason are never cut. Returns false when even that does not fit
+// (max_bytes below ~600 bytes); the letter is then as short as it can be.
+bool shrink_to_fit(DeadLetter& letter, std::size_t max_bytes);
+
 struct StoredDeadLetter {
   std::uint64_t id = 0;
   DeadLetter letter;

@@ -1399,10 +1399,7 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) 
     }
     state_bytes += key.size() + value.size();
   }
-  for (const DeadLetter& d : b.dead_letters) {
-    state_bytes += 64 + d.input.size() + d.reason.size() + std::min<std::size_t>(d.detail.size(), 16 * 1024) +
-                   std::min(d.original.size(), kMaxDeadLetterBytes);
-  }
+  for (const DeadLetter& d : b.dead_letters) state_bytes += commit_bytes(d);
   if (records.bytes() + state_bytes > max_commit_bytes_) {
     ++g.refused_too_large;
     p.result = {CommitStatus::too_large, 0, 0,

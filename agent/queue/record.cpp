@@ -61,6 +61,18 @@ void RecordBatch::reserve(std::size_t records, std::size_t bytes) {
   arena_.reserve(bytes);
 }
 
+std::size_t encoded_record_bytes(std::string_view input, std::size_t payload_bytes,
+                                 std::span<const Attribute> attributes) {
+  std::size_t n = kRecordHeaderBytes + input.size() + payload_bytes;
+  for (const Attribute& a : attributes) n += 6 + a.key.size() + a.value.size();
+  return n;
+}
+
+void RecordBatch::add_encoded(std::string_view encoded) {
+  arena_.append(encoded);
+  ends_.push_back(arena_.size());
+}
+
 void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
                       std::span<const Attribute> attributes, std::uint8_t flags) {
   if (input.size() > kMaxInputNameBytes) {

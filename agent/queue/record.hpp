@@ -47,6 +47,10 @@ inline constexpr std::size_t kMaxInputNameBytes = 255;
 inline constexpr std::uint8_t kRecordDerived = 0x01;
 
 // Records ready to append, encoded back to back in one buffer.
+// The encoded size of a record: what it counts for against the largest commit.
+std::size_t encoded_record_bytes(std::string_view input, std::size_t payload_bytes,
+                                 std::span<const Attribute> attributes = {});
+
 class RecordBatch {
  public:
   void reserve(std::size_t records, std::size_t bytes);
@@ -55,6 +59,9 @@ class RecordBatch {
   // throws std::invalid_argument); attribute keys at most 65535 bytes.
   void add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
            std::span<const Attribute> attributes = {}, std::uint8_t flags = 0);
+
+  // Adds a record encoded already (encoded(i) of another batch), as it is.
+  void add_encoded(std::string_view encoded);
 
   std::size_t size() const { return ends_.size(); }
   bool empty() const { return ends_.empty(); }

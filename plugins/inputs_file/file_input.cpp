@@ -39,7 +39,7 @@ const Option kOptions[] = {
      .type = Type::size,
      .default_value = "\"64KiB\"",
      .description = "The longest line taken as a record. A longer line is never split: it goes to the dead-letter "
-                    "store with reason `line_too_long` (its first 64 KiB kept), and reading goes on.",
+                    "store with reason `line_too_long` (as much of its start as fits one commit, at most 64 KiB, is kept), and reading goes on.",
      .min = "16B",
      .max = "4MiB"},
     {.name = "fingerprint_bytes",

@@ -23,7 +23,7 @@ const Option kOptions[] = {
      .type = Type::size,
      .default_value = "\"64KiB\"",
      .description = "The longest line taken as a record (without its newline). A longer line is not split: it "
-                    "goes to the dead-letter store with reason `line_too_long` (its first 64 KiB kept).",
+                    "goes to the dead-letter store with reason `line_too_long` (as much of its start as fits one commit, at most 64 KiB, is kept).",
      .min = "16B",
      .max = "4MiB"},
     {.name = "max_connections",

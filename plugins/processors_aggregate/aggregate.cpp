@@ -24,6 +24,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include "common/backoff.hpp"
 #include "common/failpoint.hpp"
 #include "common/liveness.hpp"
 #include "common/log.hpp"
@@ -34,6 +35,7 @@
 #include "process/json_schema.hpp"
 #include "process/processor_metrics.hpp"
 #include "queue/queue.hpp"
+#include "queue/settlement.hpp"
 
 namespace tank::plugins {
 namespace {
@@ -476,10 +478,12 @@ class AggregateStage final : public plugin::Stage {
     collect_state(pending);
     if (pending.empty() && w.state_puts.empty()) return;
     if (pending.position > 0) w.acks.emplace_back(consumer_, pending.position);
-    for (unsigned attempt = 0;; ++attempt) {
+    Backoff retry(BackoffPolicy{std::chrono::milliseconds(100), std::chrono::seconds(2), BackoffPolicy::Jitter::none});
+    for (;;) {
       const queue::CommitResult r = queue_.commit(w);
-      if (r.status == queue::CommitStatus::committed || r.status == queue::CommitStatus::dropped) {
-        if (r.status == queue::CommitStatus::dropped) {
+      const queue::Settlement settled = queue::settlement_of(r.status);
+      if (queue::acknowledges(settled)) {
+        if (settled == queue::Settlement::dropped) {
           log::warn(component_, "{} aggregate(s) dropped by overflow = \"drop_newest\" (counted in "
                                 "tank_queue_dropped_records_total)", w.records.size());
         } else {
@@ -497,7 +501,7 @@ class AggregateStage final : public plugin::Stage {
                                       ? " (what one record changes does not fit one commit: raise [queue] "
                                         "max_disk_bytes, or give each record fewer windows with a longer hop)"
                                       : ""));
-      if (stopping || !wait(std::chrono::milliseconds(std::min(100u << std::min(attempt, 5u), 2000u)))) {
+      if (stopping || !wait(std::chrono::duration_cast<std::chrono::milliseconds>(retry.next()))) {
         log::warn(component_, "stopping with uncommitted aggregation progress; it is redone at the next start");
         abandoned_ = true;
         break;

@@ -162,3 +162,89 @@ TEST_CASE("bad input on every input is dead-lettered or refused with a reason, a
   CHECK(tank.process().running());
   CHECK(tank.stop() == 0);
 }
+
+// Issue 18: a record too large for one commit used to spin the file input (~45,000 refused
+// commits a second, the next lines never stored), wedge the MQTT input (never acknowledged,
+// redelivered after every reconnect) and be dropped by the TCP input. Now it is dead-lettered
+// with as much of it as fits, and each input goes on with the next record.
+TEST_CASE("a line or message too large for one commit is dead-lettered and the input goes on",
+          "[integration][inputs][bad-input][too-large]") {
+  Mosquitto broker;
+  TempDir dir;
+  std::filesystem::create_directories(dir / "logs");
+  // max_disk_bytes = 4 MiB: one commit holds 64 KiB.
+  const auto config = write_test_config(
+      dir, "[queue]\nmax_disk_bytes = \"4MiB\"\n\n"
+           "[[inputs.tcp]]\nname = \"tcp\"\nlisten = \"127.0.0.1:0\"\nmax_line_bytes = \"32KiB\"\n\n"
+           "[[inputs.file]]\nname = \"file\"\npaths = [\"" + (dir / "logs" / "*.log").string() +
+           "\"]\nmax_line_bytes = \"32KiB\"\npoll_interval = \"50ms\"\n\n"
+           "[[inputs.mqtt]]\nname = \"mqtt\"\nservers = [\"" + broker.uri() +
+           "\"]\ntopics = [\"big/#\"]\nmax_message_bytes = \"62KiB\"\nformat = \"raw\"\n");
+  auto check = run({tank_binary(), "check", "-c", config.string()});
+  REQUIRE(check.exit_code == 0);
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(dir / "data");
+
+  // A file: a line of 100,000 bytes and one of exactly 65,536 (over max_line_bytes, and their
+  // dead letters once kept more than one commit holds) between good lines.
+  write_file(dir / "logs" / "app.log", "ok-before\n" + std::string(100000, 'x') + "\nok-after\n" +
+                                           std::string(65536, 'y') + "\nok-last\n");
+  // TCP: the same between two good lines, on one connection.
+  int fd = tcp_connect(input_address(dir / "data", "tcp"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, "ok-tcp-1\n" + std::string(100000, 'z') + "\nok-tcp-2\n"));
+  ::close(fd);
+  // MQTT, QoS 1: a message within max_message_bytes whose topic makes its record larger than one
+  // commit, then a small one. Both must be acknowledged (publish_all waits for that).
+  const std::string topic = "big/" + std::string(3000, 't');
+  REQUIRE(publish_all(broker.uri(), topic, {std::string(62 * 1024, 'm'), "ok-mqtt"}, 1, std::chrono::seconds(30)) == 2);
+
+  const std::set<std::string> want = {"ok-before", "ok-after", "ok-last", "ok-tcp-1", "ok-tcp-2", "ok-mqtt"};
+  std::set<std::string> payloads;
+  CHECK(wait_until([&] {
+    payloads = payloads_in(dir / "data" / "queue");
+    return std::includes(payloads.begin(), payloads.end(), want.begin(), want.end());
+  }, std::chrono::seconds(20)));
+  CHECK(payloads.size() == want.size());
+
+  const std::multiset<std::pair<std::string, std::string>> want_letters = {
+      {"file", "line_too_long"}, {"file", "line_too_long"}, {"tcp", "line_too_long"}, {"mqtt", "record_too_large"}};
+  std::vector<boost::json::object> letters;
+  CHECK(wait_until([&] {
+    letters = dead_letters_in(dir / "data");
+    std::multiset<std::pair<std::string, std::string>> got;
+    for (const auto& l : letters) got.emplace(std::string(l.at("input").as_string()), std::string(l.at("reason").as_string()));
+    return got == want_letters;
+  }, std::chrono::seconds(20)));
+  for (const auto& l : letters) {
+    INFO(boost::json::serialize(l));
+    // As much of the original as fits: most of one commit, marked truncated, with its size.
+    CHECK(l.at("truncated").as_bool());
+    CHECK(l.at("original_size").to_number<std::int64_t>() >= 62 * 1024);
+  }
+  // Nothing was refused as too large, so nothing was retried or dropped; tank still runs.
+  const std::string exposition = scrape(metrics);
+  CHECK(metric_value(exposition, "tank_queue_refused_batches_total{reason=\"too_large\"}").value_or(0) == 0);
+  CHECK(metric_value(exposition, "tank_input_dropped_records_total{input=\"tcp\",reason=\"batch_too_large\",type=\"tcp\"}")
+            .value_or(0) == 0);
+  CHECK(tank.process().running());
+  CHECK(tank.stop() == 0);
+}
+
+TEST_CASE("tank check refuses a line or message limit whose largest record cannot fit one commit, and says what fits",
+          "[integration][inputs][too-large][check]") {
+  TempDir dir;
+  // max_disk_bytes = 64 MiB: one commit holds 1 MiB, and the default max_message_bytes is 1 MiB.
+  const auto config = write_test_config(
+      dir, "[queue]\nmax_disk_bytes = \"64MiB\"\n\n"
+           "[[inputs.mqtt]]\nname = \"plant\"\nservers = [\"tcp://127.0.0.1:1883\"]\ntopics = [\"t\"]\n\n"
+           "[[inputs.tcp]]\nname = \"tcp\"\nlisten = \"127.0.0.1:0\"\nmax_line_bytes = \"1MiB\"\n");
+  auto r = run({tank_binary(), "check", "-c", config.string()});
+  CHECK(r.exit_code != 0);
+  INFO(r.err);
+  CHECK(r.err.find("inputs.mqtt[0].max_message_bytes: 1MiB (the default) is more than one record") != std::string::npos);
+  CHECK(r.err.find("the largest max_message_bytes that fits is 1047527 bytes: set max_message_bytes = \"1022KiB\" or less") !=
+        std::string::npos);
+  CHECK(r.err.find("inputs.tcp[0].max_line_bytes: 1MiB is more than one record") != std::string::npos);
+  CHECK(r.err.find("the largest max_line_bytes that fits is 1047529 bytes") != std::string::npos);
+}

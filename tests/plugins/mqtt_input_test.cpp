@@ -179,22 +179,6 @@ TEST_CASE("mqtt: a message over max_message_bytes is dead-lettered and acknowled
   CHECK(letter.detail.find("topic \"d\"") != std::string::npos);
 }
 
-TEST_CASE("mqtt: reconnect delays grow exponentially to the cap, with jitter", "[input][mqtt]") {
-  using std::chrono::milliseconds;
-  for (unsigned attempt = 0; attempt < 20; ++attempt) {
-    for (std::uint64_t r : {0ULL, 1ULL, 12345ULL, ~0ULL}) {
-      auto d = input::reconnect_delay(attempt, milliseconds(500), milliseconds(60000), r);
-      CHECK(d >= milliseconds(250));
-      CHECK(d <= milliseconds(60000));
-      CHECK(d <= milliseconds(500LL << std::min(attempt, 20u)));
-    }
-  }
-  CHECK(input::reconnect_delay(10, milliseconds(500), milliseconds(60000), 59000) > milliseconds(30000));
-  // Different random draws spread a fleet out.
-  CHECK(input::reconnect_delay(6, milliseconds(500), milliseconds(60000), 1) !=
-        input::reconnect_delay(6, milliseconds(500), milliseconds(60000), 20000));
-}
-
 TEST_CASE("mqtt: a message larger than the read buffer is skipped while read and dead-lettered", "[input][mqtt]") {
   Mosquitto broker;
   InputRig rig(mqtt_config(broker, "topics = [\"huge\"]\nmax_message_bytes = \"1KiB\"\n"), input_queue_options("q"));
