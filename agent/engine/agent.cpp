@@ -23,6 +23,7 @@
 #include "common/systemd_notify.hpp"
 #include "common/units.hpp"
 #include "engine/agent_config.hpp"
+#include "engine/agent_identity.hpp"
 #include <boost/json.hpp>
 #include <prometheus/counter.h>
 
@@ -178,6 +179,11 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     log::error(kComponent, "{}", lock_error);
     return 1;
   }
+  // The id is in every idempotency key: kept in the data directory so that a renamed host keeps it.
+  const AgentIdentity identity = resolve_agent_identity(agent.data_dir, agent.configured_id);
+  for (const std::string& warning : identity.warnings) log::warn(kComponent, "{}", warning);
+  for (const std::string& note : identity.notes) log::info(kComponent, "{}", note);
+  const std::string& agent_id = identity.id;
 
   const std::filesystem::path state_path = run_state_path(agent.data_dir);
   std::string state_error;
@@ -187,7 +193,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   state.pid = ::getpid();
   state.boot_id = fs::boot_id();
   state.version = build::version;
-  state.agent_id = agent.id;
+  state.agent_id = agent_id;
   state.started_ns = clock.wall_ns();
   // Until this run stops cleanly it counts as one more run that did not.
   state.unclean_exits = unclean_exits(previous);
@@ -255,7 +261,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
     }
   }
 
-  PipelineContext pipeline_context{*queue, registry, clock, agent.id, agent.data_dir};
+  PipelineContext pipeline_context{*queue, registry, clock, agent_id, agent.data_dir};
   // The pipeline is replaced by a reload; the control socket's thread reads it meanwhile.
   std::mutex pipeline_mutex;
   std::unique_ptr<Pipeline> pipeline;
@@ -359,7 +365,7 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   state.inputs = pipeline->listening();
   if (std::string error = write_run_state(state_path, state); !error.empty()) log::warn(kComponent, "{}", error);
   systemd::notify("READY=1\nSTATUS=running");
-  log::info(kComponent, "tank {} running: agent id \"{}\", data_dir {}, {}", build::version, agent.id,
+  log::info(kComponent, "tank {} running: agent id \"{}\", data_dir {}, {}", build::version, agent_id,
             agent.data_dir.string(),
             server ? fmt::format("metrics on http://{}/metrics", state.metrics_address) : "metrics endpoint off");
 

@@ -1,10 +1,9 @@
 #include "engine/agent_config.hpp"
 #include "engine/routes.hpp"
 
-#include <unistd.h>
-
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 #include "common/units.hpp"
@@ -26,13 +25,16 @@ const Option kAgentOptions[] = {
      .type = Type::string,
      .default_value = "",
      .description = "Names this agent in idempotency keys, metrics and logs: letters, digits, '.', '_' and '-', at "
-                    "most 64.",
-     .default_note = "the host name"},
+                    "most 64. The id of the first start is stored in data_dir/agent-id and kept by later starts, "
+                    "also when the host is renamed; setting agent.id replaces it (logged as a warning: batches sent "
+                    "before then carry keys with the old id).",
+     .default_note = "data_dir/agent-id, else the host name"},
     {.name = "data_dir",
      .type = Type::string,
      .default_value = "\"/var/lib/tank\"",
-     .description = "Directory for the queue (data_dir/queue), the run state (data_dir/run.json) and the lock "
-                    "that keeps a second tank out. Created if missing; must be writable."},
+     .description = "Directory for the queue (data_dir/queue), the run state (data_dir/run.json), the agent's id "
+                    "(data_dir/agent-id) and the lock that keeps a second tank out. Created if missing; must be "
+                    "writable."},
     {.name = "log_level",
      .type = Type::choice,
      .default_value = "\"info\"",
@@ -103,19 +105,6 @@ const config::Section kMetricsSection{
     .check = check_metrics,
 };
 
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "tank";
-  std::string out;
-  for (char c : std::string_view(buf)) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
-    out.push_back(ok ? c : '-');
-  }
-  if (out.size() > 64) out.resize(64);
-  return out;
-}
-
 // Input names are unique (records, metrics and routes refer to them) and well formed.
 void check_input_names(const config::Document& document, config::Diagnostics& diagnostics) {
   std::map<std::string, const config::SectionValues*> seen;
@@ -171,14 +160,13 @@ void check_record_limits(const config::Document& document, config::Diagnostics& 
 
 }  // namespace
 
+bool is_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == '-';
+}
+
 bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-';
-    if (!ok) return false;
-  }
-  return true;
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), is_id_char);
 }
 
 const config::Section& agent_section() { return kAgentSection; }
@@ -213,7 +201,7 @@ config::LoadResult load_configuration(const std::filesystem::path& path, const c
 AgentSettings agent_settings(const config::Document& document) {
   const auto& v = document.section("agent");
   AgentSettings s;
-  s.id = v.has("id") ? v.string("id") : host_name();
+  if (v.has("id")) s.configured_id = v.string("id");
   s.data_dir = v.string("data_dir");
   s.stall_timeout = v.duration("stall_timeout");
   const std::string& level = v.choice("log_level");

@@ -22,6 +22,8 @@ const config::Section& metrics_section();
 
 // Whether `id` is a valid agent id or plugin instance name: 1 to 64 letters, digits, '.', '_', '-'.
 bool valid_id(std::string_view id);
+// Whether `c` may appear in an id: a letter, a digit, '.', '_' or '-'.
+bool is_id_char(char c);
 
 // Core sections first ([agent], [queue], [metrics]), then every plugin in `plugins`, and the
 // cross-section checks (input names, record limits, routes, the queue's map in the address space). The
@@ -37,7 +39,9 @@ config::LoadResult load_configuration(const std::filesystem::path& path, const c
                                       const config::LoadOptions& options = {});
 
 struct AgentSettings {
-  std::string id;                 // agent.id, or the host name
+  // agent.id as configured, "" when unset: then data_dir/agent-id or the host name gives the id,
+  // chosen at start (engine/agent_identity.hpp).
+  std::string configured_id;
   std::filesystem::path data_dir;
   log::Config log;
   std::chrono::nanoseconds stall_timeout{std::chrono::seconds(20)};

@@ -3,10 +3,12 @@
 // embedded default configuration.
 //
 // Files are named <output>-<UTC time of creation>.ndjson, with .zst or .gz appended when the
-// batches are compressed: each batch is one zstd frame or gzip member, and concatenated frames
-// and members are what `zstdcat` and `zcat` read as one stream. A new file is started when the
-// current one would pass max_file_bytes or is older than max_file_age; beyond max_files the
-// oldest are deleted. A batch sent again after a crash (at-least-once) may appear twice.
+// batches are compressed (file_names.hpp): each batch is one zstd frame or gzip member, and
+// concatenated frames and members are what `zstdcat` and `zcat` read as one stream. A new file is
+// started when the current one would pass max_file_bytes or is older than max_file_age; beyond
+// max_files the oldest of this output's files are deleted (names of exactly its own form, so
+// outputs may share a directory). A batch sent again after a crash (at-least-once) may appear
+// twice.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,13 +17,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "file_names.hpp"
 
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -54,7 +57,9 @@ const Option kOptions[] = {
      .type = Type::integer,
      .default_value = "24",
      .description = "The most files of this output kept in the directory; the oldest are deleted beyond it, so "
-                    "the directory holds at most max_files x max_file_bytes (plus one batch).",
+                    "the directory holds at most max_files x max_file_bytes (plus one batch). Its files are the names "
+                    "of exactly its form, <name>-<UTC time>[-<n>].ndjson[.zst|.gz]: other files, those of other "
+                    "outputs in the same directory too, are never deleted.",
      .min = "1",
      .max = "1000000"},
 };
@@ -81,18 +86,12 @@ const config::Section kSection{
     .check = check,
 };
 
-std::string extension_of(std::string_view compression) {
-  if (compression == "zstd") return ".ndjson.zst";
-  if (compression == "gzip") return ".ndjson.gz";
-  return ".ndjson";
-}
-
 class FileOutput final : public plugin::Output {
  public:
   FileOutput(const config::SectionValues& v, const plugin::OutputContext& context)
       : name_(context.name),
         directory_(v.string("directory")),
-        extension_(extension_of(v.choice("compression"))),
+        extension_(file_output::extension_of(v.choice("compression"))),
         max_file_bytes_(v.size("max_file_bytes")),
         max_file_age_(v.duration("max_file_age")),
         max_files_(static_cast<std::size_t>(v.integer("max_files"))),
@@ -147,13 +146,8 @@ class FileOutput final : public plugin::Output {
 
  private:
   std::string open_file(std::int64_t now) {
-    const std::time_t seconds = static_cast<std::time_t>(now / 1'000'000'000);
-    std::tm tm{};
-    gmtime_r(&seconds, &tm);
-    const std::string stamp = fmt::format("{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                                          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (now / 1'000'000) % 1000);
     for (int n = 0;; ++n) {
-      path_ = directory_ / (fmt::format("{}-{}{}", name_, stamp, n == 0 ? "" : fmt::format("-{}", n)) + extension_);
+      path_ = directory_ / file_output::file_name(name_, now, n, extension_);
       fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
       if (fd_ >= 0 || errno != EEXIST) break;
     }
@@ -189,14 +183,13 @@ class FileOutput final : public plugin::Output {
     fd_ = -1;
   }
 
-  // Deletes the oldest files of this output beyond max_files (names sort by creation time).
+  // Deletes the oldest files of this output beyond max_files (names sort by creation time). Its
+  // files are the names of exactly its form: another output's name may start with "<name>-".
   void prune() {
     std::vector<fs::path> mine;
     std::error_code ec;
-    const std::string prefix = name_ + "-";
     for (const auto& entry : fs::directory_iterator(directory_, ec)) {
-      const std::string file = entry.path().filename().string();
-      if (file.starts_with(prefix) && file.ends_with(extension_)) mine.push_back(entry.path());
+      if (file_output::is_file_of(entry.path().filename().string(), name_, extension_)) mine.push_back(entry.path());
     }
     if (mine.size() <= max_files_) return;
     std::sort(mine.begin(), mine.end());

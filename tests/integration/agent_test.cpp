@@ -4,11 +4,15 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "queue/queue.hpp"
 #include "support/http_upstream.hpp"
+#include "support/input_helpers.hpp"
 #include "support/mosquitto.hpp"
 #include "support/queue_helpers.hpp"
 #include "support/tank_process.hpp"
@@ -38,6 +42,22 @@ void store_earlier_records(const std::filesystem::path& data_dir, const queue::R
 ProcessResult promtool_check(const TempDir& dir, const std::string& exposition) {
   write_file(dir / "scrape.txt", exposition);
   return run({"/bin/sh", "-c", "promtool check metrics < " + (dir / "scrape.txt").string() + " 2>&1"});
+}
+
+
+// A prefix for TankProcess that runs tank under the host name `host`: in a UTS namespace of its
+// own (unshare(1)), so the machine's host name stays as it is.
+std::vector<std::string> as_host(const std::string& host) {
+  return {"/usr/bin/unshare", "--uts", "/bin/sh", "-c", "hostname \"$0\" && exec \"$@\"", host};
+}
+
+// Whether this machine lets a test rename the host for one process (unshare --uts needs root or
+// CAP_SYS_ADMIN).
+bool can_rename_host() {
+  if (!std::filesystem::exists("/usr/bin/unshare")) return false;
+  auto argv = as_host("tank-probe");
+  argv.push_back("/bin/true");
+  return run(argv).exit_code == 0;
 }
 
 }  // namespace
@@ -285,4 +305,100 @@ TEST_CASE("the embedded default configuration takes JSON over HTTP on loopback a
   }));
   CHECK(archived == "{\"device\":\"d1\",\"temp\":21.5}\n{\"device\":\"d2\",\"temp\":19.0}\n");
   CHECK(tank.stop() == 0);
+}
+
+TEST_CASE("the agent id of the first start is kept in data_dir/agent-id: a batch retried after the host was renamed "
+          "keeps its idempotency key, and agent.id replaces the id with a warning",
+          "[agent][identity]") {
+  const bool rename = can_rename_host();
+  if (!rename) WARN("unshare --uts is not permitted here: the host keeps its name, the id file is written beforehand");
+  TempDir dir;
+  const auto data = dir / "data";
+  HttpUpstream upstream;
+  using R = HttpUpstream::Reply;
+  upstream.script(std::vector<R>(100000, R{.status = 503}));
+  const std::string body = fmt::format(
+      "[agent]\ndata_dir = \"{}\"\nlog_format = \"text\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n"
+      "[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+      "[[outputs.http]]\nname = \"cloud\"\nurl = \"{}\"\nlinger = \"0s\"\nretry_initial = \"10ms\"\n"
+      "retry_max = \"50ms\"\nbreaker_failures = 1000000\n",
+      data.string(), upstream.url());
+  write_file(dir / "tank.toml", body);
+  auto start = [&](const std::string& host) {
+    return std::make_unique<TankProcess>(dir / "tank.toml", std::map<std::string, std::string>{},
+                                         rename ? as_host(host) : std::vector<std::string>{});
+  };
+  auto send = [&](const std::string& line) {
+    int fd = tcp_connect(input_address(data, "plant"));
+    REQUIRE(fd >= 0);
+    REQUIRE(send_all(fd, line + "\n"));
+    ::close(fd);
+  };
+
+  // tank check reads the configuration only: no data directory, no id stored.
+  CHECK(tank_cmd({"check", "-c", (dir / "tank.toml").string()}).exit_code == 0);
+  CHECK_FALSE(std::filesystem::exists(data));
+
+  // First start on host-a: its host name is the id, stored; the batch is refused (503) and retried.
+  if (!rename) {
+    std::filesystem::create_directories(data);
+    write_file(data / "agent-id", "host-a\n");
+  }
+  auto tank = start("host-a");
+  tank->wait_running(data);
+  send(R"({"n":1})");
+  REQUIRE(wait_until([&] { return upstream.received().size() >= 2; }));
+  const std::string key = upstream.received().front().key;
+  CHECK(key.starts_with("host-a/cloud/"));
+  CHECK(tank->stop() == 0);
+  INFO(tank->process().err());
+  CHECK(contains(tank->process().err(), "running: agent id \"host-a\""));
+  if (rename) CHECK(contains(tank->process().err(), "agent id \"host-a\" (the host name) stored in " + (data / "agent-id").string()));
+  CHECK(read_file(data / "agent-id") == "host-a\n");
+  for (const auto& r : upstream.received()) CHECK(r.key == key);
+
+  // The host is renamed host-b: the same batch is sent again with the same key, and delivered.
+  upstream.script({});
+  const std::size_t before = upstream.received().size();
+  tank = start("host-b");
+  tank->wait_running(data);
+  REQUIRE(wait_until([&] {
+    const auto received = upstream.received();
+    return received.size() > before && received.back().answered == 200;
+  }));
+  CHECK(upstream.received().back().key == key);
+  CHECK(upstream.received().back().body == "{\"n\":1}\n");
+  CHECK(tank->stop() == 0);
+  INFO(tank->process().err());
+  CHECK(contains(tank->process().err(), "running: agent id \"host-a\""));
+  if (rename) CHECK(contains(tank->process().err(), "not the host name \"host-b\""));
+  CHECK_FALSE(contains(tank->process().err(), "warn  agent:"));
+
+  // agent.id set: it wins, the change is a warning, and it is stored.
+  write_file(dir / "tank.toml", "[agent]\nid = \"gw-7\"\n" + body.substr(std::string("[agent]\n").size()));
+  tank = start("host-b");
+  tank->wait_running(data);
+  send(R"({"n":2})");
+  REQUIRE(wait_until([&] { return upstream.received().back().body == "{\"n\":2}\n"; }));
+  CHECK(upstream.received().back().key.starts_with("gw-7/cloud/"));
+  CHECK(tank->stop() == 0);
+  INFO(tank->process().err());
+  CHECK(contains(tank->process().err(), "agent.id changed from \"host-a\" to \"gw-7\"; idempotency keys of batches "
+                                        "sent before now differ"));
+  CHECK(contains(tank->process().err(), "running: agent id \"gw-7\""));
+  CHECK(read_file(data / "agent-id") == "gw-7\n");
+
+  // A damaged id file: a warning, the host name (or agent.id) instead, and tank runs.
+  write_file(dir / "tank.toml", body);
+  write_file(data / "agent-id", "not an id!\n");
+  tank = start("host-c");
+  tank->wait_running(data);
+  CHECK(tank->stop() == 0);
+  INFO(tank->process().err());
+  CHECK(contains(tank->process().err(), (data / "agent-id").string() + " does not hold an agent id (it holds \"not an "
+                                        "id!?\""));
+  if (rename) {
+    CHECK(contains(tank->process().err(), "running: agent id \"host-c\""));
+    CHECK(read_file(data / "agent-id") == "host-c\n");
+  }
 }

@@ -156,6 +156,62 @@ TEST_CASE("outputs.file: max_files bounds the directory, and json_array is refus
   CHECK(r.err.find("no input is named \"nope\"") != std::string::npos);
 }
 
+TEST_CASE("outputs.file: two outputs in one directory, one's name the other's with a suffix (arc, arc-1), each "
+          "prunes only its own files",
+          "[integration][outputs][file]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto out = dir / "out";
+  // "arc" keeps 2 files, "arc-1" all of its own. Every name of "arc-1" starts with "arc-" too.
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n\n"
+                       "[[inputs.tcp]]\nname = \"b\"\nlisten = \"127.0.0.1:0\"\n\n"
+                       "[[outputs.file]]\nname = \"arc\"\ninputs = [\"b\"]\ndirectory = \"{0}\"\ncompression = \"none\"\n"
+                       "batch_max_records = 10\nlinger = \"0s\"\nmax_file_bytes = \"4KiB\"\nmax_files = 2\n\n"
+                       "[[outputs.file]]\nname = \"arc-1\"\ninputs = [\"a\"]\ndirectory = \"{0}\"\ncompression = \"none\"\n"
+                       "batch_max_records = 10\nlinger = \"0s\"\nmax_file_bytes = \"4KiB\"\nmax_files = 100\n",
+                       out.string()));
+  auto r = run({tank_binary(), "check", "-c", config.string()});
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("warning") == std::string::npos);
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  auto send_lines = [&](const std::string& input, int count) {
+    std::string text;
+    for (int i = 0; i < count; ++i) text += fmt::format("{} {:06d} {}", input, i, std::string(40, 'x')) + "\n";
+    int fd = tcp_connect(input_address(data, input));
+    REQUIRE(fd >= 0);
+    REQUIRE(send_all(fd, text));
+    ::close(fd);
+  };
+  auto delivered = [&](const std::string& output) {
+    return metric_value(scrape(metrics),
+                        fmt::format(R"(tank_output_records_total{{output="{}",result="delivered",type="file"}})", output))
+        .value_or(0);
+  };
+  auto files_of = [&](const std::string& prefix) {
+    std::vector<std::filesystem::path> mine;
+    for (const auto& f : files_in(out)) {
+      const std::string name = f.filename().string();
+      if (name.starts_with(prefix) && (prefix != "arc-" || !name.starts_with("arc-1-"))) mine.push_back(f);
+    }
+    return mine;
+  };
+  // First "arc-1" writes its files (some 30 of 4 KiB), then "arc" rotates past its max_files.
+  send_lines("a", 2000);
+  REQUIRE(wait_until([&] { return delivered("arc-1") == 2000; }, std::chrono::seconds(30)));
+  const std::size_t arc1_files = files_of("arc-1-").size();
+  CHECK(arc1_files >= 10);
+  send_lines("b", 1000);
+  REQUIRE(wait_until([&] { return delivered("arc") == 1000; }, std::chrono::seconds(30)));
+  CHECK(files_of("arc-").size() == 2);
+  CHECK(files_of("arc-1-").size() == arc1_files);
+  std::size_t arc1_lines = 0;
+  for (const auto& f : files_of("arc-1-")) arc1_lines += lines_of(read_file(f)).size();
+  CHECK(arc1_lines == 2000);
+  CHECK(tank.stop() == 0);
+}
+
 TEST_CASE("fan-out: a dead output does not hold back the others and tank queue stats shows its lag in records and "
           "in bytes and age",
           "[integration][outputs][file]") {

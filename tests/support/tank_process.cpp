@@ -17,9 +17,13 @@ std::filesystem::path write_test_config(const TempDir& dir, const std::string& e
   return path;
 }
 
-TankProcess::TankProcess(const std::filesystem::path& config, std::map<std::string, std::string> env)
-    : process_(std::make_unique<Process>(std::vector<std::string>{tank_binary(), "run", "-c", config.string()},
-                                         std::move(env))) {}
+TankProcess::TankProcess(const std::filesystem::path& config, std::map<std::string, std::string> env,
+                         std::vector<std::string> prefix) {
+  for (std::string arg : {tank_binary(), std::string("run"), std::string("-c"), config.string()}) {
+    prefix.push_back(std::move(arg));
+  }
+  process_ = std::make_unique<Process>(std::move(prefix), std::move(env));
+}
 
 std::string TankProcess::wait_running(const std::filesystem::path& data_dir) {
   std::string address;

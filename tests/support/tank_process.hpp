@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "support/helpers.hpp"
 
@@ -19,8 +20,10 @@ std::filesystem::path write_test_config(const TempDir& dir, const std::string& e
 
 class TankProcess {
  public:
-  // Starts `tank run -c config`.
-  explicit TankProcess(const std::filesystem::path& config, std::map<std::string, std::string> env = {});
+  // Starts `tank run -c config`, through `prefix` when it is not empty: a command that runs the
+  // arguments after its own (e.g. unshare).
+  explicit TankProcess(const std::filesystem::path& config, std::map<std::string, std::string> env = {},
+                       std::vector<std::string> prefix = {});
 
   // Waits until data_dir/run.json says "running" for this process; returns the metrics
   // address, or fails the test with tank's stderr.

@@ -37,7 +37,7 @@ TEST_CASE("the embedded default configuration is valid and silent", "[config][de
   CHECK(r.diagnostics.all().empty());
   auto agent = engine::agent_settings(*r.document);
   CHECK(agent.data_dir == "/var/lib/tank");
-  CHECK_FALSE(agent.id.empty());
+  CHECK(agent.configured_id.empty());  // data_dir/agent-id or the host name, at start
   auto metrics = engine::metrics_settings(*r.document);
   CHECK(metrics.enabled);
   CHECK(metrics.listen.host == "127.0.0.1");
