@@ -145,18 +145,18 @@ TEST_CASE("http: idle_timeout is the longest silence: a slow request is served, 
   const std::string body = "{\"sent\":\"slowly, a few bytes at a time, over a link that is slow\"}";
   const std::string header = "POST / HTTP/1.1\r\nHost: tank\r\nContent-Type: application/json\r\nContent-Length: " +
                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
-  // The header in 5 pieces and the body in 5, 0.3 s apart: 2.7 s in all, each part longer than
-  // idle_timeout, no silence as long.
+  // The header in 7 pieces and the body in 7, 0.2 s apart: each part takes 1.2 s, longer than
+  // idle_timeout, with no silence as long (a loaded machine may stretch a pause by 0.8 s).
   std::vector<std::string> pieces;
   for (const std::string* part : {&header, &body}) {
-    const std::size_t step = part->size() / 5 + 1;
+    const std::size_t step = (part->size() + 6) / 7;
     for (std::size_t i = 0; i < part->size(); i += step) pieces.push_back(part->substr(i, step));
   }
   int slow = tcp_connect(at);
   REQUIRE(slow >= 0);
   const auto started = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < pieces.size(); ++i) {
-    if (i > 0) std::this_thread::sleep_for(300ms);  // the pace of the slow client, not a wait for tank
+    if (i > 0) std::this_thread::sleep_for(200ms);  // the pace of the slow client, not a wait for tank
     REQUIRE(send_all(slow, pieces[i]));
   }
   CHECK(std::chrono::steady_clock::now() - started > 2s);
