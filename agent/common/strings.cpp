@@ -166,4 +166,20 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
+std::string redact_url_userinfo(std::string_view url) {
+  const std::size_t at = url.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  // A scheme is a letter, then letters, digits, '+', '-' or '.' (RFC 3986, section 3.1); a
+  // "://" after anything else is part of the userinfo.
+  std::size_t start = 0;
+  if (const std::size_t sep = url.find("://"); sep != std::string_view::npos && sep < at && sep > 0) {
+    bool scheme = std::isalpha(static_cast<unsigned char>(url[0])) != 0;
+    for (char c : url.substr(0, sep)) {
+      scheme = scheme && (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '+' || c == '-' || c == '.');
+    }
+    if (scheme) start = sep + 3;
+  }
+  return std::string(url.substr(0, start)) + "***" + std::string(url.substr(at));
+}
+
 }  // namespace tank::strings

@@ -40,4 +40,13 @@ void append_json_string(std::string& out, std::string_view s);
 // Standard base64 (RFC 4648, with padding) of `bytes`.
 std::string base64(std::string_view bytes);
 
+// `url` as a message or a log line may show it: the userinfo ("user:password@") replaced by
+// "***@", so "http://alice:pw@proxy:3128" becomes "http://***@proxy:3128". The userinfo is
+// everything between "scheme://" (or the start, without a scheme, as in HTTPS_PROXY=
+// alice:pw@proxy:3128) and the last '@', even past a '/', '?' or '#' (a password with one of
+// them unescaped): a URL whose path has an '@' is then shown cut short, never with a password.
+// Text without an '@' comes back as it is. Works on any text, valid URL or not: it is meant
+// for the error messages about invalid ones.
+std::string redact_url_userinfo(std::string_view url);
+
 }  // namespace tank::strings

@@ -36,17 +36,29 @@ Location at(const Context& ctx, const toml::source_region& region) {
   return Location{ctx.file, static_cast<int>(region.begin.line), static_cast<int>(region.begin.column)};
 }
 
-std::string describe(const toml::node& node) {
-  if (auto s = node.as_string()) {
-    std::string_view text = s->get();
-    if (text.size() > 60) return fmt::format("\"{}...\"", strings::printable(text, 60));
-    return fmt::format("\"{}\"", strings::printable(text, 60));
+// What a diagnostic shows of a secret option's value: never the value, not even a part of it.
+constexpr std::string_view kSecretNotShown = "(not shown: the option is secret)";
+
+// A text the user wrote (or got by substitution), quoted and cut for a diagnostic.
+std::string describe_text(std::string_view text, bool secret) {
+  if (secret) return fmt::format("a string {}", kSecretNotShown);
+  if (text.size() > 60) return fmt::format("\"{}...\"", strings::printable(text, 60));
+  return fmt::format("\"{}\"", strings::printable(text, 60));
+}
+
+// A value the user wrote, for a diagnostic; of a `secret` option's value only its kind.
+std::string describe(const toml::node& node, bool secret = false) {
+  if (auto s = node.as_string()) return describe_text(s->get(), secret);
+  if (node.is_table()) return "a table";
+  if (node.is_array()) return "an array";
+  if (secret) {
+    if (node.is_integer()) return fmt::format("an integer {}", kSecretNotShown);
+    if (node.is_floating_point()) return fmt::format("a number {}", kSecretNotShown);
+    if (node.is_boolean()) return fmt::format("true or false {}", kSecretNotShown);
   }
   if (auto i = node.as_integer()) return fmt::format("{}", i->get());
   if (auto f = node.as_floating_point()) return fmt::format("{}", f->get());
   if (auto b = node.as_boolean()) return b->get() ? "true" : "false";
-  if (node.is_table()) return "a table";
-  if (node.is_array()) return "an array";
   return "a date or time";
 }
 
@@ -116,7 +128,9 @@ int compare(const Value::Data& data, const Bound& b) {
   return 0;
 }
 
-std::string render(const Value& value) {
+// A parsed value, for a diagnostic; of a `secret` option's value nothing.
+std::string render(const Value& value, bool secret) {
+  if (secret) return std::string(kSecretNotShown);
   return std::visit(
       [&](const auto& v) -> std::string {
         using T = std::decay_t<decltype(v)>;
@@ -228,9 +242,10 @@ class SectionParser {
     section_failed_ = true;
   }
 
-  // A string node with ${VAR} substituted; reports and returns nullopt on a bad reference.
-  std::optional<std::string> substituted(const toml::node& node, const std::string& key) {
-    auto result = substitute_environment(node.as_string()->get(), ctx_.options.environment);
+  // A string node with ${VAR} substituted; reports and returns nullopt on a bad reference (of a
+  // `secret` option's value, the report quotes nothing of it).
+  std::optional<std::string> substituted(const toml::node& node, const std::string& key, bool secret = false) {
+    auto result = substitute_environment(node.as_string()->get(), ctx_.options.environment, secret);
     if (!result) {
       fail(at(ctx_, node.source()), key, result.error);
       return std::nullopt;
@@ -296,6 +311,9 @@ class SectionParser {
 
   std::optional<Value> parse(const toml::node& node, const Option& option, const std::string& key, bool is_default) {
     Location where = at(ctx_, node.source());
+    // What the diagnostics below show of the value: of a secret option's, only its kind.
+    auto shown = [&](const toml::node& n) { return describe(n, option.secret); };
+    auto shown_text = [&](std::string_view text) { return describe_text(text, option.secret); };
     Value value;
     value.type = option.type;
     value.where = where;
@@ -307,16 +325,16 @@ class SectionParser {
       if (!node.is_string()) return std::nullopt;
       std::string_view raw = node.as_string()->get();
       if (raw.find("${") == std::string_view::npos) return std::nullopt;
-      return substituted(node, key);
+      return substituted(node, key, option.secret);
     };
 
     switch (option.type) {
       case Type::string: {
         if (!node.is_string()) {
-          fail(where, key, fmt::format("expected a string, got {}", describe(node)));
+          fail(where, key, fmt::format("expected a string, got {}", shown(node)));
           return std::nullopt;
         }
-        auto s = substituted(node, key);
+        auto s = substituted(node, key, option.secret);
         if (!s) return std::nullopt;
         value.data = std::move(*s);
         break;
@@ -328,11 +346,11 @@ class SectionParser {
           if (*s == "true") value.data = true;
           else if (*s == "false") value.data = false;
           else {
-            fail(where, key, fmt::format("expected true or false, got \"{}\" after substitution", *s));
+            fail(where, key, fmt::format("expected true or false, got {} after substitution", shown_text(*s)));
             return std::nullopt;
           }
         } else {
-          fail(where, key, fmt::format("expected true or false, got {}", describe(node)));
+          fail(where, key, fmt::format("expected true or false, got {}", shown(node)));
           return std::nullopt;
         }
         break;
@@ -343,20 +361,20 @@ class SectionParser {
         } else if (auto s = from_env_string()) {
           auto parsed = parse_number<std::int64_t>(*s);
           if (!parsed) {
-            fail(where, key, fmt::format("expected an integer, got \"{}\" after substitution", *s));
+            fail(where, key, fmt::format("expected an integer, got {} after substitution", shown_text(*s)));
             return std::nullopt;
           }
           value.data = *parsed;
         } else {
           std::string hint = node.is_string() ? " (write numbers without quotes)" : "";
-          fail(where, key, fmt::format("expected an integer, got {}{}", describe(node), hint));
+          fail(where, key, fmt::format("expected an integer, got {}{}", shown(node), hint));
           return std::nullopt;
         }
         break;
       }
       case Type::number: {
         if (auto f = node.as_floating_point(); f && !std::isfinite(f->get())) {
-          fail(where, key, fmt::format("expected a finite number, got {}", describe(node)));
+          fail(where, key, fmt::format("expected a finite number, got {}", shown(node)));
           return std::nullopt;
         } else if (f) {
           value.data = f->get();
@@ -365,13 +383,13 @@ class SectionParser {
         } else if (auto s = from_env_string()) {
           auto parsed = parse_double(*s);
           if (!parsed || !std::isfinite(*parsed)) {
-            fail(where, key, fmt::format("expected a number, got \"{}\" after substitution", *s));
+            fail(where, key, fmt::format("expected a number, got {} after substitution", shown_text(*s)));
             return std::nullopt;
           }
           value.data = *parsed;
         } else {
           std::string hint = node.is_string() ? " (write numbers without quotes)" : "";
-          fail(where, key, fmt::format("expected a number, got {}{}", describe(node), hint));
+          fail(where, key, fmt::format("expected a number, got {}{}", shown(node), hint));
           return std::nullopt;
         }
         break;
@@ -384,7 +402,7 @@ class SectionParser {
           }
           value.data = static_cast<std::uint64_t>(i->get());
         } else if (node.is_string()) {
-          auto s = substituted(node, key);
+          auto s = substituted(node, key, option.secret);
           if (!s) return std::nullopt;
           auto parsed = units::parse_size(*s);
           if (!parsed) {
@@ -393,14 +411,14 @@ class SectionParser {
           }
           value.data = *parsed.value;
         } else {
-          fail(where, key, fmt::format("expected a size such as \"64MiB\", got {}", describe(node)));
+          fail(where, key, fmt::format("expected a size such as \"64MiB\", got {}", shown(node)));
           return std::nullopt;
         }
         break;
       }
       case Type::duration: {
         if (node.is_string()) {
-          auto s = substituted(node, key);
+          auto s = substituted(node, key, option.secret);
           if (!s) return std::nullopt;
           auto parsed = units::parse_duration(*s);
           if (!parsed) {
@@ -414,7 +432,7 @@ class SectionParser {
                            i->get(), i->get()));
           return std::nullopt;
         } else {
-          fail(where, key, fmt::format("expected a duration such as \"200ms\", got {}", describe(node)));
+          fail(where, key, fmt::format("expected a duration such as \"200ms\", got {}", shown(node)));
           return std::nullopt;
         }
         break;
@@ -422,7 +440,7 @@ class SectionParser {
       case Type::string_list: {
         const toml::array* array = node.as_array();
         if (array == nullptr) {
-          fail(where, key, fmt::format("expected a list of strings such as [\"a\", \"b\"], got {}", describe(node)));
+          fail(where, key, fmt::format("expected a list of strings such as [\"a\", \"b\"], got {}", shown(node)));
           return std::nullopt;
         }
         std::vector<std::string> items;
@@ -431,11 +449,11 @@ class SectionParser {
           const toml::node& element = *array->get(i);
           std::string element_key = fmt::format("{}[{}]", key, i);
           if (!element.is_string()) {
-            fail(at(ctx_, element.source()), element_key, fmt::format("expected a string, got {}", describe(element)));
+            fail(at(ctx_, element.source()), element_key, fmt::format("expected a string, got {}", shown(element)));
             ok = false;
             continue;
           }
-          auto s = substituted(element, element_key);
+          auto s = substituted(element, element_key, option.secret);
           if (!s) {
             ok = false;
             continue;
@@ -450,7 +468,7 @@ class SectionParser {
         const toml::table* table = node.as_table();
         if (table == nullptr) {
           fail(where, key,
-               fmt::format("expected a table of lists such as {{ temp = [\"min\", \"max\"] }}, got {}", describe(node)));
+               fmt::format("expected a table of lists such as {{ temp = [\"min\", \"max\"] }}, got {}", shown(node)));
           return std::nullopt;
         }
         ListTable entries;
@@ -460,7 +478,7 @@ class SectionParser {
           const toml::array* array = list_node.as_array();
           if (array == nullptr) {
             fail(at(ctx_, list_node.source()), entry_key,
-                 fmt::format("expected a list of strings such as [\"a\", \"b\"], got {}", describe(list_node)));
+                 fmt::format("expected a list of strings such as [\"a\", \"b\"], got {}", shown(list_node)));
             ok = false;
             continue;
           }
@@ -469,14 +487,14 @@ class SectionParser {
             const toml::node& element = *array->get(i);
             std::string element_key = fmt::format("{}[{}]", entry_key, i);
             if (!element.is_string()) {
-              fail(at(ctx_, element.source()), element_key, fmt::format("expected a string, got {}", describe(element)));
+              fail(at(ctx_, element.source()), element_key, fmt::format("expected a string, got {}", shown(element)));
               ok = false;
               continue;
             }
             std::string item = element.as_string()->get();
             if (!option.choices.empty() &&
                 std::find(option.choices.begin(), option.choices.end(), item) == option.choices.end()) {
-              std::string message = fmt::format("expected one of {}, got \"{}\"", choices(option), item);
+              std::string message = fmt::format("expected one of {}, got {}", choices(option), shown_text(item));
               if (auto suggestion = strings::closest(item, option.choices)) {
                 message += fmt::format(" (did you mean \"{}\"?)", *suggestion);
               }
@@ -502,15 +520,15 @@ class SectionParser {
       }
       case Type::choice: {
         if (!node.is_string()) {
-          fail(where, key, fmt::format("expected one of {}, got {}", choices(option), describe(node)));
+          fail(where, key, fmt::format("expected one of {}, got {}", choices(option), shown(node)));
           return std::nullopt;
         }
-        auto s = substituted(node, key);
+        auto s = substituted(node, key, option.secret);
         if (!s) return std::nullopt;
         bool known = false;
         for (std::string_view c : option.choices) known = known || (c == *s);
         if (!known) {
-          std::string message = fmt::format("expected one of {}, got \"{}\"", choices(option), *s);
+          std::string message = fmt::format("expected one of {}, got {}", choices(option), shown_text(*s));
           if (auto suggestion = strings::closest(*s, option.choices)) {
             message += fmt::format(" (did you mean \"{}\"?)", *suggestion);
           }
@@ -525,11 +543,11 @@ class SectionParser {
     Bound lo = bound_of(option.type, option.min);
     Bound hi = bound_of(option.type, option.max);
     if (lo.kind != Bound::Kind::none && compare(value.data, lo) < 0) {
-      fail(where, key, fmt::format("must be at least {}, got {}", option.min, render(value)));
+      fail(where, key, fmt::format("must be at least {}, got {}", option.min, render(value, option.secret)));
       return std::nullopt;
     }
     if (hi.kind != Bound::Kind::none && compare(value.data, hi) > 0) {
-      fail(where, key, fmt::format("must be at most {}, got {}", option.max, render(value)));
+      fail(where, key, fmt::format("must be at most {}, got {}", option.max, render(value, option.secret)));
       return std::nullopt;
     }
     return value;
@@ -669,7 +687,8 @@ EnvLookup process_environment() {
   };
 }
 
-units::Parsed<std::string> substitute_environment(std::string_view text, const EnvLookup& environment) {
+units::Parsed<std::string> substitute_environment(std::string_view text, const EnvLookup& environment,
+                                                  bool secret) {
   units::Parsed<std::string> result;
   std::string out;
   std::size_t i = 0;
@@ -682,8 +701,8 @@ units::Parsed<std::string> substitute_environment(std::string_view text, const E
     if (text.compare(i, 2, "${") == 0) {
       std::size_t close = text.find('}', i + 2);
       if (close == std::string_view::npos) {
-        result.error = fmt::format("unterminated \"${{\" in \"{}\" (write \"$${{\" for a literal \"${{\")",
-                                   strings::printable(text, 80));
+        result.error = fmt::format("unterminated \"${{\" in {} (write \"$${{\" for a literal \"${{\")",
+                                   secret ? "the secret value" : "\"" + strings::printable(text, 80) + "\"");
         return result;
       }
       std::string_view inner = text.substr(i + 2, close - i - 2);
@@ -698,9 +717,10 @@ units::Parsed<std::string> substitute_environment(std::string_view text, const E
         valid = valid && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
       }
       if (!valid) {
-        result.error = fmt::format("\"${{{}}}\" is not a valid variable reference (use ${{NAME}} or ${{NAME:-default}}, "
+        result.error = fmt::format("{} is not a valid variable reference (use ${{NAME}} or ${{NAME:-default}}, "
                                    "NAME made of letters, digits and _)",
-                                   strings::printable(inner, 60));
+                                   secret ? "a \"${...}\" in the secret value"
+                                          : "\"${" + strings::printable(inner, 60) + "}\"");
         return result;
       }
       std::optional<std::string> value = environment(name);

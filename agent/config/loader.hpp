@@ -43,6 +43,10 @@ LoadResult load_text(std::string_view text, std::string source_name, const Schem
 // Replaces ${NAME} with the variable's value and ${NAME:-fallback} with its value, or
 // `fallback` when it is unset or empty. "$${" is a literal "${". NAME is letters, digits and
 // underscores, not starting with a digit. An unset variable without a fallback is an error.
-units::Parsed<std::string> substitute_environment(std::string_view text, const EnvLookup& environment);
+// The error quotes the part of `text` that is wrong, unless `secret` (the value of a secret
+// option): then it quotes nothing of `text` but the name of an unset variable (a reference
+// written as ${NAME} is configuration, not part of the secret).
+units::Parsed<std::string> substitute_environment(std::string_view text, const EnvLookup& environment,
+                                                  bool secret = false);
 
 }  // namespace tank::config

@@ -93,7 +93,9 @@ std::string render_reference(const Schema& schema) {
          "  variable is an error), `${NAME:-fallback}` by its value or `fallback` when unset or empty,\n"
          "  `$${` is a literal `${`. Numbers and switches may be written as a quoted `\"${NAME}\"`.\n";
   out += "- **secrets**: an option marked `or NAME_file` may instead name a file holding the value\n"
-         "  (its trailing newline removed); a relative path is relative to the configuration file.\n";
+         "  (its trailing newline removed); a relative path is relative to the configuration file.\n"
+         "  tank never prints a secret's value: an error about one says what kind of value is wrong,\n"
+         "  and a URL anywhere in an error or a log line is shown without its `user:password@`.\n";
   out += "- Unknown sections and options are errors, with a suggestion when one is close.\n\n";
   for (const Section* s : schema.sections) {
     if (!s->repeated) render_section(out, *s);

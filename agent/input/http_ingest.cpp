@@ -65,6 +65,14 @@ class IngestSession : public std::enable_shared_from_this<IngestSession> {
 
  private:
   void read_header();
+  // What read() reads up to: the end of the header, or the end of the whole request.
+  enum class Part { header, body };
+  // Feeds the parser what the buffer holds and reads more from the socket while it needs more,
+  // until `part` is parsed or reading fails; then calls after_header() or after_body(). Each read
+  // from the socket may wait idle_timeout: a client that keeps sending, however slowly, is read
+  // to the end; one that sends nothing for idle_timeout is closed (beast::error::timeout).
+  void read(Part part);
+  void read_done(Part part, beast::error_code ec);
   // Does what a step of the request (http_ingest_request.hpp) says.
   void act(ingest::Step step);
   void respond(http::status status, std::string body, bool keep_alive,
@@ -304,20 +312,55 @@ IngestSession::~IngestSession() {
 void IngestSession::read_header() {
   parser_.emplace();
   ingest::limit_request(*parser_, owner_.settings());
+  read(Part::header);
+}
+
+// Beast's async_read_header and async_read arm the timer once for the whole header or body: a
+// deadline, which a slow link can never meet. This is their loop (http::async_read_some's
+// parsing, reading and end-of-stream handling) with the timer armed again before every read.
+void IngestSession::read(Part part) {
+  parser_->eager(part == Part::body);
+  auto parsed = [&] { return part == Part::header ? parser_->is_header_done() : parser_->is_done(); };
+  while (!parsed() && buffer_.size() > 0) {
+    beast::error_code ec;
+    const std::size_t used = parser_->put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == http::error::need_more) break;
+    if (ec) return read_done(part, ec);
+    if (used == 0) break;
+  }
+  if (parsed()) return read_done(part, {});
   stream_.expires_after(owner_.settings().idle_timeout);
-  http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    self->act(ingest::after_header(ec, *self->parser_, self->owner_.settings(), self->owner_.paused()));
+  auto space = buffer_.prepare(beast::read_size(buffer_, 65536));
+  stream_.async_read_some(space, [self = shared_from_this(), part](beast::error_code ec, std::size_t n) {
+    self->buffer_.commit(n);
+    if (ec == asio::error::eof) {
+      // Before any byte of a request, the end is the client's goodbye; in the middle of one,
+      // put_eof() says it is a partial message.
+      if (!self->parser_->got_some()) return self->read_done(part, http::error::end_of_stream);
+      ec = {};
+      self->parser_->put_eof(ec);
+      return self->read_done(part, ec);
+    }
+    if (ec) return self->read_done(part, ec);
+    self->read(part);
   });
+}
+
+void IngestSession::read_done(Part part, beast::error_code ec) {
+  const HttpIngestSettings& settings = owner_.settings();
+  if (part == Part::header) {
+    act(ingest::after_header(ec, *parser_, settings, owner_.paused()));
+  } else {
+    act(ingest::after_body(ec, *parser_, settings));
+  }
 }
 
 void IngestSession::act(ingest::Step step) {
   if (!step.error.empty()) owner_.metrics().error(step.error);
   switch (step.next) {
     case ingest::Step::Next::read_body:
-      stream_.expires_after(owner_.settings().idle_timeout);
-      http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-        self->act(ingest::after_body(ec, *self->parser_, self->owner_.settings()));
-      });
+      read(Part::body);
       return;
     case ingest::Step::Next::store: {
       auto stored = owner_.store(step.decoded, peer_);
@@ -354,6 +397,7 @@ void IngestSession::respond(http::status status, std::string body, bool keep_ali
   response_.body() = std::move(body);
   response_.keep_alive(keep_alive);
   response_.prepare_payload();
+  stream_.expires_after(owner_.settings().idle_timeout);  // a client that reads nothing is closed too
   http::async_write(stream_, response_, [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
     if (ec) {
       self->shut_down();

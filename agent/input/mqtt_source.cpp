@@ -15,6 +15,7 @@
 #include "common/backoff.hpp"
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
+#include "common/strings.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
 #include "input/batch.hpp"
@@ -34,6 +35,7 @@ using namespace asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
 
 std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error) {
+  const std::string shown = strings::redact_url_userinfo(uri);
   BrokerAddress a;
   std::string_view rest;
   if (uri.starts_with("tcp://") || uri.starts_with("mqtt://")) {
@@ -45,21 +47,27 @@ std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::strin
     a.port = "8883";
   } else {
     error = fmt::format("\"{}\" is not a broker URI: write tcp://host:1883 or ssl://host:8883 (also mqtt://, mqtts://)",
-                        uri);
+                        shown);
+    return std::nullopt;
+  }
+  if (rest.find('@') != std::string_view::npos) {
+    error = fmt::format("\"{}\": credentials in a broker URI are not sent; give them as username and password "
+                        "(or password_file)",
+                        shown);
     return std::nullopt;
   }
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.starts_with('[')) {  // [::1]:1883
     auto close = rest.find(']');
     if (close == std::string_view::npos) {
-      error = fmt::format("\"{}\": an IPv6 address needs its closing ]", uri);
+      error = fmt::format("\"{}\": an IPv6 address needs its closing ]", shown);
       return std::nullopt;
     }
     a.host = std::string(rest.substr(1, close - 1));
     rest.remove_prefix(close + 1);
     if (rest.starts_with(':')) a.port = std::string(rest.substr(1));
     else if (!rest.empty()) {
-      error = fmt::format("\"{}\": unexpected text after the address", uri);
+      error = fmt::format("\"{}\": unexpected text after the address", shown);
       return std::nullopt;
     }
   } else {
@@ -68,12 +76,12 @@ std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::strin
     if (colon != std::string_view::npos) a.port = std::string(rest.substr(colon + 1));
   }
   if (a.host.empty() || a.host.find('/') != std::string::npos) {
-    error = fmt::format("\"{}\" names no host", uri);
+    error = fmt::format("\"{}\" names no host", shown);
     return std::nullopt;
   }
   if (a.port.empty() || a.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(a.port) == 0 ||
       std::stoul(a.port) > 65535) {
-    error = fmt::format("\"{}\" has no valid port", uri);
+    error = fmt::format("\"{}\" has no valid port", shown);
     return std::nullopt;
   }
   return a;

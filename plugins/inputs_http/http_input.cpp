@@ -49,7 +49,9 @@ const Option kOptions[] = {
     {.name = "idle_timeout",
      .type = Type::duration,
      .default_value = "\"60s\"",
-     .description = "A connection that sends no request (or no body) for this long is closed.",
+     .description = "A connection that sends nothing for this long is closed: between requests, in the middle of a "
+                    "header or body, or while it does not read the answer. Every read that brings bytes starts it "
+                    "again, so a slow client that keeps sending is served whatever its body's size.",
      .min = "1s",
      .max = "1h"},
     {.name = "threads",

@@ -97,8 +97,10 @@ struct Url {
   std::string userinfo;  // user:password (proxies only)
 };
 
-// http(s)://[userinfo@]host[:port][/path]; nullopt (and `error`) otherwise.
+// http(s)://[userinfo@]host[:port][/path]; nullopt (and `error`) otherwise. The error shows
+// `text` without its userinfo: a proxy's URL carries its password.
 std::optional<Url> parse_url(std::string_view text, std::string* error) {
+  const std::string shown = strings::redact_url_userinfo(text);
   Url u;
   std::string_view rest;
   if (text.starts_with("http://")) {
@@ -107,7 +109,7 @@ std::optional<Url> parse_url(std::string_view text, std::string* error) {
     rest = text.substr(8);
     u.tls = true;
   } else {
-    *error = fmt::format("\"{}\" is not an http:// or https:// URL", text);
+    *error = fmt::format("\"{}\" is not an http:// or https:// URL", shown);
     return std::nullopt;
   }
   const auto slash = rest.find('/');
@@ -121,7 +123,7 @@ std::optional<Url> parse_url(std::string_view text, std::string* error) {
   if (authority.starts_with('[')) {  // [::1]:8080
     const auto close = authority.find(']');
     if (close == std::string_view::npos) {
-      *error = fmt::format("\"{}\": an IPv6 address needs its closing ']'", text);
+      *error = fmt::format("\"{}\": an IPv6 address needs its closing ']'", shown);
       return std::nullopt;
     }
     u.host = std::string(authority.substr(1, close - 1));
@@ -135,7 +137,7 @@ std::optional<Url> parse_url(std::string_view text, std::string* error) {
   unsigned port = 0;
   auto [p, ec] = std::from_chars(u.port.data(), u.port.data() + u.port.size(), port);
   if (u.host.empty() || ec != std::errc() || p != u.port.data() + u.port.size() || port == 0 || port > 65535) {
-    *error = fmt::format("\"{}\" has no valid host and port", text);
+    *error = fmt::format("\"{}\" has no valid host and port", shown);
     return std::nullopt;
   }
   return u;
@@ -151,7 +153,7 @@ std::optional<Url> parse_proxy(std::string_view text, std::string* error) {
   if (!text.starts_with("http://")) {
     // HTTPS_PROXY=proxy.example:3128 (no scheme) is common and means http://.
     if (text.find("://") != std::string_view::npos) {
-      *error = fmt::format("\"{}\" is not an http:// proxy URL", text);
+      *error = fmt::format("\"{}\" is not an http:// proxy URL", strings::redact_url_userinfo(text));
       return std::nullopt;
     }
     return parse_url("http://" + std::string(text), error);

@@ -2,7 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <random>
+#include <thread>
 
 #include "input/json_body.hpp"
 #include "support/input_helpers.hpp"
@@ -132,6 +134,50 @@ TEST_CASE("http: 503 with Retry-After while the queue refuses records", "[input]
   auto again = http_request(at, "POST", "/", "{\"again\":true}");
   REQUIRE(again);
   CHECK(again->status == 200);
+}
+
+TEST_CASE("http: idle_timeout is the longest silence: a slow request is served, a silent one closed",
+          "[input][http][timeout]") {
+  using namespace std::chrono_literals;
+  InputRig rig = http_rig("idle_timeout = \"1s\"\n");
+  rig.input->start();
+  const std::string at = rig.input->listening_on();
+  const std::string body = "{\"sent\":\"slowly, a few bytes at a time, over a link that is slow\"}";
+  const std::string header = "POST / HTTP/1.1\r\nHost: tank\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+  // The header in 7 pieces and the body in 7, 0.2 s apart: each part takes 1.2 s, longer than
+  // idle_timeout, with no silence as long (a loaded machine may stretch a pause by 0.8 s).
+  std::vector<std::string> pieces;
+  for (const std::string* part : {&header, &body}) {
+    const std::size_t step = (part->size() + 6) / 7;
+    for (std::size_t i = 0; i < part->size(); i += step) pieces.push_back(part->substr(i, step));
+  }
+  int slow = tcp_connect(at);
+  REQUIRE(slow >= 0);
+  const auto started = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if (i > 0) std::this_thread::sleep_for(200ms);  // the pace of the slow client, not a wait for tank
+    REQUIRE(send_all(slow, pieces[i]));
+  }
+  CHECK(std::chrono::steady_clock::now() - started > 2s);
+  auto answer = receive_until_closed(slow, 10s);
+  ::close(slow);
+  REQUIRE(answer);
+  CHECK(answer->rfind("HTTP/1.1 200 ", 0) == 0);
+  CHECK(answer->ends_with("{\"accepted\":1}\n"));
+  CHECK(all_payloads(*rig.queue) == std::vector<std::string>{body});
+
+  // Silent for idle_timeout in the middle of the body: closed without an answer, nothing stored.
+  int silent = tcp_connect(at);
+  REQUIRE(silent >= 0);
+  REQUIRE(send_all(silent, header + body.substr(0, 10)));
+  const auto went_silent = std::chrono::steady_clock::now();
+  auto nothing = receive_until_closed(silent, 10s);
+  ::close(silent);
+  REQUIRE(nothing);
+  CHECK(nothing->empty());
+  CHECK(std::chrono::steady_clock::now() - went_silent >= 900ms);
+  CHECK(rig.queue->stats().records == 1);
 }
 
 TEST_CASE("http body splitting survives random bytes", "[input][http]") {

@@ -124,18 +124,22 @@ void unix_datagram_send(const std::string& path, std::string_view datagram) {
   ::close(fd);
 }
 
-bool wait_closed(int fd, std::chrono::milliseconds deadline) {
+bool wait_closed(int fd, std::chrono::milliseconds deadline) { return receive_until_closed(fd, deadline).has_value(); }
+
+std::optional<std::string> receive_until_closed(int fd, std::chrono::milliseconds deadline) {
   pollfd p{fd, POLLIN, 0};
   auto end = std::chrono::steady_clock::now() + deadline;
-  char buf[256];
+  std::string received;
+  char buf[4096];
   while (std::chrono::steady_clock::now() < end) {
     int r = ::poll(&p, 1, 50);
     if (r > 0) {
       ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) return true;
+      if (n <= 0) return received;
+      received.append(buf, static_cast<std::size_t>(n));
     }
   }
-  return false;
+  return std::nullopt;
 }
 
 std::vector<std::string> all_payloads(const queue::Queue& q) {

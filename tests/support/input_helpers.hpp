@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 
 #include <boost/json.hpp>
 #include <string>
@@ -49,6 +50,8 @@ void udp_send(const std::string& address, std::string_view datagram);
 void unix_datagram_send(const std::string& path, std::string_view datagram);
 // Waits until the peer closes (recv returns 0 or an error) or the deadline passes.
 bool wait_closed(int fd, std::chrono::milliseconds deadline);
+// Everything the peer sends until it closes; nullopt when it has not closed at the deadline.
+std::optional<std::string> receive_until_closed(int fd, std::chrono::milliseconds deadline);
 
 // Every record's payload in the queue, oldest first.
 std::vector<std::string> all_payloads(const queue::Queue& q);

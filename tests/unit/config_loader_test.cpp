@@ -241,6 +241,35 @@ TEST_CASE("secrets can come from *_file options", "[config][secrets]") {
   CHECK(has_line(huge, "has 70000 bytes; a secret file may have at most 65536"));
 }
 
+TEST_CASE("a secret option's value is never shown in a diagnostic", "[config][secrets]") {
+  auto r = load_text("[core]\npassword = 987654321\n[[inputs.probe]]\nurl = \"x\"\ntoken = \"S3cr3t${OPEN\"\n"
+                     "[[inputs.probe]]\nurl = \"x\"\ntoken = \"S3cr3t${not valid}\"\n"
+                     "[[inputs.probe]]\nurl = \"x\"\ntoken = \"${UNSET_TOKEN}\"\n"
+                     "[[inputs.probe]]\nurl = \"x\"\ntoken = true\n",
+                     "s.toml", schema(), env({}));
+  CHECK(r.diagnostics.error_count() == 5);
+  for (const std::string& line : lines(r)) {
+    INFO(line);
+    CHECK(line.find("987654321") == std::string::npos);
+    CHECK(line.find("S3cr3t") == std::string::npos);
+    CHECK(line.find("not valid") == std::string::npos);
+  }
+  CHECK(has_line(r, "s.toml:2:12: core.password: expected a string, got an integer (not shown: the option is secret)"));
+  CHECK(has_line(r, "s.toml:5:9: inputs.probe[0].token: unterminated \"${\" in the secret value (write \"$${\" for a "
+                    "literal \"${\")"));
+  CHECK(has_line(r, "inputs.probe[1].token: a \"${...}\" in the secret value is not a valid variable reference"));
+  // A reference is configuration, not the secret: the variable is named.
+  CHECK(has_line(r, "inputs.probe[2].token: environment variable UNSET_TOKEN is not set"));
+  CHECK(has_line(r, "inputs.probe[3].token: expected a string, got true or false (not shown: the option is secret)"));
+  // Other options still show what they got.
+  auto plain = load_text("[core]\nname = 987654321\ntags = [\"${OPEN\"]\n", "p.toml", schema(), env({}));
+  CHECK(has_line(plain, "core.name: expected a string, got 987654321"));
+  CHECK(has_line(plain, "core.tags[0]: unterminated \"${\" in \"${OPEN\""));
+  auto lookup = env({}).environment;
+  CHECK(substitute_environment("pw${OPEN", lookup, true).error.find("pw") == std::string::npos);
+  CHECK(substitute_environment("pw${a b}", lookup, true).error.find("a b") == std::string::npos);
+}
+
 TEST_CASE("plugins are arrays of tables with required options", "[config][plugins]") {
   tank::test::TempDir dir;
   tank::test::write_file(dir / "token", "abc\n");

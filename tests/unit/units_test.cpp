@@ -90,3 +90,23 @@ TEST_CASE("did-you-mean suggests close words only", "[strings]") {
   CHECK(tank::strings::printable(std::string("a\x01\\b", 4), 10) == "a\\x01\\\\b");
   CHECK(tank::strings::printable("abcdef", 3) == "abc...");
 }
+
+TEST_CASE("URLs are shown without their userinfo", "[strings][secrets]") {
+  using tank::strings::redact_url_userinfo;
+  CHECK(redact_url_userinfo("http://alice:S3cr3t@proxy.local:31x8") == "http://***@proxy.local:31x8");
+  CHECK(redact_url_userinfo("https://token@example.com/v1/in?x=1") == "https://***@example.com/v1/in?x=1");
+  CHECK(redact_url_userinfo("mqtts://alice:pw@[::1]:8883") == "mqtts://***@[::1]:8883");
+  CHECK(redact_url_userinfo("http://@host") == "http://***@host");
+  // Without a scheme (HTTPS_PROXY=alice:pw@proxy:3128), the userinfo starts the text.
+  CHECK(redact_url_userinfo("alice:S3cr3t@proxy:3128") == "***@proxy:3128");
+  // A password with an unescaped '@', '/', '#', '?' or "://": up to the last '@', all of it goes.
+  CHECK(redact_url_userinfo("http://alice:p@ss@proxy:3128") == "http://***@proxy:3128");
+  CHECK(redact_url_userinfo("http://alice:pa/ss#w?d@proxy:3128/x") == "http://***@proxy:3128/x");
+  CHECK(redact_url_userinfo("alice:a://b@proxy:3128") == "***@proxy:3128");
+  // ... and so does a path's '@' (shown cut short rather than a secret shown).
+  CHECK(redact_url_userinfo("https://example.com/users/@me") == "https://***@me");
+  // Nothing to hide: as it is.
+  CHECK(redact_url_userinfo("http://proxy.local:3128/path") == "http://proxy.local:3128/path");
+  CHECK(redact_url_userinfo("") == "");
+  CHECK(redact_url_userinfo("not a url") == "not a url");
+}
