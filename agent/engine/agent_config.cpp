@@ -143,6 +143,17 @@ void check_record_limits(const config::Document& document, config::Diagnostics& 
       for (const char* option : {"max_line_bytes", "max_message_bytes", "max_body_bytes"}) {
         if (!values.has(option)) continue;
         const std::uint64_t limit = values.size(option);
+        if (std::string_view(option) == "max_body_bytes") {
+          // An HTTP body is usually many records: it only has to fit one commit as a whole (a
+          // body that is one record too large for it is dead-lettered, and its answer says so).
+          if (limit <= commit) continue;
+          diagnostics.error(values.location_of(option), values.path() + "." + option,
+                            fmt::format("{}{} is more than one commit of the queue may carry ({} with queue.max_disk_bytes "
+                                        "= {}: max_disk_bytes / 64, at most 4 MiB); lower it or raise max_disk_bytes",
+                                        units::format_size(limit), values.is_set(option) ? "" : " (the default)",
+                                        units::format_size(commit), units::format_size(max_disk)));
+          continue;
+        }
         if (limit <= largest) continue;
         diagnostics.error(
             values.location_of(option), values.path() + "." + option,

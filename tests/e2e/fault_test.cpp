@@ -181,7 +181,7 @@ TEST_CASE("e2e: the queue bound is reached under each overflow policy", "[e2e][o
   RigOptions options;
   options.mqtt_source = options.file_source = options.tcp_source = false;  // one ordered, acknowledged source
   options.rate = 6000;
-  options.http_input_toml = "max_body_bytes = \"60KiB\"\n";
+  options.http_input_toml = "max_body_bytes = \"64KiB\"\n";
   options.queue_toml = fmt::format("[queue]\nmax_disk_bytes = \"4MiB\"\noverflow = \"{}\"\n", policy);
   Rig rig("overflow = " + policy, profile, options);
   rig.start_tank();
