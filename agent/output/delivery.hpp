@@ -8,7 +8,7 @@
 //                                          \--> retry:     backoff (full jitter, Retry-After),
 //                                                          circuit breaker, send the same batch
 //
-// Guarantees (DESIGN.md invariants 2 and 3)
+// Guarantees (invariants 2 and 3, docs/architecture.md)
 //   - A record leaves the queue for this output only in the transaction that follows the
 //     upstream's acknowledgement (or its permanent refusal, which dead-letters the batch).
 //   - A batch's boundaries are committed before its first send; every attempt, also after a
