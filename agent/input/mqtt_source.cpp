@@ -79,8 +79,9 @@ std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::strin
     error = fmt::format("\"{}\" names no host", shown);
     return std::nullopt;
   }
-  if (a.port.empty() || a.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(a.port) == 0 ||
-      std::stoul(a.port) > 65535) {
+  // At most 5 digits before converting: a longer number would not fit (std::stoul throws).
+  if (a.port.empty() || a.port.size() > 5 || a.port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(a.port) == 0 || std::stoul(a.port) > 65535) {
     error = fmt::format("\"{}\" has no valid port", shown);
     return std::nullopt;
   }

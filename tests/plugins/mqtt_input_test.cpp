@@ -179,6 +179,20 @@ TEST_CASE("mqtt: a message over max_message_bytes is dead-lettered and acknowled
   CHECK(letter.detail.find("topic \"d\"") != std::string::npos);
 }
 
+TEST_CASE("mqtt: a broker URI's port is checked however long it is, never with an exception", "[input][mqtt]") {
+  for (const std::string uri : {"tcp://h:123456789012345678901", "tcp://h:99999999999", "tcp://h:65536", "tcp://h:0",
+                                "tcp://h:", "tcp://h:12a", "mqtts://[::1]:184467440737095516160"}) {
+    INFO(uri);
+    std::string error;
+    CHECK_FALSE(input::parse_broker_uri(uri, error));
+    CHECK(error.find("has no valid port") != std::string::npos);
+  }
+  std::string error;
+  auto ok = input::parse_broker_uri("tcp://h:65535", error);
+  REQUIRE(ok);
+  CHECK(ok->port == "65535");
+}
+
 TEST_CASE("mqtt: a message larger than the read buffer is skipped while read and dead-lettered", "[input][mqtt]") {
   Mosquitto broker;
   InputRig rig(mqtt_config(broker, "topics = [\"huge\"]\nmax_message_bytes = \"1KiB\"\n"), input_queue_options("q"));
