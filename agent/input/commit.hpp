@@ -72,6 +72,8 @@ class Committer {
   //     once per episode and counted in tank_input_errors_total{reason="commit_failed"}.
   // A too_large batch (which Batch's limits are there to prevent) is logged and committed in
   // parts (split_for_commit). An empty batch is stored at once. Never throws for data errors.
+  // May be called from several threads at once (the connections of one socket input share it),
+  // each with its own batch.
   Outcome commit(Batch& batch);
 
  private:
