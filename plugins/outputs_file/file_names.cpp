@@ -60,4 +60,23 @@ bool is_file_of(std::string_view name, std::string_view output, std::string_view
   return true;
 }
 
+bool created_before(std::string_view a, std::string_view b, std::string_view output) {
+  // After "<output>-": the stamp (fixed length, sorts as text), then "-<n>" or the extension.
+  constexpr std::size_t kStamp = 20;  // YYYYMMDDTHHMMSS.mmmZ
+  auto key = [&](std::string_view name) {
+    name.remove_prefix(std::min(name.size(), output.size() + 1));
+    std::string_view stamp = name.substr(0, std::min(name.size(), kStamp));
+    name.remove_prefix(stamp.size());
+    std::uint64_t sequence = 0;
+    if (take(name, '-')) {
+      while (!name.empty() && is_digit(name.front()) && sequence < (1ULL << 60)) {
+        sequence = sequence * 10 + static_cast<std::uint64_t>(name.front() - '0');
+        name.remove_prefix(1);
+      }
+    }
+    return std::pair{stamp, sequence};
+  };
+  return key(a) < key(b);
+}
+
 }  // namespace tank::plugins::file_output

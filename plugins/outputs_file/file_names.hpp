@@ -32,4 +32,9 @@ std::string file_name(std::string_view output, std::int64_t wall_ns, int sequenc
 // return for some time and sequence.
 bool is_file_of(std::string_view name, std::string_view output, std::string_view extension);
 
+// Whether file `a` of an output was created before file `b` (both names of that output: its
+// time stamp, then its sequence as a number, so "...Z" < "...Z-1" < "...Z-2" < "...Z-10"; a
+// plain sort of the names would put "-10" before "-2" and "Z-1" before "Z.").
+bool created_before(std::string_view a, std::string_view b, std::string_view output);
+
 }  // namespace tank::plugins::file_output

@@ -183,7 +183,7 @@ class FileOutput final : public plugin::Output {
     fd_ = -1;
   }
 
-  // Deletes the oldest files of this output beyond max_files (names sort by creation time). Its
+  // Deletes the oldest files of this output beyond max_files (file_output::created_before). Its
   // files are the names of exactly its form: another output's name may start with "<name>-".
   void prune() {
     std::vector<fs::path> mine;
@@ -192,7 +192,9 @@ class FileOutput final : public plugin::Output {
       if (file_output::is_file_of(entry.path().filename().string(), name_, extension_)) mine.push_back(entry.path());
     }
     if (mine.size() <= max_files_) return;
-    std::sort(mine.begin(), mine.end());
+    std::sort(mine.begin(), mine.end(), [&](const fs::path& a, const fs::path& b) {
+      return file_output::created_before(a.filename().string(), b.filename().string(), name_);
+    });
     for (std::size_t i = 0; i + max_files_ < mine.size(); ++i) {
       if (mine[i] == path_) continue;
       fs::remove(mine[i], ec);

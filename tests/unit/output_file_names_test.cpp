@@ -3,6 +3,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "../../plugins/outputs_file/file_names.hpp"
 
 using namespace tank::plugins::file_output;
@@ -84,4 +88,25 @@ TEST_CASE("outputs.file names: outputs with different names never own the same n
       }
     }
   }
+}
+
+TEST_CASE("outputs.file names: the oldest file is the one created first, by time then sequence as a number",
+          "[outputs][file]") {
+  using tank::plugins::file_output::created_before;
+  using tank::plugins::file_output::file_name;
+  const std::int64_t t = 1'795'000'000'123'000'000;
+  std::vector<std::string> in_order = {file_name("arc", t, 0, ".ndjson"),      file_name("arc", t, 1, ".ndjson"),
+                                       file_name("arc", t, 2, ".ndjson"),      file_name("arc", t, 10, ".ndjson"),
+                                       file_name("arc", t + 1'000'000, 0, ".ndjson"),
+                                       file_name("arc", t + 1'000'000'000, 3, ".ndjson")};
+  for (std::size_t i = 0; i < in_order.size(); ++i) {
+    for (std::size_t j = 0; j < in_order.size(); ++j) {
+      INFO(in_order[i] << " vs " << in_order[j]);
+      CHECK(created_before(in_order[i], in_order[j], "arc") == (i < j));
+    }
+  }
+  std::vector<std::string> shuffled = {in_order[3], in_order[5], in_order[0], in_order[2], in_order[4], in_order[1]};
+  std::sort(shuffled.begin(), shuffled.end(),
+            [](const std::string& a, const std::string& b) { return created_before(a, b, "arc"); });
+  CHECK(shuffled == in_order);
 }
