@@ -221,8 +221,14 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
     const auto& headers = v.strings("headers");
     for (std::size_t i = 0; i < headers.size(); ++i) {
       if (!parse_header(headers[i])) {
+        // Only its first word is shown: a header often carries a credential ("Authorization
+        // Bearer ..." without its colon would otherwise be printed whole).
+        const std::string_view text = headers[i];
+        const std::string_view first = text.substr(0, std::min<std::size_t>(text.find_first_of(": \t"), 40));
         diagnostics.error(v.location_of("headers"), fmt::format("{}.headers[{}]", v.path(), i),
-                          fmt::format("\"{}\" is not \"Name: value\"", headers[i]));
+                          fmt::format("the header starting \"{}\" ({} bytes) is not \"Name: value\" (a name of "
+                                      "letters, digits, '-' and '_', a colon, the value)",
+                                      first, text.size()));
       }
     }
   }

@@ -143,7 +143,7 @@ TEST_CASE("outputs.http: configuration errors say what is wrong", "[failure][out
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("credentials in the URL are not sent: use token, token_file or headers") != std::string::npos);
   CHECK(r.err.find("\"ftp://x\" is not an http:// or https:// URL") != std::string::npos);
-  CHECK(r.err.find("\"NoColon\" is not \"Name: value\"") != std::string::npos);
+  CHECK(r.err.find("the header starting \"NoColon\" (7 bytes) is not \"Name: value\"") != std::string::npos);
   CHECK(r.err.find("has no valid host and port") != std::string::npos);
   CHECK(r.err.find("outputs.http[3].tls_cert_file: mutual TLS needs both tls_cert_file and tls_key_file") !=
         std::string::npos);

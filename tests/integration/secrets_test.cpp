@@ -67,7 +67,10 @@ TEST_CASE("tank check never shows a secret option's value nor a URL's credential
       "@proxy.local:31x8\"\ntls_key_password = \"" + s + "\"\n\n"
       "[[outputs.http]]\nname = \"o4\"\nurl = \"http://example.com/in\"\nproxy = \"socks5://alice:" + s +
       "@proxy.local:1080\"\n\n"
-      "[[outputs.http]]\nname = \"o5\"\nurl = \"https://example.com/in\"\ntoken = \"${" + s + "}\"\n\n");
+      "[[outputs.http]]\nname = \"o5\"\nurl = \"https://example.com/in\"\ntoken = \"${" + s + "}\"\n\n"
+      // A header that carries a credential, without its colon.
+      "[[outputs.http]]\nname = \"o6\"\nurl = \"https://example.com/in\"\nheaders = [\"Authorization Bearer " + s +
+      "\"]\n\n");
   auto r = run({tank_binary(), "check", "-c", config.string()});
   CHECK(r.exit_code == 2);
   check_secret_absent("tank check's stdout", r.out);
@@ -88,7 +91,8 @@ TEST_CASE("tank check never shows a secret option's value nor a URL's credential
   CHECK(contains(r.err, "outputs.http[3].proxy: \"http://***@proxy.local:31x8\" has no valid host and port"));
   CHECK(contains(r.err, "outputs.http[4].proxy: \"socks5://***@proxy.local:1080\" is not an http:// proxy URL"));
   CHECK(contains(r.err, "outputs.http[5].token: a \"${...}\" in the secret value"));
-  CHECK(contains(r.err, ": 14 errors; nothing was started"));
+  CHECK(contains(r.err, "outputs.http[6].headers[0]: the header starting \"Authorization\" (37 bytes) is not \"Name: value\""));
+  CHECK(contains(r.err, ": 15 errors; nothing was started"));
 }
 
 TEST_CASE("tank run never shows a proxy variable's credentials when the variable is refused",
