@@ -6,18 +6,20 @@
 
 namespace tank::input {
 
+std::string record_too_large_detail(std::size_t record_bytes, std::size_t payload_bytes, std::size_t limit) {
+  return fmt::format("a record of {} bytes (a payload of {} bytes with its input name, attributes and header) exceeds "
+                     "the largest commit of the queue, {} (queue.max_disk_bytes / 64, at most 4 MiB); raise "
+                     "max_disk_bytes, or lower the input's size limit so that it refuses such input itself",
+                     record_bytes, payload_bytes, units::format_size(limit));
+}
+
 bool Batch::add(std::string_view payload, std::int64_t ingest_ns, std::span<const queue::Attribute> attributes,
                 bool known_json) {
   const std::size_t bytes = queue::encoded_record_bytes(input_, payload.size(), attributes);
   if (bytes > limit_) {
     // It could never be committed: offering it again and again would wedge the input.
-    dead_letter("record_too_large",
-                fmt::format("a record of {} bytes (a payload of {} bytes with its input name, attributes and "
-                            "header) exceeds the largest commit of the queue, {} (queue.max_disk_bytes / 64, at most "
-                            "4 MiB); raise max_disk_bytes, or lower the input's size limit so that it refuses such "
-                            "input itself",
-                            bytes, payload.size(), units::format_size(limit_)),
-                payload, payload.size(), ingest_ns, attributes);
+    dead_letter("record_too_large", record_too_large_detail(bytes, payload.size(), limit_), payload, payload.size(),
+                ingest_ns, attributes);
     return false;
   }
   if (session_ && !session_->admit(payload, rejection_, known_json)) {

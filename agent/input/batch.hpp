@@ -18,6 +18,10 @@ namespace tank::input {
 // with more is still stored if it fits, and dead-lettered (record_too_large) if not.
 inline constexpr std::size_t kAttributeReserve = 1024;
 
+// The detail of a record_too_large dead letter: the record's size, its payload's, the limit, and
+// what to change.
+std::string record_too_large_detail(std::size_t record_bytes, std::size_t payload_bytes, std::size_t limit);
+
 class Batch {
  public:
   // `limit`: the most bytes of records and dead letters one commit may carry

@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include "common/units.hpp"
-
 namespace tank::input {
 
 std::vector<queue::WriteBatch> split_for_commit(const queue::WriteBatch& batch, std::size_t limit,
@@ -29,12 +27,11 @@ std::vector<queue::WriteBatch> split_for_commit(const queue::WriteBatch& batch, 
       parts.back().records.add_encoded(encoded);
       continue;
     }
+    // Not from Batch::add (which dead-letters such a record itself): kept for a batch built
+    // otherwise, so that it cannot be refused for ever.
     auto r = queue::decode_record(0, encoded);
     queue::DeadLetter d = queue::DeadLetter::make(
-        input, "record_too_large",
-        fmt::format("a record of {} bytes exceeds the largest commit of the queue, {} (queue.max_disk_bytes / 64, at "
-                    "most 4 MiB)",
-                    encoded.size(), units::format_size(limit)),
+        input, "record_too_large", record_too_large_detail(encoded.size(), r ? r->payload.size() : 0, limit),
         r ? r->payload : std::string_view(), r ? r->ingest_ns : now_ns);
     if (r) d.attributes = std::string(r->attributes);
     add_letter(std::move(d));
@@ -72,15 +69,14 @@ Outcome Committer::settle(Batch& batch, const queue::CommitResult& r) {
   out.settlement = settlement_of(r.status);
   switch (out.settlement) {
     case Settlement::stored:
-      metrics_.committed(batch.records(), batch.payload_bytes());
-      out.stored_records = batch.records();
-      out.dead_letters = batch.dead_letters();
-      failures_.end("committing to the queue works again");
-      batch.clear();
-      break;
     case Settlement::dropped:
-      metrics_.dropped("overflow_drop_newest", batch.records());
-      out.dropped_records = batch.records();
+      if (out.settlement == Settlement::stored) {
+        metrics_.committed(batch.records(), batch.payload_bytes());
+        out.stored_records = batch.records();
+      } else {
+        metrics_.dropped("overflow_drop_newest", batch.records());
+        out.dropped_records = batch.records();
+      }
       out.dead_letters = batch.dead_letters();
       failures_.end("committing to the queue works again");
       batch.clear();
