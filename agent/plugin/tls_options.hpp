@@ -9,10 +9,15 @@
 #include <vector>
 
 #include "common/tls.hpp"
+#include "config/bind.hpp"
 #include "config/document.hpp"
 #include "config/schema.hpp"
 
 namespace tank::plugin {
+
+// The TLS options bound to a tls::ClientSettings: a plugin's table takes them with
+// config::nested(&Settings::tls, plugin::tls_client_bindings()).
+const config::Options<tls::ClientSettings>& tls_client_bindings();
 
 std::span<const config::Option> tls_client_options();
 
