@@ -28,13 +28,6 @@ const config::Options<tls::ClientSettings>& tls_client_bindings() {
 
 std::span<const config::Option> tls_client_options() { return tls_client_bindings().all(); }
 
-std::vector<config::Option> with_tls_client_options(std::span<const config::Option> own) {
-  std::vector<config::Option> all(own.begin(), own.end());
-  const auto tls = tls_client_options();
-  all.insert(all.end(), tls.begin(), tls.end());
-  return all;
-}
-
 void check_tls_client_options(const config::SectionValues& values, config::Diagnostics& diagnostics) {
   if (values.string("tls_cert_file").empty() != values.string("tls_key_file").empty()) {
     const char* given = values.string("tls_cert_file").empty() ? "tls_key_file" : "tls_cert_file";

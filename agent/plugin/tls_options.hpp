@@ -21,9 +21,6 @@ const config::Options<tls::ClientSettings>& tls_client_bindings();
 
 std::span<const config::Option> tls_client_options();
 
-// `own` followed by the TLS options: a Section's option list.
-std::vector<config::Option> with_tls_client_options(std::span<const config::Option> own);
-
 // Adds an error when only one of tls_cert_file and tls_key_file is given.
 void check_tls_client_options(const config::SectionValues& values, config::Diagnostics& diagnostics);
 
