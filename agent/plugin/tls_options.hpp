@@ -9,15 +9,17 @@
 #include <vector>
 
 #include "common/tls.hpp"
+#include "config/bind.hpp"
 #include "config/document.hpp"
 #include "config/schema.hpp"
 
 namespace tank::plugin {
 
-std::span<const config::Option> tls_client_options();
+// The TLS options bound to a tls::ClientSettings: a plugin's table takes them with
+// config::nested(&Settings::tls, plugin::tls_client_bindings()).
+const config::Options<tls::ClientSettings>& tls_client_bindings();
 
-// `own` followed by the TLS options: a Section's option list.
-std::vector<config::Option> with_tls_client_options(std::span<const config::Option> own);
+std::span<const config::Option> tls_client_options();
 
 // Adds an error when only one of tls_cert_file and tls_key_file is given.
 void check_tls_client_options(const config::SectionValues& values, config::Diagnostics& diagnostics);

@@ -3,75 +3,64 @@
 
 #include <fmt/format.h>
 
+#include "config/bind.hpp"
 #include "input/file_tail.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
-
 constexpr std::string_view kReadFrom[] = {"beginning", "end"};
 
-const Option kOptions[] = {
+using S = input::FileTailSettings;
+
+const config::Options<S> kOptions{
     plugin::format_option("\"text\""),
-    {.name = "paths",
-     .type = Type::string_list,
-     .default_value = "",
-     .description = "Glob patterns of the files to read, e.g. [\"/var/log/app/*.log\"]. With copytruncate "
-                    "rotation, include the rotated name (\"app.log*\") so that lines written between tank's last "
-                    "read and the truncation are read from the copy. Compressed files (.gz, .bz2, .xz, .zst, .lz4, "
-                    ".zip, .Z) are ignored.",
-     .required = true},
-    {.name = "exclude",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Glob patterns of paths not to read, matched against the full path."},
-    {.name = "read_from",
-     .type = Type::choice,
-     .default_value = "\"beginning\"",
-     .description = "Where to start files that exist when this input first starts and have no stored offset: "
-                    "\"beginning\" or \"end\" (new lines only). Files that appear later are read from their "
-                    "beginning; files with a stored offset resume there.",
-     .choices = kReadFrom},
-    {.name = "max_line_bytes",
-     .type = Type::size,
-     .default_value = "\"64KiB\"",
-     .description = "The longest line taken as a record. A longer line is never split: it goes to the dead-letter "
-                    "store with reason `line_too_long` (as much of its start as fits one commit, at most 64 KiB, is kept), and reading goes on.",
-     .min = "16B",
-     .max = "4MiB"},
-    {.name = "fingerprint_bytes",
-     .type = Type::size,
-     .default_value = "\"256B\"",
-     .description = "How many first bytes identify a file together with its device and inode (a reused inode "
-                    "with other first bytes is a new file).",
-     .min = "16B",
-     .max = "64KiB"},
-    {.name = "poll_interval",
-     .type = Type::duration,
-     .default_value = "\"1s\"",
-     .description = "How often the patterns are matched again and the files checked, besides inotify events.",
-     .min = "10ms",
-     .max = "1h"},
-    {.name = "rotate_wait",
-     .type = Type::duration,
-     .default_value = "\"5s\"",
-     .description = "How long a file that was rotated away is still read after it stopped growing (the writer may "
-                    "append to it until it reopens its log).",
-     .min = "0",
-     .max = "1h"},
-    {.name = "inotify",
-     .type = Type::boolean,
-     .default_value = "true",
-     .description = "Use inotify to notice new lines and files at once (polling remains as a fallback)."},
-    {.name = "max_open_files",
-     .type = Type::integer,
-     .default_value = "1024",
-     .description = "The most files read at once; beyond it new files wait (logged once, counted).",
-     .min = "1",
-     .max = "65536"},
+    config::string_list("paths", &S::paths)
+        .describe("Glob patterns of the files to read, e.g. [\"/var/log/app/*.log\"]. With copytruncate "
+                  "rotation, include the rotated name (\"app.log*\") so that lines written between tank's last "
+                  "read and the truncation are read from the copy. Compressed files (.gz, .bz2, .xz, .zst, .lz4, "
+                  ".zip, .Z) are ignored.")
+        .required(),
+    config::string_list("exclude", &S::exclude)
+        .default_value("[]")
+        .describe("Glob patterns of paths not to read, matched against the full path."),
+    config::choice("read_from", kReadFrom, &S::read_from_end, {false, true})
+        .default_value("beginning")
+        .describe("Where to start files that exist when this input first starts and have no stored offset: "
+                  "\"beginning\" or \"end\" (new lines only). Files that appear later are read from their "
+                  "beginning; files with a stored offset resume there."),
+    config::size("max_line_bytes", &S::max_line_bytes)
+        .default_value("64KiB")
+        .describe("The longest line taken as a record. A longer line is never split: it goes to the dead-letter "
+                  "store with reason `line_too_long` (as much of its start as fits one commit, at most 64 KiB, is kept), and reading goes on.")
+        .min("16B")
+        .max("4MiB"),
+    config::size("fingerprint_bytes", &S::fingerprint_bytes)
+        .default_value("256B")
+        .describe("How many first bytes identify a file together with its device and inode (a reused inode "
+                  "with other first bytes is a new file).")
+        .min("16B")
+        .max("64KiB"),
+    config::duration("poll_interval", &S::poll_interval)
+        .default_value("1s")
+        .describe("How often the patterns are matched again and the files checked, besides inotify events.")
+        .min("10ms")
+        .max("1h"),
+    config::duration("rotate_wait", &S::rotate_wait)
+        .default_value("5s")
+        .describe("How long a file that was rotated away is still read after it stopped growing (the writer may "
+                  "append to it until it reopens its log).")
+        .min("0")
+        .max("1h"),
+    config::boolean("inotify", &S::inotify)
+        .default_value(true)
+        .describe("Use inotify to notice new lines and files at once (polling remains as a fallback)."),
+    config::integer("max_open_files", &S::max_open_files)
+        .default_value(1024)
+        .describe("The most files read at once; beyond it new files wait (logged once, counted).")
+        .min("1")
+        .max("65536"),
 };
 
 void check(const config::SectionValues& values, config::Diagnostics& diagnostics) {
@@ -93,24 +82,14 @@ const config::Section kSection{
                "attribute. The read offset is committed in the same transaction as the records read up to it, so "
                "kill -9 loses and duplicates nothing. Rename+create, copytruncate and truncation in place are "
                "followed; files are identified by device, inode and their first bytes.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::input_common_options(),
     .repeated = true,
     .check = check,
 };
 
 std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plugin::InputContext& context) {
-  input::FileTailSettings s;
-  s.paths = v.strings("paths");
-  s.exclude = v.strings("exclude");
-  s.read_from_end = v.choice("read_from") == "end";
-  s.max_line_bytes = v.size("max_line_bytes");
-  s.fingerprint_bytes = v.size("fingerprint_bytes");
-  s.poll_interval = v.duration("poll_interval");
-  s.rotate_wait = v.duration("rotate_wait");
-  s.inotify = v.boolean("inotify");
-  s.max_open_files = static_cast<std::size_t>(v.integer("max_open_files"));
-  return input::make_file_tail_input(s, context);
+  return input::make_file_tail_input(kOptions.read(v), context);
 }
 
 }  // namespace

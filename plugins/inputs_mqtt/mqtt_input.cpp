@@ -4,95 +4,67 @@
 #include <fmt/format.h>
 
 #include "input/mqtt_source.hpp"
+#include "plugin/mqtt_options.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"
 
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
+using S = input::MqttSourceSettings;
+namespace mqtt = plugin::mqtt_options;
 
-constexpr std::string_view kVersions[] = {"3.1.1", "5"};
-
-const Option kOwnOptions[] = {
+const config::Options<S> kOptions{
     plugin::format_option("\"json\""),
-    {.name = "servers",
-     .type = Type::string_list,
-     .default_value = "",
-     .description = "Broker URIs, tried in order (failover): `tcp://host:1883` or `mqtt://host` (port 1883), "
-                    "`ssl://host:8883` or `mqtts://host` (TLS, port 8883). IPv6: `tcp://[::1]:1883`.",
-     .required = true},
-    {.name = "client_id",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "The MQTT client id; the broker keeps the session under it, so it must be stable and unique per "
-                    "broker. Empty: `tank-<agent id>-<input name>`."},
-    {.name = "protocol_version",
-     .type = Type::choice,
-     .default_value = "\"3.1.1\"",
-     .description = "MQTT protocol version: \"3.1.1\" or \"5\".",
-     .choices = kVersions},
-    {.name = "topics",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Topic filters (wildcards `+` and `#` allowed) subscribed at QoS 1: each message is committed "
-                    "to the queue before the broker gets its PUBACK. The topic is kept as the `topic` attribute "
-                    "(and `retained = \"true\"` for retained messages)."},
-    {.name = "topics_qos0",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Topic filters subscribed at QoS 0 (at most once: the broker does not keep these messages for "
-                    "tank, and does not resend them)."},
-    {.name = "clean_session",
-     .type = Type::boolean,
-     .default_value = "false",
-     .description = "false: a persistent session, so the broker keeps QoS 1 messages while tank is away "
-                    "(MQTT 5: for session_expiry). true: every connect starts afresh."},
-    {.name = "session_expiry",
-     .type = Type::duration,
-     .default_value = "\"7d\"",
-     .description = "MQTT 5: how long the broker keeps the session after a disconnect.",
-     .min = "0",
-     .max = "24855d"},
-    {.name = "keep_alive",
-     .type = Type::duration,
-     .default_value = "\"30s\"",
-     .description = "MQTT keep-alive interval.",
-     .min = "1s",
-     .max = "18h"},
-    {.name = "connect_timeout",
-     .type = Type::duration,
-     .default_value = "\"10s\"",
-     .description = "How long one connection attempt may take.",
-     .min = "1s",
-     .max = "5m"},
-    {.name = "username", .type = Type::string, .default_value = "\"\"", .description = "User name for the broker."},
-    {.name = "password",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "Password for the broker.",
-     .secret = true},
-    {.name = "reconnect_min",
-     .type = Type::duration,
-     .default_value = "\"500ms\"",
-     .description = "The first delay before reconnecting; it doubles per failed attempt up to reconnect_max, with "
-                    "random jitter so that a fleet does not reconnect in step.",
-     .min = "10ms",
-     .max = "1h"},
-    {.name = "reconnect_max",
-     .type = Type::duration,
-     .default_value = "\"60s\"",
-     .description = "The longest delay between reconnect attempts.",
-     .min = "10ms",
-     .max = "1h"},
-    {.name = "max_message_bytes",
-     .type = Type::size,
-     .default_value = "\"1MiB\"",
-     .description = "Larger messages go to the dead-letter store with reason `message_too_large` (first 64 KiB "
-                    "kept) and are acknowledged.",
-     .min = "1B",
-     .max = "256MiB"},
+    mqtt::servers(&S::servers)
+        .describe("Broker URIs, tried in order (failover): `tcp://host:1883` or `mqtt://host` (port 1883), "
+                  "`ssl://host:8883` or `mqtts://host` (TLS, port 8883). IPv6: `tcp://[::1]:1883`."),
+    mqtt::client_id(&S::client_id)
+        .describe("The MQTT client id; the broker keeps the session under it, so it must be stable and unique per "
+                  "broker. Empty: `tank-<agent id>-<input name>`."),
+    mqtt::protocol_version(&S::protocol_version)
+        .default_value("3.1.1")
+        .describe("MQTT protocol version: \"3.1.1\" or \"5\"."),
+    config::string_list("topics", &S::topics_qos1)
+        .default_value("[]")
+        .describe("Topic filters (wildcards `+` and `#` allowed) subscribed at QoS 1: each message is committed "
+                  "to the queue before the broker gets its PUBACK. The topic is kept as the `topic` attribute "
+                  "(and `retained = \"true\"` for retained messages)."),
+    config::string_list("topics_qos0", &S::topics_qos0)
+        .default_value("[]")
+        .describe("Topic filters subscribed at QoS 0 (at most once: the broker does not keep these messages for "
+                  "tank, and does not resend them)."),
+    config::boolean("clean_session", &S::clean_session)
+        .default_value(false)
+        .describe("false: a persistent session, so the broker keeps QoS 1 messages while tank is away "
+                  "(MQTT 5: for session_expiry). true: every connect starts afresh."),
+    config::duration("session_expiry", &S::session_expiry)
+        .default_value("7d")
+        .describe("MQTT 5: how long the broker keeps the session after a disconnect.")
+        .min("0")
+        .max("24855d"),
+    mqtt::keep_alive(&S::keep_alive),
+    mqtt::connect_timeout(&S::connect_timeout),
+    mqtt::username(&S::username),
+    mqtt::password(&S::password),
+    config::duration("reconnect_min", &S::reconnect_min)
+        .default_value("500ms")
+        .describe("The first delay before reconnecting; it doubles per failed attempt up to reconnect_max, with "
+                  "random jitter so that a fleet does not reconnect in step.")
+        .min("10ms")
+        .max("1h"),
+    config::duration("reconnect_max", &S::reconnect_max)
+        .default_value("60s")
+        .describe("The longest delay between reconnect attempts.")
+        .min("10ms")
+        .max("1h"),
+    config::size("max_message_bytes", &S::max_message_bytes)
+        .default_value("1MiB")
+        .describe("Larger messages go to the dead-letter store with reason `message_too_large` (first 64 KiB "
+                  "kept) and are acknowledged.")
+        .min("1B")
+        .max("256MiB"),
+    config::nested(&S::tls, plugin::tls_client_bindings()),
 };
 
 void check(const config::SectionValues& values, config::Diagnostics& diagnostics) {
@@ -133,37 +105,20 @@ void check(const config::SectionValues& values, config::Diagnostics& diagnostics
   plugin::check_tls_client_options(values, diagnostics);
 }
 
-const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
-
 const config::Section kSection{
     .path = "inputs.mqtt",
     .summary = "Messages from MQTT 3.1.1 and 5 brokers. A QoS 1 message is committed to the queue before the "
                "broker gets its PUBACK, and the session is persistent by default, so nothing the broker accepted "
                "is lost when tank is killed or the queue is full. Reconnects with capped, jittered backoff.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::input_common_options(),
     .repeated = true,
     .check = check,
 };
 
 std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plugin::InputContext& context) {
-  input::MqttSourceSettings s;
-  s.servers = v.strings("servers");
-  s.client_id = v.string("client_id");
+  input::MqttSourceSettings s = kOptions.read(v);
   if (s.client_id.empty()) s.client_id = "tank-" + context.agent_id + "-" + context.name;
-  s.protocol_version = v.choice("protocol_version") == "5" ? 5 : 4;
-  s.topics_qos1 = v.strings("topics");
-  s.topics_qos0 = v.strings("topics_qos0");
-  s.clean_session = v.boolean("clean_session");
-  s.session_expiry = std::chrono::duration_cast<std::chrono::seconds>(v.duration("session_expiry"));
-  s.keep_alive = std::chrono::duration_cast<std::chrono::seconds>(v.duration("keep_alive"));
-  s.connect_timeout = std::chrono::duration_cast<std::chrono::seconds>(v.duration("connect_timeout"));
-  s.username = v.string("username");
-  s.password = v.string("password");
-  s.tls = plugin::tls_client_settings(v);
-  s.reconnect_min = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("reconnect_min"));
-  s.reconnect_max = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("reconnect_max"));
-  s.max_message_bytes = v.size("max_message_bytes");
   return input::make_mqtt_source(s, context);
 }
 

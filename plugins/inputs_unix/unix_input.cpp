@@ -6,61 +6,14 @@
 
 #include <fmt/format.h>
 
+#include "config/bind.hpp"
 #include "input/socket_inputs.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
-
 constexpr std::string_view kSocketTypes[] = {"stream", "datagram"};
-
-const Option kOptions[] = {
-    plugin::format_option("\"text\""),
-    {.name = "path",
-     .type = Type::string,
-     .default_value = "",
-     .description = "The socket file to create. A stale socket file left by an earlier run is replaced; a file "
-                    "that is not a socket, or a socket something still listens on, is an error.",
-     .required = true},
-    {.name = "socket_type",
-     .type = Type::choice,
-     .default_value = "\"stream\"",
-     .description = "\"stream\": newline-delimited records, the sender's pid and uid kept as the `peer` attribute; "
-                    "\"datagram\": one record per datagram.",
-     .choices = kSocketTypes},
-    {.name = "mode",
-     .type = Type::string,
-     .default_value = "\"0660\"",
-     .description = "Permissions of the socket file, in octal."},
-    {.name = "max_line_bytes",
-     .type = Type::size,
-     .default_value = "\"64KiB\"",
-     .description = "Stream: the longest line taken as a record; longer ones go to the dead-letter store "
-                    "(`line_too_long`).",
-     .min = "16B",
-     .max = "4MiB"},
-    {.name = "max_message_bytes",
-     .type = Type::size,
-     .default_value = "\"64KiB\"",
-     .description = "Datagram: the largest datagram taken as a record; larger ones go to the dead-letter store "
-                    "(`message_too_large`).",
-     .min = "16B",
-     .max = "4MiB"},
-    {.name = "max_connections",
-     .type = Type::integer,
-     .default_value = "256",
-     .description = "Stream: connections served at once; further ones are closed and counted.",
-     .min = "1",
-     .max = "65536"},
-    {.name = "idle_timeout",
-     .type = Type::duration,
-     .default_value = "\"5m\"",
-     .description = "Stream: a connection silent this long is closed (\"0\": never).",
-     .max = "24h"},
-};
 
 std::optional<unsigned> parse_mode(const std::string& text) {
   if (text.empty() || text.size() > 4) return std::nullopt;
@@ -71,6 +24,60 @@ std::optional<unsigned> parse_mode(const std::string& text) {
   }
   return v;
 }
+
+// A stream and a datagram socket take their settings apart; `socket_type` says which is used.
+struct UnixSettings {
+  bool datagram = false;
+  input::StreamSettings stream;
+  input::DatagramSettings datagram_socket;
+};
+using S = UnixSettings;
+
+const config::Options<S> kOptions{
+    plugin::format_option("\"text\""),
+    config::string("path",
+                   [](S& s, const std::string& path) {
+                     s.stream.path = path;
+                     s.datagram_socket.path = path;
+                   })
+        .describe("The socket file to create. A stale socket file left by an earlier run is replaced; a file "
+                  "that is not a socket, or a socket something still listens on, is an error.")
+        .required(),
+    config::choice("socket_type", kSocketTypes, &S::datagram, {false, true})
+        .default_value("stream")
+        .describe("\"stream\": newline-delimited records, the sender's pid and uid kept as the `peer` attribute; "
+                  "\"datagram\": one record per datagram."),
+    config::string("mode",
+                   [](S& s, const std::string& text) {
+                     const unsigned mode = parse_mode(text).value_or(0660);
+                     s.stream.mode = mode;
+                     s.datagram_socket.mode = mode;
+                   })
+        .default_value("0660")
+        .describe("Permissions of the socket file, in octal."),
+    config::size("max_line_bytes", [](S& s, std::uint64_t n) { s.stream.max_line_bytes = n; })
+        .default_value("64KiB")
+        .describe("Stream: the longest line taken as a record; longer ones go to the dead-letter store "
+                  "(`line_too_long`).")
+        .min("16B")
+        .max("4MiB"),
+    config::size("max_message_bytes", [](S& s, std::uint64_t n) { s.datagram_socket.max_message_bytes = n; })
+        .default_value("64KiB")
+        .describe("Datagram: the largest datagram taken as a record; larger ones go to the dead-letter store "
+                  "(`message_too_large`).")
+        .min("16B")
+        .max("4MiB"),
+    config::integer("max_connections",
+                    [](S& s, std::int64_t n) { s.stream.max_connections = static_cast<std::size_t>(n); })
+        .default_value(256)
+        .describe("Stream: connections served at once; further ones are closed and counted.")
+        .min("1")
+        .max("65536"),
+    config::duration("idle_timeout", [](S& s, std::chrono::nanoseconds d) { s.stream.idle_timeout = d; })
+        .default_value("5m")
+        .describe("Stream: a connection silent this long is closed (\"0\": never).")
+        .max("24h"),
+};
 
 void check(const config::SectionValues& values, config::Diagnostics& diagnostics) {
   if (!parse_mode(values.string("mode"))) {
@@ -88,31 +95,21 @@ const config::Section kSection{
     .path = "inputs.unix",
     .summary = "Records over a unix socket: newline-delimited on a stream socket (backpressure as for TCP), one "
                "per datagram on a datagram socket (counted as dropped while the queue refuses records).",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::input_common_options(),
     .repeated = true,
     .check = check,
 };
 
 std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plugin::InputContext& context) {
-  const unsigned mode = parse_mode(v.string("mode")).value_or(0660);
-  if (v.choice("socket_type") == "datagram") {
-    input::DatagramSettings s;
-    s.type = "unix";
-    s.path = v.string("path");
-    s.mode = mode;
-    s.max_message_bytes = v.size("max_message_bytes");
-    return input::make_unix_datagram_input(s, context);
+  UnixSettings s = kOptions.read(v);
+  if (s.datagram) {
+    s.datagram_socket.type = "unix";
+    return input::make_unix_datagram_input(s.datagram_socket, context);
   }
-  input::StreamSettings s;
-  s.type = "unix";
-  s.path = v.string("path");
-  s.mode = mode;
-  s.max_line_bytes = v.size("max_line_bytes");
-  s.max_connections = static_cast<std::size_t>(v.integer("max_connections"));
-  s.idle_timeout = v.duration("idle_timeout");
-  s.threads = 1;
-  return input::make_unix_stream_input(s, context);
+  s.stream.type = "unix";
+  s.stream.threads = 1;
+  return input::make_unix_stream_input(s.stream, context);
 }
 
 }  // namespace

@@ -28,40 +28,42 @@
 
 #include "common/log.hpp"
 #include "common/units.hpp"
+#include "config/bind.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::plugins {
 namespace {
 
 namespace fs = std::filesystem;
-using config::Option;
-using config::Type;
 
-const Option kOptions[] = {
-    {.name = "directory",
-     .type = Type::string,
-     .default_value = "",
-     .description = "The directory the files go to (created if missing).",
-     .required = true},
-    {.name = "max_file_bytes",
-     .type = Type::size,
-     .default_value = "\"64MiB\"",
-     .description = "A new file is started when a batch would make the current one larger than this.",
-     .min = "4KiB"},
-    {.name = "max_file_age",
-     .type = Type::duration,
-     .default_value = "\"1h\"",
-     .description = "A new file is started for the first batch after the current one is this old.",
-     .min = "1s"},
-    {.name = "max_files",
-     .type = Type::integer,
-     .default_value = "24",
-     .description = "The most files of this output kept in the directory; the oldest are deleted beyond it, so "
-                    "the directory holds at most max_files x max_file_bytes (plus one batch). Its files are the names "
-                    "of exactly its form, <name>-<UTC time>[-<n>].ndjson[.zst|.gz]: other files, those of other "
-                    "outputs in the same directory too, are never deleted.",
-     .min = "1",
-     .max = "1000000"},
+struct FileSettings {
+  fs::path directory;
+  std::uint64_t max_file_bytes = 64 << 20;
+  std::chrono::nanoseconds max_file_age = std::chrono::hours(1);
+  std::size_t max_files = 24;
+};
+using S = FileSettings;
+
+const config::Options<S> kOptions{
+    config::string("directory", &S::directory)
+        .describe("The directory the files go to (created if missing).")
+        .required(),
+    config::size("max_file_bytes", &S::max_file_bytes)
+        .default_value("64MiB")
+        .describe("A new file is started when a batch would make the current one larger than this.")
+        .min("4KiB"),
+    config::duration("max_file_age", &S::max_file_age)
+        .default_value("1h")
+        .describe("A new file is started for the first batch after the current one is this old.")
+        .min("1s"),
+    config::integer("max_files", &S::max_files)
+        .default_value(24)
+        .describe("The most files of this output kept in the directory; the oldest are deleted beyond it, so "
+                  "the directory holds at most max_files x max_file_bytes (plus one batch). Its files are the names "
+                  "of exactly its form, <name>-<UTC time>[-<n>].ndjson[.zst|.gz]: other files, those of other "
+                  "outputs in the same directory too, are never deleted.")
+        .min("1")
+        .max("1000000"),
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
@@ -80,7 +82,7 @@ const config::Section kSection{
     .summary = "Appends batches to NDJSON files under a directory (zstd or gzip compressed unless compression = "
                "\"none\"), each flushed to disk (fdatasync) before it is acknowledged; files rotate by size and age "
                "and the oldest are deleted beyond max_files.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::output_common_options(),
     .repeated = true,
     .check = check,
@@ -88,13 +90,14 @@ const config::Section kSection{
 
 class FileOutput final : public plugin::Output {
  public:
-  FileOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+  // `compression` is an option every output has (plugin::output_common_options).
+  FileOutput(const FileSettings& s, std::string_view compression, const plugin::OutputContext& context)
       : name_(context.name),
-        directory_(v.string("directory")),
-        extension_(file_output::extension_of(v.choice("compression"))),
-        max_file_bytes_(v.size("max_file_bytes")),
-        max_file_age_(v.duration("max_file_age")),
-        max_files_(static_cast<std::size_t>(v.integer("max_files"))),
+        directory_(s.directory),
+        extension_(file_output::extension_of(compression)),
+        max_file_bytes_(s.max_file_bytes),
+        max_file_age_(s.max_file_age),
+        max_files_(s.max_files),
         clock_(context.clock) {}
 
   ~FileOutput() override { close_file(); }
@@ -216,7 +219,7 @@ class FileOutput final : public plugin::Output {
 };
 
 std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {
-  return std::make_unique<FileOutput>(v, context);
+  return std::make_unique<FileOutput>(kOptions.read(v), v.choice("compression"), context);
 }
 
 }  // namespace

@@ -48,46 +48,46 @@ namespace http = beast::http;
 using asio::awaitable;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
-using config::Option;
-using config::Type;
 
-const Option kOwnOptions[] = {
-    {.name = "url",
-     .type = Type::string,
-     .default_value = "",
-     .description = "Where each batch is POSTed: http://host[:port][/path] or https://host[:port][/path].",
-     .required = true},
-    {.name = "headers",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Extra request headers, each \"Name: value\" (e.g. \"X-Tenant: plant-7\")."},
-    {.name = "token",
-     .type = Type::string,
-     .default_value = "",
-     .description = "A bearer token sent as \"Authorization: Bearer <token>\"; better given as token_file.",
-     .secret = true},
-    {.name = "connect_timeout",
-     .type = Type::duration,
-     .default_value = "\"5s\"",
-     .description = "How long connecting (TCP, proxy CONNECT, TLS handshake) may take before the attempt counts as "
-                    "failed (and is retried).",
-     .min = "1ms"},
-    {.name = "response_timeout",
-     .type = Type::duration,
-     .default_value = "\"30s\"",
-     .description = "How long sending a batch and reading the answer may take before the attempt counts as failed "
-                    "(and is retried).",
-     .min = "1ms"},
-    {.name = "proxy",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "An HTTP proxy, http://[user:password@]host:port: https:// URLs are tunnelled through it with "
-                    "CONNECT, http:// requests are sent to it. Empty: HTTPS_PROXY (https://) or HTTP_PROXY (http://) "
-                    "from the environment, unless NO_PROXY lists the host. \"none\": never a proxy.",
-     .secret = true},
+struct HttpSettings {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  std::optional<std::string> token;  // a bearer token, when given
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  std::chrono::nanoseconds response_timeout = std::chrono::seconds(30);
+  std::string proxy;  // "": from the environment; "none": never
+  tls::ClientSettings tls;
 };
+using S = HttpSettings;
 
-const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
+const config::Options<S> kOptions{
+    config::string("url", &S::url)
+        .describe("Where each batch is POSTed: http://host[:port][/path] or https://host[:port][/path].")
+        .required(),
+    config::string_list("headers", &S::headers)
+        .default_value("[]")
+        .describe("Extra request headers, each \"Name: value\" (e.g. \"X-Tenant: plant-7\")."),
+    config::string("token", [](S& s, const std::string& token) { s.token = token; })
+        .describe("A bearer token sent as \"Authorization: Bearer <token>\"; better given as token_file.")
+        .secret(),
+    config::duration("connect_timeout", &S::connect_timeout)
+        .default_value("5s")
+        .describe("How long connecting (TCP, proxy CONNECT, TLS handshake) may take before the attempt counts as "
+                  "failed (and is retried).")
+        .min("1ms"),
+    config::duration("response_timeout", &S::response_timeout)
+        .default_value("30s")
+        .describe("How long sending a batch and reading the answer may take before the attempt counts as failed "
+                  "(and is retried).")
+        .min("1ms"),
+    config::string("proxy", &S::proxy)
+        .default_value("")
+        .describe("An HTTP proxy, http://[user:password@]host:port: https:// URLs are tunnelled through it with "
+                  "CONNECT, http:// requests are sent to it. Empty: HTTPS_PROXY (https://) or HTTP_PROXY (http://) "
+                  "from the environment, unless NO_PROXY lists the host. \"none\": never a proxy.")
+        .secret(),
+    config::nested(&S::tls, plugin::tls_client_bindings()),
+};
 
 struct Url {
   bool tls = false;
@@ -244,7 +244,7 @@ const config::Section kSection{
                "and extra headers; TLS verifies the server (mutual TLS optional), proxies via CONNECT; 2xx is "
                "delivered, 408/429/5xx and network errors are retried (Retry-After honoured), any other 4xx "
                "dead-letters the batch with reason `upstream_rejected`.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::output_common_options(),
     .repeated = true,
     .check = check,
@@ -263,17 +263,17 @@ struct AttemptError : std::runtime_error {
 
 class HttpOutput final : public plugin::Output {
  public:
-  HttpOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+  HttpOutput(const HttpSettings& s, const plugin::OutputContext& context)
       : clock_(context.clock), component_("output " + context.name) {
     std::string error;
-    url_ = *parse_url(v.string("url"), &error);
-    for (const auto& h : v.strings("headers")) headers_.push_back(*parse_header(h));
-    if (v.has("token")) headers_.emplace_back("Authorization", "Bearer " + v.string("token"));
-    connect_timeout_ = v.duration("connect_timeout");
-    response_timeout_ = v.duration("response_timeout");
+    url_ = *parse_url(s.url, &error);
+    for (const auto& h : s.headers) headers_.push_back(*parse_header(h));
+    if (s.token) headers_.emplace_back("Authorization", "Bearer " + *s.token);
+    connect_timeout_ = s.connect_timeout;
+    response_timeout_ = s.response_timeout;
     host_header_ = host_port(url_, true);
-    tls_settings_ = plugin::tls_client_settings(v);
-    choose_proxy(v.string("proxy"));
+    tls_settings_ = s.tls;
+    choose_proxy(s.proxy);
   }
 
   void start() override {
@@ -509,7 +509,7 @@ class HttpOutput final : public plugin::Output {
 };
 
 std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {
-  return std::make_unique<HttpOutput>(v, context);
+  return std::make_unique<HttpOutput>(kOptions.read(v), context);
 }
 
 }  // namespace

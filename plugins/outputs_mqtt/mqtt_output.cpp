@@ -34,69 +34,57 @@
 #include "common/strings.hpp"
 #include "common/tls.hpp"
 #include "input/mqtt_source.hpp"
+#include "plugin/mqtt_options.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"
 
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
-
-const std::string_view kVersions[] = {"3.1.1", "5"};
-
-const Option kOwnOptions[] = {
-    {.name = "servers",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Broker URIs tried in order: tcp://host:1883 or ssl://host:8883 (also mqtt://, mqtts://).",
-     .required = true},
-    {.name = "topic",
-     .type = Type::string,
-     .default_value = "\"tank/{agent_id}/{output}\"",
-     .description = "The topic of each batch. {agent_id}, {output} and {input} are replaced; with {input}, every "
-                    "batch holds the records of one input."},
-    {.name = "client_id",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "The MQTT client identifier. Empty: tank-<agent id>-<output name>."},
-    {.name = "protocol_version",
-     .type = Type::choice,
-     .default_value = "\"5\"",
-     .description = "\"5\": the idempotency key travels as the user property idempotency-key. \"3.1.1\": in an "
-                    "envelope, a JSON line before the body.",
-     .choices = kVersions},
-    {.name = "retain",
-     .type = Type::boolean,
-     .default_value = "false",
-     .description = "Publish with the retain flag."},
-    {.name = "keep_alive",
-     .type = Type::duration,
-     .default_value = "\"30s\"",
-     .description = "MQTT keep-alive interval.",
-     .min = "1s",
-     .max = "18h"},
-    {.name = "connect_timeout",
-     .type = Type::duration,
-     .default_value = "\"10s\"",
-     .description = "How long one connection attempt (TCP, TLS, CONNECT/CONNACK) may take.",
-     .min = "1s",
-     .max = "5m"},
-    {.name = "publish_timeout",
-     .type = Type::duration,
-     .default_value = "\"30s\"",
-     .description = "How long the PUBACK of a batch may take; then the batch is sent again on a new connection.",
-     .min = "100ms",
-     .max = "1h"},
-    {.name = "username", .type = Type::string, .default_value = "\"\"", .description = "User name for the broker."},
-    {.name = "password",
-     .type = Type::string,
-     .default_value = "\"\"",
-     .description = "Password for the broker.",
-     .secret = true},
+struct MqttOutputSettings {
+  std::vector<std::string> servers;
+  std::string topic;  // {agent_id}, {output} and {input} not yet replaced
+  std::string client_id;  // "": tank-<agent id>-<output name>
+  int protocol_version = MQTTVERSION_5;
+  bool retain = false;
+  std::chrono::seconds keep_alive{30};
+  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds publish_timeout{30000};
+  std::string username;
+  std::string password;
+  tls::ClientSettings tls;
 };
+using S = MqttOutputSettings;
+namespace mqtt_options = plugin::mqtt_options;
+static_assert(mqtt_options::kProtocolLevels[0] == MQTTVERSION_3_1_1 && mqtt_options::kProtocolLevels[1] == MQTTVERSION_5);
 
-const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
+const config::Options<S> kOptions{
+    mqtt_options::servers(&S::servers)
+        .default_value("[]")
+        .describe("Broker URIs tried in order: tcp://host:1883 or ssl://host:8883 (also mqtt://, mqtts://)."),
+    config::string("topic", &S::topic)
+        .default_value("tank/{agent_id}/{output}")
+        .describe("The topic of each batch. {agent_id}, {output} and {input} are replaced; with {input}, every "
+                  "batch holds the records of one input."),
+    mqtt_options::client_id(&S::client_id)
+        .describe("The MQTT client identifier. Empty: tank-<agent id>-<output name>."),
+    mqtt_options::protocol_version(&S::protocol_version)
+        .default_value("5")
+        .describe("\"5\": the idempotency key travels as the user property idempotency-key. \"3.1.1\": in an "
+                  "envelope, a JSON line before the body."),
+    config::boolean("retain", &S::retain).default_value(false).describe("Publish with the retain flag."),
+    mqtt_options::keep_alive(&S::keep_alive),
+    mqtt_options::connect_timeout(&S::connect_timeout)
+        .describe("How long one connection attempt (TCP, TLS, CONNECT/CONNACK) may take."),
+    config::duration("publish_timeout", &S::publish_timeout)
+        .default_value("30s")
+        .describe("How long the PUBACK of a batch may take; then the batch is sent again on a new connection.")
+        .min("100ms")
+        .max("1h"),
+    mqtt_options::username(&S::username),
+    mqtt_options::password(&S::password),
+    config::nested(&S::tls, plugin::tls_client_bindings()),
+};
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
   if (v.has("servers")) {
@@ -132,7 +120,7 @@ const config::Section kSection{
     .summary = "Publishes each batch with QoS 1 to an upstream MQTT broker (Paho MQTT C++), delivered on PUBACK; the "
                "idempotency key as the MQTT 5 user property idempotency-key, or in a JSON envelope line with 3.1.1. "
                "tank's queue is the buffer while the broker is away.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::output_common_options(),
     .repeated = true,
     .check = check,
@@ -166,21 +154,21 @@ bool permanent(int reason_code) {
 
 class MqttOutput final : public plugin::Output {
  public:
-  MqttOutput(const config::SectionValues& v, const plugin::OutputContext& context)
+  MqttOutput(const MqttOutputSettings& s, const plugin::OutputContext& context)
       : name_(context.name), agent_id_(context.agent_id), component_("output " + context.name) {
-    servers_ = v.strings("servers");
-    topic_ = replace_all(replace_all(v.string("topic"), "{agent_id}", agent_id_), "{output}", name_);
-    client_id_ = v.string("client_id").empty() ? fmt::format("tank-{}-{}", agent_id_, name_) : v.string("client_id");
+    servers_ = s.servers;
+    topic_ = replace_all(replace_all(s.topic, "{agent_id}", agent_id_), "{output}", name_);
+    client_id_ = s.client_id.empty() ? fmt::format("tank-{}-{}", agent_id_, name_) : s.client_id;
     // With max_in_flight > 1 every instance is a client of its own: the broker needs unique ids.
     if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
-    version_ = v.choice("protocol_version") == "5" ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
-    retain_ = v.boolean("retain");
-    keep_alive_ = std::chrono::duration_cast<std::chrono::seconds>(v.duration("keep_alive"));
-    connect_timeout_ = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("connect_timeout"));
-    publish_timeout_ = std::chrono::duration_cast<std::chrono::milliseconds>(v.duration("publish_timeout"));
-    username_ = v.string("username");
-    password_ = v.string("password");
-    tls_ = plugin::tls_client_settings(v);
+    version_ = s.protocol_version;
+    retain_ = s.retain;
+    keep_alive_ = s.keep_alive;
+    connect_timeout_ = s.connect_timeout;
+    publish_timeout_ = s.publish_timeout;
+    username_ = s.username;
+    password_ = s.password;
+    tls_ = s.tls;
   }
 
   ~MqttOutput() override { stop(); }
@@ -459,7 +447,7 @@ class MqttOutput final : public plugin::Output {
 };
 
 std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {
-  return std::make_unique<MqttOutput>(v, context);
+  return std::make_unique<MqttOutput>(kOptions.read(v), context);
 }
 
 }  // namespace

@@ -17,11 +17,13 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
 
 #include <boost/json.hpp>
+
 #include <fmt/format.h>
 
 #include "common/backoff.hpp"
@@ -29,6 +31,7 @@
 #include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
+#include "config/bind.hpp"
 #include "plugin/registry.hpp"
 #include "process/aggregator.hpp"
 #include "process/event_time.hpp"
@@ -40,76 +43,75 @@
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
-
 const std::string_view kFunctions[] = {"count", "sum", "min", "max", "mean", "first", "last", "stddev"};
 const std::string_view kLate[] = {"dead_letter", "pass"};
 
-const Option kOptions[] = {
-    {.name = "window",
-     .type = Type::duration,
-     .default_value = "",
-     .description = "The window length. Windows are aligned to the Unix epoch: a 10s window holds event times "
-                    "[t, t+10s) for t a multiple of 10 s (of `hop` for hopping windows).",
-     .min = "1ms",
-     .required = true},
-    {.name = "hop",
-     .type = Type::duration,
-     .default_value = "",
-     .description = "For hopping windows: a new window starts every `hop` (less than `window`), so each record is "
-                    "in window/hop windows (at most 1000).",
-     .min = "1ms",
-     .default_note = "`window` (tumbling windows)"},
-    {.name = "time_field",
-     .type = Type::string,
-     .default_value = "",
-     .description = "The field holding the event time (`ts`, `a.b`, or a JSON pointer `/a/b`).",
-     .required = true},
-    {.name = "time_format",
-     .type = Type::choice,
-     .default_value = "\"auto\"",
-     .description = "How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
-                    "or \"auto\" (strings as RFC 3339; numbers by magnitude).",
-     .choices = process::kTimeFormatNames},
-    {.name = "group_by",
-     .type = Type::string_list,
-     .default_value = "[]",
-     .description = "Fields whose values form the group key (a missing field groups as null); each aggregate "
-                    "carries them under the same names."},
-    {.name = "fields",
-     .type = Type::list_table,
-     .default_value = "",
-     .description = "The functions per field, e.g. { temp = [\"min\", \"max\", \"mean\"] }. An aggregate has "
-                    "`<field>_<function>` for each; numeric functions skip values that are not numbers (counted in "
-                    "tank_processor_ignored_values_total); stddev is the sample standard deviation; a function with "
-                    "no value to work on gives null.",
-     .choices = kFunctions,
-     .required = true},
-    {.name = "allowed_lateness",
-     .type = Type::duration,
-     .default_value = "\"0s\"",
-     .description = "The watermark is the highest event time seen minus this; a window closes (and its aggregate "
-                    "is emitted) once the watermark passes its end."},
-    {.name = "idle_timeout",
-     .type = Type::duration,
-     .default_value = "\"1m\"",
-     .description = "When no record of an input arrived for this long (processing time), its open windows are "
-                    "closed and emitted.",
-     .min = "10ms"},
-    {.name = "late",
-     .type = Type::choice,
-     .default_value = "\"dead_letter\"",
-     .description = "A record whose windows are all closed: \"dead_letter\" (reason `late`) or \"pass\" (passed on "
-                    "to the outputs unaggregated, with the attribute late = true).",
-     .choices = kLate},
-    {.name = "max_open_windows",
-     .type = Type::integer,
-     .default_value = "100000",
-     .description = "The most (window, group) cells held at once, per input; a record that would open one more goes "
-                    "to the dead-letter store with reason `window_limit`.",
-     .min = "1",
-     .max = "100000000"},
+struct Settings {
+  process::AggregateSpec spec;
+  std::optional<std::chrono::nanoseconds> hop;  // unset: spec.hop_ns = spec.window_ns (tumbling)
+  std::chrono::nanoseconds idle_timeout{};
+  bool late_pass = false;
+};
+using S = Settings;
+
+const config::Options<S> kOptions{
+    config::duration("window", [](S& s, std::chrono::nanoseconds d) { s.spec.window_ns = d.count(); })
+        .describe("The window length. Windows are aligned to the Unix epoch: a 10s window holds event times "
+                  "[t, t+10s) for t a multiple of 10 s (of `hop` for hopping windows).")
+        .min("1ms")
+        .required(),
+    config::duration("hop", [](S& s, std::chrono::nanoseconds d) { s.hop = d; })
+        .describe("For hopping windows: a new window starts every `hop` (less than `window`), so each record is "
+                  "in window/hop windows (at most 1000).")
+        .min("1ms")
+        .default_note("`window` (tumbling windows)"),
+    config::string("time_field", [](S& s, const std::string& field) { s.spec.time_field = field; })
+        .describe("The field holding the event time (`ts`, `a.b`, or a JSON pointer `/a/b`).")
+        .required(),
+    config::choice("time_format", process::kTimeFormatNames,
+                   [](S& s, const std::string& format) {
+                     s.spec.time_format = process::parse_time_format(format).value_or(process::TimeFormat::automatic);
+                   })
+        .default_value("auto")
+        .describe("How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
+                  "or \"auto\" (strings as RFC 3339; numbers by magnitude)."),
+    config::string_list("group_by", [](S& s, const std::vector<std::string>& fields) { s.spec.group_by = fields; })
+        .default_value("[]")
+        .describe("Fields whose values form the group key (a missing field groups as null); each aggregate "
+                  "carries them under the same names."),
+    config::list_table("fields",
+                       [](S& s, const config::ListTable& fields) {
+                         for (const auto& [field, names] : fields) {
+                           std::vector<process::AggFunction> functions;
+                           for (const auto& n : names) functions.push_back(*process::parse_agg_function(n));
+                           s.spec.fields.emplace_back(field, std::move(functions));
+                         }
+                       })
+        .describe("The functions per field, e.g. { temp = [\"min\", \"max\", \"mean\"] }. An aggregate has "
+                  "`<field>_<function>` for each; numeric functions skip values that are not numbers (counted in "
+                  "tank_processor_ignored_values_total); stddev is the sample standard deviation; a function with "
+                  "no value to work on gives null.")
+        .choices(kFunctions)
+        .required(),
+    config::duration("allowed_lateness", [](S& s, std::chrono::nanoseconds d) { s.spec.allowed_lateness_ns = d.count(); })
+        .default_value("0s")
+        .describe("The watermark is the highest event time seen minus this; a window closes (and its aggregate "
+                  "is emitted) once the watermark passes its end."),
+    config::duration("idle_timeout", &S::idle_timeout)
+        .default_value("1m")
+        .describe("When no record of an input arrived for this long (processing time), its open windows are "
+                  "closed and emitted.")
+        .min("10ms"),
+    config::choice("late", kLate, &S::late_pass, {false, true})
+        .default_value("dead_letter")
+        .describe("A record whose windows are all closed: \"dead_letter\" (reason `late`) or \"pass\" (passed on "
+                  "to the outputs unaggregated, with the attribute late = true)."),
+    config::integer("max_open_windows", [](S& s, std::int64_t n) { s.spec.max_cells = static_cast<std::size_t>(n); })
+        .default_value(100000)
+        .describe("The most (window, group) cells held at once, per input; a record that would open one more goes "
+                  "to the dead-letter store with reason `window_limit`.")
+        .min("1")
+        .max("100000000"),
 };
 
 // Each record updates window / hop cells; this bounds what one record adds to a commit.
@@ -167,16 +169,10 @@ const config::Section kSection{
                "the output of an uninterrupted run. Outputs receive the aggregates of these inputs instead of their "
                "records. Each aggregate is a JSON object: window_start, window_end (RFC 3339), count, the group_by "
                "fields, then `<field>_<function>`.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::processor_common_options(),
     .repeated = true,
     .check = check,
-};
-
-struct Settings {
-  process::AggregateSpec spec;
-  std::chrono::nanoseconds idle_timeout{};
-  bool late_pass = false;
 };
 
 // Commit when this much state and output is pending, or this long after the first change.
@@ -551,21 +547,8 @@ class AggregateStage final : public plugin::Stage {
 };
 
 std::unique_ptr<plugin::Stage> create(const config::SectionValues& v, const plugin::ProcessorContext& context) {
-  Settings s;
-  s.spec.window_ns = v.duration("window").count();
-  s.spec.hop_ns = v.has("hop") ? v.duration("hop").count() : s.spec.window_ns;
-  s.spec.allowed_lateness_ns = v.duration("allowed_lateness").count();
-  s.spec.time_field = v.string("time_field");
-  s.spec.time_format = process::parse_time_format(v.choice("time_format")).value_or(process::TimeFormat::automatic);
-  s.spec.group_by = v.strings("group_by");
-  for (const auto& [field, names] : v.list_table("fields")) {
-    std::vector<process::AggFunction> functions;
-    for (const auto& n : names) functions.push_back(*process::parse_agg_function(n));
-    s.spec.fields.emplace_back(field, std::move(functions));
-  }
-  s.spec.max_cells = static_cast<std::size_t>(v.integer("max_open_windows"));
-  s.idle_timeout = v.duration("idle_timeout");
-  s.late_pass = v.choice("late") == "pass";
+  Settings s = kOptions.read(v);
+  s.spec.hop_ns = s.hop ? s.hop->count() : s.spec.window_ns;
   return std::make_unique<AggregateStage>(std::move(s), context);
 }
 

@@ -6,9 +6,12 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <limits>
+#include <optional>
 
 #include "common/units.hpp"
+#include "config/bind.hpp"
 #include "plugin/registry.hpp"
 #include "process/event_time.hpp"
 #include "process/json_schema.hpp"
@@ -16,49 +19,50 @@
 namespace tank::plugins {
 namespace {
 
-using config::Option;
-using config::Type;
 
+// The options as read; create() turns them into the check's Settings.
+struct ValidateOptions {
+  std::optional<std::string> schema;  // the schema file, when given
+  std::uint64_t max_record_bytes = 0;  // 0: no limit
+  std::optional<std::string> time_field;  // the time options apply only with it
+  process::TimeFormat time_format = process::TimeFormat::automatic;
+  std::chrono::nanoseconds max_past{0};
+  std::chrono::nanoseconds max_future{0};
+};
+using O = ValidateOptions;
 
-const Option kOptions[] = {
-    {.name = "schema",
-     .type = Type::string,
-     .default_value = "",
-     .description = "A JSON Schema (draft 7) file every record must satisfy; a record that does not goes to the "
-                    "dead-letter store with reason `schema_violation` and each violation as a JSON pointer and a "
-                    "message. Loaded at start (and checked by `tank check`); a $ref to another file is read relative to the schema's "
-                    "directory, a $ref to a URI (http://...) is refused (tank fetches nothing)."},
-    {.name = "max_record_bytes",
-     .type = Type::size,
-     .default_value = "",
-     .description = "The largest record (payload) taken; a larger one goes to the dead-letter store with reason "
-                    "`record_too_large`.",
-     .min = "1B"},
-    {.name = "time_field",
-     .type = Type::string,
-     .default_value = "",
-     .description = "The field holding the record's event time (`ts`, `a.b` for a nested field, or a JSON pointer "
-                    "`/a/b`). With it, a record without a readable time goes to the dead-letter store with reason "
-                    "`time_invalid`, and one outside [now - max_past, now + max_future] with reason "
-                    "`time_out_of_range`."},
-    {.name = "time_format",
-     .type = Type::choice,
-     .default_value = "\"auto\"",
-     .description = "How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
-                    "or \"auto\" (strings as RFC 3339; numbers by magnitude: below 1e11 seconds, below 1e14 "
-                    "milliseconds, below 1e17 microseconds, else nanoseconds).",
-     .choices = process::kTimeFormatNames},
-    {.name = "max_past",
-     .type = Type::duration,
-     .default_value = "\"7d\"",
-     .description = "With time_field: how far in the past (by this host's clock) an event time may be.",
-     .min = "1s"},
-    {.name = "max_future",
-     .type = Type::duration,
-     .default_value = "\"1h\"",
-     .description = "With time_field: how far in the future (by this host's clock) an event time may be; an event "
-                    "from the year 2085 is refused.",
-     .min = "0s"},
+const config::Options<O> kOptions{
+    config::string("schema", [](O& o, const std::string& path) { o.schema = path; })
+        .describe("A JSON Schema (draft 7) file every record must satisfy; a record that does not goes to the "
+                  "dead-letter store with reason `schema_violation` and each violation as a JSON pointer and a "
+                  "message. Loaded at start (and checked by `tank check`); a $ref to another file is read relative to the schema's "
+                  "directory, a $ref to a URI (http://...) is refused (tank fetches nothing)."),
+    config::size("max_record_bytes", &O::max_record_bytes)
+        .describe("The largest record (payload) taken; a larger one goes to the dead-letter store with reason "
+                  "`record_too_large`.")
+        .min("1B"),
+    config::string("time_field", [](O& o, const std::string& field) { o.time_field = field; })
+        .describe("The field holding the record's event time (`ts`, `a.b` for a nested field, or a JSON pointer "
+                  "`/a/b`). With it, a record without a readable time goes to the dead-letter store with reason "
+                  "`time_invalid`, and one outside [now - max_past, now + max_future] with reason "
+                  "`time_out_of_range`."),
+    config::choice("time_format", process::kTimeFormatNames,
+                   [](O& o, const std::string& format) {
+                     o.time_format = process::parse_time_format(format).value_or(process::TimeFormat::automatic);
+                   })
+        .default_value("auto")
+        .describe("How time_field is written: \"unix\" (seconds), \"unix_ms\", \"unix_us\", \"unix_ns\", \"rfc3339\", "
+                  "or \"auto\" (strings as RFC 3339; numbers by magnitude: below 1e11 seconds, below 1e14 "
+                  "milliseconds, below 1e17 microseconds, else nanoseconds)."),
+    config::duration("max_past", &O::max_past)
+        .default_value("7d")
+        .describe("With time_field: how far in the past (by this host's clock) an event time may be.")
+        .min("1s"),
+    config::duration("max_future", &O::max_future)
+        .default_value("1h")
+        .describe("With time_field: how far in the future (by this host's clock) an event time may be; an event "
+                  "from the year 2085 is refused.")
+        .min("0s"),
 };
 
 bool needs_json(const config::SectionValues& v) { return v.has("schema") || v.has("time_field"); }
@@ -86,7 +90,7 @@ const config::Section kSection{
                "(draft 7) contract. A refused record goes to the dead-letter store with the reason "
                "(`record_too_large`, `time_invalid`, `time_out_of_range`, `schema_violation`) and the details; the "
                "source is acknowledged either way. Fix the cause, then `tank dlq replay --reason ...`.",
-    .options = kOptions,
+    .options = kOptions.all(),
     .common = plugin::processor_common_options(),
     .repeated = true,
     .check = check,
@@ -175,20 +179,21 @@ class ValidateCheck final : public plugin::RecordCheck {
 };
 
 std::shared_ptr<const plugin::RecordCheck> create(const config::SectionValues& v, const plugin::ProcessorContext& context) {
+  const ValidateOptions o = kOptions.read(v);
   Settings s;
-  if (v.has("schema")) {
+  if (o.schema) {
     try {
-      s.schema = process::JsonSchema::load(v.string("schema"));
+      s.schema = process::JsonSchema::load(*o.schema);
     } catch (const std::exception& e) {
       throw plugin::StartError(e.what());
     }
   }
-  if (v.has("max_record_bytes")) s.max_record_bytes = v.size("max_record_bytes");
-  if (v.has("time_field")) {
-    s.time_field = v.string("time_field");
-    s.time_format = process::parse_time_format(v.choice("time_format")).value_or(process::TimeFormat::automatic);
-    s.max_past_ns = v.duration("max_past").count();
-    s.max_future_ns = v.duration("max_future").count();
+  s.max_record_bytes = o.max_record_bytes;
+  if (o.time_field) {
+    s.time_field = *o.time_field;
+    s.time_format = o.time_format;
+    s.max_past_ns = o.max_past.count();
+    s.max_future_ns = o.max_future.count();
   }
   return std::make_shared<ValidateCheck>(std::move(s), context.clock);
 }
