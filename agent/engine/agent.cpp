@@ -343,11 +343,7 @@ bool Agent::start_first_pipeline() {
     pipeline_ = start_pipeline(running_);
   } catch (const plugin::StartError& e) {
     log::error(kComponent, "{}", e.what());
-    pipeline_.reset();
-    if (server_) server_->stop();
-    queue_->close();
-    state_.state = "stopped";
-    write_run_state(state_path_, state_);
+    abandon_start();
     return false;
   }
   return true;
@@ -362,15 +358,24 @@ bool Agent::start_control_socket() {
     control_->start();
   } catch (const std::exception& e) {
     log::error(kComponent, "{}", e.what());
-    pipeline_->stop();
-    queue_->set_pressure_listener(nullptr);
-    if (server_) server_->stop();
-    queue_->close();
-    state_.state = "stopped";
-    write_run_state(state_path_, state_);
+    abandon_start();
     return false;
   }
   return true;
+}
+
+// The pipeline or the control socket could not start: what started is stopped again (the pipeline,
+// when it runs, then the metrics endpoint), the queue is closed and run.json says "stopped", so
+// that the next start knows the queue was closed cleanly.
+void Agent::abandon_start() {
+  if (pipeline_) {
+    pipeline_->stop();
+    queue_->set_pressure_listener(nullptr);
+  }
+  if (server_) server_->stop();
+  queue_->close();
+  state_.state = "stopped";
+  write_run_state(state_path_, state_);
 }
 
 boost::json::object Agent::handle_control_request(const boost::json::object& request) {

@@ -123,6 +123,7 @@ class Agent {
   bool start_first_pipeline();
   bool start_control_socket();
   void announce_running();
+  void abandon_start();
 
   // Builds and starts the pipeline of `doc`, relaying the queue's pressure to it. Throws
   // plugin::StartError (nothing of it left running) when a plugin refuses to start.
