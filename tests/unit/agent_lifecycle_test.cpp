@@ -7,10 +7,6 @@
 
 #include <fmt/format.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -60,6 +56,14 @@ struct AgentRig {
     REQUIRE(loaded.document);
     agent = std::make_unique<engine::Agent>(*loaded.document, plugins, system_clock());
     return *agent;
+  }
+
+  // The agent of the file input and `rest`, started.
+  engine::Agent& start(const std::string& rest) {
+    write_config(rest);
+    engine::Agent& started = make_agent();
+    REQUIRE(started.start());
+    return started;
   }
 
   // Lines {"n":first} .. {"n":first+count-1} appended to in.log.
@@ -112,6 +116,10 @@ bool exactly_once(const std::map<int, int>& counts, int first, int last) {
   return true;
 }
 
+std::string tcp_input(const std::string& name, const std::string& address) {
+  return fmt::format("[[inputs.tcp]]\nname = \"{}\"\nlisten = \"{}\"\nformat = \"json\"\n\n", name, address);
+}
+
 std::size_t instances(const config::Document& document, const std::string& plugin_path) {
   auto it = document.plugins.find(plugin_path);
   return it == document.plugins.end() ? 0 : it->second.size();
@@ -127,9 +135,7 @@ std::string run_state(const TempDir& dir) {
 TEST_CASE("agent: start, a reload that adds an output and changes nothing else, then stop, all in-process",
           "[agent][reload]") {
   AgentRig rig;
-  rig.write_config(file_output(rig.dir, "archive"));
-  engine::Agent& agent = rig.make_agent();
-  REQUIRE(agent.start());
+  engine::Agent& agent = rig.start(file_output(rig.dir, "archive"));
   CHECK(agent.phase() == engine::Agent::Phase::running);
   CHECK(run_state(rig.dir) == "running");
   REQUIRE_FALSE(agent.metrics_address().empty());
@@ -160,9 +166,7 @@ TEST_CASE("agent: start, a reload that adds an output and changes nothing else, 
 TEST_CASE("agent: a reload of an invalid or empty configuration is refused and the running pipeline goes on unchanged",
           "[agent][reload]") {
   AgentRig rig;
-  rig.write_config(file_output(rig.dir, "archive"));
-  engine::Agent& agent = rig.make_agent();
-  REQUIRE(agent.start());
+  engine::Agent& agent = rig.start(file_output(rig.dir, "archive"));
 
   // Invalid: a new output with an unknown option.
   rig.write_config(file_output(rig.dir, "archive") + file_output(rig.dir, "copy") + "no_such_option = 1\n");
@@ -192,23 +196,11 @@ TEST_CASE("agent: a reload of an invalid or empty configuration is refused and t
 TEST_CASE("agent: a reload whose configuration cannot start is undone and the running one starts again",
           "[agent][reload]") {
   AgentRig rig;
-  rig.write_config(file_output(rig.dir, "archive"));
-  engine::Agent& agent = rig.make_agent();
-  REQUIRE(agent.start());
-  // Another program holds this port.
-  const int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(holder, 1) == 0);
-  REQUIRE(::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  engine::Agent& agent = rig.start(file_output(rig.dir, "archive"));
+  // The new configuration's input cannot listen: the agent's own metrics endpoint holds the address.
   rig.write_config(file_output(rig.dir, "archive") + file_output(rig.dir, "copy") +
-                   fmt::format("[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:{}\"\nformat = \"json\"\n\n",
-                               ntohs(addr.sin_port)));
+                   tcp_input("plant", agent.metrics_address()));
   REQUIRE(agent.reload());
-  ::close(holder);
   CHECK(agent.phase() == engine::Agent::Phase::running);
   CHECK(rig.metric(R"(tank_reloads_total{result="undone"})") == 1);
   CHECK(rig.metric(R"(tank_reloads_total{result="applied"})") == 0);
@@ -219,4 +211,21 @@ TEST_CASE("agent: a reload whose configuration cannot start is undone and the ru
   CHECK(wait_until([&] { return exactly_once(arrived(rig.dir / "archive"), 0, 99); }));
   CHECK(arrived(rig.dir / "copy").empty());
   CHECK(agent.stop() == 0);
+}
+
+TEST_CASE("agent: a start whose pipeline cannot start fails, with the queue closed and run.json \"stopped\"",
+          "[agent]") {
+  AgentRig running;
+  engine::Agent& holder = running.start(file_output(running.dir, "archive"));
+  AgentRig rig;
+  // Its input cannot listen: the other agent's metrics endpoint holds the address.
+  rig.write_config(file_output(rig.dir, "archive") + tcp_input("plant", holder.metrics_address()));
+  engine::Agent& agent = rig.make_agent();
+  CHECK_FALSE(agent.start());
+  CHECK(agent.phase() == engine::Agent::Phase::starting);
+  CHECK(run_state(rig.dir) == "stopped");
+  CHECK(holder.stop() == 0);
+  // The lock is released and the queue was closed cleanly: the next start on the data directory runs.
+  rig.agent.reset();
+  CHECK(rig.start(file_output(rig.dir, "archive")).stop() == 0);
 }
