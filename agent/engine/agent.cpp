@@ -154,10 +154,7 @@ Agent::Agent(const config::Document& document, const plugin::Registry& plugins, 
       state_path_(run_state_path(settings_.data_dir)),
       stuck_(kComponent, log::Level::error) {}
 
-Agent::~Agent() {
-  const Phase phase = phase_.load();
-  if (phase == Phase::running || phase == Phase::reloading) stop();
-}
+Agent::~Agent() = default;
 
 int Agent::run() {
   // Signals are handled by this thread alone (sigtimedwait below); block them before any thread

@@ -55,7 +55,8 @@ class Agent {
   // reload reads again (the embedded default when it is kDefaultConfigName). `plugins` and `clock`
   // must outlive the agent.
   Agent(const config::Document& document, const plugin::Registry& plugins, const Clock& clock);
-  // Stops the agent when it was started and not stopped (a test that ended early).
+  // Does not stop a running agent (as run_agent's locals did not when an exception left it): what
+  // is running is destroyed in the reverse order of start-up, and run.json is left as it was.
   ~Agent();
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;

@@ -31,6 +31,12 @@ struct AgentRig {
     plugin::register_builtin(plugins);
     write_file(dir / "in.log", "");
   }
+  // A test that ended early leaves its agent running: stopped here, in order.
+  ~AgentRig() {
+    if (agent && (agent->phase() == engine::Agent::Phase::running || agent->phase() == engine::Agent::Phase::reloading)) {
+      agent->stop();
+    }
+  }
 
   // Replaces the configuration at once: [agent], [queue], [metrics] and the file input, then `rest`.
   void write_config(const std::string& rest) const {
