@@ -4,11 +4,11 @@
 
 #include <boost/version.hpp>
 #include <fmt/format.h>
-#include <lmdb.h>
 
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
 #include "common/build_info.hpp"
+#include "queue/queue.hpp"
 
 namespace tank::cli {
 
@@ -38,9 +38,8 @@ int version_command(std::span<const std::string> argv, const plugin::Registry& p
     std::cout << fmt::format("{:<11} {}\n", std::string(plugin::kind_section(kind)) + ":",
                              names.empty() ? "(none)" : names);
   }
-  std::cout << fmt::format("libraries:  LMDB {}.{}.{}, Boost {}.{}.{}\n", MDB_VERSION_MAJOR, MDB_VERSION_MINOR,
-                           MDB_VERSION_PATCH, BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000,
-                           BOOST_VERSION % 100);
+  std::cout << fmt::format("libraries:  LMDB {}, Boost {}.{}.{}\n", queue::lmdb_version(), BOOST_VERSION / 100000,
+                           BOOST_VERSION / 100 % 1000, BOOST_VERSION % 100);
   return kExitOk;
 }
 

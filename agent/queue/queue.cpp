@@ -1,4 +1,5 @@
 #include "queue/queue.hpp"
+#include "queue/queue_impl.hpp"
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -99,6 +100,8 @@ std::string_view to_string(CommitStatus status) {
   return "?";
 }
 
+std::string lmdb_version() { return fmt::format("{}.{}.{}", MDB_VERSION_MAJOR, MDB_VERSION_MINOR, MDB_VERSION_PATCH); }
+
 bool RouteFilter::accepts(std::string_view encoded) const {
   const std::string_view input = peek_input(encoded);
   const bool derived = (peek_flags(encoded) & kRecordDerived) != 0;
@@ -112,7 +115,7 @@ bool RouteFilter::accepts(std::string_view encoded) const {
 // ---------------------------------------------------------------------------------------------
 // Internal structures
 
-struct Queue::Pending {
+struct Queue::Impl::Pending {
   const RecordBatch* records = nullptr;  // the caller's; never modified
   const WriteBatch* batch = nullptr;     // state and acknowledgements, or null
   std::vector<std::string> new_consumers;
@@ -127,7 +130,7 @@ struct Queue::Pending {
 };
 
 // Records held in RAM (mode = "memory"): one appended batch, consumed from the front.
-struct Queue::MemoryChunk {
+struct Queue::Impl::MemoryChunk {
   RecordBatch records;
   std::uint64_t first_seq = 0;
   std::size_t head = 0;  // records before `head` are gone (acknowledged or evicted)
@@ -140,7 +143,7 @@ struct Queue::MemoryChunk {
 
 // One group transaction: what it changes, applied to the committed state only once LMDB has
 // committed it.
-struct Queue::Group {
+struct Queue::Impl::Group {
   MDB_txn* root = nullptr;  // the group's transaction
   MDB_txn* txn = nullptr;   // where batches are applied: `root`, or a nested transaction of it
   bool wrote = false;       // anything put or deleted (a group of RAM-only appends writes nothing)
@@ -197,9 +200,54 @@ std::uint64_t Queue::margin_for(std::uint64_t max_disk_bytes) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Queue's members: each hands the call to Impl (queue_impl.hpp)
+
+void Queue::close() { impl_->close(); }
+CommitResult Queue::commit(const WriteBatch& batch) { return impl_->commit(batch); }
+CommitResult Queue::append(const RecordBatch& records) { return impl_->append(records); }
+CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) { return impl_->ack(consumer, seq); }
+ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+  return impl_->read(after, limits, filter);
+}
+std::optional<std::uint64_t> Queue::position(const std::string& consumer) const { return impl_->position(consumer); }
+void Queue::add_consumer(const std::string& name) { impl_->add_consumer(name); }
+bool Queue::remove_consumer(const std::string& name, std::vector<std::string> state_deletes) {
+  return impl_->remove_consumer(name, std::move(state_deletes));
+}
+std::vector<std::string> Queue::consumer_names() const { return impl_->consumer_names(); }
+std::optional<std::string> Queue::state(std::string_view key) const { return impl_->state(key); }
+std::vector<std::pair<std::string, std::string>> Queue::state_with_prefix(std::string_view prefix) const {
+  return impl_->state_with_prefix(prefix);
+}
+std::vector<StoredDeadLetter> Queue::dead_letters(const DeadLetterQuery& query) const {
+  return impl_->dead_letters(query);
+}
+std::optional<StoredDeadLetter> Queue::dead_letter(std::uint64_t id) const { return impl_->dead_letter(id); }
+DeadLetterStats Queue::dead_letter_stats() const { return impl_->dead_letter_stats(); }
+Stats Queue::stats() const { return impl_->stats(); }
+std::uint64_t Queue::oldest_seq() const { return impl_->oldest_seq(); }
+std::vector<std::uint64_t> Queue::disk_bytes_after(std::span<const std::uint64_t> positions) const {
+  return impl_->disk_bytes_after(positions);
+}
+bool Queue::blocked() const { return impl_->blocked(); }
+void Queue::set_pressure_listener(std::function<void(bool)> listener) {
+  impl_->set_pressure_listener(std::move(listener));
+}
+bool Queue::damaged() const { return impl_->damaged(); }
+void Queue::sync() { impl_->sync(); }
+std::uint64_t Queue::max_commit_bytes() const { return impl_->max_commit_bytes(); }
+std::uint64_t Queue::disk_margin_bytes() const { return impl_->disk_margin_bytes(); }
+std::uint64_t Queue::file_limit_bytes() const { return impl_->file_limit_bytes(); }
+const Options& Queue::options() const { return impl_->options(); }
+std::uint64_t Queue::id() const { return impl_->id(); }
+
+// ---------------------------------------------------------------------------------------------
 // Open and close
 
 Queue::Queue(const Options& options, const Clock& clock, bool read_only)
+    : impl_(std::make_unique<Impl>(options, clock, read_only)) {}
+
+Queue::Impl::Impl(const Options& options, const Clock& clock, bool read_only)
     : options_(options),
       clock_(clock),
       read_only_(read_only),
@@ -220,7 +268,7 @@ Queue::Queue(const Options& options, const Clock& clock, bool read_only)
 std::unique_ptr<Queue> Queue::open(const Options& options, const Clock& clock, metrics::Registry* metrics,
                                    OpenReport* report) {
   std::unique_ptr<Queue> q(new Queue(options, clock, false));
-  q->open_environment(metrics, report);
+  q->impl_->open_environment(q.get(), metrics, report);
   return q;
 }
 
@@ -239,11 +287,11 @@ std::unique_ptr<Queue> Queue::open_read_only(const std::filesystem::path& dir, c
   if (check.outcome != VerifyResult::Outcome::ok) {
     throw OpenError(fmt::format("cannot read the queue in {}: {}", dir.string(), check.problem));
   }
-  q->open_environment(nullptr, nullptr);
+  q->impl_->open_environment(q.get(), nullptr, nullptr);
   return q;
 }
 
-void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
+void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metrics, OpenReport* report) {
   metrics_ = std::make_unique<QueueMetrics>(metrics);
   const std::filesystem::path& dir = options_.dir;
   page_size_ = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -394,10 +442,10 @@ void Queue::open_environment(metrics::Registry* metrics, OpenReport* report) {
               disk_records_, units::human_size(disk_pages_ * page_size_), units::human_size(options_.max_disk_bytes),
               to_string(options_.mode), to_string(options_.fsync), to_string(options_.overflow));
   }
-  metrics_->attach(this);
+  metrics_->attach(owner);
 }
 
-void Queue::register_consumers() {
+void Queue::Impl::register_consumers() {
   // Keep the configured consumers, start new ones after the newest record, forget the ones no
   // longer configured (they would hold records forever), and delete what every remaining
   // consumer has passed.
@@ -434,7 +482,7 @@ void Queue::register_consumers() {
   load_state();
 }
 
-void Queue::load_state() {
+void Queue::Impl::load_state() {
   lmdb::Txn txn(env_, MDB_RDONLY);
   MDB_txn* t = txn.get();
   std::uint64_t stored_next = get_meta(t, meta_dbi_, "next_seq").value_or(1);
@@ -477,7 +525,7 @@ std::string describe_point(const RecoveryPoint& point) {
 
 }  // namespace
 
-void Queue::check_before_open(OpenReport* report) {
+void Queue::Impl::check_before_open(OpenReport* report) {
   const std::filesystem::path& dir = options_.dir;
   const std::filesystem::path data = dir / "data.mdb";
   auto transient = [&](const std::string& what) {
@@ -623,7 +671,7 @@ void Queue::check_before_open(OpenReport* report) {
 
 // Whether a data file is what LMDB writes when it creates one, cut short, and nothing more: no meta
 // page names a transaction or a page of a tree (an empty file included).
-bool Queue::never_committed(const lmdb_file::Metas& metas) {
+bool Queue::Impl::never_committed(const lmdb_file::Metas& metas) {
   if (metas.file_bytes == 0) return true;
   bool any_valid = false;
   for (const lmdb_file::Meta& m : metas.slots) {
@@ -639,7 +687,7 @@ bool Queue::never_committed(const lmdb_file::Metas& metas) {
 
 // Records the newest state appended after `next_seq`, as far as its meta database still says
 // (0 when it cannot be read: a power cut may have left it half-written).
-std::uint64_t Queue::appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq) {
+std::uint64_t Queue::Impl::appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq) {
   std::uint64_t newest_next = 0;
   try {
     lmdb_file::for_each_entry(file, newest, "meta", [&](std::string_view key, std::string_view value) {
@@ -656,7 +704,7 @@ std::uint64_t Queue::appended_after(const lmdb_file::File& file, const lmdb_file
   return newest_next > next_seq ? newest_next - next_seq : 0;
 }
 
-void Queue::roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report) {
+void Queue::Impl::roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report) {
   const std::filesystem::path& dir = options_.dir;
   roll_back_to(dir / "data.mdb", point);
   // LMDB's lock file remembers the newest transaction; it is rebuilt from the meta pages.
@@ -685,7 +733,7 @@ void Queue::roll_back(const RecoveryPoint& point, const std::string& why, std::u
 // max_commit_bytes; records of both formats read the same meanwhile, so a crash half-way only
 // leaves the rest for the next start. The meta format was set to 2 first: an older tank refuses
 // the queue from then on instead of misreading it.
-void Queue::upgrade_records(std::uint64_t from_format) {
+void Queue::Impl::upgrade_records(std::uint64_t from_format) {
   std::uint64_t upgraded = 0;
   std::uint64_t next = 0;  // the first sequence number not yet looked at
   for (bool more = true; more;) {
@@ -732,7 +780,7 @@ constexpr std::chrono::milliseconds kPinCheckEvery{50};
 
 }  // namespace
 
-void Queue::start_sync_thread() {
+void Queue::Impl::start_sync_thread() {
   if (options_.fsync == Fsync::always) return;
   // fsync = "interval": a flush every fsync_interval (fixed rate: the loss window after a power cut
   // is at most one interval plus one flush). fsync = "never": no periodic flush. In both, the
@@ -770,7 +818,7 @@ void Queue::start_sync_thread() {
 
 // Pages of the pinned snapshot freed since: LMDB keeps them until the pin moves. Those the patch
 // already holds apart, plus the free-page entries since the pin not looked at yet.
-std::uint64_t Queue::pinned_free_pages() const {
+std::uint64_t Queue::Impl::pinned_free_pages() const {
   std::uint64_t pinned = 0;
   {
     std::lock_guard flush_lock(flush_mutex_);
@@ -797,7 +845,7 @@ std::uint64_t Queue::pinned_free_pages() const {
   }
 }
 
-std::string Queue::flush(std::uint32_t flags) {
+std::string Queue::Impl::flush(std::uint32_t flags) {
   // 1. Pin the newest snapshot while no group is being written, so that the meta page in the file
   //    is the snapshot's and no commit is half-way: every commit acknowledged before `pinned_mono`
   //    is in it.
@@ -815,7 +863,7 @@ std::string Queue::flush(std::uint32_t flags) {
   return flush_locked(flags, false);
 }
 
-std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
+std::string Queue::Impl::flush_locked(std::uint32_t flags, bool keep_leading) {
   bool leading = !keep_leading;
   auto step_down = [&] {
     if (!leading) return;
@@ -930,7 +978,7 @@ std::string Queue::flush_locked(std::uint32_t flags, bool keep_leading) {
   return {};
 }
 
-void Queue::release_pin_locked() {
+void Queue::Impl::release_pin_locked() {
   if (pinned_ == nullptr) return;
   mdb_txn_abort(pinned_);
   mdb_env_unprotect(env_, static_cast<std::size_t>(pinned_txnid_));
@@ -945,7 +993,7 @@ void Queue::release_pin_locked() {
 // + pages freed in between (the free-page tree's entries, keyed by the freeing transaction). Plus
 // the meta pages: one per commit with "always" (each is written with O_DSYNC), at most the two
 // per flush otherwise (the page cache keeps only their last content).
-void Queue::account_written(MDB_txn* txn) {
+void Queue::Impl::account_written(MDB_txn* txn) {
   if (records_dbi_ == 0) return;  // the flush at open, before the databases are opened
   std::uint64_t used = 0;
   for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, records_dbi_, meta_dbi_, state_dbi_, dead_letters_dbi_}) {
@@ -980,13 +1028,13 @@ void Queue::account_written(MDB_txn* txn) {
 
 Queue::~Queue() {
   try {
-    close();
+    impl_->close();
   } catch (const std::exception& e) {
     log::error(kComponent, "closing the queue failed: {}", e.what());
   }
 }
 
-void Queue::close() {
+void Queue::Impl::close() {
   {
     std::unique_lock lock(mutex_);
     if (closed_) return;
@@ -1020,7 +1068,7 @@ void Queue::close() {
 
 // Writes the RAM tier to LMDB at close, oldest first, in transactions of at most
 // max_commit_bytes, as far as the disk bound allows; what does not fit is counted as dropped.
-void Queue::save_memory_tier() {
+void Queue::Impl::save_memory_tier() {
   std::uint64_t saved = 0;
   std::uint64_t lost = 0;
   std::uint64_t lost_bytes = 0;
@@ -1104,7 +1152,7 @@ void Queue::save_memory_tier() {
   memory_encoded_bytes_ = 0;
 }
 
-void Queue::require_writable() const {
+void Queue::Impl::require_writable() const {
   if (read_only_) throw std::logic_error("the queue was opened read-only");
 }
 
@@ -1120,7 +1168,7 @@ struct RetryCarefully {};
 
 }  // namespace
 
-CommitResult Queue::append(const RecordBatch& records) {
+CommitResult Queue::Impl::append(const RecordBatch& records) {
   require_writable();
   Pending p;
   p.records = &records;
@@ -1128,13 +1176,13 @@ CommitResult Queue::append(const RecordBatch& records) {
   return std::move(p.result);
 }
 
-CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) {
+CommitResult Queue::Impl::ack(const std::string& consumer, std::uint64_t seq) {
   WriteBatch batch;
   batch.acks.emplace_back(consumer, seq);
   return commit(batch);
 }
 
-void Queue::add_consumer(const std::string& name) {
+void Queue::Impl::add_consumer(const std::string& name) {
   require_writable();
   {
     std::lock_guard lock(mutex_);
@@ -1145,7 +1193,7 @@ void Queue::add_consumer(const std::string& name) {
   submit(p);
 }
 
-bool Queue::remove_consumer(const std::string& name, std::vector<std::string> state_deletes) {
+bool Queue::Impl::remove_consumer(const std::string& name, std::vector<std::string> state_deletes) {
   require_writable();
   {
     std::lock_guard lock(mutex_);
@@ -1160,14 +1208,14 @@ bool Queue::remove_consumer(const std::string& name, std::vector<std::string> st
   return p.result.ok();
 }
 
-std::vector<std::string> Queue::consumer_names() const {
+std::vector<std::string> Queue::Impl::consumer_names() const {
   std::lock_guard lock(mutex_);
   std::vector<std::string> out;
   for (const auto& [name, pos] : consumers_) out.push_back(name);
   return out;
 }
 
-CommitResult Queue::commit(const WriteBatch& batch) {
+CommitResult Queue::Impl::commit(const WriteBatch& batch) {
   require_writable();
   Pending p;
   p.records = &batch.records;
@@ -1176,7 +1224,7 @@ CommitResult Queue::commit(const WriteBatch& batch) {
   return std::move(p.result);
 }
 
-void Queue::submit(Pending& p) {
+void Queue::Impl::submit(Pending& p) {
   std::unique_lock lock(mutex_);
   if (closed_) throw std::logic_error("the queue is closed");
   pending_.push_back(&p);
@@ -1216,7 +1264,7 @@ void Queue::submit(Pending& p) {
 
 // Runs with leader_active_ set and mutex_ released; returns with leader_active_ cleared and
 // every batch of the group done.
-void Queue::run_group(std::vector<Pending*>& group) {
+void Queue::Impl::run_group(std::vector<Pending*>& group) {
   auto started = std::chrono::steady_clock::now();
   Group g;
   try {
@@ -1278,7 +1326,7 @@ void Queue::run_group(std::vector<Pending*>& group) {
   notify_pressure();
 }
 
-void Queue::reset_group(Group& g) const {
+void Queue::Impl::reset_group(Group& g) const {
   g = Group{};
   g.next_seq = next_seq_;
   g.disk_bytes = disk_bytes_;
@@ -1289,7 +1337,7 @@ void Queue::reset_group(Group& g) const {
 // Writes one group transaction. Returns false (nothing applied) on MDB_MAP_FULL when records
 // were allowed, so the caller can retry; true otherwise, with each batch's result set and the
 // committed state updated.
-bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_records) {
+bool Queue::Impl::write_group(std::vector<Pending*>& group, Group& g, bool allow_records) {
   for (bool careful : {false, true}) {
     reset_group(g);
     for (Pending* p : group) p->result = CommitResult{};
@@ -1373,7 +1421,7 @@ bool Queue::write_group(std::vector<Pending*>& group, Group& g, bool allow_recor
   return true;
 }
 
-void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) {
+void Queue::Impl::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) {
   static const WriteBatch kNothing;
   const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
   const RecordBatch& records = p.recs();
@@ -1459,7 +1507,7 @@ void Queue::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) 
   p.result = {CommitStatus::full, 0, 0, why};
 }
 
-bool Queue::try_nested(Group& g, Pending& p, bool with_records) {
+bool Queue::Impl::try_nested(Group& g, Pending& p, bool with_records) {
   Group saved = g;
   MDB_txn* child = nullptr;
   lmdb::check(mdb_txn_begin(env_, g.root, 0, &child), "beginning a nested transaction");
@@ -1487,7 +1535,7 @@ bool Queue::try_nested(Group& g, Pending& p, bool with_records) {
 
 // Applies a batch in g.txn: acknowledgements first (the records they free make room), then the
 // records (unless `with_records` is false), then the component state.
-void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
+void Queue::Impl::apply_parts(Group& g, Pending& p, bool with_records) {
   static const WriteBatch kNothing;
   const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
   bool moved = false;
@@ -1570,7 +1618,7 @@ void Queue::apply_parts(Group& g, Pending& p, bool with_records) {
 
 // Stores the batch's dead letters, then evicts the oldest entries while the store is over its
 // bound (a dead letter is never refused: the newest evidence is kept).
-void Queue::put_dead_letters(Group& g, const WriteBatch& batch) {
+void Queue::Impl::put_dead_letters(Group& g, const WriteBatch& batch) {
   if (g.next_dead_letter_id == 0) {
     g.next_dead_letter_id = get_meta(g.txn, meta_dbi_, "dlq_next_id").value_or(1);
   }
@@ -1595,12 +1643,12 @@ void Queue::put_dead_letters(Group& g, const WriteBatch& batch) {
   }
 }
 
-std::uint64_t Queue::used_pages(MDB_txn* txn) const {
+std::uint64_t Queue::Impl::used_pages(MDB_txn* txn) const {
   return pages_of(stat_of(txn, records_dbi_)) + pages_of(stat_of(txn, meta_dbi_)) +
          pages_of(stat_of(txn, state_dbi_));
 }
 
-std::uint64_t Queue::estimate_pages(const RecordBatch& records) const {
+std::uint64_t Queue::Impl::estimate_pages(const RecordBatch& records) const {
   // An upper bound of the pages `records` add when appended: leaf pages filled in order (an
   // append split leaves the previous page full), overflow pages for large records, and the
   // branch entries of the new leaves.
@@ -1625,7 +1673,7 @@ std::uint64_t Queue::estimate_pages(const RecordBatch& records) const {
   return leaves + overflow + branches;
 }
 
-std::uint64_t Queue::estimate_state_pages(const WriteBatch& batch) const {
+std::uint64_t Queue::Impl::estimate_state_pages(const WriteBatch& batch) const {
   // State keys are not appended in order: each put may split a page in two.
   if (batch.state_puts.empty()) return 0;
   const std::uint64_t half = (page_size_ - kPageHeader) / 2;
@@ -1643,7 +1691,7 @@ std::uint64_t Queue::estimate_state_pages(const WriteBatch& batch) const {
   return pages + (inline_bytes + half - 1) / half;
 }
 
-void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq) {
+void Queue::Impl::put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq) {
   lmdb::Cursor cursor(g.txn, records_dbi_);
   for (std::size_t i = 0; i < records.size(); ++i) {
     std::string_view rec = records.encoded(i);
@@ -1665,14 +1713,14 @@ void Queue::put_records(Group& g, const RecordBatch& records, std::uint64_t firs
 }
 
 // Deletes acknowledged records: from the oldest up to and including `seq`.
-void Queue::delete_through(Group& g, std::uint64_t seq) {
+void Queue::Impl::delete_through(Group& g, std::uint64_t seq) {
   lmdb::Cursor cursor(g.txn, records_dbi_);
   MDB_val k, v;
   bool more = cursor.get(k, v, MDB_FIRST);
   std::uint64_t deleted = 0;
   // Deleting reads the records' pages through the map too.
   struct Release {
-    const Queue& q;
+    const Impl& q;
     std::uint64_t& bytes;
     ~Release() { q.release_mapped_pages(bytes * kFaultAroundPages); }
   } release{*this, deleted};
@@ -1692,7 +1740,7 @@ void Queue::delete_through(Group& g, std::uint64_t seq) {
 
 // Deletes the oldest records with sequence numbers below `below_seq` (drop_oldest) until the
 // pages in use drop to `target_pages` or no such record is left.
-void Queue::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq) {
+void Queue::Impl::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq) {
   lmdb::Cursor cursor(g.txn, records_dbi_);
   MDB_val k, v;
   bool more = cursor.get(k, v, MDB_FIRST);
@@ -1709,7 +1757,7 @@ void Queue::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_
   }
 }
 
-void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
+void Queue::Impl::refuse_by_policy(Group& g, Pending& p, std::string why) const {
   g.saw_full = true;
   const RecordBatch& records = p.recs();
   if (options_.overflow == Overflow::drop_newest) {
@@ -1725,7 +1773,7 @@ void Queue::refuse_by_policy(Group& g, Pending& p, std::string why) const {
 // Appends the batch's records to LMDB. With drop_oldest, first evicts the oldest records so that
 // they and `reserve_pages` more (the batch's state) fit under the bound. Whether the batch fits
 // is judged by the caller.
-void Queue::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages) {
+void Queue::Impl::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages) {
   const RecordBatch& records = p.recs();
   if (options_.overflow == Overflow::drop_oldest) {
     const std::uint64_t need = estimate_pages(records) + reserve_pages;
@@ -1741,11 +1789,11 @@ void Queue::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages
   p.result.last_seq = g.next_seq - 1;
 }
 
-std::uint64_t Queue::memory_cost(const RecordBatch& records) {
+std::uint64_t Queue::Impl::memory_cost(const RecordBatch& records) {
   return records.bytes() + kMemoryRecordOverhead * records.size();
 }
 
-void Queue::apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages) {
+void Queue::Impl::apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages) {
   const RecordBatch& records = p.recs();
   const std::uint64_t cost = memory_cost(records);
   bool fits = g.memory_bytes + cost <= options_.max_memory_bytes;
@@ -1808,7 +1856,7 @@ void Queue::apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pag
   g.memory_added.push_back(std::move(chunk));
 }
 
-void Queue::capture_disk_shape(Group& g) const {
+void Queue::Impl::capture_disk_shape(Group& g) const {
   MDB_stat rs = stat_of(g.txn, records_dbi_);
   g.disk_records = rs.ms_entries;
   g.disk_pages = used_pages(g.txn);
@@ -1818,7 +1866,7 @@ void Queue::capture_disk_shape(Group& g) const {
   g.last_disk_seq = cursor.get(k, v, MDB_LAST) ? lmdb::seq_of(k) : 0;
 }
 
-void Queue::finish_group_locked(Group& g, bool committed) {
+void Queue::Impl::finish_group_locked(Group& g, bool committed) {
   if (committed) {
     for (const auto& [level, line] : g.consumer_news) log::emit(level, kComponent, line);
     next_seq_ = g.next_seq;
@@ -1895,7 +1943,7 @@ void Queue::finish_group_locked(Group& g, bool committed) {
   }
 }
 
-void Queue::update_pressure_locked() {
+void Queue::Impl::update_pressure_locked() {
   const bool below_low =
       static_cast<double>(disk_pages_) <= options_.low_watermark * static_cast<double>(bound_pages_);
   if (blocked_pending_) {
@@ -1913,7 +1961,7 @@ void Queue::update_pressure_locked() {
   }
 }
 
-void Queue::notify_pressure() {
+void Queue::Impl::notify_pressure() {
   // One notification at a time, each telling the state as it is now: a leader delayed between
   // its commit and this call cannot deliver a stale "blocked" after a newer "accepting".
   std::lock_guard notify_lock(notify_mutex_);
@@ -1929,7 +1977,7 @@ void Queue::notify_pressure() {
   if (listener) listener(now);
 }
 
-void Queue::note_damage(const std::string& what) const {
+void Queue::Impl::note_damage(const std::string& what) const {
   if (!damaged_.exchange(true)) {
     log::error(kComponent, "the queue in {} is damaged ({}); it will be checked in full at the next start",
                options_.dir.string(), what);
@@ -1939,7 +1987,7 @@ void Queue::note_damage(const std::string& what) const {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+ReadBatch Queue::Impl::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   try {
@@ -1950,7 +1998,7 @@ ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const Route
   }
 }
 
-ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
   ReadBatch out;
   if (after == UINT64_MAX || limits.max_records == 0) return out;
   std::size_t count = 0;
@@ -2060,7 +2108,7 @@ ReadBatch Queue::read_records(std::uint64_t after, const ReadLimits& limits, con
 // so the mapping of data.mdb is looked up in /proc/self/maps once (LMDB maps the file once, at
 // open, for the whole map size) and then only one madvise call is made. Measured cost and effect:
 // docs/BENCHMARKS.md.
-void Queue::release_mapped_pages(std::size_t bytes) const {
+void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
   constexpr std::uint64_t kReleaseEvery = 4 << 20;
   if (touched_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
   touched_since_release_ = 0;
@@ -2082,7 +2130,7 @@ void Queue::release_mapped_pages(std::size_t bytes) const {
   ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
 }
 
-std::optional<std::uint64_t> Queue::position(const std::string& consumer) const {
+std::optional<std::uint64_t> Queue::Impl::position(const std::string& consumer) const {
   if (read_only_) {
     std::shared_lock env_lock(env_mutex_);
     if (env_ == nullptr) throw std::logic_error("the queue is closed");
@@ -2095,7 +2143,7 @@ std::optional<std::uint64_t> Queue::position(const std::string& consumer) const 
   return it->second;
 }
 
-std::optional<std::string> Queue::state(std::string_view key) const {
+std::optional<std::string> Queue::Impl::state(std::string_view key) const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   lmdb::Txn txn(env_, MDB_RDONLY);
@@ -2107,7 +2155,7 @@ std::optional<std::string> Queue::state(std::string_view key) const {
   return std::string(lmdb::view_of(v));
 }
 
-std::vector<std::pair<std::string, std::string>> Queue::state_with_prefix(std::string_view prefix) const {
+std::vector<std::pair<std::string, std::string>> Queue::Impl::state_with_prefix(std::string_view prefix) const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   std::vector<std::pair<std::string, std::string>> out;
@@ -2125,19 +2173,19 @@ std::vector<std::pair<std::string, std::string>> Queue::state_with_prefix(std::s
   return out;
 }
 
-bool Queue::blocked() const {
+bool Queue::Impl::blocked() const {
   std::lock_guard lock(mutex_);
   return blocked_;
 }
 
-void Queue::set_pressure_listener(std::function<void(bool)> listener) {
+void Queue::Impl::set_pressure_listener(std::function<void(bool)> listener) {
   std::lock_guard notify_lock(notify_mutex_);
   std::lock_guard lock(mutex_);
   pressure_listener_ = std::move(listener);
   notified_blocked_ = blocked_;
 }
 
-void Queue::sync() {
+void Queue::Impl::sync() {
   std::shared_lock env_lock(env_mutex_);
   if (read_only_ || env_ == nullptr || !recovery_file_) return;
   unsynced_ = false;
@@ -2147,13 +2195,13 @@ void Queue::sync() {
   }
 }
 
-std::uint64_t Queue::file_size() const {
+std::uint64_t Queue::Impl::file_size() const {
   struct stat st {};
   if (::stat((options_.dir / "data.mdb").c_str(), &st) != 0) return 0;
   return static_cast<std::uint64_t>(st.st_size);
 }
 
-std::vector<std::uint64_t> Queue::disk_bytes_after(std::span<const std::uint64_t> positions) const {
+std::vector<std::uint64_t> Queue::Impl::disk_bytes_after(std::span<const std::uint64_t> positions) const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   std::vector<std::uint64_t> out(positions.size(), 0);
@@ -2178,7 +2226,7 @@ std::vector<std::uint64_t> Queue::disk_bytes_after(std::span<const std::uint64_t
   return out;
 }
 
-std::uint64_t Queue::oldest_seq() const {
+std::uint64_t Queue::Impl::oldest_seq() const {
   std::lock_guard lock(mutex_);
   std::uint64_t oldest = next_seq_;
   if (first_disk_seq_ != 0) oldest = std::min(oldest, first_disk_seq_);
@@ -2186,7 +2234,7 @@ std::uint64_t Queue::oldest_seq() const {
   return oldest;
 }
 
-Stats Queue::stats() const {
+Stats Queue::Impl::stats() const {
   std::shared_lock env_lock(env_mutex_);
   Stats s;
   std::map<std::string, std::uint64_t, std::less<>> consumers;
@@ -2195,7 +2243,7 @@ Stats Queue::stats() const {
   {
     std::lock_guard lock(mutex_);
     if (env_ == nullptr) throw std::logic_error("the queue is closed");
-    if (read_only_) const_cast<Queue*>(this)->load_state();  // another process writes it
+    if (read_only_) const_cast<Impl*>(this)->load_state();  // another process writes it
     s.mode = options_.mode;
     s.disk_records = disk_records_;
     s.disk_bytes = disk_bytes_;
@@ -2257,7 +2305,7 @@ Stats Queue::stats() const {
 // ---------------------------------------------------------------------------------------------
 // Dead letters
 
-std::vector<StoredDeadLetter> Queue::dead_letters(const DeadLetterQuery& query) const {
+std::vector<StoredDeadLetter> Queue::Impl::dead_letters(const DeadLetterQuery& query) const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   std::vector<StoredDeadLetter> out;
@@ -2289,7 +2337,7 @@ std::vector<StoredDeadLetter> Queue::dead_letters(const DeadLetterQuery& query) 
   return out;
 }
 
-std::optional<StoredDeadLetter> Queue::dead_letter(std::uint64_t id) const {
+std::optional<StoredDeadLetter> Queue::Impl::dead_letter(std::uint64_t id) const {
   DeadLetterQuery q;
   q.after_id = id - 1;
   q.limit = 1;
@@ -2299,7 +2347,7 @@ std::optional<StoredDeadLetter> Queue::dead_letter(std::uint64_t id) const {
   return std::move(found.front());
 }
 
-DeadLetterStats Queue::dead_letter_stats() const {
+DeadLetterStats Queue::Impl::dead_letter_stats() const {
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   DeadLetterStats s;

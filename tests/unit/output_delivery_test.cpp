@@ -9,6 +9,8 @@
 #include <set>
 #include <mutex>
 
+#include <fmt/format.h>
+
 #include "metrics/registry.hpp"
 #include "output/delivery.hpp"
 #include "support/helpers.hpp"

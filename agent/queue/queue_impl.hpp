@@ -1,0 +1,225 @@
+#pragma once
+
+// The queue's machinery behind Queue (queue.hpp): the LMDB environment, group commit, the memory
+// tier, flushing and the recovery point. Private to agent/queue: only the queue's own .cpp files
+// include it (it brings <lmdb.h>). queue.hpp says what each member promises; the files are
+//   queue.cpp  Queue's members, which hand each call to Impl; sizing
+//
+// Thread safety: as Queue's (every public member may be called from any thread).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <lmdb.h>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "queue/queue.hpp"
+
+namespace tank::queue {
+
+class QueueMetrics;
+struct RecoveryPoint;
+class RecoveryPointFile;
+namespace lmdb_file {
+class File;
+struct Meta;
+struct Metas;
+}  // namespace lmdb_file
+
+class Queue::Impl {
+ public:
+  Impl(const Options& options, const Clock& clock, bool read_only);
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // What Queue::open() and open_read_only() do once the Impl exists; `owner` is the Queue whose
+  // stats() the metrics' gauges read.
+  void open_environment(const Queue* owner, metrics::Registry* metrics, OpenReport* report);
+
+  // Queue's members, each as queue.hpp describes it.
+  void close();
+  CommitResult commit(const WriteBatch& batch);
+  CommitResult append(const RecordBatch& records);
+  CommitResult ack(const std::string& consumer, std::uint64_t seq);
+  ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
+  std::optional<std::uint64_t> position(const std::string& consumer) const;
+  void add_consumer(const std::string& name);
+  bool remove_consumer(const std::string& name, std::vector<std::string> state_deletes);
+  std::vector<std::string> consumer_names() const;
+  std::optional<std::string> state(std::string_view key) const;
+  std::vector<std::pair<std::string, std::string>> state_with_prefix(std::string_view prefix) const;
+  std::vector<StoredDeadLetter> dead_letters(const DeadLetterQuery& query) const;
+  std::optional<StoredDeadLetter> dead_letter(std::uint64_t id) const;
+  DeadLetterStats dead_letter_stats() const;
+  Stats stats() const;
+  std::uint64_t oldest_seq() const;
+  std::vector<std::uint64_t> disk_bytes_after(std::span<const std::uint64_t> positions) const;
+  bool blocked() const;
+  void set_pressure_listener(std::function<void(bool blocked)> listener);
+  bool damaged() const { return damaged_.load(); }
+  void sync();
+  std::uint64_t max_commit_bytes() const { return max_commit_bytes_; }
+  std::uint64_t disk_margin_bytes() const { return margin_bytes_; }
+  std::uint64_t file_limit_bytes() const { return map_bytes_; }
+  const Options& options() const { return options_; }
+  std::uint64_t id() const { return queue_id_; }
+
+ private:
+  struct Pending;
+  struct Group;
+  struct MemoryChunk;
+
+  void register_consumers();
+  void load_state();
+  void start_sync_thread();
+  // Before LMDB opens an existing file: rolls a file a power cut may have left half-written back
+  // to its recovery point, checks it (verify.hpp), falls back to the recovery point when the newest
+  // state is damaged, and moves it aside when that is damaged too. Throws OpenError.
+  void check_before_open(OpenReport* report);
+  void roll_back(const RecoveryPoint& point, const std::string& why, std::uint64_t lost, OpenReport* report);
+  static bool never_committed(const lmdb_file::Metas& metas);
+  static std::uint64_t appended_after(const lmdb_file::File& file, const lmdb_file::Meta& newest, std::uint64_t next_seq);
+  // A flush: pins the newest snapshot (no group in progress), fdatasyncs data.mdb, writes the
+  // recovery point naming that snapshot, then lets go of the previous pin. `flags` are the
+  // recovery point's (RecoveryPoint::kClosedCleanly...). Returns "" or why it failed.
+  std::string flush(std::uint32_t flags);
+  // The flush, with leader_active_ set by this thread and flush_mutex_ held: steps down as the
+  // leader once the snapshot is pinned, unless `keep_leading` (a group that found the map full
+  // while a snapshot was pinned flushes in the middle of its own group).
+  std::string flush_locked(std::uint32_t flags, bool keep_leading);
+  // Rewrites the records of a queue of an older format (record.hpp) in the current one.
+  void upgrade_records(std::uint64_t from_format);
+  // Counts what the commits since the last call wrote, up to `txn`'s snapshot
+  // (tank_queue_written_bytes_total; queue.cpp says how).
+  void account_written(MDB_txn* txn);
+  // Ends the pin and its protection; flush_mutex_ held.
+  void release_pin_locked();
+  std::uint64_t pinned_free_pages() const;
+  // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
+  // map from this process's resident set (see queue.cpp).
+  void release_mapped_pages(std::size_t bytes) const;
+
+  // Group commit: queues `p` and returns once a group transaction holding it has been written.
+  void submit(Pending& p);
+  void run_group(std::vector<Pending*>& group);
+  void reset_group(Group& g) const;
+  bool write_group(std::vector<Pending*>& group, Group& g, bool allow_records);
+  // Applies one batch, all or nothing; near the bound (or when the batch both acknowledges and
+  // appends) in a nested transaction, so that a batch that does not fit leaves no trace.
+  void apply_batch(Group& g, Pending& p, bool allow_records, bool careful);
+  bool try_nested(Group& g, Pending& p, bool with_records);
+  void apply_parts(Group& g, Pending& p, bool with_records);
+  void apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages);
+  void apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages);
+  void refuse_by_policy(Group& g, Pending& p, std::string why) const;
+  std::uint64_t used_pages(MDB_txn* txn) const;
+  std::uint64_t estimate_pages(const RecordBatch& records) const;
+  std::uint64_t estimate_state_pages(const WriteBatch& batch) const;
+  void evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq);
+  void put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq);
+  void delete_through(Group& g, std::uint64_t seq);
+  void capture_disk_shape(Group& g) const;
+  void finish_group_locked(Group& g, bool committed);
+  void update_pressure_locked();
+  void notify_pressure();
+  void note_damage(const std::string& what) const;
+  void save_memory_tier();
+  void put_dead_letters(Group& g, const WriteBatch& batch);
+  ReadBatch read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
+
+  static std::uint64_t memory_cost(const RecordBatch& records);
+  std::uint64_t file_size() const;
+  void require_writable() const;
+
+  Options options_;
+  const Clock& clock_;
+  bool read_only_;
+  std::unique_ptr<QueueMetrics> metrics_;
+
+  MDB_env* env_ = nullptr;
+  MDB_dbi records_dbi_ = 0;
+  MDB_dbi meta_dbi_ = 0;
+  MDB_dbi state_dbi_ = 0;
+  MDB_dbi dead_letters_dbi_ = 0;
+  std::uint64_t dead_letter_bound_pages_ = 0;
+  std::uint64_t page_size_ = 4096;
+  std::uint64_t bound_pages_ = 0;
+  std::uint64_t max_commit_bytes_ = 0;
+  std::uint64_t queue_id_ = 0;
+  std::uint64_t margin_bytes_ = 0;
+  std::uint64_t map_bytes_ = 0;
+  std::uint64_t node_max_ = 0;
+
+  // Committed state. Written by the leader after a commit, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Pending*> pending_;
+  bool leader_active_ = false;
+  int flushes_waiting_ = 0;  // flush() calls waiting for the leadership: they go before new groups
+  bool closed_ = false;
+  std::uint64_t next_seq_ = 1;
+  std::uint64_t disk_records_ = 0;
+  std::uint64_t disk_bytes_ = 0;
+  std::uint64_t disk_pages_ = 0;
+  std::uint64_t first_disk_seq_ = 0;  // 0 when the disk tier is empty
+  std::uint64_t last_disk_seq_ = 0;
+  std::uint64_t seq_reserved_ = 0;    // memory mode: numbers up to here are reserved in LMDB
+  std::map<std::string, std::uint64_t, std::less<>> consumers_;
+  std::deque<MemoryChunk> memory_;
+  std::uint64_t memory_records_ = 0;
+  std::uint64_t memory_bytes_ = 0;          // counted against max_memory_bytes
+  std::uint64_t memory_encoded_bytes_ = 0;  // the records' own bytes
+  bool blocked_ = false;
+  bool blocked_pending_ = false;
+  std::function<void(bool)> pressure_listener_;
+  std::mutex notify_mutex_;           // serialises pressure notifications
+  bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
+  mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
+  mutable std::atomic<std::uint64_t> touched_since_release_{0};  // bytes read/written since the last release
+  mutable std::atomic<std::uintptr_t> map_start_{0};  // LMDB's map of data.mdb, found at the first release
+  mutable std::atomic<std::uintptr_t> map_end_{0};
+  // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
+  // tears the environment down.
+  mutable std::shared_mutex env_mutex_;
+
+  log::Episode full_episode_;
+  log::Episode map_full_episode_;
+  log::Episode commit_failure_episode_;
+  log::Episode dead_letter_episode_;
+
+  // Flushing (fsync = "interval" and "never"; recovery_point.hpp).
+  std::atomic<bool> unsynced_{false};
+  std::mutex sync_mutex_;
+  std::condition_variable sync_cv_;
+  bool stop_sync_ = false;
+  std::thread sync_thread_;
+  mutable std::mutex flush_mutex_;  // one flush at a time; guards pinned_ and pinned_txnid_
+  std::unique_ptr<RecoveryPointFile> recovery_file_;
+  MDB_txn* pinned_ = nullptr;  // read transaction on the recovery point's snapshot, which
+                               // mdb_env_protect() keeps (interval, never; set only then)
+  std::uint64_t pinned_txnid_ = 0;
+  std::uint64_t accounted_pages_ = 0;  // pages in use at the last accounting
+  std::uint64_t accounted_txnid_ = 0;  // and its snapshot
+  bool test_skip_flush_ = false;       // TANK_TEST_SKIP_FLUSH=1: never fsync (tests/powerloss)
+  bool test_no_pin_ = false;           // TANK_TEST_NO_PIN=1: do not keep the flushed snapshot
+  std::uint64_t rolled_back_next_seq_ = 0;  // after a power-loss rollback: the recovery point's next_seq
+};
+
+}  // namespace tank::queue
