@@ -3,7 +3,12 @@
 // The queue's machinery behind Queue (queue.hpp): the LMDB environment, group commit, the memory
 // tier, flushing and the recovery point. Private to agent/queue: only the queue's own .cpp files
 // include it (it brings <lmdb.h>). queue.hpp says what each member promises; the files are
-//   queue.cpp  Queue's members, which hand each call to Impl; sizing
+//   queue.cpp         Queue's members, which hand each call to Impl; sizing
+//   queue_open.cpp    open, open_read_only: the environment, consumers, checks before opening
+//   queue_flush.cpp   flushing, the recovery point, close
+//   queue_commit.cpp  group commit: leader and followers, the group transaction
+//   queue_apply.cpp   applying one batch: records, state, dead letters, overflow
+//   queue_read.cpp    reading: records, positions, state, stats, dead letters
 //
 // Thread safety: as Queue's (every public member may be called from any thread).
 
@@ -30,6 +35,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "queue/lmdb.hpp"
 #include "queue/queue.hpp"
 
 namespace tank::queue {
@@ -42,6 +48,51 @@ class File;
 struct Meta;
 struct Metas;
 }  // namespace lmdb_file
+
+// Shared by the queue's .cpp files.
+
+inline constexpr const char* kComponent = "queue";
+inline constexpr std::uint64_t kPageHeader = 16;  // LMDB's PAGEHDRSZ
+inline constexpr std::uint64_t kNodeHeader = 8;   // LMDB's NODESIZE
+inline constexpr std::uint64_t kKeyBytes = 8;
+// In memory mode, sequence numbers are reserved in LMDB this many at a time, so numbers given
+// to records that a crash loses are never given again.
+inline constexpr std::uint64_t kSeqReservation = 1 << 20;
+// Per-record bookkeeping of the memory tier (its end offset), counted against max_memory_bytes.
+inline constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
+// A page fault maps up to this many pages around the one touched (release_mapped_pages).
+inline constexpr std::uint64_t kFaultAroundPages = 16;
+
+inline std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
+
+inline MDB_stat stat_of(MDB_txn* txn, MDB_dbi dbi) {
+  MDB_stat st{};
+  lmdb::check(mdb_stat(txn, dbi, &st), "mdb_stat");
+  return st;
+}
+
+inline std::uint64_t pages_of(const MDB_stat& st) { return st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages; }
+
+inline void put_meta(MDB_txn* txn, MDB_dbi meta, std::string_view key, std::uint64_t value) {
+  std::string encoded = lmdb::encode_u64(value);
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v = lmdb::value_of(encoded);
+  lmdb::check(mdb_put(txn, meta, &k, &v, 0), "writing queue meta");
+}
+
+inline std::optional<std::uint64_t> get_meta(MDB_txn* txn, MDB_dbi meta, std::string_view key) {
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  lmdb::check(rc, "reading queue meta");
+  return lmdb::decode_u64(v);
+}
+
+// Thrown inside a group when a batch applied without a nested transaction turned out not to fit
+// after all (the page estimates are upper bounds, so this is not expected): the group is then
+// written again with every batch in a nested transaction of its own.
+struct RetryCarefully {};
 
 class Queue::Impl {
  public:
@@ -107,13 +158,13 @@ class Queue::Impl {
   // Rewrites the records of a queue of an older format (record.hpp) in the current one.
   void upgrade_records(std::uint64_t from_format);
   // Counts what the commits since the last call wrote, up to `txn`'s snapshot
-  // (tank_queue_written_bytes_total; queue.cpp says how).
+  // (tank_queue_written_bytes_total; queue_flush.cpp says how).
   void account_written(MDB_txn* txn);
   // Ends the pin and its protection; flush_mutex_ held.
   void release_pin_locked();
   std::uint64_t pinned_free_pages() const;
   // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
-  // map from this process's resident set (see queue.cpp).
+  // map from this process's resident set (see queue_read.cpp).
   void release_mapped_pages(std::size_t bytes) const;
 
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
@@ -220,6 +271,76 @@ class Queue::Impl {
   bool test_skip_flush_ = false;       // TANK_TEST_SKIP_FLUSH=1: never fsync (tests/powerloss)
   bool test_no_pin_ = false;           // TANK_TEST_NO_PIN=1: do not keep the flushed snapshot
   std::uint64_t rolled_back_next_seq_ = 0;  // after a power-loss rollback: the recovery point's next_seq
+};
+
+struct Queue::Impl::Pending {
+  const RecordBatch* records = nullptr;  // the caller's; never modified
+  const WriteBatch* batch = nullptr;     // state and acknowledgements, or null
+  std::vector<std::string> new_consumers;
+  std::vector<std::string> removed_consumers;
+  CommitResult result;
+  bool done = false;
+
+  const RecordBatch& recs() const {
+    static const RecordBatch none;
+    return records != nullptr ? *records : none;
+  }
+};
+
+// Records held in RAM (mode = "memory"): one appended batch, consumed from the front.
+struct Queue::Impl::MemoryChunk {
+  RecordBatch records;
+  std::uint64_t first_seq = 0;
+  std::size_t head = 0;  // records before `head` are gone (acknowledged or evicted)
+
+  std::uint64_t seq(std::size_t i) const { return first_seq + i; }
+  std::size_t remaining() const { return records.size() - head; }
+  std::uint64_t front_seq() const { return first_seq + head; }
+  std::uint64_t last_seq() const { return first_seq + records.size() - 1; }
+};
+
+// One group transaction: what it changes, applied to the committed state only once LMDB has
+// committed it.
+struct Queue::Impl::Group {
+  MDB_txn* root = nullptr;  // the group's transaction
+  MDB_txn* txn = nullptr;   // where batches are applied: `root`, or a nested transaction of it
+  bool wrote = false;       // anything put or deleted (a group of RAM-only appends writes nothing)
+
+  std::uint64_t next_seq = 0;
+  std::uint64_t seq_reserved = 0;
+  std::uint64_t disk_bytes = 0;
+  std::map<std::string, std::uint64_t, std::less<>> consumers;
+  bool consumers_changed = false;
+  // Said in the log once the group is committed (an apply may run more than once).
+  std::vector<std::pair<log::Level, std::string>> consumer_news;
+
+  // The disk tier after the transaction (captured before commit).
+  std::uint64_t disk_records = 0;
+  std::uint64_t disk_pages = 0;
+  std::uint64_t first_disk_seq = 0;
+  std::uint64_t last_disk_seq = 0;
+
+  // Memory tier changes.
+  std::vector<MemoryChunk> memory_added;
+  std::uint64_t memory_bytes = 0;    // projected, after this group
+  std::uint64_t memory_evicted = 0;  // oldest committed RAM records evicted by drop_oldest
+
+  // Dead letters.
+  std::uint64_t next_dead_letter_id = 0;  // 0: not loaded yet in this group
+  std::map<std::pair<std::string, std::string>, std::uint64_t> dead_lettered;  // (input, reason) -> count
+  std::uint64_t dead_letters_evicted = 0;
+
+  // Counters for metrics.
+  std::uint64_t appended_records = 0;
+  std::uint64_t appended_bytes = 0;
+  std::uint64_t acknowledged_records = 0;
+  std::uint64_t evicted_records = 0;
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t dropped_newest_records = 0;
+  std::uint64_t dropped_newest_bytes = 0;
+  std::uint64_t refused_full = 0;
+  std::uint64_t refused_too_large = 0;
+  bool saw_full = false;
 };
 
 }  // namespace tank::queue

@@ -7,7 +7,7 @@
 // power cut the kernel may have written back any subset of the pages dirtied since the last
 // flush, meta pages included, in any order, so the newest state in data.mdb may point at pages
 // that never reached the disk. LMDB 0.9 has no page checksums and no way to open an older
-// snapshot. So the queue (queue.cpp, "Flushing") does this at every flush:
+// snapshot. So the queue (queue_flush.cpp) does this at every flush:
 //
 //   1. pin: with no commit in progress, begin a read transaction. Its snapshot F is the newest
 //      commit; while the transaction stays open LMDB reuses none of F's pages, so F's pages are

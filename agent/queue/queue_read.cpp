@@ -1,0 +1,400 @@
+// Reading: records, positions, state, statistics and dead letters; none holds a read transaction
+// once it returns.
+
+#include "queue/queue_impl.hpp"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "queue/lmdb.hpp"
+
+namespace tank::queue {
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+ReadBatch Queue::Impl::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  try {
+    return read_records(after, limits, filter);
+  } catch (const lmdb::Error& e) {
+    if (lmdb::is_damage(e.code())) note_damage(e.what());
+    throw std::runtime_error(fmt::format("reading the queue failed: {}", e.what()));
+  }
+}
+
+ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+  ReadBatch out;
+  if (after == UINT64_MAX || limits.max_records == 0) return out;
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  std::uint64_t scanned = 0;
+  bool stop = false;
+  auto take = [&](std::uint64_t seq, std::string_view encoded) {
+    if (filter != nullptr && !filter->accepts(encoded)) {
+      scanned = seq;
+      return;
+    }
+    if (count > 0 && bytes + encoded.size() > limits.max_bytes) {
+      stop = true;  // not taken: the next read starts here
+      return;
+    }
+    scanned = seq;
+    out.append(seq, encoded);
+    ++count;
+    bytes += encoded.size();
+    if (count >= limits.max_records || bytes >= limits.max_bytes) stop = true;
+  };
+
+  // In memory mode the disk snapshot and the copy of the RAM tier are taken under mutex_, which
+  // write_group() holds while it commits and updates the RAM tier.
+  std::unique_lock lock(mutex_, std::defer_lock);
+  if (options_.mode == Mode::memory) lock.lock();
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  // A copy of the RAM tier's records after `after`, as many as the limits could take. When it
+  // stops short of the tier's end, nothing after the last record it examined may be returned
+  // (the records in between were not copied).
+  std::string memory_copy;
+  std::vector<std::pair<std::uint64_t, std::pair<std::size_t, std::size_t>>> memory_index;
+  bool memory_cut = false;
+  std::uint64_t memory_cut_seq = 0;
+  if (options_.mode == Mode::memory) {
+    std::size_t accepted = 0;
+    for (const MemoryChunk& c : memory_) {
+      if (c.last_seq() <= after) continue;
+      for (std::size_t i = c.head; i < c.records.size(); ++i) {
+        if (c.seq(i) <= after) continue;
+        if (accepted >= limits.max_records || memory_copy.size() >= limits.max_bytes) {
+          memory_cut = true;
+          break;
+        }
+        std::string_view enc = c.records.encoded(i);
+        memory_index.emplace_back(c.seq(i), std::pair{memory_copy.size(), enc.size()});
+        memory_copy.append(enc);
+        memory_cut_seq = c.seq(i);
+        if (filter == nullptr || filter->accepts(enc)) ++accepted;
+      }
+      if (memory_cut) break;
+    }
+    lock.unlock();
+  }
+
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  lmdb::SeqKey start(after + 1);
+  MDB_val k = start.val();
+  MDB_val v;
+  bool more = cursor.get(k, v, MDB_SET_RANGE);
+  std::size_t mi = 0;
+  while (!stop) {
+    bool have_mem = mi < memory_index.size();
+    if (!more && !have_mem) break;
+    std::uint64_t disk_seq = more ? lmdb::seq_of(k) : 0;
+    if (more && (!have_mem || disk_seq <= memory_index[mi].first)) {
+      if (memory_cut && disk_seq > memory_cut_seq) break;
+      if (have_mem && disk_seq == memory_index[mi].first) ++mi;  // in both tiers: once
+      take(disk_seq, lmdb::view_of(v));
+      if (!stop) more = cursor.get(k, v, MDB_NEXT);
+    } else {
+      auto [seq, span] = memory_index[mi++];
+      take(seq, std::string_view(memory_copy).substr(span.first, span.second));
+    }
+  }
+  txn.abort();
+  release_mapped_pages(bytes * kFaultAroundPages);
+  out.set_scanned_to(scanned);
+  std::vector<std::pair<std::uint64_t, std::string>> bad;
+  out.finish(&bad);
+  for (const auto& [seq, error] : bad) log::error(kComponent, "skipping an unreadable record: {}", error);
+  return out;
+}
+
+// Records are read through LMDB's read-only shared map of data.mdb. The pages touched stay in
+// this process's resident set (as file pages) until the kernel needs the memory, so draining a
+// backlog once would leave its whole size resident: a 5M-record burst showed 400+ MiB RSS of
+// which 6 MiB were tank's own (docs/BENCHMARKS.md); appending alone (each commit copies the
+// last leaf page from the map) left 150 MiB resident after 3M records. So the map's pages are
+// dropped from this process with MADV_DONTNEED every so often. On a shared, read-only file
+// mapping that loses nothing: the data stays in the page cache and on disk, and the next access
+// faults it in again (LMDB never writes through this map: MDB_WRITEMAP is not used). Callers
+// holding pointers into the map (a cursor inside a transaction elsewhere) still read the same
+// bytes after the fault. RSS then follows the working set, not the backlog.
+//
+// How often: a fault maps not only the page touched but up to 16 pages around it that are in the
+// page cache (the kernel's fault_around_bytes, 64 KiB), and the pages of a queue whose flushed
+// snapshot is pinned are scattered among pages of no use (a commit never reuses a page freed after
+// the pin): reading 150 KB of records was measured to map 1-2.5 MiB. So the bytes read or deleted
+// count 16 times (kFaultAroundPages), and the release comes every 4 MiB of the callers' count:
+// every 256 KiB of records read or deleted, or every 4 MiB appended (with the pages each commit
+// copies: every 128 commits of one small record). Every release is one madvise over the whole map
+// and a TLB shootdown: counting appends 16 times too made one every 16 single-record commits and
+// cost a third of the append rate (queue_bench, docs/BENCHMARKS.md).
+//
+// LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
+// so the mapping of data.mdb is looked up in /proc/self/maps once (LMDB maps the file once, at
+// open, for the whole map size) and then only one madvise call is made. Measured cost and effect:
+// docs/BENCHMARKS.md.
+void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
+  constexpr std::uint64_t kReleaseEvery = 4 << 20;
+  if (touched_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
+  touched_since_release_ = 0;
+  std::uintptr_t start = map_start_.load();
+  std::uintptr_t end = map_end_.load();
+  if (start == 0) {
+    std::error_code ec;
+    const std::string data_file = std::filesystem::weakly_canonical(options_.dir / "data.mdb", ec).string();
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);) {
+      if (!line.ends_with(data_file)) continue;
+      if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2 || end <= start) continue;
+      break;
+    }
+    if (start == 0 || end <= start) return;
+    map_end_ = end;
+    map_start_ = start;
+  }
+  ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+}
+
+std::optional<std::uint64_t> Queue::Impl::position(const std::string& consumer) const {
+  if (read_only_) {
+    std::shared_lock env_lock(env_mutex_);
+    if (env_ == nullptr) throw std::logic_error("the queue is closed");
+    lmdb::Txn txn(env_, MDB_RDONLY);
+    return get_meta(txn.get(), meta_dbi_, consumer_key(consumer));
+  }
+  std::lock_guard lock(mutex_);
+  auto it = consumers_.find(consumer);
+  if (it == consumers_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> Queue::Impl::state(std::string_view key) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  MDB_val k = lmdb::value_of(key);
+  MDB_val v;
+  int rc = mdb_get(txn.get(), state_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  lmdb::check(rc, "reading component state");
+  return std::string(lmdb::view_of(v));
+}
+
+std::vector<std::pair<std::string, std::string>> Queue::Impl::state_with_prefix(std::string_view prefix) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<std::pair<std::string, std::string>> out;
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), state_dbi_);
+  MDB_val k = lmdb::value_of(prefix);
+  MDB_val v;
+  bool more = prefix.empty() ? cursor.get(k, v, MDB_FIRST) : cursor.get(k, v, MDB_SET_RANGE);
+  while (more) {
+    std::string_view key = lmdb::view_of(k);
+    if (!key.starts_with(prefix)) break;
+    out.emplace_back(std::string(key), std::string(lmdb::view_of(v)));
+    more = cursor.get(k, v, MDB_NEXT);
+  }
+  return out;
+}
+
+bool Queue::Impl::blocked() const {
+  std::lock_guard lock(mutex_);
+  return blocked_;
+}
+
+void Queue::Impl::set_pressure_listener(std::function<void(bool)> listener) {
+  std::lock_guard notify_lock(notify_mutex_);
+  std::lock_guard lock(mutex_);
+  pressure_listener_ = std::move(listener);
+  notified_blocked_ = blocked_;
+}
+
+void Queue::Impl::sync() {
+  std::shared_lock env_lock(env_mutex_);
+  if (read_only_ || env_ == nullptr || !recovery_file_) return;
+  unsynced_ = false;
+  if (std::string error = flush(0); !error.empty()) {
+    unsynced_ = true;
+    throw std::runtime_error("flushing the queue to disk failed: " + error);
+  }
+}
+
+std::uint64_t Queue::Impl::file_size() const {
+  struct stat st {};
+  if (::stat((options_.dir / "data.mdb").c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::vector<std::uint64_t> Queue::Impl::disk_bytes_after(std::span<const std::uint64_t> positions) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<std::uint64_t> out(positions.size(), 0);
+  if (positions.empty()) return out;
+  // Walk backwards from the last record: each record adds its size to every position before it.
+  std::vector<std::size_t> order(positions.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return positions[a] > positions[b]; });
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  MDB_val k;
+  MDB_val v;
+  std::uint64_t suffix = 0;
+  std::size_t next = 0;  // positions (largest first) not yet passed
+  for (bool more = cursor.get(k, v, MDB_LAST); more; more = cursor.get(k, v, MDB_PREV)) {
+    const std::uint64_t seq = lmdb::seq_of(k);
+    while (next < order.size() && positions[order[next]] >= seq) out[order[next++]] = suffix;
+    if (next == order.size()) break;
+    suffix += v.mv_size;
+  }
+  while (next < order.size()) out[order[next++]] = suffix;
+  return out;
+}
+
+std::uint64_t Queue::Impl::oldest_seq() const {
+  std::lock_guard lock(mutex_);
+  std::uint64_t oldest = next_seq_;
+  if (first_disk_seq_ != 0) oldest = std::min(oldest, first_disk_seq_);
+  if (!memory_.empty()) oldest = std::min(oldest, memory_.front().front_seq());
+  return oldest;
+}
+
+Stats Queue::Impl::stats() const {
+  std::shared_lock env_lock(env_mutex_);
+  Stats s;
+  std::map<std::string, std::uint64_t, std::less<>> consumers;
+  std::uint64_t mem_front_seq = 0;
+  std::int64_t mem_front_ns = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (env_ == nullptr) throw std::logic_error("the queue is closed");
+    if (read_only_) const_cast<Impl*>(this)->load_state();  // another process writes it
+    s.mode = options_.mode;
+    s.disk_records = disk_records_;
+    s.disk_bytes = disk_bytes_;
+    s.disk_used_bytes = disk_pages_ * page_size_;
+    s.disk_limit_bytes = read_only_ ? 0 : options_.max_disk_bytes;
+    s.file_limit_bytes = read_only_ ? 0 : map_bytes_;
+    s.memory_records = memory_records_;
+    s.memory_bytes = memory_bytes_;
+    s.memory_limit_bytes = options_.mode == Mode::memory ? options_.max_memory_bytes : 0;
+    s.records = disk_records_ + memory_records_;
+    s.bytes = disk_bytes_ + memory_encoded_bytes_;
+    s.next_seq = next_seq_;
+    s.blocked = blocked_;
+    consumers = consumers_;
+    s.first_seq = first_disk_seq_;
+    s.last_seq = last_disk_seq_;
+    if (!memory_.empty()) {
+      const MemoryChunk& front = memory_.front();
+      mem_front_seq = front.front_seq();
+      auto view = decode_record(mem_front_seq, front.records.encoded(front.head));
+      mem_front_ns = view ? view->ingest_ns : 0;
+      if (s.first_seq == 0 || mem_front_seq < s.first_seq) s.first_seq = mem_front_seq;
+      s.last_seq = std::max(s.last_seq, memory_.back().last_seq());
+    }
+  }
+  s.file_bytes = file_size();
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  // The ingest time of the first record after `pos`, in either tier (0 when none).
+  auto oldest_after = [&](std::uint64_t pos) -> std::int64_t {
+    lmdb::SeqKey key(pos + 1);
+    MDB_val k = key.val();
+    MDB_val v;
+    std::uint64_t disk_seq = 0;
+    std::int64_t disk_ns = 0;
+    if (cursor.get(k, v, MDB_SET_RANGE)) {
+      disk_seq = lmdb::seq_of(k);
+      auto view = decode_record(disk_seq, lmdb::view_of(v));
+      disk_ns = view ? view->ingest_ns : 0;
+    }
+    if (mem_front_seq != 0 && mem_front_seq > pos && (disk_seq == 0 || mem_front_seq < disk_seq)) return mem_front_ns;
+    return disk_ns;
+  };
+  s.oldest_ingest_ns = s.records > 0 ? oldest_after(0) : 0;
+  for (const auto& [name, pos] : consumers) {
+    ConsumerStats c;
+    c.name = name;
+    c.acked = pos;
+    if (s.records > 0 && s.last_seq > pos) {
+      // Sequence numbers of stored records are contiguous (records leave only from the front).
+      c.lag_records = std::min(s.records, s.last_seq - std::max(pos, s.first_seq - 1));
+    }
+    c.oldest_unacked_ns = c.lag_records > 0 ? oldest_after(pos) : 0;
+    s.consumers.push_back(std::move(c));
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead letters
+
+std::vector<StoredDeadLetter> Queue::Impl::dead_letters(const DeadLetterQuery& query) const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  std::vector<StoredDeadLetter> out;
+  if (dead_letters_dbi_ == 0 || query.limit == 0) return out;
+  try {
+    lmdb::Txn txn(env_, MDB_RDONLY);
+    lmdb::Cursor cursor(txn.get(), dead_letters_dbi_);
+    lmdb::SeqKey start(query.after_id + 1);
+    MDB_val k = start.val();
+    MDB_val v;
+    bool more = cursor.get(k, v, MDB_SET_RANGE);
+    while (more && out.size() < query.limit) {
+      std::string error;
+      std::uint64_t id = lmdb::seq_of(k);
+      if (auto d = decode_dead_letter(id, lmdb::view_of(v), &error)) {
+        bool match = (query.input.empty() || d->letter.input == query.input) &&
+                     (query.reason.empty() || d->letter.reason == query.reason) &&
+                     d->letter.time_ns >= query.since_ns;
+        if (match) out.push_back(std::move(*d));
+      } else {
+        log::error(kComponent, "skipping an unreadable dead letter: {}", error);
+      }
+      more = cursor.get(k, v, MDB_NEXT);
+    }
+  } catch (const lmdb::Error& e) {
+    if (lmdb::is_damage(e.code())) note_damage(e.what());
+    throw std::runtime_error(fmt::format("reading the dead letters failed: {}", e.what()));
+  }
+  return out;
+}
+
+std::optional<StoredDeadLetter> Queue::Impl::dead_letter(std::uint64_t id) const {
+  DeadLetterQuery q;
+  q.after_id = id - 1;
+  q.limit = 1;
+  if (id == 0) return std::nullopt;
+  auto found = dead_letters(q);
+  if (found.empty() || found.front().id != id) return std::nullopt;
+  return std::move(found.front());
+}
+
+DeadLetterStats Queue::Impl::dead_letter_stats() const {
+  std::shared_lock env_lock(env_mutex_);
+  if (env_ == nullptr) throw std::logic_error("the queue is closed");
+  DeadLetterStats s;
+  s.limit_bytes = read_only_ ? 0 : options_.dead_letter_max_bytes;
+  if (dead_letters_dbi_ == 0) return s;
+  lmdb::Txn txn(env_, MDB_RDONLY);
+  MDB_stat st = stat_of(txn.get(), dead_letters_dbi_);
+  s.entries = st.ms_entries;
+  s.disk_bytes = pages_of(st) * page_size_;
+  lmdb::Cursor cursor(txn.get(), dead_letters_dbi_);
+  MDB_val k, v;
+  if (cursor.get(k, v, MDB_FIRST)) s.first_id = lmdb::seq_of(k);
+  if (cursor.get(k, v, MDB_LAST)) s.last_id = lmdb::seq_of(k);
+  return s;
+}
+
+}  // namespace tank::queue
