@@ -11,7 +11,7 @@
 // Loading a schema is control plane and throws SchemaError, whose message names the file and
 // says what is wrong and what to do.
 //
-// What tank adds to valijson (valijson 1.0, Debian libvalijson-dev), in json_schema.cpp:
+// What tank adds to valijson (valijson 1.0, Debian libvalijson-dev), in json_schema*.cpp:
 //   - A schema is checked against the draft 7 meta-schema before valijson reads it, so a wrong
 //     keyword value is reported with its place ("/properties/temp/maximum: ...").
 //   - `pattern` and the formats valijson checks (date, time, date-time) are evaluated with
@@ -150,7 +150,7 @@ class JsonSchema {
   // The file or name the schema came from.
   const std::string& origin() const;
 
-  // The compiled schema; its definition is private to json_schema.cpp (valijson stays out of
+  // The compiled schema; its definition is private to json_schema_detail.hpp (valijson stays out of
   // this header). Use load() or parse() to make one.
   struct Impl;
   explicit JsonSchema(std::unique_ptr<Impl> impl);
