@@ -32,6 +32,7 @@
 #include <fmt/format.h>
 
 #include "common/clock.hpp"
+#include "common/log.hpp"
 #include "queue/queue.hpp"
 
 using namespace tank;

@@ -9,6 +9,8 @@
 
 #include <map>
 
+#include <fmt/format.h>
+
 #include "queue/queue.hpp"
 #include "support/tank_process.hpp"
 
