@@ -15,10 +15,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
+#include <variant>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -34,6 +34,7 @@
 #include "common/strings.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
+#include "net/uri.hpp"
 #include "plugin/input.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"
@@ -89,62 +90,42 @@ const Option kOwnOptions[] = {
 
 const std::vector<Option> kOptions = plugin::with_tls_client_options(kOwnOptions);
 
-struct Url {
-  bool tls = false;
-  std::string host;
-  std::string port;
-  std::string target;
-  std::string userinfo;  // user:password (proxies only)
-};
+constexpr net::Scheme kHttpSchemes[] = {{"http", 80, false}, {"https", 443, true}};
 
-// http(s)://[userinfo@]host[:port][/path]; nullopt (and `error`) otherwise. The error shows
-// `text` without its userinfo: a proxy's URL carries its password.
-std::optional<Url> parse_url(std::string_view text, std::string* error) {
+// http(s)://[user[:password]@]host[:port][/path] (net/uri.hpp); nullopt (and `error`) otherwise.
+// The error shows `text` without its userinfo: a proxy's URL carries its password.
+std::optional<net::Uri> parse_url(std::string_view text, std::string* error) {
+  auto parsed = net::parse_uri(text, {.schemes = kHttpSchemes, .userinfo = true});
+  if (auto* uri = std::get_if<net::Uri>(&parsed)) return std::move(*uri);
+  const auto& refused = std::get<net::UriError>(parsed);
   const std::string shown = strings::redact_url_userinfo(text);
-  Url u;
-  std::string_view rest;
-  if (text.starts_with("http://")) {
-    rest = text.substr(7);
-  } else if (text.starts_with("https://")) {
-    rest = text.substr(8);
-    u.tls = true;
-  } else {
-    *error = fmt::format("\"{}\" is not an http:// or https:// URL", shown);
-    return std::nullopt;
+  switch (refused.problem) {
+    case net::UriProblem::scheme:
+      *error = fmt::format("\"{}\" is not an http:// or https:// URL", shown);
+      break;
+    case net::UriProblem::unclosed_ipv6:
+      *error = refused.message;
+      break;
+    case net::UriProblem::userinfo:
+    case net::UriProblem::host:
+    case net::UriProblem::port:
+    case net::UriProblem::path:
+    case net::UriProblem::syntax:
+      *error = fmt::format("\"{}\" has no valid host and port", shown);
+      break;
   }
-  const auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  u.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    u.userinfo = std::string(authority.substr(0, at));
-    authority = authority.substr(at + 1);
-  }
-  const std::string default_port = u.tls ? "443" : "80";
-  if (authority.starts_with('[')) {  // [::1]:8080
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) {
-      *error = fmt::format("\"{}\": an IPv6 address needs its closing ']'", shown);
-      return std::nullopt;
-    }
-    u.host = std::string(authority.substr(1, close - 1));
-    authority = authority.substr(close + 1);
-    u.port = authority.starts_with(':') ? std::string(authority.substr(1)) : default_port;
-  } else {
-    const auto colon = authority.rfind(':');
-    u.host = std::string(authority.substr(0, colon));
-    u.port = colon == std::string_view::npos ? default_port : std::string(authority.substr(colon + 1));
-  }
-  unsigned port = 0;
-  auto [p, ec] = std::from_chars(u.port.data(), u.port.data() + u.port.size(), port);
-  if (u.host.empty() || ec != std::errc() || p != u.port.data() + u.port.size() || port == 0 || port > 65535) {
-    *error = fmt::format("\"{}\" has no valid host and port", shown);
-    return std::nullopt;
-  }
-  return u;
+  return std::nullopt;
+}
+
+// Proxy-Authorization: Basic's user-id:password, percent-decoded from the proxy's URL; empty when
+// the URL has none.
+std::string proxy_credentials(const net::Uri& proxy) {
+  if (proxy.user.empty() && proxy.password.empty()) return {};
+  return proxy.password.empty() ? proxy.user : proxy.user + ":" + proxy.password;
 }
 
 // The proxy option's value: "" (from the environment), "none", or an http:// URL.
-std::optional<Url> parse_proxy(std::string_view text, std::string* error) {
+std::optional<net::Uri> parse_proxy(std::string_view text, std::string* error) {
   if (text.starts_with("https://")) {
     *error = "a proxy reached over TLS (https://) is not supported: give the proxy as http://host:port (https:// "
              "URLs are still tunnelled through it end to end with CONNECT)";
@@ -212,7 +193,7 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
     const auto url = parse_url(v.string("url"), &error);
     if (!url) {
       diagnostics.error(v.location_of("url"), v.path() + ".url", error);
-    } else if (!url->userinfo.empty()) {
+    } else if (url->has_userinfo) {
       diagnostics.error(v.location_of("url"), v.path() + ".url",
                         "credentials in the URL are not sent: use token, token_file or headers");
     }
@@ -250,7 +231,7 @@ const config::Section kSection{
     .check = check,
 };
 
-std::string host_port(const Url& u, bool omit_default_port) {
+std::string host_port(const net::Uri& u, bool omit_default_port) {
   const bool default_port = u.port == (u.tls ? "443" : "80");
   const std::string host = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
   return omit_default_port && default_port ? host : fmt::format("{}:{}", host, u.port);
@@ -305,8 +286,8 @@ class HttpOutput final : public plugin::Output {
     request_.set(http::field::content_type, batch.content_type);
     if (!batch.content_encoding.empty()) request_.set(http::field::content_encoding, batch.content_encoding);
     request_.set("Idempotency-Key", batch.idempotency_key);
-    if (proxy_ && !url_.tls && !proxy_->userinfo.empty()) {
-      request_.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
+    if (proxy_ && !url_.tls && !proxy_credentials(*proxy_).empty()) {
+      request_.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_credentials(*proxy_)));
     }
     for (const auto& [name, value] : headers_) request_.set(name, value);
     request_.body().assign(batch.body);
@@ -415,7 +396,7 @@ class HttpOutput final : public plugin::Output {
   // TCP to the server or the proxy; CONNECT through the proxy for https://; the TLS handshake.
   awaitable<void> connect(std::string& doing) {
     close();
-    const Url& first_hop = proxy_ ? *proxy_ : url_;
+    const net::Uri& first_hop = proxy_ ? *proxy_ : url_;
     const std::string first_hop_name = host_port(first_hop, false);
     doing = fmt::format("resolving {}", first_hop.host);
     tcp::resolver resolver(io_);
@@ -430,8 +411,8 @@ class HttpOutput final : public plugin::Output {
       http::request<http::empty_body> connect_request{http::verb::connect, host_port(url_, false), 11};
       connect_request.set(http::field::host, host_port(url_, false));
       connect_request.set(http::field::user_agent, "tank");
-      if (!proxy_->userinfo.empty()) {
-        connect_request.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
+      if (!proxy_credentials(*proxy_).empty()) {
+        connect_request.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_credentials(*proxy_)));
       }
       co_await http::async_write(stream, connect_request, use_awaitable);
       http::response_parser<http::empty_body> answer;
@@ -483,7 +464,7 @@ class HttpOutput final : public plugin::Output {
 
   const Clock& clock_;
   std::string component_;
-  Url url_;
+  net::Uri url_;
   std::string host_header_;
   std::vector<std::pair<std::string, std::string>> headers_;
   std::chrono::nanoseconds connect_timeout_{};
@@ -495,7 +476,7 @@ class HttpOutput final : public plugin::Output {
 
  private:
   tls::ClientSettings tls_settings_;
-  std::optional<Url> proxy_;
+  std::optional<net::Uri> proxy_;
   const char* proxy_from_ = nullptr;  // the environment variable proxy_ came from
   std::string proxy_error_;
   asio::io_context io_;
