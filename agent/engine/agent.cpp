@@ -34,7 +34,7 @@
 #include "input/handover.hpp"
 #include "output/delivery.hpp"
 #include "plugin/output.hpp"
-#include "metrics/http_server.hpp"
+#include "net/http_server.hpp"
 #include "metrics/registry.hpp"
 #include "queue/queue.hpp"
 #include "queue/queue_config.hpp"
@@ -47,8 +47,8 @@ constexpr const char* kComponent = "agent";
 
 enum class Phase { starting, running, reloading, stopping };
 
-metrics::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Phase>& phase,
-                            std::string_view method, std::string_view target) {
+net::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Phase>& phase,
+                        std::string_view method, std::string_view target) {
   if (method != "GET" && method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "only GET is served here\n", {{"Allow", "GET, HEAD"}}};
   }
@@ -245,10 +245,10 @@ int run_agent(const config::Document& document, const plugin::Registry& plugins,
   state.corruption_detected = false;
 
   std::atomic<Phase> phase{Phase::starting};
-  std::unique_ptr<metrics::HttpServer> server;
+  std::unique_ptr<net::HttpServer> server;
   if (metrics_cfg.enabled) {
     try {
-      server = std::make_unique<metrics::HttpServer>(
+      server = std::make_unique<net::HttpServer>(
           metrics_cfg.listen,
           [&registry, &phase](std::string_view method, std::string_view target) {
             return serve(registry, phase, method, target);
