@@ -34,7 +34,7 @@
 #include "input/handover.hpp"
 #include "output/delivery.hpp"
 #include "plugin/output.hpp"
-#include "metrics/http_server.hpp"
+#include "net/http_server.hpp"
 #include "metrics/registry.hpp"
 #include "queue/queue.hpp"
 #include "queue/queue_config.hpp"
@@ -45,8 +45,8 @@ namespace {
 
 constexpr const char* kComponent = "agent";
 
-metrics::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Agent::Phase>& phase,
-                            std::string_view method, std::string_view target) {
+net::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Agent::Phase>& phase,
+                        std::string_view method, std::string_view target) {
   if (method != "GET" && method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "only GET is served here\n", {{"Allow", "GET, HEAD"}}};
   }
@@ -303,7 +303,7 @@ bool Agent::open_queue(const VerificationChoice& verification) {
 bool Agent::start_metrics_endpoint() {
   if (!metrics_settings_.enabled) return true;
   try {
-    server_ = std::make_unique<metrics::HttpServer>(
+    server_ = std::make_unique<net::HttpServer>(
         metrics_settings_.listen,
         [this](std::string_view method, std::string_view target) { return serve(registry_, phase_, method, target); });
     server_->start();

@@ -38,7 +38,7 @@
 namespace prometheus {
 class Counter;
 }
-namespace tank::metrics {
+namespace tank::net {
 class HttpServer;
 }
 
@@ -165,7 +165,7 @@ class Agent {
 
   std::unique_ptr<queue::Queue> queue_;
   std::atomic<Phase> phase_{Phase::starting};
-  std::unique_ptr<metrics::HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   std::optional<PipelineContext> pipeline_context_;
   // The pipeline is replaced by a reload; the control socket's thread reads it meanwhile.
   std::mutex pipeline_mutex_;

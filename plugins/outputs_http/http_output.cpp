@@ -1,4 +1,4 @@
-// outputs.http: each batch is one POST to `url` (Boost.Beast over Boost.Asio, OpenSSL for TLS),
+// outputs.http: each batch is one POST to `url` (net::HttpClient: Boost.Beast, OpenSSL for TLS),
 // with keep-alive, Content-Type, Content-Encoding, Idempotency-Key and the configured headers. The
 // delivery engine (output/delivery.hpp) retries and dead-letters; this plugin classifies the answer:
 //
@@ -14,26 +14,23 @@
 // and Go do); credentials in the proxy URL go as Proxy-Authorization: Basic.
 
 #include <algorithm>
-#include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
+#include <string>
+#include <variant>
+#include <vector>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 
 #include "common/log.hpp"
 #include "common/strings.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
+#include "config/bind.hpp"
+#include "net/http_client.hpp"
+#include "net/uri.hpp"
 #include "plugin/input.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"
@@ -42,13 +39,7 @@
 namespace tank::plugins {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using asio::awaitable;
-using asio::use_awaitable;
-using tcp = asio::ip::tcp;
-
+namespace http = boost::beast::http;
 struct HttpSettings {
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
@@ -89,62 +80,35 @@ const config::Options<S> kOptions{
     config::nested(&S::tls, plugin::tls_client_bindings()),
 };
 
-struct Url {
-  bool tls = false;
-  std::string host;
-  std::string port;
-  std::string target;
-  std::string userinfo;  // user:password (proxies only)
-};
+constexpr net::Scheme kHttpSchemes[] = {{"http", 80, false}, {"https", 443, true}};
 
-// http(s)://[userinfo@]host[:port][/path]; nullopt (and `error`) otherwise. The error shows
-// `text` without its userinfo: a proxy's URL carries its password.
-std::optional<Url> parse_url(std::string_view text, std::string* error) {
+// http(s)://[user[:password]@]host[:port][/path] (net/uri.hpp); nullopt (and `error`) otherwise.
+// The error shows `text` without its userinfo: a proxy's URL carries its password.
+std::optional<net::Uri> parse_url(std::string_view text, std::string* error) {
+  auto parsed = net::parse_uri(text, {.schemes = kHttpSchemes, .userinfo = true});
+  if (auto* uri = std::get_if<net::Uri>(&parsed)) return std::move(*uri);
+  const auto& refused = std::get<net::UriError>(parsed);
   const std::string shown = strings::redact_url_userinfo(text);
-  Url u;
-  std::string_view rest;
-  if (text.starts_with("http://")) {
-    rest = text.substr(7);
-  } else if (text.starts_with("https://")) {
-    rest = text.substr(8);
-    u.tls = true;
-  } else {
-    *error = fmt::format("\"{}\" is not an http:// or https:// URL", shown);
-    return std::nullopt;
+  switch (refused.problem) {
+    case net::UriProblem::scheme:
+      *error = fmt::format("\"{}\" is not an http:// or https:// URL", shown);
+      break;
+    case net::UriProblem::unclosed_ipv6:
+      *error = refused.message;
+      break;
+    case net::UriProblem::userinfo:
+    case net::UriProblem::host:
+    case net::UriProblem::port:
+    case net::UriProblem::path:
+    case net::UriProblem::syntax:
+      *error = fmt::format("\"{}\" has no valid host and port", shown);
+      break;
   }
-  const auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  u.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    u.userinfo = std::string(authority.substr(0, at));
-    authority = authority.substr(at + 1);
-  }
-  const std::string default_port = u.tls ? "443" : "80";
-  if (authority.starts_with('[')) {  // [::1]:8080
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) {
-      *error = fmt::format("\"{}\": an IPv6 address needs its closing ']'", shown);
-      return std::nullopt;
-    }
-    u.host = std::string(authority.substr(1, close - 1));
-    authority = authority.substr(close + 1);
-    u.port = authority.starts_with(':') ? std::string(authority.substr(1)) : default_port;
-  } else {
-    const auto colon = authority.rfind(':');
-    u.host = std::string(authority.substr(0, colon));
-    u.port = colon == std::string_view::npos ? default_port : std::string(authority.substr(colon + 1));
-  }
-  unsigned port = 0;
-  auto [p, ec] = std::from_chars(u.port.data(), u.port.data() + u.port.size(), port);
-  if (u.host.empty() || ec != std::errc() || p != u.port.data() + u.port.size() || port == 0 || port > 65535) {
-    *error = fmt::format("\"{}\" has no valid host and port", shown);
-    return std::nullopt;
-  }
-  return u;
+  return std::nullopt;
 }
 
 // The proxy option's value: "" (from the environment), "none", or an http:// URL.
-std::optional<Url> parse_proxy(std::string_view text, std::string* error) {
+std::optional<net::Uri> parse_proxy(std::string_view text, std::string* error) {
   if (text.starts_with("https://")) {
     *error = "a proxy reached over TLS (https://) is not supported: give the proxy as http://host:port (https:// "
              "URLs are still tunnelled through it end to end with CONNECT)";
@@ -212,7 +176,7 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
     const auto url = parse_url(v.string("url"), &error);
     if (!url) {
       diagnostics.error(v.location_of("url"), v.path() + ".url", error);
-    } else if (!url->userinfo.empty()) {
+    } else if (url->has_userinfo) {
       diagnostics.error(v.location_of("url"), v.path() + ".url",
                         "credentials in the URL are not sent: use token, token_file or headers");
     }
@@ -250,262 +214,110 @@ const config::Section kSection{
     .check = check,
 };
 
-std::string host_port(const Url& u, bool omit_default_port) {
-  const bool default_port = u.port == (u.tls ? "443" : "80");
-  const std::string host = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
-  return omit_default_port && default_port ? host : fmt::format("{}:{}", host, u.port);
-}
-
-// Failures of one attempt, with what was being done.
-struct AttemptError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// The proxy for `url`: the option's ("" means the environment's, "none" none). `error`: an
+// environment variable that holds no usable proxy (reported at start).
+struct ProxyChoice {
+  std::optional<net::Uri> proxy;
+  const char* from = nullptr;  // the environment variable `proxy` came from
+  std::string error;
 };
 
+ProxyChoice choose_proxy(const std::string& option, const net::Uri& url) {
+  ProxyChoice choice;
+  std::string error;
+  if (option == "none") return choice;
+  if (!option.empty()) {
+    choice.proxy = parse_proxy(option, &error);
+    return choice;
+  }
+  const char* from = url.tls ? "HTTPS_PROXY" : "HTTP_PROXY";
+  const std::string value = url.tls ? env("HTTPS_PROXY", "https_proxy") : env("HTTP_PROXY", "http_proxy");
+  if (value.empty() || no_proxy_matches(env("NO_PROXY", "no_proxy"), url.host)) return choice;
+  choice.from = from;
+  choice.proxy = parse_proxy(value, &error);
+  if (!choice.proxy) {
+    choice.error = fmt::format("the environment's {} is not usable: {} (fix it, or set proxy = \"none\")", from, error);
+  }
+  return choice;
+}
+
+// The url option's value, which check() found valid.
+net::Uri url_of(const HttpSettings& s) {
+  std::string error;
+  return *parse_url(s.url, &error);
+}
+
+net::HttpClientSettings client_settings(const HttpSettings& s, const ProxyChoice& proxy) {
+  return net::HttpClientSettings{.server = url_of(s),
+                                 .proxy = proxy.proxy,
+                                 .connect_timeout = s.connect_timeout,
+                                 .response_timeout = s.response_timeout,
+                                 .tls = s.tls};
+}
+
+// One sender's plugin instance: what each batch's request holds and what its answer means; the
+// connection is net::HttpClient's.
 class HttpOutput final : public plugin::Output {
  public:
   HttpOutput(const HttpSettings& s, const plugin::OutputContext& context)
-      : clock_(context.clock), component_("output " + context.name) {
-    std::string error;
-    url_ = *parse_url(s.url, &error);
+      : clock_(context.clock),
+        component_("output " + context.name),
+        proxy_(choose_proxy(s.proxy, url_of(s))),
+        client_(client_settings(s, proxy_)) {
     for (const auto& h : s.headers) headers_.push_back(*parse_header(h));
     if (s.token) headers_.emplace_back("Authorization", "Bearer " + *s.token);
-    connect_timeout_ = s.connect_timeout;
-    response_timeout_ = s.response_timeout;
-    host_header_ = host_port(url_, true);
-    tls_settings_ = s.tls;
-    choose_proxy(s.proxy);
   }
 
   void start() override {
-    if (!proxy_error_.empty()) throw plugin::StartError(proxy_error_);
-    if (url_.tls) {
-      try {
-        tls_context_.emplace(tls::make_client_context(tls_settings_));
-      } catch (const std::runtime_error& e) {
-        throw plugin::StartError(e.what());
-      }
+    if (!proxy_.error.empty()) throw plugin::StartError(proxy_.error);
+    try {
+      client_.start();
+    } catch (const std::runtime_error& e) {
+      throw plugin::StartError(e.what());
     }
-    if (proxy_) {
-      log::info(component_, "sends through the proxy {}{}", host_port(*proxy_, false),
-                proxy_from_ ? fmt::format(" (from {})", proxy_from_) : "");
+    if (proxy_.proxy) {
+      log::info(component_, "sends through the proxy {}{}", net::host_port(*proxy_.proxy, false),
+                proxy_.from ? fmt::format(" (from {})", proxy_.from) : "");
     }
   }
 
   plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
-    io_.restart();
-    // After restart(): an interrupt() from here on stops the run below.
-    if (interrupted_) return {plugin::SendStatus::retry, "stopping", std::nullopt};
-    request_ = {};
-    request_.method(http::verb::post);
-    // Through a proxy, plain HTTP goes in absolute form (RFC 9112, section 3.2.2).
-    request_.target(proxy_ && !url_.tls ? fmt::format("http://{}{}", host_header_, url_.target) : url_.target);
-    request_.version(11);
-    request_.set(http::field::host, host_header_);
-    request_.set(http::field::user_agent, "tank");
+    request_ = client_.make_request(http::verb::post);
     request_.set(http::field::content_type, batch.content_type);
     if (!batch.content_encoding.empty()) request_.set(http::field::content_encoding, batch.content_encoding);
     request_.set("Idempotency-Key", batch.idempotency_key);
-    if (proxy_ && !url_.tls && !proxy_->userinfo.empty()) {
-      request_.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
-    }
     for (const auto& [name, value] : headers_) request_.set(name, value);
     request_.body().assign(batch.body);
     request_.prepare_payload();
 
-    std::optional<plugin::SendResult> result;
-    asio::co_spawn(io_, exchange(), [&](std::exception_ptr failure, plugin::SendResult r) {
-      if (failure) {
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-          r = {plugin::SendStatus::retry, e.what(), std::nullopt};
-        }
-      }
-      result = std::move(r);
-    });
-    io_.run();
-    if (!result) {
-      close();
-      return {plugin::SendStatus::retry, "stopping", std::nullopt};
+    response_.emplace();
+    http_output::limit_response(*response_);
+    const auto result = client_.exchange(request_, *response_);
+    switch (result.outcome) {
+      case net::HttpClient::ExchangeResult::Outcome::answered:
+        return http_output::classify_response(response_->get(), clock_.wall_ns());
+      case net::HttpClient::ExchangeResult::Outcome::failed:
+      case net::HttpClient::ExchangeResult::Outcome::interrupted:
+        return {plugin::SendStatus::retry, result.error, std::nullopt};
     }
-    return *result;
+    return {plugin::SendStatus::retry, result.error, std::nullopt};
   }
 
-  void interrupt() override {
-    interrupted_ = true;
-    io_.stop();
-  }
+  void interrupt() override { client_.interrupt(); }
 
-  void stop() override { close(); }
+  void stop() override { client_.close(); }
+
+  // Connecting (each resolved address, a proxy's CONNECT, the TLS handshake) and the answer.
+  std::chrono::nanoseconds longest_send() const override { return client_.longest_exchange(); }
 
  private:
-  void choose_proxy(const std::string& option) {
-    std::string error;
-    if (option == "none") return;
-    if (!option.empty()) {
-      proxy_ = parse_proxy(option, &error);
-      return;
-    }
-    proxy_from_ = url_.tls ? "HTTPS_PROXY" : "HTTP_PROXY";
-    const std::string value = url_.tls ? env("HTTPS_PROXY", "https_proxy") : env("HTTP_PROXY", "http_proxy");
-    if (value.empty() || no_proxy_matches(env("NO_PROXY", "no_proxy"), url_.host)) {
-      proxy_from_ = nullptr;
-      return;
-    }
-    proxy_ = parse_proxy(value, &error);
-    if (!proxy_) {
-      proxy_error_ =
-          fmt::format("the environment's {} is not usable: {} (fix it, or set proxy = \"none\")", proxy_from_, error);
-    }
-  }
-
-  bool connected() const { return plain_ ? plain_->socket().is_open() : secure_ && secure_->next_layer().socket().is_open(); }
-
-  awaitable<plugin::SendResult> exchange() {
-    std::string doing;
-    bool fresh = false;
-    try {
-      if (!connected()) {
-        co_await connect(doing);
-        fresh = true;
-      }
-      doing = fmt::format("sending to {}", host_header_);
-      response_.emplace();
-      http_output::limit_response(*response_);
-      buffer_.clear();
-      if (secure_) {
-        co_await write_and_read(*secure_, doing);
-      } else {
-        co_await write_and_read(*plain_, doing);
-      }
-      plugin::SendResult r = http_output::classify_response(response_->get(), clock_.wall_ns());
-      if (!response_->get().keep_alive()) close();
-      co_return r;
-    } catch (const AttemptError& e) {
-      close();
-      co_return plugin::SendResult{plugin::SendStatus::retry, e.what(), std::nullopt};
-    } catch (const boost::system::system_error& e) {
-      close();
-      std::string hint;
-      // TLS 1.3: the client's handshake is over before the server has checked the client's
-      // certificate; a refusal arrives as an alert (or a closed connection) at the first read.
-      if (fresh && url_.tls && e.code() != beast::error::timeout &&
-          (e.code().category() == asio::error::get_ssl_category() || e.code() == asio::error::eof ||
-           e.code() == asio::ssl::error::stream_truncated || e.code() == asio::error::connection_reset)) {
-        hint = tls_settings_.cert_file.empty()
-                   ? " (does the server require a client certificate? set tls_cert_file and tls_key_file)"
-                   : " (does the server trust the CA that signed tls_cert_file?)";
-      }
-      co_return plugin::SendResult{
-          plugin::SendStatus::retry,
-          e.code() == beast::error::timeout ? fmt::format("{}: timed out", doing)
-                                            : fmt::format("{}: {}{}", doing, e.code().message(), hint),
-          std::nullopt};
-    }
-  }
-
-  template <class Stream>
-  awaitable<void> write_and_read(Stream& stream, std::string& doing) {
-    beast::get_lowest_layer(stream).expires_after(response_timeout_);
-    co_await http::async_write(stream, request_, use_awaitable);
-    doing = fmt::format("reading the answer of {}", host_header_);
-    co_await http::async_read(stream, buffer_, *response_, use_awaitable);
-  }
-
-  // TCP to the server or the proxy; CONNECT through the proxy for https://; the TLS handshake.
-  awaitable<void> connect(std::string& doing) {
-    close();
-    const Url& first_hop = proxy_ ? *proxy_ : url_;
-    const std::string first_hop_name = host_port(first_hop, false);
-    doing = fmt::format("resolving {}", first_hop.host);
-    tcp::resolver resolver(io_);
-    auto endpoints = co_await resolver.async_resolve(first_hop.host, first_hop.port, use_awaitable);
-    doing = proxy_ ? fmt::format("connecting to the proxy {}", first_hop_name)
-                   : fmt::format("connecting to {}", first_hop_name);
-    beast::tcp_stream stream(io_);
-    stream.expires_after(connect_timeout_);
-    co_await stream.async_connect(endpoints, use_awaitable);
-    if (proxy_ && url_.tls) {
-      doing = fmt::format("asking the proxy {} to CONNECT to {}", first_hop_name, host_port(url_, false));
-      http::request<http::empty_body> connect_request{http::verb::connect, host_port(url_, false), 11};
-      connect_request.set(http::field::host, host_port(url_, false));
-      connect_request.set(http::field::user_agent, "tank");
-      if (!proxy_->userinfo.empty()) {
-        connect_request.set(http::field::proxy_authorization, "Basic " + strings::base64(proxy_->userinfo));
-      }
-      co_await http::async_write(stream, connect_request, use_awaitable);
-      http::response_parser<http::empty_body> answer;
-      answer.skip(true);  // a 2xx answer to CONNECT has no body: the tunnel follows
-      beast::flat_buffer buffer;
-      co_await http::async_read_header(stream, buffer, answer, use_awaitable);
-      const unsigned status = answer.get().result_int();
-      if (status / 100 != 2) {
-        throw AttemptError(fmt::format("the proxy {} refused to CONNECT to {}: {} {}{}", first_hop_name,
-                                       host_port(url_, false), status, strings::printable(answer.get().reason(), 128),
-                                       status == 407 ? " (it wants credentials: write them in the proxy URL, "
-                                                       "http://user:password@host:port)"
-                                                     : ""));
-      }
-    }
-    if (!url_.tls) {
-      plain_.emplace(std::move(stream));
-      co_return;
-    }
-    secure_.emplace(std::move(stream), *tls_context_);
-    if (auto error = tls::prepare_client(secure_->native_handle(), url_.host, tls_settings_.verify); !error.empty()) {
-      throw AttemptError(error);
-    }
-    doing = fmt::format("in the TLS handshake with {}", host_port(url_, false));
-    try {
-      co_await secure_->async_handshake(asio::ssl::stream_base::client, use_awaitable);
-    } catch (const boost::system::system_error& e) {
-      if (e.code() == beast::error::timeout) throw;
-      throw AttemptError(tls::explain_handshake_failure(secure_->native_handle(), e.code(), tls_settings_, url_.host,
-                                                        url_.port, "server"));
-    }
-  }
-
-  // Closes the connection without a TLS close_notify: a batch is only ever done when its answer
-  // has been read, so nothing is lost by it, and a dead peer cannot hold the close up.
-  void close() {
-    beast::error_code ec;
-    if (plain_) {
-      plain_->socket().shutdown(tcp::socket::shutdown_both, ec);
-      plain_->close();
-      plain_.reset();
-    }
-    if (secure_) {
-      secure_->next_layer().socket().shutdown(tcp::socket::shutdown_both, ec);
-      secure_->next_layer().close();
-      secure_.reset();
-    }
-  }
-
   const Clock& clock_;
   std::string component_;
-  Url url_;
-  std::string host_header_;
+  ProxyChoice proxy_;
   std::vector<std::pair<std::string, std::string>> headers_;
-  std::chrono::nanoseconds connect_timeout_{};
-  std::chrono::nanoseconds response_timeout_{};
-
- public:
-  // Connecting (each resolved address, a proxy's CONNECT, the TLS handshake) and the answer.
-  std::chrono::nanoseconds longest_send() const override { return 3 * connect_timeout_ + 2 * response_timeout_; }
-
- private:
-  tls::ClientSettings tls_settings_;
-  std::optional<Url> proxy_;
-  const char* proxy_from_ = nullptr;  // the environment variable proxy_ came from
-  std::string proxy_error_;
-  asio::io_context io_;
-  std::optional<asio::ssl::context> tls_context_;
-  std::optional<beast::tcp_stream> plain_;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
-  beast::flat_buffer buffer_;
-  http::request<http::string_body> request_;
+  net::HttpClient client_;
+  net::HttpClient::Request request_;
   std::optional<http_output::ResponseParser> response_;
-  std::atomic<bool> interrupted_{false};
 };
 
 std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plugin::OutputContext& context) {

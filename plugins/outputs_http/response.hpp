@@ -1,6 +1,6 @@
 #pragma once
 
-// How outputs.http reads an upstream's answer to a batch (http_output.cpp does the I/O):
+// How outputs.http reads an upstream's answer to a batch (net::HttpClient does the I/O):
 //
 //   2xx                                   delivered
 //   408, 429, 5xx, 3xx (not followed)     retry, after Retry-After when the answer has one

@@ -275,6 +275,26 @@ TEST_CASE("outputs.http through tinyproxy: CONNECT for https and absolute-form f
   }
 }
 
+TEST_CASE("outputs.http: a proxy password written percent-encoded in the proxy URL is sent decoded",
+          "[integration][outputs][http][proxy]") {
+  // A password with '@' or ':' has to be percent-encoded in a URL ("p%40ss"). tinyproxy's
+  // configuration takes only letters, digits, '-', '.' and '_', so the test encodes a '-' that
+  // needs no encoding: "s3%2Dcret" must reach tinyproxy as "s3-cret" (before issue 19 the userinfo
+  // was sent as written, and tinyproxy answered 407).
+  Tinyproxy proxy("tank:s3-cret");
+  HttpUpstream upstream;
+  TempDir dir;
+  TankProcess tank(write_test_config(
+      dir, file_input(dir, 0, 100) +
+               http_output(upstream.url(), fmt::format("proxy = \"http://tank:s3%2Dcret@127.0.0.1:{}\"\n", proxy.port()))));
+  tank.wait_running(dir / "data");
+  CHECK(wait_until([&] { return delivered(upstream).size() == 100; }, std::chrono::seconds(60)));
+  CHECK(tank.stop() == 0);
+  INFO(tank.process().err() << proxy.log());
+  CHECK(proxy.log().find("): POST " + upstream.url()) != std::string::npos);
+  CHECK(tank.process().err().find("HTTP 407") == std::string::npos);
+}
+
 TEST_CASE("outputs.http through nginx as a reverse proxy: keys and headers pass and 503/429/400 are classified "
           "and a reset behind nginx is retried",
           "[integration][outputs][http][nginx]") {

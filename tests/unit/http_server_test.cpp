@@ -5,22 +5,26 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "metrics/http_server.hpp"
+#include <atomic>
+#include <thread>
+
+#include "net/http_server.hpp"
 #include "metrics/registry.hpp"
 #include "support/helpers.hpp"
+#include "support/input_helpers.hpp"
 
 using namespace tank;
 
 namespace {
 
-metrics::HttpServer make_server(metrics::HttpServerLimits limits = {}) {
-  return metrics::HttpServer(
-      metrics::ListenAddress{"127.0.0.1", 0},
+net::HttpServer make_server(net::HttpServerOptions options = {}) {
+  return net::HttpServer(
+      net::ListenAddress{"127.0.0.1", 0},
       [](std::string_view method, std::string_view target) {
         if (target == "/boom") throw std::runtime_error("boom");
-        return metrics::HttpResponse{200, "text/plain", std::string(method) + " " + std::string(target), {}};
+        return net::HttpResponse{200, "text/plain", std::string(method) + " " + std::string(target), {}};
       },
-      limits);
+      options);
 }
 
 // Sends raw bytes and returns everything the server answers before closing.
@@ -85,14 +89,125 @@ TEST_CASE("a port in use is a clear error", "[http]") {
   std::string address = first.local_address();
   auto port = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
   try {
-    metrics::HttpServer second(metrics::ListenAddress{"127.0.0.1", port}, [](std::string_view, std::string_view) {
-      return metrics::HttpResponse{};
+    net::HttpServer second(net::ListenAddress{"127.0.0.1", port}, [](std::string_view, std::string_view) {
+      return net::HttpResponse{};
     });
     FAIL("expected an error");
   } catch (const std::runtime_error& e) {
     CHECK(std::string(e.what()) == "cannot listen on " + address +
                                        ": Address already in use (another process uses it; pick another port)");
   }
+}
+
+namespace {
+
+// A RequestHandler like inputs.http's: it decides on the header (a wrong path is answered
+// without reading the body), then reads the body and echoes its size and the peer.
+class EchoHandler final : public net::RequestHandler {
+ public:
+  net::HttpStep on_header(boost::system::error_code ec, const net::RequestParser& parser, std::string_view) override {
+    net::HttpStep step;
+    if (ec) {
+      if (ec == boost::beast::http::error::body_limit) {
+        step.next = net::HttpStep::Next::answer;
+        step.answer.status = boost::beast::http::status::payload_too_large;
+        step.answer.keep_alive = false;
+      }
+      return step;
+    }
+    if (parser.get().target() != "/in") {
+      step.next = net::HttpStep::Next::answer;
+      step.answer.status = boost::beast::http::status::not_found;
+      step.answer.body = "not here\n";
+      step.answer.keep_alive = false;
+      return step;
+    }
+    step.next = net::HttpStep::Next::read_body;
+    return step;
+  }
+  net::HttpStep on_body(boost::system::error_code ec, net::RequestParser& parser, std::string_view peer) override {
+    net::HttpStep step;
+    if (ec) return step;
+    step.next = net::HttpStep::Next::answer;
+    step.answer.body = std::to_string(parser.get().body().size()) + " bytes from " + std::string(peer);
+    step.answer.headers.emplace_back("X-Test", "1");
+    return step;
+  }
+  void on_connection_opened() override { ++opened; }
+  void on_connection_closed() override { ++closed; }
+  void on_refused(std::size_t) override { ++refused; }
+
+  std::atomic<int> opened{0};
+  std::atomic<int> closed{0};
+  std::atomic<int> refused{0};
+};
+
+}  // namespace
+
+TEST_CASE("the HTTP server lets a handler answer on the header, read the body, and sends 100 Continue", "[http]") {
+  EchoHandler handler;
+  net::HttpServer server(net::ListenAddress{"127.0.0.1", 0}, handler,
+                         {.threads = 2, .max_connections = 4, .max_body_bytes = 1000, .linger = std::chrono::seconds(1)});
+  server.start();
+  const std::string address = server.local_address();
+  // The body is read and the handler sees the peer.
+  std::string ok = raw_exchange(address, "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+  CHECK(ok.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(ok.find("X-Test: 1") != std::string::npos);
+  CHECK(ok.find("5 bytes from 127.0.0.1:") != std::string::npos);
+  // Answered on its header: the body is never read, the answer arrives all the same.
+  std::string other = raw_exchange(address, "POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  CHECK(other.rfind("HTTP/1.1 404", 0) == 0);
+  CHECK(other.find("not here") != std::string::npos);
+  // A Content-Length over max_body_bytes: refused on the header.
+  CHECK(raw_exchange(address, "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").rfind("HTTP/1.1 413", 0) == 0);
+  // Expect: 100-continue: "100 Continue" before the body is read, then the answer.
+  std::string expect = raw_exchange(
+      address, "POST /in HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+  CHECK(expect.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", 0) == 0);
+  CHECK(expect.find("3 bytes from") != std::string::npos);
+  std::string no_continue = raw_exchange(
+      address, "POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+  CHECK(no_continue.rfind("HTTP/1.1 404", 0) == 0);
+  server.stop();
+  CHECK(handler.opened == 5);
+  CHECK(handler.closed == 5);
+}
+
+TEST_CASE("the HTTP server bounds silence, whole requests and connections", "[http]") {
+  EchoHandler handler;
+  net::HttpServer server(net::ListenAddress{"127.0.0.1", 0}, handler,
+                         {.max_connections = 1,
+                          .idle_timeout = std::chrono::milliseconds(300),
+                          .request_timeout = std::chrono::seconds(0)});
+  server.start();
+  const std::string address = server.local_address();
+  // A body that trickles in, each piece within idle_timeout, is read to the end; meanwhile a
+  // second connection is closed at once (max_connections = 1).
+  int fd = test::tcp_connect(address);
+  REQUIRE(fd >= 0);
+  REQUIRE(test::send_all(fd, "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"));
+  REQUIRE(test::wait_until([&] { return handler.opened == 1; }));
+  int second = test::tcp_connect(address);
+  char byte;
+  CHECK(::recv(second, &byte, 1, 0) <= 0);
+  ::close(second);
+  for (char c : std::string("abcd")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    REQUIRE(test::send_all(fd, std::string_view(&c, 1)));
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  CHECK(out.find("4 bytes from") != std::string::npos);
+  CHECK(handler.refused >= 1);
+  // Silence longer than idle_timeout: closed without an answer.
+  REQUIRE(test::wait_until([&] { return handler.closed == handler.opened; }));
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(raw_exchange(address, "POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab").empty());
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(5));
 }
 
 TEST_CASE("the registry serves counters, collectables and process metrics", "[metrics]") {

@@ -1,4 +1,4 @@
-#include "metrics/listen_address.hpp"
+#include "net/listen_address.hpp"
 
 #include <arpa/inet.h>
 
@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-namespace tank::metrics {
+namespace tank::net {
 
 std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* error) {
   auto fail = [&](std::string why) -> std::optional<ListenAddress> {
@@ -52,4 +52,4 @@ std::optional<ListenAddress> parse_listen_address(std::string_view text, std::st
   return out;
 }
 
-}  // namespace tank::metrics
+}  // namespace tank::net
