@@ -1,9 +1,9 @@
 // inputs.http: records POSTed as JSON, acknowledged with 200 only after the commit
-// (see agent/input/http_ingest.hpp).
+// (see http_ingest.hpp).
 
 #include <fmt/format.h>
 
-#include "input/http_ingest.hpp"
+#include "http_ingest.hpp"
 #include "metrics/listen_address.hpp"
 #include "plugin/registry.hpp"
 

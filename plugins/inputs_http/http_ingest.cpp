@@ -1,4 +1,4 @@
-#include "input/http_ingest.hpp"
+#include "http_ingest.hpp"
 
 #include <array>
 #include <atomic>
@@ -22,8 +22,8 @@
 #include "input/batch.hpp"
 #include "input/commit.hpp"
 #include "input/input_metrics.hpp"
-#include "input/http_ingest_request.hpp"
-#include "input/json_body.hpp"
+#include "http_ingest_request.hpp"
+#include "json_body.hpp"
 #include "metrics/listen_address.hpp"
 #include "queue/queue.hpp"
 

@@ -35,7 +35,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,18 +63,5 @@ struct MqttSourceSettings {
 
 std::unique_ptr<plugin::Input> make_mqtt_source(const MqttSourceSettings& settings,
                                                 const plugin::InputContext& context);
-
-// A delay for reconnect attempt `attempt` (0 = the first retry): uniformly random in
-// [0, min(max, min_delay * 2^attempt)] ("full jitter"), and never below min_delay / 2.
-// A broker URI split up: scheme tcp:// or mqtt:// (port 1883 by default), ssl:// or mqtts://
-// (TLS, port 8883). nullopt with `error` set when it is not one, or when it holds credentials
-// (user:password@, which would not be sent: the username and password options are); the error
-// shows the URI without them (strings::redact_url_userinfo).
-struct BrokerAddress {
-  bool tls = false;
-  std::string host;
-  std::string port;
-};
-std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error);
 
 }  // namespace tank::input

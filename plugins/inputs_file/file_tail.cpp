@@ -1,4 +1,4 @@
-#include "input/file_tail.hpp"
+#include "file_tail.hpp"
 
 #include <fcntl.h>
 #include <fnmatch.h>
