@@ -259,7 +259,7 @@ class DatagramInput final : public plugin::Input {
   std::string where_;
   std::string handover_key_;  // the kind and the configured address (input/handover.hpp)
   std::vector<char> buffer_;
-  Batch batch_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
+  PendingBatch batch_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
   std::uint32_t kernel_drops_ = 0;
   std::atomic<bool> started_{false};
   std::atomic<bool> reading_{false};  // waiting for datagrams (from start if not paused, else the next set_paused)

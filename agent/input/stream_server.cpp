@@ -195,7 +195,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     std::uint64_t lost = 0;
     while (!ready_.empty()) {
       if (!queue_side_.committer.commit(ready_.front()).acknowledge()) {
-        for (const Batch& b : ready_) lost += b.records();
+        for (const PendingBatch& b : ready_) lost += b.records();
         ready_.clear();
         break;
       }
@@ -226,7 +226,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   void push_current() {
     if (current_.empty()) return;
     ready_.push_back(std::move(current_));
-    current_ = Batch(queue_side_.name, queue_side_.batch_limit, queue_side_.route.get());
+    current_ = PendingBatch(queue_side_.name, queue_side_.batch_limit, queue_side_.route.get());
   }
 
   // Commits the batches read so far, in order; then reads again (or closes after the end).
@@ -302,8 +302,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   std::vector<char> buffer_;
   LineFramer framer_;
   std::string peer_;
-  Batch current_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
-  std::deque<Batch> ready_;
+  PendingBatch current_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
+  std::deque<PendingBatch> ready_;
   bool waiting_ = false;
   bool reading_ = false;  // an async_read_some is in progress
   bool closed_ = false;

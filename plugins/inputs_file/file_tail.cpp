@@ -336,7 +336,7 @@ class FileTail final : public plugin::Input {
   // Reads what every file has grown by, committing as batches fill.
   void read_round() {
     more_to_read_ = false;
-    Batch batch(name_, batch_limit_, route_.get());
+    PendingBatch batch(name_, batch_limit_, route_.get());
     std::map<FileId, std::uint64_t> touched;  // file -> offset to store with this batch
     std::vector<FileId> finished;
     bool refused = false;
@@ -443,7 +443,7 @@ class FileTail final : public plugin::Input {
   }
 
   template <class Commit>
-  void add_line(File& f, const FileId& id, std::string_view line, std::uint64_t end, Batch& batch,
+  void add_line(File& f, const FileId& id, std::string_view line, std::uint64_t end, PendingBatch& batch,
                 std::map<FileId, std::uint64_t>& touched, Commit& commit) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > settings_.max_line_bytes) {
@@ -465,7 +465,7 @@ class FileTail final : public plugin::Input {
   }
 
   template <class Commit>
-  void finish_line(File& f, const FileId& id, std::uint64_t end, Batch& batch,
+  void finish_line(File& f, const FileId& id, std::uint64_t end, PendingBatch& batch,
                    std::map<FileId, std::uint64_t>& touched, Commit& commit) {
     if (f.discarding) {
       batch.dead_letter("line_too_long",
@@ -486,8 +486,8 @@ class FileTail final : public plugin::Input {
   // Splits a chunk read at f.read_pos into lines. Stops at once when a commit is refused (the
   // commit rewound every file).
   template <class Commit>
-  void frame(File& f, const FileId& id, std::string_view chunk, Batch& batch, std::map<FileId, std::uint64_t>& touched,
-             Commit& commit, const bool& refused) {
+  void frame(File& f, const FileId& id, std::string_view chunk, PendingBatch& batch,
+             std::map<FileId, std::uint64_t>& touched, Commit& commit, const bool& refused) {
     const std::uint64_t base = f.read_pos;
     std::size_t pos = 0;
     while (pos < chunk.size()) {

@@ -180,7 +180,7 @@ class HttpIngest final : public plugin::Input {
   Stored store(const JsonBody& decoded, const std::string& peer) {
     // No limit on the number of records: a body that fits one commit (max_commit_bytes, 1/64 of
     // the queue's bound, 64 KiB to 4 MiB) is stored in one transaction, all or nothing.
-    Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
+    PendingBatch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
     std::size_t dropped = 0;

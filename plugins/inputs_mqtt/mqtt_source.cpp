@@ -65,7 +65,7 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
   }
 
  private:
-  void begin_read() override { batch_ = Batch(name_, batch_limit_, route_.get()); }
+  void begin_read() override { batch_ = PendingBatch(name_, batch_limit_, route_.get()); }
 
   // Adds one message to the batch (committing first when it is full); its PUBACK waits in `acks`
   // for the commit.
@@ -130,7 +130,8 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
   asio::io_context io_;
   liveness::IoBeat io_beat_{io_, component_};
   std::unique_ptr<MqttSession> session_;  // uses io_: declared after it
-  Batch batch_{name_, batch_limit_, route_.get()};  // what the current read brought (io thread only)
+  // What the current read brought (io thread only).
+  PendingBatch batch_{name_, batch_limit_, route_.get()};
   std::thread thread_;
   std::atomic<bool> paused_{false};
 };
