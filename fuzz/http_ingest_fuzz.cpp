@@ -1,4 +1,4 @@
-// The HTTP ingest request handling of inputs.http (input/http_ingest_request.hpp): the bytes a
+// The request handling of inputs.http (inputs_http/http_ingest_request.hpp): the bytes a
 // client sends on one connection, read by Beast's parser with the input's limits, each request
 // decided (path, method, token, pause, size) and its body decoded into records, request after
 // request while the connection is kept alive -- what an IngestSession does, without the socket
@@ -13,7 +13,7 @@
 #include <boost/beast/http/read.hpp>
 
 #include "fuzz_support.hpp"
-#include "input/http_ingest_request.hpp"
+#include "inputs_http/http_ingest_request.hpp"
 #include "targets.hpp"
 
 namespace tank::fuzz {

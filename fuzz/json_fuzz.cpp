@@ -1,5 +1,5 @@
-// JSON decoding of records: an inputs.http body split into records (input/json_body.hpp), then
-// each record through the routes the engine builds from a configuration (engine/routes.hpp,
+// JSON decoding of records: an inputs.http body split into records (inputs_http/json_body.hpp),
+// then each record through the routes the engine builds from a configuration (engine/routes.hpp,
 // process/route.hpp): decoding, a processors.validate check with a JSON Schema
 // (fuzz/json/telemetry.schema.json) and an event time field, and the text format's UTF-8 check.
 //
@@ -16,7 +16,7 @@
 #include "engine/agent_config.hpp"
 #include "engine/routes.hpp"
 #include "fuzz_support.hpp"
-#include "input/json_body.hpp"
+#include "inputs_http/json_body.hpp"
 #include "metrics/registry.hpp"
 #include "plugin/registry.hpp"
 #include "targets.hpp"

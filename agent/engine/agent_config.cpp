@@ -91,7 +91,7 @@ const Option kMetricsOptions[] = {
 
 void check_metrics(const config::SectionValues& values, config::Diagnostics& diagnostics) {
   std::string error;
-  if (!metrics::parse_listen_address(values.string("listen"), &error)) {
+  if (!net::parse_listen_address(values.string("listen"), &error)) {
     diagnostics.error(values.location_of("listen"), "metrics.listen", error);
   }
 }
@@ -233,7 +233,7 @@ MetricsSettings metrics_settings(const config::Document& document) {
   MetricsSettings s;
   s.enabled = v.boolean("enabled");
   std::string error;
-  if (auto a = metrics::parse_listen_address(v.string("listen"), &error)) s.listen = *a;
+  if (auto a = net::parse_listen_address(v.string("listen"), &error)) s.listen = *a;
   return s;
 }
 

@@ -12,7 +12,7 @@
 #include "config/document.hpp"
 #include "config/loader.hpp"
 #include "config/schema.hpp"
-#include "metrics/listen_address.hpp"
+#include "net/listen_address.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::engine {
@@ -50,7 +50,7 @@ AgentSettings agent_settings(const config::Document& document);
 
 struct MetricsSettings {
   bool enabled = true;
-  metrics::ListenAddress listen;
+  net::ListenAddress listen;
 };
 MetricsSettings metrics_settings(const config::Document& document);
 

@@ -13,8 +13,8 @@ std::string record_too_large_detail(std::size_t record_bytes, std::size_t payloa
                      record_bytes, payload_bytes, units::format_size(limit));
 }
 
-bool Batch::add(std::string_view payload, std::int64_t ingest_ns, std::span<const queue::Attribute> attributes,
-                bool known_json) {
+bool PendingBatch::add(std::string_view payload, std::int64_t ingest_ns,
+                       std::span<const queue::Attribute> attributes, bool known_json) {
   const std::size_t bytes = queue::encoded_record_bytes(input_, payload.size(), attributes);
   if (bytes > limit_) {
     // It could never be committed: offering it again and again would wedge the input.
@@ -31,9 +31,9 @@ bool Batch::add(std::string_view payload, std::int64_t ingest_ns, std::span<cons
   return true;
 }
 
-void Batch::dead_letter(std::string_view reason, std::string detail, std::string_view original,
-                        std::uint64_t original_size, std::int64_t time_ns,
-                        std::span<const queue::Attribute> attributes) {
+void PendingBatch::dead_letter(std::string_view reason, std::string detail, std::string_view original,
+                               std::uint64_t original_size, std::int64_t time_ns,
+                               std::span<const queue::Attribute> attributes) {
   queue::DeadLetter d = queue::DeadLetter::make(input_, reason, std::move(detail), original, time_ns);
   d.original_size = std::max<std::uint64_t>(original_size, d.original.size());
   if (!attributes.empty()) d.attributes = queue::encode_attributes(attributes);
@@ -45,7 +45,7 @@ void Batch::dead_letter(std::string_view reason, std::string detail, std::string
   batch_.dead_letters.push_back(std::move(d));
 }
 
-void Batch::replace(queue::WriteBatch rest) {
+void PendingBatch::replace(queue::WriteBatch rest) {
   batch_ = std::move(rest);
   payload_bytes_ = 0;
   for (std::size_t i = 0; i < batch_.records.size(); ++i) {

@@ -22,21 +22,22 @@ inline constexpr std::size_t kAttributeReserve = 1024;
 // what to change.
 std::string record_too_large_detail(std::size_t record_bytes, std::size_t payload_bytes, std::size_t limit);
 
-class Batch {
+// The records and dead letters an input has read and not committed yet (a Committer commits it).
+class PendingBatch {
  public:
   // `limit`: the most bytes of records and dead letters one commit may carry
   // (Queue::max_commit_bytes()); full() turns true at half of it, so batches are committed at a
   // good size and one more line always fits.
   // `route`: the decoding and checks every record goes through before it is added (null: none,
   // every payload is taken as it is). It must outlive the batch.
-  explicit Batch(std::string input, std::size_t limit, std::size_t max_records = 8192,
-                 const process::Route* route = nullptr)
+  explicit PendingBatch(std::string input, std::size_t limit, std::size_t max_records = 8192,
+                        const process::Route* route = nullptr)
       : input_(std::move(input)),
         limit_(limit),
         max_records_(max_records),
         session_(route != nullptr ? route->session() : nullptr) {}
-  Batch(std::string input, std::size_t limit, const process::Route* route)
-      : Batch(std::move(input), limit, 8192, route) {}
+  PendingBatch(std::string input, std::size_t limit, const process::Route* route)
+      : PendingBatch(std::move(input), limit, 8192, route) {}
 
   // Whether a record with a payload of `payload_bytes` still fits this batch; if not, commit
   // the batch first.

@@ -27,7 +27,7 @@ std::vector<queue::WriteBatch> split_for_commit(const queue::WriteBatch& batch, 
       parts.back().records.add_encoded(encoded);
       continue;
     }
-    // Not from Batch::add (which dead-letters such a record itself): kept for a batch built
+    // Not from PendingBatch::add (which dead-letters such a record itself): kept for a batch built
     // otherwise, so that it cannot be refused for ever.
     auto r = queue::decode_record(0, encoded);
     queue::DeadLetter d = queue::DeadLetter::make(
@@ -57,14 +57,14 @@ Committer::Committer(queue::Queue& queue, InputMetrics& metrics, const Clock& cl
       on_failure_(std::move(on_failure)),
       failures_(component_, log::Level::error) {}
 
-Outcome Committer::commit(Batch& batch) {
+Outcome Committer::commit(PendingBatch& batch) {
   if (batch.empty()) return {};
   const queue::CommitResult r = queue_.commit(batch.write_batch());
   if (r.status == queue::CommitStatus::too_large) return commit_in_parts(batch, r.error);
   return settle(batch, r);
 }
 
-Outcome Committer::settle(Batch& batch, const queue::CommitResult& r) {
+Outcome Committer::settle(PendingBatch& batch, const queue::CommitResult& r) {
   Outcome out;
   out.settlement = settlement_of(r.status);
   switch (out.settlement) {
@@ -93,7 +93,7 @@ Outcome Committer::settle(Batch& batch, const queue::CommitResult& r) {
   return out;
 }
 
-Outcome Committer::commit_in_parts(Batch& batch, const std::string& why) {
+Outcome Committer::commit_in_parts(PendingBatch& batch, const std::string& why) {
   // Rare (a record of nearly one commit with the input's state, say) and harmless: each part is
   // stored in order, the state with the last, so nothing is acknowledged before it is stored.
   log::debug(component_, "a batch of {} records and {} dead letters is larger than one commit ({}); committing it in "
@@ -102,7 +102,7 @@ Outcome Committer::commit_in_parts(Batch& batch, const std::string& why) {
       split_for_commit(batch.write_batch(), batch.limit(), batch.input(), clock_.wall_ns());
   Outcome total;
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    Batch part(batch.input(), batch.limit());
+    PendingBatch part(batch.input(), batch.limit());
     part.replace(std::move(parts[i]));
     const queue::CommitResult r = queue_.commit(part.write_batch());
     // A part the queue still refuses as too large cannot be made smaller: it is a bug, said as

@@ -2,8 +2,8 @@
 
 // The one place that decides what a commit's outcome means for a producer.
 //
-// Every input (file, TCP, UDP, unix, HTTP, MQTT) offers its Batch to the queue through a
-// Committer and acts on the Settlement it gets back; the delivery engine and the aggregate stage
+// Every input (file, TCP, UDP, unix, HTTP, MQTT) offers its PendingBatch to the queue through
+// a Committer and acts on the Settlement it gets back; the delivery engine and the aggregate stage
 // read a CommitStatus through queue::settlement_of() (queue/settlement.hpp). What each input then does with its source is in
 // docs/inputs.md ("What an input does with each outcome"):
 //
@@ -70,15 +70,15 @@ class Committer {
   //   held, failed: `batch` holds what is left to commit (all of it, unless a too_large batch was
   //     being committed in parts: then the parts committed are gone from it); failed is logged
   //     once per episode and counted in tank_input_errors_total{reason="commit_failed"}.
-  // A too_large batch (which Batch's limits are there to prevent) is logged and committed in
-  // parts (split_for_commit). An empty batch is stored at once. Never throws for data errors.
+  // A too_large batch (which PendingBatch's limits are there to prevent) is logged and committed
+  // in parts (split_for_commit). An empty batch is stored at once. Never throws for data errors.
   // May be called from several threads at once (the connections of one socket input share it),
   // each with its own batch.
-  Outcome commit(Batch& batch);
+  Outcome commit(PendingBatch& batch);
 
  private:
-  Outcome settle(Batch& batch, const queue::CommitResult& r);
-  Outcome commit_in_parts(Batch& batch, const std::string& why);
+  Outcome settle(PendingBatch& batch, const queue::CommitResult& r);
+  Outcome commit_in_parts(PendingBatch& batch, const std::string& why);
 
   queue::Queue& queue_;
   InputMetrics& metrics_;

@@ -50,7 +50,7 @@ struct InputContext {
   std::string agent_id;
   std::filesystem::path data_dir;
   // The decoding and checks each record goes through before it is committed (null: none). The
-  // input passes it to every input::Batch it makes.
+  // input passes it to every input::PendingBatch it makes.
   std::shared_ptr<const process::Route> route = nullptr;
 };
 

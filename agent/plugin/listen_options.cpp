@@ -1,12 +1,12 @@
 #include "plugin/listen_options.hpp"
 
-#include "metrics/listen_address.hpp"
+#include "net/listen_address.hpp"
 
 namespace tank::plugin {
 
 void check_listen_option(const config::SectionValues& values, config::Diagnostics& diagnostics) {
   std::string error;
-  if (!metrics::parse_listen_address(values.string("listen"), &error)) {
+  if (!net::parse_listen_address(values.string("listen"), &error)) {
     diagnostics.error(values.location_of("listen"), values.path() + ".listen", error);
   }
 }

@@ -23,7 +23,7 @@ config::Declaration<S> listen_option(std::string S::*member, std::string_view de
   return option;
 }
 
-// Adds an error at `listen` when it is not an address metrics::parse_listen_address takes.
+// Adds an error at `listen` when it is not an address net::parse_listen_address takes.
 void check_listen_option(const config::SectionValues& values, config::Diagnostics& diagnostics);
 
 }  // namespace tank::plugin

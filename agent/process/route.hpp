@@ -7,8 +7,9 @@
 //              |                            |            |
 //         decode_error                    reason       reason  -> a dead letter
 //
-// A Route is immutable and shared by every thread of the input; each thread (each input::Batch)
-// holds its own Route::Session, which owns the decoder's memory and each check's session.
+// A Route is immutable and shared by every thread of the input; each thread (each
+// input::PendingBatch) holds its own Route::Session, which owns the decoder's memory and each
+// check's session.
 
 #include <memory>
 #include <optional>

@@ -1,10 +1,10 @@
 // inputs.file: lines from files matching glob patterns, across rotations, with the read offset
-// committed together with the records (see agent/input/file_tail.hpp).
+// committed together with the records (see file_tail.hpp).
 
 #include <fmt/format.h>
 
 #include "config/bind.hpp"
-#include "input/file_tail.hpp"
+#include "file_tail.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::plugins {

@@ -1,9 +1,9 @@
 // inputs.http: records POSTed as JSON, acknowledged with 200 only after the commit
-// (see agent/input/http_ingest.hpp).
+// (see http_ingest.hpp).
 
 #include <fmt/format.h>
 
-#include "input/http_ingest.hpp"
+#include "http_ingest.hpp"
 #include "plugin/listen_options.hpp"
 #include "plugin/registry.hpp"
 

@@ -1,9 +1,10 @@
 // inputs.mqtt: messages from MQTT brokers, each committed before the broker gets its PUBACK
-// (see agent/input/mqtt_source.hpp).
+// (see mqtt_source.hpp).
 
 #include <fmt/format.h>
 
-#include "input/mqtt_source.hpp"
+#include "mqtt/broker_uri.hpp"
+#include "mqtt_source.hpp"
 #include "plugin/mqtt_options.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"

@@ -1,8 +1,8 @@
-// inputs.tcp: newline-delimited records over TCP (see agent/input/socket_inputs.hpp).
+// inputs.tcp: newline-delimited records over TCP (see agent/input/stream_server.hpp).
 
 #include <thread>
 
-#include "input/socket_inputs.hpp"
+#include "input/stream_server.hpp"
 #include "plugin/listen_options.hpp"
 #include "plugin/registry.hpp"
 

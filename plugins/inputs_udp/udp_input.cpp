@@ -1,6 +1,6 @@
-// inputs.udp: one record per UDP datagram (see agent/input/socket_inputs.hpp).
+// inputs.udp: one record per UDP datagram (see agent/input/datagram_server.hpp).
 
-#include "input/socket_inputs.hpp"
+#include "input/datagram_server.hpp"
 #include "plugin/listen_options.hpp"
 #include "plugin/registry.hpp"
 

@@ -1,5 +1,5 @@
 // inputs.unix: records over a unix socket, stream (newline-delimited) or datagram (one record
-// per datagram). See agent/input/socket_inputs.hpp.
+// per datagram). See agent/input/stream_server.hpp and agent/input/datagram_server.hpp.
 
 #include <cstdlib>
 #include <optional>
@@ -7,7 +7,8 @@
 #include <fmt/format.h>
 
 #include "config/bind.hpp"
-#include "input/socket_inputs.hpp"
+#include "input/datagram_server.hpp"
+#include "input/stream_server.hpp"
 #include "plugin/registry.hpp"
 
 namespace tank::plugins {

@@ -33,7 +33,7 @@
 #include "common/log.hpp"
 #include "common/strings.hpp"
 #include "common/tls.hpp"
-#include "input/mqtt_source.hpp"
+#include "mqtt/broker_uri.hpp"
 #include "plugin/mqtt_options.hpp"
 #include "plugin/registry.hpp"
 #include "plugin/tls_options.hpp"

@@ -6,7 +6,7 @@
 #include <random>
 #include <thread>
 
-#include "input/json_body.hpp"
+#include "inputs_http/json_body.hpp"
 #include "support/input_helpers.hpp"
 
 using namespace tank;

@@ -9,7 +9,7 @@
 
 #include <mqtt/async_client.h>
 
-#include "input/mqtt_source.hpp"
+#include "mqtt/broker_uri.hpp"
 #include "support/input_helpers.hpp"
 #include "support/mosquitto.hpp"
 

@@ -94,7 +94,7 @@ TEST_CASE("commit path: every record is committed, dead-lettered with a reason o
       input::Committer committer(*q, metrics, clock, std::string("input ") + kind.input, "retrying");
       for (int round = 0; round < 12; ++round) {
         INFO(name_of(want) << " " << kind.input << " round " << round);
-        input::Batch batch(kind.input, limit);
+        input::PendingBatch batch(kind.input, limit);
         std::vector<std::string> offered;
         const std::size_t n = 1 + random() % 6;
         for (std::size_t i = 0; i < n; ++i) {
@@ -245,7 +245,7 @@ TEST_CASE("commit path: a too-large batch that fails part way keeps exactly what
   metrics::Registry registry;
   input::InputMetrics metrics(registry, "in", "tcp");
   input::Committer committer(*q, metrics, clock, "input in", "retrying");
-  input::Batch batch("in", limit);
+  input::PendingBatch batch("in", limit);
   queue::WriteBatch w = big;
   w.state_puts.emplace_back(std::string(600, 'k'), "refused");
   batch.replace(std::move(w));

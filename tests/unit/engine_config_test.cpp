@@ -8,7 +8,7 @@
 #include "config/reference.hpp"
 #include "engine/agent_config.hpp"
 #include "engine/run_state.hpp"
-#include "metrics/listen_address.hpp"
+#include "net/listen_address.hpp"
 #include "queue/queue_config.hpp"
 #include "support/helpers.hpp"
 
@@ -128,19 +128,19 @@ TEST_CASE("agent and metrics sections validate their values", "[config]") {
 
 TEST_CASE("listen addresses parse IPv4, IPv6, localhost and a bare port", "[metrics]") {
   std::string error;
-  auto a = metrics::parse_listen_address("127.0.0.1:9464", &error);
+  auto a = net::parse_listen_address("127.0.0.1:9464", &error);
   REQUIRE(a);
   CHECK(a->host == "127.0.0.1");
   CHECK(a->port == 9464);
-  auto b = metrics::parse_listen_address("[::1]:0", &error);
+  auto b = net::parse_listen_address("[::1]:0", &error);
   REQUIRE(b);
   CHECK(b->host == "::1");
   CHECK(b->port == 0);
-  CHECK(metrics::parse_listen_address("localhost:80", &error)->host == "127.0.0.1");
-  CHECK(metrics::parse_listen_address(":9464", &error)->host == "0.0.0.0");
+  CHECK(net::parse_listen_address("localhost:80", &error)->host == "127.0.0.1");
+  CHECK(net::parse_listen_address(":9464", &error)->host == "0.0.0.0");
   for (const char* bad : {"9464", "::1:9464", "127.0.0.1:99999", "127.0.0.1:", "example.com:80", "[::1]9464", "1.2.3:4"}) {
     INFO(bad);
-    CHECK_FALSE(metrics::parse_listen_address(bad, &error));
+    CHECK_FALSE(net::parse_listen_address(bad, &error));
   }
 }
 

@@ -11,7 +11,7 @@
 #include "common/strings.hpp"
 #include "config/loader.hpp"
 #include "engine/agent_config.hpp"
-#include "input/json_body.hpp"
+#include "inputs_http/json_body.hpp"
 #include "input/line_framer.hpp"
 #include "plugin/registry.hpp"
 

@@ -126,7 +126,7 @@ TEST_CASE("route: random bytes never crash decoding and every refusal has a reas
 TEST_CASE("route: a check's refusal names the processor and is counted", "[unit][route]") {
   metrics::Registry registry;
   auto route = route_with(process::Format::raw, registry, true);
-  input::Batch batch("in", 1 << 20, route.get());
+  input::PendingBatch batch("in", 1 << 20, route.get());
   const queue::Attribute attrs[] = {{"peer", "10.0.0.1:5"}};
   CHECK(batch.add("good", 1, attrs));
   CHECK_FALSE(batch.add("bad one", 2, attrs));

@@ -5,7 +5,7 @@
 
 #include "config/loader.hpp"
 #include "engine/agent_config.hpp"
-#include "input/mqtt_source.hpp"
+#include "mqtt/broker_uri.hpp"
 #include "net/uri.hpp"
 #include "plugin/registry.hpp"
 

@@ -1,9 +1,7 @@
-#include "input/socket_inputs.hpp"
+#include "input/stream_server.hpp"
 
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,16 +17,16 @@
 #include <boost/asio.hpp>
 #include <fmt/format.h>
 
+#include "common/backoff.hpp"
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
-#include "common/backoff.hpp"
 #include "input/batch.hpp"
 #include "input/commit.hpp"
 #include "input/handover.hpp"
 #include "input/input_metrics.hpp"
 #include "input/line_framer.hpp"
-#include "metrics/listen_address.hpp"
+#include "input/socket_common.hpp"
 #include "queue/queue.hpp"
 
 namespace tank::input {
@@ -36,46 +34,11 @@ namespace {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using udp = asio::ip::udp;
 using unix_stream = asio::local::stream_protocol;
-using unix_datagram = asio::local::datagram_protocol;
-
-std::string describe_endpoint(const tcp::endpoint& ep) {
-  if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
-  return fmt::format("{}:{}", ep.address().to_string(), ep.port());
-}
-
-// What all connections of one input share.
-struct Core {
-  Core(const plugin::InputContext& context, std::string type)
-      : name(context.name),
-        queue(context.queue),
-        clock(context.clock),
-        metrics(context.metrics, context.name, type),
-        batch_limit(input::batch_limit(context.queue)),
-        route(context.route),
-        component("input " + context.name),
-        committer(queue, metrics, clock, component, "holding the data and retrying"),
-        refused_connections(component, log::Level::warn) {}
-
-  std::string name;
-  queue::Queue& queue;
-  const Clock& clock;
-  InputMetrics metrics;
-  std::size_t batch_limit;
-  std::shared_ptr<const process::Route> route;
-  std::string component;
-  Committer committer;
-  log::Episode refused_connections;
-  std::atomic<bool> paused{false};
-};
 
 // How long a stream connection waits before offering a batch again after a failed commit.
 constexpr BackoffPolicy kRetryPolicy{std::chrono::milliseconds(100), std::chrono::seconds(5),
                                      BackoffPolicy::Jitter::none};
-
-// ---------------------------------------------------------------------------------------------
-// Stream sockets
 
 template <class Protocol>
 class StreamInput;
@@ -86,17 +49,6 @@ struct ParkedConnections {
   std::mutex mutex;
   std::vector<handover::Connection> connections;
 };
-
-// Gives the descriptor parked in `parked` to `s` (an acceptor or a socket of `protocol`). When
-// that fails, closes everything parked and returns false: the caller opens a socket of its own.
-template <class Socket, class Protocol>
-bool assign_parked(Socket& s, const Protocol& protocol, handover::Parked& parked) {
-  boost::system::error_code ec;
-  s.assign(protocol, parked.fd, ec);
-  if (!ec) return true;
-  handover::close_all(parked);
-  return false;
-}
 
 template <class Protocol>
 class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol>> {
@@ -109,16 +61,16 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
         idle_timer_(socket_.get_executor()),
         retry_timer_(socket_.get_executor()),
         owner_(owner),
-        core_(owner.core()),
+        queue_side_(owner.queue_side()),
         buffer_(64 * 1024),
         framer_(owner.settings().max_line_bytes),
         peer_(std::move(peer)) {
     framer_.restore(std::move(framer));
-    core_.metrics.connection_opened();
+    queue_side_.metrics.connection_opened();
   }
 
   ~StreamSession() {
-    core_.metrics.connection_closed();
+    queue_side_.metrics.connection_closed();
     owner_.session_ended();
   }
 
@@ -170,7 +122,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
  private:
   void read() {
     if (closed_ || waiting_) return;
-    if (core_.paused.load()) {
+    if (queue_side_.paused.load()) {
       // Not reading lets the kernel's buffer fill: TCP's flow control slows the sender.
       waiting_ = true;
       return;
@@ -191,8 +143,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
         return;
       }
       if (ec != asio::error::eof && ec != asio::error::connection_reset) {
-        core_.metrics.error("read_error");
-        log::debug(core_.component, "reading from {} failed: {}", peer_, ec.message());
+        queue_side_.metrics.error("read_error");
+        log::debug(queue_side_.component, "reading from {} failed: {}", peer_, ec.message());
       }
       // The connection ended: its last line need not end in a newline.
       framer_.finish([&](std::string_view line) { add_line(line); },
@@ -227,7 +179,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     boost::system::error_code ec;
     const int fd = socket_.release(ec);
     if (ec) {
-      log::warn(core_.component, "cannot keep the connection from {} open across the reload: {}", peer_, ec.message());
+      log::warn(queue_side_.component, "cannot keep the connection from {} open across the reload: {}", peer_,
+                ec.message());
       socket_.close(ec);
       return;
     }
@@ -241,24 +194,24 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     push_current();
     std::uint64_t lost = 0;
     while (!ready_.empty()) {
-      if (!core_.committer.commit(ready_.front()).acknowledge()) {
-        for (const Batch& b : ready_) lost += b.records();
+      if (!queue_side_.committer.commit(ready_.front()).acknowledge()) {
+        for (const PendingBatch& b : ready_) lost += b.records();
         ready_.clear();
         break;
       }
       ready_.pop_front();
     }
     if (lost > 0) {
-      core_.metrics.dropped("shutdown", lost);
-      log::warn(core_.component, "{} records read from {} could not be committed at shutdown (the queue refused them)",
-                lost, peer_);
+      queue_side_.metrics.dropped("shutdown", lost);
+      log::warn(queue_side_.component,
+                "{} records read from {} could not be committed at shutdown (the queue refused them)", lost, peer_);
     }
   }
 
   void add_line(std::string_view line) {
     queue::Attribute attrs[] = {{"peer", peer_}};
     if (!current_.fits(line.size(), peer_.size() + 10)) push_current();
-    current_.add(line, core_.clock.wall_ns(), attrs);
+    current_.add(line, queue_side_.clock.wall_ns(), attrs);
   }
 
   void add_oversize(std::string_view head, std::uint64_t length) {
@@ -266,20 +219,20 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
     current_.dead_letter("line_too_long",
                          fmt::format("a line of {} bytes from {} exceeds max_line_bytes = {}", length, peer_,
                                      units::format_size(owner_.settings().max_line_bytes)),
-                         head, length, core_.clock.wall_ns());
-    core_.metrics.error("line_too_long");
+                         head, length, queue_side_.clock.wall_ns());
+    queue_side_.metrics.error("line_too_long");
   }
 
   void push_current() {
     if (current_.empty()) return;
     ready_.push_back(std::move(current_));
-    current_ = Batch(core_.name, core_.batch_limit, core_.route.get());
+    current_ = PendingBatch(queue_side_.name, queue_side_.batch_limit, queue_side_.route.get());
   }
 
   // Commits the batches read so far, in order; then reads again (or closes after the end).
   void drain() {
     while (!ready_.empty()) {
-      switch (core_.committer.commit(ready_.front()).settlement) {
+      switch (queue_side_.committer.commit(ready_.front()).settlement) {
         case Settlement::stored:
         case Settlement::dropped:
           ready_.pop_front();
@@ -287,7 +240,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
           continue;
         case Settlement::held:
           waiting_ = true;  // resume() continues when the queue accepts records again
-          if (!core_.paused.load()) {
+          if (!queue_side_.paused.load()) {
             // The queue refused without announcing a pause (another policy or a race): retry soon.
             schedule_retry();
           }
@@ -325,8 +278,8 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
         self->arm_idle_timer();
         return;
       }
-      log::debug(self->core_.component, "closing the idle connection from {}", self->peer_);
-      self->core_.metrics.error("idle_timeout");
+      log::debug(self->queue_side_.component, "closing the idle connection from {}", self->peer_);
+      self->queue_side_.metrics.error("idle_timeout");
       self->shut_down();
     });
   }
@@ -345,12 +298,12 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   asio::steady_timer idle_timer_;
   asio::steady_timer retry_timer_;
   StreamInput<Protocol>& owner_;
-  Core& core_;
+  QueueSide& queue_side_;
   std::vector<char> buffer_;
   LineFramer framer_;
   std::string peer_;
-  Batch current_{core_.name, core_.batch_limit, core_.route.get()};
-  std::deque<Batch> ready_;
+  PendingBatch current_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
+  std::deque<PendingBatch> ready_;
   bool waiting_ = false;
   bool reading_ = false;  // an async_read_some is in progress
   bool closed_ = false;
@@ -369,7 +322,7 @@ class StreamInput final : public plugin::Input {
   StreamInput(const StreamSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
               std::string where)
       : settings_(settings),
-        core_(context, settings.type),
+        queue_side_(context, settings.type),
         endpoint_(std::move(endpoint)),
         where_(std::move(where)),
         handover_key_(settings.type + " stream " + where_) {
@@ -384,7 +337,7 @@ class StreamInput final : public plugin::Input {
   }
 
   const StreamSettings& settings() const { return settings_; }
-  Core& core() { return core_; }
+  QueueSide& queue_side() { return queue_side_; }
 
   void start() override {
     // The listening socket of this input before a reload: connections that came meanwhile wait in
@@ -413,11 +366,11 @@ class StreamInput final : public plugin::Input {
       where_ = describe_endpoint(acceptor_.local_endpoint());
     }
     if (taken) {
-      log::info(core_.component, "listening on {} (kept across the reload, with {} open connection{})", where_,
+      log::info(queue_side_.component, "listening on {} (kept across the reload, with {} open connection{})", where_,
                 taken->connections.size(), taken->connections.size() == 1 ? "" : "s");
       for (auto& c : taken->connections) adopt(std::move(c));
     } else {
-      log::info(core_.component, "listening on {}", where_);
+      log::info(queue_side_.component, "listening on {}", where_);
     }
     accept();
     io_beat_.start();
@@ -464,7 +417,7 @@ class StreamInput final : public plugin::Input {
     const int fd = listener_fd.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? listener_fd.get() : -1;
     handover::Parked sockets{.fd = fd, .connections = std::move(parked.connections), .kernel_drops = 0};
     if (fd >= 0) {
-      log::info(core_.component, "keeping {} and {} open connection{} for the new configuration", where_,
+      log::info(queue_side_.component, "keeping {} and {} open connection{} for the new configuration", where_,
                 sockets.connections.size(), sockets.connections.size() == 1 ? "" : "s");
       handover::park(handover_key_, std::move(sockets));
       return;
@@ -477,8 +430,8 @@ class StreamInput final : public plugin::Input {
   }
 
   void set_paused(bool paused) override {
-    core_.paused = paused;
-    core_.metrics.set_paused(paused);
+    queue_side_.paused = paused;
+    queue_side_.metrics.set_paused(paused);
     if (paused) return;
     for (auto& session : live_sessions()) {
       asio::post(session.second, [s = session.first] { s->resume(); });
@@ -535,7 +488,7 @@ class StreamInput final : public plugin::Input {
     socket.assign(endpoint_.protocol(), c.fd, ec);
     if (ec) {
       ::close(c.fd);
-      log::warn(core_.component, "cannot take over the connection from {}: {}", c.peer, ec.message());
+      log::warn(queue_side_.component, "cannot take over the connection from {}: {}", c.peer, ec.message());
       return;
     }
     {
@@ -555,8 +508,8 @@ class StreamInput final : public plugin::Input {
     acceptor_.async_accept(strand, [this, strand](const boost::system::error_code& ec, typename Protocol::socket socket) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
       if (ec) {
-        core_.metrics.error("accept_failed");
-        core_.refused_connections.occur(fmt::format("accepting a connection failed: {}", ec.message()));
+        queue_side_.metrics.error("accept_failed");
+        refused_connections_.occur(fmt::format("accepting a connection failed: {}", ec.message()));
         retry_timer_.expires_after(std::chrono::milliseconds(100));
         retry_timer_.async_wait([this](const boost::system::error_code& wait_ec) {
           if (!wait_ec && acceptor_.is_open()) accept();
@@ -573,14 +526,14 @@ class StreamInput final : public plugin::Input {
         }
       }
       if (!admitted) {
-        core_.metrics.error("too_many_connections");
-        core_.refused_connections.occur(fmt::format("refusing connections beyond max_connections = {} (the latest "
-                                                    "from {})",
-                                                    settings_.max_connections, peer));
+        queue_side_.metrics.error("too_many_connections");
+        refused_connections_.occur(fmt::format("refusing connections beyond max_connections = {} (the latest "
+                                               "from {})",
+                                               settings_.max_connections, peer));
         boost::system::error_code ignored;
         socket.close(ignored);
       } else {
-        core_.refused_connections.end("accepting connections again");
+        refused_connections_.end("accepting connections again");
         auto session = std::make_shared<Session>(std::move(socket), *this, std::move(peer));
         {
           std::lock_guard lock(mutex_);
@@ -608,7 +561,8 @@ class StreamInput final : public plugin::Input {
   }
 
   StreamSettings settings_;
-  Core core_;
+  QueueSide queue_side_;
+  log::Episode refused_connections_{queue_side_.component, log::Level::warn};
   std::mutex mutex_;
   std::condition_variable ended_;
   std::size_t active_ = 0;
@@ -616,7 +570,7 @@ class StreamInput final : public plugin::Input {
   std::atomic<bool> stopped_{false};
   // Declared after what sessions use: the io_context (and the sessions it holds) goes first.
   asio::io_context io_;
-  liveness::IoBeat io_beat_{io_, core_.component};
+  liveness::IoBeat io_beat_{io_, queue_side_.component};
   typename Protocol::acceptor acceptor_{asio::make_strand(io_)};
   asio::steady_timer retry_timer_{io_};
   Endpoint endpoint_;
@@ -625,284 +579,16 @@ class StreamInput final : public plugin::Input {
   std::vector<std::thread> threads_;
 };
 
-// ---------------------------------------------------------------------------------------------
-// Datagram sockets
-
-template <class Protocol>
-class DatagramInput final : public plugin::Input {
- public:
-  using Endpoint = typename Protocol::endpoint;
-
-  DatagramInput(const DatagramSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
-                std::string where)
-      : settings_(settings),
-        core_(context, settings.type),
-        endpoint_(std::move(endpoint)),
-        where_(std::move(where)),
-        handover_key_(settings.type + " datagram " + where_),
-        buffer_(settings.max_message_bytes + 1) {
-    handover::claim(handover_key_);
-  }
-
-  ~DatagramInput() override { stop(); }
-
-  void start() override {
-    // The socket of this input before a reload, with the datagrams that came meanwhile.
-    std::optional<handover::Parked> taken = handover::take(handover_key_);
-    if (taken && !assign_parked(socket_, endpoint_.protocol(), *taken)) taken.reset();
-    if (taken) kernel_drops_ = taken->kernel_drops;
-    boost::system::error_code ec;
-    if (!taken) {
-      if constexpr (std::is_same_v<Protocol, unix_datagram>) {
-        struct stat st {};
-        if (::lstat(settings_.path.c_str(), &st) == 0) {
-          if (!S_ISSOCK(st.st_mode)) {
-            throw plugin::StartError(fmt::format("{} exists and is not a socket", settings_.path.string()));
-          }
-          std::filesystem::remove(settings_.path);
-        }
-      }
-      socket_.open(endpoint_.protocol(), ec);
-      if (!ec) socket_.bind(endpoint_, ec);
-      if (ec) throw plugin::StartError(fmt::format("cannot listen on {}: {}", where_, ec.message()));
-    }
-    int size = static_cast<int>(std::min<std::size_t>(settings_.receive_buffer_bytes, INT32_MAX));
-    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    int one = 1;
-    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-    socket_.non_blocking(true, ec);
-    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
-      if (::chmod(settings_.path.c_str(), settings_.mode) != 0) {
-        throw plugin::StartError(
-            fmt::format("cannot set the permissions of {}: {}", settings_.path.string(), std::strerror(errno)));
-      }
-    } else {
-      where_ = describe_endpoint_of(socket_.local_endpoint());
-    }
-    log::info(core_.component, "listening on {}{}", where_, taken ? " (kept across the reload)" : "");
-    // Started paused (the engine lets its inputs go once the whole pipeline started): datagrams
-    // wait in the socket's buffer until then, rather than being read and dropped.
-    if (!core_.paused.load()) begin_reading();
-    io_beat_.start();
-    thread_ = std::thread([this] { io_.run(); });
-    started_ = true;
-  }
-
-  // Stops reading. During a reload (handover::parking()) the socket, with the datagrams waiting
-  // in its buffer, is handed over instead of closed.
-  void stop() override {
-    if (stopped_.exchange(true) || !thread_.joinable()) return;
-    const bool park = handover::parking();
-    int fd = -1;
-    asio::post(io_, [this, park, &fd] {
-      flush();
-      io_beat_.stop();
-      boost::system::error_code ignored;
-      if (park) fd = socket_.release(ignored);
-      if (fd < 0) socket_.close(ignored);
-      io_.stop();
-    });
-    thread_.join();
-    if (fd >= 0) {
-      handover::park(handover_key_, {.fd = fd, .connections = {}, .kernel_drops = kernel_drops_});
-      return;
-    }
-    if constexpr (std::is_same_v<Protocol, unix_datagram>) {
-      std::error_code ec;
-      std::filesystem::remove(settings_.path, ec);
-    }
-  }
-
-  // Once reading, it goes on while paused: a datagram cannot be held back, so what comes while
-  // the queue refuses records is read and counted as dropped.
-  void set_paused(bool paused) override {
-    core_.paused = paused;
-    core_.metrics.set_paused(paused);
-    if (started_.load() && !reading_.load()) asio::post(io_, [this] { begin_reading(); });
-  }
-
-  std::string listening_on() const override { return where_; }
-
- private:
-  void begin_reading() {
-    if (reading_.exchange(true)) return;
-    wait();
-  }
-
-  static std::string describe_endpoint_of(const udp::endpoint& ep) {
-    if (ep.address().is_v6()) return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
-    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
-  }
-
-  void wait() {
-    socket_.async_wait(asio::socket_base::wait_read, [this](const boost::system::error_code& ec) {
-      if (ec) return;
-      drain();
-      wait();
-    });
-  }
-
-  // Reads every datagram waiting, in batches.
-  void drain() {
-    for (int n = 0; n < 100000; ++n) {
-      sockaddr_storage from{};
-      iovec iov{buffer_.data(), buffer_.size()};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(std::uint32_t))];
-      msghdr msg{};
-      msg.msg_name = &from;
-      msg.msg_namelen = sizeof from;
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      ssize_t got = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT);
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          core_.metrics.error("read_error");
-          log::debug(core_.component, "receiving failed: {}", std::strerror(errno));
-        }
-        break;
-      }
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-          std::uint32_t drops = 0;
-          std::memcpy(&drops, CMSG_DATA(c), sizeof drops);
-          if (drops > kernel_drops_) core_.metrics.dropped("socket_buffer_full", drops - kernel_drops_);
-          kernel_drops_ = drops;
-        }
-      }
-      std::string peer = peer_of(from, msg.msg_namelen);
-      std::string_view payload(buffer_.data(), static_cast<std::size_t>(got));
-      bool truncated = (msg.msg_flags & MSG_TRUNC) != 0 || payload.size() > settings_.max_message_bytes;
-      if (truncated) {
-        if (!batch_.fits_dead_letter(payload.size())) flush();
-        batch_.dead_letter("message_too_large",
-                           fmt::format("a datagram from {} of more than max_message_bytes = {}", peer,
-                                       units::format_size(settings_.max_message_bytes)),
-                           payload.substr(0, settings_.max_message_bytes), payload.size(), core_.clock.wall_ns());
-        core_.metrics.error("message_too_large");
-        continue;
-      }
-      if (payload.empty()) continue;
-      queue::Attribute attrs[] = {{"peer", peer}};
-      if (!batch_.fits(payload.size(), peer.size() + 10)) flush();
-      batch_.add(payload, core_.clock.wall_ns(), attrs);
-      if (batch_.full()) flush();
-    }
-    flush();
-  }
-
-  // Commits the batch. A datagram cannot be held back: records the queue refuses are counted as
-  // dropped and the batch moves on.
-  void flush() {
-    if (batch_.empty()) return;
-    if (core_.paused.load()) {
-      drop_records("queue_full");
-      return;
-    }
-    switch (core_.committer.commit(batch_).settlement) {
-      case Settlement::stored:
-      case Settlement::dropped:
-        return;
-      case Settlement::held:
-        drop_records("queue_full");
-        return;
-      case Settlement::failed:
-        drop_records("commit_failed");
-        return;
-    }
-  }
-
-  // Drops the batch's records, counted with `reason`. Its dead letters are still committed: they
-  // are evidence, not load (the queue stores them while it refuses records); when even that
-  // fails they are counted as dropped too, with the same reason.
-  void drop_records(std::string_view reason) {
-    core_.metrics.dropped(reason, batch_.records());
-    queue::WriteBatch letters;
-    letters.dead_letters = std::move(batch_.write_batch().dead_letters);
-    batch_.clear();
-    if (letters.dead_letters.empty()) return;
-    const auto r = core_.queue.commit(letters);
-    if (!r.ok()) {
-      core_.metrics.dropped(reason, letters.dead_letters.size());
-      log::warn(core_.component, "{} dead letters could not be stored either ({}): dropped", letters.dead_letters.size(),
-                r.error);
-    }
-  }
-
-  static std::string peer_of(const sockaddr_storage& from, socklen_t len) {
-    char host[INET6_ADDRSTRLEN] = {};
-    if (from.ss_family == AF_INET) {
-      const auto* a = reinterpret_cast<const sockaddr_in*>(&from);
-      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-      return fmt::format("{}:{}", host, ntohs(a->sin_port));
-    }
-    if (from.ss_family == AF_INET6) {
-      const auto* a = reinterpret_cast<const sockaddr_in6*>(&from);
-      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-      return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
-    }
-    if (from.ss_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path)) {
-      const auto* a = reinterpret_cast<const sockaddr_un*>(&from);
-      std::size_t n = len - offsetof(sockaddr_un, sun_path);
-      std::string path(a->sun_path, strnlen(a->sun_path, n));
-      return path.empty() ? std::string("unix") : path;
-    }
-    return "unix";
-  }
-
-  DatagramSettings settings_;
-  Core core_;
-  asio::io_context io_;
-  liveness::IoBeat io_beat_{io_, core_.component};
-  typename Protocol::socket socket_{io_};
-  Endpoint endpoint_;
-  std::string where_;
-  std::string handover_key_;  // the kind and the configured address (input/handover.hpp)
-  std::vector<char> buffer_;
-  Batch batch_{core_.name, core_.batch_limit, core_.route.get()};
-  std::uint32_t kernel_drops_ = 0;
-  std::atomic<bool> started_{false};
-  std::atomic<bool> reading_{false};  // waiting for datagrams (from start if not paused, else the next set_paused)
-  std::atomic<bool> stopped_{false};
-  std::thread thread_;
-};
-
-tcp::endpoint tcp_endpoint(const std::string& listen) {
-  std::string error;
-  auto a = metrics::parse_listen_address(listen, &error);
-  if (!a) throw plugin::StartError(error);
-  return tcp::endpoint(asio::ip::make_address(a->host), a->port);
-}
-
-udp::endpoint udp_endpoint(const std::string& listen) {
-  std::string error;
-  auto a = metrics::parse_listen_address(listen, &error);
-  if (!a) throw plugin::StartError(error);
-  return udp::endpoint(asio::ip::make_address(a->host), a->port);
-}
-
 }  // namespace
 
 std::unique_ptr<plugin::Input> make_tcp_input(const StreamSettings& settings, const plugin::InputContext& context) {
-  return std::make_unique<StreamInput<tcp>>(settings, context, tcp_endpoint(settings.listen), settings.listen);
+  return std::make_unique<StreamInput<tcp>>(settings, context, listen_endpoint<tcp>(settings.listen), settings.listen);
 }
 
 std::unique_ptr<plugin::Input> make_unix_stream_input(const StreamSettings& settings,
                                                       const plugin::InputContext& context) {
   return std::make_unique<StreamInput<unix_stream>>(settings, context, unix_stream::endpoint(settings.path.string()),
                                                     settings.path.string());
-}
-
-std::unique_ptr<plugin::Input> make_udp_input(const DatagramSettings& settings, const plugin::InputContext& context) {
-  return std::make_unique<DatagramInput<udp>>(settings, context, udp_endpoint(settings.listen), settings.listen);
-}
-
-std::unique_ptr<plugin::Input> make_unix_datagram_input(const DatagramSettings& settings,
-                                                        const plugin::InputContext& context) {
-  return std::make_unique<DatagramInput<unix_datagram>>(
-      settings, context, unix_datagram::endpoint(settings.path.string()), settings.path.string());
 }
 
 }  // namespace tank::input

@@ -1,10 +1,10 @@
-#include "input/mqtt_source.hpp"
+#include "mqtt_session.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <deque>
-#include <random>
-#include <thread>
+#include <functional>
+#include <optional>
+#include <stdexcept>
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -13,17 +13,10 @@
 #include <fmt/ranges.h>
 
 #include "common/backoff.hpp"
-#include "common/io_beat.hpp"
 #include "common/log.hpp"
-#include "common/strings.hpp"
 #include "common/tls.hpp"
 #include "common/units.hpp"
-#include "input/batch.hpp"
-#include "input/commit.hpp"
-#include "input/input_metrics.hpp"
-#include "mqtt/packets.hpp"
-#include "net/uri.hpp"
-#include "queue/queue.hpp"
+#include "mqtt/broker_uri.hpp"
 
 namespace tank::input {
 
@@ -34,26 +27,6 @@ using asio::awaitable;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
-
-std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error) {
-  static constexpr net::Scheme kSchemes[] = {
-      {"tcp", 1883, false}, {"mqtt", 1883, false}, {"ssl", 8883, true}, {"mqtts", 8883, true}};
-  auto parsed = net::parse_uri(uri, {.schemes = kSchemes, .userinfo = false, .path = false});
-  if (const auto* a = std::get_if<net::Uri>(&parsed)) return BrokerAddress{a->tls, a->host, a->port};
-  const auto& refused = std::get<net::UriError>(parsed);
-  const std::string shown = strings::redact_url_userinfo(uri);
-  if (refused.problem == net::UriProblem::scheme) {
-    error = fmt::format("\"{}\" is not a broker URI: write tcp://host:1883 or ssl://host:8883 (also mqtt://, mqtts://)",
-                        shown);
-  } else if (refused.problem == net::UriProblem::userinfo) {
-    error = fmt::format("\"{}\": credentials in a broker URI are not sent; give them as username and password "
-                        "(or password_file)",
-                        shown);
-  } else {
-    error = refused.message;
-  }
-  return std::nullopt;
-}
 
 namespace {
 
@@ -68,21 +41,17 @@ struct SessionError : std::runtime_error {
   std::string_view reason;
 };
 
-class MqttSource final : public plugin::Input {
+class Session final : public MqttSession {
  public:
-  MqttSource(const MqttSourceSettings& settings, const plugin::InputContext& context)
+  Session(const MqttSourceSettings& settings, asio::io_context& io, InputMetrics& metrics, std::string component,
+          Receiver& receiver, std::size_t oversize_payload_bytes)
       : settings_(settings),
-        name_(context.name),
-        queue_(context.queue),
-        clock_(context.clock),
-        metrics_(context.metrics, context.name, "mqtt"),
-        batch_limit_(input::batch_limit(context.queue)),
-        route_(context.route),
-        component_("input " + context.name),
+        io_(io),
+        metrics_(metrics),
+        component_(std::move(component)),
+        receiver_(receiver),
         connect_failures_(component_, log::Level::warn),
-        committer_(queue_, metrics_, clock_, component_,
-                   "the messages are not acknowledged to the broker and are retried"),
-        refused_(component_, log::Level::warn),
+        oversize_head_(oversize_payload_bytes + 65536),
         wake_(io_),
         backoff_(io_),
         keep_alive_timer_(io_),
@@ -98,33 +67,39 @@ class MqttSource final : public plugin::Input {
     max_packet_ = settings_.max_message_bytes + 65536 + 1024;
   }
 
-  ~MqttSource() override { stop(); }
-
   void start() override {
     if (std::any_of(addresses_.begin(), addresses_.end(), [](const BrokerAddress& a) { return a.tls; })) {
       make_tls_context();
     }
     asio::co_spawn(io_, supervise(), asio::detached);
-    io_beat_.start();
-    thread_ = std::thread([this] { io_.run(); });
   }
 
   void stop() override {
-    if (!thread_.joinable()) return;
-    asio::post(io_, [this] {
-      stopping_ = true;
-      io_beat_.stop();
-      wake_.cancel();
-      backoff_.cancel();
-      if (close_) close_(holding_);
-    });
-    thread_.join();
+    stopping_ = true;
+    wake_.cancel();
+    backoff_.cancel();
+    if (close_) close_(holding_);
   }
 
-  void set_paused(bool paused) override {
-    metrics_.set_paused(paused);
-    paused_ = paused;
-    if (!paused) asio::post(io_, [this] { wake_.cancel(); });
+  void wake() override { wake_.cancel(); }
+
+  void release(PendingAcks& acks) override {
+    holding_ = false;
+    if (!acks.bytes.empty()) send(std::move(acks.bytes));
+    acks.bytes.clear();
+  }
+
+  // Holding messages while the queue refuses them: nothing is acknowledged meanwhile.
+  awaitable<void> hold() override {
+    holding_ = true;
+    if (stopping_) throw SessionError("stopped while the queue refuses records", "stopped");
+    wake_.expires_after(std::chrono::seconds(1));
+    boost::system::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
+    if (stopping_) throw SessionError("stopped while the queue refuses records", "stopped");
+    if (session_over_ || !stream_open_()) {
+      throw SessionError("the connection ended while the queue refused records", "connection_lost");
+    }
   }
 
  private:
@@ -378,7 +353,7 @@ class MqttSource final : public plugin::Input {
     closing_ = false;
     stream_open_ = [&socket] { return socket.is_open(); };
     struct Reset {
-      MqttSource* self;
+      Session* self;
       ~Reset() {
         self->close_ = nullptr;
         self->stream_open_ = nullptr;
@@ -527,8 +502,6 @@ class MqttSource final : public plugin::Input {
     std::size_t header_size = 0;  // of the fixed header
     std::string head;             // the packet's first bytes (fixed header included)
   };
-  // Enough of an oversize packet for its topic, packet id and a dead letter's worth of payload.
-  static constexpr std::size_t kOversizeHead = queue::kMaxDeadLetterBytes + 65536;
 
   template <class Stream>
   awaitable<void> read_loop(Stream& stream, std::string buffer, const std::vector<mqtt::Subscription>& subscriptions) {
@@ -536,21 +509,21 @@ class MqttSource final : public plugin::Input {
     std::vector<char> chunk(64 * 1024);
     std::optional<Oversize> oversize;
     for (;;) {
-      Batch batch(name_, batch_limit_, route_.get());
-      std::string acks;
+      receiver_.begin_read();
+      PendingAcks acks;
       std::size_t offset = 0;
       // Frame every complete packet in the buffer.
       for (;;) {
         std::string_view rest = std::string_view(buffer).substr(offset);
         if (oversize) {
           const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(oversize->left, rest.size()));
-          if (oversize->head.size() < kOversizeHead) {
-            oversize->head.append(rest.substr(0, std::min(take, kOversizeHead - oversize->head.size())));
+          if (oversize->head.size() < oversize_head_) {
+            oversize->head.append(rest.substr(0, std::min(take, oversize_head_ - oversize->head.size())));
           }
           oversize->left -= take;
           offset += take;
           if (oversize->left > 0) break;
-          co_await dead_letter_oversize(*oversize, batch, acks);
+          co_await dead_letter_oversize(*oversize, acks);
           oversize.reset();
           continue;
         }
@@ -575,7 +548,7 @@ class MqttSource final : public plugin::Input {
             auto m = mqtt::parse_publish(p, version, error);
             if (!m) throw SessionError("a malformed PUBLISH: " + error, "protocol_error");
             if (m->qos == 2) throw SessionError("the broker sent a QoS 2 message on a QoS 1 subscription", "protocol_error");
-            co_await add_message(*m, m->payload.size(), batch, acks);
+            co_await receiver_.message(*m, m->payload.size(), acks);
             break;
           }
           case mqtt::PacketType::suback: {
@@ -607,7 +580,7 @@ class MqttSource final : public plugin::Input {
         offset += p.size;
       }
       buffer.erase(0, offset);
-      co_await commit(batch, acks);
+      co_await receiver_.end_of_read(acks);
       if (stopping_) co_return;
       // The broker's silence counts from here: while tank commits (or holds messages while the
       // queue is full) it does not read, which proves nothing about the broker.
@@ -656,32 +629,7 @@ class MqttSource final : public plugin::Input {
     }
   }
 
-  // Adds one message to the batch (committing first when it is full); its PUBACK waits in `acks`
-  // for the commit.
-  awaitable<void> add_message(const mqtt::Publish& m, std::uint64_t size, Batch& batch, std::string& acks) {
-    if (size > settings_.max_message_bytes) {
-      if (!batch.fits_dead_letter(m.payload.size())) co_await commit(batch, acks);
-      batch.dead_letter("message_too_large",
-                        fmt::format("a message of {} bytes on topic \"{}\" exceeds max_message_bytes = {}", size,
-                                    m.topic, units::format_size(settings_.max_message_bytes)),
-                        m.payload, size, clock_.wall_ns());
-      metrics_.error("message_too_large");
-    } else {
-      const std::size_t attribute_bytes = m.topic.size() + 32;
-      if (!batch.fits(m.payload.size(), attribute_bytes)) co_await commit(batch, acks);
-      if (m.retain) {
-        queue::Attribute attrs[] = {{"topic", m.topic}, {"retained", "true"}};
-        batch.add(m.payload, clock_.wall_ns(), attrs);
-      } else {
-        queue::Attribute attrs[] = {{"topic", m.topic}};
-        batch.add(m.payload, clock_.wall_ns(), attrs);
-      }
-    }
-    if (m.qos == 1) acks += mqtt::encode_puback(m.packet_id);
-    if (batch.full()) co_await commit(batch, acks);
-  }
-
-  awaitable<void> dead_letter_oversize(const Oversize& o, Batch& batch, std::string& acks) {
+  awaitable<void> dead_letter_oversize(const Oversize& o, PendingAcks& acks) {
     // The head holds the fixed header, topic and packet id, then the payload's first bytes.
     mqtt::RawPacket partial{mqtt::PacketType::publish, static_cast<std::uint8_t>(o.first & 0x0f),
                             std::string_view(o.head).substr(o.header_size), o.head.size()};
@@ -689,68 +637,28 @@ class MqttSource final : public plugin::Input {
     auto m = mqtt::parse_publish(partial, settings_.protocol_version, error);
     if (!m) throw SessionError("a malformed PUBLISH: " + error, "protocol_error");
     const std::uint64_t payload_size = o.body_size - (partial.body.size() - m->payload.size());
-    co_await add_message(*m, payload_size, batch, acks);
-  }
-
-  // Commits the batch, then queues its PUBACKs. While the queue refuses records this waits (not
-  // reading, not acknowledging); a stop or a lost connection then leaves the messages with the
-  // broker.
-  awaitable<void> commit(Batch& batch, std::string& acks) {
-    if (batch.empty()) {
-      if (!acks.empty()) send(std::move(acks));
-      acks.clear();
-      co_return;
-    }
-    for (;;) {
-      const Outcome o = committer_.commit(batch);
-      if (o.acknowledge()) {
-        refused_.end("the queue takes messages again");
-        holding_ = false;
-        if (!acks.empty()) send(std::move(acks));
-        acks.clear();
-        co_return;
-      }
-      if (o.settlement == Settlement::held) {
-        refused_.occur("the queue is full: holding the broker's messages back until it takes records again");
-      }
-      holding_ = true;
-      if (stopping_) throw SessionError("stopped while the queue refuses records", "stopped");
-      wake_.expires_after(std::chrono::seconds(1));
-      boost::system::error_code ec;
-      co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
-      if (stopping_) throw SessionError("stopped while the queue refuses records", "stopped");
-      if (session_over_ || !stream_open_()) {
-        throw SessionError("the connection ended while the queue refused records", "connection_lost");
-      }
-    }
+    co_await receiver_.message(*m, payload_size, acks);
   }
 
   MqttSourceSettings settings_;
   std::vector<BrokerAddress> addresses_;
-  std::string name_;
-  queue::Queue& queue_;
-  const tank::Clock& clock_;
-  InputMetrics metrics_;
-  std::size_t batch_limit_;
-  std::shared_ptr<const process::Route> route_;
+  asio::io_context& io_;
+  InputMetrics& metrics_;
   std::string component_;
+  Receiver& receiver_;
   log::Episode connect_failures_;
-  Committer committer_;
-  log::Episode refused_;
   std::size_t max_packet_ = 0;
+  // Enough of an oversize packet for its topic, packet id and a dead letter's worth of payload.
+  std::size_t oversize_head_;
 
-  asio::io_context io_;
-  liveness::IoBeat io_beat_{io_, component_};
   std::optional<ssl::context> tls_;
-  asio::steady_timer wake_;     // wakes a commit that waits for the queue
+  asio::steady_timer wake_;     // ends the wait of hold()
   asio::steady_timer backoff_;  // between reconnect rounds
   asio::steady_timer keep_alive_timer_;
   asio::steady_timer outbox_signal_;
   std::function<bool()> stream_open_;  // whether the session's connection is still open
   std::deque<std::string> outbox_;
   std::function<void(bool)> close_;
-  std::thread thread_;
-  std::atomic<bool> paused_{false};
   bool stopping_ = false;  // io thread only
   bool holding_ = false;   // read but not committed: nothing may be acknowledged
   bool closing_ = false;
@@ -766,9 +674,10 @@ class MqttSource final : public plugin::Input {
 
 }  // namespace
 
-std::unique_ptr<plugin::Input> make_mqtt_source(const MqttSourceSettings& settings,
-                                                const plugin::InputContext& context) {
-  return std::make_unique<MqttSource>(settings, context);
+std::unique_ptr<MqttSession> make_mqtt_session(const MqttSourceSettings& settings, boost::asio::io_context& io,
+                                               InputMetrics& metrics, std::string component,
+                                               MqttSession::Receiver& receiver, std::size_t oversize_payload_bytes) {
+  return std::make_unique<Session>(settings, io, metrics, std::move(component), receiver, oversize_payload_bytes);
 }
 
 }  // namespace tank::input

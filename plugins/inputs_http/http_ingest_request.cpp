@@ -1,4 +1,4 @@
-#include "input/http_ingest_request.hpp"
+#include "http_ingest_request.hpp"
 
 #include <boost/asio/error.hpp>
 #include <boost/beast/core/error.hpp>

@@ -1,4 +1,4 @@
-#include "input/json_body.hpp"
+#include "json_body.hpp"
 
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>

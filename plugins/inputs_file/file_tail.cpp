@@ -1,7 +1,6 @@
-#include "input/file_tail.hpp"
+#include "file_tail.hpp"
 
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <glob.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -26,81 +25,14 @@
 #include "input/commit.hpp"
 #include "input/input_metrics.hpp"
 #include "queue/queue.hpp"
+#include "tail_file.hpp"
+#include "tail_scan.hpp"
+#include "tail_state.hpp"
 
 namespace tank::input {
 namespace {
 
-constexpr std::size_t kChunk = 64 * 1024;
-// Copies are recognised only by fingerprints this long: a short one says too little.
-constexpr std::size_t kMinCopyFingerprint = 64;
-// Truncated files remembered for copies found later.
-constexpr std::size_t kMaxRetired = 64;
-
-struct FileId {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  auto operator<=>(const FileId&) const = default;
-};
-
-bool compressed_name(std::string_view path) {
-  for (std::string_view suffix : {".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z", ".tgz"}) {
-    if (path.ends_with(suffix)) return true;
-  }
-  return false;
-}
-
-// What is stored per file: offset, fingerprint, path.
-struct Checkpoint {
-  std::uint64_t offset = 0;
-  std::string fingerprint;
-  std::string path;
-};
-
-std::string encode_checkpoint(const Checkpoint& c) {
-  std::string out = "F1";
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((c.offset >> (8 * i)) & 0xff));
-  auto fp = static_cast<std::uint16_t>(std::min<std::size_t>(c.fingerprint.size(), 0xffff));
-  out.push_back(static_cast<char>(fp & 0xff));
-  out.push_back(static_cast<char>(fp >> 8));
-  out.append(c.fingerprint, 0, fp);
-  out.append(c.path);
-  return out;
-}
-
-std::optional<Checkpoint> decode_checkpoint(std::string_view v) {
-  if (v.size() < 12 || v.substr(0, 2) != "F1") return std::nullopt;
-  Checkpoint c;
-  for (int i = 0; i < 8; ++i) c.offset |= static_cast<std::uint64_t>(static_cast<unsigned char>(v[2 + i])) << (8 * i);
-  std::size_t fp = static_cast<unsigned char>(v[10]) | (static_cast<std::size_t>(static_cast<unsigned char>(v[11])) << 8);
-  if (v.size() < 12 + fp) return std::nullopt;
-  c.fingerprint = std::string(v.substr(12, fp));
-  c.path = std::string(v.substr(12 + fp));
-  return c;
-}
-
-// Reads up to `n` bytes at `offset` (fewer at the end of the file).
-std::string read_at(int fd, std::uint64_t offset, std::size_t n) {
-  std::string out(n, '\0');
-  std::size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::pread(fd, out.data() + got, n - got, static_cast<off_t>(offset + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  out.resize(got);
-  return out;
-}
-
-// The directory part of a pattern before its first wildcard, e.g. "/var/log/app" for
-// "/var/log/app/*.log" and "/var/log" for "/var/log/*/x.log".
-std::string fixed_directory(const std::string& pattern) {
-  std::size_t wild = pattern.find_first_of("*?[{");
-  std::string prefix = pattern.substr(0, wild);
-  auto slash = prefix.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? std::string("/") : prefix.substr(0, slash);
-}
+using namespace tail;
 
 class FileTail final : public plugin::Input {
  public:
@@ -177,22 +109,7 @@ class FileTail final : public plugin::Input {
   }
 
  private:
-  struct File {
-    FileId id;
-    int fd = -1;
-    std::string path;
-    std::uint64_t committed = 0;  // offset after the last complete line stored
-    std::uint64_t read_pos = 0;   // how far it was read (>= committed)
-    std::string fingerprint;
-    // The line being read: its start and what was read of it.
-    std::string partial;
-    bool discarding = false;
-    std::string discard_head;
-    std::uint64_t discard_length = 0;
-    bool matched = true;  // a pattern still names this inode
-    bool copy_incomplete = false;  // a copy, still shorter than where reading starts
-    std::chrono::steady_clock::time_point last_growth;  // last time it grew or still matched
-  };
+  using File = TailedFile;
 
   std::string key_of(const FileId& id) const { return fmt::format("{}{}:{}", state_prefix_, id.dev, id.ino); }
 
@@ -211,7 +128,7 @@ class FileTail final : public plugin::Input {
         rescan = true;
         next_scan = std::chrono::steady_clock::now() + settings_.poll_interval;
       }
-      rescan = drain_inotify() || rescan;
+      rescan = drain_inotify(inotify_fd_) || rescan;
       if (rescan) scan(false);
       if (!paused_) read_round();
       // Wait for a file event, the next scan, or a wake-up (stop, resume).
@@ -227,39 +144,12 @@ class FileTail final : public plugin::Input {
     }
   }
 
-  // Reads pending inotify events; true when one may mean new or moved files.
-  bool drain_inotify() {
-    if (inotify_fd_ < 0) return false;
-    bool structural = false;
-    alignas(inotify_event) char buf[8192];
-    for (;;) {
-      ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
-      if (n <= 0) break;
-      for (char* p = buf; p < buf + n;) {
-        auto* e = reinterpret_cast<inotify_event*>(p);
-        if (e->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |
-                       IN_Q_OVERFLOW | IN_IGNORED)) {
-          structural = true;
-        }
-        p += sizeof(inotify_event) + e->len;
-      }
-    }
-    return structural;
-  }
-
   void watch(const std::string& dir) {
     if (inotify_fd_ < 0 || watched_.contains(dir)) return;
     int wd = ::inotify_add_watch(inotify_fd_, dir.c_str(),
                                  IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_MODIFY | IN_ATTRIB |
                                      IN_CLOSE_WRITE | IN_DELETE_SELF);
     if (wd >= 0) watched_.insert(dir);
-  }
-
-  bool excluded(const std::string& path) const {
-    for (const auto& pattern : settings_.exclude) {
-      if (::fnmatch(pattern.c_str(), path.c_str(), FNM_PATHNAME) == 0) return true;
-    }
-    return false;
   }
 
   // Finds the files the patterns name now: starts tracking new ones, notices rotated ones.
@@ -280,7 +170,7 @@ class FileTail final : public plugin::Input {
       if (rc == 0) {
         for (std::size_t i = 0; i < g.gl_pathc; ++i) {
           std::string path = g.gl_pathv[i];
-          if (compressed_name(path) || excluded(path)) continue;
+          if (compressed_name(path) || excluded(path, settings_.exclude)) continue;
           consider(path, initial, seen);
         }
       }
@@ -394,18 +284,6 @@ class FileTail final : public plugin::Input {
     more_to_read_ = true;
   }
 
-  bool same_file(const std::string& fingerprint, int fd) const {
-    if (fingerprint.empty()) return true;  // it was empty: nothing to compare
-    return read_at(fd, 0, fingerprint.size()) == fingerprint;
-  }
-
-  // Same first bytes over the shorter of the two fingerprints (a copy may still be written),
-  // and at least kMinCopyFingerprint of them: a short fingerprint says too little.
-  static bool same_start(const std::string& a, const std::string& b) {
-    const std::size_t n = std::min(a.size(), b.size());
-    return n >= kMinCopyFingerprint && a.compare(0, n, b, 0, n) == 0;
-  }
-
   struct CopyOf {
     std::uint64_t offset = 0;  // where the original was read up to
     std::string retired_key;   // the stored entry of the truncated original, if that matched
@@ -458,7 +336,7 @@ class FileTail final : public plugin::Input {
   // Reads what every file has grown by, committing as batches fill.
   void read_round() {
     more_to_read_ = false;
-    Batch batch(name_, batch_limit_, route_.get());
+    PendingBatch batch(name_, batch_limit_, route_.get());
     std::map<FileId, std::uint64_t> touched;  // file -> offset to store with this batch
     std::vector<FileId> finished;
     bool refused = false;
@@ -565,7 +443,7 @@ class FileTail final : public plugin::Input {
   }
 
   template <class Commit>
-  void add_line(File& f, const FileId& id, std::string_view line, std::uint64_t end, Batch& batch,
+  void add_line(File& f, const FileId& id, std::string_view line, std::uint64_t end, PendingBatch& batch,
                 std::map<FileId, std::uint64_t>& touched, Commit& commit) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > settings_.max_line_bytes) {
@@ -587,7 +465,7 @@ class FileTail final : public plugin::Input {
   }
 
   template <class Commit>
-  void finish_line(File& f, const FileId& id, std::uint64_t end, Batch& batch,
+  void finish_line(File& f, const FileId& id, std::uint64_t end, PendingBatch& batch,
                    std::map<FileId, std::uint64_t>& touched, Commit& commit) {
     if (f.discarding) {
       batch.dead_letter("line_too_long",
@@ -608,8 +486,8 @@ class FileTail final : public plugin::Input {
   // Splits a chunk read at f.read_pos into lines. Stops at once when a commit is refused (the
   // commit rewound every file).
   template <class Commit>
-  void frame(File& f, const FileId& id, std::string_view chunk, Batch& batch, std::map<FileId, std::uint64_t>& touched,
-             Commit& commit, const bool& refused) {
+  void frame(File& f, const FileId& id, std::string_view chunk, PendingBatch& batch,
+             std::map<FileId, std::uint64_t>& touched, Commit& commit, const bool& refused) {
     const std::uint64_t base = f.read_pos;
     std::size_t pos = 0;
     while (pos < chunk.size()) {

@@ -17,25 +17,12 @@
 // QoS 1 messages that arrive while tank is away (MQTT 5: for session_expiry). Messages committed
 // but not yet acknowledged when tank dies are delivered again: at least once, never lost.
 //
-// Connection. One thread runs the connection: the servers are tried in order (failover), failed
-// rounds are retried with capped exponential backoff and full jitter, the subscriptions are
-// made again after every connect, and each change of state is logged once. A connect (TCP, TLS,
-// CONNECT, CONNACK) gets connect_timeout. A lost session is followed by a reconnect at once,
-// unless it lasted less than 10 s: then by the backoff, so that two clients with one client_id
-// do not take the session from each other in a tight loop. A broker that stops answering is
-// found by keep-alive: nothing received for 1.5 x keep_alive while a ping is outstanding ends
-// the session. Every end of a session is logged with its cause and counted in
-// tank_input_errors_total{reason} (connect_failed, connect_timeout, connect_refused, tls_error,
-// keep_alive_timeout, disconnected_by_broker, protocol_error, connection_lost, ...). A refused
-// subscription (SUBACK failure code) is logged as an error and counted (subscription_refused),
-// never reported as subscribed, and asked for again at the next connect.
-// TLS (OpenSSL through Boost.Asio) verifies the server's certificate and its name (a host name,
-// or an IP address in the certificate's subjectAltName) unless tls_verify is off.
+// Connection: one thread per input runs the client (mqtt_session.hpp: failover, reconnects,
+// keep-alive, TLS, and how each end of a session is logged and counted).
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,18 +51,5 @@ struct MqttSourceSettings {
 
 std::unique_ptr<plugin::Input> make_mqtt_source(const MqttSourceSettings& settings,
                                                 const plugin::InputContext& context);
-
-// A delay for reconnect attempt `attempt` (0 = the first retry): uniformly random in
-// [0, min(max, min_delay * 2^attempt)] ("full jitter"), and never below min_delay / 2.
-// A broker URI split up: scheme tcp:// or mqtt:// (port 1883 by default), ssl:// or mqtts://
-// (TLS, port 8883). nullopt with `error` set when it is not one, or when it holds credentials
-// (user:password@, which would not be sent: the username and password options are); the error
-// shows the URI without them (strings::redact_url_userinfo).
-struct BrokerAddress {
-  bool tls = false;
-  std::string host;
-  std::string port;
-};
-std::optional<BrokerAddress> parse_broker_uri(const std::string& uri, std::string& error);
 
 }  // namespace tank::input

@@ -1,4 +1,4 @@
-#include "input/http_ingest.hpp"
+#include "http_ingest.hpp"
 
 #include <array>
 #include <atomic>
@@ -22,9 +22,9 @@
 #include "input/batch.hpp"
 #include "input/commit.hpp"
 #include "input/input_metrics.hpp"
-#include "input/http_ingest_request.hpp"
-#include "input/json_body.hpp"
-#include "metrics/listen_address.hpp"
+#include "http_ingest_request.hpp"
+#include "json_body.hpp"
+#include "net/listen_address.hpp"
 #include "queue/queue.hpp"
 
 namespace tank::input {
@@ -109,7 +109,7 @@ class HttpIngest final : public plugin::Input {
 
   void start() override {
     std::string error;
-    auto a = metrics::parse_listen_address(settings_.listen, &error);
+    auto a = net::parse_listen_address(settings_.listen, &error);
     if (!a) throw plugin::StartError(error);
     beast::error_code ec;
     tcp::endpoint endpoint(asio::ip::make_address(a->host, ec), a->port);
@@ -180,7 +180,7 @@ class HttpIngest final : public plugin::Input {
   Stored store(const JsonBody& decoded, const std::string& peer) {
     // No limit on the number of records: a body that fits one commit (max_commit_bytes, 1/64 of
     // the queue's bound, 64 KiB to 4 MiB) is stored in one transaction, all or nothing.
-    Batch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
+    PendingBatch batch(name_, batch_limit_, std::numeric_limits<std::size_t>::max(), route_.get());
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
     std::size_t dropped = 0;

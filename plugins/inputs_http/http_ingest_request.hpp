@@ -18,8 +18,8 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "input/http_ingest.hpp"
-#include "input/json_body.hpp"
+#include "http_ingest.hpp"
+#include "json_body.hpp"
 
 namespace tank::input::ingest {
 
