@@ -133,8 +133,8 @@ double raw_lmdb(const Settings& s, std::size_t value_size, std::size_t batch, bo
   return static_cast<double>(seq) / elapsed;
 }
 
-queue::RecordBatch make_batch(std::size_t n, std::size_t payload_size) {
-  queue::RecordBatch b;
+queue::EncodedRecords make_batch(std::size_t n, std::size_t payload_size) {
+  queue::EncodedRecords b;
   std::string payload(payload_size, 'p');
   b.reserve(n, n * (payload_size + 24));
   for (std::size_t i = 0; i < n; ++i) b.add("bench", system_clock().wall_ns(), payload);

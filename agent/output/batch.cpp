@@ -13,9 +13,9 @@
 namespace tank::output {
 namespace {
 
-constexpr std::uint8_t kOpenBatchFormat = 1;
-constexpr std::size_t kOpenBatchBytes = 1 + 8 + 8 + 8 + 4;
-constexpr std::uint8_t kOpenBatchListFormat = 2;
+constexpr std::uint8_t kInFlightBatchFormat = 1;
+constexpr std::size_t kInFlightBatchBytes = 1 + 8 + 8 + 8 + 4;
+constexpr std::uint8_t kInFlightBatchListFormat = 2;
 constexpr std::size_t kListEntryBytes = 8 + 8 + 8 + 4 + 1 + 8;
 
 void put_u64(std::string& out, std::uint64_t v) {
@@ -136,10 +136,10 @@ std::string idempotency_key(std::string_view agent_id, std::string_view output, 
   return fmt::format("{}/{}/{:016x}/{}-{}/{:016x}", agent_id, output, queue_id, first_seq, last_seq, hash);
 }
 
-std::string encode_open_batch(const OpenBatch& batch) {
+std::string encode_in_flight_batch(const InFlightBatch& batch) {
   std::string out;
-  out.reserve(kOpenBatchBytes);
-  out.push_back(static_cast<char>(kOpenBatchFormat));
+  out.reserve(kInFlightBatchBytes);
+  out.push_back(static_cast<char>(kInFlightBatchFormat));
   put_u64(out, batch.first_seq);
   put_u64(out, batch.last_seq);
   put_u64(out, batch.ack_seq);
@@ -147,17 +147,17 @@ std::string encode_open_batch(const OpenBatch& batch) {
   return out;
 }
 
-std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error) {
-  auto fail = [&](std::string why) -> std::optional<OpenBatch> {
+std::optional<InFlightBatch> decode_in_flight_batch(std::string_view bytes, std::string* error) {
+  auto fail = [&](std::string why) -> std::optional<InFlightBatch> {
     if (error != nullptr) *error = std::move(why);
     return std::nullopt;
   };
-  if (bytes.size() != kOpenBatchBytes) return fail(fmt::format("{} bytes, not {}", bytes.size(), kOpenBatchBytes));
-  if (static_cast<std::uint8_t>(bytes[0]) != kOpenBatchFormat) {
+  if (bytes.size() != kInFlightBatchBytes) return fail(fmt::format("{} bytes, not {}", bytes.size(), kInFlightBatchBytes));
+  if (static_cast<std::uint8_t>(bytes[0]) != kInFlightBatchFormat) {
     return fail(fmt::format("format {} is not {}", static_cast<unsigned>(static_cast<std::uint8_t>(bytes[0])),
-                            kOpenBatchFormat));
+                            kInFlightBatchFormat));
   }
-  OpenBatch b;
+  InFlightBatch b;
   b.first_seq = get_u(bytes, 1, 8);
   b.last_seq = get_u(bytes, 9, 8);
   b.ack_seq = get_u(bytes, 17, 8);
@@ -169,12 +169,12 @@ std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* 
   return b;
 }
 
-std::string encode_open_batches(const std::vector<OpenBatch>& batches) {
+std::string encode_in_flight_batches(const std::vector<InFlightBatch>& batches) {
   std::string out;
   out.reserve(5 + batches.size() * kListEntryBytes);
-  out.push_back(static_cast<char>(kOpenBatchListFormat));
+  out.push_back(static_cast<char>(kInFlightBatchListFormat));
   put_u32(out, static_cast<std::uint32_t>(batches.size()));
-  for (const OpenBatch& b : batches) {
+  for (const InFlightBatch& b : batches) {
     put_u64(out, b.first_seq);
     put_u64(out, b.last_seq);
     put_u64(out, b.ack_seq);
@@ -185,36 +185,36 @@ std::string encode_open_batches(const std::vector<OpenBatch>& batches) {
   return out;
 }
 
-std::string encode_open_state(const std::vector<OpenBatch>& batches) {
+std::string encode_open_state(const std::vector<InFlightBatch>& batches) {
   if (batches.size() == 1 && !batches.front().done && batches.front().rejected_through == 0) {
-    return encode_open_batch(batches.front());
+    return encode_in_flight_batch(batches.front());
   }
-  return encode_open_batches(batches);
+  return encode_in_flight_batches(batches);
 }
 
-std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes, std::string* error) {
-  auto fail = [&](std::string why) -> std::optional<std::vector<OpenBatch>> {
+std::optional<std::vector<InFlightBatch>> decode_in_flight_batches(std::string_view bytes, std::string* error) {
+  auto fail = [&](std::string why) -> std::optional<std::vector<InFlightBatch>> {
     if (error != nullptr) *error = std::move(why);
     return std::nullopt;
   };
-  if (!bytes.empty() && static_cast<std::uint8_t>(bytes[0]) == kOpenBatchFormat) {
-    auto one = decode_open_batch(bytes, error);
+  if (!bytes.empty() && static_cast<std::uint8_t>(bytes[0]) == kInFlightBatchFormat) {
+    auto one = decode_in_flight_batch(bytes, error);
     if (!one) return std::nullopt;
-    return std::vector<OpenBatch>{*one};
+    return std::vector<InFlightBatch>{*one};
   }
-  if (bytes.size() < 5 || static_cast<std::uint8_t>(bytes[0]) != kOpenBatchListFormat) {
+  if (bytes.size() < 5 || static_cast<std::uint8_t>(bytes[0]) != kInFlightBatchListFormat) {
     return fail(bytes.empty() ? "empty" : fmt::format("format {} is neither {} nor {}",
                                                       static_cast<unsigned>(static_cast<std::uint8_t>(bytes[0])),
-                                                      kOpenBatchFormat, kOpenBatchListFormat));
+                                                      kInFlightBatchFormat, kInFlightBatchListFormat));
   }
   const std::size_t count = get_u(bytes, 1, 4);
   if (bytes.size() != 5 + count * kListEntryBytes) {
     return fail(fmt::format("{} bytes for {} batches", bytes.size(), count));
   }
-  std::vector<OpenBatch> out;
+  std::vector<InFlightBatch> out;
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t at = 5 + i * kListEntryBytes;
-    OpenBatch b;
+    InFlightBatch b;
     b.first_seq = get_u(bytes, at, 8);
     b.last_seq = get_u(bytes, at + 8, 8);
     b.ack_seq = get_u(bytes, at + 16, 8);

@@ -66,7 +66,7 @@ std::string idempotency_key(std::string_view agent_id, std::string_view output, 
 
 // A batch in flight, committed to the queue's state before its first send and deleted in the
 // transaction that acknowledges it. After a restart the same records are read again from it.
-struct OpenBatch {
+struct InFlightBatch {
   std::uint64_t first_seq = 0;  // the first and last record in the batch
   std::uint64_t last_seq = 0;
   std::uint64_t ack_seq = 0;    // the position to acknowledge once it is done (>= last_seq:
@@ -80,19 +80,19 @@ struct OpenBatch {
   // largest commit); 0: none. A restart sends the batch again and dead-letters only the rest.
   std::uint64_t rejected_through = 0;
 
-  bool operator==(const OpenBatch&) const = default;
+  bool operator==(const InFlightBatch&) const = default;
 };
 
 // One batch (format 1, 29 bytes, never done) or a list in queue order (format 2: count, then
 // each batch with its done flag and rejected_through).
-std::string encode_open_batch(const OpenBatch& batch);
-std::string encode_open_batches(const std::vector<OpenBatch>& batches);
+std::string encode_in_flight_batch(const InFlightBatch& batch);
+std::string encode_in_flight_batches(const std::vector<InFlightBatch>& batches);
 // What the state stores for `batches`: format 1 for one batch that is neither done nor partly
 // dead-lettered (what max_in_flight = 1 writes), format 2 otherwise.
-std::string encode_open_state(const std::vector<OpenBatch>& batches);
-// nullopt (and `error`) for bytes that are not an OpenBatch of format 1.
-std::optional<OpenBatch> decode_open_batch(std::string_view bytes, std::string* error = nullptr);
+std::string encode_open_state(const std::vector<InFlightBatch>& batches);
+// nullopt (and `error`) for bytes that are not an InFlightBatch of format 1.
+std::optional<InFlightBatch> decode_in_flight_batch(std::string_view bytes, std::string* error = nullptr);
 // Either format; nullopt (and `error`) for anything else, or batches out of order or overlapping.
-std::optional<std::vector<OpenBatch>> decode_open_batches(std::string_view bytes, std::string* error = nullptr);
+std::optional<std::vector<InFlightBatch>> decode_in_flight_batches(std::string_view bytes, std::string* error = nullptr);
 
 }  // namespace tank::output

@@ -126,7 +126,7 @@ std::string open_batch_key(std::string_view output) { return fmt::format("output
 
 struct Delivery::InFlight {
   enum class Stage { waiting, sending, finished, committed };
-  OpenBatch open;
+  InFlightBatch open;
   Prepared batch;
   Stage stage = Stage::waiting;
   plugin::SendResult result;  // when finished
@@ -207,7 +207,7 @@ bool Delivery::wait_for(std::chrono::nanoseconds d) {
 }
 
 std::string Delivery::encoded_open_locked() const {
-  std::vector<OpenBatch> list;
+  std::vector<InFlightBatch> list;
   for (const auto& f : open_) list.push_back(f->open);
   return encode_open_state(list);
 }
@@ -219,14 +219,14 @@ void Delivery::restore() {
   auto stored = queue_.state(state_key_);
   if (!stored) return;
   std::string error;
-  auto restored = decode_open_batches(*stored, &error);
+  auto restored = decode_in_flight_batches(*stored, &error);
   if (!restored) {
     log::error(component, "the saved batches in flight cannot be read ({}); sending from the acknowledged position "
                           "instead", error);
     return;
   }
   std::deque<std::unique_ptr<InFlight>> open;
-  for (const OpenBatch& b : *restored) {
+  for (const InFlightBatch& b : *restored) {
     if (b.ack_seq <= acked_) continue;  // acknowledged already
     auto f = std::make_unique<InFlight>();
     f->open = b;
@@ -296,7 +296,7 @@ bool Delivery::run_once() {
     return true;
   }
   auto f = std::make_unique<InFlight>();
-  std::optional<OpenBatch> open = cut(f->batch);
+  std::optional<InFlightBatch> open = cut(f->batch);
   if (!open) return true;
   f->open = *open;
   if (!prepare(f->open, f->batch)) {  // cannot happen (cut() found records); keeps the state true
@@ -382,7 +382,7 @@ std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, I
 
 // The records of refused batches go to the dead-letter store in commits that fit the queue's
 // largest commit (a dead letter also holds the upstream's detail, often larger than the record),
-// each recording how far it got (OpenBatch::rejected_through) with the batch's boundaries; the
+// each recording how far it got (InFlightBatch::rejected_through) with the batch's boundaries; the
 // last one marks the batch done. A crash in between sends the batch again, and a second refusal
 // dead-letters only the records after that point.
 bool Delivery::dead_letter_rejected() {
@@ -423,7 +423,7 @@ bool Delivery::dead_letter_rejected() {
       chunk_of = f;
       chunk_through = through;
       chunk_done = f->batch.records.empty() || through >= f->batch.records.back()->seq;
-      std::vector<OpenBatch> list;
+      std::vector<InFlightBatch> list;
       for (const auto& x : open_) {
         list.push_back(x->open);
         if (x.get() == f) {
@@ -464,7 +464,7 @@ bool Delivery::commit_finished() {
     if (pop == open_.size()) {
       w.state_deletes.push_back(state_key_);
     } else {
-      std::vector<OpenBatch> rest;
+      std::vector<InFlightBatch> rest;
       for (std::size_t i = pop; i < open_.size(); ++i) rest.push_back(open_[i]->open);
       w.state_puts.emplace_back(state_key_, encode_open_state(rest));
     }
@@ -498,7 +498,7 @@ bool Delivery::commit_finished() {
   return true;
 }
 
-std::optional<OpenBatch> Delivery::cut(Prepared& out) {
+std::optional<InFlightBatch> Delivery::cut(Prepared& out) {
   std::size_t records = 0;
   std::size_t bytes = 0;
   std::uint64_t scanned = position_;
@@ -565,7 +565,7 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
                                                                                         steady_deadline_ns - steady_now)));
     if (!wait_for(wait)) return std::nullopt;
   }
-  OpenBatch open;
+  InFlightBatch open;
   open.first_seq = out.chunks.front().records().front().seq;
   open.last_seq = out.chunks.back().records().back().seq;
   open.ack_seq = std::max(scanned, open.last_seq);
@@ -595,7 +595,7 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   queue::WriteBatch w;
   {
     std::lock_guard lock(mutex_);
-    std::vector<OpenBatch> list;
+    std::vector<InFlightBatch> list;
     for (const auto& f : open_) list.push_back(f->open);
     list.push_back(open);
     w.state_puts.emplace_back(state_key_, encode_open_state(list));
@@ -606,7 +606,7 @@ std::optional<OpenBatch> Delivery::cut(Prepared& out) {
   return open;
 }
 
-bool Delivery::prepare(const OpenBatch& open, Prepared& out) {
+bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   out.records.clear();
   for (const queue::ReadBatch& chunk : out.chunks) {
     for (const queue::RecordView& r : chunk.records()) {
@@ -633,7 +633,7 @@ bool Delivery::prepare(const OpenBatch& open, Prepared& out) {
   return true;
 }
 
-bool Delivery::reread(const OpenBatch& open, Prepared& out) {
+bool Delivery::reread(const InFlightBatch& open, Prepared& out) {
   std::uint64_t scanned = open.first_seq - 1;
   std::size_t records = 0;
   while (scanned < open.last_seq && records < open.records) {

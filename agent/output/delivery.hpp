@@ -115,11 +115,11 @@ class Delivery {
   // Reads the next batch into `out.chunks` and commits its boundaries (with those of the
   // batches already open); nullopt when stopping, when there is nothing to send yet, or when a
   // finished batch waits to be committed.
-  std::optional<OpenBatch> cut(Prepared& out);
+  std::optional<InFlightBatch> cut(Prepared& out);
   // Encodes, compresses and keys the records of `out.chunks` within `open`; false when none is.
-  bool prepare(const OpenBatch& open, Prepared& out);
+  bool prepare(const InFlightBatch& open, Prepared& out);
   // Reads the records of `open` again (after a restart) and prepares them.
-  bool reread(const OpenBatch& open, Prepared& out);
+  bool reread(const InFlightBatch& open, Prepared& out);
   // Sends until delivered or rejected (retries, backoff, the circuit breaker); nullopt when
   // stopping first, or (with `evicted` set) when overflow = "drop_oldest" evicted records of the
   // batch before a retry: they are counted as dropped, so they are not sent (the caller reads

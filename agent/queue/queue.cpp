@@ -66,7 +66,7 @@ std::uint64_t Queue::margin_for(std::uint64_t max_disk_bytes) {
 
 void Queue::close() { impl_->close(); }
 CommitResult Queue::commit(const WriteBatch& batch) { return impl_->commit(batch); }
-CommitResult Queue::append(const RecordBatch& records) { return impl_->append(records); }
+CommitResult Queue::append(const EncodedRecords& records) { return impl_->append(records); }
 CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) { return impl_->ack(consumer, seq); }
 ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
   return impl_->read(after, limits, filter);

@@ -153,7 +153,7 @@ struct CommitResult {
 
 // Everything one commit applies atomically.
 struct WriteBatch {
-  RecordBatch records;
+  EncodedRecords records;
   // Component state, e.g. {"input/logs/offset/...", "..."}; committed with the records.
   std::vector<std::pair<std::string, std::string>> state_puts;
   std::vector<std::string> state_deletes;
@@ -261,7 +261,7 @@ class Queue {
   // again as it is. Never throws for data errors; throws std::logic_error when called on a
   // read-only or closed queue.
   CommitResult commit(const WriteBatch& batch);
-  CommitResult append(const RecordBatch& records);
+  CommitResult append(const EncodedRecords& records);
   // Moves `consumer`'s position to `seq` (never backwards). Returns `failed` for a consumer
   // that is not registered or a position after the newest record.
   CommitResult ack(const std::string& consumer, std::uint64_t seq);

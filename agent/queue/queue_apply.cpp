@@ -20,7 +20,7 @@ namespace tank::queue {
 void Queue::Impl::apply_batch(Group& g, Pending& p, bool allow_records, bool careful) {
   static const WriteBatch kNothing;
   const WriteBatch& b = p.batch != nullptr ? *p.batch : kNothing;
-  const RecordBatch& records = p.recs();
+  const EncodedRecords& records = p.recs();
 
   // Checks first: a batch that fails one has nothing applied.
   for (const auto& [name, seq] : b.acks) {
@@ -244,7 +244,7 @@ std::uint64_t Queue::Impl::used_pages(MDB_txn* txn) const {
          pages_of(stat_of(txn, state_dbi_));
 }
 
-std::uint64_t Queue::Impl::estimate_pages(const RecordBatch& records) const {
+std::uint64_t Queue::Impl::estimate_pages(const EncodedRecords& records) const {
   // An upper bound of the pages `records` add when appended: leaf pages filled in order (an
   // append split leaves the previous page full), overflow pages for large records, and the
   // branch entries of the new leaves.
@@ -287,7 +287,7 @@ std::uint64_t Queue::Impl::estimate_state_pages(const WriteBatch& batch) const {
   return pages + (inline_bytes + half - 1) / half;
 }
 
-void Queue::Impl::put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq) {
+void Queue::Impl::put_records(Group& g, const EncodedRecords& records, std::uint64_t first_seq) {
   lmdb::Cursor cursor(g.txn, records_dbi_);
   for (std::size_t i = 0; i < records.size(); ++i) {
     std::string_view rec = records.encoded(i);
@@ -355,7 +355,7 @@ void Queue::Impl::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::u
 
 void Queue::Impl::refuse_by_policy(Group& g, Pending& p, std::string why) const {
   g.saw_full = true;
-  const RecordBatch& records = p.recs();
+  const EncodedRecords& records = p.recs();
   if (options_.overflow == Overflow::drop_newest) {
     g.dropped_newest_records += records.size();
     g.dropped_newest_bytes += records.bytes();
@@ -370,7 +370,7 @@ void Queue::Impl::refuse_by_policy(Group& g, Pending& p, std::string why) const 
 // they and `reserve_pages` more (the batch's state) fit under the bound. Whether the batch fits
 // is judged by the caller.
 void Queue::Impl::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages) {
-  const RecordBatch& records = p.recs();
+  const EncodedRecords& records = p.recs();
   if (options_.overflow == Overflow::drop_oldest) {
     const std::uint64_t need = estimate_pages(records) + reserve_pages;
     const std::uint64_t target = need >= bound_pages_ ? 0 : bound_pages_ - need;
@@ -385,12 +385,12 @@ void Queue::Impl::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve
   p.result.last_seq = g.next_seq - 1;
 }
 
-std::uint64_t Queue::Impl::memory_cost(const RecordBatch& records) {
+std::uint64_t Queue::Impl::memory_cost(const EncodedRecords& records) {
   return records.bytes() + kMemoryRecordOverhead * records.size();
 }
 
 void Queue::Impl::apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages) {
-  const RecordBatch& records = p.recs();
+  const EncodedRecords& records = p.recs();
   const std::uint64_t cost = memory_cost(records);
   bool fits = g.memory_bytes + cost <= options_.max_memory_bytes;
   if (!fits && options_.overflow == Overflow::drop_oldest && cost <= options_.max_memory_bytes &&

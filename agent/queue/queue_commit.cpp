@@ -21,7 +21,7 @@ namespace tank::queue {
 // ---------------------------------------------------------------------------------------------
 // Commit
 
-CommitResult Queue::Impl::append(const RecordBatch& records) {
+CommitResult Queue::Impl::append(const EncodedRecords& records) {
   require_writable();
   Pending p;
   p.records = &records;

@@ -107,7 +107,7 @@ class Queue::Impl {
   // Queue's members, each as queue.hpp describes it.
   void close();
   CommitResult commit(const WriteBatch& batch);
-  CommitResult append(const RecordBatch& records);
+  CommitResult append(const EncodedRecords& records);
   CommitResult ack(const std::string& consumer, std::uint64_t seq);
   ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
   std::optional<std::uint64_t> position(const std::string& consumer) const;
@@ -181,10 +181,10 @@ class Queue::Impl {
   void apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages);
   void refuse_by_policy(Group& g, Pending& p, std::string why) const;
   std::uint64_t used_pages(MDB_txn* txn) const;
-  std::uint64_t estimate_pages(const RecordBatch& records) const;
+  std::uint64_t estimate_pages(const EncodedRecords& records) const;
   std::uint64_t estimate_state_pages(const WriteBatch& batch) const;
   void evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq);
-  void put_records(Group& g, const RecordBatch& records, std::uint64_t first_seq);
+  void put_records(Group& g, const EncodedRecords& records, std::uint64_t first_seq);
   void delete_through(Group& g, std::uint64_t seq);
   void capture_disk_shape(Group& g) const;
   void finish_group_locked(Group& g, bool committed);
@@ -195,7 +195,7 @@ class Queue::Impl {
   void put_dead_letters(Group& g, const WriteBatch& batch);
   ReadBatch read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
 
-  static std::uint64_t memory_cost(const RecordBatch& records);
+  static std::uint64_t memory_cost(const EncodedRecords& records);
   std::uint64_t file_size() const;
   void require_writable() const;
 
@@ -274,22 +274,22 @@ class Queue::Impl {
 };
 
 struct Queue::Impl::Pending {
-  const RecordBatch* records = nullptr;  // the caller's; never modified
+  const EncodedRecords* records = nullptr;  // the caller's; never modified
   const WriteBatch* batch = nullptr;     // state and acknowledgements, or null
   std::vector<std::string> new_consumers;
   std::vector<std::string> removed_consumers;
   CommitResult result;
   bool done = false;
 
-  const RecordBatch& recs() const {
-    static const RecordBatch none;
+  const EncodedRecords& recs() const {
+    static const EncodedRecords none;
     return records != nullptr ? *records : none;
   }
 };
 
 // Records held in RAM (mode = "memory"): one appended batch, consumed from the front.
 struct Queue::Impl::MemoryChunk {
-  RecordBatch records;
+  EncodedRecords records;
   std::uint64_t first_seq = 0;
   std::size_t head = 0;  // records before `head` are gone (acknowledged or evicted)
 

@@ -56,7 +56,7 @@ std::uint32_t seq_mask(std::uint64_t seq) {
 
 }  // namespace
 
-void RecordBatch::reserve(std::size_t records, std::size_t bytes) {
+void EncodedRecords::reserve(std::size_t records, std::size_t bytes) {
   ends_.reserve(records);
   arena_.reserve(bytes);
 }
@@ -68,12 +68,12 @@ std::size_t encoded_record_bytes(std::string_view input, std::size_t payload_byt
   return n;
 }
 
-void RecordBatch::add_encoded(std::string_view encoded) {
+void EncodedRecords::add_encoded(std::string_view encoded) {
   arena_.append(encoded);
   ends_.push_back(arena_.size());
 }
 
-void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
+void EncodedRecords::add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
                       std::span<const Attribute> attributes, std::uint8_t flags) {
   if (input.size() > kMaxInputNameBytes) {
     throw std::invalid_argument(fmt::format("input name longer than {} bytes", kMaxInputNameBytes));
@@ -112,12 +112,12 @@ void RecordBatch::add(std::string_view input, std::int64_t ingest_ns, std::strin
   ends_.push_back(arena_.size());
 }
 
-std::string_view RecordBatch::encoded(std::size_t i) const {
+std::string_view EncodedRecords::encoded(std::size_t i) const {
   std::size_t begin = i == 0 ? 0 : ends_[i - 1];
   return std::string_view(arena_).substr(begin, ends_[i] - begin);
 }
 
-void RecordBatch::clear() {
+void EncodedRecords::clear() {
   arena_.clear();
   ends_.clear();
 }

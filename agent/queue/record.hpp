@@ -3,7 +3,7 @@
 // Records as the queue stores them.
 //
 // A record is an input name, an ingest time, optional attributes (the MQTT topic, the peer
-// address...) and the payload bytes. Producers encode records into a RecordBatch (one
+// address...) and the payload bytes. Producers encode records into an EncodedRecords (one
 // contiguous buffer, no allocation per record); the queue copies each encoded record into its
 // LMDB page as is, under a sequence number it assigns, and seals it (seal_stored_record).
 //
@@ -16,7 +16,7 @@
 //   payload bytes (the rest)
 // Flags: bit 0 (kRecordDerived) = made by a processor after the queue (an aggregate), not by an
 // input; the input name is then the input whose records it was made from.
-// Check: in a RecordBatch, the CRC32C of the record without its check field (computed once, by
+// Check: in an EncodedRecords, the CRC32C of the record without its check field (computed once, by
 // the producer's thread); in the queue, that value XOR the CRC32C of the sequence number (8 bytes,
 // big-endian, as the key), so a record proves both its bytes and the key it was stored under
 // (record_intact). A damaged page, a stale copy of a page or a record under the wrong key fails.
@@ -51,7 +51,7 @@ inline constexpr std::uint8_t kRecordDerived = 0x01;
 std::size_t encoded_record_bytes(std::string_view input, std::size_t payload_bytes,
                                  std::span<const Attribute> attributes = {});
 
-class RecordBatch {
+class EncodedRecords {
  public:
   void reserve(std::size_t records, std::size_t bytes);
 

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   for (;;) {
     if (rng() % 100 < 65) {
       std::size_t n = 1 + rng() % 100;
-      queue::RecordBatch batch;
+      queue::EncodedRecords batch;
       for (std::size_t i = 0; i < n; ++i) {
         std::string payload = "id:" + std::to_string(id + i) + ":";
         payload.append(rng() % 300, 'x');

@@ -30,7 +30,7 @@ ProcessResult tank_cmd(std::vector<std::string> args) {
 }
 
 // Stores `batch` in the queue of `data_dir`, as an earlier run of tank would have.
-void store_earlier_records(const std::filesystem::path& data_dir, const queue::RecordBatch& batch) {
+void store_earlier_records(const std::filesystem::path& data_dir, const queue::EncodedRecords& batch) {
   ManualClock clock;
   auto options = small_queue(data_dir / "queue", 1ULL << 30);
   options.consumers = {};
@@ -182,7 +182,7 @@ TEST_CASE("tank queue stats and peek read the queue while the agent runs", "[age
   auto config = write_test_config(dir);
   {
     ManualClock clock;
-    queue::RecordBatch b;
+    queue::EncodedRecords b;
     queue::Attribute attrs[] = {{"topic", "plant/1"}};
     b.add("plant", clock.wall_ns(), "{\"temp\":21.5}", attrs);
     b.add("plant", clock.wall_ns(), std::string("\x00\xff\x01", 3));

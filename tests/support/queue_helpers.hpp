@@ -25,9 +25,9 @@ inline queue::Options small_queue(const std::filesystem::path& dir, std::uint64_
 }
 
 // A batch of records from `input` with the given payloads, stamped by `clock`.
-inline queue::RecordBatch batch_of(const std::vector<std::string>& payloads, const Clock& clock,
+inline queue::EncodedRecords batch_of(const std::vector<std::string>& payloads, const Clock& clock,
                                    const std::string& input = "in") {
-  queue::RecordBatch b;
+  queue::EncodedRecords b;
   for (const auto& p : payloads) b.add(input, clock.wall_ns(), p);
   return b;
 }

@@ -99,47 +99,47 @@ TEST_CASE("output batch: the idempotency key is deterministic and changes with e
 }
 
 TEST_CASE("output batch: the batch in flight survives its encoding, and damage is refused", "[unit][output]") {
-  const OpenBatch b{.first_seq = 7, .last_seq = 1000, .ack_seq = 1005, .records = 900};
-  const std::string bytes = encode_open_batch(b);
-  CHECK(decode_open_batch(bytes) == b);
+  const InFlightBatch b{.first_seq = 7, .last_seq = 1000, .ack_seq = 1005, .records = 900};
+  const std::string bytes = encode_in_flight_batch(b);
+  CHECK(decode_in_flight_batch(bytes) == b);
   std::string error;
-  CHECK_FALSE(decode_open_batch(bytes.substr(1), &error));
+  CHECK_FALSE(decode_in_flight_batch(bytes.substr(1), &error));
   CHECK(error.find("bytes") != std::string::npos);
   std::string other = bytes;
   other[0] = 9;
-  CHECK_FALSE(decode_open_batch(other, &error));
+  CHECK_FALSE(decode_in_flight_batch(other, &error));
   CHECK(error.find("format 9") != std::string::npos);
-  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 5, .last_seq = 4, .ack_seq = 5, .records = 1}), &error));
-  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 3, .records = 1})));
-  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 4, .records = 5})));
-  CHECK_FALSE(decode_open_batch(encode_open_batch({.first_seq = 0, .last_seq = 4, .ack_seq = 4, .records = 1})));
+  CHECK_FALSE(decode_in_flight_batch(encode_in_flight_batch({.first_seq = 5, .last_seq = 4, .ack_seq = 5, .records = 1}), &error));
+  CHECK_FALSE(decode_in_flight_batch(encode_in_flight_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 3, .records = 1})));
+  CHECK_FALSE(decode_in_flight_batch(encode_in_flight_batch({.first_seq = 1, .last_seq = 4, .ack_seq = 4, .records = 5})));
+  CHECK_FALSE(decode_in_flight_batch(encode_in_flight_batch({.first_seq = 0, .last_seq = 4, .ack_seq = 4, .records = 1})));
 }
 
 TEST_CASE("output batch: a list of open batches with done flags survives its encoding and disorder is refused",
           "[unit][output]") {
-  const std::vector<tank::output::OpenBatch> list{{.first_seq = 1, .last_seq = 3, .ack_seq = 4, .records = 3},
+  const std::vector<tank::output::InFlightBatch> list{{.first_seq = 1, .last_seq = 3, .ack_seq = 4, .records = 3},
                                             {.first_seq = 5, .last_seq = 9, .ack_seq = 9, .records = 2, .done = true},
                                             {.first_seq = 10, .last_seq = 12, .ack_seq = 12, .records = 3, .rejected_through = 11}};
-  const std::string bytes = tank::output::encode_open_batches(list);
-  auto back = tank::output::decode_open_batches(bytes);
+  const std::string bytes = tank::output::encode_in_flight_batches(list);
+  auto back = tank::output::decode_in_flight_batches(bytes);
   REQUIRE(back);
   CHECK(*back == list);
   // Format 1 (one batch) reads as a list of one, not done.
-  auto one = tank::output::decode_open_batches(tank::output::encode_open_batch(list[0]));
+  auto one = tank::output::decode_in_flight_batches(tank::output::encode_in_flight_batch(list[0]));
   REQUIRE(one);
   REQUIRE(one->size() == 1);
   CHECK(one->front() == list[0]);
-  CHECK(tank::output::decode_open_batches(tank::output::encode_open_batches({}))->empty());
+  CHECK(tank::output::decode_in_flight_batches(tank::output::encode_in_flight_batches({}))->empty());
   // The state's choice: format 1 only for one plain batch.
-  CHECK(tank::output::encode_open_state({list[0]}) == tank::output::encode_open_batch(list[0]));
-  CHECK(tank::output::decode_open_batches(tank::output::encode_open_state({list[2]}))->front().rejected_through == 11);
+  CHECK(tank::output::encode_open_state({list[0]}) == tank::output::encode_in_flight_batch(list[0]));
+  CHECK(tank::output::decode_in_flight_batches(tank::output::encode_open_state({list[2]}))->front().rejected_through == 11);
   std::string error;
-  CHECK_FALSE(tank::output::decode_open_batches(bytes.substr(0, bytes.size() - 1), &error));
+  CHECK_FALSE(tank::output::decode_in_flight_batches(bytes.substr(0, bytes.size() - 1), &error));
   CHECK(error.find("bytes for 3 batches") != std::string::npos);
   auto swapped = list;
   std::swap(swapped[0], swapped[2]);
-  CHECK_FALSE(tank::output::decode_open_batches(tank::output::encode_open_batches(swapped), &error));
+  CHECK_FALSE(tank::output::decode_in_flight_batches(tank::output::encode_in_flight_batches(swapped), &error));
   CHECK(error == "batch 2: out of order");
-  CHECK_FALSE(tank::output::decode_open_batches("", &error));
-  CHECK_FALSE(tank::output::decode_open_batches(std::string(1, '\x07') + "xxxx", &error));
+  CHECK_FALSE(tank::output::decode_in_flight_batches("", &error));
+  CHECK_FALSE(tank::output::decode_in_flight_batches(std::string(1, '\x07') + "xxxx", &error));
 }

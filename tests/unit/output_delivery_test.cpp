@@ -328,7 +328,7 @@ TEST_CASE("delivery: max_in_flight sends batches at once and later ones are done
   // Batches 4-6 and 7-9 reached the upstream before 1-3: marked done, not acknowledged yet.
   REQUIRE(wait_until([&] {
     auto stored = h.queue->state(output::open_batch_key("cloud"));
-    auto list = stored ? output::decode_open_batches(*stored) : std::nullopt;
+    auto list = stored ? output::decode_in_flight_batches(*stored) : std::nullopt;
     return list && list->size() == 3 && !(*list)[0].done && (*list)[1].done && (*list)[2].done;
   }));
   CHECK(h.acked() == 0);

@@ -310,7 +310,7 @@ TEST_CASE("the pages a queue writes are counted", "[queue][recovery_point]") {
 
 TEST_CASE("records prove their bytes and their key", "[record]") {
   ManualClock clock;
-  queue::RecordBatch b;
+  queue::EncodedRecords b;
   queue::Attribute attrs[] = {{"topic", "a/b"}};
   b.add("in", 42, "payload", attrs);
   std::string stored(b.encoded(0));
@@ -366,7 +366,7 @@ TEST_CASE("a queue of format 1 is upgraded in place at open", "[queue][recovery]
     put(meta, "format", u64(1));
     std::uint64_t bytes = 0;
     for (std::uint64_t seq = 1; seq <= 3000; ++seq) {
-      queue::RecordBatch b;
+      queue::EncodedRecords b;
       b.add("in", 1000 + static_cast<std::int64_t>(seq), "old-" + std::to_string(seq));
       std::string v2(b.encoded(0));
       std::string v1 = v2.substr(0, queue::kRecordHeaderBytesV1) + v2.substr(queue::kRecordHeaderBytes);

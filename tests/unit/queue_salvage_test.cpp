@@ -34,7 +34,7 @@ std::map<std::uint64_t, Original> populate(const std::filesystem::path& dir, std
   auto q = Queue::open(small_queue(dir, 32 << 20), clock, nullptr);
   std::uint64_t next = 1;
   while (next <= n) {
-    queue::RecordBatch b;
+    queue::EncodedRecords b;
     for (int i = 0; i < 200 && next <= n; ++i, ++next) {
       Original o{"record-" + std::to_string(next) + std::string(next % 97 == 0 ? 5000 : next % 50, '.'),
                  "t/" + std::to_string(next % 7)};

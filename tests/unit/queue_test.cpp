@@ -17,7 +17,7 @@ TEST_CASE("appended records are read back in order with their fields", "[queue]"
   TempDir dir;
   ManualClock clock;
   auto q = Queue::open(small_queue(dir / "q"), clock, nullptr);
-  queue::RecordBatch b;
+  queue::EncodedRecords b;
   queue::Attribute attrs[] = {{"topic", "a/b"}};
   b.add("plant", clock.wall_ns(), "one", attrs);
   b.add("plant", clock.wall_ns() + 1, "two");
@@ -72,7 +72,7 @@ TEST_CASE("route filters skip other inputs but report how far they scanned", "[q
   TempDir dir;
   ManualClock clock;
   auto q = Queue::open(small_queue(dir / "q"), clock, nullptr);
-  queue::RecordBatch b;
+  queue::EncodedRecords b;
   for (int i = 0; i < 6; ++i) b.add(i % 2 ? "odd" : "even", clock.wall_ns(), std::to_string(i));
   REQUIRE(q->append(std::move(b)).ok());
   queue::RouteFilter odd{{"odd"}};

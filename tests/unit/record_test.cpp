@@ -7,7 +7,7 @@
 using namespace tank::queue;
 
 TEST_CASE("records round-trip through their encoding", "[record]") {
-  RecordBatch b;
+  EncodedRecords b;
   Attribute attrs[] = {{"topic", "sensors/1/telemetry"}, {"peer", "10.0.0.7:5555"}, {"", ""}};
   b.add("plant", 1234567890123, "{\"t\":21.5}", attrs);
   b.add("x", -5, "");
@@ -46,7 +46,7 @@ TEST_CASE("malformed record bytes are refused with a reason, never read out of b
   std::string error;
   CHECK_FALSE(decode_record(1, "", &error));
   CHECK(error.find("shorter than") != std::string::npos);
-  RecordBatch b;
+  EncodedRecords b;
   Attribute attrs[] = {{"k", "v"}};
   b.add("in", 1, "payload", attrs);
   std::string good(b.encoded(0));

@@ -147,7 +147,7 @@ TEST_CASE("route: a check's refusal names the processor and is counted", "[unit]
 }
 
 TEST_CASE("route filter: raw, derived and derived-only inputs", "[unit][route][queue]") {
-  queue::RecordBatch b;
+  queue::EncodedRecords b;
   b.add("plant", 1, "raw");
   b.add("plant", 2, "agg", {}, queue::kRecordDerived);
   b.add("logs", 3, "line");
