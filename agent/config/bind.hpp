@@ -288,16 +288,22 @@ class Options {
 
 namespace bind_detail {
 
-template <class S, class Value, class F>
-Declaration<S> with_setter(std::string_view name, Type type, F set,
-                           Value (SectionValues::*get)(std::string_view) const) {
-  return Declaration<S>(bind_detail::option(name, type),
-                        [name, set, get](const SectionValues& values, S& settings) { set(settings, (values.*get)(name)); });
-}
-
 template <class F, class Expected>
 inline constexpr bool setter_takes =
     std::is_same_v<typename setter_traits<F>::value, std::remove_cvref_t<Expected>>;
+
+// A declaration whose reader passes the value `get` reads to `set`.
+template <setter F, class Value>
+auto with_setter(std::string_view name, Type type, F set, Value (SectionValues::*get)(std::string_view) const) {
+  static_assert(setter_takes<F, Value>,
+                "an option's setter takes (Settings&, T) with T the value of its kind: string std::string, "
+                "boolean bool, integer std::int64_t, number double, size std::uint64_t, duration "
+                "std::chrono::nanoseconds, string_list std::vector<std::string>, list_table ListTable, "
+                "choice std::string");
+  using S = typename setter_traits<F>::settings;
+  return Declaration<S>(option(name, type),
+                        [name, set, get](const SectionValues& values, S& settings) { set(settings, (values.*get)(name)); });
+}
 
 }  // namespace bind_detail
 
@@ -329,9 +335,7 @@ Declaration<S> string(std::string_view name, M S::*member) {
 }
 template <bind_detail::setter F>
 auto string(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, std::string>, "a string option's setter takes (Settings&, std::string)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::string, std::move(set), &SectionValues::string);
+  return bind_detail::with_setter(name, Type::string, std::move(set), &SectionValues::string);
 }
 
 template <class S>
@@ -341,9 +345,7 @@ Declaration<S> boolean(std::string_view name, bool S::*member) {
 }
 template <bind_detail::setter F>
 auto boolean(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, bool>, "a boolean option's setter takes (Settings&, bool)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::boolean, std::move(set), &SectionValues::boolean);
+  return bind_detail::with_setter(name, Type::boolean, std::move(set), &SectionValues::boolean);
 }
 
 // An integer, static_cast to the member's integral type (the option's bounds say what fits).
@@ -355,9 +357,7 @@ Declaration<S> integer(std::string_view name, M S::*member) {
 }
 template <bind_detail::setter F>
 auto integer(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, std::int64_t>, "a integer option's setter takes (Settings&, std::int64_t)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::integer, std::move(set), &SectionValues::integer);
+  return bind_detail::with_setter(name, Type::integer, std::move(set), &SectionValues::integer);
 }
 
 template <class S, class M>
@@ -368,9 +368,7 @@ Declaration<S> number(std::string_view name, M S::*member) {
 }
 template <bind_detail::setter F>
 auto number(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, double>, "a number option's setter takes (Settings&, double)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::number, std::move(set), &SectionValues::number);
+  return bind_detail::with_setter(name, Type::number, std::move(set), &SectionValues::number);
 }
 
 // A size in bytes, to std::uint64_t or std::size_t.
@@ -383,9 +381,7 @@ Declaration<S> size(std::string_view name, M S::*member) {
 }
 template <bind_detail::setter F>
 auto size(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, std::uint64_t>, "a size option's setter takes (Settings&, std::uint64_t)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::size, std::move(set), &SectionValues::size);
+  return bind_detail::with_setter(name, Type::size, std::move(set), &SectionValues::size);
 }
 
 // A duration, duration_cast to the member's std::chrono::duration (truncated toward zero).
@@ -398,10 +394,7 @@ Declaration<S> duration(std::string_view name, M S::*member) {
 }
 template <bind_detail::setter F>
 auto duration(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, std::chrono::nanoseconds>,
-                "a duration option's setter takes (Settings&, std::chrono::nanoseconds)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::duration, std::move(set), &SectionValues::duration);
+  return bind_detail::with_setter(name, Type::duration, std::move(set), &SectionValues::duration);
 }
 
 template <class S>
@@ -411,9 +404,7 @@ Declaration<S> string_list(std::string_view name, std::vector<std::string> S::*m
 }
 template <bind_detail::setter F>
 auto string_list(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, std::vector<std::string>>, "a string_list option's setter takes (Settings&, std::vector<std::string>)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::string_list, std::move(set), &SectionValues::strings);
+  return bind_detail::with_setter(name, Type::string_list, std::move(set), &SectionValues::strings);
 }
 
 template <class S>
@@ -423,9 +414,7 @@ Declaration<S> list_table(std::string_view name, ListTable S::*member) {
 }
 template <bind_detail::setter F>
 auto list_table(std::string_view name, F set) {
-  static_assert(bind_detail::setter_takes<F, ListTable>, "a list_table option's setter takes (Settings&, ListTable)");
-  using S = typename bind_detail::setter_traits<F>::settings;
-  return bind_detail::with_setter<S>(name, Type::list_table, std::move(set), &SectionValues::list_table);
+  return bind_detail::with_setter(name, Type::list_table, std::move(set), &SectionValues::list_table);
 }
 
 // One of `choices`, to a std::string member.
@@ -451,9 +440,8 @@ Declaration<S> choice(std::string_view name, const std::string_view (&choices)[N
 }
 template <bind_detail::setter F>
 auto choice(std::string_view name, std::span<const std::string_view> choices, F set) {
-  static_assert(bind_detail::setter_takes<F, std::string>, "a choice option's setter takes (Settings&, std::string)");
   using S = typename bind_detail::setter_traits<F>::settings;
-  auto d = bind_detail::with_setter<S>(name, Type::choice, std::move(set), &SectionValues::choice);
+  auto d = bind_detail::with_setter(name, Type::choice, std::move(set), &SectionValues::choice);
   return Declaration<S>(bind_detail::option(name, Type::choice, choices), d.reader());
 }
 
