@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 packaging/setup-debian.sh --with-tests
 jobs="$(nproc)"
 start=$(date +%s)
+# Each phase is announced with the seconds since the start, so a log shows where the time goes.
+phase() { echo "== [$(( $(date +%s) - start ))s] $*"; }
 
 # Every compile goes through ccache (cache in ~/.cache/ccache, 10 GiB at most), so a second run on
 # the same machine, from any clone, compiles only what changed: a result is keyed by the source,
@@ -23,26 +25,26 @@ if [ "${TANK_CCACHE:-1}" = 1 ] && command -v ccache >/dev/null 2>&1; then
   ccache --zero-stats >/dev/null
 fi
 
-echo "== build (warnings as errors)"
+phase "build (warnings as errors)"
 cmake -S . -B build/ci -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTANK_WERROR=ON >/dev/null
 cmake --build build/ci
-echo "== tests"
+phase "tests"
 (cd build/ci && ctest -j "$jobs" --output-on-failure)
 
-echo "== build (ASan + UBSan)"
+phase "build (ASan + UBSan)"
 cmake -S . -B build/ci-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTANK_WERROR=ON -DTANK_SANITIZE=ON \
   -DTANK_BUILD_BENCH=OFF >/dev/null
 cmake --build build/ci-asan
-echo "== tests (ASan + UBSan)"
+phase "tests (ASan + UBSan)"
 (cd build/ci-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest -j "$jobs" --output-on-failure)
 
-echo "== fuzzing (libFuzzer, 30 s per target)"
+phase "fuzzing (libFuzzer, 30 s per target)"
 TANK_FUZZ_BUILD_DIR=build/ci-fuzz TANK_FUZZ_SEED=1 fuzz/run.sh 30
 
-echo "== static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (the queue's unit tests under qemu-arm), with their packages"
+phase "static builds: amd64 (only the C library linked dynamically), arm64 (unit tests under qemu-aarch64), armhf (the queue's unit tests under qemu-arm), with their packages"
 cross/build.sh amd64 --deb
-echo "== integration tests against the static amd64 binary (its own OpenSSL and zstd, -Os, LTO)"
+phase "integration tests against the static amd64 binary (its own OpenSSL and zstd, -Os, LTO)"
 (cd build/ci && TANK_BINARY="$PWD/../../build-static-amd64/tank.stripped" \
   ctest -L integration -j "$jobs" --output-on-failure)
 cross/build.sh arm64 --tests --deb
