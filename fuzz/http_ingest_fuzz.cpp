@@ -1,8 +1,8 @@
 // The request handling of inputs.http (inputs_http/http_ingest_request.hpp): the bytes a
 // client sends on one connection, read by Beast's parser with the input's limits, each request
 // decided (path, method, token, pause, size) and its body decoded into records, request after
-// request while the connection is kept alive -- what an IngestSession does, without the socket
-// and the queue.
+// request while the connection is kept alive -- what net::HttpServer and the input do, without the
+// socket and the queue.
 //
 // Input: [flags] [read size] bytes...
 //   flags bit 0: auth_token set; bit 1: the queue is paused; bit 2: a small max_body_bytes
@@ -36,7 +36,9 @@ int http_ingest_target(const std::uint8_t* data, std::size_t size) {
   boost::beast::flat_buffer buffer;
   for (int request = 0; request < 64; ++request) {
     input::ingest::RequestParser parser;
-    input::ingest::limit_request(parser, settings);
+    const net::HttpServerOptions options = input::ingest::server_options(settings);
+    parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+    parser.body_limit(options.max_body_bytes);
     boost::system::error_code ec;
     http::read_header(stream, buffer, parser, ec);
     Step step = input::ingest::after_header(ec, parser, settings, paused);

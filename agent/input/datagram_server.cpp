@@ -39,7 +39,7 @@ class DatagramInput final : public plugin::Input {
   DatagramInput(const DatagramSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
                 std::string where)
       : settings_(settings),
-        queue_side_(context, settings.type),
+        queue_side_(context, settings.type, "holding the data and retrying"),
         endpoint_(std::move(endpoint)),
         where_(std::move(where)),
         handover_key_(settings.type + " datagram " + where_),
@@ -119,8 +119,7 @@ class DatagramInput final : public plugin::Input {
   // Once reading, it goes on while paused: a datagram cannot be held back, so what comes while
   // the queue refuses records is read and counted as dropped.
   void set_paused(bool paused) override {
-    queue_side_.paused = paused;
-    queue_side_.metrics.set_paused(paused);
+    queue_side_.set_paused(paused);
     if (started_.load() && !reading_.load()) asio::post(io_, [this] { begin_reading(); });
   }
 
@@ -259,7 +258,7 @@ class DatagramInput final : public plugin::Input {
   std::string where_;
   std::string handover_key_;  // the kind and the configured address (input/handover.hpp)
   std::vector<char> buffer_;
-  PendingBatch batch_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
+  PendingBatch batch_ = queue_side_.batch();
   std::uint32_t kernel_drops_ = 0;
   std::atomic<bool> started_{false};
   std::atomic<bool> reading_{false};  // waiting for datagrams (from start if not paused, else the next set_paused)

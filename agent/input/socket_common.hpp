@@ -1,51 +1,21 @@
 #pragma once
 
 // What the stream engine (stream_server.cpp) and the datagram engine (datagram_server.cpp) of the
-// socket inputs share: the input's side of the queue, the hand-over of a parked socket, and how
-// an address is written in logs. Internal to those two files.
+// socket inputs share: the input's side of the queue (queue_side.hpp), the hand-over of a parked
+// socket, and how an address is written in logs. Internal to those two files.
 
-#include <atomic>
-#include <memory>
 #include <string>
 
 #include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
 #include "common/log.hpp"
-#include "input/batch.hpp"
-#include "input/commit.hpp"
 #include "input/handover.hpp"
-#include "input/input_metrics.hpp"
+#include "input/queue_side.hpp"
 #include "net/listen_address.hpp"
 #include "plugin/input.hpp"
 
 namespace tank::input {
-
-// What every connection (or the one socket) of a socket input uses to put records into the
-// queue: whose records they are (name; component, for logs), where they go (queue, route, batch
-// limit), their timestamps (clock), how outcomes are counted (metrics, committer), and whether
-// the queue takes records now (paused).
-struct QueueSide {
-  QueueSide(const plugin::InputContext& context, std::string type)
-      : name(context.name),
-        queue(context.queue),
-        clock(context.clock),
-        metrics(context.metrics, context.name, type),
-        batch_limit(input::batch_limit(context.queue)),
-        route(context.route),
-        component("input " + context.name),
-        committer(queue, metrics, clock, component, "holding the data and retrying") {}
-
-  std::string name;
-  queue::Queue& queue;
-  const Clock& clock;
-  InputMetrics metrics;
-  std::size_t batch_limit;
-  std::shared_ptr<const process::Route> route;
-  std::string component;
-  Committer committer;
-  std::atomic<bool> paused{false};
-};
 
 // "host:port", or "[host]:port" for IPv6 (a TCP or UDP endpoint).
 template <class Endpoint>

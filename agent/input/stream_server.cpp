@@ -226,7 +226,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   void push_current() {
     if (current_.empty()) return;
     ready_.push_back(std::move(current_));
-    current_ = PendingBatch(queue_side_.name, queue_side_.batch_limit, queue_side_.route.get());
+    current_ = queue_side_.batch();
   }
 
   // Commits the batches read so far, in order; then reads again (or closes after the end).
@@ -302,7 +302,7 @@ class StreamSession : public std::enable_shared_from_this<StreamSession<Protocol
   std::vector<char> buffer_;
   LineFramer framer_;
   std::string peer_;
-  PendingBatch current_{queue_side_.name, queue_side_.batch_limit, queue_side_.route.get()};
+  PendingBatch current_ = queue_side_.batch();
   std::deque<PendingBatch> ready_;
   bool waiting_ = false;
   bool reading_ = false;  // an async_read_some is in progress
@@ -322,7 +322,7 @@ class StreamInput final : public plugin::Input {
   StreamInput(const StreamSettings& settings, const plugin::InputContext& context, Endpoint endpoint,
               std::string where)
       : settings_(settings),
-        queue_side_(context, settings.type),
+        queue_side_(context, settings.type, "holding the data and retrying"),
         endpoint_(std::move(endpoint)),
         where_(std::move(where)),
         handover_key_(settings.type + " stream " + where_) {
@@ -430,8 +430,7 @@ class StreamInput final : public plugin::Input {
   }
 
   void set_paused(bool paused) override {
-    queue_side_.paused = paused;
-    queue_side_.metrics.set_paused(paused);
+    queue_side_.set_paused(paused);
     if (paused) return;
     for (auto& session : live_sessions()) {
       asio::post(session.second, [s = session.first] { s->resume(); });

@@ -21,9 +21,7 @@
 #include "common/liveness.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
-#include "input/batch.hpp"
-#include "input/commit.hpp"
-#include "input/input_metrics.hpp"
+#include "input/queue_side.hpp"
 #include "queue/queue.hpp"
 #include "tail_file.hpp"
 #include "tail_scan.hpp"
@@ -38,15 +36,8 @@ class FileTail final : public plugin::Input {
  public:
   FileTail(const FileTailSettings& settings, const plugin::InputContext& context)
       : settings_(settings),
-        name_(context.name),
-        queue_(context.queue),
-        clock_(context.clock),
-        metrics_(context.metrics, context.name, "file"),
-        batch_limit_(input::batch_limit(context.queue)),
-        route_(context.route),
-        component_("input " + context.name),
-        state_prefix_("file/" + context.name + "/"),
-        committer_(queue_, metrics_, clock_, component_, "the lines will be read again") {}
+        side_(context, "file", "the lines will be read again"),
+        state_prefix_("file/" + context.name + "/") {}
 
   ~FileTail() override {
     stop();
@@ -63,11 +54,11 @@ class FileTail final : public plugin::Input {
     if (settings_.inotify) {
       inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
       if (inotify_fd_ < 0) {
-        log::warn(component_, "inotify is not available ({}); polling every {}", std::strerror(errno),
+        log::warn(side_.component, "inotify is not available ({}); polling every {}", std::strerror(errno),
                   units::format_duration(settings_.poll_interval));
       }
     }
-    for (const auto& [key, value] : queue_.state_with_prefix(state_prefix_)) {
+    for (const auto& [key, value] : side_.queue.state_with_prefix(state_prefix_)) {
       auto c = decode_checkpoint(value);
       if (!c) continue;
       if (key.starts_with(retired_prefix_)) {
@@ -87,11 +78,11 @@ class FileTail final : public plugin::Input {
     for (const auto& [key, c] : checkpoints_) {
       if (!open_keys.contains(key)) stale.state_deletes.push_back(key);
     }
-    if (!stale.state_deletes.empty() && !queue_.commit(stale).ok()) {
-      log::warn(component_, "could not drop {} stored offsets of files that are gone; trying at the next start",
+    if (!stale.state_deletes.empty() && !side_.queue.commit(stale).ok()) {
+      log::warn(side_.component, "could not drop {} stored offsets of files that are gone; trying at the next start",
                 stale.state_deletes.size());
     }
-    log::info(component_, "tailing {} file(s) matching {}", files_.size(), fmt::join(settings_.paths, ", "));
+    log::info(side_.component, "tailing {} file(s) matching {}", files_.size(), fmt::join(settings_.paths, ", "));
     thread_ = std::thread([this] { run(); });
   }
 
@@ -103,8 +94,7 @@ class FileTail final : public plugin::Input {
   }
 
   void set_paused(bool paused) override {
-    paused_ = paused;
-    metrics_.set_paused(paused);
+    side_.set_paused(paused);
     if (!paused) wake();
   }
 
@@ -130,12 +120,12 @@ class FileTail final : public plugin::Input {
       }
       rescan = drain_inotify(inotify_fd_) || rescan;
       if (rescan) scan(false);
-      if (!paused_) read_round();
+      if (!side_.paused) read_round();
       // Wait for a file event, the next scan, or a wake-up (stop, resume).
       pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now());
       int timeout = static_cast<int>(std::clamp<long long>(wait.count(), 0, 60000));
-      if (more_to_read_ && !paused_) timeout = 0;
+      if (more_to_read_ && !side_.paused) timeout = 0;
       beat_.idle();
       ::poll(fds, inotify_fd_ >= 0 ? 2 : 1, timeout);
       std::uint64_t drained;
@@ -160,7 +150,7 @@ class FileTail final : public plugin::Input {
       struct stat dst {};
       if (::stat(dir.c_str(), &dst) != 0 || !S_ISDIR(dst.st_mode)) {
         missing_episode(dir).occur(fmt::format("the directory {} does not exist; watching for it", dir));
-        metrics_.error("missing_directory");
+        side_.metrics.error("missing_directory");
         continue;
       }
       missing_episode(dir).end(fmt::format("the directory {} exists now", dir));
@@ -181,7 +171,7 @@ class FileTail final : public plugin::Input {
 
   log::Episode& missing_episode(const std::string& dir) {
     auto it = missing_dirs_.find(dir);
-    if (it == missing_dirs_.end()) it = missing_dirs_.try_emplace(dir, component_, log::Level::warn).first;
+    if (it == missing_dirs_.end()) it = missing_dirs_.try_emplace(dir, side_.component, log::Level::warn).first;
     return it->second;
   }
 
@@ -189,7 +179,7 @@ class FileTail final : public plugin::Input {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
       unreadable_episode_.occur(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-      metrics_.error("unreadable");
+      side_.metrics.error("unreadable");
       return;
     }
     if (!S_ISREG(st.st_mode)) return;
@@ -203,14 +193,14 @@ class FileTail final : public plugin::Input {
     if (files_.size() >= settings_.max_open_files) {
       open_files_episode_.occur(fmt::format("not opening {}: max_open_files = {} files are open", path,
                                             settings_.max_open_files));
-      metrics_.error("too_many_files");
+      side_.metrics.error("too_many_files");
       return;
     }
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       unreadable_episode_.occur(fmt::format("cannot open {}: {} (other files are still read)", path,
                                             std::strerror(errno)));
-      metrics_.error("unreadable");
+      side_.metrics.error("unreadable");
       return;
     }
     unreadable_episode_.end("all matched files are readable again");
@@ -258,13 +248,13 @@ class FileTail final : public plugin::Input {
       queue::WriteBatch identified;
       identified.state_puts.emplace_back(key_of(id), encode_checkpoint(Checkpoint{start, f.fingerprint, path}));
       if (!copy->retired_key.empty()) identified.state_deletes.push_back(copy->retired_key);
-      const auto r = queue_.commit(identified);
+      const auto r = side_.queue.commit(identified);
       if (r.ok()) {
         checkpoints_[key_of(id)] = Checkpoint{start, f.fingerprint, path};
         if (!copy->retired_key.empty()) retired_.erase(copy->retired_key);
       } else {
-        metrics_.error("commit_failed");
-        log::warn(component_, "could not store where the copy {} starts ({}); reading on", path, r.error);
+        side_.metrics.error("commit_failed");
+        log::warn(side_.component, "could not store where the copy {} starts ({}); reading on", path, r.error);
       }
     } else if (initial && first_start_ && settings_.read_from_end) {
       start = size;
@@ -279,7 +269,7 @@ class FileTail final : public plugin::Input {
     }
     f.committed = start;
     f.read_pos = start;
-    log::info(component_, "{}: {}", path, how);
+    log::info(side_.component, "{}: {}", path, how);
     files_.emplace(id, std::move(f));
     more_to_read_ = true;
   }
@@ -321,10 +311,10 @@ class FileTail final : public plugin::Input {
       // Bounded: the oldest go first (copies that `paths` does not match are never found).
       if (retired_.size() >= kMaxRetired) w.state_deletes.push_back(retired_.begin()->first);
     }
-    const auto r = queue_.commit(w);
+    const auto r = side_.queue.commit(w);
     if (!r.ok()) {
-      metrics_.error("commit_failed");
-      log::warn(component_, "could not store that {} was truncated ({}); a copy of it found after a restart may be read twice",
+      side_.metrics.error("commit_failed");
+      log::warn(side_.component, "could not store that {} was truncated ({}); a copy of it found after a restart may be read twice",
                 f.path, r.error);
     } else if (!w.state_deletes.empty()) {
       retired_.erase(retired_.begin());
@@ -336,7 +326,7 @@ class FileTail final : public plugin::Input {
   // Reads what every file has grown by, committing as batches fill.
   void read_round() {
     more_to_read_ = false;
-    PendingBatch batch(name_, batch_limit_, route_.get());
+    PendingBatch batch = side_.batch();
     std::map<FileId, std::uint64_t> touched;  // file -> offset to store with this batch
     std::vector<FileId> finished;
     bool refused = false;
@@ -347,7 +337,7 @@ class FileTail final : public plugin::Input {
         Checkpoint c{offset, f.fingerprint, f.path};
         batch.write_batch().state_puts.emplace_back(key_of(id), encode_checkpoint(c));
       }
-      const bool ok = committer_.commit(batch).acknowledge();
+      const bool ok = side_.committer.commit(batch).acknowledge();
       if (ok) {
         for (const auto& [id, offset] : touched) {
           File& f = files_.at(id);
@@ -382,9 +372,9 @@ class FileTail final : public plugin::Input {
         if (!commit()) break;
         retire(f);
         scan(false);
-        log::info(component_, "{} was truncated (now {} bytes, read up to byte {}): reading it from the beginning",
+        log::info(side_.component, "{} was truncated (now {} bytes, read up to byte {}): reading it from the beginning",
                   f.path, size, f.read_pos);
-        metrics_.error("truncated");
+        side_.metrics.error("truncated");
         f.read_pos = 0;
         f.committed = 0;
         f.partial.clear();
@@ -422,10 +412,10 @@ class FileTail final : public plugin::Input {
     if (!refused && !finished.empty()) {
       queue::WriteBatch forget;
       for (const FileId& id : finished) forget.state_deletes.push_back(key_of(id));
-      if (queue_.commit(forget).ok()) {
+      if (side_.queue.commit(forget).ok()) {
         for (const FileId& id : finished) {
           File& f = files_.at(id);
-          log::info(component_, "{} was rotated away and is read to its end", f.path);
+          log::info(side_.component, "{} was rotated away and is read to its end", f.path);
           ::close(f.fd);
           checkpoints_.erase(key_of(id));
           files_.erase(id);
@@ -451,14 +441,14 @@ class FileTail final : public plugin::Input {
       batch.dead_letter("line_too_long",
                         fmt::format("a line of {} bytes in {} (ending at byte {}) exceeds max_line_bytes = {}",
                                     line.size(), f.path, end, units::format_size(settings_.max_line_bytes)),
-                        line, line.size(), clock_.wall_ns());
-      metrics_.error("line_too_long");
+                        line, line.size(), side_.clock.wall_ns());
+      side_.metrics.error("line_too_long");
     } else if (!line.empty()) {
       queue::Attribute attrs[] = {{"path", f.path}};
       if (!batch.fits(line.size(), f.path.size() + 10)) {
         if (!commit()) return;
       }
-      batch.add(line, clock_.wall_ns(), attrs);
+      batch.add(line, side_.clock.wall_ns(), attrs);
     }
     touched[id] = end;
     if (batch.full()) commit();
@@ -471,8 +461,8 @@ class FileTail final : public plugin::Input {
       batch.dead_letter("line_too_long",
                         fmt::format("a line of {} bytes in {} exceeds max_line_bytes = {}", f.discard_length, f.path,
                                     units::format_size(settings_.max_line_bytes)),
-                        f.discard_head, f.discard_length, clock_.wall_ns());
-      metrics_.error("line_too_long");
+                        f.discard_head, f.discard_length, side_.clock.wall_ns());
+      side_.metrics.error("line_too_long");
       f.discarding = false;
       f.discard_head.clear();
       touched[id] = end;
@@ -533,17 +523,10 @@ class FileTail final : public plugin::Input {
   }
 
   FileTailSettings settings_;
-  std::string name_;
-  queue::Queue& queue_;
-  const Clock& clock_;
-  InputMetrics metrics_;
-  std::size_t batch_limit_;
-  std::shared_ptr<const process::Route> route_;
-  std::string component_;
+  QueueSide side_;
   std::string state_prefix_;
-  Committer committer_;
-  log::Episode unreadable_episode_{component_, log::Level::warn};
-  log::Episode open_files_episode_{component_, log::Level::warn};
+  log::Episode unreadable_episode_{side_.component, log::Level::warn};
+  log::Episode open_files_episode_{side_.component, log::Level::warn};
   std::map<std::string, log::Episode> missing_dirs_;
   std::map<std::string, Checkpoint> checkpoints_;  // stored offsets, by state key
   std::map<FileId, File> files_;
@@ -564,9 +547,8 @@ class FileTail final : public plugin::Input {
   bool more_to_read_ = false;
   int inotify_fd_ = -1;
   int wake_fd_ = -1;
-  std::atomic<bool> paused_{false};
   std::atomic<bool> stopping_{false};
-  liveness::Beat beat_{component_};
+  liveness::Beat beat_{side_.component};
   std::thread thread_;
 };
 

@@ -51,9 +51,18 @@ std::string json_error(std::string_view message, std::size_t accepted) {
   return out + "}\n";
 }
 
-void limit_request(RequestParser& parser, const HttpIngestSettings& settings) {
-  parser.header_limit(kMaxHeaderBytes);
-  parser.body_limit(settings.max_body_bytes);
+net::HttpServerOptions server_options(const HttpIngestSettings& settings) {
+  net::HttpServerOptions options;
+  options.threads = settings.threads;
+  options.max_connections = settings.max_connections;
+  options.max_header_bytes = kMaxHeaderBytes;
+  options.max_body_bytes = settings.max_body_bytes;
+  options.idle_timeout = settings.idle_timeout;
+  options.request_timeout = std::chrono::nanoseconds(0);
+  options.max_lifetime = std::chrono::nanoseconds(0);
+  options.linger = std::chrono::seconds(2);
+  options.stop_grace = std::chrono::seconds(10);
+  return options;
 }
 
 Step after_header(boost::system::error_code ec, const RequestParser& parser, const HttpIngestSettings& settings,

@@ -1,11 +1,11 @@
 #pragma once
 
 // One request of inputs.http (http_ingest.hpp), apart from the connection and the queue: the
-// parser's limits, what the header decides (path, method, token, pause, size), and the decoding
-// of the body. The connection (http_ingest.cpp) reads with Beast and acts on each Step; the fuzz
+// server's limits, what the header decides (path, method, token, pause, size), and the decoding
+// of the body. net::HttpServer reads with Beast and http_ingest.cpp acts on each Step; the fuzz
 // target fuzz/http_ingest_fuzz.cpp feeds bytes through the same functions.
 //
-//   limit_request(parser) -> read the header -> after_header() -> read_body? -> read the body
+//   server_options() -> read the header -> after_header() -> read_body? -> read the body
 //                                                   |                              |
 //                                             reply / close                 after_body()
 //                                                                         store / reply / close
@@ -20,11 +20,12 @@
 
 #include "http_ingest.hpp"
 #include "json_body.hpp"
+#include "net/http_server.hpp"
 
 namespace tank::input::ingest {
 
 namespace http = boost::beast::http;
-using RequestParser = http::request_parser<http::string_body>;
+using net::RequestParser;
 
 // The most bytes of a request header.
 inline constexpr std::size_t kMaxHeaderBytes = 16 * 1024;
@@ -45,8 +46,11 @@ struct Step {
   std::string error;        // the reason to count in the input's errors ("" = none)
 };
 
-// Sets the header and body limits of a fresh parser for one request.
-void limit_request(RequestParser& parser, const HttpIngestSettings& settings);
+// The HTTP server's options for the input: its threads, connections, limits (kMaxHeaderBytes,
+// max_body_bytes) and timeouts (idle_timeout between reads; no bound on a whole request, so a
+// slow client that keeps sending is served; no bound on a connection's age; 2 s of linger after
+// an answer that closes).
+net::HttpServerOptions server_options(const HttpIngestSettings& settings);
 
 // After reading the header ended with `ec`. `paused`: the queue refuses records for now.
 Step after_header(boost::system::error_code ec, const RequestParser& parser, const HttpIngestSettings& settings,

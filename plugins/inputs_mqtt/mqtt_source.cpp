@@ -1,6 +1,7 @@
 #include "mqtt_source.hpp"
 
-#include <atomic>
+#include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -9,11 +10,9 @@
 #include "common/io_beat.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
-#include "input/batch.hpp"
-#include "input/commit.hpp"
-#include "input/input_metrics.hpp"
+#include "input/queue_side.hpp"
 #include "mqtt/packets.hpp"
-#include "mqtt_session.hpp"
+#include "mqtt/session.hpp"
 #include "queue/queue.hpp"
 
 namespace tank::input {
@@ -23,28 +22,47 @@ using asio::awaitable;
 
 namespace {
 
+using mqtt::PendingAcks;
+
+// The session's settings: the input's, with its topics as subscriptions.
+mqtt::SessionSettings session_settings(const MqttSourceSettings& s) {
+  mqtt::SessionSettings out;
+  out.servers = s.servers;
+  out.client_id = s.client_id;
+  out.protocol_version = s.protocol_version;
+  for (const auto& t : s.topics_qos1) out.subscriptions.push_back({t, 1});
+  for (const auto& t : s.topics_qos0) out.subscriptions.push_back({t, 0});
+  out.clean_session = s.clean_session;
+  out.session_expiry = s.session_expiry;
+  out.keep_alive = s.keep_alive;
+  out.connect_timeout = s.connect_timeout;
+  out.username = s.username;
+  out.password = s.password;
+  out.tls = s.tls;
+  out.reconnect_min = s.reconnect_min;
+  out.reconnect_max = s.reconnect_max;
+  out.max_message_bytes = s.max_message_bytes;
+  return out;
+}
+
 // The input: the session's messages go into batches; a batch's PUBACKs are released only once the
-// batch is committed. While the queue refuses records the session holds (MqttSession::hold).
-class MqttSource final : public plugin::Input, private MqttSession::Receiver {
+// batch is committed. While the queue refuses records the session holds (mqtt::Session::hold).
+class MqttSource final : public plugin::Input, private mqtt::Session::Receiver {
  public:
   MqttSource(const MqttSourceSettings& settings, const plugin::InputContext& context)
       : settings_(settings),
-        name_(context.name),
-        queue_(context.queue),
-        clock_(context.clock),
-        metrics_(context.metrics, context.name, "mqtt"),
-        batch_limit_(input::batch_limit(context.queue)),
-        route_(context.route),
-        component_("input " + context.name),
-        committer_(queue_, metrics_, clock_, component_,
-                   "the messages are not acknowledged to the broker and are retried"),
-        refused_(component_, log::Level::warn),
-        session_(make_mqtt_session(settings_, io_, metrics_, component_, *this, queue::kMaxDeadLetterBytes)) {}
+        side_(context, "mqtt", "the messages are not acknowledged to the broker and are retried"),
+        refused_(side_.component, log::Level::warn),
+        session_(make_session()) {}
 
   ~MqttSource() override { stop(); }
 
   void start() override {
-    session_->start();
+    try {
+      session_->start();
+    } catch (const std::runtime_error& e) {
+      throw plugin::StartError(e.what());  // the TLS context: a certificate or key that cannot be read
+    }
     io_beat_.start();
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -59,13 +77,25 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
   }
 
   void set_paused(bool paused) override {
-    metrics_.set_paused(paused);
-    paused_ = paused;
+    side_.set_paused(paused);
     if (!paused) asio::post(io_, [this] { session_->wake(); });
   }
 
  private:
-  void begin_read() override { batch_ = PendingBatch(name_, batch_limit_, route_.get()); }
+  std::unique_ptr<mqtt::Session> make_session() {
+    try {
+      return mqtt::make_session(session_settings(settings_), io_, side_.component, *this,
+                                queue::kMaxDeadLetterBytes);
+    } catch (const std::invalid_argument& e) {
+      throw plugin::StartError(e.what());  // a server that is not a broker URI
+    }
+  }
+
+  void session_up() override { side_.metrics.connection_opened(); }
+  void session_down() override { side_.metrics.connection_closed(); }
+  void failure(std::string_view reason) override { side_.metrics.error(reason); }
+
+  void begin_read() override { batch_ = side_.batch(); }
 
   // Adds one message to the batch (committing first when it is full); its PUBACK waits in `acks`
   // for the commit.
@@ -75,17 +105,17 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
       batch_.dead_letter("message_too_large",
                          fmt::format("a message of {} bytes on topic \"{}\" exceeds max_message_bytes = {}", size,
                                      m.topic, units::format_size(settings_.max_message_bytes)),
-                         m.payload, size, clock_.wall_ns());
-      metrics_.error("message_too_large");
+                         m.payload, size, side_.clock.wall_ns());
+      side_.metrics.error("message_too_large");
     } else {
       const std::size_t attribute_bytes = m.topic.size() + 32;
       if (!batch_.fits(m.payload.size(), attribute_bytes)) co_await commit(acks);
       if (m.retain) {
         queue::Attribute attrs[] = {{"topic", m.topic}, {"retained", "true"}};
-        batch_.add(m.payload, clock_.wall_ns(), attrs);
+        batch_.add(m.payload, side_.clock.wall_ns(), attrs);
       } else {
         queue::Attribute attrs[] = {{"topic", m.topic}};
-        batch_.add(m.payload, clock_.wall_ns(), attrs);
+        batch_.add(m.payload, side_.clock.wall_ns(), attrs);
       }
     }
     acks.owe(m);
@@ -103,7 +133,7 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
       co_return;
     }
     for (;;) {
-      const Outcome o = committer_.commit(batch_);
+      const Outcome o = side_.committer.commit(batch_);
       if (o.acknowledge()) {
         refused_.end("the queue takes messages again");
         session_->release(acks);
@@ -117,23 +147,15 @@ class MqttSource final : public plugin::Input, private MqttSession::Receiver {
   }
 
   MqttSourceSettings settings_;
-  std::string name_;
-  queue::Queue& queue_;
-  const tank::Clock& clock_;
-  InputMetrics metrics_;
-  std::size_t batch_limit_;
-  std::shared_ptr<const process::Route> route_;
-  std::string component_;
-  Committer committer_;
+  QueueSide side_;
   log::Episode refused_;
 
   asio::io_context io_;
-  liveness::IoBeat io_beat_{io_, component_};
-  std::unique_ptr<MqttSession> session_;  // uses io_: declared after it
+  liveness::IoBeat io_beat_{io_, side_.component};
+  std::unique_ptr<mqtt::Session> session_;  // uses io_: declared after it
   // What the current read brought (io thread only).
-  PendingBatch batch_{name_, batch_limit_, route_.get()};
+  PendingBatch batch_ = side_.batch();
   std::thread thread_;
-  std::atomic<bool> paused_{false};
 };
 
 }  // namespace

@@ -17,8 +17,9 @@
 // QoS 1 messages that arrive while tank is away (MQTT 5: for session_expiry). Messages committed
 // but not yet acknowledged when tank dies are delivered again: at least once, never lost.
 //
-// Connection: one thread per input runs the client (mqtt_session.hpp: failover, reconnects,
-// keep-alive, TLS, and how each end of a session is logged and counted).
+// Connection: one thread per input runs the client (agent/mqtt/session.hpp: failover,
+// reconnects, keep-alive, TLS, and how each end of a session is logged; the input counts each in
+// tank_input_errors_total{reason}).
 
 #include <chrono>
 #include <cstdint>

@@ -106,6 +106,38 @@ TEST_CASE("http: a bearer token is required when auth_token is set", "[input][ht
   CHECK(rig.queue->stats().records == 1);
 }
 
+TEST_CASE("http: Expect: 100-continue gets 100 Continue once the header is accepted, a refusal at once",
+          "[input][http]") {
+  using namespace std::chrono_literals;
+  InputRig rig = http_rig("auth_token = \"s3cret\"\n");
+  rig.input->start();
+  const std::string at = rig.input->listening_on();
+  const std::string body = "{\"continued\":true}";
+  auto request = [&](const std::string& token) {
+    return "POST / HTTP/1.1\r\nHost: tank\r\nExpect: 100-continue\r\nAuthorization: Bearer " + token +
+           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+  };
+  // Accepted: "100 Continue", then (the body sent) the answer after the commit.
+  int ok = tcp_connect(at);
+  REQUIRE(ok >= 0);
+  REQUIRE(send_all(ok, request("s3cret") + body));
+  auto answer = receive_until_closed(ok, 10s);
+  ::close(ok);
+  REQUIRE(answer);
+  CHECK(answer->rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ", 0) == 0);
+  CHECK(answer->ends_with("{\"accepted\":1}\n"));
+  // Refused on its header: 401 without "100 Continue", so the client never sends the body.
+  int refused = tcp_connect(at);
+  REQUIRE(refused >= 0);
+  REQUIRE(send_all(refused, request("wrong")));
+  auto refusal = receive_until_closed(refused, 10s);
+  ::close(refused);
+  REQUIRE(refusal);
+  CHECK(refusal->rfind("HTTP/1.1 401 ", 0) == 0);
+  CHECK(refusal->find("100 Continue") == std::string::npos);
+  CHECK(all_payloads(*rig.queue) == std::vector<std::string>{body});
+}
+
 TEST_CASE("http: 503 with Retry-After while the queue refuses records", "[input][http][backpressure]") {
   auto options = input_queue_options("q");
   options.max_disk_bytes = 256 << 10;

@@ -1,4 +1,4 @@
-#include "mqtt_session.hpp"
+#include "mqtt/session.hpp"
 
 #include <algorithm>
 #include <deque>
@@ -18,7 +18,7 @@
 #include "common/units.hpp"
 #include "mqtt/broker_uri.hpp"
 
-namespace tank::input {
+namespace tank::mqtt {
 
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
@@ -27,6 +27,8 @@ using asio::awaitable;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
+using input::BrokerAddress;
+using input::parse_broker_uri;
 
 namespace {
 
@@ -41,13 +43,12 @@ struct SessionError : std::runtime_error {
   std::string_view reason;
 };
 
-class Session final : public MqttSession {
+class SessionImpl final : public Session {
  public:
-  Session(const MqttSourceSettings& settings, asio::io_context& io, InputMetrics& metrics, std::string component,
-          Receiver& receiver, std::size_t oversize_payload_bytes)
+  SessionImpl(const SessionSettings& settings, asio::io_context& io, std::string component, Receiver& receiver,
+              std::size_t oversize_payload_bytes)
       : settings_(settings),
         io_(io),
-        metrics_(metrics),
         component_(std::move(component)),
         receiver_(receiver),
         connect_failures_(component_, log::Level::warn),
@@ -59,7 +60,7 @@ class Session final : public MqttSession {
     for (const auto& uri : settings_.servers) {
       std::string error;
       auto a = parse_broker_uri(uri, error);
-      if (!a) throw plugin::StartError(error);
+      if (!a) throw std::invalid_argument(error);
       addresses_.push_back(*a);
     }
     // Large enough for every message up to max_message_bytes; longer ones are skipped while
@@ -104,11 +105,7 @@ class Session final : public MqttSession {
 
  private:
   void make_tls_context() {
-    try {
-      tls_.emplace(tls::make_client_context(settings_.tls));
-    } catch (const std::runtime_error& e) {
-      throw plugin::StartError(e.what());
-    }
+    tls_.emplace(tls::make_client_context(settings_.tls));
   }
 
   awaitable<void> supervise() {
@@ -128,20 +125,20 @@ class Session final : public MqttSession {
           }
         } catch (const SessionError& e) {
           error = e.what();
-          metrics_.error(e.reason);
+          receiver_.failure(e.reason);
           dropped_by_broker = e.reason == "disconnected_by_broker";
         } catch (const boost::system::system_error& e) {
           dropped_by_broker = e.code() == asio::error::eof || e.code() == asio::error::connection_reset;
           error = e.code() == asio::error::eof ? "the broker closed the connection" : e.code().message();
-          if (!was_up) metrics_.error("connect_failed");
+          if (!was_up) receiver_.failure("connect_failed");
         } catch (const std::exception& e) {
           error = e.what();
-          if (!was_up) metrics_.error("connect_failed");
+          if (!was_up) receiver_.failure("connect_failed");
         }
         if (stopping_) co_return;
         if (was_up) {
-          metrics_.connection_closed();
-          metrics_.error("connection_lost");
+          receiver_.session_down();
+          receiver_.failure("connection_lost");
           const auto lasted = Clock::now() - up_since_;
           if (lasted >= kStableSession) {
             log::warn(component_, "lost the connection to {}: {}; reconnecting", settings_.servers[i], error);
@@ -323,18 +320,16 @@ class Session final : public MqttSession {
     }
     was_up = true;
     up_since_ = Clock::now();
-    metrics_.connection_opened();
+    receiver_.session_up();
     connect_failures_.end(fmt::format("connected to {}", uri));
     log::info(component_, "connected to {} as \"{}\" ({}), subscribing to {} filter(s)", uri, settings_.client_id,
               connack.session_present ? "the broker kept the session" : "a new session",
-              settings_.topics_qos1.size() + settings_.topics_qos0.size());
+              settings_.subscriptions.size());
     keep_alive_ = std::chrono::seconds(settings_.keep_alive);
     if (connack.server_keep_alive) keep_alive_ = std::chrono::seconds(std::max<int>(1, *connack.server_keep_alive));
 
     // Subscribe, then serve: reader, writer and keep-alive until one of them ends.
-    std::vector<mqtt::Subscription> subscriptions;
-    for (const auto& t : settings_.topics_qos1) subscriptions.push_back({t, 1});
-    for (const auto& t : settings_.topics_qos0) subscriptions.push_back({t, 0});
+    const std::vector<Subscription>& subscriptions = settings_.subscriptions;
     subscribe_id_ = static_cast<std::uint16_t>(subscribe_id_ % 65535 + 1);
     outbox_.clear();
     send(mqtt::encode_subscribe(subscribe_id_, subscriptions, version));
@@ -353,7 +348,7 @@ class Session final : public MqttSession {
     closing_ = false;
     stream_open_ = [&socket] { return socket.is_open(); };
     struct Reset {
-      Session* self;
+      SessionImpl* self;
       ~Reset() {
         self->close_ = nullptr;
         self->stream_open_ = nullptr;
@@ -612,7 +607,7 @@ class Session final : public MqttSession {
                    "at every connect",
                    sub.filter, code, mqtt::suback_meaning(code, version), settings_.client_id,
                    settings_.username.empty() ? std::string() : fmt::format(" (user \"{}\")", settings_.username));
-        metrics_.error("subscription_refused");
+        receiver_.failure("subscription_refused");
         continue;
       }
       granted.push_back(fmt::format("\"{}\" (QoS {})", sub.filter, code));
@@ -625,7 +620,7 @@ class Session final : public MqttSession {
     }
     if (!granted.empty()) log::info(component_, "subscribed to {}", fmt::join(granted, ", "));
     if (refused > 0 && granted.empty()) {
-      log::error(component_, "connected, but the broker refused every subscription: this input receives nothing");
+      log::error(component_, "connected, but the broker refused every subscription: nothing will arrive");
     }
   }
 
@@ -640,10 +635,9 @@ class Session final : public MqttSession {
     co_await receiver_.message(*m, payload_size, acks);
   }
 
-  MqttSourceSettings settings_;
+  SessionSettings settings_;
   std::vector<BrokerAddress> addresses_;
   asio::io_context& io_;
-  InputMetrics& metrics_;
   std::string component_;
   Receiver& receiver_;
   log::Episode connect_failures_;
@@ -674,10 +668,10 @@ class Session final : public MqttSession {
 
 }  // namespace
 
-std::unique_ptr<MqttSession> make_mqtt_session(const MqttSourceSettings& settings, boost::asio::io_context& io,
-                                               InputMetrics& metrics, std::string component,
-                                               MqttSession::Receiver& receiver, std::size_t oversize_payload_bytes) {
-  return std::make_unique<Session>(settings, io, metrics, std::move(component), receiver, oversize_payload_bytes);
+std::unique_ptr<Session> make_session(const SessionSettings& settings, boost::asio::io_context& io,
+                                      std::string component, Session::Receiver& receiver,
+                                      std::size_t oversize_payload_bytes) {
+  return std::make_unique<SessionImpl>(settings, io, std::move(component), receiver, oversize_payload_bytes);
 }
 
-}  // namespace tank::input
+}  // namespace tank::mqtt
