@@ -106,7 +106,9 @@ struct HttpServer::Impl {
   std::condition_variable ended;
   std::size_t active = 0;
   std::list<std::weak_ptr<Connection>> connections;
-  asio::io_context io{1};
+  // The concurrency hint is the number of threads that run it: with 1, Asio's scheduler would not
+  // wake a second thread for handlers that are ready (one thread would serve every connection).
+  asio::io_context io{static_cast<int>(std::max(1u, options.threads))};
   std::optional<liveness::IoBeat> beat;
   tcp::acceptor acceptor{asio::make_strand(io)};
   asio::steady_timer retry_timer{io};
