@@ -15,6 +15,9 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     output::DeliverySettings settings = output::delivery_settings(*o.values, o.name, o.type, context.agent_id);
     settings.filter.inputs = o.inputs;
     settings.split_by_input = o.descriptor->split_by_input != nullptr && o.descriptor->split_by_input(*o.values);
+    // An output that sends records one by one compresses them itself (or not): the body is only
+    // hashed for the idempotency key.
+    if (o.descriptor->sends_records) settings.compression = output::Compression::none;
     for (const std::string& input : o.inputs) {
       const InputPlan* i = plan_.input(input);
       if (!i->stages.empty()) settings.filter.derived_only.push_back(input);

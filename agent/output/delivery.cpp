@@ -380,6 +380,17 @@ std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, I
   }
 }
 
+namespace {
+
+// Whether a finished send left records to dead-letter: a refused batch, or records refused of a
+// delivered one.
+bool refuses_records(const plugin::SendResult& result) {
+  return result.status == plugin::SendStatus::rejected ||
+         (result.status == plugin::SendStatus::delivered && !result.rejected_records.empty());
+}
+
+}  // namespace
+
 // The records of refused batches go to the dead-letter store in commits that fit the queue's
 // largest commit (a dead letter also holds the upstream's detail, often larger than the record),
 // each recording how far it got (InFlightBatch::rejected_through) with the batch's boundaries; the
@@ -396,18 +407,29 @@ bool Delivery::dead_letter_rejected() {
       std::lock_guard lock(mutex_);
       InFlight* f = nullptr;
       for (auto& x : open_) {
-        if (x->stage == InFlight::Stage::finished && x->result.status == plugin::SendStatus::rejected &&
-            !x->open.done) {
+        if (x->stage == InFlight::Stage::finished && refuses_records(x->result) && !x->open.done) {
           f = x.get();
           break;
         }
       }
       if (f == nullptr) return true;
       const std::int64_t now = clock_.wall_ns();
-      const std::string detail = fmt::format("output \"{}\": {}", settings_.output, f->result.detail);
+      // The records to dead-letter, in queue order, each with its detail: all of a refused batch,
+      // or the ones refused of a delivered batch.
+      std::vector<std::pair<const queue::RecordView*, std::string>> refused;
+      if (f->result.status == plugin::SendStatus::rejected) {
+        const std::string detail = fmt::format("output \"{}\": {}", settings_.output, f->result.detail);
+        for (const queue::RecordView* r : f->batch.records) refused.emplace_back(r, detail);
+      } else {
+        for (const plugin::RecordRejection& x : f->result.rejected_records) {
+          if (x.index >= f->batch.records.size()) continue;  // not a record of the batch: the plugin's error
+          refused.emplace_back(f->batch.records[x.index], fmt::format("output \"{}\": {}", settings_.output, x.detail));
+        }
+        std::sort(refused.begin(), refused.end(), [](const auto& a, const auto& b) { return a.first->seq < b.first->seq; });
+      }
       std::uint64_t bytes = 0;
       std::uint64_t through = f->open.rejected_through;
-      for (const queue::RecordView* r : f->batch.records) {
+      for (const auto& [r, detail] : refused) {
         if (r->seq <= f->open.rejected_through) continue;  // dead-lettered before a restart
         const std::uint64_t cost = 64 + r->input.size() + 32 + detail.size() + r->payload.size() + r->attributes.size();
         if (!w.dead_letters.empty() && bytes + cost > budget) break;
@@ -422,7 +444,7 @@ bool Delivery::dead_letter_rejected() {
       // The stored list as it is after this commit (the batch itself changes only once it is in).
       chunk_of = f;
       chunk_through = through;
-      chunk_done = f->batch.records.empty() || through >= f->batch.records.back()->seq;
+      chunk_done = refused.empty() || through >= refused.back().first->seq;
       std::vector<InFlightBatch> list;
       for (const auto& x : open_) {
         list.push_back(x->open);
@@ -481,8 +503,16 @@ bool Delivery::commit_finished() {
                             "store (tank dlq list --reason upstream_rejected)",
                  f->batch.first, f->batch.last, f->result.detail, f->batch.records.size());
     } else {
+      const auto refused = static_cast<double>(f->result.rejected_records.size());
+      if (refused > 0) {
+        metrics_->records_rejected->Increment(refused);
+        log::error(component, "the upstream refused {} of records {} to {} for good (the first: {}); they are in "
+                              "the dead-letter store (tank dlq list --reason upstream_rejected)",
+                   f->result.rejected_records.size(), f->batch.first, f->batch.last,
+                   f->result.rejected_records.front().detail);
+      }
       metrics_->batches_delivered->Increment();
-      metrics_->records_delivered->Increment(n);
+      metrics_->records_delivered->Increment(n - refused);
       metrics_->last_success->Set(static_cast<double>(now) / 1e9);
       for (const queue::RecordView* r : f->batch.records) {
         metrics_->latency->Observe(static_cast<double>(now - r->ingest_ns) / 1e9);
@@ -661,6 +691,7 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
   outgoing.content_encoding = content_encoding(settings_.compression);
   outgoing.idempotency_key = batch.key;
   outgoing.input = batch.input;
+  outgoing.each = batch.records;
   const double n = static_cast<double>(outgoing.records);
   // Capped exponential backoff with full jitter (many gateways, one upstream); its random source
   // is the delivery's generator, drawn from under mutex_.

@@ -21,10 +21,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.hpp"
 #include "config/document.hpp"
 #include "config/schema.hpp"
+#include "queue/record.hpp"
 
 namespace tank::metrics {
 class Registry;
@@ -42,6 +44,15 @@ struct OutgoingBatch {
   std::string_view content_encoding;  // "zstd", "gzip", or "" (none)
   std::string_view idempotency_key;   // the same for every attempt of this batch (output/batch.hpp)
   std::string_view input;             // the input of every record, or "" when they are mixed
+  // The records themselves, in queue order (payload, input, attributes, seq), for an output that
+  // sends each record on its own (Descriptor::sends_records): records.size() == records count.
+  std::span<const queue::RecordView* const> each;
+};
+
+// One record of a batch the upstream refused for good while it took the others.
+struct RecordRejection {
+  std::size_t index = 0;  // into OutgoingBatch::each
+  std::string detail;     // for people and the dead letter: "Kafka: Broker: Message size too large"
 };
 
 enum class SendStatus {
@@ -51,12 +62,20 @@ enum class SendStatus {
 };
 
 struct SendResult {
+  SendResult() = default;
+  SendResult(SendStatus s, std::string d = {}, std::optional<std::chrono::milliseconds> wait = std::nullopt)
+      : status(s), detail(std::move(d)), retry_after(wait) {}
+
   SendStatus status = SendStatus::retry;
   // For people: "HTTP 503 Service Unavailable: <body excerpt>", "connect to 10.0.0.1:443: timed
   // out". For rejected batches it is the dead letters' detail.
   std::string detail;
   // The upstream asked to wait this long before the next attempt (HTTP Retry-After).
   std::optional<std::chrono::milliseconds> retry_after;
+  // With delivered: the records of the batch the upstream refused for good while it took the
+  // rest (an output that sends each record on its own). They go to the dead-letter store with
+  // reason upstream_rejected and their own detail; the batch is acknowledged once they are in.
+  std::vector<RecordRejection> rejected_records;
 };
 
 class Output {

@@ -37,6 +37,11 @@ struct Descriptor {
   // For outputs: whether this instance needs every batch to hold the records of one input
   // (e.g. an MQTT topic naming the input).
   bool (*split_by_input)(const config::SectionValues& options) = nullptr;
+  // For outputs: whether the output sends each record on its own (OutgoingBatch::each; e.g. one
+  // Kafka message per record) rather than the batch's body. The engine then leaves the body
+  // uncompressed (it still encodes it: the idempotency key hashes it), and the output may refuse
+  // single records (SendResult::rejected_records).
+  bool sends_records = false;
 };
 
 class Registry {

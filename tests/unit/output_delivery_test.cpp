@@ -27,6 +27,7 @@ struct Sent {
   std::uint64_t first = 0, last = 0;
   std::size_t records = 0;
   std::string input;
+  std::vector<std::string> each;  // the payloads of OutgoingBatch::each
 };
 
 // Answers from a script (then `otherwise`), and records every attempt.
@@ -45,8 +46,10 @@ class ScriptedOutput final : public plugin::Output {
   explicit ScriptedOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   plugin::SendResult send(const plugin::OutgoingBatch& b) override {
     std::lock_guard lock(shared_->mutex);
+    std::vector<std::string> each;
+    for (const queue::RecordView* r : b.each) each.emplace_back(r->payload);
     shared_->sent.push_back({std::string(b.idempotency_key), std::string(b.body), b.first_seq, b.last_seq, b.records,
-                             std::string(b.input)});
+                             std::string(b.input), std::move(each)});
     if (shared_->script.empty()) return {shared_->otherwise, "scripted", std::nullopt};
     plugin::SendResult r = shared_->script.front();
     shared_->script.pop_front();
@@ -185,6 +188,35 @@ TEST_CASE("delivery: a batch the upstream refuses for good goes to the dead-lett
   CHECK(metric_value(h.registry.serialize(), R"(tank_output_records_total{output="cloud",result="rejected",type="test"})") == 3);
 }
 
+TEST_CASE("delivery: records an output refuses one by one go to the dead-letter store, the rest count as delivered",
+          "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3", "4"});
+  plugin::SendResult partly{plugin::SendStatus::delivered, "2 of 3 refused", std::nullopt};
+  // Out of order on purpose: the dead letters follow the queue's order.
+  partly.rejected_records = {{2, "Kafka: Broker: Message size too large"},
+                             {0, "Kafka: Broker: Topic authorization failed"}};
+  h.shared->script = {partly};
+  auto d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 4; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[0].each == std::vector<std::string>{"1", "2", "3"});  // every record, in queue order
+  CHECK(sent[1].each == std::vector<std::string>{"4"});
+  auto letters = h.queue->dead_letters({});
+  REQUIRE(letters.size() == 2);
+  CHECK(letters[0].letter.original == "1");
+  CHECK(letters[0].letter.reason == "upstream_rejected");
+  CHECK(letters[0].letter.detail == "output \"cloud\": Kafka: Broker: Topic authorization failed");
+  CHECK(letters[1].letter.original == "3");
+  CHECK(letters[1].letter.detail == "output \"cloud\": Kafka: Broker: Message size too large");
+  const std::string m = h.registry.serialize();
+  CHECK(metric_value(m, R"(tank_output_records_total{output="cloud",result="rejected",type="test"})") == 2);
+  CHECK(metric_value(m, R"(tank_output_records_total{output="cloud",result="delivered",type="test"})") == 2);
+}
+
 TEST_CASE("delivery: an output takes only its routes and passes the rest", "[unit][output]") {
   Harness h;
   h.append({"x1", "x2"}, "other");
@@ -295,8 +327,10 @@ class SelectiveOutput final : public plugin::Output {
   explicit SelectiveOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   plugin::SendResult send(const plugin::OutgoingBatch& b) override {
     std::lock_guard lock(shared_->mutex);
+    std::vector<std::string> each;
+    for (const queue::RecordView* r : b.each) each.emplace_back(r->payload);
     shared_->sent.push_back({std::string(b.idempotency_key), std::string(b.body), b.first_seq, b.last_seq, b.records,
-                             std::string(b.input)});
+                             std::string(b.input), std::move(each)});
     if (shared_->failing.contains(b.first_seq)) return {plugin::SendStatus::retry, "HTTP 503", std::nullopt};
     return {plugin::SendStatus::delivered, "ok", std::nullopt};
   }
