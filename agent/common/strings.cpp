@@ -65,6 +65,14 @@ std::optional<std::string> closest(std::string_view word, std::span<const std::s
   return closest_impl(word, candidates);
 }
 
+std::string replace_all(std::string text, std::string_view what, std::string_view with) {
+  if (what.empty()) return text;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + with.size())) {
+    text.replace(at, what.size(), with);
+  }
+  return text;
+}
+
 std::string join_alternatives(std::span<const std::string> items, bool quote) {
   std::string out;
   for (std::size_t i = 0; i < items.size(); ++i) {

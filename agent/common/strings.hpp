@@ -24,6 +24,9 @@ std::optional<std::string> closest(std::string_view word, std::span<const std::s
 // "a", "a or b", "a, b or c" (each item quoted when `quote`).
 std::string join_alternatives(std::span<const std::string> items, bool quote = true);
 
+// `text` with every `what` replaced by `with` (left to right, not rescanning what was put in).
+std::string replace_all(std::string text, std::string_view what, std::string_view with);
+
 // Renders `bytes` for a terminal: printable ASCII as is, everything else as \xNN, at most
 // `limit` bytes shown, followed by "..." when cut.
 std::string printable(std::string_view bytes, std::size_t limit);

@@ -118,6 +118,11 @@ std::span<const config::Option> output_common_options();
 // The name an output instance gets: its `name` option, or the plugin's name when unset.
 std::string output_name(const config::SectionValues& values, std::string_view plugin_name);
 
+// Adds an error when the string option `option` (a topic template) has braces around anything but
+// {agent_id}, {output} and {input}.
+void check_topic_template(const config::SectionValues& values, config::Diagnostics& diagnostics,
+                          std::string_view option);
+
 // The queue consumer name of an output.
 std::string output_consumer_name(std::string_view output_name);
 

@@ -158,6 +158,21 @@ const config::Option kOutputCommon[] = {
 
 std::span<const config::Option> output_common_options() { return kOutputCommon; }
 
+void check_topic_template(const config::SectionValues& v, config::Diagnostics& diagnostics, std::string_view option) {
+  const std::string& topic = v.string(option);
+  const std::string path = fmt::format("{}.{}", v.path(), option);
+  for (std::size_t open = topic.find('{'); open != std::string::npos; open = topic.find('{', open + 1)) {
+    const auto close = topic.find('}', open);
+    const std::string_view name =
+        close == std::string::npos ? std::string_view{} : std::string_view(topic).substr(open + 1, close - open - 1);
+    if (name != "agent_id" && name != "output" && name != "input") {
+      diagnostics.error(v.location_of(option), path,
+                        fmt::format("\"{}\": only {{agent_id}}, {{output}} and {{input}} may appear in braces", topic));
+      break;
+    }
+  }
+}
+
 std::string output_name(const config::SectionValues& values, std::string_view plugin_name) {
   return values.has("name") ? values.string("name") : std::string(plugin_name);
 }

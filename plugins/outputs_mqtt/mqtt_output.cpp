@@ -102,16 +102,7 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
     diagnostics.error(v.location_of("topic"), v.path() + ".topic",
                       fmt::format("\"{}\" is not a topic to publish to: it must not be empty or hold + or #", topic));
   }
-  for (std::size_t open = topic.find('{'); open != std::string::npos; open = topic.find('{', open + 1)) {
-    const auto close = topic.find('}', open);
-    const std::string_view name =
-        close == std::string::npos ? std::string_view{} : std::string_view(topic).substr(open + 1, close - open - 1);
-    if (name != "agent_id" && name != "output" && name != "input") {
-      diagnostics.error(v.location_of("topic"), v.path() + ".topic",
-                        fmt::format("\"{}\": only {{agent_id}}, {{output}} and {{input}} may appear in braces", topic));
-      break;
-    }
-  }
+  plugin::check_topic_template(v, diagnostics, "topic");
   plugin::check_tls_client_options(v, diagnostics);
 }
 
@@ -125,13 +116,6 @@ const config::Section kSection{
     .repeated = true,
     .check = check,
 };
-
-std::string replace_all(std::string text, std::string_view what, std::string_view with) {
-  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + with.size())) {
-    text.replace(at, what.size(), with);
-  }
-  return text;
-}
 
 // Paho C accepts tcp:// and ssl://; mqtt:// and mqtts:// are their other names.
 std::string paho_uri(const std::string& uri) {
@@ -157,7 +141,7 @@ class MqttOutput final : public plugin::Output {
   MqttOutput(const MqttOutputSettings& s, const plugin::OutputContext& context)
       : name_(context.name), agent_id_(context.agent_id), component_("output " + context.name) {
     servers_ = s.servers;
-    topic_ = replace_all(replace_all(s.topic, "{agent_id}", agent_id_), "{output}", name_);
+    topic_ = strings::replace_all(strings::replace_all(s.topic, "{agent_id}", agent_id_), "{output}", name_);
     client_id_ = s.client_id.empty() ? fmt::format("tank-{}-{}", agent_id_, name_) : s.client_id;
     // With max_in_flight > 1 every instance is a client of its own: the broker needs unique ids.
     if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
@@ -291,7 +275,7 @@ class MqttOutput final : public plugin::Output {
   }
 
   mqtt::message_ptr make_message(const plugin::OutgoingBatch& batch) const {
-    const std::string topic = replace_all(topic_, "{input}", batch.input.empty() ? "mixed" : batch.input);
+    const std::string topic = strings::replace_all(topic_, "{input}", batch.input.empty() ? "mixed" : batch.input);
     if (version_ == MQTTVERSION_5) {
       auto message = mqtt::make_message(topic, batch.body.data(), batch.body.size(), 1, retain_);
       mqtt::properties props;

@@ -99,8 +99,21 @@ TEST_CASE("configuration reference matches the declarations", "[config][docs]") 
   std::stringstream committed;
   committed << in.rdbuf();
   INFO("docs/configuration.md is out of date: regenerate it with `build/agent/tank reference > "
-       "docs/configuration.md`");
-  CHECK(committed.str() == config::render_reference(real_schema()));
+       "docs/configuration.md` (from a build with every plugin)");
+  const std::string rendered = config::render_reference(real_schema());
+  // A build without some plugins (TANK_PLUGINS; the static builds leave outputs.kafka out) has
+  // no section for them: the committed reference, written by a build with every plugin, is
+  // compared without those sections.
+  std::string expected = committed.str();
+  for (std::size_t at = expected.find("\n## [["); at != std::string::npos; at = expected.find("\n## [[", at + 1)) {
+    const std::size_t eol = expected.find('\n', at + 1);
+    const std::string heading = expected.substr(at + 1, eol - at - 1);
+    if (rendered.find("\n" + heading + "\n") != std::string::npos) continue;
+    const std::size_t next = expected.find("\n## ", at + 1);
+    expected.erase(at, next == std::string::npos ? std::string::npos : next - at);
+    at = at == 0 ? 0 : at - 1;
+  }
+  CHECK(expected == rendered);
 }
 
 TEST_CASE("cross-option checks warn about options that have no effect", "[config][queue]") {

@@ -1,0 +1,299 @@
+#include "kafka_producer.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
+#include "common/log.hpp"
+#include "common/strings.hpp"
+#include "plugin/input.hpp"
+
+namespace tank::plugins::kafka {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// Errors Kafka will give again for the same message however often it is sent: its records are
+// dead-lettered. Everything else is retried.
+bool permanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string describe(rd_kafka_resp_err_t err) { return fmt::format("Kafka: {}", rd_kafka_err2str(err)); }
+
+// The message key of a record: its key_field when it is a JSON object that has it.
+std::optional<std::string> key_of(std::string_view payload, const std::string& field) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(payload, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const boost::json::value* found = v.as_object().if_contains(field);
+  if (found == nullptr || found->is_null()) return std::nullopt;
+  if (found->is_string()) return std::string(found->as_string());
+  return boost::json::serialize(*found);
+}
+
+// What a message's delivery report said. One per message of a send; the report finds it through
+// the message's opaque pointer. Kept until librdkafka has no message left, so that a late report
+// of a purged message (after a timeout) never touches freed memory.
+struct Slot {
+  std::uint64_t generation = 0;  // the send it belongs to
+  std::size_t index = 0;         // into the batch
+  bool reported = false;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+};
+
+class KafkaOutput final : public plugin::Output {
+ public:
+  KafkaOutput(const KafkaSettings& settings, const plugin::OutputContext& context)
+      : settings_(settings), component_("output " + context.name) {
+    client_id_ = fmt::format("tank-{}-{}", context.agent_id, context.name);
+    if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
+    topic_ = strings::replace_all(strings::replace_all(settings_.topic, "{agent_id}", context.agent_id), "{output}",
+                                  context.name);
+  }
+
+  ~KafkaOutput() override { stop(); }
+
+  void start() override {
+    std::string error;
+    if (!create(error)) throw plugin::StartError(error);
+  }
+
+  plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
+    if (!producer_) {
+      std::string error;
+      if (!create(error)) return {plugin::SendStatus::retry, error};
+    }
+    if (auto fatal = fatal_error()) return recreate(*fatal);
+    forget_reported_slots();
+    const std::uint64_t generation = ++generation_;
+    const std::size_t first_slot = slots_.size();
+    std::vector<plugin::RecordRejection> rejected;
+    std::string retry_cause;
+    std::size_t produced = 0;
+    for (std::size_t i = 0; i < batch.each.size() && retry_cause.empty(); ++i) {
+      const queue::RecordView& r = *batch.each[i];
+      slots_.push_back(Slot{generation, i});
+      const rd_kafka_resp_err_t err = produce(batch, r, i, &slots_.back());
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++produced;
+      } else if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED && !refused_for_long(r.input)) {
+        // librdkafka answers this itself for a while after a broker said it once: retried until
+        // the refusal has lasted delivery_timeout (a lasting ACL, not a blip), then dead-lettered.
+        slots_.pop_back();
+        retry_cause = fmt::format("record {}: {} (retried until it lasts {} ms)", i, describe(err),
+                                  settings_.delivery_timeout.count());
+      } else if (permanent(err)) {
+        slots_.pop_back();
+        rejected.push_back({i, describe(err)});
+      } else {
+        slots_.pop_back();
+        retry_cause = err == RD_KAFKA_RESP_ERR__FATAL ? "" : fmt::format("producing record {} failed: {}", i, describe(err));
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+          if (auto fatal = fatal_error()) return recreate(*fatal);
+          retry_cause = "the producer failed";
+        }
+      }
+    }
+    // Every message produced gets its report: wait for them all (the last one may wait for a
+    // leader to come back for up to message.timeout.ms, reported later by one reconnect backoff).
+    const auto deadline = SteadyClock::now() + settings_.delivery_timeout + std::chrono::seconds(12);
+    std::size_t reported = 0;
+    while (reported < produced) {
+      if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) break;
+      if (SteadyClock::now() >= deadline) break;
+      rd_kafka_poll(producer_, 50);
+      reported = 0;
+      for (std::size_t s = first_slot; s < slots_.size(); ++s) reported += slots_[s].reported ? 1 : 0;
+      if (auto fatal = fatal_error()) return recreate(*fatal);
+    }
+    if (reported < produced) {
+      // Not all reports came: purge what librdkafka still holds (the purged messages' reports
+      // come later, to slots kept until then) and send the batch again.
+      rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+      rd_kafka_poll(producer_, 0);
+      if (interrupted_) return {plugin::SendStatus::retry, "stopping"};
+      return {plugin::SendStatus::retry,
+              fmt::format("{} of {} messages were not acknowledged within delivery_timeout ({} ms)",
+                          produced - reported, produced, settings_.delivery_timeout.count())};
+    }
+    for (std::size_t s = first_slot; s < slots_.size(); ++s) {
+      const Slot& slot = slots_[s];
+      if (slot.err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+      if (permanent(slot.err)) {
+        rejected.push_back({slot.index, describe(slot.err)});
+      } else if (retry_cause.empty()) {
+        retry_cause = fmt::format("record {}: {}", slot.index, describe(slot.err));
+      }
+    }
+    if (!retry_cause.empty()) return {plugin::SendStatus::retry, retry_cause};
+    errors_.end("the brokers answer again");
+    if (rejected.empty()) unauthorized_since_.clear();
+    plugin::SendResult result{plugin::SendStatus::delivered,
+                              fmt::format("{} message(s) acknowledged", batch.each.size() - rejected.size())};
+    result.rejected_records = std::move(rejected);
+    return result;
+  }
+
+  void interrupt() override {
+    // A send in progress waits stop_timeout more for its reports, then gives up (the batch stays
+    // in flight in the queue and is sent again after the restart).
+    stop_deadline_ = SteadyClock::now() + settings_.stop_timeout;
+    interrupted_ = true;
+  }
+
+  std::chrono::nanoseconds longest_send() const override {
+    return settings_.delivery_timeout + std::chrono::seconds(12);
+  }
+
+  void stop() override { destroy(); }
+
+ private:
+  bool create(std::string& error) {
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    char message[512];
+    for (const auto& [name, value] : producer_properties(settings_, client_id_)) {
+      if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), message, sizeof message) != RD_KAFKA_CONF_OK) {
+        error = fmt::format("librdkafka refuses {} = \"{}\": {}", name, value, message);
+        rd_kafka_conf_destroy(conf);
+        return false;
+      }
+    }
+    rd_kafka_conf_set_opaque(conf, this);
+    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+      auto* slot = static_cast<Slot*>(m->_private);
+      if (slot == nullptr) return;
+      slot->reported = true;
+      slot->err = m->err;
+    });
+    rd_kafka_conf_set_error_cb(conf, [](rd_kafka_t*, int err, const char* reason, void* opaque) {
+      auto* self = static_cast<KafkaOutput*>(opaque);
+      // Transient errors (all brokers down, a connection refused) librdkafka recovers from; they
+      // show in the deliveries that fail. Logged once per kind of error.
+      self->errors_.occur(fmt::format("{}: {}", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason));
+    });
+    rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t*, int level, const char* fac, const char* buf) {
+      if (level <= 3) log::warn("kafka", "librdkafka {}: {}", fac, buf);
+    });
+    producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, message, sizeof message);
+    if (producer_ == nullptr) {
+      error = fmt::format("cannot create the Kafka producer: {}", message);
+      rd_kafka_conf_destroy(conf);  // rd_kafka_new owns conf only on success
+      return false;
+    }
+    return true;
+  }
+
+  // Produces one record; its report goes to `slot`.
+  rd_kafka_resp_err_t produce(const plugin::OutgoingBatch& batch, const queue::RecordView& r, std::size_t index,
+                              Slot* slot) {
+    const std::string topic = strings::replace_all(topic_, "{input}", r.input);
+    std::optional<std::string> key;
+    if (!settings_.key_field.empty()) key = key_of(r.payload, settings_.key_field);
+    const std::string record_id = fmt::format("{}#{}", batch.idempotency_key, index);
+    const void* key_data = key ? key->data() : nullptr;
+    const std::size_t key_size = key ? key->size() : 0;
+    for (;;) {
+      rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
+      rd_kafka_header_add(headers, "idempotency-key", -1, batch.idempotency_key.data(),
+                          static_cast<ssize_t>(batch.idempotency_key.size()));
+      rd_kafka_header_add(headers, "tank-record", -1, record_id.data(), static_cast<ssize_t>(record_id.size()));
+      rd_kafka_header_add(headers, "tank-input", -1, r.input.data(), static_cast<ssize_t>(r.input.size()));
+      const rd_kafka_resp_err_t err = rd_kafka_producev(
+          producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_VALUE(const_cast<char*>(r.payload.data()), r.payload.size()),
+          RD_KAFKA_V_KEY(key_data, key_size), RD_KAFKA_V_HEADERS(headers),
+          RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return err;  // librdkafka owns the headers now
+      rd_kafka_headers_destroy(headers);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
+      // librdkafka holds a batch's worth: wait for reports to make room (bounded by the deadline
+      // of the reports themselves, message.timeout.ms).
+      if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) return RD_KAFKA_RESP_ERR__TIMED_OUT;
+      rd_kafka_poll(producer_, 50);
+    }
+  }
+
+  // Whether produce() has refused the topic of records of `input` as unauthorized for at least
+  // delivery_timeout (since the first such refusal after the last clean delivery).
+  bool refused_for_long(std::string_view input) {
+    const std::string topic = strings::replace_all(topic_, "{input}", input);
+    const auto now = SteadyClock::now();
+    auto [it, fresh] = unauthorized_since_.emplace(topic, now);
+    return !fresh && now - it->second >= settings_.delivery_timeout;
+  }
+
+  // Drops the slots of earlier sends once librdkafka holds no message of theirs any more.
+  void forget_reported_slots() {
+    if (slots_.empty()) return;
+    if (rd_kafka_outq_len(producer_) == 0) {
+      rd_kafka_poll(producer_, 0);  // reports still queued for us
+      slots_.clear();
+    }
+  }
+
+  std::optional<std::string> fatal_error() {
+    char reason[512];
+    const rd_kafka_resp_err_t err = rd_kafka_fatal_error(producer_, reason, sizeof reason);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return std::nullopt;
+    return fmt::format("{}: {}", rd_kafka_err2name(err), reason);
+  }
+
+  // After a fatal error the producer can send nothing more: a new one (a new idempotence
+  // session) sends the batch again.
+  plugin::SendResult recreate(const std::string& fatal) {
+    log::warn(component_, "the Kafka producer failed for good ({}); starting a new one and sending the batch again",
+              fatal);
+    destroy();
+    std::string error;
+    if (!create(error)) return {plugin::SendStatus::retry, error};
+    return {plugin::SendStatus::retry, "the producer failed (" + fatal + "); a new one sends the batch again"};
+  }
+
+  void destroy() {
+    if (producer_ == nullptr) return;
+    rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+    rd_kafka_poll(producer_, 0);
+    rd_kafka_destroy_flags(producer_, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    producer_ = nullptr;
+    slots_.clear();  // no report comes after the producer is gone
+  }
+
+  KafkaSettings settings_;
+  std::string component_;
+  std::string client_id_;
+  std::string topic_;  // {agent_id} and {output} replaced
+  rd_kafka_t* producer_ = nullptr;
+  std::deque<Slot> slots_;  // stable addresses: reports point into it
+  std::uint64_t generation_ = 0;
+  std::map<std::string, SteadyClock::time_point> unauthorized_since_;  // topic -> first local refusal
+  std::atomic<bool> interrupted_{false};
+  std::atomic<SteadyClock::time_point> stop_deadline_{SteadyClock::time_point::max()};
+  log::Episode errors_{component_, log::Level::warn};
+};
+
+}  // namespace
+
+std::unique_ptr<plugin::Output> make_kafka_output(const KafkaSettings& settings, const plugin::OutputContext& context) {
+  return std::make_unique<KafkaOutput>(settings, context);
+}
+
+}  // namespace tank::plugins::kafka
