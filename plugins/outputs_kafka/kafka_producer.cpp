@@ -39,16 +39,38 @@ bool permanent(rd_kafka_resp_err_t err) {
 
 std::string describe(rd_kafka_resp_err_t err) { return fmt::format("Kafka: {}", rd_kafka_err2str(err)); }
 
-// The message key of a record: its key_field when it is a JSON object that has it.
-std::optional<std::string> key_of(std::string_view payload, const std::string& field) {
-  boost::system::error_code ec;
-  boost::json::value v = boost::json::parse(payload, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  const boost::json::value* found = v.as_object().if_contains(field);
-  if (found == nullptr || found->is_null()) return std::nullopt;
-  if (found->is_string()) return std::string(found->as_string());
-  return boost::json::serialize(*found);
-}
+// Finds the message key of records: their key_field when they are JSON objects that have it.
+// One per producer, reused: a record is parsed into a stack buffer with the parser's own storage
+// kept from record to record, so a key costs no allocation but the key's own.
+class KeyReader {
+ public:
+  explicit KeyReader(std::string field) : field_(std::move(field)) {}
+  bool wanted() const { return !field_.empty(); }
+  // Sets `key` and returns true when the record has one.
+  bool read(std::string_view payload, std::string& key) {
+    unsigned char buffer[4096];
+    boost::json::monotonic_resource arena(buffer, sizeof buffer);
+    parser_.reset(&arena);
+    boost::system::error_code ec;
+    parser_.write(payload.data(), payload.size(), ec);
+    if (!ec) parser_.finish(ec);
+    if (ec) return false;
+    const boost::json::value v = parser_.release();
+    if (!v.is_object()) return false;
+    const boost::json::value* found = v.as_object().if_contains(field_);
+    if (found == nullptr || found->is_null()) return false;
+    if (found->is_string()) {
+      key.assign(found->as_string().data(), found->as_string().size());
+    } else {
+      key = boost::json::serialize(*found);
+    }
+    return true;
+  }
+
+ private:
+  std::string field_;
+  boost::json::stream_parser parser_;
+};
 
 // What a message's delivery report said. One per message of a send; the report finds it through
 // the message's opaque pointer. Kept until librdkafka has no message left, so that a late report
@@ -85,6 +107,7 @@ class KafkaOutput final : public plugin::Output {
     if (auto fatal = fatal_error()) return recreate(*fatal);
     forget_reported_slots();
     const std::uint64_t generation = ++generation_;
+    reported_ = 0;
     const std::size_t first_slot = slots_.size();
     std::vector<plugin::RecordRejection> rejected;
     std::string retry_cause;
@@ -116,15 +139,13 @@ class KafkaOutput final : public plugin::Output {
     // Every message produced gets its report: wait for them all (the last one may wait for a
     // leader to come back for up to message.timeout.ms, reported later by one reconnect backoff).
     const auto deadline = SteadyClock::now() + settings_.delivery_timeout + std::chrono::seconds(12);
-    std::size_t reported = 0;
-    while (reported < produced) {
+    while (reported_ < produced) {
       if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) break;
       if (SteadyClock::now() >= deadline) break;
       rd_kafka_poll(producer_, 50);
-      reported = 0;
-      for (std::size_t s = first_slot; s < slots_.size(); ++s) reported += slots_[s].reported ? 1 : 0;
       if (auto fatal = fatal_error()) return recreate(*fatal);
     }
+    const std::size_t reported = reported_;
     if (reported < produced) {
       // Not all reports came: purge what librdkafka still holds (the purged messages' reports
       // come later, to slots kept until then) and send the batch again.
@@ -178,11 +199,13 @@ class KafkaOutput final : public plugin::Output {
       }
     }
     rd_kafka_conf_set_opaque(conf, this);
-    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
       auto* slot = static_cast<Slot*>(m->_private);
       if (slot == nullptr) return;
       slot->reported = true;
       slot->err = m->err;
+      auto* self = static_cast<KafkaOutput*>(opaque);
+      if (slot->generation == self->generation_) ++self->reported_;
     });
     rd_kafka_conf_set_error_cb(conf, [](rd_kafka_t*, int err, const char* reason, void* opaque) {
       auto* self = static_cast<KafkaOutput*>(opaque);
@@ -205,12 +228,14 @@ class KafkaOutput final : public plugin::Output {
   // Produces one record; its report goes to `slot`.
   rd_kafka_resp_err_t produce(const plugin::OutgoingBatch& batch, const queue::RecordView& r, std::size_t index,
                               Slot* slot) {
-    const std::string topic = strings::replace_all(topic_, "{input}", r.input);
-    std::optional<std::string> key;
-    if (!settings_.key_field.empty()) key = key_of(r.payload, settings_.key_field);
-    const std::string record_id = fmt::format("{}#{}", batch.idempotency_key, index);
-    const void* key_data = key ? key->data() : nullptr;
-    const std::size_t key_size = key ? key->size() : 0;
+    const std::string& topic = topic_for(r.input);
+    const bool keyed = keys_.wanted() && keys_.read(r.payload, key_);
+    record_id_.assign(batch.idempotency_key);
+    record_id_ += '#';
+    record_id_ += std::to_string(index);
+    const void* key_data = keyed ? key_.data() : nullptr;
+    const std::size_t key_size = keyed ? key_.size() : 0;
+    const std::string& record_id = record_id_;
     for (;;) {
       rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
       rd_kafka_header_add(headers, "idempotency-key", -1, batch.idempotency_key.data(),
@@ -232,10 +257,18 @@ class KafkaOutput final : public plugin::Output {
     }
   }
 
+  // The topic of a record of `input` (the template's {input} replaced; cached per input).
+  const std::string& topic_for(std::string_view input) {
+    if (topic_.find("{input}") == std::string::npos) return topic_;
+    auto it = topics_.find(input);
+    if (it == topics_.end()) it = topics_.emplace(std::string(input), strings::replace_all(topic_, "{input}", input)).first;
+    return it->second;
+  }
+
   // Whether produce() has refused the topic of records of `input` as unauthorized for at least
   // delivery_timeout (since the first such refusal after the last clean delivery).
   bool refused_for_long(std::string_view input) {
-    const std::string topic = strings::replace_all(topic_, "{input}", input);
+    const std::string topic = topic_for(input);
     const auto now = SteadyClock::now();
     auto [it, fresh] = unauthorized_since_.emplace(topic, now);
     return !fresh && now - it->second >= settings_.delivery_timeout;
@@ -281,9 +314,14 @@ class KafkaOutput final : public plugin::Output {
   std::string component_;
   std::string client_id_;
   std::string topic_;  // {agent_id} and {output} replaced
+  std::map<std::string, std::string, std::less<>> topics_;  // input -> topic
+  KeyReader keys_{settings_.key_field};
+  std::string key_;        // the key of the record being produced
+  std::string record_id_;  // its tank-record header
   rd_kafka_t* producer_ = nullptr;
   std::deque<Slot> slots_;  // stable addresses: reports point into it
-  std::uint64_t generation_ = 0;
+  std::uint64_t generation_ = 0;  // of the send in progress
+  std::size_t reported_ = 0;      // its messages with a delivery report
   std::map<std::string, SteadyClock::time_point> unauthorized_since_;  // topic -> first local refusal
   std::atomic<bool> interrupted_{false};
   std::atomic<SteadyClock::time_point> stop_deadline_{SteadyClock::time_point::max()};

@@ -1,0 +1,208 @@
+// TCP -> queue -> outputs.kafka against librdkafka's mock cluster (issue 20's figure), and the
+// mock cluster's own ceiling measured in the same run: a bare librdkafka producer (idempotent,
+// acks = all, as tank's) sending the same records into the same cluster.
+//
+//   kafka_bench --tank build/agent/tank --mock build/tests/kafka_mock_cluster --dir /work/kbench
+//     [--records 3000000] [--size 60] [--partitions 3] [--repeat 3] [--batch 10000] [--in-flight 1]
+//
+// Output: one Markdown row per run (records/s, CPU-s per million records of tank or of the bare
+// producer, peak RSS of tank). The mock keeps only the last ~5 MB of each partition: the figures
+// are the cluster's intake, not what a consumer could read back.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
+#include "bench_support.hpp"
+
+using namespace bench;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Settings {
+  std::string tank, mock;
+  fs::path dir;
+  std::uint64_t records = 3'000'000;
+  std::size_t size = 60;
+  int partitions = 3;
+  int repeat = 3;
+  std::size_t batch = 10000;
+  int in_flight = 1;  // outputs.kafka's max_in_flight
+};
+
+// The mock cluster as a child: its bootstrap list from its first line; closing its stdin ends it.
+struct Mock {
+  pid_t pid = -1;
+  int to = -1;
+  std::string bootstraps;
+  Mock(const Settings& s) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) die("pipe failed");
+    const std::string topic = fmt::format("t:{}:3", s.partitions);
+    pid = ::fork();
+    if (pid == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::execl(s.mock.c_str(), s.mock.c_str(), "--brokers", "3", "--topic", topic.c_str(), nullptr);
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    to = in[1];
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
+    ::close(out[0]);
+    if (!line.starts_with("bootstraps=")) die("the mock cluster did not start: " + line);
+    bootstraps = line.substr(11);
+  }
+  ~Mock() {
+    ::close(to);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+};
+
+std::string record(std::uint64_t i, std::size_t size) {
+  std::string r = fmt::format("{{\"device\":\"d{}\",\"n\":{},\"pad\":\"", i % 100, i);
+  if (r.size() + 2 < size) r.append(size - r.size() - 2, 'p');
+  return r + "\"}";
+}
+
+double self_cpu() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+struct Row {
+  double rate = 0, cpu_per_m = 0, rss_mib = 0;
+};
+
+// The bare producer: what the mock cluster takes from one idempotent producer.
+Row bare(const Settings& s, const Mock& mock) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  const std::pair<const char*, std::string> props[] = {
+      {"bootstrap.servers", mock.bootstraps}, {"enable.idempotence", "true"}, {"acks", "all"},
+      {"linger.ms", "5"}, {"queue.buffering.max.messages", std::to_string(s.batch)},
+      {"compression.codec", "zstd"}};
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf, k, v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) die(err);
+  }
+  static std::uint64_t delivered, failed;
+  delivered = failed = 0;
+  rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
+    (m->err ? failed : delivered)++;
+  });
+  rd_kafka_t* p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (!p) die(err);
+  const double cpu0 = self_cpu();
+  const auto start = Clock::now();
+  for (std::uint64_t i = 0; i < s.records; ++i) {
+    const std::string v = record(i, s.size);
+    const std::string key = fmt::format("d{}", i % 100);
+    for (;;) {
+      const auto e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC("t"), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_VALUE(const_cast<char*>(v.data()), v.size()),
+                                       RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_END);
+      if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) die(std::string("produce: ") + rd_kafka_err2str(e));
+      rd_kafka_poll(p, 1);
+    }
+    rd_kafka_poll(p, 0);
+  }
+  rd_kafka_flush(p, 60000);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu = self_cpu() - cpu0;
+  rd_kafka_destroy(p);
+  if (delivered != s.records) die(fmt::format("bare producer: {} delivered, {} failed", delivered, failed));
+  return {static_cast<double>(s.records) / seconds, cpu / (static_cast<double>(s.records) / 1e6), 0};
+}
+
+Row through_tank(const Settings& s, const Mock& mock) {
+  const fs::path dir = s.dir / "run";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string brokers;
+  for (std::size_t at = 0; at <= mock.bootstraps.size();) {
+    const auto comma = std::min(mock.bootstraps.find(',', at), mock.bootstraps.size());
+    brokers += (brokers.empty() ? "\"" : ", \"") + mock.bootstraps.substr(at, comma - at) + "\"";
+    at = comma + 1;
+  }
+  const std::string pipeline = fmt::format(
+      "[[inputs.tcp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+      "[[outputs.kafka]]\nname = \"bench\"\nbrokers = [{}]\ntopic = \"t\"\nkey_field = \"device\"\n"
+      "batch_max_records = {}\nlinger = \"10ms\"\nmax_in_flight = {}\n",
+      brokers, s.batch, s.in_flight);
+  RunningTank t = start_tank(s.tank, dir, dir / "data", bench_config(dir / "data", "interval", pipeline));
+  std::string data;
+  data.reserve(s.records * (s.size + 1));
+  for (std::uint64_t i = 0; i < s.records; ++i) data += record(i, s.size) + "\n";
+  const double cpu0 = cpu_seconds(t.process->pid());
+  const auto start = Clock::now();
+  const int fd = connect_tcp(t.input_address);
+  write_all(fd, data);
+  ::close(fd);
+  const bool done = wait_for([&] {
+    return metric_sum(scrape_metrics(t.metrics_address), "tank_output_records_total",
+                      {"output=\"bench\"", "result=\"delivered\""}) >= static_cast<double>(s.records);
+  }, std::chrono::seconds(600));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu = cpu_seconds(t.process->pid()) - cpu0;
+  const double rss = static_cast<double>(status_bytes(t.process->pid(), "VmHWM")) / 1048576.0;
+  t.process->stop();
+  if (!done) die("tank did not deliver every record; see " + (dir / "tank.log").string());
+  return {static_cast<double>(s.records) / seconds, cpu / (static_cast<double>(s.records) / 1e6), rss};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : (die("missing value for " + a), std::string()); };
+    if (a == "--tank") s.tank = value();
+    else if (a == "--mock") s.mock = value();
+    else if (a == "--dir") s.dir = value();
+    else if (a == "--records") s.records = std::stoull(value());
+    else if (a == "--size") s.size = std::stoul(value());
+    else if (a == "--partitions") s.partitions = std::stoi(value());
+    else if (a == "--repeat") s.repeat = std::stoi(value());
+    else if (a == "--batch") s.batch = std::stoul(value());
+    else if (a == "--in-flight") s.in_flight = std::stoi(value());
+    else die("unknown argument " + a);
+  }
+  if (s.tank.empty() || s.mock.empty() || s.dir.empty()) die("usage: kafka_bench --tank PATH --mock PATH --dir DIR");
+  fs::create_directories(s.dir);
+  fmt::print("| run | records | bare producer records/s | its CPU-s per M | tank records/s | tank CPU-s per M | tank peak RSS MiB |\n"
+             "|---|---|---|---|---|---|---|\n");
+  for (int r = 1; r <= s.repeat; ++r) {
+    Row b, t;
+    {
+      Mock mock(s);
+      b = bare(s, mock);
+    }
+    {
+      Mock mock(s);
+      t = through_tank(s, mock);
+    }
+    fmt::print("| {} | {} | {:.0f} | {:.2f} | {:.0f} | {:.2f} | {:.1f} |\n", r, s.records, b.rate, b.cpu_per_m, t.rate,
+               t.cpu_per_m, t.rss_mib);
+    std::fflush(stdout);
+  }
+}
