@@ -6,6 +6,8 @@
 #include <deque>
 #include <map>
 #include <string>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -15,6 +17,7 @@
 
 #include "common/log.hpp"
 #include "common/strings.hpp"
+#include "metrics/registry.hpp"
 #include "plugin/input.hpp"
 
 namespace tank::plugins::kafka {
@@ -82,10 +85,30 @@ struct Slot {
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 };
 
+struct BrokerStat {
+  std::string name;  // "host:port/<node id>", as librdkafka names it
+  bool up = false;
+  double rtt_seconds = 0;
+};
+
+struct BrokerStats {
+  mutable std::mutex mutex;
+  std::vector<BrokerStat> brokers;
+};
+
 class KafkaOutput final : public plugin::Output {
  public:
   KafkaOutput(const KafkaSettings& settings, const plugin::OutputContext& context)
-      : settings_(settings), component_("output " + context.name) {
+      : settings_(settings), component_("output " + context.name), output_(context.name) {
+    // Per-broker state and round-trip time from librdkafka's statistics, for the first instance
+    // (the others talk to the same brokers).
+    if (context.instance == 0) {
+      // The collectable holds the statistics it reads (not this output), so that a scrape in
+      // progress while the output goes away reads nothing freed.
+      collectable_ = std::make_shared<metrics::FunctionCollectable>(
+          [stats = stats_, output = output_] { return broker_families(*stats, output); });
+      context.metrics.add_collectable(collectable_);
+    }
     client_id_ = fmt::format("tank-{}-{}", context.agent_id, context.name);
     if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
     topic_ = strings::replace_all(strings::replace_all(settings_.topic, "{agent_id}", context.agent_id), "{output}",
@@ -97,9 +120,11 @@ class KafkaOutput final : public plugin::Output {
   void start() override {
     std::string error;
     if (!create(error)) throw plugin::StartError(error);
+    idle_poller_ = std::thread([this] { poll_while_idle(); });
   }
 
   plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
+    std::lock_guard lock(poll_mutex_);  // the idle poller keeps off while a batch is sent
     if (!producer_) {
       std::string error;
       if (!create(error)) return {plugin::SendStatus::retry, error};
@@ -185,7 +210,16 @@ class KafkaOutput final : public plugin::Output {
     return settings_.delivery_timeout + std::chrono::seconds(12);
   }
 
-  void stop() override { destroy(); }
+  void stop() override {
+    {
+      std::lock_guard lock(idle_mutex_);
+      stopping_ = true;
+    }
+    idle_wake_.notify_all();
+    if (idle_poller_.joinable()) idle_poller_.join();
+    std::lock_guard lock(poll_mutex_);
+    destroy();
+  }
 
  private:
   bool create(std::string& error) {
@@ -212,6 +246,10 @@ class KafkaOutput final : public plugin::Output {
       // Transient errors (all brokers down, a connection refused) librdkafka recovers from; they
       // show in the deliveries that fail. Logged once per kind of error.
       self->errors_.occur(fmt::format("{}: {}", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason));
+    });
+    rd_kafka_conf_set_stats_cb(conf, [](rd_kafka_t*, char* json, size_t size, void* opaque) {
+      static_cast<KafkaOutput*>(opaque)->read_statistics(std::string_view(json, size));
+      return 0;  // librdkafka frees json
     });
     rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t*, int level, const char* fac, const char* buf) {
       if (level <= 3) log::warn("kafka", "librdkafka {}: {}", fac, buf);
@@ -301,6 +339,71 @@ class KafkaOutput final : public plugin::Output {
     return {plugin::SendStatus::retry, "the producer failed (" + fatal + "); a new one sends the batch again"};
   }
 
+  // librdkafka serves its statistics (and late reports) only from rd_kafka_poll, which send()
+  // calls while it sends: between batches this thread polls once a second.
+  void poll_while_idle() {
+    std::unique_lock idle(idle_mutex_);
+    while (!stopping_) {
+      idle_wake_.wait_for(idle, std::chrono::seconds(1));
+      if (stopping_) break;
+      idle.unlock();
+      {
+        std::unique_lock lock(poll_mutex_, std::try_to_lock);
+        if (lock.owns_lock() && producer_ != nullptr) rd_kafka_poll(producer_, 0);
+      }
+      idle.lock();
+    }
+  }
+
+  // The brokers of a statistics document ("brokers": {"<host:port>/<id>": {"nodeid", "state",
+  // "rtt": {"avg" (microseconds)}}}); the bootstrap entries (nodeid -1) are left out.
+  void read_statistics(std::string_view json) {
+    boost::system::error_code ec;
+    const boost::json::value v = boost::json::parse(json, ec);
+    if (ec || !v.is_object()) return;
+    const boost::json::object* brokers = v.as_object().if_contains("brokers") != nullptr
+                                             ? v.as_object().at("brokers").if_object()
+                                             : nullptr;
+    if (brokers == nullptr) return;
+    std::vector<BrokerStat> stats;
+    for (const auto& [name, b] : *brokers) {
+      const boost::json::object* o = b.if_object();
+      if (o == nullptr) continue;
+      const boost::json::value* id = o->if_contains("nodeid");
+      if (id == nullptr || !id->is_int64() || id->as_int64() < 0) continue;
+      BrokerStat stat;
+      stat.name = std::string(name);
+      const boost::json::value* state = o->if_contains("state");
+      stat.up = state != nullptr && state->is_string() && state->as_string() == "UP";
+      if (const boost::json::value* rtt = o->if_contains("rtt"); rtt != nullptr && rtt->is_object()) {
+        if (const boost::json::value* avg = rtt->as_object().if_contains("avg"); avg != nullptr && avg->is_number()) {
+          stat.rtt_seconds = avg->to_number<double>() / 1e6;
+        }
+      }
+      stats.push_back(std::move(stat));
+    }
+    std::lock_guard lock(stats_->mutex);
+    stats_->brokers = std::move(stats);
+  }
+
+  static std::vector<prometheus::MetricFamily> broker_families(const BrokerStats& stats, const std::string& output) {
+    std::vector<metrics::GaugeSample> up, rtt;
+    {
+      std::lock_guard lock(stats.mutex);
+      for (const BrokerStat& b : stats.brokers) {
+        up.push_back({{{"output", output}, {"broker", b.name}}, b.up ? 1.0 : 0.0});
+        rtt.push_back({{{"output", output}, {"broker", b.name}}, b.rtt_seconds});
+      }
+    }
+    return {metrics::gauge_family("tank_output_kafka_broker_up",
+                                  "Whether outputs.kafka's producer has its connection to the broker up (librdkafka's "
+                                  "statistics, every statistics.interval.ms)",
+                                  std::move(up)),
+            metrics::gauge_family("tank_output_kafka_broker_rtt_seconds",
+                                  "The broker's average round-trip time in the last statistics interval",
+                                  std::move(rtt))};
+  }
+
   void destroy() {
     if (producer_ == nullptr) return;
     rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
@@ -310,8 +413,17 @@ class KafkaOutput final : public plugin::Output {
     slots_.clear();  // no report comes after the producer is gone
   }
 
+
   KafkaSettings settings_;
   std::string component_;
+  std::string output_;
+  std::mutex poll_mutex_;  // one thread polls librdkafka at a time: send(), or the idle poller
+  std::mutex idle_mutex_;
+  std::condition_variable idle_wake_;
+  bool stopping_ = false;  // under idle_mutex_
+  std::thread idle_poller_;
+  std::shared_ptr<BrokerStats> stats_ = std::make_shared<BrokerStats>();  // from the last statistics
+  std::shared_ptr<metrics::FunctionCollectable> collectable_;
   std::string client_id_;
   std::string topic_;  // {agent_id} and {output} replaced
   std::map<std::string, std::string, std::less<>> topics_;  // input -> topic

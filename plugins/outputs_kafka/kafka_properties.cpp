@@ -79,6 +79,8 @@ Properties producer_properties(const KafkaSettings& s, const std::string& client
   p.emplace_back("queue.buffering.max.kbytes",
                  std::to_string(std::max<std::size_t>((s.batch_max_bytes + s.batch_max_records * 128) / 1024 + 1, 1024)));
   p.emplace_back("linger.ms", "5");
+  // Per-broker state and round-trip time for tank's metrics (tank_output_kafka_broker_*).
+  p.emplace_back("statistics.interval.ms", "5000");
   p.emplace_back("security.protocol", s.security_protocol);
   if (s.security_protocol.starts_with("sasl")) {
     p.emplace_back("sasl.mechanisms", s.sasl_mechanism);

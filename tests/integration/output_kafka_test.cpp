@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "queue/queue.hpp"
@@ -46,6 +47,16 @@ int n_of(const KafkaMock::Message& m) { return static_cast<int>(boost::json::par
 
 double metric(const std::string& address, const std::string& sample) {
   return metric_value(scrape(address), sample).value_or(-1);
+}
+
+// The sum of the samples of `name` (every label set), e.g. brokers up.
+double metric_sum(const std::string& address, const std::string& name) {
+  std::istringstream in(scrape(address));
+  double total = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + "{", 0) == 0) total += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return total;
 }
 
 const char* const kDelivered = R"(tank_output_records_total{output="fleet",result="delivered",type="kafka"})";
@@ -139,11 +150,15 @@ TEST_CASE("outputs.kafka: every broker down and up again: the batches wait in th
   KafkaMock mock;
   TempDir dir;
   const auto config = write_test_config(
-      dir, file_input(dir, 0, 500) + kafka_output(mock, "batch_max_records = 100\ndelivery_timeout = \"1s\"\n"));
+      dir, file_input(dir, 0, 500) + kafka_output(mock, "batch_max_records = 100\ndelivery_timeout = \"1s\"\n"
+                                                        "librdkafka = [\"statistics.interval.ms=200\"]\n"));
   TankProcess tank(config);
   const std::string metrics = tank.wait_running(dir / "data");
   CHECK(wait_until([&] { return metric(metrics, kDelivered) == 500; }, std::chrono::seconds(60)));
+  // Per-broker state from librdkafka's statistics, also between batches.
+  CHECK(wait_until([&] { return metric_sum(metrics, "tank_output_kafka_broker_up") == 3; }, std::chrono::seconds(30)));
   REQUIRE(mock.command("broker_down -1") == "ok");
+  CHECK(wait_until([&] { return metric_sum(metrics, "tank_output_kafka_broker_up") == 0; }, std::chrono::seconds(30)));
   append_file(dir / "in.ndjson", [] {
     std::string text;
     for (int n = 500; n < 1000; ++n) text += fmt::format(R"({{"device":"d{}","n":{}}})", n % 7, n) + "\n";
@@ -154,6 +169,8 @@ TEST_CASE("outputs.kafka: every broker down and up again: the batches wait in th
                    std::chrono::seconds(60)));
   REQUIRE(mock.command("broker_up -1") == "ok");
   CHECK(wait_until([&] { return metric(metrics, kDelivered) >= 1000; }, std::chrono::seconds(90)));
+  CHECK(wait_until([&] { return metric_sum(metrics, "tank_output_kafka_broker_up") == 3; }, std::chrono::seconds(30)));
+  CHECK(metric_sum(metrics, "tank_output_kafka_broker_rtt_seconds") > 0);
   CHECK(tank.stop() == 0);
   INFO(tank.process().err());
   std::map<int, std::set<std::string>> ids;  // n -> the tank-record headers it arrived with
