@@ -116,9 +116,20 @@ Row bare(const Settings& s, const Mock& mock) {
     const std::string v = record(i, s.size);
     const std::string key = fmt::format("d{}", i % 100);
     for (;;) {
-      const auto e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC("t"), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                       RD_KAFKA_V_VALUE(const_cast<char*>(v.data()), v.size()),
-                                       RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_END);
+      rd_kafka_vu_t vus[4];
+      vus[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+      vus[0].u.cstr = "t";
+      vus[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+      vus[1].u.i = RD_KAFKA_MSG_F_COPY;
+      vus[2].vtype = RD_KAFKA_VTYPE_VALUE;
+      vus[2].u.mem.ptr = const_cast<char*>(v.data());
+      vus[2].u.mem.size = v.size();
+      vus[3].vtype = RD_KAFKA_VTYPE_KEY;
+      vus[3].u.mem.ptr = const_cast<char*>(key.data());
+      vus[3].u.mem.size = key.size();
+      rd_kafka_error_t* error = rd_kafka_produceva(p, vus, 4);
+      const auto e = error == nullptr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_error_code(error);
+      if (error != nullptr) rd_kafka_error_destroy(error);
       if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
       if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) die(std::string("produce: ") + rd_kafka_err2str(e));
       rd_kafka_poll(p, 1);

@@ -280,11 +280,25 @@ class KafkaOutput final : public plugin::Output {
                           static_cast<ssize_t>(batch.idempotency_key.size()));
       rd_kafka_header_add(headers, "tank-record", -1, record_id.data(), static_cast<ssize_t>(record_id.size()));
       rd_kafka_header_add(headers, "tank-input", -1, r.input.data(), static_cast<ssize_t>(r.input.size()));
-      const rd_kafka_resp_err_t err = rd_kafka_producev(
-          producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-          RD_KAFKA_V_VALUE(const_cast<char*>(r.payload.data()), r.payload.size()),
-          RD_KAFKA_V_KEY(key_data, key_size), RD_KAFKA_V_HEADERS(headers),
-          RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+      // rd_kafka_produceva, not producev: producev's macros are GNU statement expressions.
+      rd_kafka_vu_t vus[6];
+      vus[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+      vus[0].u.cstr = topic.c_str();
+      vus[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+      vus[1].u.i = RD_KAFKA_MSG_F_COPY;
+      vus[2].vtype = RD_KAFKA_VTYPE_VALUE;
+      vus[2].u.mem.ptr = const_cast<char*>(r.payload.data());
+      vus[2].u.mem.size = r.payload.size();
+      vus[3].vtype = RD_KAFKA_VTYPE_KEY;
+      vus[3].u.mem.ptr = const_cast<void*>(key_data);
+      vus[3].u.mem.size = key_size;
+      vus[4].vtype = RD_KAFKA_VTYPE_HEADERS;
+      vus[4].u.headers = headers;
+      vus[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+      vus[5].u.ptr = slot;
+      rd_kafka_error_t* error = rd_kafka_produceva(producer_, vus, 6);
+      const rd_kafka_resp_err_t err = error == nullptr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_error_code(error);
+      if (error != nullptr) rd_kafka_error_destroy(error);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return err;  // librdkafka owns the headers now
       rd_kafka_headers_destroy(headers);
       if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
