@@ -106,7 +106,7 @@ TEST_CASE("outputs.kafka: one message per record with idempotency-key and tank-r
     CHECK(record_ids.insert(m.headers.at("tank-record")).second);
     CHECK(m.headers.at("tank-input") == "plant");
   }
-  CHECK(batch_keys.size() == 6);  // 3000 records in batches of 500
+  CHECK(batch_keys.size() >= 6);  // 3000 records in batches of at most 500
   std::set<int> partitions;
   for (const auto& [key, p] : partition_of) partitions.insert(p);
   CHECK(partitions.size() > 1);  // 7 devices spread over the 3 partitions
