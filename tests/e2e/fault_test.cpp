@@ -74,6 +74,34 @@ TEST_CASE("e2e: tank kill -9'd again and again under steady load from every sour
   rig.stop_tank();
 }
 
+#ifdef TANK_E2E_KAFKA
+TEST_CASE("e2e: Kafka as a further upstream: a broker down, then tank kill -9'd, under load from every source",
+          "[e2e][kafka]") {
+  const auto profile = Profile::from_environment();
+  Rig rig("Kafka upstream", profile, RigOptions{.kafka_upstream = true});
+  rig.start_tank();
+  rig.start_load();
+  REQUIRE(rig.wait_for_progress(200));
+  // The leader of a third of the partitions goes away: those batches time out and are retried.
+  REQUIRE(rig.kafka()->command("broker_down 2") == "ok");
+  hold(profile.pick(2000ms, 10000ms));
+  REQUIRE(rig.kafka()->command("broker_up 2") == "ok");
+  const int kills = profile.pick(2, 8);
+  for (int i = 0; i < kills; ++i) {
+    REQUIRE(rig.wait_for_progress(200));
+    hold(profile.pick(1000ms, 3000ms));
+    rig.kill_tank();
+    rig.start_tank();
+  }
+  REQUIRE(rig.wait_for_progress(200));
+  rig.stop_load();
+  CHECK(rig.wait_delivered(120s));
+  auto v = rig.verdict(false);
+  CHECK(v.tank_starts == static_cast<std::uint64_t>(kills + 1));
+  rig.stop_tank();
+}
+#endif
+
 TEST_CASE("e2e: the upstream goes down for a while, the backlog drains in order when it is back", "[e2e][upstream]") {
   const auto profile = Profile::from_environment();
   Rig rig("upstream down", profile, RigOptions{});

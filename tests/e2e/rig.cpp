@@ -197,6 +197,13 @@ Rig::Rig(std::string scenario, Profile profile, RigOptions options)
     upstream_broker_ = std::make_unique<test::Mosquitto>();
     collector_ = std::make_unique<test::MqttCollector>(upstream_broker_->uri(), "up/#", 5);
   }
+  if (options_.kafka_upstream) {
+#ifdef TANK_E2E_KAFKA
+    kafka_ = std::make_unique<test::KafkaMock>(3, std::vector<std::string>{"e2e:6:3"});
+#else
+    FAIL("this build has no outputs.kafka (TANK_PLUGINS)");
+#endif
+  }
   for (const char* source : {"mqtt", "file", "tcp", "http"}) next_[source] = 0;
   if (options_.mqtt_source) ledger_.add_source("mqtt", true);
   if (options_.file_source) ledger_.add_source("file", false);
@@ -246,6 +253,13 @@ std::string Rig::config_text(const std::string& extra_http) const {
         "batch_max_records = 500\nlinger = \"50ms\"\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n"
         "breaker_failures = 20\nbreaker_cooldown = \"1s\"\nconnect_timeout = \"2s\"\npublish_timeout = \"4s\"\n\n",
         upstream_broker_->uri());
+  }
+  if (kafka_) {
+    t += fmt::format(
+        "[[outputs.kafka]]\nname = \"kafka\"\nbrokers = {}\ntopic = \"e2e\"\nkey_field = \"src\"\n"
+        "batch_max_records = 500\nlinger = \"50ms\"\nretry_initial = \"50ms\"\nretry_max = \"1s\"\n"
+        "breaker_failures = 20\nbreaker_cooldown = \"1s\"\ndelivery_timeout = \"3s\"\n\n",
+        kafka_->brokers_toml());
   }
   return t;
 }
@@ -500,6 +514,22 @@ std::vector<ArrivedBatch> Rig::mqtt_batches() const {
   return out;
 }
 
+std::vector<ArrivedBatch> Rig::kafka_batches() const {
+  std::vector<ArrivedBatch> out;
+  if (!kafka_) return out;
+  std::vector<std::string> ignored;
+  for (const auto& m : kafka_->dump("e2e")) {
+    ArrivedBatch b;
+    auto id = m.headers.find("tank-record");
+    b.key = id == m.headers.end() ? std::string("(no tank-record header)") : id->second;
+    b.body = m.value;
+    b.delivered = true;
+    b.records = records_of(m.value + "\n", ignored);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 namespace {
 
 // The acknowledged records that have not arrived delivered in `batches`.
@@ -532,6 +562,7 @@ bool Rig::wait_delivered(std::chrono::milliseconds deadline) {
       [&] {
         const auto ledger = ledger_.snapshot();
         if (missing(ledger, http_batches(), !disrupted_) != 0) return false;
+        if (kafka_ && missing(ledger, kafka_batches(), !disrupted_) != 0) return false;
         return !collector_ || missing(ledger, mqtt_batches(), !disrupted_) == 0;
       },
       deadline);
@@ -626,6 +657,7 @@ Verdict Rig::verdict(bool check_metrics, std::uint64_t dropped_by_policy) {
   };
   judge("HTTP upstream", http_batches());
   if (collector_) judge("upstream broker", mqtt_batches());
+  if (kafka_) judge("Kafka", kafka_batches());
 
   const Rss peak = rss_->peak();
   v.peak_rss = peak.total;

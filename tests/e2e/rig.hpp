@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "support/helpers.hpp"
+#include "support/kafka_mock.hpp"
 #include "support/http_upstream.hpp"
 #include "support/mosquitto.hpp"
 #include "support/small_filesystem.hpp"
@@ -100,6 +101,9 @@ double metric_sum(const std::string& exposition, const std::string& metric, cons
 struct RigOptions {
   bool mqtt_source = true, file_source = true, tcp_source = true, http_source = true;
   bool mqtt_upstream = false;  // a second output: outputs.mqtt to an upstream mosquitto
+  // A further output: outputs.kafka to librdkafka's mock cluster (tests/support/kafka_mock.hpp);
+  // only in builds with outputs_kafka (TANK_E2E_KAFKA).
+  bool kafka_upstream = false;
   double rate = 300;           // records per second per generator
   std::size_t payload_bytes = 120;
   std::string queue_toml = "[queue]\nmax_disk_bytes = \"128MiB\"\n";
@@ -134,6 +138,7 @@ class Rig {
   test::HttpUpstream& upstream() { return upstream_; }
   test::Mosquitto& source_broker() { return *source_broker_; }
   test::Mosquitto* upstream_broker() { return upstream_broker_.get(); }
+  test::KafkaMock* kafka() { return kafka_.get(); }
   const std::filesystem::path& config_path() const { return config_; }
   const std::filesystem::path& data_dir() const { return data_dir_; }
   std::string metrics_address() const;
@@ -170,6 +175,9 @@ class Rig {
   // What the HTTP upstream received, as batches.
   std::vector<ArrivedBatch> http_batches() const;
   std::vector<ArrivedBatch> mqtt_batches() const;
+  // What the Kafka cluster holds: one "batch" per message, keyed by its tank-record header, so
+  // that a record sent again must come with the same tank-record and the same content.
+  std::vector<ArrivedBatch> kafka_batches() const;
 
  private:
   struct Generator;
@@ -184,6 +192,7 @@ class Rig {
   int tcp_port_ = 0, http_port_ = 0, metrics_port_ = 0;
   std::unique_ptr<test::Mosquitto> source_broker_, upstream_broker_;
   std::unique_ptr<test::MqttCollector> collector_;
+  std::unique_ptr<test::KafkaMock> kafka_;
   test::HttpUpstream upstream_;
   Ledger ledger_;
   std::unique_ptr<test::Process> tank_;

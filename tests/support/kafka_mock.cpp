@@ -11,6 +11,12 @@
 #include <chrono>
 #include <sstream>
 
+// The mock cluster program (tests/support/kafka_mock_cluster.cmake); none in a build without
+// outputs_kafka, where no test starts one.
+#ifndef KAFKA_MOCK_CLUSTER_PATH
+#define KAFKA_MOCK_CLUSTER_PATH ""
+#endif
+
 namespace tank::test {
 namespace {
 
@@ -23,6 +29,7 @@ std::string unhex(const std::string& hex) {
 }  // namespace
 
 KafkaMock::KafkaMock(int brokers, std::vector<std::string> topics) {
+  REQUIRE(std::string(KAFKA_MOCK_CLUSTER_PATH) != "");  // built without outputs_kafka
   int in[2], out[2];
   REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
   REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -36,6 +43,8 @@ KafkaMock::KafkaMock(int brokers, std::vector<std::string> topics) {
   if (pid_ == 0) {
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
+    // Nothing else of the test's: the mock checks that every listening socket it has is its own.
+    ::close_range(3, ~0U, 0);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
