@@ -109,6 +109,7 @@ inline std::string toml_default(Type type, std::string_view text) {
     case Type::number:
     case Type::string_list:
     case Type::list_table:
+    case Type::property_table:
       return std::string(text);
   }
   return std::string(text);
@@ -298,7 +299,7 @@ auto with_setter(std::string_view name, Type type, F set, Value (SectionValues::
   static_assert(setter_takes<F, Value>,
                 "an option's setter takes (Settings&, T) with T the value of its kind: string std::string, "
                 "boolean bool, integer std::int64_t, number double, size std::uint64_t, duration "
-                "std::chrono::nanoseconds, string_list std::vector<std::string>, list_table ListTable, "
+                "std::chrono::nanoseconds, string_list std::vector<std::string>, list_table ListTable, property_table PropertyTable, "
                 "choice std::string");
   using S = typename setter_traits<F>::settings;
   return Declaration<S>(option(name, type),
@@ -320,6 +321,7 @@ inline Declaration<Unbound> size(std::string_view name) { return declared(name, 
 inline Declaration<Unbound> duration(std::string_view name) { return declared(name, Type::duration); }
 inline Declaration<Unbound> string_list(std::string_view name) { return declared(name, Type::string_list); }
 inline Declaration<Unbound> list_table(std::string_view name) { return declared(name, Type::list_table); }
+inline Declaration<Unbound> property_table(std::string_view name) { return declared(name, Type::property_table); }
 
 inline Declaration<Unbound> choice(std::string_view name, std::span<const std::string_view> choices) {
   return Declaration<Unbound>(bind_detail::option(name, Type::choice, choices), {});
@@ -415,6 +417,16 @@ Declaration<S> list_table(std::string_view name, ListTable S::*member) {
 template <bind_detail::setter F>
 auto list_table(std::string_view name, F set) {
   return bind_detail::with_setter(name, Type::list_table, std::move(set), &SectionValues::list_table);
+}
+
+template <class S>
+Declaration<S> property_table(std::string_view name, PropertyTable S::*member) {
+  return Declaration<S>(bind_detail::option(name, Type::property_table),
+                        [name, member](const SectionValues& v, S& s) { s.*member = v.property_table(name); });
+}
+template <bind_detail::setter F>
+auto property_table(std::string_view name, F set) {
+  return bind_detail::with_setter(name, Type::property_table, std::move(set), &SectionValues::property_table);
 }
 
 // One of `choices`, to a std::string member.

@@ -97,6 +97,10 @@ const ListTable& SectionValues::list_table(std::string_view name) const {
   return std::get<ListTable>(get(name, Type::list_table).data);
 }
 
+const PropertyTable& SectionValues::property_table(std::string_view name) const {
+  return std::get<PropertyTable>(get(name, Type::property_table).data);
+}
+
 const std::vector<std::string>& SectionValues::strings(std::string_view name) const {
   return std::get<std::vector<std::string>>(get(name, Type::string_list).data);
 }
@@ -130,6 +134,7 @@ std::string_view type_name(Type type) {
     case Type::duration: return "duration";
     case Type::string_list: return "list of strings";
     case Type::list_table: return "table of lists of strings";
+    case Type::property_table: return "table of name = value";
     case Type::choice: return "choice";
   }
   return "?";

@@ -51,10 +51,12 @@ class Diagnostics {
 
 // A list_table option's value: (name, strings) in file order.
 using ListTable = std::vector<std::pair<std::string, std::vector<std::string>>>;
+// A property_table option's value: (dotted name, value as text) in file order.
+using PropertyTable = std::vector<std::pair<std::string, std::string>>;
 
 struct Value {
   using Data = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, std::uint64_t,
-                            std::chrono::nanoseconds, ListTable>;
+                            std::chrono::nanoseconds, ListTable, PropertyTable>;
   Type type = Type::string;
   Data data;
   Location where;
@@ -93,6 +95,7 @@ class SectionValues {
   const std::vector<std::string>& strings(std::string_view name) const;
   const std::string& choice(std::string_view name) const { return string(name); }
   const ListTable& list_table(std::string_view name) const;
+  const PropertyTable& property_table(std::string_view name) const;
 
   void set(std::string name, Value value) { values_.insert_or_assign(std::move(name), std::move(value)); }
 

@@ -518,6 +518,64 @@ class SectionParser {
         value.data = std::move(entries);
         break;
       }
+      case Type::property_table: {
+        const toml::table* table = node.as_table();
+        if (table == nullptr) {
+          fail(where, key,
+               fmt::format("expected a table such as {{ \"linger.ms\" = 20 }} (or a [{}] table), got {}", key,
+                           shown(node)));
+          return std::nullopt;
+        }
+        PropertyTable entries;
+        std::vector<toml::source_position> positions;  // of each entry, to restore the file's order
+        bool ok = true;
+        // A dotted key (linger.ms = 20) is a nested table in TOML: its names are joined again.
+        auto walk = [&](auto& self, const toml::table& t, const std::string& prefix) -> void {
+          for (auto&& [name, entry] : t) {
+            const std::string entry_name = prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
+            const std::string entry_key = fmt::format("{}.{}", key, entry_name);
+            if (const toml::table* inner = entry.as_table()) {
+              self(self, *inner, entry_name);
+              continue;
+            }
+            std::string text;
+            if (entry.is_string()) {
+              auto s = substituted(entry, entry_key, option.secret);
+              if (!s) {
+                ok = false;
+                continue;
+              }
+              text = std::move(*s);
+            } else if (auto i = entry.as_integer()) {
+              text = std::to_string(i->get());
+            } else if (auto f = entry.as_floating_point()) {
+              text = fmt::format("{}", f->get());
+            } else if (auto b = entry.as_boolean()) {
+              text = b->get() ? "true" : "false";
+            } else {
+              fail(at(ctx_, entry.source()), entry_key,
+                   fmt::format("expected a string, number or boolean, got {}", shown(entry)));
+              ok = false;
+              continue;
+            }
+            entries.emplace_back(entry_name, std::move(text));
+            positions.push_back(entry.source().begin);
+          }
+        };
+        walk(walk, *table, "");
+        if (!ok) return std::nullopt;
+        // toml++ keeps tables in key order; the file's order is what a user wrote, so restore it.
+        std::vector<std::size_t> order(entries.size());
+        for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+          return positions[a].line != positions[b].line ? positions[a].line < positions[b].line
+                                                        : positions[a].column < positions[b].column;
+        });
+        PropertyTable sorted;
+        for (std::size_t i : order) sorted.push_back(std::move(entries[i]));
+        value.data = std::move(sorted);
+        break;
+      }
       case Type::choice: {
         if (!node.is_string()) {
           fail(where, key, fmt::format("expected one of {}, got {}", choices(option), shown(node)));

@@ -29,6 +29,9 @@ enum class Type {
   choice,       // one string out of `choices`
   list_table,   // { temp = ["min", "max"], hum = ["mean"] }: names, each with a list of strings,
                 // in file order; `choices` (when set) are the strings allowed in the lists
+  property_table,  // { "linger.ms" = 20, batch.size = "1MiB" } or a [section.name] table: names,
+                   // each with a string, integer, number or boolean, as text, in file order;
+                   // nested tables (TOML's dotted keys) join their names with '.' ("linger.ms")
 };
 
 // One option. All string_views point to static storage.

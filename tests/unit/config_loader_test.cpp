@@ -33,6 +33,7 @@ const Option kPluginOptions[] = {
     {.name = "url", .type = Type::string, .default_value = "", .description = "Where.", .required = true},
     {.name = "token", .type = Type::string, .default_value = "", .description = "Secret.", .required = true,
      .secret = true},
+    {.name = "extra", .type = Type::property_table, .default_value = "{}", .description = "Pass-through."},
 };
 const Section kPlugin{.path = "inputs.probe", .summary = "A test plugin.", .options = kPluginOptions,
                       .repeated = true};
@@ -316,6 +317,47 @@ url = "c"
   auto single = load_text("[inputs.probe]\nurl = \"a\"\ntoken = \"t\"\n", "p.toml", schema(), env({}));
   CHECK_FALSE(single.document);
   CHECK(has_line(single, "inputs.probe: write [[inputs.probe]] (double brackets)"));
+}
+
+TEST_CASE("a property table takes a sub-table, dotted keys and scalars, in file order", "[config][plugins]") {
+  auto r = load_text(R"(
+[[inputs.probe]]
+url = "a"
+token = "t"
+[inputs.probe.extra]
+linger.ms = 20
+"batch.size" = "${SIZE}"
+socket.keepalive.enable = true
+ratio = 0.25
+
+[[inputs.probe]]
+url = "b"
+token = "t"
+extra = { "x.y" = "z" }
+
+[[inputs.probe]]
+url = "c"
+token = "t"
+)",
+                     "p.toml", schema(), env({{"SIZE", "1000"}}));
+  REQUIRE(r.document);
+  const auto& probes = r.document->instances("inputs.probe");
+  REQUIRE(probes.size() == 3);
+  const PropertyTable expected{
+      {"linger.ms", "20"}, {"batch.size", "1000"}, {"socket.keepalive.enable", "true"}, {"ratio", "0.25"}};
+  CHECK(probes[0].property_table("extra") == expected);
+  CHECK(probes[1].property_table("extra") == PropertyTable{{"x.y", "z"}});
+  CHECK(probes[2].property_table("extra").empty());
+
+  auto bad = load_text("[[inputs.probe]]\nurl = \"a\"\ntoken = \"t\"\nextra = [\"a=b\"]\n"
+                       "[[inputs.probe]]\nurl = \"a\"\ntoken = \"t\"\n[inputs.probe.extra]\nlist = [1]\n"
+                       "when = 1979-05-27\n",
+                       "p.toml", schema(), env({}));
+  CHECK_FALSE(bad.document);
+  CAPTURE(lines(bad));
+  CHECK(has_line(bad, "p.toml:4:9: inputs.probe[0].extra: expected a table such as { \"linger.ms\" = 20 }"));
+  CHECK(has_line(bad, "p.toml:9:8: inputs.probe[1].extra.list: expected a string, number or boolean, got"));
+  CHECK(has_line(bad, "p.toml:10:8: inputs.probe[1].extra.when: expected a string, number or boolean, got"));
 }
 
 TEST_CASE("a missing file is one clear error", "[config]") {
