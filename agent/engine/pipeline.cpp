@@ -15,8 +15,8 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     output::DeliverySettings settings = output::delivery_settings(*o.values, o.name, o.type, context.agent_id);
     settings.filter.inputs = o.inputs;
     settings.split_by_input = o.descriptor->split_by_input != nullptr && o.descriptor->split_by_input(*o.values);
-    // An output that sends records one by one compresses them itself (or not): the body is only
-    // hashed for the idempotency key.
+    // An output that sends records one by one compresses them itself (or not): no body.
+    settings.sends_records = o.descriptor->sends_records;
     if (o.descriptor->sends_records) settings.compression = output::Compression::none;
     for (const std::string& input : o.inputs) {
       const InputPlan* i = plan_.input(input);
@@ -25,9 +25,15 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
                               : i->format == process::Format::text ? output::PayloadKind::text
                                                                    : output::PayloadKind::raw;
     }
+    settings.hands_off_in_order = o.descriptor->hands_off_in_order;
+    if (o.descriptor->default_max_in_flight > 0 && !o.values->is_set("max_in_flight")) {
+      settings.max_in_flight = o.descriptor->default_max_in_flight;
+    }
     std::vector<std::unique_ptr<plugin::Output>> instances;
+    const auto share = std::make_shared<plugin::InstanceShare>();
     for (unsigned i = 0; i < settings.max_in_flight; ++i) {
-      plugin::OutputContext ctx{o.name, context.metrics, context.clock, context.agent_id, context.data_dir, i};
+      plugin::OutputContext ctx{o.name,   context.metrics,        context.clock, context.agent_id,
+                                context.data_dir, i, settings.max_in_flight, share};
       instances.push_back(o.descriptor->create_output(*o.values, ctx));
     }
     outputs_.push_back(OutputEntry{o.name, o.type,

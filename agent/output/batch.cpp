@@ -1,6 +1,7 @@
 #include "output/batch.hpp"
 
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -131,6 +132,29 @@ std::string idempotency_key(std::string_view agent_id, std::string_view output, 
   if (EVP_Digest(uncompressed_body.data(), uncompressed_body.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
     throw std::runtime_error("SHA-256 failed");
   }
+  std::uint64_t hash = 0;
+  for (int i = 0; i < 8; ++i) hash = (hash << 8) | digest[i];
+  return fmt::format("{}/{}/{:016x}/{}-{}/{:016x}", agent_id, output, queue_id, first_seq, last_seq, hash);
+}
+
+std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
+                            std::uint64_t first_seq, std::uint64_t last_seq,
+                            std::span<const queue::RecordView* const> records) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
+  for (const queue::RecordView* r : records) {
+    unsigned char length[8];
+    std::uint64_t n = r->payload.size();
+    for (unsigned char& b : length) {
+      b = static_cast<unsigned char>(n & 0xff);
+      n >>= 8;
+    }
+    ok = ok && EVP_DigestUpdate(ctx.get(), length, sizeof length) == 1 &&
+         EVP_DigestUpdate(ctx.get(), r->payload.data(), r->payload.size()) == 1;
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1) throw std::runtime_error("SHA-256 failed");
   std::uint64_t hash = 0;
   for (int i = 0; i < 8; ++i) hash = (hash << 8) | digest[i];
   return fmt::format("{}/{}/{:016x}/{}-{}/{:016x}", agent_id, output, queue_id, first_seq, last_seq, hash);

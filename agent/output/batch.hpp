@@ -13,16 +13,21 @@
 //   first, last    decimal: the queue sequence numbers the batch spans
 //   content hash   16 hex digits: the first 8 bytes of the SHA-256 of the encoded, uncompressed
 //                  body, so the same range with other content (records evicted by drop_oldest,
-//                  a configuration that now routes other inputs here) never reuses a key
+//                  a configuration that now routes other inputs here) never reuses a key; for an
+//                  output that sends each record on its own (outputs.kafka), which gets no body,
+//                  of the records: each payload preceded by its length (8 bytes, little-endian)
 //
 // Agent ids and output names are letters, digits, '.', '_' and '-', so the key is safe in an HTTP
 // header and an MQTT user property as it is.
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "queue/record.hpp"
 
 namespace tank::output {
 
@@ -63,6 +68,10 @@ void compress(Compression compression, std::string_view in, std::string& out);
 
 std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
                             std::uint64_t first_seq, std::uint64_t last_seq, std::string_view uncompressed_body);
+// The key of a batch sent record by record: its content hash is over the records' payloads.
+std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
+                            std::uint64_t first_seq, std::uint64_t last_seq,
+                            std::span<const queue::RecordView* const> records);
 
 // A batch in flight, committed to the queue's state before its first send and deleted in the
 // transaction that acknowledges it. After a restart the same records are read again from it.

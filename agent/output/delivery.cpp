@@ -99,6 +99,7 @@ struct Delivery::Prepared {
   std::string compressed;
   std::string key;
   std::string input;  // the input of every record, "" when mixed
+  std::size_t payload_bytes = 0;  // of the body before compression, or of the records (sends_records)
   std::uint64_t first = 0;
   std::uint64_t last = 0;
 };
@@ -129,6 +130,8 @@ struct Delivery::InFlight {
   InFlightBatch open;
   Prepared batch;
   Stage stage = Stage::waiting;
+  // The first attempt was handed off (or returned): the next batch may begin (hands_off_in_order).
+  bool handed_off = false;
   plugin::SendResult result;  // when finished
 };
 
@@ -334,6 +337,24 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
       if (stopping_) return;
       f->stage = InFlight::Stage::sending;
       metrics_->in_flight->Set(++sending_);
+      // In order: the batches before this one were handed off first (or are done).
+      if (settings_.hands_off_in_order && !f->handed_off) {
+        wake_.wait(lock, [&] {
+          if (stopping_) return true;
+          for (const auto& x : open_) {
+            if (x.get() == f) return true;
+            if (!x->handed_off && x->stage != InFlight::Stage::finished && x->stage != InFlight::Stage::committed) {
+              return false;
+            }
+          }
+          return true;
+        });
+        if (stopping_) {
+          f->stage = InFlight::Stage::waiting;
+          metrics_->in_flight->Set(--sending_);
+          return;
+        }
+      }
     }
     std::optional<plugin::SendResult> result = send_batch(output, *f);
     {
@@ -356,9 +377,20 @@ void Delivery::sender(plugin::Output& output, std::size_t instance) {
 // nothing left: finished, its records cleared (not counted as delivered).
 std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, InFlight& f) {
   const std::string component = fmt::format("output {}", settings_.output);
+  std::function<void()> handed_off;
+  if (settings_.hands_off_in_order) {
+    handed_off = [this, &f] {
+      {
+        std::lock_guard lock(mutex_);
+        if (f.handed_off) return;
+        f.handed_off = true;
+      }
+      wake_.notify_all();
+    };
+  }
   for (;;) {
     bool evicted = false;
-    std::optional<plugin::SendResult> result = send_until_done(output, f.batch, evicted);
+    std::optional<plugin::SendResult> result = send_until_done(output, f.batch, evicted, handed_off);
     if (!evicted) return result;
     log::warn(component, "records of the batch {} to {} were evicted by overflow = \"drop_oldest\" while it was retried; "
                          "sending the rest", f.batch.first, f.batch.last);
@@ -646,6 +678,19 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   if (out.records.empty()) return false;
   out.encoder = BodyEncoder(settings_.encoding);
   out.input = std::string(out.records.front()->input);
+  out.first = out.records.front()->seq;
+  out.last = out.records.back()->seq;
+  if (settings_.sends_records) {
+    // No body: the output sends the records themselves, and the key hashes them.
+    out.payload_bytes = 0;
+    for (const queue::RecordView* r : out.records) {
+      out.payload_bytes += r->payload.size();
+      if (r->input != out.input) out.input.clear();
+    }
+    out.compressed.clear();
+    out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, out.records);
+    return true;
+  }
   for (const queue::RecordView* r : out.records) {
     PayloadKind kind = PayloadKind::json;
     if (!r->derived()) {
@@ -657,8 +702,7 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   }
   const std::string& body = out.encoder.finish();
   compress(settings_.compression, body, out.compressed);
-  out.first = out.records.front()->seq;
-  out.last = out.records.back()->seq;
+  out.payload_bytes = body.size();
   out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, body);
   return true;
 }
@@ -677,7 +721,8 @@ bool Delivery::reread(const InFlightBatch& open, Prepared& out) {
   return prepare(open, out);
 }
 
-std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& output, Prepared& batch, bool& evicted) {
+std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& output, Prepared& batch, bool& evicted,
+                                                           const std::function<void()>& handed_off) {
   const std::string component = fmt::format("output {}", settings_.output);
   log::Episode failing(component, log::Level::warn);
   std::string last_cause;
@@ -686,12 +731,13 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
   outgoing.last_seq = batch.last;
   outgoing.records = batch.records.size();
   outgoing.body = batch.compressed;
-  outgoing.uncompressed_bytes = batch.encoder.finish().size();
+  outgoing.uncompressed_bytes = batch.payload_bytes;
   outgoing.content_type = content_type(settings_.encoding);
   outgoing.content_encoding = content_encoding(settings_.compression);
   outgoing.idempotency_key = batch.key;
   outgoing.input = batch.input;
   outgoing.each = batch.records;
+  outgoing.handed_off = handed_off;
   const double n = static_cast<double>(outgoing.records);
   // Capped exponential backoff with full jitter (many gateways, one upstream); its random source
   // is the delivery's generator, drawn from under mutex_.
@@ -731,8 +777,14 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
     failpoint::hit("output.send");
     plugin::SendResult result = output.send(outgoing);
     liveness::blocking(std::chrono::nanoseconds(0));
+    if (outgoing.handed_off) {
+      outgoing.handed_off();  // the next batch need not wait for this one's retries
+      outgoing.handed_off = nullptr;
+    }
     metrics_->bytes_encoded->Increment(static_cast<double>(outgoing.uncompressed_bytes));
-    metrics_->bytes_sent->Increment(static_cast<double>(outgoing.body.size()));
+    // An output that sends the records (and compresses them itself) sent their payloads.
+    metrics_->bytes_sent->Increment(
+        static_cast<double>(settings_.sends_records ? outgoing.uncompressed_bytes : outgoing.body.size()));
     if (result.status == plugin::SendStatus::retry && stopping()) {
       // Interrupted by stop(): not a failure of the upstream (no breaker, no count).
       std::lock_guard lock(mutex_);

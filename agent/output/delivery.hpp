@@ -21,12 +21,17 @@
 //     upstream out of order, and a batch retried after a failure is overtaken by later ones.
 //     The queue is still acknowledged in order: a batch finished before an earlier one is marked
 //     done in the state (not sent again after a restart) and acknowledged with it.
+//     An output that hands batches off in order (DeliverySettings::hands_off_in_order, e.g.
+//     outputs.kafka through one producer) keeps queue order with N > 1 too: the first attempt
+//     of a batch begins only once the batch before it was handed off; a retried batch is
+//     overtaken.
 //
 // Thread safety: start() and stop() from one thread.
 
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,6 +74,13 @@ struct DeliverySettings {
   // reach the upstream out of queue order (a retried batch is overtaken); acknowledgements in
   // the queue stay in order.
   unsigned max_in_flight = 1;
+  // The first attempts of batches begin in queue order, each once the batch before it was handed
+  // off (plugin::Descriptor::hands_off_in_order): with max_in_flight > 1, batches reach an
+  // order-keeping shared client in queue order.
+  bool hands_off_in_order = false;
+  // The output sends each record on its own (plugin::Descriptor::sends_records): no body is
+  // encoded, the batch's key hashes the records (output/batch.hpp).
+  bool sends_records = false;
 };
 
 // The common options of an output section (plugin::output_common_options()).
@@ -124,7 +136,9 @@ class Delivery {
   // stopping first, or (with `evicted` set) when overflow = "drop_oldest" evicted records of the
   // batch before a retry: they are counted as dropped, so they are not sent (the caller reads
   // what is left of the batch, as a restart would).
-  std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch, bool& evicted);
+  // `handed_off` (may be empty) is called once the first attempt was handed off.
+  std::optional<plugin::SendResult> send_until_done(plugin::Output& output, Prepared& batch, bool& evicted,
+                                                    const std::function<void()>& handed_off);
   // send_until_done, then, after an eviction, the rest of the batch (or nothing): nullopt when
   // stopping first.
   std::optional<plugin::SendResult> send_batch(plugin::Output& output, InFlight& f);

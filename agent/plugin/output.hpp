@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -47,6 +48,11 @@ struct OutgoingBatch {
   // The records themselves, in queue order (payload, input, attributes, seq), for an output that
   // sends each record on its own (Descriptor::sends_records): records.size() == records count.
   std::span<const queue::RecordView* const> each;
+  // Set for an output whose batches are handed off in queue order (Descriptor::hands_off_in_order)
+  // on their first attempt: the output calls it once every record of the batch is with its client
+  // in order (e.g. queued in librdkafka), and only then does the send of the next batch begin.
+  // Optional (the send's return counts as the hand-off too); calling it twice does nothing more.
+  std::function<void()> handed_off;
 };
 
 // One record of a batch the upstream refused for good while it took the others.
@@ -97,6 +103,24 @@ class Output {
   virtual void stop() {}
 };
 
+// What the max_in_flight instances of one output share: the same object is in each instance's
+// context. An output that sends through one client for all its instances (one Kafka producer,
+// one idempotence session) keeps the client here; the first instance to ask makes it.
+class InstanceShare {
+ public:
+  // The shared T, made by `make()` (a std::shared_ptr<T>) on the first call. Thread-safe.
+  template <class T, class Make>
+  std::shared_ptr<T> get(Make make) {
+    std::lock_guard lock(mutex_);
+    if (!value_) value_ = make();
+    return std::static_pointer_cast<T>(value_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<void> value_;
+};
+
 struct OutputContext {
   std::string name;  // the instance's unique name
   metrics::Registry& metrics;
@@ -106,6 +130,9 @@ struct OutputContext {
   // Which of the output's max_in_flight instances this is (0, 1, ...): each sends on its own;
   // e.g. an MQTT client makes its client identifier unique with it.
   unsigned instance = 0;
+  unsigned instances = 1;  // how many there are (the output's max_in_flight)
+  // Shared by the output's instances (never null when made by the engine).
+  std::shared_ptr<InstanceShare> share = std::make_shared<InstanceShare>();
 };
 
 using OutputFactory =

@@ -137,7 +137,8 @@ const config::Option kOutputCommon[] = {
      .description = "Batches sent at once, each on its own connection. 1 keeps the upstream's order: batches arrive "
                     "in queue order. Above 1 they may arrive out of order (a batch that is retried is overtaken by "
                     "later ones); records still leave the queue in order, and after a crash every batch that was not "
-                    "finished is sent again with its key.",
+                    "finished is sent again with its key. outputs.kafka sends them through one producer in queue "
+                    "order at any value (only a retried batch is overtaken) and has its own default, 4.",
      .min = "1",
      .max = "64"},
     {.name = "breaker_failures",

@@ -38,10 +38,18 @@ struct Descriptor {
   // (e.g. an MQTT topic naming the input).
   bool (*split_by_input)(const config::SectionValues& options) = nullptr;
   // For outputs: whether the output sends each record on its own (OutgoingBatch::each; e.g. one
-  // Kafka message per record) rather than the batch's body. The engine then leaves the body
-  // uncompressed (it still encodes it: the idempotency key hashes it), and the output may refuse
-  // single records (SendResult::rejected_records).
+  // Kafka message per record) rather than the batch's body. The engine then encodes no body
+  // (OutgoingBatch::body is empty; the idempotency key hashes the records), and the output may
+  // refuse single records (SendResult::rejected_records).
   bool sends_records = false;
+  // For outputs: whether the first attempts of batches begin in queue order, each once the batch
+  // before it was handed off (OutgoingBatch::handed_off). An output whose max_in_flight instances
+  // send through one shared client that keeps order (a Kafka producer) thereby keeps queue order
+  // with max_in_flight > 1 too, while the answers of several batches are awaited at once. Only a
+  // batch that is retried is overtaken by later ones.
+  bool hands_off_in_order = false;
+  // For outputs: max_in_flight when the section does not set it; 0: the common default (1).
+  unsigned default_max_in_flight = 0;
 };
 
 class Registry {

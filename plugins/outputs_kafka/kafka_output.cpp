@@ -51,10 +51,11 @@ const config::Options<S> kOptions{
                   "not acknowledged by then stays in the queue and is sent after the restart.")
         .min("0s")
         .max("5m"),
-    config::string_list("librdkafka", &S::librdkafka)
-        .default_value("[]")
-        .describe("Other librdkafka properties, \"name=value\" (e.g. \"linger.ms=20\", \"compression.level=6\"). "
-                  "Those tank sets for its guarantees are refused with the reason."),
+    config::property_table("librdkafka", &S::librdkafka)
+        .default_value("{}")
+        .describe("Other librdkafka properties, as a table [outputs.kafka.librdkafka] after the output's own "
+                  "options (linger.ms = 20, compression.level = 6, \"batch.size\" = 1000000). Those tank sets for "
+                  "its guarantees are refused with the reason; librdkafka checks the others."),
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
@@ -65,17 +66,16 @@ void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
   plugin::check_topic_template(v, diagnostics, "topic");
   // Each extra property: name=value, not one tank sets, and one librdkafka knows with a value it takes.
   rd_kafka_conf_t* scratch = rd_kafka_conf_new();
-  const auto& extra = v.strings("librdkafka");
-  for (std::size_t i = 0; i < extra.size(); ++i) {
+  for (const auto& [name, value] : v.property_table("librdkafka")) {
     std::string error;
-    auto kv = kafka::user_property(extra[i], error);
     char message[512];
-    if (kv && rd_kafka_conf_set(scratch, kv->first.c_str(), kv->second.c_str(), message, sizeof message) !=
-                  RD_KAFKA_CONF_OK) {
+    if (auto why = kafka::refusal(name)) {
+      error = fmt::format("cannot be set here: {}", *why);
+    } else if (rd_kafka_conf_set(scratch, name.c_str(), value.c_str(), message, sizeof message) != RD_KAFKA_CONF_OK) {
       error = message;
     }
     if (!error.empty()) {
-      diagnostics.error(v.location_of("librdkafka"), fmt::format("{}.librdkafka[{}]", v.path(), i), error);
+      diagnostics.error(v.location_of("librdkafka"), fmt::format("{}.librdkafka.{}", v.path(), name), error);
     }
   }
   rd_kafka_conf_destroy(scratch);
@@ -91,7 +91,7 @@ const config::Section kSection{
     .summary = "Sends every record as one Kafka message (librdkafka, idempotent producer, acks = all), counted as "
                "delivered only from Kafka's delivery reports; headers idempotency-key and tank-record "
                "(\"<batch key>#<index>\") let a consumer drop duplicates exactly. compression (zstd, gzip, none) is "
-               "Kafka's codec; for lz4 or snappy add librdkafka = [\"compression.codec=lz4\"].",
+               "Kafka's codec; for lz4 or snappy set compression.codec = \"lz4\" in [outputs.kafka.librdkafka].",
     .options = kOptions.all(),
     .common = plugin::output_common_options(),
     .repeated = true,
@@ -103,6 +103,7 @@ std::unique_ptr<plugin::Output> create(const config::SectionValues& v, const plu
   settings.compression = v.choice("compression");
   settings.batch_max_records = static_cast<std::size_t>(v.integer("batch_max_records"));
   settings.batch_max_bytes = static_cast<std::size_t>(v.size("batch_max_bytes"));
+  settings.batches_in_flight = context.instances;
   return kafka::make_kafka_output(settings, context);
 }
 
@@ -114,7 +115,11 @@ void register_outputs_kafka(plugin::Registry& registry) {
                 .section = &kSection,
                 .summary = "one Kafka message per record, idempotent, acknowledged by the delivery reports",
                 .create_output = create,
-                .sends_records = true});
+                .sends_records = true,
+                .hands_off_in_order = true,
+                // Four batches awaited at once through the one producer: queue order kept, and the
+                // next batches are read, keyed and queued in librdkafka while Kafka answers.
+                .default_max_in_flight = 4});
 }
 
 }  // namespace tank::plugins

@@ -1,13 +1,15 @@
 #include "kafka_producer.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
+#include <limits>
 #include <map>
 #include <string>
 #include <condition_variable>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -75,16 +77,6 @@ class KeyReader {
   boost::json::stream_parser parser_;
 };
 
-// What a message's delivery report said. One per message of a send; the report finds it through
-// the message's opaque pointer. Kept until librdkafka has no message left, so that a late report
-// of a purged message (after a timeout) never touches freed memory.
-struct Slot {
-  std::uint64_t generation = 0;  // the send it belongs to
-  std::size_t index = 0;         // into the batch
-  bool reported = false;
-  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-};
-
 struct BrokerStat {
   std::string name;  // "host:port/<node id>", as librdkafka names it
   bool up = false;
@@ -96,130 +88,97 @@ struct BrokerStats {
   std::vector<BrokerStat> brokers;
 };
 
-class KafkaOutput final : public plugin::Output {
+// The messages of one send and their delivery reports. A report finds its slot through the
+// message's opaque pointer; the client keeps the Pending until no report of it can come any more,
+// so that a late report of a send that gave up never touches freed memory.
+struct Pending;
+struct Slot {
+  Pending* owner = nullptr;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+};
+struct Pending {
+  explicit Pending(std::size_t n) : slots(n) {
+    for (Slot& slot : slots) slot.owner = this;
+  }
+  std::vector<Slot> slots;  // one per record of the batch, by index; never resized
+  std::atomic<std::size_t> produced{0};
+  std::atomic<std::size_t> reported{0};
+  // SIZE_MAX while the batch is being produced; then the number of messages produced.
+  std::atomic<std::size_t> expected{std::numeric_limits<std::size_t>::max()};
+  std::mutex mutex;
+  std::condition_variable done;
+  std::string abandoned;  // under mutex: the producer went away (why); no report comes any more
+
+  bool complete() const { return reported.load() >= expected.load(); }
+};
+
+// The producer the max_in_flight instances of one output share (one idempotence session): batches
+// handed to it in queue order (Descriptor::hands_off_in_order) reach each partition in that
+// order, while the reports of several batches are awaited at once. Its own thread polls
+// librdkafka: delivery reports, errors and statistics.
+class Client {
  public:
-  KafkaOutput(const KafkaSettings& settings, const plugin::OutputContext& context)
-      : settings_(settings), component_("output " + context.name), output_(context.name) {
-    // Per-broker state and round-trip time from librdkafka's statistics, for the first instance
-    // (the others talk to the same brokers).
-    if (context.instance == 0) {
-      // The collectable holds the statistics it reads (not this output), so that a scrape in
-      // progress while the output goes away reads nothing freed.
-      collectable_ = std::make_shared<metrics::FunctionCollectable>(
-          [stats = stats_, output = output_] { return broker_families(*stats, output); });
-      context.metrics.add_collectable(collectable_);
-    }
-    client_id_ = fmt::format("tank-{}-{}", context.agent_id, context.name);
-    if (context.instance > 0) client_id_ += fmt::format("-{}", context.instance);
-    topic_ = strings::replace_all(strings::replace_all(settings_.topic, "{agent_id}", context.agent_id), "{output}",
-                                  context.name);
-  }
+  Client(const KafkaSettings& settings, std::string client_id, std::string component)
+      : settings_(settings), client_id_(std::move(client_id)), component_(std::move(component)) {}
 
-  ~KafkaOutput() override { stop(); }
-
-  void start() override {
-    std::string error;
-    if (!create(error)) throw plugin::StartError(error);
-    idle_poller_ = std::thread([this] { poll_while_idle(); });
-  }
-
-  plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
-    std::lock_guard lock(poll_mutex_);  // the idle poller keeps off while a batch is sent
-    if (!producer_) {
-      std::string error;
-      if (!create(error)) return {plugin::SendStatus::retry, error};
-    }
-    if (auto fatal = fatal_error()) return recreate(*fatal);
-    forget_reported_slots();
-    const std::uint64_t generation = ++generation_;
-    reported_ = 0;
-    const std::size_t first_slot = slots_.size();
-    std::vector<plugin::RecordRejection> rejected;
-    std::string retry_cause;
-    std::size_t produced = 0;
-    for (std::size_t i = 0; i < batch.each.size() && retry_cause.empty(); ++i) {
-      const queue::RecordView& r = *batch.each[i];
-      slots_.push_back(Slot{generation, i});
-      const rd_kafka_resp_err_t err = produce(batch, r, i, &slots_.back());
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ++produced;
-      } else if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED && !refused_for_long(r.input)) {
-        // librdkafka answers this itself for a while after a broker said it once: retried until
-        // the refusal has lasted delivery_timeout (a lasting ACL, not a blip), then dead-lettered.
-        slots_.pop_back();
-        retry_cause = fmt::format("record {}: {} (retried until it lasts {} ms)", i, describe(err),
-                                  settings_.delivery_timeout.count());
-      } else if (permanent(err)) {
-        slots_.pop_back();
-        rejected.push_back({i, describe(err)});
-      } else {
-        slots_.pop_back();
-        retry_cause = err == RD_KAFKA_RESP_ERR__FATAL ? "" : fmt::format("producing record {} failed: {}", i, describe(err));
-        if (err == RD_KAFKA_RESP_ERR__FATAL) {
-          if (auto fatal = fatal_error()) return recreate(*fatal);
-          retry_cause = "the producer failed";
-        }
-      }
-    }
-    // Every message produced gets its report: wait for them all (the last one may wait for a
-    // leader to come back for up to message.timeout.ms, reported later by one reconnect backoff).
-    const auto deadline = SteadyClock::now() + settings_.delivery_timeout + std::chrono::seconds(12);
-    while (reported_ < produced) {
-      if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) break;
-      if (SteadyClock::now() >= deadline) break;
-      rd_kafka_poll(producer_, 50);
-      if (auto fatal = fatal_error()) return recreate(*fatal);
-    }
-    const std::size_t reported = reported_;
-    if (reported < produced) {
-      // Not all reports came: purge what librdkafka still holds (the purged messages' reports
-      // come later, to slots kept until then) and send the batch again.
-      rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
-      rd_kafka_poll(producer_, 0);
-      if (interrupted_) return {plugin::SendStatus::retry, "stopping"};
-      return {plugin::SendStatus::retry,
-              fmt::format("{} of {} messages were not acknowledged within delivery_timeout ({} ms)",
-                          produced - reported, produced, settings_.delivery_timeout.count())};
-    }
-    for (std::size_t s = first_slot; s < slots_.size(); ++s) {
-      const Slot& slot = slots_[s];
-      if (slot.err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
-      if (permanent(slot.err)) {
-        rejected.push_back({slot.index, describe(slot.err)});
-      } else if (retry_cause.empty()) {
-        retry_cause = fmt::format("record {}: {}", slot.index, describe(slot.err));
-      }
-    }
-    if (!retry_cause.empty()) return {plugin::SendStatus::retry, retry_cause};
-    errors_.end("the brokers answer again");
-    if (rejected.empty()) unauthorized_since_.clear();
-    plugin::SendResult result{plugin::SendStatus::delivered,
-                              fmt::format("{} message(s) acknowledged", batch.each.size() - rejected.size())};
-    result.rejected_records = std::move(rejected);
-    return result;
-  }
-
-  void interrupt() override {
-    // A send in progress waits stop_timeout more for its reports, then gives up (the batch stays
-    // in flight in the queue and is sent again after the restart).
-    stop_deadline_ = SteadyClock::now() + settings_.stop_timeout;
-    interrupted_ = true;
-  }
-
-  std::chrono::nanoseconds longest_send() const override {
-    return settings_.delivery_timeout + std::chrono::seconds(12);
-  }
-
-  void stop() override {
+  ~Client() {
     {
-      std::lock_guard lock(idle_mutex_);
+      std::lock_guard lock(poll_mutex_);
       stopping_ = true;
     }
-    idle_wake_.notify_all();
-    if (idle_poller_.joinable()) idle_poller_.join();
-    std::lock_guard lock(poll_mutex_);
-    destroy();
+    poll_wake_.notify_all();
+    if (poller_.joinable()) poller_.join();
+    std::unique_lock produce(produce_mutex_);
+    destroy("the output stopped");
   }
+
+  const std::shared_ptr<BrokerStats>& stats() const { return stats_; }
+  // The per-broker metrics (the registry keeps only a weak reference).
+  std::shared_ptr<metrics::FunctionCollectable> metrics;
+
+  // Creates the producer (and starts the poller) when there is none; false with `error` when
+  // librdkafka refuses.
+  bool start(std::string& error) {
+    std::unique_lock produce(produce_mutex_);
+    if (producer_ == nullptr && !create(error)) return false;
+    std::lock_guard lock(poll_mutex_);
+    if (!poller_.joinable()) poller_ = std::thread([this] { poll(); });
+    return true;
+  }
+
+  // Held while one batch is produced: the producer exists (made again after a fatal error, which
+  // `fatal` then names) and no other batch's messages come in between.
+  struct Producing {
+    std::unique_lock<std::mutex> lock;
+    rd_kafka_t* producer = nullptr;  // null: `error` says why there is none
+    std::string error;
+    std::string fatal;
+  };
+  Producing begin() {
+    Producing p;
+    p.lock = std::unique_lock(produce_mutex_);
+    if (fatal_.load()) {
+      char reason[512];
+      const rd_kafka_resp_err_t err = rd_kafka_fatal_error(producer_, reason, sizeof reason);
+      p.fatal = fmt::format("{}: {}", rd_kafka_err2name(err), reason);
+      log::warn(component_, "the Kafka producer failed for good ({}); starting a new one and sending again", p.fatal);
+      destroy("the producer failed (" + p.fatal + ")");
+    }
+    if (producer_ == nullptr && !create(p.error)) return p;
+    p.producer = producer_;
+    return p;
+  }
+
+  // The client keeps `pending` until every message produced for it was reported, or the producer
+  // is gone.
+  void track(const std::shared_ptr<Pending>& pending) {
+    std::lock_guard lock(pending_mutex_);
+    pending_.push_back(pending);
+  }
+
+  log::Episode& errors() { return errors_; }
+  // A fatal error: the producer sends nothing more; the next begin() makes a new one.
+  bool failed() const { return fatal_.load(); }
 
  private:
   bool create(std::string& error) {
@@ -233,139 +192,79 @@ class KafkaOutput final : public plugin::Output {
       }
     }
     rd_kafka_conf_set_opaque(conf, this);
-    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    rd_kafka_conf_set_dr_msg_cb(conf, [](rd_kafka_t*, const rd_kafka_message_t* m, void*) {
       auto* slot = static_cast<Slot*>(m->_private);
       if (slot == nullptr) return;
-      slot->reported = true;
       slot->err = m->err;
-      auto* self = static_cast<KafkaOutput*>(opaque);
-      if (slot->generation == self->generation_) ++self->reported_;
+      Pending& pending = *slot->owner;
+      if (pending.reported.fetch_add(1) + 1 >= pending.expected.load()) {
+        std::lock_guard lock(pending.mutex);
+        pending.done.notify_all();
+      }
     });
     rd_kafka_conf_set_error_cb(conf, [](rd_kafka_t*, int err, const char* reason, void* opaque) {
-      auto* self = static_cast<KafkaOutput*>(opaque);
+      auto* self = static_cast<Client*>(opaque);
+      if (err == RD_KAFKA_RESP_ERR__FATAL) self->fatal_ = true;
       // Transient errors (all brokers down, a connection refused) librdkafka recovers from; they
       // show in the deliveries that fail. Logged once per kind of error.
       self->errors_.occur(fmt::format("{}: {}", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err)), reason));
     });
     rd_kafka_conf_set_stats_cb(conf, [](rd_kafka_t*, char* json, size_t size, void* opaque) {
-      static_cast<KafkaOutput*>(opaque)->read_statistics(std::string_view(json, size));
+      static_cast<Client*>(opaque)->read_statistics(std::string_view(json, size));
       return 0;  // librdkafka frees json
     });
     rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t*, int level, const char* fac, const char* buf) {
       if (level <= 3) log::warn("kafka", "librdkafka {}: {}", fac, buf);
     });
-    producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, message, sizeof message);
-    if (producer_ == nullptr) {
+    rd_kafka_t* producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, message, sizeof message);
+    if (producer == nullptr) {
       error = fmt::format("cannot create the Kafka producer: {}", message);
       rd_kafka_conf_destroy(conf);  // rd_kafka_new owns conf only on success
       return false;
     }
+    std::lock_guard handle(handle_mutex_);
+    producer_ = producer;
+    fatal_ = false;
     return true;
   }
 
-  // Produces one record; its report goes to `slot`.
-  rd_kafka_resp_err_t produce(const plugin::OutgoingBatch& batch, const queue::RecordView& r, std::size_t index,
-                              Slot* slot) {
-    const std::string& topic = topic_for(r.input);
-    const bool keyed = keys_.wanted() && keys_.read(r.payload, key_);
-    record_id_.assign(batch.idempotency_key);
-    record_id_ += '#';
-    record_id_ += std::to_string(index);
-    const void* key_data = keyed ? key_.data() : nullptr;
-    const std::size_t key_size = keyed ? key_.size() : 0;
-    const std::string& record_id = record_id_;
-    for (;;) {
-      rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
-      rd_kafka_header_add(headers, "idempotency-key", -1, batch.idempotency_key.data(),
-                          static_cast<ssize_t>(batch.idempotency_key.size()));
-      rd_kafka_header_add(headers, "tank-record", -1, record_id.data(), static_cast<ssize_t>(record_id.size()));
-      rd_kafka_header_add(headers, "tank-input", -1, r.input.data(), static_cast<ssize_t>(r.input.size()));
-      // rd_kafka_produceva, not producev: producev's macros are GNU statement expressions.
-      rd_kafka_vu_t vus[6];
-      vus[0].vtype = RD_KAFKA_VTYPE_TOPIC;
-      vus[0].u.cstr = topic.c_str();
-      vus[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
-      vus[1].u.i = RD_KAFKA_MSG_F_COPY;
-      vus[2].vtype = RD_KAFKA_VTYPE_VALUE;
-      vus[2].u.mem.ptr = const_cast<char*>(r.payload.data());
-      vus[2].u.mem.size = r.payload.size();
-      vus[3].vtype = RD_KAFKA_VTYPE_KEY;
-      vus[3].u.mem.ptr = const_cast<void*>(key_data);
-      vus[3].u.mem.size = key_size;
-      vus[4].vtype = RD_KAFKA_VTYPE_HEADERS;
-      vus[4].u.headers = headers;
-      vus[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
-      vus[5].u.ptr = slot;
-      rd_kafka_error_t* error = rd_kafka_produceva(producer_, vus, 6);
-      const rd_kafka_resp_err_t err = error == nullptr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_error_code(error);
-      if (error != nullptr) rd_kafka_error_destroy(error);
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return err;  // librdkafka owns the headers now
-      rd_kafka_headers_destroy(headers);
-      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
-      // librdkafka holds a batch's worth: wait for reports to make room (bounded by the deadline
-      // of the reports themselves, message.timeout.ms).
-      if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) return RD_KAFKA_RESP_ERR__TIMED_OUT;
-      rd_kafka_poll(producer_, 50);
-    }
-  }
-
-  // The topic of a record of `input` (the template's {input} replaced; cached per input).
-  const std::string& topic_for(std::string_view input) {
-    if (topic_.find("{input}") == std::string::npos) return topic_;
-    auto it = topics_.find(input);
-    if (it == topics_.end()) it = topics_.emplace(std::string(input), strings::replace_all(topic_, "{input}", input)).first;
-    return it->second;
-  }
-
-  // Whether produce() has refused the topic of records of `input` as unauthorized for at least
-  // delivery_timeout (since the first such refusal after the last clean delivery).
-  bool refused_for_long(std::string_view input) {
-    const std::string topic = topic_for(input);
-    const auto now = SteadyClock::now();
-    auto [it, fresh] = unauthorized_since_.emplace(topic, now);
-    return !fresh && now - it->second >= settings_.delivery_timeout;
-  }
-
-  // Drops the slots of earlier sends once librdkafka holds no message of theirs any more.
-  void forget_reported_slots() {
-    if (slots_.empty()) return;
-    if (rd_kafka_outq_len(producer_) == 0) {
-      rd_kafka_poll(producer_, 0);  // reports still queued for us
-      slots_.clear();
-    }
-  }
-
-  std::optional<std::string> fatal_error() {
-    char reason[512];
-    const rd_kafka_resp_err_t err = rd_kafka_fatal_error(producer_, reason, sizeof reason);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return std::nullopt;
-    return fmt::format("{}: {}", rd_kafka_err2name(err), reason);
-  }
-
-  // After a fatal error the producer can send nothing more: a new one (a new idempotence
-  // session) sends the batch again.
-  plugin::SendResult recreate(const std::string& fatal) {
-    log::warn(component_, "the Kafka producer failed for good ({}); starting a new one and sending the batch again",
-              fatal);
-    destroy();
-    std::string error;
-    if (!create(error)) return {plugin::SendStatus::retry, error};
-    return {plugin::SendStatus::retry, "the producer failed (" + fatal + "); a new one sends the batch again"};
-  }
-
-  // librdkafka serves its statistics (and late reports) only from rd_kafka_poll, which send()
-  // calls while it sends: between batches this thread polls once a second.
-  void poll_while_idle() {
-    std::unique_lock idle(idle_mutex_);
-    while (!stopping_) {
-      idle_wake_.wait_for(idle, std::chrono::seconds(1));
-      if (stopping_) break;
-      idle.unlock();
-      {
-        std::unique_lock lock(poll_mutex_, std::try_to_lock);
-        if (lock.owns_lock() && producer_ != nullptr) rd_kafka_poll(producer_, 0);
+  // Under produce_mutex_: purges and destroys the producer; every send still waiting is told
+  // `why` (its messages get no report any more) and sends again.
+  void destroy(const std::string& why) {
+    {
+      std::lock_guard handle(handle_mutex_);
+      if (producer_ != nullptr) {
+        rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+        rd_kafka_poll(producer_, 0);
+        rd_kafka_destroy_flags(producer_, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        producer_ = nullptr;
       }
-      idle.lock();
+      fatal_ = false;
+    }
+    std::lock_guard lock(pending_mutex_);
+    for (const auto& pending : pending_) {
+      std::lock_guard p(pending->mutex);
+      pending->abandoned = why;
+      pending->done.notify_all();
+    }
+    pending_.clear();
+  }
+
+  // The poller: delivery reports, errors and statistics, also between batches; forgets the sends
+  // whose every report came.
+  void poll() {
+    for (;;) {
+      {
+        std::shared_lock handle(handle_mutex_);
+        if (producer_ != nullptr) rd_kafka_poll(producer_, 100);
+      }
+      {
+        std::lock_guard lock(pending_mutex_);
+        std::erase_if(pending_, [](const auto& p) { return p->expected.load() != std::numeric_limits<std::size_t>::max() && p->complete(); });
+      }
+      std::unique_lock lock(poll_mutex_);
+      if (stopping_) return;
+      if (producer_ == nullptr) poll_wake_.wait_for(lock, std::chrono::milliseconds(100));
     }
   }
 
@@ -400,6 +299,212 @@ class KafkaOutput final : public plugin::Output {
     stats_->brokers = std::move(stats);
   }
 
+  const KafkaSettings settings_;
+  const std::string client_id_;
+  const std::string component_;
+  std::mutex produce_mutex_;        // one batch is produced at a time; producer_ changes under it
+  std::shared_mutex handle_mutex_;  // producer_ is destroyed only while the poller does not use it
+  rd_kafka_t* producer_ = nullptr;
+  std::atomic<bool> fatal_{false};  // a fatal error: the next batch makes a new producer
+  std::mutex pending_mutex_;
+  std::vector<std::shared_ptr<Pending>> pending_;  // sends with reports still to come
+  std::mutex poll_mutex_;
+  std::condition_variable poll_wake_;
+  bool stopping_ = false;  // under poll_mutex_
+  std::thread poller_;
+  std::shared_ptr<BrokerStats> stats_ = std::make_shared<BrokerStats>();  // from the last statistics
+  log::Episode errors_{component_, log::Level::warn};
+};
+
+class KafkaOutput final : public plugin::Output {
+ public:
+  KafkaOutput(const KafkaSettings& settings, const plugin::OutputContext& context)
+      : settings_(settings), component_("output " + context.name), output_(context.name) {
+    std::string client_id = fmt::format("tank-{}-{}", context.agent_id, context.name);
+    // One producer for every instance; its per-broker state and round-trip time from librdkafka's
+    // statistics become metrics once.
+    client_ = context.share->get<Client>([&] {
+      auto client = std::make_shared<Client>(settings_, client_id, component_);
+      // The collectable holds the statistics it reads (not the client), so that a scrape in
+      // progress while the output goes away reads nothing freed.
+      client->metrics = std::make_shared<metrics::FunctionCollectable>(
+          [stats = client->stats(), output = output_] { return broker_families(*stats, output); });
+      context.metrics.add_collectable(client->metrics);  // for as long as the client lives
+      return client;
+    });
+    topic_ = strings::replace_all(strings::replace_all(settings_.topic, "{agent_id}", context.agent_id), "{output}",
+                                  context.name);
+  }
+
+  void start() override {
+    std::string error;
+    if (!client_->start(error)) throw plugin::StartError(error);
+  }
+
+  plugin::SendResult send(const plugin::OutgoingBatch& batch) override {
+    auto pending = std::make_shared<Pending>(batch.each.size());
+    std::vector<plugin::RecordRejection> rejected;
+    std::string retry_cause;
+    {
+      Client::Producing producing = client_->begin();
+      if (producing.producer == nullptr) return {plugin::SendStatus::retry, producing.error};
+      if (!producing.fatal.empty()) {
+        retry_cause = "the producer failed (" + producing.fatal + "); a new one sends the batch again";
+      }
+      client_->track(pending);
+      for (std::size_t i = 0; i < batch.each.size() && retry_cause.empty(); ++i) {
+        const queue::RecordView& r = *batch.each[i];
+        const rd_kafka_resp_err_t err = produce(producing.producer, batch, r, i, &pending->slots[i]);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+          ++pending->produced;
+        } else if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED && !refused_for_long(r.input)) {
+          // librdkafka answers this itself for a while after a broker said it once: retried until
+          // the refusal has lasted delivery_timeout (a lasting ACL, not a blip), then dead-lettered.
+          retry_cause = fmt::format("record {}: {} (retried until it lasts {} ms)", i, describe(err),
+                                    settings_.delivery_timeout.count());
+        } else if (permanent(err)) {
+          pending->slots[i].err = err;  // not produced: no report comes for it
+          rejected.push_back({i, describe(err)});
+        } else {
+          retry_cause = err == RD_KAFKA_RESP_ERR__FATAL ? "the producer failed"
+                                                        : fmt::format("producing record {} failed: {}", i, describe(err));
+        }
+      }
+      pending->expected = pending->produced.load();
+    }
+    // In librdkafka's queue in order: the next batch may be produced while this one's reports come.
+    if (batch.handed_off) batch.handed_off();
+    // Every message produced gets its report: wait for them all (the last one may wait for a
+    // leader to come back for up to message.timeout.ms, reported later by one reconnect backoff).
+    const auto deadline = SteadyClock::now() + settings_.delivery_timeout + std::chrono::seconds(12);
+    std::string abandoned;
+    {
+      std::unique_lock lock(pending->mutex);
+      while (!pending->complete() && pending->abandoned.empty()) {
+        const auto now = SteadyClock::now();
+        if (now >= deadline) break;
+        if (interrupted_ && now >= stop_deadline_.load()) break;
+        if (client_->failed()) {
+          pending->abandoned = "the producer failed";
+          break;
+        }
+        pending->done.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      abandoned = pending->abandoned;
+    }
+    const std::size_t produced = pending->expected.load();
+    const std::size_t reported = std::min(pending->reported.load(), produced);
+    if (!abandoned.empty() && reported < produced) {
+      return {plugin::SendStatus::retry, abandoned + "; the batch goes again"};
+    }
+    if (reported < produced) {
+      // Not all reports came: the batch goes again (librdkafka may still deliver the rest: each
+      // copy carries the same tank-record).
+      if (interrupted_) return {plugin::SendStatus::retry, "stopping"};
+      return {plugin::SendStatus::retry,
+              fmt::format("{} of {} messages were not acknowledged within delivery_timeout ({} ms)",
+                          produced - reported, produced, settings_.delivery_timeout.count())};
+    }
+    if (!retry_cause.empty()) return {plugin::SendStatus::retry, retry_cause};
+    for (std::size_t i = 0; i < pending->slots.size(); ++i) {
+      const rd_kafka_resp_err_t err = pending->slots[i].err;
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+      if (permanent(err)) {
+        if (std::none_of(rejected.begin(), rejected.end(), [&](const auto& r) { return r.index == i; })) {
+          rejected.push_back({i, describe(err)});
+        }
+      } else if (retry_cause.empty()) {
+        retry_cause = fmt::format("record {}: {}", i, describe(err));
+      }
+    }
+    if (!retry_cause.empty()) return {plugin::SendStatus::retry, retry_cause};
+    client_->errors().end("the brokers answer again");
+    if (rejected.empty()) unauthorized_since_.clear();
+    std::sort(rejected.begin(), rejected.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+    plugin::SendResult result{plugin::SendStatus::delivered,
+                              fmt::format("{} message(s) acknowledged", batch.each.size() - rejected.size())};
+    result.rejected_records = std::move(rejected);
+    return result;
+  }
+
+  void interrupt() override {
+    // A send in progress waits stop_timeout more for its reports, then gives up (the batch stays
+    // in flight in the queue and is sent again after the restart).
+    stop_deadline_ = SteadyClock::now() + settings_.stop_timeout;
+    interrupted_ = true;
+  }
+
+  std::chrono::nanoseconds longest_send() const override {
+    return settings_.delivery_timeout + std::chrono::seconds(12);
+  }
+
+  // The producer goes with the last instance (~Client).
+  void stop() override {}
+
+ private:
+  // Produces one record; its report goes to `slot`.
+  rd_kafka_resp_err_t produce(rd_kafka_t* producer, const plugin::OutgoingBatch& batch, const queue::RecordView& r,
+                              std::size_t index, Slot* slot) {
+    const std::string& topic = topic_for(r.input);
+    const bool keyed = keys_.wanted() && keys_.read(r.payload, key_);
+    record_id_.assign(batch.idempotency_key);
+    record_id_ += '#';
+    record_id_ += std::to_string(index);
+    const void* key_data = keyed ? key_.data() : nullptr;
+    const std::size_t key_size = keyed ? key_.size() : 0;
+    const std::string& record_id = record_id_;
+    for (;;) {
+      rd_kafka_headers_t* headers = rd_kafka_headers_new(3);
+      rd_kafka_header_add(headers, "idempotency-key", -1, batch.idempotency_key.data(),
+                          static_cast<ssize_t>(batch.idempotency_key.size()));
+      rd_kafka_header_add(headers, "tank-record", -1, record_id.data(), static_cast<ssize_t>(record_id.size()));
+      rd_kafka_header_add(headers, "tank-input", -1, r.input.data(), static_cast<ssize_t>(r.input.size()));
+      // rd_kafka_produceva, not producev: producev's macros are GNU statement expressions.
+      rd_kafka_vu_t vus[6];
+      vus[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+      vus[0].u.cstr = topic.c_str();
+      vus[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+      vus[1].u.i = RD_KAFKA_MSG_F_COPY;
+      vus[2].vtype = RD_KAFKA_VTYPE_VALUE;
+      vus[2].u.mem.ptr = const_cast<char*>(r.payload.data());
+      vus[2].u.mem.size = r.payload.size();
+      vus[3].vtype = RD_KAFKA_VTYPE_KEY;
+      vus[3].u.mem.ptr = const_cast<void*>(key_data);
+      vus[3].u.mem.size = key_size;
+      vus[4].vtype = RD_KAFKA_VTYPE_HEADERS;
+      vus[4].u.headers = headers;
+      vus[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+      vus[5].u.ptr = slot;
+      rd_kafka_error_t* error = rd_kafka_produceva(producer, vus, 6);
+      const rd_kafka_resp_err_t err = error == nullptr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_error_code(error);
+      if (error != nullptr) rd_kafka_error_destroy(error);
+      if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return err;  // librdkafka owns the headers now
+      rd_kafka_headers_destroy(headers);
+      if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) return err;
+      // librdkafka holds the batches in flight: wait for reports to make room (bounded by the
+      // deadline of the reports themselves, message.timeout.ms).
+      if (interrupted_ && SteadyClock::now() >= stop_deadline_.load()) return RD_KAFKA_RESP_ERR__TIMED_OUT;
+      rd_kafka_poll(producer, 10);
+    }
+  }
+
+  // The topic of a record of `input` (the template's {input} replaced; cached per input).
+  const std::string& topic_for(std::string_view input) {
+    if (topic_.find("{input}") == std::string::npos) return topic_;
+    auto it = topics_.find(input);
+    if (it == topics_.end()) it = topics_.emplace(std::string(input), strings::replace_all(topic_, "{input}", input)).first;
+    return it->second;
+  }
+
+  // Whether produce() has refused the topic of records of `input` as unauthorized for at least
+  // delivery_timeout (since the first such refusal after the last clean delivery).
+  bool refused_for_long(std::string_view input) {
+    const std::string topic = topic_for(input);
+    const auto now = SteadyClock::now();
+    auto [it, fresh] = unauthorized_since_.emplace(topic, now);
+    return !fresh && now - it->second >= settings_.delivery_timeout;
+  }
+
   static std::vector<prometheus::MetricFamily> broker_families(const BrokerStats& stats, const std::string& output) {
     std::vector<metrics::GaugeSample> up, rtt;
     {
@@ -418,40 +523,18 @@ class KafkaOutput final : public plugin::Output {
                                   std::move(rtt))};
   }
 
-  void destroy() {
-    if (producer_ == nullptr) return;
-    rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
-    rd_kafka_poll(producer_, 0);
-    rd_kafka_destroy_flags(producer_, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    producer_ = nullptr;
-    slots_.clear();  // no report comes after the producer is gone
-  }
-
-
   KafkaSettings settings_;
   std::string component_;
   std::string output_;
-  std::mutex poll_mutex_;  // one thread polls librdkafka at a time: send(), or the idle poller
-  std::mutex idle_mutex_;
-  std::condition_variable idle_wake_;
-  bool stopping_ = false;  // under idle_mutex_
-  std::thread idle_poller_;
-  std::shared_ptr<BrokerStats> stats_ = std::make_shared<BrokerStats>();  // from the last statistics
-  std::shared_ptr<metrics::FunctionCollectable> collectable_;
-  std::string client_id_;
+  std::shared_ptr<Client> client_;
   std::string topic_;  // {agent_id} and {output} replaced
   std::map<std::string, std::string, std::less<>> topics_;  // input -> topic
   KeyReader keys_{settings_.key_field};
   std::string key_;        // the key of the record being produced
   std::string record_id_;  // its tank-record header
-  rd_kafka_t* producer_ = nullptr;
-  std::deque<Slot> slots_;  // stable addresses: reports point into it
-  std::uint64_t generation_ = 0;  // of the send in progress
-  std::size_t reported_ = 0;      // its messages with a delivery report
   std::map<std::string, SteadyClock::time_point> unauthorized_since_;  // topic -> first local refusal
   std::atomic<bool> interrupted_{false};
   std::atomic<SteadyClock::time_point> stop_deadline_{SteadyClock::time_point::max()};
-  log::Episode errors_{component_, log::Level::warn};
 };
 
 }  // namespace

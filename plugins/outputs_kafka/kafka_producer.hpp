@@ -1,7 +1,14 @@
 #pragma once
 
-// One producer of outputs.kafka (one per max_in_flight instance): sends a batch as one Kafka
-// message per record and says what happened only from librdkafka's delivery reports.
+// outputs.kafka's sending: a batch as one Kafka message per record, said delivered only from
+// librdkafka's delivery reports.
+//
+// The output's max_in_flight instances share one producer (one idempotence session, one poller
+// thread for reports and statistics). The engine hands their batches off in queue order
+// (Descriptor::hands_off_in_order): a send queues every message of its batch in librdkafka, hands
+// off, and then awaits the reports while the next batch is queued behind it. librdkafka keeps each
+// partition's messages in that order, so with max_in_flight > 1 Kafka still gets the records in
+// queue order; only a batch that is retried is overtaken.
 //
 //   message     the record's payload as stored (JSON as it came, text, bytes), to the topic
 //               (its {input} replaced by the record's input), with the key from key_field when
@@ -22,9 +29,10 @@
 //               librdkafka's reconnect backoff): the whole batch goes again under the same keys;
 //               what Kafka already has is then there twice, with the same tank-record header
 //   A fatal producer error (e.g. an idempotence sequence that cannot be repaired) makes a new
-//   producer; the batch is retried with it.
+//   producer; every batch waiting on the old one is retried with it.
 //
-// librdkafka's queue holds at most one batch (kafka_properties.hpp): tank's queue is the buffer.
+// librdkafka's queue holds at most the batches in flight (kafka_properties.hpp): tank's queue is
+// the buffer.
 
 #include <memory>
 

@@ -22,8 +22,8 @@ constexpr std::array kRefused{
     Refused{"max.in.flight", "idempotence allows at most 5; tank sets 5"},
     Refused{"retries", "librdkafka's retries must stay on for idempotence; tank retries batches itself"},
     Refused{"message.send.max.retries", "librdkafka's retries must stay on for idempotence; tank retries batches itself"},
-    Refused{"queue.buffering.max.messages", "tank bounds librdkafka's queue to the batch in flight (batch_max_records)"},
-    Refused{"queue.buffering.max.kbytes", "tank bounds librdkafka's queue to the batch in flight (batch_max_bytes)"},
+    Refused{"queue.buffering.max.messages", "tank bounds librdkafka's queue to the batches in flight (batch_max_records x max_in_flight)"},
+    Refused{"queue.buffering.max.kbytes", "tank bounds librdkafka's queue to the batches in flight (batch_max_bytes x max_in_flight)"},
     Refused{"message.timeout.ms", "use delivery_timeout"},
     Refused{"delivery.timeout.ms", "use delivery_timeout"},
     Refused{"transactional.id", "outputs.kafka does not use transactions (idempotence and tank-record headers instead)"},
@@ -49,19 +49,10 @@ std::string join(const std::vector<std::string>& parts) {
 
 }  // namespace
 
-std::optional<std::pair<std::string, std::string>> user_property(std::string_view entry, std::string& error) {
-  const auto eq = entry.find('=');
-  if (eq == std::string_view::npos || eq == 0) {
-    error = fmt::format("\"{}\" is not name=value (e.g. \"linger.ms=20\")", entry);
-    return std::nullopt;
-  }
-  std::string name(entry.substr(0, eq));
+std::optional<std::string_view> refusal(std::string_view name) {
   auto refused = std::find_if(kRefused.begin(), kRefused.end(), [&](const Refused& r) { return r.name == name; });
-  if (refused != kRefused.end()) {
-    error = fmt::format("\"{}\" cannot be set here: {}", name, refused->why);
-    return std::nullopt;
-  }
-  return std::make_pair(std::move(name), std::string(entry.substr(eq + 1)));
+  if (refused == kRefused.end()) return std::nullopt;
+  return refused->why;
 }
 
 Properties producer_properties(const KafkaSettings& s, const std::string& client_id) {
@@ -73,11 +64,13 @@ Properties producer_properties(const KafkaSettings& s, const std::string& client
   p.emplace_back("max.in.flight.requests.per.connection", "5");
   p.emplace_back("compression.codec", s.compression);
   p.emplace_back("message.timeout.ms", std::to_string(s.delivery_timeout.count()));
-  // librdkafka holds at most the batch in flight (records and bytes, with room for its own
+  // librdkafka holds at most the batches in flight (records and bytes, with room for its own
   // per-message overhead); a produce beyond that returns QUEUE_FULL and waits for reports.
-  p.emplace_back("queue.buffering.max.messages", std::to_string(std::max<std::size_t>(s.batch_max_records, 1)));
+  const std::size_t batches = std::max(s.batches_in_flight, 1U);
+  p.emplace_back("queue.buffering.max.messages", std::to_string(std::max<std::size_t>(s.batch_max_records, 1) * batches));
   p.emplace_back("queue.buffering.max.kbytes",
-                 std::to_string(std::max<std::size_t>((s.batch_max_bytes + s.batch_max_records * 128) / 1024 + 1, 1024)));
+                 std::to_string(std::max<std::size_t>(
+                     batches * ((s.batch_max_bytes + s.batch_max_records * 128) / 1024 + 1), 1024)));
   p.emplace_back("linger.ms", "5");
   // Per-broker state and round-trip time for tank's metrics (tank_output_kafka_broker_*).
   p.emplace_back("statistics.interval.ms", "5000");
@@ -95,9 +88,8 @@ Properties producer_properties(const KafkaSettings& s, const std::string& client
     p.emplace_back("enable.ssl.certificate.verification", s.tls.verify ? "true" : "false");
     p.emplace_back("ssl.endpoint.identification.algorithm", s.tls.verify ? "https" : "none");
   }
-  for (const std::string& entry : s.librdkafka) {
-    std::string error;
-    if (auto kv = user_property(entry, error)) p.push_back(std::move(*kv));
+  for (const auto& [name, value] : s.librdkafka) {
+    if (!refusal(name)) p.emplace_back(name, value);
   }
   return p;
 }

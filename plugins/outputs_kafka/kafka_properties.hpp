@@ -2,21 +2,22 @@
 
 // The librdkafka properties of outputs.kafka: what tank sets so that a batch counts as delivered
 // only when Kafka has every message of it, with librdkafka's own queue bounded to the batch in
-// flight, and the checks on the properties a user adds (`librdkafka = ["name=value", ...]`).
+// flight, and the checks on the properties a user adds (a table `[outputs.kafka.librdkafka]`,
+// `linger.ms = 20`).
 //
 // Set by tank (a user cannot change them, and `tank check` says why):
 //   enable.idempotence = true, acks = all      ordered, deduplicated retries within a producer
 //                                              session; acknowledged by every in-sync replica
 //   max.in.flight.requests.per.connection = 5  the most idempotence allows
-//   queue.buffering.max.messages / .kbytes     from batch_max_records / batch_max_bytes: librdkafka
-//                                              never holds more than the batch being sent, tank's
-//                                              queue is the buffer
+//   queue.buffering.max.messages / .kbytes     from batch_max_records / batch_max_bytes times
+//                                              max_in_flight: librdkafka never holds more than the
+//                                              batches being sent, tank's queue is the buffer
 //   message.timeout.ms                         from delivery_timeout: librdkafka gives up on a
 //                                              message only with a delivery report tank sees
 //   bootstrap.servers, security.protocol,      from brokers and the TLS and SASL options
 //   sasl.username, sasl.password
 // compression.codec comes from the output's compression (zstd, gzip, none); a user's
-// "compression.codec=lz4" (or snappy) overrides it.
+// compression.codec = "lz4" (or snappy) overrides it.
 
 #include <chrono>
 #include <cstddef>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "common/tls.hpp"
+#include "config/document.hpp"
 
 namespace tank::plugins::kafka {
 
@@ -42,16 +44,16 @@ struct KafkaSettings {
   tls::ClientSettings tls;
   std::chrono::milliseconds delivery_timeout{30000};
   std::chrono::milliseconds stop_timeout{5000};
-  std::vector<std::string> librdkafka;  // "name=value" for other librdkafka properties
+  config::PropertyTable librdkafka;      // other librdkafka properties: name, value
   std::size_t batch_max_records = 10000;  // the output's common options
   std::size_t batch_max_bytes = 4 << 20;
+  unsigned batches_in_flight = 1;  // the output's max_in_flight: batches librdkafka may hold at once
 };
 
 using Properties = std::vector<std::pair<std::string, std::string>>;
 
-// "name=value" split at the first '='; nullopt (and `error`) when there is none or the name is
-// one tank sets (the error says why it is refused).
-std::optional<std::pair<std::string, std::string>> user_property(std::string_view entry, std::string& error);
+// Why a user may not set property `name` (one tank sets for its guarantees); nullopt when they may.
+std::optional<std::string_view> refusal(std::string_view name);
 
 // Every property of a producer for `settings`, in the order to set them (the user's last).
 // `client_id`: "tank-<agent id>-<output>[-<instance>]".

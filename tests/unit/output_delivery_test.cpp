@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
 #include <set>
 #include <mutex>
@@ -215,6 +216,39 @@ TEST_CASE("delivery: records an output refuses one by one go to the dead-letter 
   const std::string m = h.registry.serialize();
   CHECK(metric_value(m, R"(tank_output_records_total{output="cloud",result="rejected",type="test"})") == 2);
   CHECK(metric_value(m, R"(tank_output_records_total{output="cloud",result="delivered",type="test"})") == 2);
+}
+
+TEST_CASE("delivery: an output that sends records gets no body, and its key hashes the records", "[unit][output]") {
+  auto keys_of = [](const std::vector<std::string>& payloads, bool sends_records) {
+    Harness h;
+    h.append(payloads);
+    h.shared->script = {plugin::SendResult{plugin::SendStatus::retry, "again", std::nullopt}};
+    output::DeliverySettings s = settings(3);
+    s.sends_records = sends_records;
+    auto d = h.delivery(s);
+    d->start();
+    REQUIRE(wait_until([&] { return h.acked() == payloads.size(); }));
+    d->stop();
+    const auto sent = h.shared->snapshot();
+    REQUIRE(sent.size() == 2);
+    CHECK(sent[0].key == sent[1].key);  // the same key in every attempt
+    CHECK(sent[0].each == payloads);
+    CHECK(sent[0].body.empty() == sends_records);
+    const std::string m = h.registry.serialize();
+    CHECK(metric_value(m, R"(tank_output_bytes_total{output="cloud",stage="sent",type="test"})") ==
+          (sends_records ? 2.0 * 6 : 2.0 * 9));  // two attempts of the payloads, or of the body "ab\ncd\nef\n"
+    return sent[0].key;
+  };
+  const std::string records = keys_of({"ab", "cd", "ef"}, true);
+  const std::string other = keys_of({"ab", "cd", "eg"}, true);
+  const std::string split = keys_of({"a", "bcd", "ef"}, true);  // the same bytes in other records
+  const std::string body = keys_of({"ab", "cd", "ef"}, false);
+  for (const std::string& key : {records, body}) {
+    CHECK(key.starts_with("gw/cloud/"));
+    CHECK(key.find("/1-3/") != std::string::npos);
+  }
+  CHECK(records != other);
+  CHECK(records != split);
 }
 
 TEST_CASE("delivery: an output takes only its routes and passes the rest", "[unit][output]") {
@@ -476,4 +510,76 @@ TEST_CASE("delivery: records evicted by drop_oldest while their batch is retried
   const double dropped = metric_value(m, R"(tank_queue_dropped_records_total{policy="drop_oldest"})").value_or(0);
   CHECK(dropped > 0);
   CHECK(delivered + dropped == static_cast<double>(appended));
+}
+
+namespace {
+
+// Like a client shared by every instance (one Kafka producer): a send "queues" its batch (logs
+// its first record), hands off, then awaits its "answer". Before it queues, a send waits up to
+// 20 ms for a later batch to queue first (it may only if the engine let that one begin); after
+// handing off it waits until a later batch was queued too (or 200 ms), so that answers are
+// awaited at once.
+class HandOffOutput final : public plugin::Output {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::vector<std::uint64_t> queued;  // first records, in the order they were queued
+    std::size_t awaiting = 0, most_awaiting = 0;
+    bool queued_after(std::uint64_t first) const {
+      return std::any_of(queued.begin(), queued.end(), [&](std::uint64_t q) { return q > first; });
+    }
+  };
+  explicit HandOffOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  plugin::SendResult send(const plugin::OutgoingBatch& b) override {
+    std::unique_lock lock(shared_->mutex);
+    shared_->changed.wait_for(lock, std::chrono::milliseconds(20), [&] { return shared_->queued_after(b.first_seq); });
+    shared_->queued.push_back(b.first_seq);
+    shared_->changed.notify_all();
+    lock.unlock();
+    if (b.handed_off) b.handed_off();
+    lock.lock();
+    ++shared_->awaiting;
+    shared_->most_awaiting = std::max(shared_->most_awaiting, shared_->awaiting);
+    shared_->changed.wait_for(lock, std::chrono::milliseconds(200), [&] { return shared_->queued_after(b.first_seq); });
+    --shared_->awaiting;
+    return {plugin::SendStatus::delivered, "ok", std::nullopt};
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace
+
+TEST_CASE("delivery: an output that hands off in order gets its batches in queue order with max_in_flight > 1, and "
+          "awaits several answers at once",
+          "[unit][output]") {
+  for (const bool in_order : {true, false}) {
+    DYNAMIC_SECTION((in_order ? "hands_off_in_order" : "without (the check itself can fail)")) {
+      Harness h;
+      std::vector<std::string> many;
+      for (int i = 1; i <= 60; ++i) many.push_back(std::to_string(i));
+      h.append(many);
+      auto shared = std::make_shared<HandOffOutput::Shared>();
+      std::vector<std::unique_ptr<plugin::Output>> instances;
+      for (unsigned i = 0; i < 4; ++i) instances.push_back(std::make_unique<HandOffOutput>(shared));
+      output::DeliverySettings s = settings(3);
+      s.max_in_flight = 4;
+      s.hands_off_in_order = in_order;
+      output::Delivery d(std::move(s), *h.queue, std::move(instances), h.registry, h.clock);
+      d.start();
+      REQUIRE(wait_until([&] { return h.acked() == 60; }));
+      d.stop();
+      std::lock_guard lock(shared->mutex);
+      REQUIRE(shared->queued.size() == 20);
+      const bool ordered = std::is_sorted(shared->queued.begin(), shared->queued.end());
+      if (in_order) {
+        CHECK(ordered);
+        CHECK(shared->most_awaiting > 1);  // pipelined, not one batch after the other
+      } else {
+        CHECK_FALSE(ordered);  // four senders at once overtake each other
+      }
+    }
+  }
 }
