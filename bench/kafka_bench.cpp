@@ -3,7 +3,8 @@
 // acks = all, as tank's) sending the same records into the same cluster.
 //
 //   kafka_bench --tank build/agent/tank --mock build/tests/kafka_mock_cluster --dir /work/kbench
-//     [--records 3000000] [--size 60] [--partitions 3] [--repeat 3] [--batch 10000] [--in-flight 1]
+//     [--records 3000000] [--size 60] [--partitions 3] [--repeat 3] [--batch 10000] [--in-flight 4]
+//     [--rtt MS]   every broker answers MS later (rd_kafka_mock_broker_set_rtt): a distant cluster
 //   kafka_bench ... --agents 20 [--per-agent 50000] --partitions 24
 //     the fleet: 20 tank processes (agent ids gw-0...) into one cluster, aggregate records/s, and
 //     every record looked for in the cluster afterwards (use enough partitions: the mock keeps
@@ -51,7 +52,8 @@ struct Settings {
   int partitions = 3;
   int repeat = 3;
   std::size_t batch = 10000;
-  int in_flight = 1;  // outputs.kafka's max_in_flight
+  int in_flight = 4;  // outputs.kafka's max_in_flight (its default)
+  int rtt_ms = 0;     // every broker answers this much later (a link to a distant cluster)
 };
 
 // The mock cluster as a child: its bootstrap list from its first line; closing its stdin ends it.
@@ -80,6 +82,7 @@ struct Mock {
     const std::string line = read_line();
     if (!line.starts_with("bootstraps=")) die("the mock cluster did not start: " + line);
     bootstraps = line.substr(11);
+    if (s.rtt_ms > 0 && command(fmt::format("rtt -1 {}", s.rtt_ms)) != "ok") die("the mock cluster refused rtt");
   }
   std::string read_line() {
     for (;;) {
@@ -313,6 +316,7 @@ int main(int argc, char** argv) {
     else if (a == "--repeat") s.repeat = std::stoi(value());
     else if (a == "--batch") s.batch = std::stoul(value());
     else if (a == "--in-flight") s.in_flight = std::stoi(value());
+    else if (a == "--rtt") s.rtt_ms = std::stoi(value());
     else if (a == "--agents") agents = std::stoi(value());
     else if (a == "--per-agent") per_agent = std::stoull(value());
     else die("unknown argument " + a);
