@@ -27,7 +27,7 @@
 set -eu
 
 # Bump when the way the libraries are built changes: every cached build is then redone.
-RECIPE=4
+RECIPE=5
 MIRROR=${TANK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${TANK_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
@@ -293,7 +293,11 @@ build_static() {
 # MDC2, OCB, RC2/4/5, RIPEMD-160, SEED, SipHash, SIV, SM2/3/4, Whirlpool, binary-field curves,
 # scrypt), and protocols tank never speaks (SSLv3, DTLS, SCTP, SRTP, SRP, NPN, CT, OCSP
 # stapling, compression). Deprecated APIs stay (Paho C calls some); unused functions are dropped
-# at link time (--gc-sections). OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
+# at link time (--gc-sections). No unwind tables for its C code (-fno-asynchronous-unwind-tables;
+# its assembly keeps its own): they were 0.26 MiB of a static tank, and are needed only for a C++
+# exception to pass through OpenSSL's frames. The one C++ code OpenSSL calls in tank is Asio's
+# password callback for tls_key_password (a std::string copy, at start-up): a std::bad_alloc
+# there would end the process instead of failing the start. OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
 # (/usr/lib/ssl/certs -> /etc/ssl/certs) and openssl.cnf are found as with Debian's own library.
 build_openssl() {
   begin_build openssl Configure || return 0
@@ -314,7 +318,7 @@ build_openssl() {
            no-whirlpool no-scrypt \
            no-ssl3 no-dtls no-sctp no-srtp no-srp no-nextprotoneg no-ct no-ocsp no-comp \
            no-cms no-ts no-rfc3779 \
-           -Os -ffunction-sections -fdata-sections &&
+           -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables &&
          make -j "$jobs" build_libs &&
          make install_dev; } >"$build.log" 2>&1; then
     build_failed openssl
@@ -330,7 +334,12 @@ build_openssl
 # "zstd"`, level 3). Debian's libzstd.a is 0.42 MiB of a static tank (no -ffunction-sections, the
 # dictionary builder, legacy formats); built here at -O2 with -ffunction-sections and without
 # those, it compresses as fast as Debian's (measured: 1.17 GB/s against 1.15 GB/s on JSON lines;
-# -Os would cost 30 %) and is about 0.14 MiB smaller in tank.
+# -Os would cost 30 %) and is about 0.14 MiB smaller in tank. tank compresses at level 3 only
+# (agent/output/batch.cpp), which is the dfast strategy for every input size; the strategies of
+# levels 5 and up (lazy, btopt/btultra, long-distance matching: zstd_lazy.c, zstd_opt.c,
+# zstd_ldm.c) are linked because a table refers to them, but never run: those three files at
+# -Os, 0.08 MiB less. No unwind tables: zstd calls no code of tank's (no C++ exception can pass
+# through its frames).
 build_zstd() {
   begin_build libzstd Makefile || return 0
   cc=cc ar=ar
@@ -338,7 +347,8 @@ build_zstd() {
   # The library's Makefile builds in its source tree: build in a copy.
   if ! { cp -a "$tree" "$build" &&
          make -C "$build/lib" -j "$jobs" libzstd.a CC="$cc" AR="$ar" \
-           CFLAGS="-O2 -ffunction-sections -fdata-sections" \
+           CFLAGS="-O2 -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables" \
+           --eval='%/zstd_lazy.o %/zstd_opt.o %/zstd_ldm.o: override CFLAGS += -Os' \
            ZSTD_LIB_DICTBUILDER=0 ZSTD_LIB_DEPRECATED=0 ZSTD_LEGACY_SUPPORT=0 &&
          cp "$build/lib/libzstd.a" "$prefix/lib/" &&
          cp "$build/lib/zstd.h" "$build/lib/zstd_errors.h" "$prefix/include/"; } >"$build.log" 2>&1; then
