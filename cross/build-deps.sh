@@ -1,6 +1,6 @@
 #!/bin/sh
 # Prepares what a static build of tank needs for one Debian architecture:
-#   cross/build-deps.sh [amd64|arm64|armhf]        (default: amd64)
+#   cross/build-deps.sh [amd64|arm64|armhf] [--kafka]      (default: amd64)
 #
 #  1. Host packages (as root; installs only what is missing): cmake, ninja, pkg-config,
 #     dpkg-dev, file, the -dev packages of the native build; for arm64/armhf also the cross
@@ -16,6 +16,9 @@
 #     instead of Debian's libcrypto.a's 3.25 MiB), zstd (-O2, -ffunction-sections), and the libraries Debian ships only as shared
 #     objects, Paho MQTT C++ and prometheus-cpp (core) (-Os, -ffunction-sections -fdata-sections:
 #     57 KB less than at -O2, neither is on the per-record path).
+#  4. With --kafka (cross/build.sh --full): librdkafka for outputs.kafka, from its Debian source
+#     package, static, with only what tank uses (build_librdkafka below). Not built otherwise, so
+#     the default flavour's dependencies take no longer.
 #
 # <cache> is ${TANK_DEPS_CACHE:-$HOME/.cache/tank-deps}. Each library is rebuilt only when its
 # Debian source version (or this script's recipe number) changes; when everything is present
@@ -24,20 +27,27 @@
 set -eu
 
 # Bump when the way the libraries are built changes: every cached build is then redone.
-RECIPE=4
+RECIPE=5
 MIRROR=${TANK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${TANK_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 here=$(cd "$(dirname "$0")" && pwd)
-arch=${1:-amd64}
+arch=amd64
+kafka=no
+for a in "$@"; do
+  case "$a" in
+    amd64|arm64|armhf) arch=$a ;;
+    --kafka) kafka=yes ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [amd64|arm64|armhf] [--kafka]" >&2; exit 2 ;;
+  esac
+done
 case "$arch" in
   amd64) triple=x86_64-linux-gnu ;;
   arm64) triple=aarch64-linux-gnu ;;
   armhf) triple=arm-linux-gnueabihf ;;
-  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [amd64|arm64|armhf]" >&2; exit 2 ;;
 esac
 host_arch=$(dpkg --print-architecture)
 if [ "$host_arch" != amd64 ]; then
@@ -283,7 +293,11 @@ build_static() {
 # MDC2, OCB, RC2/4/5, RIPEMD-160, SEED, SipHash, SIV, SM2/3/4, Whirlpool, binary-field curves,
 # scrypt), and protocols tank never speaks (SSLv3, DTLS, SCTP, SRTP, SRP, NPN, CT, OCSP
 # stapling, compression). Deprecated APIs stay (Paho C calls some); unused functions are dropped
-# at link time (--gc-sections). OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
+# at link time (--gc-sections). No unwind tables for its C code (-fno-asynchronous-unwind-tables;
+# its assembly keeps its own): they were 0.26 MiB of a static tank, and are needed only for a C++
+# exception to pass through OpenSSL's frames. The one C++ code OpenSSL calls in tank is Asio's
+# password callback for tls_key_password (a std::string copy, at start-up): a std::bad_alloc
+# there would end the process instead of failing the start. OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
 # (/usr/lib/ssl/certs -> /etc/ssl/certs) and openssl.cnf are found as with Debian's own library.
 build_openssl() {
   begin_build openssl Configure || return 0
@@ -304,7 +318,7 @@ build_openssl() {
            no-whirlpool no-scrypt \
            no-ssl3 no-dtls no-sctp no-srtp no-srp no-nextprotoneg no-ct no-ocsp no-comp \
            no-cms no-ts no-rfc3779 \
-           -Os -ffunction-sections -fdata-sections &&
+           -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables &&
          make -j "$jobs" build_libs &&
          make install_dev; } >"$build.log" 2>&1; then
     build_failed openssl
@@ -320,7 +334,12 @@ build_openssl
 # "zstd"`, level 3). Debian's libzstd.a is 0.42 MiB of a static tank (no -ffunction-sections, the
 # dictionary builder, legacy formats); built here at -O2 with -ffunction-sections and without
 # those, it compresses as fast as Debian's (measured: 1.17 GB/s against 1.15 GB/s on JSON lines;
-# -Os would cost 30 %) and is about 0.14 MiB smaller in tank.
+# -Os would cost 30 %) and is about 0.14 MiB smaller in tank. tank compresses at level 3 only
+# (agent/output/batch.cpp), which is the dfast strategy for every input size; the strategies of
+# levels 5 and up (lazy, btopt/btultra, long-distance matching: zstd_lazy.c, zstd_opt.c,
+# zstd_ldm.c) are linked because a table refers to them, but never run: those three files at
+# -Os, 0.08 MiB less. No unwind tables: zstd calls no code of tank's (no C++ exception can pass
+# through its frames).
 build_zstd() {
   begin_build libzstd Makefile || return 0
   cc=cc ar=ar
@@ -328,7 +347,8 @@ build_zstd() {
   # The library's Makefile builds in its source tree: build in a copy.
   if ! { cp -a "$tree" "$build" &&
          make -C "$build/lib" -j "$jobs" libzstd.a CC="$cc" AR="$ar" \
-           CFLAGS="-O2 -ffunction-sections -fdata-sections" \
+           CFLAGS="-O2 -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables" \
+           --eval='%/zstd_lazy.o %/zstd_opt.o %/zstd_ldm.o: override CFLAGS += -Os' \
            ZSTD_LIB_DICTBUILDER=0 ZSTD_LIB_DEPRECATED=0 ZSTD_LEGACY_SUPPORT=0 &&
          cp "$build/lib/libzstd.a" "$prefix/lib/" &&
          cp "$build/lib/zstd.h" "$build/lib/zstd_errors.h" "$prefix/include/"; } >"$build.log" 2>&1; then
@@ -347,6 +367,56 @@ build_static paho.mqtt.cpp \
 build_static prometheus-cpp \
   -DENABLE_PULL=OFF -DENABLE_PUSH=OFF -DENABLE_COMPRESSION=OFF -DENABLE_TESTING=OFF \
   -DUSE_THIRDPARTY_LIBRARIES=OFF -DGENERATE_PKGCONFIG=OFF
+
+# librdkafka, static, from Debian's source package, for outputs.kafka (the `full` flavour:
+# cross/build.sh --full). Debian's librdkafka.a cannot be linked here: it needs -lsasl2 and -llz4,
+# which have no static archives. Built with librdkafka's own ./configure (mklove) against the
+# OpenSSL and zstd above and zlib (the host's for amd64, the debroot's for cross builds), with
+# what tank uses: TLS, SASL PLAIN/SCRAM (and OAUTHBEARER, built in with TLS), zstd, gzip, and the
+# built-in lz4 and snappy. Left out: GSSAPI (Cyrus SASL), libcurl (OAUTHBEARER OIDC), syslog, and
+# dlopen() with it the plugin loader (`plugin.library.paths`), which a static tank cannot use.
+# Never --install-deps or --source-deps-only: those download. -Os like OpenSSL (configure puts
+# its own -O2 before CFLAGS, so -Os is the one that applies): the producer's per-record work is
+# copying into its buffers and the CRC32C, which has its own hardware path.
+build_librdkafka() {
+  begin_build librdkafka configure.self || return 0
+  cc=cc cxx=c++ ar=ar ranlib=ranlib
+  cppflags="-I$prefix/include" ldflags="-L$prefix/lib"
+  if [ "$cross" = yes ]; then
+    cc=$triple-gcc cxx=$triple-g++ ar=$triple-ar ranlib=$triple-ranlib
+    cppflags="$cppflags -I$debroot/usr/include -I$debroot/usr/include/$triple"
+    ldflags="$ldflags -L$debroot/usr/lib/$triple"
+  fi
+  # pkg-config sees only this prefix (OpenSSL's .pc files); the host's, for amd64 too, never:
+  # they would name Debian's shared libssl. zstd and zlib are found by configure's link checks.
+  # tank's OpenSSL is built no-engine; librdkafka 2.0.2 uses ENGINE_* whenever OpenSSL >= 1.1
+  # (fixed upstream later, confluentinc/librdkafka#4852): the same guard, in its build copy.
+  if ! { cp -a "$tree" "$build" && cd "$build" &&
+         sed -i 's/    !defined(OPENSSL_IS_BORINGSSL)$/    !defined(OPENSSL_IS_BORINGSSL) \&\& !defined(OPENSSL_NO_ENGINE)/' \
+           src/rdkafka_conf.h &&
+         grep -q 'OPENSSL_NO_ENGINE' src/rdkafka_conf.h &&
+         PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig" PKG_CONFIG_PATH="" RANLIB=$ranlib \
+         CPPFLAGS="$cppflags" LDFLAGS="$ldflags" CFLAGS="-Os -ffunction-sections -fdata-sections" \
+         ./configure --no-download --prefix="$prefix" --cc="$cc" --cxx="$cxx" \
+           --disable-debug-symbols \
+           --enable-ssl --enable-zstd --enable-zlib \
+           --disable-gssapi --disable-curl --disable-lz4-ext --disable-syslog &&
+         grep -q '^#define WITH_SSL 1' config.h && grep -q '^#define WITH_ZSTD 1' config.h &&
+         grep -q '^#define WITH_ZLIB 1' config.h && grep -q '^#define WITH_SASL_SCRAM 1' config.h &&
+         sed -i 's/^WITH_LIBDL=.*/WITH_LIBDL=n/; s/^WITH_PLUGINS=.*/WITH_PLUGINS=n/' Makefile.config &&
+         sed -i 's/^#define WITH_LIBDL .*/#define WITH_LIBDL 0/; s/^#define WITH_PLUGINS .*/#define WITH_PLUGINS 0/;
+                 /^#define BUILT_WITH /s/ LIBDL PLUGINS / /' config.h &&
+         make -C src -j "$jobs" librdkafka.a AR="$ar" RANLIB="$ranlib" &&
+         cp src/librdkafka.a "$prefix/lib/" &&
+         mkdir -p "$prefix/include/librdkafka" &&
+         cp src/rdkafka.h src/rdkafka_mock.h "$prefix/include/librdkafka/"; } >"$build.log" 2>&1; then
+    cd "$here"
+    build_failed librdkafka
+  fi
+  cd "$here"
+  end_build librdkafka
+}
+[ "$kafka" = no ] || build_librdkafka
 
 echo "prefix=$prefix"
 [ "$cross" = yes ] && echo "debroot=$debroot"

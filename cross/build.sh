@@ -1,7 +1,11 @@
 #!/bin/sh
 # Builds a static tank for one architecture, in one command:
-#   cross/build.sh <amd64|arm64|armhf> [--tests | --queue-tests] [--deb] [--fully-static]
+#   cross/build.sh <amd64|arm64|armhf> [--full] [--tests | --queue-tests] [--deb] [--fully-static]
 #
+#   --full          the `full` flavour: every plugin (TANK_PLUGINS=all), outputs.kafka too, with
+#                   librdkafka built by `build-deps.sh --kafka`; build directory
+#                   build-static-<arch>-full. Without it, the default flavour: every plugin but
+#                   outputs.kafka, within the 6 MiB budget (plugins/CMakeLists.txt).
 #   --tests         also build the unit test programs and run them (ctest -L unit); for
 #                   arm64/armhf they run under qemu-user (CMAKE_CROSSCOMPILING_EMULATOR).
 #   --queue-tests   also build only the queue's unit tests (tank_queue_unit_tests: the queue, its
@@ -9,17 +13,17 @@
 #                   arm64/armhf: what CI runs for armhf, where size_t has 32 bits.
 #   --deb           also make the Debian package (CPack): build-static-<arch>/tank_<version>_<arch>.deb
 #   --fully-static  link the C library statically too (TANK_FULLY_STATIC): see README.md for
-#                   what that means for name resolution.
+#                   what that means for name resolution. Build directory suffix -libc.
 #
 # Steps: cross/build-deps.sh <arch> (host packages, static Paho C++ / prometheus-cpp, cached),
 # configure build-static-<arch> (Release, TANK_STATIC=ON, the cross toolchain file), build
 # `tank`, write a stripped copy build-static-<arch>/tank.stripped and print its size, `file` and
 # `ldd` (for arm64/armhf, `tank version` is run under qemu instead of ldd).
 # Environment: TANK_DEPS_CACHE (see build-deps.sh), TANK_JOBS (default: nproc),
-# TANK_BUILD_DIR (default: <source>/build-static-<arch>[-full]).
+# TANK_BUILD_DIR (default: <source>/build-static-<arch>[-full][-libc]).
 set -eu
 
-usage() { echo "usage: $0 <amd64|arm64|armhf> [--tests | --queue-tests] [--deb] [--fully-static]" >&2; exit 2; }
+usage() { echo "usage: $0 <amd64|arm64|armhf> [--full] [--tests | --queue-tests] [--deb] [--fully-static]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 arch=$1
 shift
@@ -32,13 +36,15 @@ esac
 tests=OFF
 queue_tests=OFF
 full=OFF
+fully_static=OFF
 deb=OFF
 for a in "$@"; do
   case "$a" in
+    --full) full=ON ;;
     --tests) tests=ON ;;
     --queue-tests) queue_tests=ON ;;
     --deb) deb=ON ;;
-    --fully-static) full=ON ;;
+    --fully-static) fully_static=ON ;;
     *) usage ;;
   esac
 done
@@ -52,12 +58,19 @@ src=$(cd "$here/.." && pwd)
 jobs=${TANK_JOBS:-$(nproc)}
 suffix=""
 [ "$full" = ON ] && suffix=-full
+[ "$fully_static" = ON ] && suffix=$suffix-libc
 build=${TANK_BUILD_DIR:-$src/build-static-$arch$suffix}
 
 say() { echo "build[$arch]: $*"; }
 
 # 1. Dependencies; build-deps.sh prints prefix=... and, for cross builds, debroot=...
-deps_out=$("$here/build-deps.sh" "$arch") || exit 1
+# The full flavour's librdkafka is built only for it (--kafka).
+deps_kafka=""
+[ "$full" = ON ] && deps_kafka=--kafka
+start=$(date +%s)
+deps_out=$("$here/build-deps.sh" "$arch" $deps_kafka) || exit 1
+say "dependencies took $(( $(date +%s) - start )) s"
+
 prefix=$(printf '%s\n' "$deps_out" | sed -n 's/^prefix=//p')
 debroot=$(printf '%s\n' "$deps_out" | sed -n 's/^debroot=//p')
 
@@ -67,10 +80,17 @@ debroot=$(printf '%s\n' "$deps_out" | sed -n 's/^debroot=//p')
 # against 1.02). Not -O3: larger, and GCC 12's -O3 warns falsely (-Wrestrict) on std::string.
 # With link-time optimisation (CMAKE_INTERPROCEDURAL_OPTIMIZATION): 0.25 MiB less on amd64, and
 # the build is faster (docs/BENCHMARKS.md, "Binary size").
-set -- -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANK_STATIC=ON -DTANK_FULLY_STATIC=$full \
+set -- -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANK_STATIC=ON -DTANK_FULLY_STATIC=$fully_static \
   -DCMAKE_C_FLAGS_RELEASE="-Os -DNDEBUG" -DCMAKE_CXX_FLAGS_RELEASE="-Os -DNDEBUG" \
   -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=ON \
   -DTANK_BUILD_TESTS=$build_tests -DTANK_BUILD_BENCH=OFF -DCMAKE_PREFIX_PATH="$prefix" -DOPENSSL_ROOT_DIR="$prefix"
+# The flavour: every plugin, or plugins/CMakeLists.txt's default for static builds (its cache
+# entry removed, so a build directory that had another list gets the default again).
+if [ "$full" = ON ]; then
+  set -- "$@" -DTANK_PLUGINS=all
+else
+  set -- "$@" -UTANK_PLUGINS
+fi
 if [ "$arch" != amd64 ]; then
   set -- "$@" -DCMAKE_TOOLCHAIN_FILE="$here/$triple.cmake" -DTANK_CROSS_DEBROOT="$debroot"
 fi
@@ -110,7 +130,7 @@ strip_tool="strip"
 size=$(stat -c %s "$build/tank.stripped")
 say "tank.stripped: $size bytes ($(awk "BEGIN { printf \"%.2f\", $size / 1048576 }") MiB)"
 # The size goal for x86-64 (issue 6, docs/BENCHMARKS.md "Binary size"): said, not enforced.
-if [ "$arch" = amd64 ] && [ "$full" = OFF ] && [ "$size" -gt 6291456 ]; then
+if [ "$arch" = amd64 ] && [ "$full" = OFF ] && [ "$fully_static" = OFF ] && [ "$size" -gt 6291456 ]; then
   say "warning: over the 6 MiB size goal for the static x86-64 binary by $(( size - 6291456 )) bytes (docs/BENCHMARKS.md, \"Binary size\")"
 fi
 file -b "$build/tank.stripped" | sed 's/^/  file: /'
@@ -126,9 +146,16 @@ fi
 if [ "$arch" = amd64 ]; then
   echo "  ldd:"
   ldd "$build/tank.stripped" 2>&1 | sed 's/^/    /' || true
-  "$build/tank.stripped" version | sed 's/^/  tank version: /'
+  version=$("$build/tank.stripped" version)
+  printf '%s\n' "$version" | sed 's/^/  tank version: /'
 else
-  $qemu -L "/usr/$triple" "$build/tank.stripped" version | sed "s/^/  $qemu tank version: /"
+  version=$($qemu -L "/usr/$triple" "$build/tank.stripped" version)
+  printf '%s\n' "$version" | sed "s/^/  $qemu tank version: /"
+fi
+# The full flavour has outputs.kafka (and so every plugin); the default one has not.
+if [ "$full" = ON ] && ! printf '%s\n' "$version" | grep -Eq '^outputs:.*\<kafka\>'; then
+  say "error: the full build's \`tank version\` does not list outputs.kafka" >&2
+  exit 1
 fi
 if [ "$deb" = ON ]; then
   (cd "$build" && cpack -G DEB -B "$build" >"$build/cpack.log" 2>&1) || { cat "$build/cpack.log" >&2; exit 1; }

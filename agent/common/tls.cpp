@@ -1,5 +1,7 @@
 #include "common/tls.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include <openssl/ssl.h>
@@ -12,6 +14,23 @@
 namespace tank::tls {
 
 namespace ssl = boost::asio::ssl;
+
+namespace {
+
+// OpenSSL's password callback (pem_password_cb) for tls_key_password: userdata is the password.
+// A plain function that cannot throw, instead of Asio's set_password_callback (whose std::string
+// copy can): the static builds compile OpenSSL without unwind tables (cross/README.md), so no C++
+// exception may pass through OpenSSL's frames. Like Asio's, it gives at most size - 1 bytes.
+int copy_key_password(char* buf, int size, int /*rwflag*/, void* userdata) {
+  const auto* password = static_cast<const std::string*>(userdata);
+  if (password == nullptr || size <= 0) return 0;
+  const std::size_t n = std::min(password->size(), static_cast<std::size_t>(size - 1));
+  std::memcpy(buf, password->data(), n);
+  buf[n] = '\0';
+  return static_cast<int>(n);
+}
+
+}  // namespace
 
 ssl::context make_client_context(const ClientSettings& settings) {
   ssl::context c(ssl::context::tls_client);
@@ -27,13 +46,19 @@ ssl::context make_client_context(const ClientSettings& settings) {
   } else {
     c.set_default_verify_paths(ec);
   }
-  if (!settings.key_password.empty()) {
-    c.set_password_callback([p = settings.key_password](std::size_t, ssl::context::password_purpose) { return p; });
-  }
   if (!settings.cert_file.empty()) {
     c.use_certificate_chain_file(settings.cert_file, ec);
     if (ec) throw std::runtime_error(fmt::format("cannot load tls_cert_file {}: {}", settings.cert_file, ec.message()));
+    // The password is read only while the key is loaded. The callback's data is then cleared: it
+    // points into `settings`, and Asio's context deletes a non-null one as its own callback object.
+    SSL_CTX* native = c.native_handle();
+    if (!settings.key_password.empty()) {
+      SSL_CTX_set_default_passwd_cb(native, copy_key_password);
+      SSL_CTX_set_default_passwd_cb_userdata(native, const_cast<std::string*>(&settings.key_password));
+    }
     c.use_private_key_file(settings.key_file, ssl::context::pem, ec);
+    SSL_CTX_set_default_passwd_cb(native, nullptr);
+    SSL_CTX_set_default_passwd_cb_userdata(native, nullptr);
     if (ec) {
       throw std::runtime_error(fmt::format(
           "cannot load tls_key_file {}: {} (does it match the certificate? is its password right?)", settings.key_file,
