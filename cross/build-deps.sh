@@ -294,10 +294,10 @@ build_static() {
 # scrypt), and protocols tank never speaks (SSLv3, DTLS, SCTP, SRTP, SRP, NPN, CT, OCSP
 # stapling, compression). Deprecated APIs stay (Paho C calls some); unused functions are dropped
 # at link time (--gc-sections). No unwind tables for its C code (-fno-asynchronous-unwind-tables;
-# its assembly keeps its own): they were 0.26 MiB of a static tank, and are needed only for a C++
-# exception to pass through OpenSSL's frames. The one C++ code OpenSSL calls in tank is Asio's
-# password callback for tls_key_password (a std::string copy, at start-up): a std::bad_alloc
-# there would end the process instead of failing the start. OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
+# its assembly keeps its own): they were 0.29 MiB of a static tank, and are needed only for a C++
+# exception to pass through OpenSSL's frames. The only code of tank's OpenSSL calls is the
+# password callback for tls_key_password, a plain function that cannot throw
+# (agent/common/tls.cpp). OPENSSLDIR is Debian's /usr/lib/ssl: the device's CA store
 # (/usr/lib/ssl/certs -> /etc/ssl/certs) and openssl.cnf are found as with Debian's own library.
 build_openssl() {
   begin_build openssl Configure || return 0

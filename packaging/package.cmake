@@ -32,10 +32,15 @@ set(CPACK_PACKAGE_VERSION "${PROJECT_VERSION}")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGE_CONTACT "tank maintainers <tank@localhost>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "edge/IoT ingestion agent with a bounded write-ahead queue")
+# The upstreams named are those compiled in (the packages are of the full build: all three).
+set(TANK_DEB_UPSTREAMS "HTTP and MQTT")
+if("outputs_kafka" IN_LIST TANK_PLUGINS)
+  set(TANK_DEB_UPSTREAMS "HTTP, MQTT and Kafka")
+endif()
 set(CPACK_PACKAGE_DESCRIPTION
     "tank reads MQTT, files and sockets, keeps what it reads in a bounded LMDB-backed write-ahead \
-queue, validates, dead-letters and aggregates locally, and forwards batches upstream over HTTP \
-and MQTT with at-least-once delivery and idempotency keys.")
+queue, validates, dead-letters and aggregates locally, and forwards batches upstream over \
+${TANK_DEB_UPSTREAMS} with at-least-once delivery and idempotency keys.")
 set(CPACK_STRIP_FILES TRUE)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE "${TANK_DEB_ARCH}")
