@@ -515,8 +515,9 @@ TEST_CASE("delivery: records evicted by drop_oldest while their batch is retried
 namespace {
 
 // Like a client shared by every instance (one Kafka producer): a send "queues" its batch (logs
-// its first record), hands off, then awaits its "answer". Before it queues, a send waits up to
-// 300 ms for a later batch to queue first (it can only if the engine let that one begin); after
+// its first record), hands off, then awaits its "answer". Before it queues, a send waits for a
+// later batch to queue first, the later batches less long (so that, begun at once, the last one
+// queues first; it can only if the engine let it begin before the earlier ones handed off); after
 // handing off it waits up to 1 s for a later batch to be queued while it still awaits its own
 // answer (it is, when the engine lets the next batch begin at the hand-off).
 class HandOffOutput final : public plugin::Output {
@@ -533,7 +534,9 @@ class HandOffOutput final : public plugin::Output {
   explicit HandOffOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
   plugin::SendResult send(const plugin::OutgoingBatch& b) override {
     std::unique_lock lock(shared_->mutex);
-    shared_->changed.wait_for(lock, std::chrono::milliseconds(300), [&] { return shared_->queued_after(b.first_seq); });
+    // The later the batch (first records 1, 4, 7, 10), the shorter its wait: 400, 300, 200, 100 ms.
+    const auto wait = std::chrono::milliseconds(100 * (4 - static_cast<int>((b.first_seq - 1) / 3)));
+    shared_->changed.wait_for(lock, wait, [&] { return shared_->queued_after(b.first_seq); });
     shared_->queued.push_back(b.first_seq);
     shared_->changed.notify_all();
     lock.unlock();
