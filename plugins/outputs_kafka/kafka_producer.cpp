@@ -363,8 +363,7 @@ class KafkaOutput final : public plugin::Output {
           retry_cause = fmt::format("record {}: {} (retried until it lasts {} ms)", i, describe(err),
                                     settings_.delivery_timeout.count());
         } else if (permanent(err)) {
-          pending->slots[i].err = err;  // not produced: no report comes for it
-          rejected.push_back({i, describe(err)});
+          rejected.push_back({i, describe(err)});  // not produced: its slot stays without error
         } else {
           retry_cause = err == RD_KAFKA_RESP_ERR__FATAL ? "the producer failed"
                                                         : fmt::format("producing record {} failed: {}", i, describe(err));
@@ -410,9 +409,7 @@ class KafkaOutput final : public plugin::Output {
       const rd_kafka_resp_err_t err = pending->slots[i].err;
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
       if (permanent(err)) {
-        if (std::none_of(rejected.begin(), rejected.end(), [&](const auto& r) { return r.index == i; })) {
-          rejected.push_back({i, describe(err)});
-        }
+        rejected.push_back({i, describe(err)});
       } else if (retry_cause.empty()) {
         retry_cause = fmt::format("record {}: {}", i, describe(err));
       }
