@@ -141,6 +141,11 @@ std::string encode_connect(const ConnectOptions& o) {
   body.push_back(static_cast<char>(o.version));
   std::uint8_t flags = 0;
   if (o.clean_start) flags |= 0x02;
+  if (o.will) {
+    flags |= 0x04;
+    flags |= static_cast<std::uint8_t>((o.will->qos & 0x03) << 3);
+    if (o.will->retain) flags |= 0x20;
+  }
   if (o.password) flags |= 0x40;
   if (o.username) flags |= 0x80;
   body.push_back(static_cast<char>(flags));
@@ -163,6 +168,11 @@ std::string encode_connect(const ConnectOptions& o) {
     body += props;
   }
   put_string(body, o.client_id);
+  if (o.will) {
+    if (o.version >= kVersion5) put_varint(body, 0);  // no will properties
+    put_string(body, o.will->topic);
+    put_string(body, o.will->payload);  // binary data: a two-byte length, then the bytes
+  }
   if (o.username) put_string(body, *o.username);
   if (o.password) put_string(body, *o.password);
   return packet(PacketType::connect, 0, body);

@@ -42,6 +42,15 @@ enum class PacketType : std::uint8_t {
 constexpr int kVersion311 = 4;
 constexpr int kVersion5 = 5;
 
+// The message the broker publishes for a client whose connection ends without a DISCONNECT
+// (MQTT 3.1.1 section 3.1.2.5; MQTT 5 section 3.1.3.2, sent without will properties).
+struct Will {
+  std::string topic;
+  std::string payload;
+  int qos = 1;  // 0 or 1
+  bool retain = false;
+};
+
 struct ConnectOptions {
   int version = kVersion311;
   std::string client_id;
@@ -52,6 +61,7 @@ struct ConnectOptions {
   std::uint32_t session_expiry_seconds = 0;  // MQTT 5
   std::uint16_t receive_maximum = 0;         // MQTT 5; 0: not sent (the default, 65535)
   std::uint32_t maximum_packet_size = 0;     // MQTT 5; 0: not sent (no limit)
+  std::optional<Will> will;
 };
 
 struct Subscription {
@@ -64,7 +74,7 @@ std::string encode_subscribe(std::uint16_t packet_id, const std::vector<Subscrip
 std::string encode_puback(std::uint16_t packet_id);
 std::string encode_pingreq();
 std::string encode_disconnect(int version);
-// For tests and tools (a publisher): PUBLISH with QoS 0 or 1.
+// PUBLISH with QoS 0 or 1 (inputs.mqtt's Sparkplug STATE and NCMD; tests and tools).
 std::string encode_publish(std::string_view topic, std::string_view payload, int qos, std::uint16_t packet_id,
                            bool retain, int version);
 

@@ -84,6 +84,13 @@ class SessionImpl final : public Session {
 
   void wake() override { wake_.cancel(); }
 
+  bool publish(std::string_view topic, std::string_view payload, int qos, bool retain) override {
+    if (!stream_open_ || closing_ || session_over_) return false;
+    const std::uint16_t id = qos > 0 ? next_packet_id() : 0;
+    send(mqtt::encode_publish(topic, payload, qos, id, retain, settings_.protocol_version));
+    return true;
+  }
+
   void release(PendingAcks& acks) override {
     holding_ = false;
     if (!acks.bytes.empty()) send(std::move(acks.bytes));
@@ -240,6 +247,7 @@ class SessionImpl final : public Session {
       o.keep_alive_seconds = static_cast<std::uint16_t>(std::min<std::int64_t>(settings_.keep_alive.count(), 65535));
       if (!settings_.username.empty()) o.username = settings_.username;
       if (!settings_.password.empty()) o.password = settings_.password;
+      o.will = receiver_.will();
       if (version >= mqtt::kVersion5 && !settings_.clean_session) {
         o.session_expiry_seconds =
             static_cast<std::uint32_t>(std::min<std::int64_t>(settings_.session_expiry.count(), 0xfffffffe));
@@ -330,7 +338,7 @@ class SessionImpl final : public Session {
 
     // Subscribe, then serve: reader, writer and keep-alive until one of them ends.
     const std::vector<Subscription>& subscriptions = settings_.subscriptions;
-    subscribe_id_ = static_cast<std::uint16_t>(subscribe_id_ % 65535 + 1);
+    subscribe_id_ = next_packet_id();
     outbox_.clear();
     send(mqtt::encode_subscribe(subscribe_id_, subscriptions, version));
     ping_outstanding_ = false;
@@ -387,6 +395,12 @@ class SessionImpl final : public Session {
           tls::explain_handshake_failure(ssl, e.code(), settings_.tls, address.host, address.port, "broker"),
           "tls_error");
     }
+  }
+
+  // Packet ids of SUBSCRIBE and QoS 1 PUBLISH: 1 to 65535, in turn.
+  std::uint16_t next_packet_id() {
+    packet_id_ = static_cast<std::uint16_t>(packet_id_ % 65535 + 1);
+    return packet_id_;
   }
 
   template <class Stream>
@@ -622,6 +636,7 @@ class SessionImpl final : public Session {
     if (refused > 0 && granted.empty()) {
       log::error(component_, "connected, but the broker refused every subscription: nothing will arrive");
     }
+    receiver_.subscribed(refused == 0 && s.codes.size() >= subscriptions.size());
   }
 
   awaitable<void> dead_letter_oversize(const Oversize& o, PendingAcks& acks) {
@@ -660,6 +675,7 @@ class SessionImpl final : public Session {
   bool ping_outstanding_ = false;
   std::exception_ptr session_failure_;  // why the session ended: the first failure seen
   std::uint16_t subscribe_id_ = 0;
+  std::uint16_t packet_id_ = 0;
   Clock::duration keep_alive_{};
   Clock::time_point up_since_;  // when the current session's CONNACK arrived
   Clock::time_point last_sent_;

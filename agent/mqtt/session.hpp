@@ -21,6 +21,9 @@
 // TLS (OpenSSL through Boost.Asio) verifies the server's certificate and its name (a host name,
 // or an IP address in the certificate's subjectAltName) unless tls.verify is off.
 //
+// Publishing. The receiver may give a will for each CONNECT and publish messages of its own
+// (inputs.mqtt's Sparkplug B host: its STATE and its rebirth requests), at QoS 0 or 1.
+//
 // Holding. While the receiver holds messages (hold(): the queue refuses them) the session reads
 // nothing more and acknowledges nothing, but keeps pinging the broker; a stop then closes the
 // connection without a DISCONNECT, and the broker delivers those messages again.
@@ -30,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,6 +89,11 @@ class Session {
                                                  PendingAcks& acks) = 0;
     // Every message of the read was handed over: commit them, then release the acks.
     virtual boost::asio::awaitable<void> end_of_read(PendingAcks& acks) = 0;
+    // The will of the next CONNECT (asked before each one), or nullopt for none.
+    virtual std::optional<Will> will() { return std::nullopt; }
+    // The broker answered this session's SUBSCRIBE; `all_granted`: every filter was granted (a
+    // refused one is logged and reported as failure("subscription_refused") before this call).
+    virtual void subscribed(bool /*all_granted*/) {}
     // A session began (CONNACK accepted) / a session that began has ended.
     virtual void session_up() {}
     virtual void session_down() {}
@@ -102,6 +111,10 @@ class Session {
   virtual void stop() = 0;
   // A hold() in progress tries again now (the queue takes records again).
   virtual void wake() = 0;
+  // Publishes a message in the current session (QoS 0 or 1; a QoS 1 message's PUBACK is not
+  // waited for, and it is not sent again in a later session). Returns false, sending nothing, when
+  // no session is up. Messages and a stop() that follows leave in the order they were asked for.
+  virtual bool publish(std::string_view topic, std::string_view payload, int qos, bool retain) = 0;
   // The messages owed in `acks` are committed: sends their PUBACKs; the session holds no more.
   virtual void release(PendingAcks& acks) = 0;
   // The queue refused the receiver's messages: waits up to a second (or until wake()) before the
