@@ -105,7 +105,8 @@ const config::Options<S> kOptions{
     config::choice("late", kLate, &S::late_pass, {false, true})
         .default_value("dead_letter")
         .describe("A record whose windows are all closed: \"dead_letter\" (reason `late`) or \"pass\" (passed on "
-                  "to the outputs unaggregated, with the attribute late = true)."),
+                  "to the outputs unaggregated, with the attribute late = true). Records with the attribute "
+                  "historical = true (Sparkplug B store-and-forward data) always pass, marked late."),
     config::integer("max_open_windows", [](S& s, std::int64_t n) { s.spec.max_cells = static_cast<std::size_t>(n); })
         .default_value(100000)
         .describe("The most (window, group) cells held at once, per input; a record that would open one more goes "
@@ -343,8 +344,14 @@ class AggregateStage final : public plugin::Stage {
             break;
           case process::AddOutcome::late:
             metrics_.late();
-            if (settings_.late_pass) {
-              const queue::Attribute attrs[] = {{"processor", name_}, {"late", "true"}};
+            // Historical data (a Sparkplug edge node's store-and-forward replay: the attribute
+            // historical = true) is old by nature, never dropped as late: it passes, marked.
+            if (const bool historical = record.attribute("historical") == std::optional<std::string_view>("true");
+                settings_.late_pass || historical) {
+              const queue::Attribute plain[] = {{"processor", name_}, {"late", "true"}};
+              const queue::Attribute marked[] = {{"processor", name_}, {"late", "true"}, {"historical", "true"}};
+              const std::span<const queue::Attribute> attrs = historical ? std::span<const queue::Attribute>(marked)
+                                                                         : std::span<const queue::Attribute>(plain);
               pending.batch.records.add(record.input, clock_.wall_ns(), record.payload, attrs, queue::kRecordDerived);
               pending.bytes += record.payload.size() + 64;
               metrics_.out();
