@@ -15,8 +15,21 @@ namespace {
 using S = input::MqttSourceSettings;
 namespace mqtt = plugin::mqtt_options;
 
+constexpr std::string_view kFormats[] = {"json", "text", "raw", "sparkplug_b"};
+
 const config::Options<S> kOptions{
-    plugin::format_option("\"json\""),
+    config::Option{.name = "format",
+                   .type = config::Type::choice,
+                   .default_value = "\"json\"",
+                   .description =
+                       "How each message is decoded before it is committed: \"json\" (one JSON value; anything else "
+                       "goes to the dead-letter store with reason `decode_error`), \"text\" (UTF-8), \"raw\" (any "
+                       "bytes), or \"sparkplug_b\": tank is a Sparkplug B host application (Eclipse Sparkplug 3.0) and "
+                       "each metric of NBIRTH, DBIRTH, NDATA and DDATA becomes a JSON record {group, edge_node, "
+                       "device, metric, alias, timestamp, datatype, value, is_null, is_historical, seq, message, "
+                       "stale}; NDEATH / DDEATH give stale records; aliases and sequence numbers are kept in the "
+                       "queue with the records (docs/inputs.md, \"Sparkplug B\").",
+                   .choices = kFormats},
     mqtt::servers(&S::servers)
         .describe("Broker URIs, tried in order (failover): `tcp://host:1883` or `mqtt://host` (port 1883), "
                   "`ssl://host:8883` or `mqtts://host` (TLS, port 8883). IPv6: `tcp://[::1]:1883`."),
@@ -65,6 +78,23 @@ const config::Options<S> kOptions{
                   "kept) and are acknowledged.")
         .min("1B")
         .max("256MiB"),
+    config::string("host_id", &S::host_id)
+        .default_value("\"\"")
+        .describe("With format = \"sparkplug_b\": the Sparkplug host id. tank then publishes the retained STATE "
+                  "message {\"online\": true} on spBv1.0/STATE/<host_id> once its subscriptions are granted, with "
+                  "{\"online\": false} as its MQTT will, so edge nodes that name this host as their primary buffer "
+                  "while tank is away. Empty: no STATE (tank only listens)."),
+    config::boolean("rebirth", &S::rebirth)
+        .default_value(false)
+        .describe("With format = \"sparkplug_b\": on a gap in a node's seq, an alias its birth did not define, "
+                  "or data from a node or device not born, publish the NCMD \"Node Control/Rebirth\" = true to "
+                  "that edge node (this writes to the plant: opt in). Off: such messages are only counted and "
+                  "dead-lettered."),
+    config::duration("rebirth_interval", &S::rebirth_interval)
+        .default_value("10s")
+        .describe("With rebirth = true: the least time between two rebirth requests to one edge node.")
+        .min("100ms")
+        .max("1d"),
     config::nested(&S::tls, plugin::tls_client_bindings()),
 };
 
@@ -103,6 +133,21 @@ void check(const config::SectionValues& values, config::Diagnostics& diagnostics
     diagnostics.error(values.location_of("reconnect_min"), path + ".reconnect_min",
                       "reconnect_min is longer than reconnect_max");
   }
+  const bool sparkplug = values.choice("format") == "sparkplug_b";
+  if (!sparkplug) {
+    for (const char* key : {"host_id", "rebirth", "rebirth_interval"}) {
+      if (values.is_set(key)) {
+        diagnostics.error(values.location_of(key), path + "." + key,
+                          fmt::format("{} is a Sparkplug B option: set format = \"sparkplug_b\", or remove it", key));
+      }
+    }
+  }
+  const std::string host_id = values.string("host_id");
+  if (host_id.find_first_of("/+#") != std::string::npos) {
+    diagnostics.error(values.location_of("host_id"), path + ".host_id",
+                      fmt::format("\"{}\" cannot be a Sparkplug host id: it is one topic level, without '/', '+' or '#'",
+                                  host_id));
+  }
   plugin::check_tls_client_options(values, diagnostics);
 }
 
@@ -120,6 +165,7 @@ const config::Section kSection{
 std::unique_ptr<plugin::Input> create(const config::SectionValues& v, const plugin::InputContext& context) {
   input::MqttSourceSettings s = kOptions.read(v);
   if (s.client_id.empty()) s.client_id = "tank-" + context.agent_id + "-" + context.name;
+  s.sparkplug = v.choice("format") == "sparkplug_b";
   return input::make_mqtt_source(s, context);
 }
 

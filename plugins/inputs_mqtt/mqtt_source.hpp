@@ -17,6 +17,14 @@
 // QoS 1 messages that arrive while tank is away (MQTT 5: for session_expiry). Messages committed
 // but not yet acknowledged when tank dies are delivered again: at least once, never lost.
 //
+// Sparkplug B (format = "sparkplug_b"): each message becomes one record per metric, with the
+// alias tables and sequence numbers committed with them (sparkplug/host.hpp). With host_id set,
+// tank is a Sparkplug 3.0 host application: once the subscriptions are granted it publishes the
+// retained STATE message {"online": true, "timestamp": T} on spBv1.0/STATE/<host_id>, with
+// {"online": false, "timestamp": T} as its will (same T), and at a stop publishes the offline
+// message itself before it disconnects; so edge nodes learn within keep-alive that tank is away,
+// and buffer.
+//
 // Connection: one thread per input runs the client (agent/mqtt/session.hpp: failover,
 // reconnects, keep-alive, TLS, and how each end of a session is logged; the input counts each in
 // tank_input_errors_total{reason}).
@@ -48,6 +56,11 @@ struct MqttSourceSettings {
   std::chrono::milliseconds reconnect_min{500};
   std::chrono::milliseconds reconnect_max{60000};
   std::size_t max_message_bytes = 1 << 20;  // larger messages are dead-lettered (message_too_large)
+  // format = "sparkplug_b": a Sparkplug B host application (sparkplug/host.hpp).
+  bool sparkplug = false;
+  std::string host_id;    // "": publishes no STATE
+  bool rebirth = false;   // ask nodes for a rebirth (an NCMD) on a gap or an unknown alias
+  std::chrono::milliseconds rebirth_interval{10000};
 };
 
 std::unique_ptr<plugin::Input> make_mqtt_source(const MqttSourceSettings& settings,

@@ -1,0 +1,519 @@
+#include "host.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "payload.hpp"
+
+namespace tank::sparkplug {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kNamespace = "spBv1.0";
+
+struct TypeName {
+  std::string_view name;
+  Topic::Type type;
+  bool device;
+};
+constexpr std::array<TypeName, 8> kTypes{{
+    {"NBIRTH", Topic::Type::nbirth, false},
+    {"NDEATH", Topic::Type::ndeath, false},
+    {"DBIRTH", Topic::Type::dbirth, true},
+    {"DDEATH", Topic::Type::ddeath, true},
+    {"NDATA", Topic::Type::ndata, false},
+    {"DDATA", Topic::Type::ddata, true},
+    {"NCMD", Topic::Type::ncmd, false},
+    {"DCMD", Topic::Type::dcmd, true},
+}};
+
+std::vector<std::string_view> split(std::string_view s) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = s.find('/', start);
+    parts.push_back(s.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+    if (slash == std::string_view::npos) return parts;
+    start = slash + 1;
+  }
+}
+
+bool is_signed(std::uint32_t t) {
+  return t == static_cast<std::uint32_t>(DataType::int8) || t == static_cast<std::uint32_t>(DataType::int16) ||
+         t == static_cast<std::uint32_t>(DataType::int32) || t == static_cast<std::uint32_t>(DataType::int64);
+}
+
+// A data metric sent without its datatype was decoded by the value field that was set (int_value
+// as a UInt32, long_value as a UInt64): a signed type from the birth takes its low bits again.
+void reinterpret_signed(json::value& v, std::uint32_t t) {
+  std::uint64_t bits = 0;
+  if (v.is_uint64()) {
+    bits = v.get_uint64();
+  } else if (v.is_int64()) {
+    bits = static_cast<std::uint64_t>(v.get_int64());
+  } else {
+    return;
+  }
+  switch (static_cast<DataType>(t)) {
+    case DataType::int8: v = static_cast<std::int64_t>(static_cast<std::int8_t>(bits & 0xff)); break;
+    case DataType::int16: v = static_cast<std::int64_t>(static_cast<std::int16_t>(bits & 0xffff)); break;
+    case DataType::int32: v = static_cast<std::int64_t>(static_cast<std::int32_t>(bits & 0xffffffff)); break;
+    case DataType::int64: v = static_cast<std::int64_t>(bits); break;
+    default: break;
+  }
+}
+
+std::optional<std::uint64_t> bdseq_of(const Payload& p) {
+  for (const auto& m : p.metrics) {
+    if (m.name && *m.name == "bdSeq") {
+      if (m.value.is_uint64()) return m.value.get_uint64();
+      if (m.value.is_int64() && m.value.get_int64() >= 0) return static_cast<std::uint64_t>(m.value.get_int64());
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Topic> parse_topic(std::string_view topic) {
+  const auto parts = split(topic);
+  if (parts.size() < 3 || parts[0] != kNamespace) return std::nullopt;
+  for (auto p : parts) {
+    if (p.empty()) return std::nullopt;
+  }
+  if (parts[1] == "STATE") {
+    if (parts.size() != 3) return std::nullopt;
+    return Topic{Topic::Type::state, {}, parts[2], {}};
+  }
+  if (parts.size() != 4 && parts.size() != 5) return std::nullopt;
+  for (const auto& t : kTypes) {
+    if (t.name != parts[2]) continue;
+    if (t.device != (parts.size() == 5)) return std::nullopt;
+    return Topic{t.type, parts[1], parts[3], t.device ? parts[4] : std::string_view()};
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(Topic::Type type) {
+  if (type == Topic::Type::state) return "STATE";
+  for (const auto& t : kTypes) {
+    if (t.type == type) return t.name;
+  }
+  return "?";
+}
+
+std::size_t Conversion::bytes() const {
+  std::size_t n = 0;
+  for (const auto& r : records) n += r.json.size() + 64;
+  for (const auto& [k, v] : state_puts) n += k.size() + v.size();
+  return n;
+}
+
+Host::Host(HostSettings settings, std::function<void(std::string_view)> event)
+    : settings_(std::move(settings)), event_(std::move(event)) {}
+
+std::string Host::entity_key(std::string_view group, std::string_view node, std::string_view device) const {
+  std::string key = fmt::format("input/{}/sparkplug/{}/{}", settings_.input, group, node);
+  if (!device.empty()) {
+    key += '/';
+    key += device;
+  }
+  return key;
+}
+
+std::string Host::seq_key(std::string_view group, std::string_view node) const {
+  return fmt::format("input/{}/sparkplug-seq/{}/{}", settings_.input, group, node);
+}
+
+std::string Host::encode_entity(const Entity& e) const {
+  json::object o;
+  o["online"] = e.online;
+  o["bdseq"] = e.bdseq ? json::value(*e.bdseq) : json::value(nullptr);
+  json::array metrics;
+  if (e.table) {
+    metrics.reserve(e.table->metrics.size());
+    for (const auto& m : e.table->metrics) {
+      metrics.push_back(json::array{json::value(m.name), m.alias ? json::value(*m.alias) : json::value(nullptr),
+                                    json::value(m.datatype)});
+    }
+  }
+  o["metrics"] = std::move(metrics);
+  return json::serialize(o);
+}
+
+void Host::load(const queue::Queue& queue) {
+  const std::string component = "input " + settings_.input;
+  const std::string prefix = fmt::format("input/{}/sparkplug/", settings_.input);
+  for (const auto& [key, value] : queue.state_with_prefix(prefix)) {
+    try {
+      const json::object o = json::parse(value).as_object();
+      Entity e;
+      e.online = o.at("online").as_bool();
+      if (const auto& b = o.at("bdseq"); !b.is_null()) e.bdseq = b.to_number<std::uint64_t>();
+      auto table = std::make_shared<Table>();
+      for (const auto& m : o.at("metrics").as_array()) {
+        const auto& a = m.as_array();
+        MetricDef d;
+        d.name = json::value_to<std::string>(a.at(0));
+        if (!a.at(1).is_null()) d.alias = a.at(1).to_number<std::uint64_t>();
+        d.datatype = a.at(2).to_number<std::uint32_t>();
+        if (d.alias) table->by_alias[*d.alias] = table->metrics.size();
+        table->by_name[d.name] = table->metrics.size();
+        table->metrics.push_back(std::move(d));
+      }
+      e.table = std::move(table);
+      nodes_[key] = std::move(e);
+    } catch (const std::exception& error) {
+      log::warn(component,
+                "the stored Sparkplug table {} cannot be read ({}): that node or device is unknown until its "
+                "next birth",
+                key, error.what());
+    }
+  }
+  const std::string seq_prefix = fmt::format("input/{}/sparkplug-seq/", settings_.input);
+  for (const auto& [key, value] : queue.state_with_prefix(seq_prefix)) {
+    try {
+      seqs_[key].last = std::stoull(value);
+    } catch (const std::exception&) {
+      log::warn(component, "the stored Sparkplug sequence number {} = \"{}\" cannot be read; ignored", key, value);
+    }
+  }
+}
+
+void Host::remember(const std::string& key) {
+  Undo u;
+  u.key = key;
+  if (auto it = nodes_.find(key); it != nodes_.end()) u.entity = it->second;
+  undo_.push_back(std::move(u));
+}
+
+void Host::remember_seq(const std::string& key) {
+  Undo u;
+  u.key = key;
+  u.seq = true;
+  if (auto it = seqs_.find(key); it != seqs_.end()) u.node_seq = it->second;
+  undo_.push_back(std::move(u));
+}
+
+void Host::committed(std::size_t mark) {
+  mark = std::min(mark, undo_.size());
+  undo_.erase(undo_.begin(), undo_.begin() + static_cast<std::ptrdiff_t>(mark));
+}
+
+void Host::rollback() {
+  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+    if (it->seq) {
+      if (it->node_seq) {
+        seqs_[it->key] = *it->node_seq;
+      } else {
+        seqs_.erase(it->key);
+      }
+    } else if (it->entity) {
+      nodes_[it->key] = *it->entity;
+    } else {
+      nodes_.erase(it->key);
+    }
+  }
+  undo_.clear();
+}
+
+Conversion Host::convert(std::string_view topic_text, std::string_view payload_bytes, std::int64_t now_ns) {
+  Conversion out;
+  const auto topic = parse_topic(topic_text);
+  if (!topic) {
+    event_("bad_topic");
+    out.dead_letter = Conversion::DeadLetter{
+        "sparkplug_bad_topic",
+        fmt::format("\"{}\" is not a Sparkplug B topic (spBv1.0/<group>/<NBIRTH|NDEATH|NDATA|NCMD>/<edge node> or "
+                    "spBv1.0/<group>/<DBIRTH|DDEATH|DDATA|DCMD>/<edge node>/<device>, or spBv1.0/STATE/<host>); "
+                    "subscribe this input to Sparkplug topics only",
+                    topic_text)};
+    return out;
+  }
+  if (topic->type == Topic::Type::state) {
+    event_("state_message");
+    return out;
+  }
+  if (topic->type == Topic::Type::ncmd || topic->type == Topic::Type::dcmd) {
+    event_("command_message");
+    return out;
+  }
+  std::string error;
+  auto payload = decode(payload_bytes, error);
+  if (!payload) {
+    event_("bad_payload");
+    out.dead_letter =
+        Conversion::DeadLetter{"sparkplug_bad_payload", fmt::format("not a Sparkplug B payload: {}", error)};
+    return out;
+  }
+  const std::string_view type_name = to_string(topic->type);
+  const std::uint64_t now_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0) / 1000000);
+  const std::uint64_t message_ms = payload->timestamp_ms.value_or(now_ms);
+  const std::string node_key = entity_key(topic->group, topic->node, {});
+  const std::string device_key = topic->device.empty() ? std::string() : entity_key(topic->group, topic->node, topic->device);
+  const std::string sequence_key = seq_key(topic->group, topic->node);
+
+  auto ask_rebirth = [&] {
+    if (!settings_.rebirth) return;
+    const auto now = std::chrono::steady_clock::now();
+    auto [it, fresh] = rebirth_asked_.try_emplace(node_key, now);
+    if (!fresh) {
+      if (now - it->second < settings_.rebirth_interval) return;
+      it->second = now;
+    }
+    Payload request;
+    request.timestamp_ms = now_ms;
+    Metric m;
+    m.name = "Node Control/Rebirth";
+    m.datatype = static_cast<std::uint32_t>(DataType::boolean);
+    m.value = true;
+    request.metrics.push_back(std::move(m));
+    out.publishes.push_back({fmt::format("{}/{}/NCMD/{}", kNamespace, topic->group, topic->node), encode(request)});
+    event_("rebirth_requested");
+  };
+
+  // A record of one metric. `def`: its birth's definition, if any.
+  auto add_record = [&](std::string_view name, std::optional<std::uint64_t> alias, std::uint64_t timestamp_ms,
+                        std::uint32_t datatype, json::value value, bool is_null, bool historical, bool stale,
+                        const json::value* properties) {
+    json::object o;
+    o.reserve(14);
+    o["group"] = topic->group;
+    o["edge_node"] = topic->node;
+    o["device"] = topic->device.empty() ? json::value(nullptr) : json::value(topic->device);
+    o["metric"] = name;
+    o["alias"] = alias ? json::value(*alias) : json::value(nullptr);
+    o["timestamp"] = timestamp_ms;
+    o["datatype"] = to_string(static_cast<DataType>(datatype));
+    o["value"] = std::move(value);
+    o["is_null"] = is_null;
+    o["is_historical"] = historical;
+    o["seq"] = payload->seq ? json::value(*payload->seq) : json::value(nullptr);
+    o["message"] = type_name;
+    o["stale"] = stale;
+    if (properties != nullptr && !properties->is_null()) o["properties"] = *properties;
+    out.records.push_back({json::serialize(o), historical});
+  };
+
+  auto no_birth = [&](std::string what) {
+    event_("no_birth");
+    out.dead_letter = Conversion::DeadLetter{
+        "sparkplug_no_birth",
+        fmt::format("{} {}: its metrics cannot be named or typed{}", type_name, std::move(what),
+                    settings_.rebirth ? "; a rebirth was asked for" : "; set rebirth = true to ask the node for one")};
+    ask_rebirth();
+  };
+
+  // The sequence number: every message of a node but NDEATH carries the next (0-255).
+  auto check_seq = [&](bool birth) {
+    if (!payload->seq) return;
+    remember_seq(sequence_key);
+    NodeSeq& s = seqs_[sequence_key];
+    if (!birth && s.last && *payload->seq != (*s.last + 1) % 256) {
+      event_("seq_gap");
+      log::debug("input " + settings_.input, "Sparkplug node {}/{}: seq {} after {}", topic->group, topic->node,
+                 *payload->seq, *s.last);
+      ask_rebirth();
+    }
+    s.last = *payload->seq;
+    out.state_puts.emplace_back(sequence_key, std::to_string(*payload->seq));
+  };
+
+  // A birth's table. A metric without a name is left out (and dead-lettered by metric_records).
+  auto make_table = [&] {
+    auto table = std::make_shared<Table>();
+    for (const Metric& m : payload->metrics) {
+      if (!m.name) continue;
+      MetricDef d{*m.name, m.alias, m.datatype.value_or(0)};
+      if (d.alias) table->by_alias[*d.alias] = table->metrics.size();
+      table->by_name[d.name] = table->metrics.size();
+      table->metrics.push_back(std::move(d));
+    }
+    return table;
+  };
+
+  // The metrics of a birth or data message as records; what cannot be named or read goes into
+  // the message's dead letter.
+  auto metric_records = [&](const Table* table) {
+    std::vector<std::string> unknown;
+    std::vector<std::string> bad;
+    for (std::size_t i = 0; i < payload->metrics.size(); ++i) {
+      Metric& m = payload->metrics[i];
+      const MetricDef* def = nullptr;
+      if (table != nullptr) {
+        if (m.alias) {
+          if (auto it = table->by_alias.find(*m.alias); it != table->by_alias.end()) def = &table->metrics[it->second];
+        }
+        if (def == nullptr && m.name) {
+          if (auto it = table->by_name.find(*m.name); it != table->by_name.end()) def = &table->metrics[it->second];
+        }
+      }
+      if (!m.name && def == nullptr) {
+        unknown.push_back(m.alias ? fmt::format("alias {}", *m.alias) : fmt::format("metric {} (no name, no alias)", i));
+        continue;
+      }
+      if (!m.value_error.empty()) {
+        bad.push_back(fmt::format("{}: {}", m.name ? *m.name : def->name, m.value_error));
+        continue;
+      }
+      std::uint32_t datatype = m.datatype.value_or(def != nullptr ? def->datatype : 0);
+      if (!m.datatype && def != nullptr && is_signed(datatype)) reinterpret_signed(m.value, datatype);
+      add_record(m.name ? std::string_view(*m.name) : std::string_view(def->name),
+                 m.alias ? m.alias : (def != nullptr ? def->alias : std::nullopt), m.timestamp_ms.value_or(message_ms),
+                 datatype, std::move(m.value), m.is_null, m.is_historical, false, &m.properties);
+    }
+    if (!unknown.empty() || !bad.empty()) {
+      const bool aliases = !unknown.empty();
+      event_(aliases ? "unknown_alias" : "bad_value");
+      std::string detail = fmt::format("{} of {}: ", type_name, topic_text);
+      if (aliases) {
+        detail += fmt::format("{} metric(s) not defined by the birth: {}", unknown.size(), fmt::join(unknown, ", "));
+      }
+      if (!bad.empty()) {
+        detail += fmt::format("{}{} metric(s) whose value does not fit the datatype: {}", aliases ? "; " : "",
+                              bad.size(), fmt::join(bad, "; "));
+      }
+      detail += fmt::format("; the message's other {} metric(s) were stored", out.records.size());
+      out.dead_letter =
+          Conversion::DeadLetter{aliases ? "sparkplug_unknown_alias" : "sparkplug_bad_value", std::move(detail)};
+      ask_rebirth();
+    }
+  };
+
+  // Stale records for every metric of `e`.
+  auto stale_records = [&](const Entity& e, std::string_view device) {
+    if (!e.table) return;
+    for (const auto& d : e.table->metrics) {
+      json::object o;
+      o["group"] = topic->group;
+      o["edge_node"] = topic->node;
+      o["device"] = device.empty() ? json::value(nullptr) : json::value(device);
+      o["metric"] = d.name;
+      o["alias"] = d.alias ? json::value(*d.alias) : json::value(nullptr);
+      o["timestamp"] = message_ms;
+      o["datatype"] = to_string(static_cast<DataType>(d.datatype));
+      o["value"] = nullptr;
+      o["is_null"] = true;
+      o["is_historical"] = false;
+      o["seq"] = payload->seq ? json::value(*payload->seq) : json::value(nullptr);
+      o["message"] = type_name;
+      o["stale"] = true;
+      out.records.push_back({json::serialize(o), false});
+    }
+  };
+
+  switch (topic->type) {
+    case Topic::Type::nbirth: {
+      Entity e;
+      e.online = true;
+      e.bdseq = bdseq_of(*payload);
+      e.table = make_table();
+      remember(node_key);
+      nodes_[node_key] = e;
+      out.state_puts.emplace_back(node_key, encode_entity(e));
+      check_seq(true);
+      event_("node_birth");
+      metric_records(e.table.get());
+      break;
+    }
+    case Topic::Type::ndeath: {
+      auto it = nodes_.find(node_key);
+      const auto death_bdseq = bdseq_of(*payload);
+      if (it == nodes_.end() || !it->second.online ||
+          (death_bdseq && it->second.bdseq && *death_bdseq != *it->second.bdseq)) {
+        // An earlier session's will (its bdSeq is not the current birth's), or a node not alive.
+        event_("stale_death");
+        break;
+      }
+      event_("node_death");
+      remember(node_key);
+      it->second.online = false;
+      out.state_puts.emplace_back(node_key, encode_entity(it->second));
+      stale_records(it->second, {});
+      // Its devices die with it.
+      const std::string device_prefix = node_key + "/";
+      for (auto d = nodes_.lower_bound(device_prefix);
+           d != nodes_.end() && d->first.compare(0, device_prefix.size(), device_prefix) == 0; ++d) {
+        if (!d->second.online) continue;
+        remember(d->first);
+        d->second.online = false;
+        out.state_puts.emplace_back(d->first, encode_entity(d->second));
+        stale_records(d->second, std::string_view(d->first).substr(device_prefix.size()));
+      }
+      break;
+    }
+    case Topic::Type::dbirth: {
+      auto node = nodes_.find(node_key);
+      if (node == nodes_.end() || !node->second.online) {
+        no_birth(fmt::format("for device \"{}\" of edge node {}/{}, which is not born (no NBIRTH since it started "
+                             "or died)",
+                             topic->device, topic->group, topic->node));
+        break;
+      }
+      check_seq(false);
+      Entity e;
+      e.online = true;
+      e.table = make_table();
+      remember(device_key);
+      nodes_[device_key] = e;
+      out.state_puts.emplace_back(device_key, encode_entity(e));
+      event_("device_birth");
+      metric_records(e.table.get());
+      break;
+    }
+    case Topic::Type::ddeath: {
+      auto node = nodes_.find(node_key);
+      auto device = nodes_.find(device_key);
+      if (node == nodes_.end() || !node->second.online || device == nodes_.end() || !device->second.online) {
+        event_("stale_death");
+        break;
+      }
+      check_seq(false);
+      event_("device_death");
+      remember(device_key);
+      device->second.online = false;
+      out.state_puts.emplace_back(device_key, encode_entity(device->second));
+      stale_records(device->second, topic->device);
+      break;
+    }
+    case Topic::Type::ndata:
+    case Topic::Type::ddata: {
+      const bool is_device = topic->type == Topic::Type::ddata;
+      auto node = nodes_.find(node_key);
+      if (node == nodes_.end() || !node->second.online) {
+        no_birth(fmt::format("from edge node {}/{}, which is not born (no NBIRTH since it started or died)",
+                             topic->group, topic->node));
+        break;
+      }
+      const Entity* owner = &node->second;
+      if (is_device) {
+        auto device = nodes_.find(device_key);
+        if (device == nodes_.end() || !device->second.online) {
+          no_birth(fmt::format("from device \"{}\" of edge node {}/{}, which is not born (no DBIRTH since it started "
+                               "or died)",
+                               topic->device, topic->group, topic->node));
+          break;
+        }
+        owner = &device->second;
+      }
+      check_seq(false);
+      // The table stays alive through the records even if it is replaced meanwhile.
+      const std::shared_ptr<const Table> table = owner->table;
+      metric_records(table.get());
+      break;
+    }
+    case Topic::Type::ncmd:
+    case Topic::Type::dcmd:
+    case Topic::Type::state:
+      break;
+  }
+  return out;
+}
+
+}  // namespace tank::sparkplug
