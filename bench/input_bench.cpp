@@ -4,6 +4,7 @@
 //   input_bench --tank build/agent/tank --dir /work/ibench --kind tcp  [--connections 1,4]
 //   input_bench --tank build/agent/tank --dir /work/ibench --kind http [--connections 1,4]
 //   input_bench --tank build/agent/tank --dir /work/ibench --kind mqtt [--qos 0,1]
+//   input_bench --tank build/agent/tank --dir /work/ibench --kind sparkplug [--qos 0,1]
 //
 // Every run starts a fresh tank (fresh data_dir) for each fsync mode in --fsync (default
 // "interval"; "always,interval,never" for all). Figures: records/s from the first byte sent
@@ -13,6 +14,12 @@
 // speaking MQTT 3.1.1 with tank's own packet codec (QoS 1 with a window of 1000 unacknowledged
 // publications), and, as the ceiling, a "baseline" subscriber in this process that acknowledges
 // each message on receipt without storing it (what mosquitto and the publisher allow).
+//
+// Sparkplug (--kind sparkplug): the same, with inputs.mqtt's format = "sparkplug_b"; the
+// publisher sends one NBIRTH of 20 metrics with aliases 1-20, then --records NDATA messages of
+// those 20 metrics by alias (Double, Float, Int32, Int64, Boolean, String; values vary with seq),
+// each about 200 bytes. tank makes 20 records of each; the clock stops when it counts all of
+// them. The baseline is the same subscriber as for mqtt, on the same messages.
 //
 // Payloads are NDJSON of about 60 bytes: {"ts":1700000000123,"id":"s-0042","v":23.517,"n":123}.
 //
@@ -62,6 +69,7 @@
 
 #include "bench_support.hpp"
 #include "engine/run_state.hpp"
+#include "inputs_mqtt/sparkplug/payload.hpp"
 #include "mqtt/packets.hpp"
 
 namespace fs = std::filesystem;
@@ -92,6 +100,28 @@ std::string payload(std::uint64_t n) {
 
 // "none", "validate" or "aggregate" (--processor).
 std::string g_processor = "none";
+bool g_sparkplug = false;  // --kind sparkplug
+
+// The NBIRTH (seq 0) and the NDATA messages (one per seq 1..255, 0) of --kind sparkplug.
+std::string sparkplug_message(bool birth, std::uint64_t seq) {
+  namespace sp = tank::sparkplug;
+  sp::Payload p;
+  p.timestamp_ms = 1700000000000 + seq;
+  p.seq = seq % 256;
+  for (int i = 0; i < 20; ++i) {
+    sp::Metric m;
+    if (birth) m.name = fmt::format("line3/motor{}/{}", i / 4, i % 4 == 0 ? "rpm" : i % 4 == 1 ? "temp" : i % 4 == 2 ? "running" : "state");
+    m.alias = static_cast<std::uint64_t>(i + 1);
+    switch (i % 4) {
+      case 0: m.datatype = static_cast<std::uint32_t>(sp::DataType::int32); m.value = static_cast<std::int64_t>(1000 + seq % 500 + i); break;
+      case 1: m.datatype = static_cast<std::uint32_t>(sp::DataType::float64); m.value = 20.0 + static_cast<double>(seq % 100) / 7.0; break;
+      case 2: m.datatype = static_cast<std::uint32_t>(sp::DataType::boolean); m.value = seq % 2 == 0; break;
+      default: m.datatype = static_cast<std::uint32_t>(sp::DataType::string); m.value = seq % 3 == 0 ? "running" : "idle"; break;
+    }
+    p.metrics.push_back(std::move(m));
+  }
+  return sp::encode(p);
+}
 // "none" or "http" (--output): with "http", an outputs.http named "bench" sends to g_sink_url, and
 // the clock stops when it has delivered every record.
 std::string g_output = "none";
@@ -325,6 +355,12 @@ Result run_http(const std::string& binary, const fs::path& dir, const std::strin
 
 // Publishes n payloads at `qos` (QoS 1: at most `window` unacknowledged).
 void publish(int port, std::uint64_t n, int qos, std::uint64_t window = 1000) {
+  // Sparkplug: message 0 is the NBIRTH, then n NDATA messages.
+  std::vector<std::string> ndata;
+  if (g_sparkplug) {
+    for (std::uint64_t seq = 0; seq < 256; ++seq) ndata.push_back(sparkplug_message(false, seq));
+    ++n;
+  }
   MqttConnection c(port, "bench-publisher", true);
   std::atomic<std::uint64_t> acked{0};
   std::thread reader;
@@ -340,7 +376,15 @@ void publish(int port, std::uint64_t n, int qos, std::uint64_t window = 1000) {
       }
       if (++id == 0) id = 1;
     }
-    out += tank::mqtt::encode_publish("bench/data", payload(i), qos, id, false, tank::mqtt::kVersion311);
+    if (!g_sparkplug) {
+      out += tank::mqtt::encode_publish("bench/data", payload(i), qos, id, false, tank::mqtt::kVersion311);
+    } else if (i == 0) {
+      out += tank::mqtt::encode_publish("spBv1.0/bench/NBIRTH/edge", sparkplug_message(true, 0), qos, id, false,
+                                        tank::mqtt::kVersion311);
+    } else {
+      out += tank::mqtt::encode_publish("spBv1.0/bench/NDATA/edge", ndata[i % 256], qos, id, false,
+                                        tank::mqtt::kVersion311);
+    }
     if (out.size() >= 64 * 1024) {
       write_all(c.fd(), out);
       out.clear();
@@ -355,7 +399,9 @@ void publish(int port, std::uint64_t n, int qos, std::uint64_t window = 1000) {
 Result run_mqtt_baseline(const fs::path& dir, std::uint64_t n, int qos, int max_inflight) {
   Broker broker = start_mosquitto(dir / "mosquitto", max_inflight);
   MqttConnection sub(broker.port, "bench-baseline", true);
-  write_all(sub.fd(), tank::mqtt::encode_subscribe(1, {{"bench/#", qos}}, tank::mqtt::kVersion311));
+  write_all(sub.fd(), tank::mqtt::encode_subscribe(1, {{g_sparkplug ? "spBv1.0/#" : "bench/#", qos}},
+                                                   tank::mqtt::kVersion311));
+  const std::uint64_t expected = g_sparkplug ? n + 1 : n;  // and the NBIRTH
   auto ack = sub.next();
   if (!ack || ack->first != tank::mqtt::PacketType::suback) die("no SUBACK");
   std::atomic<std::uint64_t> received{0};
@@ -363,7 +409,7 @@ Result run_mqtt_baseline(const fs::path& dir, std::uint64_t n, int qos, int max_
   const auto start = Clock::now();
   std::thread consumer([&] {
     std::string error;
-    while (received < n) {
+    while (received < expected) {
       auto p = sub.next();
       if (!p) break;
       if (p->first != tank::mqtt::PacketType::publish) continue;
@@ -375,7 +421,7 @@ Result run_mqtt_baseline(const fs::path& dir, std::uint64_t n, int qos, int max_
     }
   });
   publish(broker.port, n, qos);
-  wait_for([&] { return received >= n; }, std::chrono::seconds(60));
+  wait_for([&] { return received >= expected; }, std::chrono::seconds(60));
   Result r;
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   r.records = received;
@@ -388,7 +434,10 @@ Result run_mqtt_baseline(const fs::path& dir, std::uint64_t n, int qos, int max_
 Result run_mqtt(const std::string& binary, const fs::path& dir, const std::string& fsync, std::uint64_t n, int qos,
                 int max_inflight) {
   Broker broker = start_mosquitto(dir.parent_path() / (dir.filename().string() + "-mosquitto"), max_inflight);
-  const std::string topics = qos == 1 ? "topics = [\"bench/#\"]\n" : "topics = []\ntopics_qos0 = [\"bench/#\"]\n";
+  const std::string filter = g_sparkplug ? "spBv1.0/#" : "bench/#";
+  std::string topics = qos == 1 ? fmt::format("topics = [\"{}\"]\n", filter)
+                                : fmt::format("topics = []\ntopics_qos0 = [\"{}\"]\n", filter);
+  if (g_sparkplug) topics += "format = \"sparkplug_b\"\n";
   Tank tank = start_tank(binary, dir, fsync,
                          fmt::format("[[inputs.mqtt]]\nname = \"bench\"\nservers = [\"tcp://127.0.0.1:{}\"]\n{}",
                                      broker.port, topics));
@@ -409,7 +458,7 @@ Result run_mqtt(const std::string& binary, const fs::path& dir, const std::strin
   const double broker0 = cpu_seconds(broker.process->pid());
   const auto start = Clock::now();
   publish(broker.port, n, qos);
-  Result r = finish(tank, n, start, cpu0);
+  Result r = finish(tank, g_sparkplug ? 20 * n + 20 : n, start, cpu0);
   r.broker_cpu = cpu_seconds(broker.process->pid()) - broker0;
   return r;
 }
@@ -461,7 +510,11 @@ int main(int argc, char** argv) {
   }
   tank = fs::absolute(tank).string();
   if (!fs::exists(tank)) die("no tank binary at " + tank + " (--tank)");
-  if (records == 0) records = kind == "mqtt" ? 400000 : 5000000;
+  if (kind == "sparkplug") {
+    g_sparkplug = true;
+    kind = "mqtt";
+  }
+  if (records == 0) records = kind == "mqtt" ? (g_sparkplug ? 100000 : 400000) : 5000000;
   if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate") {
     die("--processor is none, validate or aggregate");
   }
@@ -489,7 +542,13 @@ int main(int argc, char** argv) {
         for (const auto& q : split(qos_list, ',')) {
           const int qos = std::stoi(q);
           Result r = run_mqtt(tank, dir / "run", fsync, records, qos, max_inflight);
-          report(fmt::format("mqtt qos={} fsync={} max_inflight={}", qos, fsync, max_inflight), r);
+          report(fmt::format("{} qos={} fsync={} max_inflight={}", g_sparkplug ? "sparkplug" : "mqtt", qos, fsync,
+                             max_inflight),
+                 r);
+          if (g_sparkplug) {
+            std::cout << fmt::format("  = {:.0f} NDATA messages/s of 20 metrics\n",
+                                     static_cast<double>(r.records) / 20.0 / r.seconds);
+          }
         }
       } else {
         die("--kind is tcp, http or mqtt");
@@ -498,7 +557,8 @@ int main(int argc, char** argv) {
     if (kind == "mqtt") {
       for (const auto& q : split(qos_list, ',')) {
         const int qos = std::stoi(q);
-        report(fmt::format("mqtt qos={} baseline (ack on receipt) max_inflight={}", qos, max_inflight),
+        report(fmt::format("{} qos={} baseline (ack on receipt, messages) max_inflight={}",
+                           g_sparkplug ? "sparkplug" : "mqtt", qos, max_inflight),
                run_mqtt_baseline(dir / "baseline", records, qos, max_inflight));
       }
     }
