@@ -6,7 +6,7 @@
 #     dpkg-dev, file, the -dev packages of the native build; for arm64/armhf also the cross
 #     compiler g++-<triple> and qemu-user.
 #  2. arm64/armhf only: the target's Debian -dev packages of the libraries Debian ships as static
-#     archives (zlib, LMDB, Paho C) and fmt, downloaded with `apt-get download`
+#     archives (zlib, LMDB, Paho C, nanopb) and fmt, downloaded with `apt-get download`
 #     and unpacked into <cache>/<arch>/debroot (multiarch layout, usr/lib/<triple>). A private
 #     apt state under <cache>/apt is used, so the host's own package set and apt configuration
 #     stay untouched (see cross/README.md for why not `dpkg --add-architecture`).
@@ -69,7 +69,8 @@ die() { echo "build-deps[$arch]: error: $*" >&2; exit 1; }
 # --- 1. host packages -----------------------------------------------------------------------
 host_packages="g++ cmake ninja-build pkg-config dpkg-dev file binutils ca-certificates \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev libzstd-dev \
-  libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev catch2"
+  libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev catch2 \
+  nanopb libnanopb-dev"
 if [ "$cross" = yes ]; then
   host_packages="$host_packages g++-$triple qemu-user"
 fi
@@ -141,9 +142,10 @@ EOF
 # --- 2. target libraries from Debian binary packages (cross builds) ---------------------------
 # Static archives and headers: libz.a libpaho-mqtt3as.a (liblmdb.a is no longer linked: tank builds
 # its patched LMDB from third_party/lmdb; the package stays in the list, which keys the cache).
-# fmt is used header-only; its CMake package refers to libfmt.so, hence libfmt9.
+# fmt is used header-only; its CMake package refers to libfmt.so, hence libfmt9. nanopb's runtime
+# libprotobuf-nanopb.a and its CMake package (the generator, nanopb, is the host's: it writes C).
 # OpenSSL and zstd are built from source (step 3), not taken from Debian's -dev packages.
-target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9"
+target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9 libnanopb-dev"
 if [ "$cross" = yes ]; then
   papt_init "$arch" "$arch" deb
   # The key is the list of package versions: unpack again only when one changes.

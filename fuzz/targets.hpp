@@ -13,5 +13,6 @@ int http_ingest_target(const std::uint8_t* data, std::size_t size);
 int http_response_target(const std::uint8_t* data, std::size_t size);
 int config_target(const std::uint8_t* data, std::size_t size);
 int dead_letter_target(const std::uint8_t* data, std::size_t size);
+int sparkplug_target(const std::uint8_t* data, std::size_t size);
 
 }  // namespace tank::fuzz

@@ -47,3 +47,4 @@ TEST_CASE("the http_response fuzz corpus replays", "[fuzz]") {
 }
 TEST_CASE("the config fuzz corpus replays", "[fuzz]") { replay("config", tank::fuzz::config_target); }
 TEST_CASE("the dead_letter fuzz corpus replays", "[fuzz]") { replay("dead_letter", tank::fuzz::dead_letter_target); }
+TEST_CASE("the sparkplug fuzz corpus replays", "[fuzz]") { replay("sparkplug", tank::fuzz::sparkplug_target); }
