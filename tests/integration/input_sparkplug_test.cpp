@@ -24,9 +24,21 @@ namespace {
 
 const std::string kSparkplugDir = TANK_SOURCE_DIR "/tests/sparkplug";
 
+// The npm packages of tests/sparkplug, installed once (tests/sparkplug/setup.sh: npm ci when missing).
+void install_peer() {
+  static const bool installed = [] {
+    const auto r = run({"/bin/sh", kSparkplugDir + "/setup.sh"}, {}, std::chrono::seconds(300));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return true;
+  }();
+  (void)installed;
+}
+
 // An edge node (tests/sparkplug/edge.js) playing `scenario`.
 std::unique_ptr<Process> edge(const Mosquitto& broker, const std::string& node, const std::string& scenario,
                               std::map<std::string, std::string> env = {}) {
+  install_peer();
   return std::make_unique<Process>(std::vector<std::string>{"/usr/bin/env", "node", kSparkplugDir + "/edge.js",
                                                             fmt::format("mqtt://127.0.0.1:{}", broker.port()),
                                                             "plant1", node, "tank-host", scenario},
