@@ -17,8 +17,14 @@ test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-sche
   nginx tinyproxy clang llvm ccache kcat"
 
 packages="$build_packages"
+# node and npm run the Sparkplug B test peers (Eclipse Tahu's JavaScript packages, tests/sparkplug).
+# A machine that has them already (Debian's, or NodeSource's nodejs, which bundles npm) keeps them;
+# otherwise Debian's nodejs and npm are installed.
+node_packages=""
+command -v node >/dev/null 2>&1 || node_packages="nodejs"
+command -v npm >/dev/null 2>&1 || node_packages="$node_packages npm"
 case "${1:-}" in
-  --with-tests) packages="$build_packages $test_packages" ;;
+  --with-tests) packages="$build_packages $test_packages $node_packages" ;;
   "") ;;
   *) echo "usage: $0 [--with-tests]" >&2; exit 2 ;;
 esac
