@@ -142,36 +142,56 @@ EOF
 # --- 2. target libraries from Debian binary packages (cross builds) ---------------------------
 # Static archives and headers: libz.a libpaho-mqtt3as.a (liblmdb.a is no longer linked: tank builds
 # its patched LMDB from third_party/lmdb; the package stays in the list, which keys the cache).
-# fmt is used header-only; its CMake package refers to libfmt.so, hence libfmt9. nanopb's runtime
-# libprotobuf-nanopb.a and its CMake package (the generator, nanopb, is the host's: it writes C).
+# fmt is used header-only; its CMake package refers to libfmt.so, hence libfmt9.
 # OpenSSL and zstd are built from source (step 3), not taken from Debian's -dev packages.
-target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9 libnanopb-dev"
+target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9"
+# Libraries that nothing of step 3 is built against, keyed apart, so that adding or updating one
+# does not rebuild OpenSSL, Paho C++, prometheus-cpp and librdkafka: nanopb's runtime
+# libprotobuf-nanopb.a and its CMake package (the Sparkplug B payloads; the generator, package
+# nanopb, is the host's: it writes C).
+leaf_debs="libnanopb-dev"
+
+# unpack_debs <key file> <fresh> <packages...>: downloads the target's packages and unpacks them
+# into $debroot (emptied first when <fresh> is yes), unless <key file> there lists the versions the
+# indexes have now. Sets `unpacked` to yes when it unpacked them. (Not called as a condition: `set
+# -e` would not apply inside it.)
+unpack_debs() {
+  keyfile=$debroot/$1 fresh=$2
+  shift 2
+  unpacked=no
+  # The key is the list of package versions: unpack again only when one changes.
+  key=$(papt_cache "$arch" "$arch" show --no-all-versions "$@" 2>/dev/null |
+        sed -n 's/^Package: //p; s/^Version: //p' | tr '\n' ' ')
+  [ -n "$key" ] || die "the $arch package indexes list none of: $*"
+  [ "$(cat "$keyfile" 2>/dev/null || true)" != "$key" ] || return 0
+  say "unpacking $arch packages into $debroot: $*"
+  dl=$cache_root/apt/$arch/debs
+  [ "$fresh" = no ] || rm -rf "$debroot"
+  rm -rf "$dl"
+  mkdir -p "$debroot" "$dl"
+  (cd "$dl" && papt "$arch" "$arch" download "$@" >/dev/null)
+  for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$debroot"; done
+  # Debian's .pc files and CMake packages are relocatable with the root, but absolute
+  # symlinks (lib*.so -> /usr/lib/...) are not: point them into the root (those of an earlier
+  # unpacking point there already).
+  find "$debroot" -type l | while read -r link; do
+    target=$(readlink "$link")
+    case "$target" in "$debroot"/*) ;; /*) ln -sf "$debroot$target" "$link" ;; esac
+  done
+  rm -rf "$dl"
+  echo "$key" > "$keyfile"
+  unpacked=yes
+}
+
 if [ "$cross" = yes ]; then
   papt_init "$arch" "$arch" deb
-  # The key is the list of package versions: unpack again only when one changes.
+  # A change of target_debs unpacks a fresh root, and the leaf packages into it again.
   # shellcheck disable=SC2086
-  key=$(papt_cache "$arch" "$arch" show --no-all-versions $target_debs 2>/dev/null |
-        sed -n 's/^Package: //p; s/^Version: //p' | tr '\n' ' ')
-  [ -n "$key" ] || die "the $arch package indexes list none of: $target_debs"
-  if [ "$(cat "$debroot/.key" 2>/dev/null || true)" != "$key" ]; then
-    say "unpacking $arch packages into $debroot: $target_debs"
-    dl=$cache_root/apt/$arch/debs
-    rm -rf "$debroot" "$dl"
-    mkdir -p "$debroot" "$dl"
-    # shellcheck disable=SC2086
-    (cd "$dl" && papt "$arch" "$arch" download $target_debs >/dev/null)
-    for deb in "$dl"/*.deb; do dpkg-deb -x "$deb" "$debroot"; done
-    # Debian's .pc files and CMake packages are relocatable with the root, but absolute
-    # symlinks (lib*.so -> /usr/lib/...) are not: point them into the root.
-    find "$debroot" -type l | while read -r link; do
-      target=$(readlink "$link")
-      case "$target" in /*) ln -sf "$debroot$target" "$link" ;; esac
-    done
-    rm -rf "$dl"
-    echo "$key" > "$debroot/.key"
-    # Paho C++ and prometheus-cpp were built against the previous headers: build them again.
-    rm -rf "$prefix/stamps"
-  fi
+  unpack_debs .key yes $target_debs
+  # Paho C++ and prometheus-cpp were built against the previous headers: build them again.
+  [ "$unpacked" = no ] || rm -rf "$prefix/stamps"
+  # shellcheck disable=SC2086
+  unpack_debs .key-leaf no $leaf_debs
 fi
 
 # --- 3. static Paho MQTT C++ and prometheus-cpp from Debian source packages --------------------

@@ -59,8 +59,8 @@ struct Metric {
   //   Boolean: true/false; String, Text, UUID: a string (invalid UTF-8 replaced by U+FFFD);
   //   Bytes, File: base64 (RFC 4648) of the bytes in a string;
   //   arrays (Int8Array..DateTimeArray, Sparkplug 3.0 section 6.4.17: little-endian, packed,
-  //     BooleanArray a 4-byte count and then bits MSB first, StringArray NUL-terminated strings):
-  //     a JSON array of the element values as above;
+  //     BooleanArray a 4-byte count and then bits MSB first (no bytes at all: empty), StringArray
+  //     NUL-terminated strings): a JSON array of the element values as above;
   //   DataSet: {"columns": [...], "types": ["Int32", ...], "rows": [[...], ...]};
   //   Template: {"version", "template_ref", "is_definition", "metrics": [metric objects as
   //     to_json(Metric) gives], "parameters": [{"name", "type", "value"}]};
@@ -68,7 +68,8 @@ struct Metric {
   //   null when is_null, or when no value field was set.
   // `value_error` says why the value could not be read (an array whose length is not a multiple
   // of its element size, a value field that does not fit the data type: a string in an Int32,
-  // a datatype the specification does not define); the value is then null. The caller
+  // a datatype the specification does not define, more than one value field set, a property or a
+  // Template or DataSet member that cannot be read); the value is then null. The caller
   // dead-letters such a metric with reason `sparkplug_bad_value`.
   boost::json::value value;
   std::string value_error;
@@ -87,9 +88,10 @@ struct Payload {
 inline constexpr int kMaxDepth = 16;
 
 // Decodes one payload. Returns nullopt and sets `error` (a sentence saying what is wrong and
-// where, e.g. "metric 3: invalid wire type for field 10") when `bytes` is not a well-formed
-// Payload message, or nests deeper than kMaxDepth. A value that cannot be interpreted does not
-// fail the payload: it fails only its metric (Metric::value_error).
+// where, metrics counted from 0, e.g. "metric 3: invalid wire type for field 15 (at byte 112 of
+// 240)") when `bytes` is not a well-formed Payload message, or nests deeper than kMaxDepth. A value
+// that cannot be interpreted does not fail the payload: it fails only its metric
+// (Metric::value_error).
 std::optional<Payload> decode(std::string_view bytes, std::string& error);
 
 // A metric as a JSON object {"name", "alias", "timestamp", "datatype" (the type's name),
@@ -98,9 +100,12 @@ std::optional<Payload> decode(std::string_view bytes, std::string& error);
 boost::json::object to_json(const Metric& metric);
 
 // Encodes a payload (the inverse of decode for the scalar and array types): for tank's own NCMD
-// ("Node Control/Rebirth") and for tests. `metrics[i].value` must match its datatype as above;
-// throws std::invalid_argument when it does not, and for DataSet, Template, PropertySet and
-// PropertySetList values (tank never sends those).
+// ("Node Control/Rebirth") and for tests. `metrics[i].value` must match its datatype as above
+// (integers within the type's range); throws std::invalid_argument when it does not, for a value
+// without a datatype, for properties, and for DataSet, Template, PropertySet and PropertySetList
+// values (tank never sends those). Integer types go where the specification puts them: Int8..Int32
+// and UInt8..UInt32 in int_value (signed ones as 32-bit two's complement), Int64, UInt64 and
+// DateTime in long_value.
 std::string encode(const Payload& payload);
 
 }  // namespace tank::sparkplug
