@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <boost/json.hpp>
+#include <fmt/format.h>
 
 #include <map>
 
@@ -238,4 +239,40 @@ TEST_CASE("Sparkplug host: the tables committed with the records come back from 
   REQUIRE(again.records.size() == 1);
   CHECK(record(again, 0).at("metric") == json::value("level"));
   CHECK(events["seq_gap"] == 0);
+}
+
+TEST_CASE("Sparkplug host: the alias tables of all nodes stay within kMaxTableBytes", "[unit][inputs][sparkplug]") {
+  Events events;
+  Host host({"plant"}, events.sink());
+  // Births of 1,000 metrics with 1 KiB names: some 2 MiB of tables each.
+  auto big_birth = [](int node) {
+    std::vector<Metric> metrics;
+    for (int i = 0; i < 1000; ++i) {
+      metrics.push_back(metric(fmt::format("n{}/m{}/{}", node, i, std::string(1000, 'x')), static_cast<std::uint64_t>(i),
+                               DataType::int32, 1));
+    }
+    return payload(0, std::move(metrics));
+  };
+  int refused_at = -1;
+  for (int node = 0; node < 64 && refused_at < 0; ++node) {
+    auto c = host.convert(fmt::format("spBv1.0/g/NBIRTH/n{}", node), big_birth(node), kNow);
+    CHECK(c.records.size() == 1000);  // the values are stored either way
+    if (c.dead_letter) {
+      CHECK(c.dead_letter->reason == "sparkplug_table_limit");
+      CHECK(c.state_puts.empty());
+      refused_at = node;
+    }
+  }
+  INFO("refused at node " << refused_at);
+  CHECK(refused_at >= 20);
+  CHECK(refused_at <= 40);
+  CHECK(events["table_limit"] == 1);
+  // A node born before may be born again with a table as large: it replaces its own.
+  auto again = host.convert("spBv1.0/g/NBIRTH/n0", big_birth(0), kNow);
+  CHECK_FALSE(again.dead_letter);
+  // The refused node's data has no birth.
+  auto data = host.convert(fmt::format("spBv1.0/g/NDATA/n{}", refused_at),
+                           payload(1, {metric(std::nullopt, 1, DataType::int32, 2)}), kNow);
+  REQUIRE(data.dead_letter);
+  CHECK(data.dead_letter->reason == "sparkplug_no_birth");
 }

@@ -16,6 +16,9 @@ namespace json = boost::json;
 namespace {
 
 constexpr std::string_view kNamespace = "spBv1.0";
+// What one metric of a table takes besides its name (twice: the def and the by_name key): the
+// def, and an entry in each index.
+constexpr std::size_t kMetricDefBytes = sizeof(std::uint64_t) * 12;
 
 struct TypeName {
   std::string_view name;
@@ -225,10 +228,11 @@ void Host::load(const queue::Queue& queue) {
         d.datatype = a.at(2).to_number<std::uint32_t>();
         if (d.alias) table->by_alias[*d.alias] = table->metrics.size();
         table->by_name[d.name] = table->metrics.size();
+        table->bytes += 2 * d.name.size() + kMetricDefBytes;
         table->metrics.push_back(std::move(d));
       }
       e.table = std::move(table);
-      nodes_[key] = std::move(e);
+      put_entity(key, std::move(e));
     } catch (const std::exception& error) {
       log::warn(component,
                 "the stored Sparkplug table {} cannot be read ({}): that node or device is unknown until its "
@@ -244,6 +248,20 @@ void Host::load(const queue::Queue& queue) {
       log::warn(component, "the stored Sparkplug sequence number {} = \"{}\" cannot be read; ignored", key, value);
     }
   }
+}
+
+void Host::put_entity(const std::string& key, Entity e) {
+  auto [it, fresh] = nodes_.try_emplace(key);
+  if (!fresh && it->second.table) table_bytes_ -= std::min(table_bytes_, it->second.table->bytes);
+  if (e.table) table_bytes_ += e.table->bytes;
+  it->second = std::move(e);
+}
+
+void Host::erase_entity(const std::string& key) {
+  auto it = nodes_.find(key);
+  if (it == nodes_.end()) return;
+  if (it->second.table) table_bytes_ -= std::min(table_bytes_, it->second.table->bytes);
+  nodes_.erase(it);
 }
 
 void Host::remember(const std::string& key) {
@@ -275,9 +293,9 @@ void Host::rollback() {
         seqs_.erase(it->key);
       }
     } else if (it->entity) {
-      nodes_[it->key] = *it->entity;
+      put_entity(it->key, *it->entity);
     } else {
-      nodes_.erase(it->key);
+      erase_entity(it->key);
     }
   }
   undo_.clear();
@@ -393,9 +411,27 @@ Conversion Host::convert(std::string_view topic_text, std::string_view payload_b
       MetricDef d{*m.name, m.alias, m.datatype.value_or(0)};
       if (d.alias) table->by_alias[*d.alias] = table->metrics.size();
       table->by_name[d.name] = table->metrics.size();
+      table->bytes += 2 * d.name.size() + kMetricDefBytes;
       table->metrics.push_back(std::move(d));
     }
     return table;
+  };
+
+  // Whether `table` may replace what `key` holds within kMaxTableBytes; if not, the birth's
+  // records are kept and the message is dead-lettered.
+  auto within_limit = [&](const std::string& key, const Table& table) {
+    std::size_t now = table_bytes_;
+    if (auto it = nodes_.find(key); it != nodes_.end() && it->second.table) now -= std::min(now, it->second.table->bytes);
+    if (now + table.bytes <= kMaxTableBytes) return true;
+    event_("table_limit");
+    out.dead_letter = Conversion::DeadLetter{
+        "sparkplug_table_limit",
+        fmt::format("{} of {}: its {} metric(s) would take the alias tables of all edge nodes and devices past {} "
+                    "MiB; the birth's values were stored, its later data cannot be resolved. Are there that many "
+                    "edge nodes on this broker, or does one use ever new names? Subscribe this input to fewer "
+                    "groups",
+                    type_name, topic_text, table.metrics.size(), kMaxTableBytes >> 20)};
+    return false;
   };
 
   // The metrics of a birth or data message as records; what cannot be named or read goes into
@@ -463,8 +499,12 @@ Conversion Host::convert(std::string_view topic_text, std::string_view payload_b
       e.online = true;
       e.bdseq = bdseq_of(*payload);
       e.table = make_table();
+      if (!within_limit(node_key, *e.table)) {
+        metric_records(e.table.get());
+        break;
+      }
       remember(node_key);
-      nodes_[node_key] = e;
+      put_entity(node_key, e);
       out.state_puts.emplace_back(node_key, encode_entity(e));
       check_seq(true);
       event_("node_birth");
@@ -509,8 +549,12 @@ Conversion Host::convert(std::string_view topic_text, std::string_view payload_b
       Entity e;
       e.online = true;
       e.table = make_table();
+      if (!within_limit(device_key, *e.table)) {
+        metric_records(e.table.get());
+        break;
+      }
       remember(device_key);
-      nodes_[device_key] = e;
+      put_entity(device_key, e);
       out.state_puts.emplace_back(device_key, encode_entity(e));
       event_("device_birth");
       metric_records(e.table.get());

@@ -28,6 +28,8 @@
 //   sparkplug_no_birth     data (or a DBIRTH, DDEATH) from a node / device not born, or dead
 //   sparkplug_unknown_alias  metrics whose alias the birth did not define (the others are kept)
 //   sparkplug_bad_value    metrics whose value does not fit their datatype (the others are kept)
+//   sparkplug_table_limit  a birth whose table would take the tables of all nodes and devices
+//                          past kMaxTableBytes (its records are kept; its data then has no birth)
 // With `rebirth` on, the last three ask the node for a rebirth (an NCMD with
 // "Node Control/Rebirth" = true, at most one per node per rebirth_interval); so does a seq gap.
 //
@@ -64,6 +66,10 @@ struct Topic {
 // unknown message type).
 std::optional<Topic> parse_topic(std::string_view topic);
 std::string_view to_string(Topic::Type type);
+
+// The memory the alias tables of all nodes and devices may take together (names, aliases, types):
+// a bound, so that births from ever new node names cannot grow tank without limit.
+inline constexpr std::size_t kMaxTableBytes = 64u << 20;
 
 struct HostSettings {
   std::string input;  // the input's name: its state keys are input/<input>/sparkplug/...
@@ -126,6 +132,7 @@ class Host {
     std::uint32_t datatype = 0;
   };
   struct Table {
+    std::size_t bytes = 0;  // what it holds in memory, about
     std::vector<MetricDef> metrics;
     std::unordered_map<std::uint64_t, std::size_t> by_alias;
     std::unordered_map<std::string, std::size_t> by_name;
@@ -151,6 +158,9 @@ class Host {
   void remember(const std::string& key);
   void remember_seq(const std::string& key);
   std::string encode_entity(const Entity& e) const;
+  // Every change of nodes_ goes through these two, which keep table_bytes_.
+  void put_entity(const std::string& key, Entity e);
+  void erase_entity(const std::string& key);
 
   HostSettings settings_;
   std::function<void(std::string_view)> event_;
@@ -158,6 +168,7 @@ class Host {
   std::map<std::string, NodeSeq> seqs_;     // key: seq_key
   std::map<std::string, std::chrono::steady_clock::time_point> rebirth_asked_;  // per node
   std::vector<Undo> undo_;
+  std::size_t table_bytes_ = 0;  // of the tables in nodes_
 };
 
 }  // namespace tank::sparkplug
