@@ -184,7 +184,7 @@ TEST_CASE("Sparkplug host: a seq gap is counted and, with rebirth, asks for one 
   CHECK(events["seq_gap"] == 2);
 }
 
-TEST_CASE("Sparkplug host: deaths mark metrics stale; an old session's NDEATH changes nothing",
+TEST_CASE("Sparkplug host: deaths mark metrics stale, and an old session's NDEATH changes nothing",
           "[unit][inputs][sparkplug]") {
   Events events;
   Host host({"plant"}, events.sink());
