@@ -293,3 +293,18 @@ TEST_CASE("Sparkplug B: historical metrics pass the aggregate stage marked, not 
   CHECK(metric_value(scraped, R"(tank_dead_letters_total{input="plant",reason="late"})").value_or(0) == 0);
   CHECK(tank.stop() == 0);
 }
+
+TEST_CASE("Sparkplug B options: tank check names what is wrong", "[integration][inputs][mqtt][sparkplug]") {
+  TempDir dir;
+  const auto config = write_test_config(
+      dir,
+      "[[inputs.mqtt]]\nservers = [\"tcp://127.0.0.1:1883\"]\ntopics = [\"spBv1.0/#\"]\nhost_id = \"a/b\"\n"
+      "rebirth = true\n\n[[outputs.file]]\ndirectory = \"" + (dir / "out").string() + "\"\n");
+  auto r = run({tank_binary(), "check", "-c", config.string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("inputs.mqtt[0].host_id: host_id is a Sparkplug B option: set format = \"sparkplug_b\"") !=
+        std::string::npos);
+  CHECK(r.err.find("\"a/b\" cannot be a Sparkplug host id") != std::string::npos);
+  CHECK(r.err.find("inputs.mqtt[0].rebirth: rebirth is a Sparkplug B option") != std::string::npos);
+}
