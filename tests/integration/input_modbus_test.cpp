@@ -148,7 +148,8 @@ void check_known(const boost::json::object& record, const std::vector<Known>& va
 
 TEST_CASE("inputs.modbus over TCP reads every type in every byte order as pymodbus encoded it",
           "[integration][modbus]") {
-  if (!pymodbus_available()) SKIP("python3-pymodbus is not installed (packaging/setup-debian.sh --with-tests)");
+  INFO("needs python3-pymodbus and python3-serial-asyncio: packaging/setup-debian.sh --with-tests");
+  REQUIRE(pymodbus_available());
   TempDir dir;
   const auto values = known_values();
   const int port = free_tcp_port();
@@ -185,7 +186,8 @@ TEST_CASE("inputs.modbus over TCP reads every type in every byte order as pymodb
 
 TEST_CASE("inputs.modbus: exceptions and a missing device are counted by reason; the others go on",
           "[integration][modbus]") {
-  if (!pymodbus_available()) SKIP("python3-pymodbus is not installed (packaging/setup-debian.sh --with-tests)");
+  INFO("needs python3-pymodbus and python3-serial-asyncio: packaging/setup-debian.sh --with-tests");
+  REQUIRE(pymodbus_available());
   TempDir dir;
   const int port = free_tcp_port();
   ModbusServer server({"--tcp", std::to_string(port), "--slaves", "3", "--failing-slave", "2", "--registers", "50"});
@@ -233,7 +235,8 @@ TEST_CASE("inputs.modbus: exceptions and a missing device are counted by reason;
 
 TEST_CASE("inputs.modbus: a server stopped and started again; a slow server past the timeout",
           "[integration][modbus]") {
-  if (!pymodbus_available()) SKIP("python3-pymodbus is not installed (packaging/setup-debian.sh --with-tests)");
+  INFO("needs python3-pymodbus and python3-serial-asyncio: packaging/setup-debian.sh --with-tests");
+  REQUIRE(pymodbus_available());
   TempDir dir;
   const int port = free_tcp_port();
   auto server = std::make_unique<ModbusServer>(std::vector<std::string>{"--tcp", std::to_string(port), "--registers", "10"});
@@ -272,9 +275,9 @@ TEST_CASE("inputs.modbus: a server stopped and started again; a slow server past
 }
 
 TEST_CASE("inputs.modbus over RTU (a pty pair) reads every type in every byte order", "[integration][modbus]") {
-  if (!pymodbus_available() || !socat_available()) {
-    SKIP("python3-pymodbus or socat is not installed (packaging/setup-debian.sh --with-tests)");
-  }
+  INFO("needs python3-pymodbus, python3-serial-asyncio and socat: packaging/setup-debian.sh --with-tests");
+  REQUIRE(pymodbus_available());
+  REQUIRE(socat_available());
   TempDir dir;
   const auto values = known_values();
   PtyPair pty(dir.path());

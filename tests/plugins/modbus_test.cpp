@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -83,19 +84,26 @@ TEST_CASE("modbus: 64-bit values extend the pattern over four registers (Telegra
   CHECK(decoded<double>(field(DataType::float64, ByteOrder::badc), {0x9340, 0x454A, 0x5C6D, 0xADFA}) == 1234.5678);
 }
 
-TEST_CASE("modbus: float32 in each byte order agrees with libmodbus's getters and setters", "[modbus][decode]") {
-  using Set = void (*)(float, std::uint16_t*);
+TEST_CASE("modbus: float32 in each byte order agrees with libmodbus's getters", "[modbus][decode]") {
+  // libmodbus 3.1.6's getters read the four orders as Telegraf means them; its setters do not
+  // agree with its own getters for ABCD and CDAB on a little-endian host (modbus_set_float_abcd(230.5)
+  // gives 6643 0080), so the wire words are built here from the value's bytes A B C D.
   using Get = float (*)(const std::uint16_t*);
-  const std::array<std::pair<Set, Get>, 4> libmodbus{{{modbus_set_float_abcd, modbus_get_float_abcd},
-                                                     {modbus_set_float_dcba, modbus_get_float_dcba},
-                                                     {modbus_set_float_badc, modbus_get_float_badc},
-                                                     {modbus_set_float_cdab, modbus_get_float_cdab}}};
-  for (float value : {230.5f, -0.125f, 3.4028235e38f, 1.17549435e-38f, 0.0f}) {
+  const std::array<Get, 4> getters{modbus_get_float_abcd, modbus_get_float_dcba, modbus_get_float_badc,
+                                   modbus_get_float_cdab};
+  // Where each of the value's bytes A B C D goes on the wire, per order (ABCD, DCBA, BADC, CDAB).
+  const std::array<std::array<int, 4>, 4> wire{{{0, 1, 2, 3}, {3, 2, 1, 0}, {1, 0, 3, 2}, {2, 3, 0, 1}}};
+  for (float value : {230.5f, -0.125f, 3.4028235e38f, 1.17549435e-38f, 0.0f, -1234.5678f}) {
+    const auto bits = std::bit_cast<std::uint32_t>(value);
+    const std::uint8_t bytes[4] = {static_cast<std::uint8_t>(bits >> 24), static_cast<std::uint8_t>(bits >> 16),
+                                   static_cast<std::uint8_t>(bits >> 8), static_cast<std::uint8_t>(bits)};
     for (std::size_t i = 0; i < kOrders.size(); ++i) {
-      std::uint16_t words[2] = {};
-      libmodbus[i].first(value, words);
-      REQUIRE(libmodbus[i].second(words) == value);
+      std::uint8_t on_wire[4] = {};
+      for (int b = 0; b < 4; ++b) on_wire[wire[i][b]] = bytes[b];
+      std::uint16_t words[2] = {static_cast<std::uint16_t>(on_wire[0] << 8 | on_wire[1]),
+                                static_cast<std::uint16_t>(on_wire[2] << 8 | on_wire[3])};
       INFO("order " << i << " value " << value);
+      CHECK(getters[i](words) == value);
       CHECK(decoded<double>(field(DataType::float32, kOrders[i]), {words[0], words[1]}) ==
             static_cast<double>(value));
     }
@@ -145,8 +153,8 @@ TEST_CASE("modbus: requests read contiguous fields together, within 125 register
   add(Table::holding_register, 0, DataType::uint16);    // 0
   add(Table::holding_register, 12, DataType::uint64);   // 12-15
   add(Table::holding_register, 1, DataType::uint16);    // 1
-  add(Table::holding_register, 16, DataType::string, 110);  // 16-125: 116 with 10-15, fits
-  add(Table::holding_register, 126, DataType::uint32);       // would make 118+... past 125: a new request
+  add(Table::holding_register, 16, DataType::string, 118);  // 16-133: 124 registers with 10-15, fits
+  add(Table::holding_register, 134, DataType::uint32);       // 126 registers: past 125, a new request
   add(Table::input_register, 1, DataType::int16);
   add(Table::coil, 0, DataType::boolean);
   add(Table::coil, 1, DataType::boolean);
@@ -155,9 +163,9 @@ TEST_CASE("modbus: requests read contiguous fields together, within 125 register
   REQUIRE(plan.size() == 7);
   CHECK((plan[0].table == Table::holding_register && plan[0].address == 0 && plan[0].count == 2));
   CHECK(plan[0].fields == std::vector<std::size_t>{1, 3});
-  CHECK((plan[1].address == 10 && plan[1].count == 116));
+  CHECK((plan[1].address == 10 && plan[1].count == 124));
   CHECK(plan[1].fields == std::vector<std::size_t>{0, 2, 4});
-  CHECK((plan[2].address == 126 && plan[2].count == 2));
+  CHECK((plan[2].address == 134 && plan[2].count == 2));
   CHECK((plan[3].table == Table::input_register && plan[3].count == 1));
   CHECK((plan[4].table == Table::coil && plan[4].count == 2));
   CHECK((plan[5].table == Table::discrete_input && plan[5].address == 0 && plan[5].count == 2000));
