@@ -119,12 +119,14 @@ class ModbusPoller final : public plugin::Input {
       // The instants this poll ran past are skipped, not made up (a wall clock set back skips none).
       const std::int64_t skipped = following > next ? (following - next) / interval - 1 : 0;
       if (skipped > 0) {
+        last_overrun_ns_ = side_.clock.steady_ns();
         side_.metrics.dropped("poll_overrun", static_cast<std::uint64_t>(skipped) * devices_.size());
         overruns_.occur(fmt::format("a poll of {} device(s) took longer than poll_interval ({}): {} poll(s) skipped; "
                                     "lengthen poll_interval, shorten timeout or split the devices over inputs",
                                     devices_.size(), units_of(settings_.poll_interval), skipped));
-      } else {
-        overruns_.end("polls keep to poll_interval again");
+      } else if (overruns_.active() && side_.clock.steady_ns() - last_overrun_ns_ >= kOverrunQuiet) {
+        // Ended only after a quiet minute: polls that barely fit would otherwise log every flip.
+        overruns_.end("polls have kept to poll_interval for a minute");
       }
       next = following;
     }
@@ -233,6 +235,8 @@ class ModbusPoller final : public plugin::Input {
   std::vector<std::uint16_t> words_;
   std::vector<std::uint8_t> bits_;
   log::Episode overruns_{side_.component, log::Level::warn};
+  static constexpr std::int64_t kOverrunQuiet = 60'000'000'000;
+  std::int64_t last_overrun_ns_ = 0;
 
   std::mutex mutex_;
   std::condition_variable wake_;
