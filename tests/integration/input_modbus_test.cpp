@@ -184,7 +184,7 @@ TEST_CASE("inputs.modbus over TCP reads every type in every byte order as pymodb
   CHECK(tank.stop() == 0);
 }
 
-TEST_CASE("inputs.modbus: exceptions and a missing device are counted by reason; the others go on",
+TEST_CASE("inputs.modbus: exceptions and a missing device are counted by reason, the others go on",
           "[integration][modbus]") {
   INFO("needs python3-pymodbus and python3-serial-asyncio: packaging/setup-debian.sh --with-tests");
   REQUIRE(pymodbus_available());
@@ -233,7 +233,7 @@ TEST_CASE("inputs.modbus: exceptions and a missing device are counted by reason;
   CHECK(count("device absent (slave 9)") == 1);
 }
 
-TEST_CASE("inputs.modbus: a server stopped and started again; a slow server past the timeout",
+TEST_CASE("inputs.modbus: a server stopped and started again, then a slow server past the timeout",
           "[integration][modbus]") {
   INFO("needs python3-pymodbus and python3-serial-asyncio: packaging/setup-debian.sh --with-tests");
   REQUIRE(pymodbus_available());

@@ -113,7 +113,7 @@ TEST_CASE("modbus: float32 in each byte order agrees with libmodbus's getters", 
   CHECK(decoded<double>(field(DataType::float32, ByteOrder::cdab), {0x8000, 0x4366}) == 230.5);
 }
 
-TEST_CASE("modbus: scale and offset; NaN is no number", "[modbus][decode]") {
+TEST_CASE("modbus: scale and offset, and NaN is no number", "[modbus][decode]") {
   Field f = field(DataType::int16);
   f.scale = 0.1;
   f.offset = -40;
@@ -386,7 +386,7 @@ type = "uint16"
                      "(holding register 0 to 1)") != std::string::npos);
 }
 
-TEST_CASE("modbus: a device needs a register map; RTU slave ids are 1 to 247", "[modbus][config]") {
+TEST_CASE("modbus: a device needs a register map, and RTU slave ids are 1 to 247", "[modbus][config]") {
   auto r = load(R"([[inputs.modbus]]
 controller = "file:///dev/ttyUSB0"
 devices = [{ slave_id = 0 }, { slave_id = 3, fields = [{ name = "x", address = 0 }, { name = "x", address = 1 }] }]
