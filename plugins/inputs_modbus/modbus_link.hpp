@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -69,7 +70,8 @@ class Link {
 
   // Reads `count` registers (holding or input table) from `address` of `slave` into `words`
   // (count of them), or `count` bits (coils or discrete inputs) into `bits`. Opens the connection
-  // first when needed. Returns nullopt on success. After a failure that leaves the stream in an
+  // first when needed, so one call may wait for a connect and then a response: up to twice the
+  // timeout. Returns nullopt on success. After a failure that leaves the stream in an
   // unknown state (a timeout, a bad response, a lost connection) the connection is closed, so a
   // late answer cannot be taken for the next request's.
   std::optional<Failure> read_registers(Table table, int slave, unsigned address, unsigned count,

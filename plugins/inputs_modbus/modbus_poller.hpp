@@ -29,7 +29,8 @@
 // {reason="commit_failed"}); while the queue says it refuses records (paused) the devices are not
 // read at all and each missed poll is counted as dropped{reason="queue_full"}.
 //
-// Threads: one per input. stop() returns after the request in flight ends (at most `timeout`).
+// Threads: one per input. stop() returns after the request in flight ends (at most twice `timeout`:
+// a connect, then the response).
 
 #include <chrono>
 #include <cstdint>
