@@ -598,13 +598,13 @@ class SectionParser {
           // The element is a section of its own: its errors carry its key path and position.
           const std::size_t errors_before = ctx_.diagnostics.error_count();
           SectionParser inner(ctx_, *option.element, element_key, at(ctx_, element.source()));
-          tables.push_back(inner.run(table));
-          if (ctx_.diagnostics.error_count() != errors_before) ok = false;
+          SectionValues parsed = inner.run(table);
+          if (ctx_.diagnostics.error_count() == errors_before) tables.push_back(std::move(parsed));
         }
-        if (!ok) {
-          section_failed_ = true;
-          return std::nullopt;
-        }
+        // A table with errors is left out, the others kept: the section's own check still runs on
+        // them, so that one `tank check` lists the errors of every level (each table's key path
+        // keeps its index in the file). A value that is no table at all fails the section.
+        if (!ok) return std::nullopt;
         value.data = std::move(tables);
         break;
       }

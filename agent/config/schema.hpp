@@ -34,7 +34,8 @@ enum class Type {
                    // nested tables (TOML's dotted keys) join their names with '.' ("linger.ms")
   table_list,      // [[section.name]] tables, or [{ a = 1 }, { a = 2 }]: a list of tables, each checked
                    // against `Option::element` like a section of its own (unknown keys, types,
-                   // bounds, required options, its check), its key path "inputs.modbus[0].fields[2]"
+                   // bounds, required options, its check), its key path "inputs.modbus[0].fields[2]";
+                   // a table with errors is left out of the value, which the section's check sees
 };
 
 struct Section;

@@ -365,7 +365,10 @@ address = 200
   CHECK(errors.find("inputs.modbus[0].fields[5].name: \"time\" is a key of the record") != std::string::npos);
   CHECK(errors.find("inputs.modbus[0].fields[1].scael: unknown option in [inputs.modbus.fields]; did you mean "
                     "\"scale\"") != std::string::npos);
-  // Errors in the fields stop the section's own check (it would repeat them); fix them, then:
+  // The section's own check runs on the tables without errors, in the same load.
+  CHECK(errors.find("inputs.modbus[0].devices[1].slave_id: slave id 1 is listed twice") != std::string::npos);
+  CHECK(errors.find("inputs.modbus[0].controller: \"udp://127.0.0.1:5020\": expected") != std::string::npos);
+  // Overlaps among the fields without errors of their own:
   auto r2 = load(kTwoDevicesOnUdp + R"(
 [[inputs.modbus.fields]]
 name = "b"
