@@ -7,14 +7,16 @@ set -eu
 build_packages="g++ cmake ninja-build pkg-config git \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev lmdb-utils libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev librdkafka-dev \
-  nanopb libnanopb-dev"
+  nanopb libnanopb-dev libmodbus-dev"
 # nanopb: the generator (nanopb_generator.py, run at build time) and libnanopb-dev its static runtime,
 # for the Sparkplug B payloads of inputs.mqtt (plugins/inputs_mqtt/sparkplug/CMakeLists.txt).
 # clang (libFuzzer) and llvm (llvm-symbolizer, for the sanitizers' stack traces): fuzz/run.sh.
 # ccache: packaging/test.sh compiles through it, so a second run compiles only what changed.
 # kcat: an independent Kafka consumer for outputs.kafka's tests (against librdkafka's mock cluster).
+# python3-pymodbus (with python3-serial-asyncio, which it only recommends, for RTU) and socat (a pty
+# pair for RTU): the Modbus server of inputs.modbus's tests and benchmark.
 test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-schema-test-suite qemu-user systemd \
-  nginx tinyproxy clang llvm ccache kcat"
+  nginx tinyproxy clang llvm ccache kcat python3-pymodbus python3-serial-asyncio socat"
 
 packages="$build_packages"
 # node and npm run the Sparkplug B test peers (Eclipse Tahu's JavaScript packages, tests/sparkplug).

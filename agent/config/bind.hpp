@@ -110,6 +110,7 @@ inline std::string toml_default(Type type, std::string_view text) {
     case Type::string_list:
     case Type::list_table:
     case Type::property_table:
+    case Type::table_list:
       return std::string(text);
   }
   return std::string(text);
@@ -427,6 +428,20 @@ Declaration<S> property_table(std::string_view name, PropertyTable S::*member) {
 template <bind_detail::setter F>
 auto property_table(std::string_view name, F set) {
   return bind_detail::with_setter(name, Type::property_table, std::move(set), &SectionValues::property_table);
+}
+
+// A list of tables, each read through `element_options` into one E of a std::vector<E>; `element`
+// is what the loader checks each table against (usually {.options = element_options.all(), ...}).
+// Give it .default_value("[]") unless it is required.
+template <class S, class E>
+Declaration<S> table_list(std::string_view name, std::vector<E> S::*member, const Section& element,
+                          const Options<E>& element_options) {
+  Option o = bind_detail::option(name, Type::table_list);
+  o.element = &element;
+  return Declaration<S>(o, [name, member, list = &element_options](const SectionValues& v, S& s) {
+    (s.*member).clear();
+    for (const SectionValues& table : v.tables(name)) (s.*member).push_back(list->read(table));
+  });
 }
 
 // One of `choices`, to a std::string member.

@@ -101,6 +101,15 @@ const PropertyTable& SectionValues::property_table(std::string_view name) const 
   return std::get<PropertyTable>(get(name, Type::property_table).data);
 }
 
+bool operator==(const SectionValues& a, const SectionValues& b) {
+  return std::equal(a.values_.begin(), a.values_.end(), b.values_.begin(), b.values_.end(),
+                    [](const auto& x, const auto& y) { return x.first == y.first && x.second.data == y.second.data; });
+}
+
+const TableList& SectionValues::tables(std::string_view name) const {
+  return std::get<TableList>(get(name, Type::table_list).data);
+}
+
 const std::vector<std::string>& SectionValues::strings(std::string_view name) const {
   return std::get<std::vector<std::string>>(get(name, Type::string_list).data);
 }
@@ -135,6 +144,7 @@ std::string_view type_name(Type type) {
     case Type::string_list: return "list of strings";
     case Type::list_table: return "table of lists of strings";
     case Type::property_table: return "table of name = value";
+    case Type::table_list: return "list of tables";
     case Type::choice: return "choice";
   }
   return "?";

@@ -53,10 +53,12 @@ class Diagnostics {
 using ListTable = std::vector<std::pair<std::string, std::vector<std::string>>>;
 // A property_table option's value: (dotted name, value as text) in file order.
 using PropertyTable = std::vector<std::pair<std::string, std::string>>;
+// A table_list option's value: each table's values, in file order.
+using TableList = std::vector<SectionValues>;
 
 struct Value {
   using Data = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, std::uint64_t,
-                            std::chrono::nanoseconds, ListTable, PropertyTable>;
+                            std::chrono::nanoseconds, ListTable, PropertyTable, TableList>;
   Type type = Type::string;
   Data data;
   Location where;
@@ -96,8 +98,12 @@ class SectionValues {
   const std::string& choice(std::string_view name) const { return string(name); }
   const ListTable& list_table(std::string_view name) const;
   const PropertyTable& property_table(std::string_view name) const;
+  const TableList& tables(std::string_view name) const;
 
   void set(std::string name, Value value) { values_.insert_or_assign(std::move(name), std::move(value)); }
+
+  // The same options with the same values (where they were written aside): what a reload compares.
+  friend bool operator==(const SectionValues& a, const SectionValues& b);
 
  private:
   const Value& get(std::string_view name, Type type) const;

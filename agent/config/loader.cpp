@@ -576,6 +576,38 @@ class SectionParser {
         value.data = std::move(sorted);
         break;
       }
+      case Type::table_list: {
+        const toml::array* array = node.as_array();
+        if (array == nullptr || option.element == nullptr) {
+          fail(where, key,
+               fmt::format("expected a list of tables, written [[{}.{}]] or [{{ ... }}, {{ ... }}], got {}",
+                           section_.path, option.name, shown(node)));
+          return std::nullopt;
+        }
+        TableList tables;
+        bool ok = true;
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          const toml::node& element = *array->get(i);
+          const std::string element_key = fmt::format("{}[{}]", key, i);
+          const toml::table* table = element.as_table();
+          if (table == nullptr) {
+            fail(at(ctx_, element.source()), element_key, fmt::format("expected a table, got {}", shown(element)));
+            ok = false;
+            continue;
+          }
+          // The element is a section of its own: its errors carry its key path and position.
+          const std::size_t errors_before = ctx_.diagnostics.error_count();
+          SectionParser inner(ctx_, *option.element, element_key, at(ctx_, element.source()));
+          SectionValues parsed = inner.run(table);
+          if (ctx_.diagnostics.error_count() == errors_before) tables.push_back(std::move(parsed));
+        }
+        // A table with errors is left out, the others kept: the section's own check still runs on
+        // them, so that one `tank check` lists the errors of every level (each table's key path
+        // keeps its index in the file). A value that is no table at all fails the section.
+        if (!ok) return std::nullopt;
+        value.data = std::move(tables);
+        break;
+      }
       case Type::choice: {
         if (!node.is_string()) {
           fail(where, key, fmt::format("expected one of {}, got {}", choices(option), shown(node)));

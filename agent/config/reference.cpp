@@ -1,5 +1,6 @@
 #include "config/reference.hpp"
 
+#include <span>
 #include <vector>
 
 #include <fmt/format.h>
@@ -50,18 +51,15 @@ std::string bounds_cell(const Option& o) {
   return fmt::format("at most {}", o.max);
 }
 
-void render_section(std::string& out, const Section& s) {
-  if (s.repeated) {
-    out += fmt::format("## [[{}]]\n\n", s.path);
-  } else {
-    out += fmt::format("## [{}]\n\n", s.path);
-  }
-  out += std::string(s.summary) + "\n\n";
+// The option table of `options`, then a table of its own for each list of tables among them
+// (`parent`: the key path they are found under, e.g. "inputs.modbus").
+void render_options(std::string& out, std::string_view parent, std::span<const Option> common,
+                    std::span<const Option> options) {
   out += "| option | type | default | bounds | description |\n";
   out += "|---|---|---|---|---|\n";
   std::vector<const Option*> all;
-  for (const Option& o : s.common) all.push_back(&o);
-  for (const Option& o : s.options) all.push_back(&o);
+  for (const Option& o : common) all.push_back(&o);
+  for (const Option& o : options) all.push_back(&o);
   for (const Option* option : all) {
     const Option& o = *option;
     std::string name = fmt::format("`{}`", o.name);
@@ -70,6 +68,23 @@ void render_section(std::string& out, const Section& s) {
                        escape_cell(o.description));
   }
   out += "\n";
+  for (const Option* option : all) {
+    if (option->type != Type::table_list || option->element == nullptr) continue;
+    const std::string path = fmt::format("{}.{}", parent, option->name);
+    out += fmt::format("### [[{}]]\n\n", path);
+    out += std::string(option->element->summary) + "\n\n";
+    render_options(out, path, option->element->common, option->element->options);
+  }
+}
+
+void render_section(std::string& out, const Section& s) {
+  if (s.repeated) {
+    out += fmt::format("## [[{}]]\n\n", s.path);
+  } else {
+    out += fmt::format("## [{}]\n\n", s.path);
+  }
+  out += std::string(s.summary) + "\n\n";
+  render_options(out, s.path, s.common, s.options);
 }
 
 }  // namespace

@@ -32,7 +32,13 @@ enum class Type {
   property_table,  // { "linger.ms" = 20, batch.size = "1MiB" } or a [section.name] table: names,
                    // each with a string, integer, number or boolean, as text, in file order;
                    // nested tables (TOML's dotted keys) join their names with '.' ("linger.ms")
+  table_list,      // [[section.name]] tables, or [{ a = 1 }, { a = 2 }]: a list of tables, each checked
+                   // against `Option::element` like a section of its own (unknown keys, types,
+                   // bounds, required options, its check), its key path "inputs.modbus[0].fields[2]";
+                   // a table with errors is left out of the value, which the section's check sees
 };
+
+struct Section;
 
 // One option. All string_views point to static storage.
 struct Option {
@@ -53,6 +59,8 @@ struct Option {
   bool secret = false;
   // Explains a default computed at start-up, e.g. "the host name".
   std::string_view default_note = {};
+  // What each table of a `table_list` holds (static storage; its `repeated` is ignored).
+  const Section* element = nullptr;
 };
 
 // Cross-option checks of one section instance, run after each option was parsed and checked on

@@ -133,4 +133,19 @@ Outcome Committer::commit_in_parts(PendingBatch& batch, const std::string& why) 
   return total;
 }
 
+void drop_records(queue::Queue& queue, InputMetrics& metrics, std::string_view component, PendingBatch& batch,
+                  std::string_view reason) {
+  metrics.dropped(reason, batch.records());
+  queue::WriteBatch letters;
+  letters.dead_letters = std::move(batch.write_batch().dead_letters);
+  batch.clear();
+  if (letters.dead_letters.empty()) return;
+  const auto r = queue.commit(letters);
+  if (!r.ok()) {
+    metrics.dropped(reason, letters.dead_letters.size());
+    log::warn(component, "{} dead letters could not be stored either ({}): dropped", letters.dead_letters.size(),
+              r.error);
+  }
+}
+
 }  // namespace tank::input

@@ -57,6 +57,14 @@ struct Outcome {
 std::vector<queue::WriteBatch> split_for_commit(const queue::WriteBatch& batch, std::size_t limit,
                                                 const std::string& input, std::int64_t now_ns);
 
+// What an input that cannot hold its source back (UDP datagrams, Modbus polls) does with a batch
+// the queue did not take (held or failed): drops its records, counted in
+// tank_input_dropped_records_total{reason}, and still commits its dead letters, which are evidence,
+// not load (the queue stores them while it refuses records); when even that fails they are counted
+// as dropped too, with the same reason, and logged. `batch` is empty afterwards.
+void drop_records(queue::Queue& queue, InputMetrics& metrics, std::string_view component, PendingBatch& batch,
+                  std::string_view reason);
+
 class Committer {
  public:
   // `on_failure`: what the input does while commits fail, for the log ("the lines will be read

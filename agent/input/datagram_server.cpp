@@ -211,21 +211,8 @@ class DatagramInput final : public plugin::Input {
     }
   }
 
-  // Drops the batch's records, counted with `reason`. Its dead letters are still committed: they
-  // are evidence, not load (the queue stores them while it refuses records); when even that
-  // fails they are counted as dropped too, with the same reason.
   void drop_records(std::string_view reason) {
-    queue_side_.metrics.dropped(reason, batch_.records());
-    queue::WriteBatch letters;
-    letters.dead_letters = std::move(batch_.write_batch().dead_letters);
-    batch_.clear();
-    if (letters.dead_letters.empty()) return;
-    const auto r = queue_side_.queue.commit(letters);
-    if (!r.ok()) {
-      queue_side_.metrics.dropped(reason, letters.dead_letters.size());
-      log::warn(queue_side_.component, "{} dead letters could not be stored either ({}): dropped",
-                letters.dead_letters.size(), r.error);
-    }
+    input::drop_records(queue_side_.queue, queue_side_.metrics, queue_side_.component, batch_, reason);
   }
 
   static std::string peer_of(const sockaddr_storage& from, socklen_t len) {
