@@ -1355,6 +1355,8 @@ struct MDB_env {
 	MDB_protect	me_protect[MDB_PROTECT_MAX];	/**< tank: protected snapshots */
 	int		me_nprotect;	/**< tank: how many of me_protect are in use */
 	int		me_nretiring;	/**< tank: how many of them are retiring */
+	MDB_reader_hook	*me_rhook;	/**< tank: tests only, #mdb_env_set_reader_hook() */
+	void		*me_rhook_ctx;	/**< tank: its argument */
 };
 
 	/** Nested transaction */
@@ -3064,6 +3066,8 @@ mdb_txn_renew0(MDB_txn *txn)
 			while(r->mr_txnid != ti->mti_txnid);
 			txn->mt_txnid = r->mr_txnid;
 			txn->mt_u.reader = r;
+			if (env->me_rhook)	/* tank: tests only */
+				env->me_rhook(env, txn->mt_txnid, env->me_rhook_ctx);
 			meta = env->me_metas[txn->mt_txnid & 1];
 		}
 
@@ -10103,6 +10107,16 @@ mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *hel
 	}
 	mdb_protect_unlock(env);
 	return rc;
+}
+
+int ESECT
+mdb_env_set_reader_hook(MDB_env *env, MDB_reader_hook *hook, void *ctx)
+{
+	if (!env)
+		return EINVAL;
+	env->me_rhook = hook;
+	env->me_rhook_ctx = ctx;
+	return MDB_SUCCESS;
 }
 
 int ESECT
