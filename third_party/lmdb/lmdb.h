@@ -1641,6 +1641,25 @@ int	mdb_env_unprotect(MDB_env *env, size_t txnid);
 	 * @return 0 on success, MDB_NOTFOUND if it is not protected.
 	 */
 int	mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *held);
+
+	/** @brief A function #mdb_env_set_reader_hook() calls (tank's patch, tests only). */
+typedef void (MDB_reader_hook)(MDB_env *env, size_t txnid, void *ctx);
+
+	/** @brief For tests only: call \b hook in each read transaction's begin
+	 * (tank's patch).
+	 *
+	 * #mdb_txn_begin() of a read transaction calls it after it published
+	 * the newest txnid in its reader slot and before it reads that
+	 * snapshot's meta page: where a thread that begins a read transaction
+	 * can be preempted while commits go on. The hook may run write
+	 * transactions (with #MDB_NOTLS). Set it before other threads use the
+	 * environment.
+	 * @param[in] env An environment handle returned by #mdb_env_create()
+	 * @param[in] hook The function, or NULL (the default) for none
+	 * @param[in] ctx Its last argument
+	 * @return 0 on success, EINVAL if env is NULL.
+	 */
+int	mdb_env_set_reader_hook(MDB_env *env, MDB_reader_hook *hook, void *ctx);
 /**	@} */
 
 #ifdef __cplusplus

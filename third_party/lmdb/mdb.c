@@ -1281,6 +1281,14 @@ typedef struct MDB_protect {
 	MDB_pgset	pr_held;	/**< its pages freed since: not to be reused */
 } MDB_protect;
 #define MDB_PROTECT_MAX	8
+/** tank: a full memory barrier (a reader's begin, mdb_txn_renew0()) */
+#if defined(__GNUC__) || defined(__clang__)
+#define mdb_tank_fence()	__sync_synchronize()
+#elif defined(_MSC_VER)
+#define mdb_tank_fence()	MemoryBarrier()
+#else
+#define mdb_tank_fence()	((void)0)
+#endif
 /** tank: how many free pages mdb_page_alloc() reads at most while it
  *	looks for one written since the protected snapshot
  */
@@ -1355,6 +1363,8 @@ struct MDB_env {
 	MDB_protect	me_protect[MDB_PROTECT_MAX];	/**< tank: protected snapshots */
 	int		me_nprotect;	/**< tank: how many of me_protect are in use */
 	int		me_nretiring;	/**< tank: how many of them are retiring */
+	MDB_reader_hook	*me_rhook;	/**< tank: tests only, #mdb_env_set_reader_hook() */
+	void		*me_rhook_ctx;	/**< tank: its argument */
 };
 
 	/** Nested transaction */
@@ -3002,7 +3012,7 @@ mdb_txn_renew0(MDB_txn *txn)
 	MDB_meta *meta;
 	unsigned int i, nr, flags = txn->mt_flags;
 	uint16_t x;
-	int rc, new_notls = 0;
+	int rc, new_notls = 0, copied = 0;
 
 	if ((flags &= MDB_TXN_RDONLY) != 0) {
 		if (!ti) {
@@ -3059,12 +3069,35 @@ mdb_txn_renew0(MDB_txn *txn)
 					return rc;
 				}
 			}
-			do /* LY: Retry on a race, ITS#7970. */
-				r->mr_txnid = ti->mti_txnid;
-			while(r->mr_txnid != ti->mti_txnid);
-			txn->mt_txnid = r->mr_txnid;
-			txn->mt_u.reader = r;
-			meta = env->me_metas[txn->mt_txnid & 1];
+			/* tank: the snapshot read must be the one of the txnid in the
+			 * reader slot. Between taking the txnid and copying its meta
+			 * page, two commits may end, the second rewriting that meta
+			 * slot (same parity): stock LMDB then reads the newer snapshot
+			 * under the older txnid, which keeps it anyway (everything
+			 * freed after the txnid is kept), but a reader of a protected
+			 * snapshot's txnid is not waited for: only the protected
+			 * snapshot's pages are held, the newer one's would be reused.
+			 * So copy the meta, then check that no commit ended meanwhile
+			 * (the one that rewrites the slot starts after the next ended),
+			 * else start again with the newer txnid.
+			 */
+			for (;;) {
+				do { /* LY: Retry on a race, ITS#7970. */
+					r->mr_txnid = ti->mti_txnid;
+					mdb_tank_fence();	/* tank: published before checked */
+				} while(r->mr_txnid != ti->mti_txnid);
+				txn->mt_txnid = r->mr_txnid;
+				txn->mt_u.reader = r;
+				if (env->me_rhook)	/* tank: tests only */
+					env->me_rhook(env, txn->mt_txnid, env->me_rhook_ctx);
+				meta = env->me_metas[txn->mt_txnid & 1];
+				memcpy(txn->mt_dbs, meta->mm_dbs, CORE_DBS * sizeof(MDB_db));
+				txn->mt_next_pgno = meta->mm_last_pg+1;
+				mdb_tank_fence();	/* tank: copied before checked */
+				if (meta->mm_txnid == txn->mt_txnid && ti->mti_txnid == txn->mt_txnid)
+					break;
+			}
+			copied = 1;
 		}
 
 	} else {
@@ -3096,11 +3129,13 @@ mdb_txn_renew0(MDB_txn *txn)
 		memcpy(txn->mt_dbiseqs, env->me_dbiseqs, env->me_maxdbs * sizeof(unsigned int));
 	}
 
+	if (!copied) {	/* tank: a reader with a lock file copied it above */
 	/* Copy the DB info and flags */
 	memcpy(txn->mt_dbs, meta->mm_dbs, CORE_DBS * sizeof(MDB_db));
 
 	/* Moved to here to avoid a data race in read TXNs */
 	txn->mt_next_pgno = meta->mm_last_pg+1;
+	}
 
 	txn->mt_flags = flags;
 
@@ -10103,6 +10138,16 @@ mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *hel
 	}
 	mdb_protect_unlock(env);
 	return rc;
+}
+
+int ESECT
+mdb_env_set_reader_hook(MDB_env *env, MDB_reader_hook *hook, void *ctx)
+{
+	if (!env)
+		return EINVAL;
+	env->me_rhook = hook;
+	env->me_rhook_ctx = ctx;
+	return MDB_SUCCESS;
 }
 
 int ESECT
