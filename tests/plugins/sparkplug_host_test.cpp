@@ -146,6 +146,14 @@ TEST_CASE("Sparkplug host: an unknown alias, data before birth and a bad topic a
   REQUIRE(junk.dead_letter);
   CHECK(junk.dead_letter->reason == "sparkplug_bad_payload");
 
+  Payload compressed;
+  compressed.uuid = "SPBV1.0_COMPRESSED";
+  compressed.body = std::string("\x78\x9c\x03\x00", 4);
+  compressed.seq = 3;
+  auto deflated = host.convert("spBv1.0/g/NDATA/n", encode(compressed), kNow);
+  REQUIRE(deflated.dead_letter);
+  CHECK(deflated.dead_letter->reason == "sparkplug_compressed");
+
   auto topic = host.convert("spBv1.0/g/WHAT/n", nbirth(), kNow);
   REQUIRE(topic.dead_letter);
   CHECK(topic.dead_letter->reason == "sparkplug_bad_topic");

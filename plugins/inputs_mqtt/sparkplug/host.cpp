@@ -330,6 +330,15 @@ Conversion Host::convert(std::string_view topic_text, std::string_view payload_b
         Conversion::DeadLetter{"sparkplug_bad_payload", fmt::format("not a Sparkplug B payload: {}", error)};
     return out;
   }
+  if (payload->uuid && *payload->uuid == "SPBV1.0_COMPRESSED") {
+    // Tahu's compression (its body DEFLATE or GZIP): not part of Sparkplug 3.0, not read.
+    event_("bad_payload");
+    out.dead_letter = Conversion::DeadLetter{
+        "sparkplug_compressed",
+        "a compressed payload (uuid SPBV1.0_COMPRESSED, Eclipse Tahu's compression, not part of Sparkplug 3.0): "
+        "tank does not inflate it; turn compression off on the edge node"};
+    return out;
+  }
   const std::string_view type_name = to_string(topic->type);
   const std::uint64_t now_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ns, 0) / 1000000);
   const std::uint64_t message_ms = payload->timestamp_ms.value_or(now_ms);

@@ -25,6 +25,7 @@
 // What cannot be resolved is dead-lettered, the whole message once, never dropped silently:
 //   sparkplug_bad_topic    a topic that is not spBv1.0/<group>/<type>/<node>[/<device>]
 //   sparkplug_bad_payload  not a Sparkplug B payload (the decoder's message)
+//   sparkplug_compressed   Eclipse Tahu's compressed payload (uuid SPBV1.0_COMPRESSED), not inflated
 //   sparkplug_no_birth     data (or a DBIRTH, DDEATH) from a node / device not born, or dead
 //   sparkplug_unknown_alias  metrics whose alias the birth did not define (the others are kept)
 //   sparkplug_bad_value    metrics whose value does not fit their datatype (the others are kept)
