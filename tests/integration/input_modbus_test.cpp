@@ -14,6 +14,7 @@
 #include <map>
 #include <sstream>
 
+#include "support/input_helpers.hpp"
 #include "support/modbus_peer.hpp"
 #include "support/tank_process.hpp"
 
@@ -92,23 +93,7 @@ std::string output_toml(const TempDir& dir) {
 }
 
 // Every record outputs.file wrote so far.
-std::vector<boost::json::object> records(const TempDir& dir) {
-  std::vector<boost::json::object> out;
-  std::error_code ec;
-  std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(dir / "out", ec)) files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    std::istringstream in(read_file(f));
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty()) continue;
-      boost::system::error_code pe;
-      auto v = boost::json::parse(line, pe);
-      if (!pe && v.is_object()) out.push_back(v.as_object());
-    }
-  }
-  return out;
-}
+std::vector<boost::json::object> records(const TempDir& dir) { return json_records_in(dir / "out"); }
 
 std::vector<boost::json::object> records_of(const TempDir& dir, const std::string& device) {
   std::vector<boost::json::object> out;

@@ -54,21 +54,8 @@ std::string config_for(const TempDir& dir, const Mosquitto& broker, const std::s
       broker.uri(), extra, (dir / "out").string());
 }
 
-// Every record the file output wrote.
-std::vector<json::object> records(const TempDir& dir) {
-  std::vector<json::object> out;
-  std::error_code ec;
-  std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(dir / "out", ec)) files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) {
-    std::istringstream in(read_file(f));
-    for (std::string line; std::getline(in, line);) {
-      if (!line.empty()) out.push_back(json::parse(line).as_object());
-    }
-  }
-  return out;
-}
+// Every record the file output wrote (support/input_helpers.hpp).
+std::vector<json::object> records(const TempDir& dir) { return json_records_in(dir / "out"); }
 
 std::vector<json::object> of_message(const std::vector<json::object>& all, std::string_view message) {
   std::vector<json::object> out;

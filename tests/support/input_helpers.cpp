@@ -1,5 +1,6 @@
 #include "support/input_helpers.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 #include <arpa/inet.h>
@@ -173,6 +174,24 @@ std::vector<boost::json::object> dead_letters_in(const std::filesystem::path& da
   std::istringstream in(r.out);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty()) out.push_back(boost::json::parse(line).as_object());
+  }
+  return out;
+}
+
+std::vector<boost::json::object> json_records_in(const std::filesystem::path& dir) {
+  std::vector<boost::json::object> out;
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    std::istringstream in(read_file(f));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      boost::system::error_code pe;
+      auto v = boost::json::parse(line, pe);
+      if (!pe && v.is_object()) out.push_back(v.as_object());
+    }
   }
   return out;
 }

@@ -69,4 +69,8 @@ std::vector<StoredRecord> records_in(const std::filesystem::path& queue_dir);
 // `tank dlq list --json` of a data directory: one JSON object per entry (empty on failure).
 std::vector<boost::json::object> dead_letters_in(const std::filesystem::path& data_dir);
 
+// The JSON objects an outputs.file (compression = "none") wrote into `dir`, file by file in name
+// order; a line that is not a whole JSON object yet (being written) is left out.
+std::vector<boost::json::object> json_records_in(const std::filesystem::path& dir);
+
 }  // namespace tank::test
