@@ -20,7 +20,8 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     if (o.descriptor->sends_records) settings.compression = output::Compression::none;
     for (const std::string& input : o.inputs) {
       const InputPlan* i = plan_.input(input);
-      if (!i->stages.empty()) settings.filter.derived_only.push_back(input);
+      // What the last stage of the input's chain derived (level 0, as committed, with no stage).
+      settings.filter.levels.push_back(static_cast<unsigned>(i->stages.size()));
       settings.kinds[input] = i->format == process::Format::json   ? output::PayloadKind::json
                               : i->format == process::Format::text ? output::PayloadKind::text
                                                                    : output::PayloadKind::raw;
@@ -45,6 +46,7 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     if (!p.stage || p.inputs.empty()) continue;
     plugin::ProcessorContext ctx{p.name,          p.inputs,      &context.queue,  context.metrics,
                                  context.clock,   context.agent_id, context.data_dir};
+    ctx.positions = plan_.positions(p);
     stages_.push_back(StageEntry{p.name, p.type, p.descriptor->create_stage(*p.values, ctx)});
   }
   for (const auto& d : plugins.all()) {

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/strings.hpp"
+#include "queue/record.hpp"
 #include "engine/agent_config.hpp"
 #include "process/processor_metrics.hpp"
 
@@ -74,6 +75,19 @@ std::vector<std::string> RoutePlan::consumers() const {
   return out;
 }
 
+std::vector<unsigned> RoutePlan::positions(const ProcessorPlan& p) const {
+  std::vector<unsigned> out;
+  for (const std::string& name : p.inputs) {
+    const InputPlan* i = input(name);
+    unsigned k = 0;
+    if (i != nullptr) {
+      while (k < i->stages.size() && processors[i->stages[k]].name != p.name) ++k;
+    }
+    out.push_back(k);
+  }
+  return out;
+}
+
 std::string RoutePlan::explain() const {
   std::string out;
   if (inputs.empty()) return "no inputs: nothing flows\n";
@@ -90,10 +104,13 @@ std::string RoutePlan::explain() const {
                          fmt::format("{} \"{}\"", p.type, p.name));
     }
     out += "  -> queue (committed; the source is acknowledged)\n";
+    std::string previous;
     for (std::size_t s : i.stages) {
       const ProcessorPlan& p = processors[s];
-      out += fmt::format("  -> {:<28} (after the queue, as consumer \"{}\"; emits aggregates)\n",
-                         fmt::format("{} \"{}\"", p.type, p.name), plugin::stage_consumer_name(p.name));
+      out += fmt::format("  -> {:<28} (after the queue, as consumer \"{}\"; reads {})\n",
+                         fmt::format("{} \"{}\"", p.type, p.name), plugin::stage_consumer_name(p.name),
+                         previous.empty() ? "the records committed" : "what \"" + previous + "\" passes on");
+      previous = p.name;
     }
     if (i.outputs.empty() && outputs.empty()) {
       out += i.stages.empty() ? "  -> outputs: none (records stay in the queue up to its bound)\n"
@@ -105,7 +122,7 @@ std::string RoutePlan::explain() const {
       const OutputPlan& p = outputs[o];
       out += fmt::format("  -> {:<28} ({}; acknowledged when the upstream confirms)\n",
                          fmt::format("output {} \"{}\"", p.type, p.name),
-                         i.stages.empty() ? "its records" : "the aggregates, not the records");
+                         previous.empty() ? "its records" : "what \"" + previous + "\" passes on, not the records");
     }
   }
   for (const OutputPlan& o : outputs) {
@@ -217,6 +234,13 @@ void check_routes(const config::Document& document, const plugin::Registry& plug
                                       p.type, p.name, name, process::to_string(i->format)));
       }
     }
+  }
+  for (const InputPlan& i : plan.inputs) {
+    if (i.stages.size() <= queue::kMaxChainStages) continue;
+    const ProcessorPlan& p = plan.processors[i.stages[queue::kMaxChainStages]];
+    diagnostics.error(p.values->where(), p.values->path(),
+                      fmt::format("input \"{}\" would go through {} processors after the queue; at most {} are allowed",
+                                  i.name, i.stages.size(), queue::kMaxChainStages));
   }
   std::map<std::string, const config::SectionValues*> outputs_seen;
   for (const OutputPlan& o : plan.outputs) check_name_and_inputs(plan, "output", o.name, *o.values, outputs_seen, diagnostics);

@@ -63,6 +63,8 @@ struct RoutePlan {
   // The queue consumers the plan needs: one per stage and one per output (and, with stages but
   // no outputs, a stand-in that keeps what they derive for `tank queue peek`).
   std::vector<std::string> consumers() const;
+  // A stage's position in the chain of each of its inputs (same order as p.inputs).
+  std::vector<unsigned> positions(const ProcessorPlan& p) const;
   // A human description, one block per input: format, checks, stages and where records go.
   std::string explain() const;
 };

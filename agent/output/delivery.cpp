@@ -693,7 +693,8 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   }
   for (const queue::RecordView* r : out.records) {
     PayloadKind kind = PayloadKind::json;
-    if (!r->derived()) {
+    // Derived records are JSON (aggregates, a script's records) unless passed on as they were.
+    if (!r->derived() || (r->flags & queue::kRecordKeepsFormat) != 0) {
       auto it = settings_.kinds.find(r->input);
       kind = it == settings_.kinds.end() ? PayloadKind::raw : it->second;
     }

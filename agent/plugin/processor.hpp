@@ -10,9 +10,11 @@
 //   the same transaction, with the reason and detail the check gave; the source is acknowledged
 //   either way. Checks are immutable and shared; each input thread gets its own Session.
 // - A Stage reads the queue after the commit as a consumer with its own thread
-//   (processors.aggregate). What it derives it appends to the queue as records flagged
-//   kRecordDerived, committed together with its own state and its consumer position, so a
-//   kill -9 at any point replays exactly what was not yet committed.
+//   (processors.aggregate, deadband, dedup, throttle, lua). What it derives it appends to the
+//   queue as records flagged kRecordDerived, committed together with its own state and its
+//   consumer position, so a kill -9 at any point replays exactly what was not yet committed.
+//   The stages of an input form a chain in file order: each reads what the one before derived
+//   (the first: what the input committed), and outputs get what the last one derived.
 //
 // Every processor instance has a `name` (default: the plugin's name; unique among processors)
 // and `inputs` (the inputs whose records it takes; default: all).
@@ -83,6 +85,10 @@ struct ProcessorContext {
   const Clock& clock;
   std::string agent_id;
   std::filesystem::path data_dir;
+  // For a stage: its position in each input's chain of stages (same order as `inputs`; 0 = the
+  // first after the queue). It reads records at that chain level and derives records with
+  // queue::derived_flags(position) (queue/record.hpp).
+  std::vector<unsigned> positions = {};
 };
 
 using CheckFactory =

@@ -31,7 +31,25 @@ ProcessorMetrics::ProcessorMetrics(metrics::Registry& registry, std::string proc
                    .Name("tank_processor_windows_open")
                    .Help("(window, group) cells an aggregate processor holds open.")
                    .Register(registry.core())
-                   .Add({{"processor", processor_}, {"type", type_}})) {}
+                   .Add({{"processor", processor_}, {"type", type_}})),
+      dropped_(counters(registry, "tank_processor_dropped_records_total",
+                        "Records a processor dropped on purpose, by reason (a repeat, a value within the deadband, "
+                        "over the rate, a script that returned nil).")),
+      holding_family_(prometheus::BuildGauge()
+                          .Name("tank_processor_holding")
+                          .Help("1 while a processor holds records back in the queue (throttle's mode \"hold\", a "
+                                "record time not to be trusted yet), else 0.")
+                          .Register(registry.core())) {}
+
+void ProcessorMetrics::dropped(std::string_view reason, std::uint64_t n) {
+  dropped_.Add({{"processor", processor_}, {"type", type_}, {"reason", std::string(reason)}})
+      .Increment(static_cast<double>(n));
+}
+
+void ProcessorMetrics::set_holding(bool holding) {
+  if (holding_ == nullptr) holding_ = &holding_family_.Add({{"processor", processor_}, {"type", type_}});
+  holding_->Set(holding ? 1 : 0);
+}
 
 void ProcessorMetrics::dead_lettered(std::string_view reason, std::uint64_t n) {
   dead_letters_.Add({{"processor", processor_}, {"type", type_}, {"reason", std::string(reason)}})

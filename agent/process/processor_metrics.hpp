@@ -7,6 +7,10 @@
 //   tank_processor_late_records_total       records later than the watermark (aggregate)
 //   tank_processor_ignored_values_total     non-numeric values numeric functions skipped (aggregate)
 //   tank_processor_windows_open             (window, group) cells held (aggregate)
+//   tank_processor_dropped_records_total{reason}  records it dropped on purpose (a repeat, a value
+//                                           within the deadband, over the rate, a script's nil)
+//   tank_processor_holding                  1 while the stage holds a record back (throttle's
+//                                           hold, a time not to be trusted yet), else 0
 // Thread safety: every member may be called from any thread.
 
 #include <cstdint>
@@ -31,6 +35,8 @@ class ProcessorMetrics {
   void late(std::uint64_t n = 1) { late_.Increment(static_cast<double>(n)); }
   void ignored_values(std::uint64_t n) { ignored_.Increment(static_cast<double>(n)); }
   void set_windows_open(std::uint64_t n) { windows_.Set(static_cast<double>(n)); }
+  void dropped(std::string_view reason, std::uint64_t n = 1);
+  void set_holding(bool holding);
 
  private:
   std::string processor_;
@@ -41,6 +47,9 @@ class ProcessorMetrics {
   prometheus::Counter& late_;
   prometheus::Counter& ignored_;
   prometheus::Gauge& windows_;
+  prometheus::Family<prometheus::Counter>& dropped_;
+  prometheus::Family<prometheus::Gauge>& holding_family_;
+  prometheus::Gauge* holding_ = nullptr;  // made at the first hold
 };
 
 }  // namespace tank::process

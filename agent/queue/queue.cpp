@@ -39,7 +39,14 @@ std::string lmdb_version() { return fmt::format("{}.{}.{}", MDB_VERSION_MAJOR, M
 
 bool RouteFilter::accepts(std::string_view encoded) const {
   const std::string_view input = peek_input(encoded);
-  const bool derived = (peek_flags(encoded) & kRecordDerived) != 0;
+  const std::uint8_t flags = peek_flags(encoded);
+  if (!levels.empty()) {
+    for (std::size_t k = 0; k < inputs.size() && k < levels.size(); ++k) {
+      if (inputs[k] == input) return chain_level(flags) == levels[k];
+    }
+    return false;
+  }
+  const bool derived = (flags & kRecordDerived) != 0;
   if (origin == Origin::raw && derived) return false;
   if (origin == Origin::derived && !derived) return false;
   if (!inputs.empty() && std::find(inputs.begin(), inputs.end(), input) == inputs.end()) return false;

@@ -202,6 +202,10 @@ struct RouteFilter {
   // Inputs whose raw records are not wanted, only what processors derived from them (an output
   // behind an aggregate gets the aggregates, not the records they were made from).
   std::vector<std::string> derived_only = {};
+  // When not empty (one per entry of `inputs`, which must then be set): a record of inputs[k]
+  // passes only at chain level levels[k] (record.hpp chain_level: 0 = as the input committed
+  // it). What a stage reads, and what outputs behind a chain of stages read.
+  std::vector<unsigned> levels = {};
 
   // Whether the encoded record (record.hpp) passes.
   bool accepts(std::string_view encoded) const;

@@ -112,6 +112,31 @@ void EncodedRecords::add(std::string_view input, std::int64_t ingest_ns, std::st
   ends_.push_back(arena_.size());
 }
 
+void EncodedRecords::add_with_attributes(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
+                                         std::string_view encoded_attributes, std::uint8_t flags) {
+  if (input.size() > kMaxInputNameBytes) {
+    throw std::invalid_argument(fmt::format("input name longer than {} bytes", kMaxInputNameBytes));
+  }
+  if (!fits_u32(encoded_attributes.size())) throw std::invalid_argument("record attributes too long");
+  std::size_t start = arena_.size();
+  arena_.resize(start + kRecordHeaderBytes + input.size() + encoded_attributes.size() + payload.size());
+  char* p = arena_.data() + start;
+  char* const record = p;
+  p[0] = static_cast<char>(kRecordFormat);
+  p[1] = static_cast<char>(flags);
+  put_u16(p + 2, static_cast<std::uint16_t>(input.size()));
+  put_u32(p + 4, static_cast<std::uint32_t>(encoded_attributes.size()));
+  put_u64(p + 8, static_cast<std::uint64_t>(ingest_ns));
+  p += kRecordHeaderBytes;
+  std::memcpy(p, input.data(), input.size());
+  p += input.size();
+  if (!encoded_attributes.empty()) std::memcpy(p, encoded_attributes.data(), encoded_attributes.size());
+  p += encoded_attributes.size();
+  if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+  put_u32(record + kRecordCheckOffset, body_crc(record, arena_.size() - start));
+  ends_.push_back(arena_.size());
+}
+
 std::string_view EncodedRecords::encoded(std::size_t i) const {
   std::size_t begin = i == 0 ? 0 : ends_[i - 1];
   return std::string_view(arena_).substr(begin, ends_[i] - begin);

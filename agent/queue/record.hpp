@@ -15,7 +15,11 @@
 //   attributes: repeated { u16 key length, u32 value length, key bytes, value bytes }
 //   payload bytes (the rest)
 // Flags: bit 0 (kRecordDerived) = made by a processor after the queue (an aggregate), not by an
-// input; the input name is then the input whose records it was made from.
+// input; the input name is then the input whose records it was made from. Bit 1
+// (kRecordKeepsFormat) = a derived record whose payload is in its input's format (a record a
+// stage passed on as it was, e.g. processors.throttle on a text input), not JSON. Bits 2-7: the
+// chain position of the stage that made it (0 = the first stage after the queue; see
+// chain_level()). Records written before stages were chained have flags 0x01: position 0.
 // Check: in an EncodedRecords, the CRC32C of the record without its check field (computed once, by
 // the producer's thread); in the queue, that value XOR the CRC32C of the sequence number (8 bytes,
 // big-endian, as the key), so a record proves both its bytes and the key it was stored under
@@ -45,6 +49,20 @@ inline constexpr std::size_t kRecordHeaderBytesV1 = 16;     // format 1
 inline constexpr std::size_t kRecordCheckOffset = 16;
 inline constexpr std::size_t kMaxInputNameBytes = 255;
 inline constexpr std::uint8_t kRecordDerived = 0x01;
+inline constexpr std::uint8_t kRecordKeepsFormat = 0x02;
+
+// Stages after the queue form a chain per input, in file order: the first reads the records the
+// input committed (level 0), the next what the first derived (level 1), and so on; outputs read
+// the last level. At most kMaxChainStages stages per input.
+inline constexpr unsigned kMaxChainStages = 64;
+// The flags of a record derived by the stage at chain `position` (0-based, < kMaxChainStages).
+constexpr std::uint8_t derived_flags(unsigned position, bool keeps_format = false) {
+  return static_cast<std::uint8_t>(kRecordDerived | (keeps_format ? kRecordKeepsFormat : 0) | ((position & 0x3F) << 2));
+}
+// A record's chain level: 0 for a record an input committed, position + 1 for a derived one.
+constexpr unsigned chain_level(std::uint8_t flags) {
+  return (flags & kRecordDerived) != 0 ? ((flags >> 2) & 0x3Fu) + 1 : 0;
+}
 
 // Records ready to append, encoded back to back in one buffer.
 // The encoded size of a record: what it counts for against the largest commit.
@@ -59,6 +77,11 @@ class EncodedRecords {
   // throws std::invalid_argument); attribute keys at most 65535 bytes.
   void add(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
            std::span<const Attribute> attributes = {}, std::uint8_t flags = 0);
+
+  // As add(), with the attributes in their encoded form (RecordView::attributes, which must be
+  // well formed: a record's own).
+  void add_with_attributes(std::string_view input, std::int64_t ingest_ns, std::string_view payload,
+                           std::string_view encoded_attributes, std::uint8_t flags);
 
   // Adds a record encoded already (encoded(i) of another batch), as it is.
   void add_encoded(std::string_view encoded);

@@ -193,7 +193,9 @@ class AggregateStage final : public plugin::Stage {
         component_("processor " + context.name),
         failures_(component_, log::Level::error) {
     filter_.inputs = inputs_;
-    filter_.origin = queue::RouteFilter::Origin::raw;
+    filter_.levels = context.positions;
+    if (filter_.levels.empty()) filter_.levels.assign(inputs_.size(), 0);
+    for (unsigned position : filter_.levels) flags_.push_back(queue::derived_flags(position));
   }
 
   ~AggregateStage() override { stop(); }
@@ -217,6 +219,7 @@ class AggregateStage final : public plugin::Stage {
  private:
   struct Route {
     std::string input;
+    std::uint8_t flags = queue::kRecordDerived;  // of what it derives from this input
     std::string prefix;  // state keys: "aggregate/<processor>/<input>/"
     std::unique_ptr<process::Aggregator> aggregator;
     std::chrono::steady_clock::time_point last_record;
@@ -257,6 +260,7 @@ class AggregateStage final : public plugin::Stage {
     for (const std::string& input : inputs_) {
       Route r;
       r.input = input;
+      r.flags = flags_[routes_.size()];
       r.prefix = fmt::format("aggregate/{}/{}/", name_, input);
       r.aggregator = std::make_unique<process::Aggregator>(settings_.spec);
       r.last_record = std::chrono::steady_clock::now();
@@ -352,7 +356,7 @@ class AggregateStage final : public plugin::Stage {
               const queue::Attribute marked[] = {{"processor", name_}, {"late", "true"}, {"historical", "true"}};
               const std::span<const queue::Attribute> attrs = historical ? std::span<const queue::Attribute>(marked)
                                                                          : std::span<const queue::Attribute>(plain);
-              pending.batch.records.add(record.input, clock_.wall_ns(), record.payload, attrs, queue::kRecordDerived);
+              pending.batch.records.add(record.input, clock_.wall_ns(), record.payload, attrs, r->flags);
               pending.bytes += record.payload.size() + 64;
               metrics_.out();
             } else {
@@ -432,7 +436,7 @@ class AggregateStage final : public plugin::Stage {
     const queue::Attribute attrs[] = {{"processor", name_}};
     const std::int64_t now = clock_.wall_ns();
     for (const process::Emitted& e : emitted) {
-      pending.batch.records.add(r.input, now, e.json, attrs, queue::kRecordDerived);
+      pending.batch.records.add(r.input, now, e.json, attrs, r.flags);
       pending.bytes += e.json.size() + 64;
     }
     pending.emitted += emitted.size();
@@ -540,6 +544,7 @@ class AggregateStage final : public plugin::Stage {
   std::vector<std::pair<std::string, std::string>> puts_;  // collect_state's scratch
   std::vector<std::string> deletes_;
   std::vector<process::Emitted> emitted_;  // drain's scratch
+  std::vector<std::uint8_t> flags_;         // the flags of what it derives, per input (chain position)
   // Commit when this much is pending: a quarter of the largest commit, so that what one record
   // adds after the check (its state changes, a chunk of aggregates, a dead letter) still fits.
   std::size_t budget_ = static_cast<std::size_t>(queue_.max_commit_bytes()) / 4;
