@@ -39,7 +39,11 @@ ProcessorMetrics::ProcessorMetrics(metrics::Registry& registry, std::string proc
                           .Name("tank_processor_holding")
                           .Help("1 while a processor holds records back in the queue (throttle's mode \"hold\", a "
                                 "record time not to be trusted yet), else 0.")
-                          .Register(registry.core())) {}
+                          .Register(registry.core())),
+      evicted_(counters(registry, "tank_processor_evicted_keys_total",
+                        "State entries a processor forgot to stay within its bound (deadband's max_groups, dedup's "
+                        "max_keys); a forgotten group's next record passes as a first one.")
+                   .Add({{"processor", processor_}, {"type", type_}})) {}
 
 void ProcessorMetrics::dropped(std::string_view reason, std::uint64_t n) {
   dropped_.Add({{"processor", processor_}, {"type", type_}, {"reason", std::string(reason)}})

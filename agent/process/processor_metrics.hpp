@@ -9,6 +9,8 @@
 //   tank_processor_windows_open             (window, group) cells held (aggregate)
 //   tank_processor_dropped_records_total{reason}  records it dropped on purpose (a repeat, a value
 //                                           within the deadband, over the rate, a script's nil)
+//   tank_processor_evicted_keys_total       state entries forgotten to stay within a bound
+//                                           (deadband's max_groups, dedup's max_keys)
 //   tank_processor_holding                  1 while the stage holds a record back (throttle's
 //                                           hold, a time not to be trusted yet), else 0
 // Thread safety: every member may be called from any thread.
@@ -37,6 +39,7 @@ class ProcessorMetrics {
   void set_windows_open(std::uint64_t n) { windows_.Set(static_cast<double>(n)); }
   void dropped(std::string_view reason, std::uint64_t n = 1);
   void set_holding(bool holding);
+  void evicted(std::uint64_t n) { evicted_.Increment(static_cast<double>(n)); }
 
  private:
   std::string processor_;
@@ -49,6 +52,7 @@ class ProcessorMetrics {
   prometheus::Gauge& windows_;
   prometheus::Family<prometheus::Counter>& dropped_;
   prometheus::Family<prometheus::Gauge>& holding_family_;
+  prometheus::Counter& evicted_;
   prometheus::Gauge* holding_ = nullptr;  // made at the first hold
 };
 

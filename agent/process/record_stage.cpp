@@ -233,6 +233,10 @@ class Stage final : public plugin::Stage, private StageOutput {
     puts_.clear();
     deletes_.clear();
     handler_->take_changes(puts_, deletes_);
+    if (const std::uint64_t e = handler_->evictions(); e > evictions_reported_) {
+      metrics_.evicted(e - evictions_reported_);
+      evictions_reported_ = e;
+    }
     for (auto& [reason, n] : drops_) {
       metrics_.dropped(reason, n);
       n = 0;
@@ -315,6 +319,7 @@ class Stage final : public plugin::Stage, private StageOutput {
   std::size_t budget_ = static_cast<std::size_t>(queue_.max_commit_bytes()) / 4;
 
   std::uint64_t position_ = 0;
+  std::uint64_t evictions_reported_ = 0;
   bool holding_ = false;
   bool abandoned_ = false;
 

@@ -87,6 +87,10 @@ class RecordHandler {
   // grows past its budget).
   virtual std::size_t pending_change_bytes() const = 0;
 
+  // How many state entries it forgot so far to stay within its bound (counted in
+  // tank_processor_evicted_keys_total).
+  virtual std::uint64_t evictions() const { return 0; }
+
   // Called about every 50 ms while the stage has nothing to read (e.g. to report a gauge).
   virtual void idle() {}
 };
