@@ -37,6 +37,10 @@
 // tumbling windows of "ts" (so 10 records per device and window), min/max/mean of "v" and "n", and the
 // clock stops when tank_processor_records_in_total{processor="bench"} counts every record (the
 // stage read, aggregated and committed them).
+// --processor deadband|dedup (issue 22) send sensor-like records instead (sensor_payload: each
+// id's value steps by 0.05 every 10 of its records) through a stage named "bench" after the queue,
+// timed like aggregate: deadband watches "v" per "id" with percent = 0.5 (about 1 record in 20
+// passes), dedup drops records whose ("id", "v") repeats within 10 minutes (9 in 10).
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -98,8 +102,18 @@ std::string payload(std::uint64_t n) {
                      n % 97, n % 1000, n);
 }
 
-// "none", "validate" or "aggregate" (--processor).
+// "none", "validate", "aggregate", "deadband" or "dedup" (--processor).
 std::string g_processor = "none";
+
+// Records whose value moves slowly, as a sensor's: each of the 10,000 ids steps its "v" by 0.05
+// every 10 of its records (event time 1 s per 10,000 records, as payload()).
+std::string sensor_payload(std::uint64_t n) {
+  const std::uint64_t step = (n / 100000) % 200;
+  return fmt::format(R"({{"ts":{},"id":"s-{:04d}","v":{}.{:02d},"n":{}}})", 1700000000000ULL + n / 10, n % 10000,
+                     20 + step / 20, (step % 20) * 5, n);
+}
+
+bool stage_processor() { return g_processor == "aggregate" || g_processor == "deadband" || g_processor == "dedup"; }
 bool g_sparkplug = false;  // --kind sparkplug
 
 // The NBIRTH (seq 0) and the NDATA messages (one per seq 1..255, 0) of --kind sparkplug.
@@ -170,7 +184,7 @@ std::uint64_t records_counted(const std::string& metrics_address) {
         g_output == "http"
             ? line.starts_with("tank_output_records_total{") && line.find("output=\"bench\"") != std::string::npos &&
                   line.find("result=\"delivered\"") != std::string::npos
-        : g_processor == "aggregate"
+        : stage_processor()
             ? line.starts_with("tank_processor_records_in_total{") && line.find("processor=\"bench\"") != std::string::npos
             : line.starts_with("tank_input_records_total{") && line.find("input=\"bench\"") != std::string::npos;
     if (counted) {
@@ -195,6 +209,10 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
   "n": {"type": "integer", "minimum": 0}}})";
       pipeline += fmt::format("[[processors.validate]]\nname = \"bench\"\nschema = \"{}\"\n",
                               (dir / "schema.json").string());
+    } else if (g_processor == "deadband") {
+      pipeline += "[[processors.deadband]]\nname = \"bench\"\nfields = [\"v\"]\ngroup_by = [\"id\"]\npercent = 0.5\n";
+    } else if (g_processor == "dedup") {
+      pipeline += "[[processors.dedup]]\nname = \"bench\"\nfields = [\"id\", \"v\"]\nwindow = \"10m\"\n";
     } else {
       pipeline += "[[processors.aggregate]]\nname = \"bench\"\nwindow = \"10s\"\ntime_field = \"ts\"\n"
                   "time_format = \"unix_ms\"\ngroup_by = [\"id\"]\n"
@@ -253,7 +271,11 @@ Result run_tcp(const std::string& binary, const fs::path& dir, const std::string
   for (int c = 0; c < connections; ++c) {
     auto& d = data[static_cast<std::size_t>(c)];
     d.reserve(each * 64);
-    for (std::uint64_t i = 0; i < each; ++i) (d += payload(static_cast<std::uint64_t>(c) * each + i)) += '\n';
+    const bool sensor = g_processor == "deadband" || g_processor == "dedup";
+    for (std::uint64_t i = 0; i < each; ++i) {
+      const std::uint64_t k = static_cast<std::uint64_t>(c) * each + i;
+      (d += sensor ? sensor_payload(k) : payload(k)) += '\n';
+    }
   }
   std::vector<int> fds;
   for (int c = 0; c < connections; ++c) fds.push_back(connect_tcp(tank.input_address));
@@ -515,8 +537,9 @@ int main(int argc, char** argv) {
     kind = "mqtt";
   }
   if (records == 0) records = kind == "mqtt" ? (g_sparkplug ? 100000 : 400000) : 5000000;
-  if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate") {
-    die("--processor is none, validate or aggregate");
+  if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate" && g_processor != "deadband" &&
+      g_processor != "dedup") {
+    die("--processor is none, validate, aggregate, deadband or dedup");
   }
   if (g_processor != "none" && kind != "tcp") die("--processor needs --kind tcp");
   if (g_output != "none" && g_output != "http") die("--output is none or http");

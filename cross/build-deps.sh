@@ -71,7 +71,7 @@ die() { echo "build-deps[$arch]: error: $*" >&2; exit 1; }
 host_packages="g++ cmake ninja-build pkg-config dpkg-dev file binutils ca-certificates \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev catch2 \
-  nanopb libnanopb-dev autoconf automake libtool"
+  nanopb libnanopb-dev autoconf automake libtool libxxhash-dev"
 if [ "$cross" = yes ]; then
   host_packages="$host_packages g++-$triple qemu-user"
 fi

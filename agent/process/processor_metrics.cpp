@@ -17,7 +17,8 @@ ProcessorMetrics::ProcessorMetrics(metrics::Registry& registry, std::string proc
       in_(counters(registry, "tank_processor_records_in_total", "Records a processor took.")
               .Add({{"processor", processor_}, {"type", type_}})),
       out_(counters(registry, "tank_processor_records_out_total",
-                    "Records a processor passed on (a check) or emitted (an aggregate).")
+                    "Records a processor passed on (a check, a deadband, dedup or throttle stage) or emitted (an "
+                    "aggregate).")
                .Add({{"processor", processor_}, {"type", type_}})),
       dead_letters_(counters(registry, "tank_processor_dead_letters_total",
                              "Records a processor sent to the dead-letter store, by reason.")),

@@ -369,3 +369,103 @@ TEST_CASE("aggregate: a window of a large fleet closes over several commits", "[
   CHECK(tank.process().err().find("failed") == std::string::npos);
   CHECK(tank.stop() == 0);
 }
+
+TEST_CASE("deadband, dedup and throttle in a chain: the output gets what the last one passes on",
+          "[integration][processing][deadband][dedup][throttle]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  const auto out = dir / "out";
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"sensors\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                       "[[inputs.tcp]]\nname = \"logs\"\nlisten = \"127.0.0.1:0\"\nformat = \"text\"\n\n"
+                       "[[processors.deadband]]\nname = \"db\"\ninputs = [\"sensors\"]\nfields = [\"temp\"]\n"
+                       "group_by = [\"device\"]\nabsolute = 1\n\n"
+                       "[[processors.dedup]]\nname = \"dd\"\ninputs = [\"sensors\"]\nfields = [\"device\", \"temp\"]\n\n"
+                       "[[processors.throttle]]\nname = \"th\"\nrate = 2\nper = \"1h\"\ngroup_by = []\nmode = \"drop\"\n\n"
+                       "[[outputs.file]]\ndirectory = \"{}\"\ncompression = \"none\"\nlinger = \"10ms\"\n",
+                       out.string()));
+  auto r = run({tank_binary(), "check", "-c", config.string(), "--explain"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("as consumer \"processor/th\"; reads what \"dd\" passes on)") != std::string::npos);
+  CHECK(r.out.find("as consumer \"processor/th\"; reads the records committed)") != std::string::npos);  // logs
+
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  auto rec = [](const char* device, double temp) { return fmt::format(R"({{"device":"{}","temp":{}}})", device, temp); };
+  int fd = tcp_connect(input_address(data, "sensors"));
+  REQUIRE(fd >= 0);
+  // deadband passes a 10, a 12, a 10 (moved 2 from 12), b 5, b 7; dedup drops the second a 10;
+  // throttle (2 per hour per input) passes a 10 and a 12 and drops b 5 and b 7.
+  REQUIRE(send_all(fd, rec("a", 10) + "\n" + rec("a", 10.5) + "\n" + rec("a", 12) + "\n" + rec("a", 10) + "\n" +
+                           rec("b", 5) + "\n" + rec("b", 7) + "\n"));
+  ::close(fd);
+  fd = tcp_connect(input_address(data, "logs"));
+  REQUIRE(fd >= 0);
+  REQUIRE(send_all(fd, "first line\nsecond line\nthird line\n"));
+  ::close(fd);
+
+  std::vector<boost::json::object> got;
+  REQUIRE(wait_until([&] {
+    const std::string scraped = scrape(metrics);
+    return metric_value(scraped, R"(tank_processor_records_in_total{processor="th",type="throttle"})") == 7;
+  }, std::chrono::seconds(30)));
+  REQUIRE(wait_until([&] {
+    got = json_records_in(out);
+    return got.size() == 4;
+  }, std::chrono::seconds(30)));
+  std::multiset<std::string> texts;
+  for (const auto& o : got) texts.insert(boost::json::serialize(o));
+  // The text input's lines keep their format through the stage: {"message": ...}, not bare text.
+  CHECK(texts == std::multiset<std::string>{R"({"device":"a","temp":10})", R"({"device":"a","temp":12})",
+                                            R"({"message":"first line"})", R"({"message":"second line"})"});
+  const std::string scraped = scrape(metrics);
+  CHECK(metric_value(scraped, R"(tank_processor_dropped_records_total{processor="db",reason="deadband",type="deadband"})") == 1);
+  CHECK(metric_value(scraped, R"(tank_processor_dropped_records_total{processor="dd",reason="duplicate",type="dedup"})") == 1);
+  CHECK(metric_value(scraped, R"(tank_processor_dropped_records_total{processor="th",reason="rate_limit",type="throttle"})") == 3);
+  CHECK(dead_letters_in(data).empty());
+  CHECK(tank.stop() == 0);
+}
+
+TEST_CASE("tank check refuses bad deadband, dedup and throttle options with their place", "[integration][processing][check]") {
+  TempDir dir;
+  // Values out of range or of the wrong kind...
+  const auto bad = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+      "[[processors.deadband]]\nfields = [\"temp\"]\npercent = -1\n\n"
+      "[[processors.dedup]]\nwindow = \"0s\"\n\n"
+      "[[processors.throttle]]\nmode = \"wait\"\n");
+  auto r = run({tank_binary(), "check", "-c", bad.string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("processors.deadband[0].percent: must be at least 0, got -1") != std::string::npos);
+  CHECK(r.err.find("processors.dedup[0].window: must be at least 1ms, got 0s") != std::string::npos);
+  CHECK(r.err.find("processors.throttle[0].rate: required option is missing") != std::string::npos);
+  CHECK(r.err.find("processors.throttle[0].mode: expected one of \"hold\" or \"drop\", got \"wait\"") != std::string::npos);
+  // ...then what the values mean together, and with the inputs.
+  const auto meaning = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nname = \"s\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+      "[[inputs.tcp]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\n\n"
+      "[[processors.deadband]]\ninputs = [\"s\"]\nfields = [\"*\", \"temp\"]\n\n"
+      "[[processors.dedup]]\ninputs = [\"s\"]\nfields = [\"a..b\"]\n\n"
+      "[[processors.throttle]]\ninputs = [\"t\"]\nrate = 5\n",
+      "meaning.toml");
+  r = run({tank_binary(), "check", "-c", meaning.string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("processors.deadband[0].fields: \"*\" watches every field") != std::string::npos);
+  CHECK(r.err.find("processors.dedup[0].fields[0]: \"a..b\" is not a field path") != std::string::npos);
+  // throttle reads fields with group_by: a text input is refused.
+  const auto text = write_test_config(
+      dir,
+      "[[inputs.tcp]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\n\n"
+      "[[processors.throttle]]\nrate = 5\ngroup_by = [\"device\"]\n",
+      "text.toml");
+  r = run({tank_binary(), "check", "-c", text.string()});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("throttle \"throttle\" reads fields of JSON records, but input \"t\" has format = \"text\"") !=
+        std::string::npos);
+}

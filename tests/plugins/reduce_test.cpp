@@ -157,6 +157,8 @@ TEST_CASE("deadband: missing fields, type changes, huge numbers and records that
   CHECK(d.feed(R"({"v":1e400})") == "pass");  // infinity (too large for a double) is a number
   CHECK(d.feed(R"({"v":1e400})") == "drop:deadband");
   CHECK(d.feed(R"({"v":5})") == "pass");
+  CHECK(d.feed(R"({"v":"NaN"})") == "pass");  // JSON has no NaN: a sensor's "NaN" is a string, a change
+  CHECK(d.feed(R"({"v":"NaN"})") == "drop:deadband");
   CHECK(d.feed(R"([1,2])") == "dead:not_an_object");
 }
 

@@ -158,7 +158,7 @@ std::vector<StoredRecord> records_in(const std::filesystem::path& queue_dir) {
     auto b = q->read(position, {10000, 16 << 20});
     if (b.empty()) break;
     for (const auto& r : b.records()) {
-      StoredRecord s{r.seq, std::string(r.input), std::string(r.payload), r.derived(), {}};
+      StoredRecord s{r.seq, std::string(r.input), std::string(r.payload), r.derived(), {}, queue::chain_level(r.flags)};
       r.for_each_attribute([&](std::string_view k, std::string_view v) { s.attributes[std::string(k)] = std::string(v); });
       out.push_back(std::move(s));
     }

@@ -63,6 +63,7 @@ struct StoredRecord {
   std::string payload;
   bool derived = false;
   std::map<std::string, std::string> attributes;
+  unsigned level = 0;  // queue::chain_level: 0 as the input committed it, k: by the k-th stage
 };
 std::vector<StoredRecord> records_in(const std::filesystem::path& queue_dir);
 
