@@ -31,12 +31,14 @@
 // the receiver answer each batch D ms late (a distant upstream), --output-in-flight N sets the
 // output's max_in_flight and --output-batch N its batch_max_records (default 10,000).
 //
-// --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
+// --processor validate|aggregate|lua (TCP only) sets format = "json" and adds one processor named
 // "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
 // aggregate groups by "id" (10,000 devices, each one record per second of event time), 10 s
 // tumbling windows of "ts" (so 10 records per device and window), min/max/mean of "v" and "n", and the
 // clock stops when tank_processor_records_in_total{processor="bench"} counts every record (the
-// stage read, aggregated and committed them).
+// stage read, aggregated and committed them). --processor lua runs a 5-line script after the queue
+// that renames "v" to "temp_f" and converts it from Celsius to Fahrenheit; the clock stops the same
+// way (the stage read, transformed and committed every record).
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -98,7 +100,7 @@ std::string payload(std::uint64_t n) {
                      n % 97, n % 1000, n);
 }
 
-// "none", "validate" or "aggregate" (--processor).
+// "none", "validate", "aggregate" or "lua" (--processor).
 std::string g_processor = "none";
 bool g_sparkplug = false;  // --kind sparkplug
 
@@ -160,7 +162,7 @@ std::string latency_quantiles(const std::string& metrics_address) {
 }
 
 // GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
-// --processor aggregate: tank_processor_records_in_total of the processor "bench").
+// --processor aggregate or lua: tank_processor_records_in_total of the processor "bench").
 std::uint64_t records_counted(const std::string& metrics_address) {
   const std::string text = scrape_metrics(metrics_address);
   std::uint64_t total = 0;
@@ -170,7 +172,7 @@ std::uint64_t records_counted(const std::string& metrics_address) {
         g_output == "http"
             ? line.starts_with("tank_output_records_total{") && line.find("output=\"bench\"") != std::string::npos &&
                   line.find("result=\"delivered\"") != std::string::npos
-        : g_processor == "aggregate"
+        : g_processor == "aggregate" || g_processor == "lua"
             ? line.starts_with("tank_processor_records_in_total{") && line.find("processor=\"bench\"") != std::string::npos
             : line.starts_with("tank_input_records_total{") && line.find("input=\"bench\"") != std::string::npos;
     if (counted) {
@@ -195,6 +197,13 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
   "n": {"type": "integer", "minimum": 0}}})";
       pipeline += fmt::format("[[processors.validate]]\nname = \"bench\"\nschema = \"{}\"\n",
                               (dir / "schema.json").string());
+    } else if (g_processor == "lua") {
+      std::ofstream(dir / "bench.lua") << "function process(record, attributes)\n"
+                                          "  record.temp_f = record.v * 9 / 5 + 32\n"
+                                          "  record.v = nil\n"
+                                          "  return record\n"
+                                          "end\n";
+      pipeline += fmt::format("[[processors.lua]]\nname = \"bench\"\nscript = \"{}\"\n", (dir / "bench.lua").string());
     } else {
       pipeline += "[[processors.aggregate]]\nname = \"bench\"\nwindow = \"10s\"\ntime_field = \"ts\"\n"
                   "time_format = \"unix_ms\"\ngroup_by = [\"id\"]\n"
@@ -515,8 +524,8 @@ int main(int argc, char** argv) {
     kind = "mqtt";
   }
   if (records == 0) records = kind == "mqtt" ? (g_sparkplug ? 100000 : 400000) : 5000000;
-  if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate") {
-    die("--processor is none, validate or aggregate");
+  if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate" && g_processor != "lua") {
+    die("--processor is none, validate, aggregate or lua");
   }
   if (g_processor != "none" && kind != "tcp") die("--processor needs --kind tcp");
   if (g_output != "none" && g_output != "http") die("--output is none or http");

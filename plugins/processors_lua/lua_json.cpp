@@ -119,11 +119,17 @@ void push_value(lua_State* L, const boost::json::value& v, int array_mt) {
 
 // Writes Lua values as JSON, keeping the path to the value being written for error messages.
 class Writer {
+  using Segment = WriteScratch::Segment;
+  using Entry = WriteScratch::Entry;
+
  public:
-  Writer(lua_State* L, std::string& out, std::string& error, std::string_view root)
-      : L_(L), out_(out), error_(error), root_(root) {}
+  Writer(lua_State* L, std::string& out, std::string& error, std::string_view root, bool object_only,
+         WriteScratch& scratch)
+      : L_(L), out_(out), error_(error), root_(root), object_only_(object_only), path_(scratch.path),
+        entries_(scratch.entries) {}
 
   bool value(int index, int depth) {
+    if (depth == 0 && object_only_ && lua_type(L_, index) != LUA_TTABLE) return not_object();
     switch (lua_type(L_, index)) {
       case LUA_TBOOLEAN: out_ += lua_toboolean(L_, index) ? "true" : "false"; return true;
       case LUA_TNUMBER: return number(index);
@@ -141,10 +147,6 @@ class Writer {
   }
 
  private:
-  struct Segment {
-    std::string_view key;  // or, when empty and index > 0, an array index
-    lua_Integer index = 0;
-  };
 
   bool number(int index) {
     if (lua_isinteger(L_, index)) {
@@ -177,21 +179,61 @@ class Writer {
     if (depth >= kMaxDepth) return fail(fmt::format("tables nested deeper than {} (a cycle?)", kMaxDepth));
     index = lua_absindex(L_, index);
     luaL_checkstack(L_, 6, "tables nested too deep");
-    if (marked_array(L_, index)) return array(index, static_cast<lua_Integer>(lua_rawlen(L_, index)), depth);
-    const KeyShape shape = key_shape(L_, index);
-    if (shape.other || (shape.strings && shape.integers)) {
-      return fail("a table with keys that are neither all strings (an object) nor all 1..n (an array)");
+    const bool must_be_object = depth == 0 && object_only_;
+    if (marked_array(L_, index)) {
+      if (must_be_object) return not_object();
+      return marked(index, static_cast<lua_Integer>(lua_rawlen(L_, index)), depth);
     }
-    if (shape.integers) {
-      if (static_cast<std::size_t>(shape.max) != shape.count) {
-        return fail(fmt::format("a table with holes: keys 1..{} with only {} of them set", shape.max, shape.count));
+    // One pass over the table: each key and value stays on the stack (the value at `slot`, its
+    // key below it) and is written from there, in key order, without a second lookup.
+    const int base = lua_gettop(L_);
+    const std::size_t first = entries_.size();
+    bool strings = false, integers = false, other = false;
+    lua_pushnil(L_);
+    while (lua_next(L_, index) != 0) {
+      Entry e;
+      e.slot = lua_gettop(L_);
+      if (lua_type(L_, -2) == LUA_TSTRING) {
+        std::size_t n = 0;
+        const char* p = lua_tolstring(L_, -2, &n);  // a string: no conversion happens
+        e.key = std::string_view(p, n);
+        strings = true;
+      } else if (lua_isinteger(L_, -2) && lua_tointeger(L_, -2) >= 1) {
+        e.index = lua_tointeger(L_, -2);
+        integers = true;
+      } else {
+        other = true;
       }
-      return array(index, shape.max, depth);
+      entries_.push_back(e);
+      luaL_checkstack(L_, 3, "a table too large to write");
+      lua_pushvalue(L_, -2);  // the key, for lua_next
     }
-    return object(index, depth);
+    const auto begin = entries_.begin() + static_cast<std::ptrdiff_t>(first);
+    const std::size_t count = entries_.size() - first;
+    bool ok = false;
+    if (other || (strings && integers)) {
+      ok = fail("a table with keys that are neither all strings (an object) nor all 1..n (an array)");
+    } else if (integers) {
+      std::sort(begin, entries_.end(), [](const Entry& a, const Entry& b) { return a.index < b.index; });
+      const lua_Integer max = entries_.back().index;
+      if (must_be_object) {
+        ok = not_object();
+      } else if (static_cast<std::size_t>(max) != count) {
+        ok = fail(fmt::format("a table with holes: keys 1..{} with only {} of them set", max, count));
+      } else {
+        ok = sequence(first, depth);
+      }
+    } else {
+      std::sort(begin, entries_.end(), [](const Entry& a, const Entry& b) { return a.key < b.key; });
+      ok = object(first, depth);
+    }
+    entries_.resize(first);
+    lua_settop(L_, base);
+    return ok;
   }
 
-  bool array(int index, lua_Integer n, int depth) {
+  // A marked array: t[1..n], a nil in between written as null.
+  bool marked(int index, lua_Integer n, int depth) {
     out_ += '[';
     for (lua_Integer i = 1; i <= n; ++i) {
       if (i > 1) out_ += ',';
@@ -206,39 +248,46 @@ class Writer {
     return true;
   }
 
-  bool object(int index, int depth) {
-    // The keys, in byte order: the table's own order depends on its history and on a seed Lua
-    // draws at each start. The views stay valid: the table holds the strings.
-    const std::size_t first = keys_.size();
-    lua_pushnil(L_);
-    while (lua_next(L_, index) != 0) {
-      std::size_t n = 0;
-      const char* p = lua_tolstring(L_, -2, &n);  // a string key: no conversion happens
-      keys_.emplace_back(p, n);
-      lua_pop(L_, 1);
-    }
-    std::sort(keys_.begin() + static_cast<std::ptrdiff_t>(first), keys_.end());
-    out_ += '{';
-    bool ok = true;
-    for (std::size_t k = first; k < keys_.size() && ok; ++k) {
-      const std::string_view key = keys_[k];
+  // The entries from `first` on (sorted by index, 1..n) as an array.
+  bool sequence(std::size_t first, int depth) {
+    out_ += '[';
+    for (std::size_t k = first; k < entries_.size(); ++k) {
       if (k > first) out_ += ',';
-      path_.push_back(Segment{key, 0});
-      if (const auto bad = strings::invalid_utf8_at(key)) {
+      const Entry e = entries_[k];  // a copy: nested tables add entries
+      path_.push_back(Segment{{}, e.index});
+      const bool ok = value(e.slot, depth + 1);
+      path_.pop_back();
+      if (!ok) return false;
+    }
+    out_ += ']';
+    return true;
+  }
+
+  // The entries from `first` on (sorted by key) as an object.
+  bool object(std::size_t first, int depth) {
+    out_ += '{';
+    for (std::size_t k = first; k < entries_.size(); ++k) {
+      const Entry e = entries_[k];
+      if (k > first) out_ += ',';
+      path_.push_back(Segment{e.key, 0});
+      bool ok = true;
+      if (const auto bad = strings::invalid_utf8_at(e.key)) {
         ok = fail(fmt::format("a key that is not UTF-8 (byte {})", *bad));
       } else {
-        strings::append_json_string(out_, key);
+        strings::append_json_string(out_, e.key);
         out_ += ':';
-        lua_pushlstring(L_, key.data(), key.size());
-        lua_rawget(L_, index);
-        ok = value(-1, depth + 1);
-        lua_pop(L_, 1);
+        ok = value(e.slot, depth + 1);
       }
       path_.pop_back();
+      if (!ok) return false;
     }
-    keys_.resize(first);
-    if (ok) out_ += '}';
-    return ok;
+    out_ += '}';
+    return true;
+  }
+
+  bool not_object() {
+    error_ = fmt::format("{} is not a record: a record is a table with string keys (a JSON object)", root_);
+    return false;
   }
 
   bool fail(std::string_view what) {
@@ -259,8 +308,9 @@ class Writer {
   std::string& out_;
   std::string& error_;
   std::string_view root_;
-  std::vector<Segment> path_;
-  std::vector<std::string_view> keys_;
+  bool object_only_;
+  std::vector<Segment>& path_;
+  std::vector<Entry>& entries_;
 };
 
 }  // namespace
@@ -287,8 +337,11 @@ void push_json(lua_State* L, const boost::json::value& value) {
   lua_remove(L, array_mt);
 }
 
-bool write_json(lua_State* L, int index, std::string& out, std::string& error, std::string_view root) {
-  Writer writer(L, out, error, root);
+bool write_json(lua_State* L, int index, std::string& out, std::string& error, std::string_view root,
+                bool object_only, WriteScratch& scratch) {
+  scratch.path.clear();
+  scratch.entries.clear();
+  Writer writer(L, out, error, root, object_only, scratch);
   return writer.value(lua_absindex(L, index), 0);
 }
 
@@ -296,16 +349,14 @@ bool is_list(lua_State* L, int index) {
   if (lua_type(L, index) != LUA_TTABLE) return false;
   index = lua_absindex(L, index);
   if (marked_array(L, index)) return true;
+  // A record, the usual case, is known by its first key; only what may be a list is looked at whole.
+  lua_pushnil(L);
+  if (lua_next(L, index) == 0) return false;  // {}: an empty record
+  const bool integer_key = lua_isinteger(L, -2) != 0;
+  lua_pop(L, 2);
+  if (!integer_key) return false;
   const KeyShape shape = key_shape(L, index);
   return shape.integers && !shape.strings && !shape.other;
-}
-
-bool is_object(lua_State* L, int index) {
-  if (lua_type(L, index) != LUA_TTABLE) return false;
-  index = lua_absindex(L, index);
-  if (marked_array(L, index)) return false;
-  const KeyShape shape = key_shape(L, index);
-  return !shape.integers && !shape.other;
 }
 
 }  // namespace tank::lua

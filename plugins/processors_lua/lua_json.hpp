@@ -21,6 +21,8 @@
 // Every function here may raise a Lua error (memory): call it from a protected call.
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 #include <string>
 #include <string_view>
 
@@ -38,15 +40,30 @@ void open_tank_library(lua_State* L);
 // Pushes `value` as Lua values (see above).
 void push_json(lua_State* L, const boost::json::value& value);
 
+// What write_json() reuses from one call to the next.
+struct WriteScratch {
+  struct Segment {
+    std::string_view key;  // the key, or (data() null) an array index
+    std::int64_t index = 0;
+  };
+  struct Entry {
+    std::string_view key;
+    std::int64_t index = 0;
+    int slot = 0;  // the value's place on the Lua stack
+  };
+  std::vector<Segment> path;
+  std::vector<Entry> entries;
+};
+
 // Appends the Lua value at stack `index` to `out` as JSON. `root` names it in errors
-// ("record", "state"). Returns false with `error` ("not JSON-able: NaN at record.temp") when it
-// cannot; `out` then holds a part of it.
-bool write_json(lua_State* L, int index, std::string& out, std::string& error, std::string_view root);
+// ("record", "state"). With `object_only`, a value that is not written as a JSON object is
+// refused ("record is not a record: ..."). Returns false with `error` ("not JSON-able: NaN at
+// record.temp") when it cannot; `out` then holds a part of it.
+bool write_json(lua_State* L, int index, std::string& out, std::string& error, std::string_view root,
+                bool object_only, WriteScratch& scratch);
 
-// Whether the table at `index` is a list: marked as an array, or with keys 1..n only (n >= 1).
+// Whether the table at `index` is a list of records: marked as an array, or with keys 1..n only
+// (n >= 1). {} is not: it is an empty record.
 bool is_list(lua_State* L, int index);
-
-// Whether the value at `index` is a table that would be written as a JSON object.
-bool is_object(lua_State* L, int index);
 
 }  // namespace tank::lua

@@ -48,6 +48,7 @@ struct Script::Impl {
   Memory memory;
   lua_State* L = nullptr;
   int process_ref = LUA_NOREF;
+  WriteScratch scratch;
 
   // For the protected calls: what they work on.
   const boost::json::value* record = nullptr;
@@ -238,12 +239,7 @@ struct Script::Impl {
   // not a JSON object.
   bool record_json(lua_State* L, std::string_view root) {
     Output& o = *out;
-    if (!is_object(L, -1)) {
-      o.kind = Output::Kind::error;
-      o.error = fmt::format("{} is not a record: a record is a table with string keys (a JSON object)", root);
-      return false;
-    }
-    if (!write_json(L, -1, o.json, o.error, root)) {
+    if (!write_json(L, -1, o.json, o.error, root, /*object_only=*/true, scratch)) {
       o.kind = Output::Kind::error;
       return false;
     }
@@ -310,11 +306,9 @@ struct Script::Impl {
       *self.state_out = "{}";
       return 0;
     }
-    if (!is_object(L, -1)) {
-      *self.state_error = "state is not a table with string keys (a JSON object)";
-      return 0;
+    if (!write_json(L, -1, *self.state_out, *self.state_error, "state", /*object_only=*/true, self.scratch)) {
+      self.state_out->clear();
     }
-    if (!write_json(L, -1, *self.state_out, *self.state_error, "state")) self.state_out->clear();
     return 0;
   }
 
@@ -361,6 +355,8 @@ Script::Script(std::string_view source, const std::string& chunk_name, Options o
   self.L = lua_newstate(allocate, &self.memory);
   if (self.L == nullptr) throw ScriptError(chunk_name + ": not enough memory for a Lua state (memory_limit)");
   *static_cast<Impl**>(lua_getextraspace(self.L)) = &self;
+  // Generational collection: a record's tables die young, which it collects cheaply.
+  lua_gc(self.L, LUA_GCGEN, 0, 0);
   const std::string name = "@" + chunk_name;  // '@': Lua names the chunk by this file name
   const int loaded = luaL_loadbufferx(self.L, source.data(), source.size(), name.c_str(), "t");
   if (loaded != LUA_OK) {
