@@ -138,7 +138,7 @@ TEST_CASE("lua: tank check refuses a script that does not load, with its line", 
   CHECK(r.exit_code == 0);
 }
 
-TEST_CASE("lua: SIGHUP reads an edited script again; one that does not load is refused and the old one goes on",
+TEST_CASE("lua: SIGHUP reads an edited script again, and one that does not load is refused while the old one goes on",
           "[integration][lua][reload]") {
   TempDir dir;
   const auto data = dir / "data";
