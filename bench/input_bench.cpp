@@ -31,7 +31,7 @@
 // the receiver answer each batch D ms late (a distant upstream), --output-in-flight N sets the
 // output's max_in_flight and --output-batch N its batch_max_records (default 10,000).
 //
-// --processor validate|aggregate (TCP only) sets format = "json" and adds one processor named
+// --processor validate|aggregate|lua (TCP only) sets format = "json" and adds one processor named
 // "bench": validate checks a 4-property JSON Schema before the commit (timed as above);
 // aggregate groups by "id" (10,000 devices, each one record per second of event time), 10 s
 // tumbling windows of "ts" (so 10 records per device and window), min/max/mean of "v" and "n", and the
@@ -41,6 +41,9 @@
 // id's value steps by 0.05 every 10 of its records) through a stage named "bench" after the queue,
 // timed like aggregate: deadband watches "v" per "id" with percent = 0.5 (about 1 record in 20
 // passes), dedup drops records whose ("id", "v") repeats within 10 minutes (9 in 10).
+// --processor lua runs a 5-line script after the queue that renames "v" to "temp_f" and converts
+// it from Celsius to Fahrenheit; the clock stops the same way (the stage read, transformed and
+// committed every record).
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -102,7 +105,7 @@ std::string payload(std::uint64_t n) {
                      n % 97, n % 1000, n);
 }
 
-// "none", "validate", "aggregate", "deadband" or "dedup" (--processor).
+// "none", "validate", "aggregate", "deadband", "dedup" or "lua" (--processor).
 std::string g_processor = "none";
 
 // Records whose value moves slowly, as a sensor's: each of the 10,000 ids steps its "v" by 0.05
@@ -174,7 +177,7 @@ std::string latency_quantiles(const std::string& metrics_address) {
 }
 
 // GET /metrics; the sum of the samples of tank_input_records_total with input="bench" (with
-// --processor aggregate: tank_processor_records_in_total of the processor "bench").
+// --processor aggregate or lua: tank_processor_records_in_total of the processor "bench").
 std::uint64_t records_counted(const std::string& metrics_address) {
   const std::string text = scrape_metrics(metrics_address);
   std::uint64_t total = 0;
@@ -213,6 +216,13 @@ Tank start_tank(const std::string& binary, const fs::path& dir, const std::strin
       pipeline += "[[processors.deadband]]\nname = \"bench\"\nfields = [\"v\"]\ngroup_by = [\"id\"]\npercent = 0.5\n";
     } else if (g_processor == "dedup") {
       pipeline += "[[processors.dedup]]\nname = \"bench\"\nfields = [\"id\", \"v\"]\nwindow = \"10m\"\n";
+    } else if (g_processor == "lua") {
+      std::ofstream(dir / "bench.lua") << "function process(record, attributes)\n"
+                                          "  record.temp_f = record.v * 9 / 5 + 32\n"
+                                          "  record.v = nil\n"
+                                          "  return record\n"
+                                          "end\n";
+      pipeline += fmt::format("[[processors.lua]]\nname = \"bench\"\nscript = \"{}\"\n", (dir / "bench.lua").string());
     } else {
       pipeline += "[[processors.aggregate]]\nname = \"bench\"\nwindow = \"10s\"\ntime_field = \"ts\"\n"
                   "time_format = \"unix_ms\"\ngroup_by = [\"id\"]\n"
@@ -538,8 +548,8 @@ int main(int argc, char** argv) {
   }
   if (records == 0) records = kind == "mqtt" ? (g_sparkplug ? 100000 : 400000) : 5000000;
   if (g_processor != "none" && g_processor != "validate" && g_processor != "aggregate" && g_processor != "deadband" &&
-      g_processor != "dedup") {
-    die("--processor is none, validate, aggregate, deadband or dedup");
+      g_processor != "dedup" && g_processor != "lua") {
+    die("--processor is none, validate, aggregate, deadband, dedup or lua");
   }
   if (g_processor != "none" && kind != "tcp") die("--processor needs --kind tcp");
   if (g_output != "none" && g_output != "http") die("--output is none or http");

@@ -71,7 +71,7 @@ die() { echo "build-deps[$arch]: error: $*" >&2; exit 1; }
 host_packages="g++ cmake ninja-build pkg-config dpkg-dev file binutils ca-certificates \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev liblmdb-dev libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev catch2 \
-  nanopb libnanopb-dev autoconf automake libtool libxxhash-dev"
+  nanopb libnanopb-dev liblua5.4-dev autoconf automake libtool libxxhash-dev"
 if [ "$cross" = yes ]; then
   host_packages="$host_packages g++-$triple qemu-user"
 fi
@@ -149,8 +149,9 @@ target_debs="zlib1g-dev liblmdb-dev libpaho-mqtt-dev libfmt-dev libfmt9"
 # Libraries that nothing of step 3 is built against, keyed apart, so that adding or updating one
 # does not rebuild OpenSSL, Paho C++, prometheus-cpp and librdkafka: nanopb's runtime
 # libprotobuf-nanopb.a and its CMake package (the Sparkplug B payloads; the generator, package
-# nanopb, is the host's: it writes C).
-leaf_debs="libnanopb-dev"
+# nanopb, is the host's: it writes C); liblua5.4-c++.a and the Lua headers (processors.lua, in the
+# full flavour).
+leaf_debs="libnanopb-dev liblua5.4-dev"
 
 # unpack_debs <key file> <fresh> <packages...>: downloads the target's packages and unpacks them
 # into $debroot (emptied first when <fresh> is yes), unless <key file> there lists the versions the

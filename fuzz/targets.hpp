@@ -14,5 +14,6 @@ int http_response_target(const std::uint8_t* data, std::size_t size);
 int config_target(const std::uint8_t* data, std::size_t size);
 int dead_letter_target(const std::uint8_t* data, std::size_t size);
 int sparkplug_target(const std::uint8_t* data, std::size_t size);
+int lua_record_target(const std::uint8_t* data, std::size_t size);  // with processors_lua
 
 }  // namespace tank::fuzz

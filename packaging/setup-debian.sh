@@ -7,10 +7,11 @@ set -eu
 build_packages="g++ cmake ninja-build pkg-config git \
   libboost1.81-dev libpaho-mqttpp-dev libpaho-mqtt-dev lmdb-utils libzstd-dev \
   libtomlplusplus-dev prometheus-cpp-dev libvalijson-dev libssl-dev libfmt-dev zlib1g-dev librdkafka-dev \
-  nanopb libnanopb-dev libmodbus-dev libxxhash-dev"
+  nanopb libnanopb-dev libmodbus-dev libxxhash-dev liblua5.4-dev"
 # nanopb: the generator (nanopb_generator.py, run at build time) and libnanopb-dev its static runtime,
 # for the Sparkplug B payloads of inputs.mqtt (plugins/inputs_mqtt/sparkplug/CMakeLists.txt).
 # libxxhash-dev: XXH3, header only (process/record_key.cpp), the keys of deadband, dedup, throttle.
+# liblua5.4-dev: processors.lua (its liblua5.4-c++, the .a too for static builds).
 # clang (libFuzzer) and llvm (llvm-symbolizer, for the sanitizers' stack traces): fuzz/run.sh.
 # ccache: packaging/test.sh compiles through it, so a second run compiles only what changed.
 # kcat: an independent Kafka consumer for outputs.kafka's tests (against librdkafka's mock cluster).

@@ -48,3 +48,6 @@ TEST_CASE("the http_response fuzz corpus replays", "[fuzz]") {
 TEST_CASE("the config fuzz corpus replays", "[fuzz]") { replay("config", tank::fuzz::config_target); }
 TEST_CASE("the dead_letter fuzz corpus replays", "[fuzz]") { replay("dead_letter", tank::fuzz::dead_letter_target); }
 TEST_CASE("the sparkplug fuzz corpus replays", "[fuzz]") { replay("sparkplug", tank::fuzz::sparkplug_target); }
+#ifdef TANK_WITH_PROCESSORS_LUA
+TEST_CASE("the lua_record fuzz corpus replays", "[fuzz]") { replay("lua_record", tank::fuzz::lua_record_target); }
+#endif
