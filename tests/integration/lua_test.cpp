@@ -13,6 +13,9 @@
 
 #include <map>
 
+#include <sstream>
+
+#include "support/http_upstream.hpp"
 #include "support/input_helpers.hpp"
 #include "support/tank_process.hpp"
 
@@ -174,5 +177,57 @@ TEST_CASE("lua: SIGHUP reads an edited script again, and one that does not load 
   CHECK(out[0].payload == R"({"n":1,"version":1})");
   CHECK(out[1].payload == R"({"n":2,"version":2})");
   CHECK(out[2].payload == R"({"n":3,"version":2})");
+  CHECK(tank.stop() == 0);
+}
+
+TEST_CASE("deadband then lua then an HTTP upstream: one pipeline of the real binary", "[integration][lua][deadband]") {
+  TempDir dir;
+  const auto data = dir / "data";
+  HttpUpstream upstream;
+  write_file(dir / "f.lua", "function process(r, a)\n  r.temp_f = r.temp * 9 / 5 + 32\n  r.temp = nil\n"
+                            "  a.unit = \"F\"\n  return r\nend\n");
+  const auto config = write_test_config(
+      dir, fmt::format("[[inputs.tcp]]\nname = \"plant\"\nlisten = \"127.0.0.1:0\"\nformat = \"json\"\n\n"
+                       "[[processors.deadband]]\nname = \"db\"\nfields = [\"temp\"]\ngroup_by = [\"device\"]\n"
+                       "absolute = 0.5\n\n"
+                       "[[processors.lua]]\nname = \"f\"\nscript = \"{}\"\n\n"
+                       "[[outputs.http]]\nname = \"cloud\"\nurl = \"{}\"\nlinger = \"10ms\"\n",
+                       (dir / "f.lua").string(), upstream.url()));
+  TankProcess tank(config);
+  const std::string metrics = tank.wait_running(data);
+  // deadband passes 20, 21 and b's 5 (20.2 and 21.4 are within 0.5); lua converts what it passes.
+  send_lines(input_address(data, "plant"), R"({"device":"a","temp":20})"
+                                           "\n"
+                                           R"({"device":"a","temp":20.2})"
+                                           "\n"
+                                           R"({"device":"b","temp":5})"
+                                           "\n"
+                                           R"({"device":"a","temp":21})"
+                                           "\n"
+                                           R"({"device":"a","temp":21.4})"
+                                           "\n");
+  std::vector<boost::json::object> got;
+  REQUIRE(wait_until([&] {
+    got.clear();
+    for (const auto& r : upstream.received()) {
+      if (r.answered != 200) continue;
+      std::istringstream in(r.body);
+      for (std::string line; std::getline(in, line);) {
+        if (!line.empty()) got.push_back(boost::json::parse(line).as_object());
+      }
+    }
+    return got.size() >= 3;
+  }, std::chrono::seconds(30)));
+  REQUIRE(got.size() == 3);
+  std::map<std::string, std::vector<double>> by_device;
+  for (const auto& o : got) {
+    CHECK_FALSE(o.contains("temp"));
+    by_device[std::string(o.at("device").as_string())].push_back(o.at("temp_f").to_number<double>());
+  }
+  CHECK(by_device["a"] == std::vector<double>{68, 69.8});
+  CHECK(by_device["b"] == std::vector<double>{41});
+  const std::string scraped = scrape(metrics);
+  CHECK(metric_value(scraped, R"(tank_processor_dropped_records_total{processor="db",reason="deadband",type="deadband"})") == 2);
+  CHECK(metric_value(scraped, R"(tank_processor_records_in_total{processor="f",type="lua"})") == 3);
   CHECK(tank.stop() == 0);
 }
