@@ -102,6 +102,12 @@ std::span<const config::Option> processor_common_options();
 // The name a processor instance gets: its `name` option, or the plugin's name when unset.
 std::string processor_name(const config::SectionValues& values, std::string_view plugin_name);
 
+// Checks that each value of the option `option` (a string, or a list of strings) is a field path
+// (process::FieldPath: `a`, `a.b`, `/a/b`), reporting each bad one at its place; "*" passes when
+// `star` is true. Nothing when the option is not set.
+void check_field_paths(const config::SectionValues& values, std::string_view option, config::Diagnostics& diagnostics,
+                       bool star = false);
+
 // The queue consumer name of a stage (consumer names are shared with outputs, so they are
 // prefixed by kind).
 std::string stage_consumer_name(std::string_view processor_name);

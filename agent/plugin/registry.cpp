@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "process/event_time.hpp"
+
 namespace tank::plugin {
 
 std::string_view kind_name(Kind kind) {
@@ -185,6 +187,21 @@ std::span<const config::Option> processor_common_options() { return kProcessorCo
 
 std::string processor_name(const config::SectionValues& values, std::string_view plugin_name) {
   return values.has("name") ? values.string("name") : std::string(plugin_name);
+}
+
+void check_field_paths(const config::SectionValues& v, std::string_view option, config::Diagnostics& diagnostics,
+                       bool star) {
+  const config::Value* value = v.find(option);
+  if (value == nullptr) return;
+  const bool list = value->type == config::Type::string_list;
+  const std::vector<std::string> paths = list ? v.strings(option) : std::vector<std::string>{v.string(option)};
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    std::string error;
+    if ((star && paths[k] == "*") || process::FieldPath::parse(paths[k], &error)) continue;
+    diagnostics.error(v.location_of(option),
+                      list ? fmt::format("{}.{}[{}]", v.path(), option, k) : fmt::format("{}.{}", v.path(), option),
+                      fmt::format("\"{}\" is not a field path: {}", paths[k], error));
+  }
 }
 
 std::string stage_consumer_name(std::string_view processor_name) {

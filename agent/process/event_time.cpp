@@ -4,6 +4,8 @@
 #include <limits>
 
 #include <boost/json.hpp>
+#include <stdexcept>
+
 #include <fmt/format.h>
 
 namespace tank::process {
@@ -432,6 +434,23 @@ std::optional<std::int64_t> parse_rfc3339_ns(std::string_view s, std::string* er
     return std::nullopt;
   }
   return ns;
+}
+
+FieldPath FieldPath::parse_checked(std::string_view text) {
+  std::string error;
+  std::optional<FieldPath> p = parse(text, &error);
+  if (!p) throw std::invalid_argument(fmt::format("\"{}\" is not a field path: {}", text, error));
+  return std::move(*p);
+}
+
+std::optional<std::int64_t> field_time_ns(const boost::json::value& doc, const FieldPath& path, TimeFormat format,
+                                          std::string* error) {
+  const boost::json::value* v = doc.is_object() ? path.find(doc) : nullptr;
+  if (v == nullptr) {
+    if (error != nullptr) *error = fmt::format("the record has no \"{}\" (time_field)", path.text());
+    return std::nullopt;
+  }
+  return event_time_ns(*v, format, error, path.text());
 }
 
 std::optional<std::int64_t> event_time_ns(const boost::json::value& v, TimeFormat format, std::string* error,

@@ -53,6 +53,9 @@ class FieldPath {
  public:
   // nullopt and `error` (when not null) for a malformed path, e.g. "a..b" or "/a~2".
   static std::optional<FieldPath> parse(std::string_view text, std::string* error = nullptr);
+  // The same, for paths the configuration check has accepted: throws std::invalid_argument
+  // ("\"a..b\" is not a field path: ...") for a malformed one.
+  static FieldPath parse_checked(std::string_view text);
 
   // The value at the path, or nullptr when some step does not exist (a missing key, an index
   // past the end, a step into a number or a string). The pointer is into `doc`.
@@ -105,6 +108,11 @@ const boost::json::value* find_field(const boost::json::value& doc, std::string_
 // `field` is the name used in that sentence. Only the error path allocates.
 std::optional<std::int64_t> event_time_ns(const boost::json::value& v, TimeFormat format, std::string* error,
                                           std::string_view field = "time");
+
+// The time in the field at `path` of `doc` (an object), read as event_time_ns does; nullopt and
+// `error` (not null) also when the field is missing: the record has no "ts" (time_field).
+std::optional<std::int64_t> field_time_ns(const boost::json::value& doc, const FieldPath& path, TimeFormat format,
+                                          std::string* error);
 
 // Parses an RFC 3339 time as described above; nullopt (and `error`: what is wrong, without the
 // field name) when it is not one or is out of range.

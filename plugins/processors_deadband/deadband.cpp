@@ -1,5 +1,7 @@
 // processors.deadband: the options and the stage (the decisions are deadband_handler.cpp's).
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "config/bind.hpp"
@@ -56,30 +58,17 @@ const config::Options<S> kOptions{
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
-  auto bad_path = [&](const char* option, const std::string& path, std::size_t index, bool list) {
-    std::string error;
-    if (path == "*" && std::string_view(option) == "fields") return;
-    if (!process::FieldPath::parse(path, &error)) {
-      diagnostics.error(v.location_of(option), list ? fmt::format("{}.{}[{}]", v.path(), option, index)
-                                                    : fmt::format("{}.{}", v.path(), option),
-                        fmt::format("\"{}\" is not a field path: {}", path, error));
-    }
-  };
   if (v.has("fields")) {
     const auto& fields = v.strings("fields");
     if (fields.empty()) diagnostics.error(v.location_of("fields"), v.path() + ".fields", "name at least one field, or [\"*\"]");
-    const bool star = std::find(fields.begin(), fields.end(), "*") != fields.end();
-    if (star && fields.size() > 1) {
+    if (std::find(fields.begin(), fields.end(), "*") != fields.end() && fields.size() > 1) {
       diagnostics.error(v.location_of("fields"), v.path() + ".fields",
                         "\"*\" watches every field: it cannot be listed with others");
     }
-    for (std::size_t k = 0; k < fields.size(); ++k) bad_path("fields", fields[k], k, true);
   }
-  if (v.has("group_by")) {
-    const auto& group = v.strings("group_by");
-    for (std::size_t k = 0; k < group.size(); ++k) bad_path("group_by", group[k], k, true);
-  }
-  if (v.has("time_field")) bad_path("time_field", v.string("time_field"), 0, false);
+  plugin::check_field_paths(v, "fields", diagnostics, /*star=*/true);
+  plugin::check_field_paths(v, "group_by", diagnostics);
+  plugin::check_field_paths(v, "time_field", diagnostics);
 }
 
 bool needs_json(const config::SectionValues&) { return true; }

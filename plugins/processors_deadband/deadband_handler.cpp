@@ -31,12 +31,6 @@ bool get(std::string_view& in, T& v) {
   return true;
 }
 
-process::FieldPath parse_path(const std::string& text) {
-  std::string error;
-  auto p = process::FieldPath::parse(text, &error);
-  if (!p) throw std::invalid_argument(fmt::format("\"{}\" is not a field path: {}", text, error));
-  return *p;
-}
 
 void read_value(const boost::json::value* v, Value& out) {
   out.bytes.clear();
@@ -55,11 +49,11 @@ void read_value(const boost::json::value* v, Value& out) {
 
 Handler::Handler(Settings settings) : settings_(std::move(settings)) {
   all_fields_ = settings_.fields.size() == 1 && settings_.fields[0] == "*";
-  for (const auto& g : settings_.group_by) group_paths_.push_back(parse_path(g));
+  for (const auto& g : settings_.group_by) group_paths_.push_back(process::FieldPath::parse_checked(g));
   if (!all_fields_) {
-    for (const auto& f : settings_.fields) field_paths_.push_back(parse_path(f));
+    for (const auto& f : settings_.fields) field_paths_.push_back(process::FieldPath::parse_checked(f));
   }
-  if (!settings_.time_field.empty()) time_path_ = parse_path(settings_.time_field);
+  if (!settings_.time_field.empty()) time_path_ = process::FieldPath::parse_checked(settings_.time_field);
 }
 
 void Handler::read_values(const boost::json::value& doc, std::vector<Value>& out) const {
@@ -127,13 +121,8 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
   std::int64_t t = record.ingest_ns;
   if (time_path_) {
     std::string error;
-    const boost::json::value* v = time_path_->find(doc);
-    std::optional<std::int64_t> parsed;
-    if (v == nullptr) {
-      error = fmt::format("the record has no \"{}\" (time_field)", settings_.time_field);
-    } else {
-      parsed = process::event_time_ns(*v, settings_.time_format, &error, settings_.time_field);
-    }
+    const std::optional<std::int64_t> parsed =
+        process::field_time_ns(doc, *time_path_, settings_.time_format, &error);
     if (!parsed) {
       out.dead_letter("time_invalid", error);
       return Decision::done;

@@ -40,24 +40,12 @@ const config::Options<S> kOptions{
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
-  std::string error;
-  if (v.has("fields")) {
-    const auto& fields = v.strings("fields");
-    if (fields.empty()) {
-      diagnostics.error(v.location_of("fields"), v.path() + ".fields",
-                        "name at least one field, or leave `fields` out to compare whole records");
-    }
-    for (std::size_t k = 0; k < fields.size(); ++k) {
-      if (!process::FieldPath::parse(fields[k], &error)) {
-        diagnostics.error(v.location_of("fields"), fmt::format("{}.fields[{}]", v.path(), k),
-                          fmt::format("\"{}\" is not a field path: {}", fields[k], error));
-      }
-    }
+  if (v.has("fields") && v.strings("fields").empty()) {
+    diagnostics.error(v.location_of("fields"), v.path() + ".fields",
+                      "name at least one field, or leave `fields` out to compare whole records");
   }
-  if (v.has("time_field") && !process::FieldPath::parse(v.string("time_field"), &error)) {
-    diagnostics.error(v.location_of("time_field"), v.path() + ".time_field",
-                      fmt::format("\"{}\" is not a field path: {}", v.string("time_field"), error));
-  }
+  plugin::check_field_paths(v, "fields", diagnostics);
+  plugin::check_field_paths(v, "time_field", diagnostics);
 }
 
 bool needs_json(const config::SectionValues& v) { return v.has("fields") || v.has("time_field"); }

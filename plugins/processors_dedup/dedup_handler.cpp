@@ -9,20 +9,9 @@
 #include <fmt/format.h>
 
 namespace tank::plugins::dedup {
-namespace {
-
-process::FieldPath parse_path(const std::string& text) {
-  std::string error;
-  auto p = process::FieldPath::parse(text, &error);
-  if (!p) throw std::invalid_argument(fmt::format("\"{}\" is not a field path: {}", text, error));
-  return *p;
-}
-
-}  // namespace
-
 Handler::Handler(Settings settings) : settings_(std::move(settings)) {
-  for (const auto& f : settings_.fields) field_paths_.push_back(parse_path(f));
-  if (!settings_.time_field.empty()) time_path_ = parse_path(settings_.time_field);
+  for (const auto& f : settings_.fields) field_paths_.push_back(process::FieldPath::parse_checked(f));
+  if (!settings_.time_field.empty()) time_path_ = process::FieldPath::parse_checked(settings_.time_field);
 }
 
 process::RecordHandler::Decision Handler::process(const queue::RecordView& record, const boost::json::value* document,
@@ -30,13 +19,8 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
   std::int64_t t = record.ingest_ns;
   if (time_path_) {
     std::string error;
-    const boost::json::value* v = document->is_object() ? time_path_->find(*document) : nullptr;
-    std::optional<std::int64_t> parsed;
-    if (v == nullptr) {
-      error = fmt::format("the record has no \"{}\" (time_field)", settings_.time_field);
-    } else {
-      parsed = process::event_time_ns(*v, settings_.time_format, &error, settings_.time_field);
-    }
+    const std::optional<std::int64_t> parsed =
+        process::field_time_ns(*document, *time_path_, settings_.time_format, &error);
     if (!parsed) {
       out.dead_letter("time_invalid", error);
       return Decision::done;

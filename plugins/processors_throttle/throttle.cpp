@@ -42,15 +42,7 @@ const config::Options<S> kOptions{
 };
 
 void check(const config::SectionValues& v, config::Diagnostics& diagnostics) {
-  if (!v.has("group_by")) return;
-  const auto& group = v.strings("group_by");
-  for (std::size_t k = 0; k < group.size(); ++k) {
-    std::string error;
-    if (!process::FieldPath::parse(group[k], &error)) {
-      diagnostics.error(v.location_of("group_by"), fmt::format("{}.group_by[{}]", v.path(), k),
-                        fmt::format("\"{}\" is not a field path: {}", group[k], error));
-    }
-  }
+  plugin::check_field_paths(v, "group_by", diagnostics);
 }
 
 bool needs_json(const config::SectionValues& v) { return v.has("group_by") && !v.strings("group_by").empty(); }

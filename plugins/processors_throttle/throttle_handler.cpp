@@ -11,12 +11,7 @@
 namespace tank::plugins::throttle {
 
 Handler::Handler(Settings settings, const Clock& clock) : settings_(std::move(settings)), clock_(clock) {
-  for (const auto& g : settings_.group_by) {
-    std::string error;
-    auto p = process::FieldPath::parse(g, &error);
-    if (!p) throw std::invalid_argument(fmt::format("\"{}\" is not a field path: {}", g, error));
-    group_paths_.push_back(*p);
-  }
+  for (const auto& g : settings_.group_by) group_paths_.push_back(process::FieldPath::parse_checked(g));
   ns_per_token_ = static_cast<double>(settings_.per_ns) / static_cast<double>(settings_.rate);
 }
 
