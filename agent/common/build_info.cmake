@@ -12,6 +12,14 @@ else()
     set(GIT_COMMIT "${GIT_COMMIT}-dirty")
   endif()
 endif()
+# The time of the commit built (else SOURCE_DATE_EPOCH, else now): the wall clock cannot be earlier
+# on a machine running this binary, so a time before it proves the clock unset (common/clock_sync.hpp).
+execute_process(COMMAND git -C "${SOURCE_DIR}" log -1 --format=%ct
+                OUTPUT_VARIABLE SOURCE_EPOCH OUTPUT_STRIP_TRAILING_WHITESPACE
+                RESULT_VARIABLE GIT_TIME_RC ERROR_QUIET)
+if(NOT GIT_TIME_RC EQUAL 0 OR NOT SOURCE_EPOCH MATCHES "^[0-9]+$")
+  string(TIMESTAMP SOURCE_EPOCH "%s" UTC)
+endif()
 if(SANITIZE)
   set(BUILD_TYPE "${BUILD_TYPE}+asan+ubsan")
 endif()
@@ -21,6 +29,7 @@ namespace tank::build {
 const char* const version = \"${VERSION}\";
 const char* const git_commit = \"${GIT_COMMIT}\";
 const char* const build_type = \"${BUILD_TYPE}\";
+const long long source_epoch_s = ${SOURCE_EPOCH}LL;
 }  // namespace tank::build
 ")
 if(EXISTS "${OUTPUT}")

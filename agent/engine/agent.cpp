@@ -46,7 +46,7 @@ namespace {
 constexpr const char* kComponent = "agent";
 
 net::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Agent::Phase>& phase,
-                        std::string_view method, std::string_view target) {
+                        const ClockSync& clock, std::string_view method, std::string_view target) {
   if (method != "GET" && method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "only GET is served here\n", {{"Allow", "GET, HEAD"}}};
   }
@@ -56,7 +56,13 @@ net::HttpResponse serve(const metrics::Registry& registry, const std::atomic<Age
   if (target == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
   if (target == "/readyz") {
     switch (phase.load()) {
-      case Agent::Phase::running: return {200, "text/plain; charset=utf-8", "ready\n", {}};
+      case Agent::Phase::running:
+        // Ingest works with an untrusted clock (records are marked): ready, and the detail says so.
+        if (!clock.synchronized()) {
+          return {200, "text/plain; charset=utf-8", fmt::format("ready\nclock: not synchronized ({})\n", clock.reason()),
+                  {}};
+        }
+        return {200, "text/plain; charset=utf-8", "ready\n", {}};
       case Agent::Phase::starting: return {503, "text/plain; charset=utf-8", "starting\n", {}};
       case Agent::Phase::reloading: return {503, "text/plain; charset=utf-8", "reloading\n", {}};
       case Agent::Phase::stopping: return {503, "text/plain; charset=utf-8", "stopping\n", {}};
@@ -111,7 +117,7 @@ config::Document in_force_after_reload(const config::Document& running, config::
     next.sections.insert_or_assign(std::string(section), running.section(section));
   }
   config::SectionValues agent = running.section("agent");
-  for (const char* option : {"log_level", "log_format", "stall_timeout"}) {
+  for (const char* option : {"log_level", "log_format", "stall_timeout", "clock"}) {
     if (const config::Value* v = next.section("agent").find(option)) agent.set(option, *v);
   }
   next.sections.insert_or_assign(std::string("agent"), std::move(agent));
@@ -175,6 +181,7 @@ int Agent::run() {
   for (;;) {
     const timespec wait{static_cast<time_t>(tick.count() / 1000000000), static_cast<long>(tick.count() % 1000000000)};
     int sig = sigtimedwait(&signals, nullptr, &wait);
+    clock_sync_->check();
     check_liveness();
     if (sig < 0) {
       if (queue_->damaged()) {
@@ -203,6 +210,7 @@ int Agent::run() {
 bool Agent::start() {
   log::configure(settings_.log);
   liveness::set_stall_timeout(settings_.stall_timeout);
+  clock_sync_ = std::make_unique<ClockSync>(settings_.clock_trust, clock_, clock_probe_from_environment());
   if (!claim_data_dir()) return false;
   const std::optional<VerificationChoice> verification = record_start();
   if (!verification) return false;
@@ -279,6 +287,14 @@ void Agent::register_agent_metrics() {
         static_cast<double>(liveness::stalled().size()))};
   });
   registry_.add_collectable(stuck_metrics_);
+  clock_metrics_ = std::make_shared<metrics::FunctionCollectable>([this] {
+    return std::vector<prometheus::MetricFamily>{metrics::gauge_family(
+        "tank_clock_synchronized",
+        "1 while the wall clock is trusted (agent.clock), 0 while it is not: records committed meanwhile carry the "
+        "attribute clock_unsynced and event-time stages hold them",
+        clock_sync_->synchronized() ? 1.0 : 0.0)};
+  });
+  registry_.add_collectable(clock_metrics_);
 }
 
 bool Agent::open_queue(const VerificationChoice& verification) {
@@ -305,7 +321,9 @@ bool Agent::start_metrics_endpoint() {
   try {
     server_ = std::make_unique<net::HttpServer>(
         metrics_settings_.listen,
-        [this](std::string_view method, std::string_view target) { return serve(registry_, phase_, method, target); });
+        [this](std::string_view method, std::string_view target) {
+          return serve(registry_, phase_, *clock_sync_, method, target);
+        });
     server_->start();
     state_.metrics_address = server_->local_address();
   } catch (const std::exception& e) {
@@ -335,7 +353,8 @@ std::unique_ptr<Pipeline> Agent::start_pipeline(const config::Document& doc) {
 }
 
 bool Agent::start_first_pipeline() {
-  pipeline_context_.emplace(PipelineContext{*queue_, registry_, clock_, agent_id_, settings_.data_dir});
+  pipeline_context_.emplace(
+      PipelineContext{*queue_, registry_, clock_, agent_id_, settings_.data_dir, clock_sync_.get()});
   try {
     pipeline_ = start_pipeline(running_);
   } catch (const plugin::StartError& e) {
@@ -474,6 +493,8 @@ bool Agent::reload() {
     const AgentSettings now = agent_settings(running_);
     log::configure(now.log);
     liveness::set_stall_timeout(now.stall_timeout);
+    clock_sync_->set_trust(now.clock_trust);
+    clock_sync_->check();
   }
   reconcile_consumers(running_);
   state_.inputs = pipeline_->listening();

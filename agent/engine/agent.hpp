@@ -26,6 +26,7 @@
 #include <boost/json/object.hpp>
 
 #include "common/clock.hpp"
+#include "common/clock_sync.hpp"
 #include "common/fs.hpp"
 #include "common/log.hpp"
 #include "config/document.hpp"
@@ -162,6 +163,10 @@ class Agent {
   prometheus::Counter* reloads_refused_ = nullptr;
   prometheus::Counter* reloads_undone_ = nullptr;
   std::shared_ptr<prometheus::Collectable> stuck_metrics_;
+  // Whether the wall clock is trusted: checked every tick of run()'s loop; inputs mark records,
+  // stages hold them, /readyz and tank_clock_synchronized say it.
+  std::unique_ptr<ClockSync> clock_sync_;
+  std::shared_ptr<prometheus::Collectable> clock_metrics_;
 
   std::unique_ptr<queue::Queue> queue_;
   std::atomic<Phase> phase_{Phase::starting};

@@ -19,6 +19,7 @@ using config::Type;
 
 constexpr std::string_view kLogLevels[] = {"debug", "info", "warn", "error"};
 constexpr std::string_view kLogFormats[] = {"auto", "text", "journal", "json"};
+constexpr std::string_view kClockTrust[] = {"auto", "ntp", "trust"};
 
 const Option kAgentOptions[] = {
     {.name = "id",
@@ -56,6 +57,16 @@ const Option kAgentOptions[] = {
                     "(WatchdogSec in the unit). Waiting for work, for a retry or for a full queue is not stuck.",
      .min = "1s",
      .max = "1h"},
+    {.name = "clock",
+     .type = Type::choice,
+     .default_value = "\"auto\"",
+     .description = "When the wall clock counts as not synchronized (records committed meanwhile carry the attribute "
+                    "clock_unsynced, and event-time stages hold or pass them: on_unsynced_clock). \"auto\": while it "
+                    "is before this build's commit time (a gateway without a real-time clock booting in 1970), or "
+                    "while the kernel says so (adjtimex STA_UNSYNC) and a time-sync service (systemd-timesyncd, "
+                    "chrony, ntpd) runs and has not synchronized it yet in this boot. \"ntp\": also whenever the "
+                    "kernel says so, with or without a known service. \"trust\": never (a battery-backed clock).",
+     .choices = kClockTrust},
 };
 
 void check_agent(const config::SectionValues& values, config::Diagnostics& diagnostics) {
@@ -215,6 +226,7 @@ AgentSettings agent_settings(const config::Document& document) {
   if (v.has("id")) s.configured_id = v.string("id");
   s.data_dir = v.string("data_dir");
   s.stall_timeout = v.duration("stall_timeout");
+  s.clock_trust = parse_clock_trust(v.choice("clock")).value_or(ClockTrust::automatic);
   const std::string& level = v.choice("log_level");
   s.log.level = level == "debug" ? log::Level::debug
                 : level == "warn" ? log::Level::warn

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/clock_sync.hpp"
 #include "common/log.hpp"
 #include "config/document.hpp"
 #include "config/loader.hpp"
@@ -45,6 +46,7 @@ struct AgentSettings {
   std::filesystem::path data_dir;
   log::Config log;
   std::chrono::nanoseconds stall_timeout{std::chrono::seconds(20)};
+  ClockTrust clock_trust = ClockTrust::automatic;  // agent.clock
 };
 AgentSettings agent_settings(const config::Document& document);
 

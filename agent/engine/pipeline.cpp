@@ -47,6 +47,7 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     plugin::ProcessorContext ctx{p.name,          p.inputs,      &context.queue,  context.metrics,
                                  context.clock,   context.agent_id, context.data_dir};
     ctx.positions = plan_.positions(p);
+    ctx.clock_sync = context.clock_sync;
     stages_.push_back(StageEntry{p.name, p.type, p.descriptor->create_stage(*p.values, ctx)});
   }
   for (const auto& d : plugins.all()) {
@@ -54,7 +55,7 @@ Pipeline::Pipeline(const config::Document& document, const plugin::Registry& plu
     for (const auto& values : document.instances(d.section->path)) {
       std::string name = plugin::input_name(values, d.name);
       plugin::InputContext ctx{name, context.queue, context.metrics, context.clock, context.agent_id,
-                               context.data_dir, route(name)};
+                               context.data_dir, route(name), context.clock_sync};
       if (!d.create_input) {
         throw plugin::StartError(fmt::format("input plugin \"{}\" cannot be created", d.name));
       }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/clock_sync.hpp"
 #include "config/document.hpp"
 #include "plugin/input.hpp"
 #include "engine/routes.hpp"
@@ -28,6 +29,7 @@ struct PipelineContext {
   const Clock& clock;
   std::string agent_id;
   std::filesystem::path data_dir;
+  const ClockSync* clock_sync = nullptr;  // null: the clock is always trusted
 };
 
 class Pipeline {

@@ -15,6 +15,14 @@ std::string record_too_large_detail(std::size_t record_bytes, std::size_t payloa
 
 bool PendingBatch::add(std::string_view payload, std::int64_t ingest_ns,
                        std::span<const queue::Attribute> attributes, bool known_json) {
+  if (clock_sync_ != nullptr && !clock_sync_->synchronized()) {
+    // Its time stamps cannot be trusted: say so, with what corrects them once the clock is
+    // (ClockSync::real_time_of). Only here, so a synchronised clock costs one atomic load.
+    stamp_ = clock_sync_->stamp();
+    marked_.assign(attributes.begin(), attributes.end());
+    marked_.push_back({kUnsyncedAttribute, stamp_});
+    attributes = marked_;
+  }
   const std::size_t bytes = queue::encoded_record_bytes(input_, payload.size(), attributes);
   if (bytes > limit_) {
     // It could never be committed: offering it again and again would wedge the input.

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/clock_sync.hpp"
 #include "process/route.hpp"
 #include "queue/queue.hpp"
 
@@ -30,14 +31,19 @@ class PendingBatch {
   // good size and one more line always fits.
   // `route`: the decoding and checks every record goes through before it is added (null: none,
   // every payload is taken as it is). It must outlive the batch.
+  // `clock_sync`: while it says the wall clock is not synchronised, each record added carries the
+  // attribute clock_unsynced (common/clock_sync.hpp) besides its own; null: never. Must outlive
+  // the batch.
   explicit PendingBatch(std::string input, std::size_t limit, std::size_t max_records = 8192,
-                        const process::Route* route = nullptr)
+                        const process::Route* route = nullptr, const ClockSync* clock_sync = nullptr)
       : input_(std::move(input)),
         limit_(limit),
         max_records_(max_records),
-        session_(route != nullptr ? route->session() : nullptr) {}
-  PendingBatch(std::string input, std::size_t limit, const process::Route* route)
-      : PendingBatch(std::move(input), limit, 8192, route) {}
+        session_(route != nullptr ? route->session() : nullptr),
+        clock_sync_(clock_sync) {}
+  PendingBatch(std::string input, std::size_t limit, const process::Route* route,
+               const ClockSync* clock_sync = nullptr)
+      : PendingBatch(std::move(input), limit, 8192, route, clock_sync) {}
 
   // Whether a record with a payload of `payload_bytes` still fits this batch; if not, commit
   // the batch first.
@@ -111,6 +117,9 @@ class PendingBatch {
   std::size_t limit_;
   std::size_t max_records_;
   std::unique_ptr<process::Route::Session> session_;
+  const ClockSync* clock_sync_;
+  std::vector<queue::Attribute> marked_;  // add()'s scratch: the attributes and clock_unsynced
+  std::string stamp_;
   plugin::Rejection rejection_;
   queue::WriteBatch batch_;
   std::uint64_t payload_bytes_ = 0;

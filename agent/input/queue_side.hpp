@@ -27,6 +27,7 @@ struct QueueSide {
         metrics(context.metrics, context.name, type),
         batch_limit(input::batch_limit(context.queue)),
         route(context.route),
+        clock_sync(context.clock_sync),
         component("input " + context.name),
         committer(queue, metrics, clock, component, std::move(on_failure)) {}
 
@@ -34,7 +35,7 @@ struct QueueSide {
   QueueSide& operator=(const QueueSide&) = delete;
 
   // A fresh batch for this input (its name, batch limit and route).
-  PendingBatch batch() const { return PendingBatch(name, batch_limit, route.get()); }
+  PendingBatch batch() const { return PendingBatch(name, batch_limit, route.get(), clock_sync); }
 
   // Sets `paused` and the input's paused gauge (plugin::Input::set_paused).
   void set_paused(bool p) {
@@ -48,6 +49,7 @@ struct QueueSide {
   InputMetrics metrics;
   std::size_t batch_limit;
   std::shared_ptr<const process::Route> route;
+  const ClockSync* clock_sync;
   std::string component;
   Committer committer;
   std::atomic<bool> paused{false};

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/clock.hpp"
+#include "common/clock_sync.hpp"
 #include "config/document.hpp"
 #include "config/schema.hpp"
 
@@ -52,6 +53,9 @@ struct InputContext {
   // The decoding and checks each record goes through before it is committed (null: none). The
   // input passes it to every input::PendingBatch it makes.
   std::shared_ptr<const process::Route> route = nullptr;
+  // Whether the wall clock is trusted (null: always). The input passes it to every
+  // input::PendingBatch it makes, which marks records committed while it is not.
+  const ClockSync* clock_sync = nullptr;
 };
 
 class Input {

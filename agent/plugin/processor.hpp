@@ -30,6 +30,7 @@
 #include <boost/json/fwd.hpp>
 
 #include "common/clock.hpp"
+#include "common/clock_sync.hpp"
 #include "config/document.hpp"
 #include "config/schema.hpp"
 
@@ -89,6 +90,8 @@ struct ProcessorContext {
   // first after the queue). It reads records at that chain level and derives records with
   // queue::derived_flags(position) (queue/record.hpp).
   std::vector<unsigned> positions = {};
+  // Whether the wall clock is trusted now (null: always), for stages that read event times.
+  const ClockSync* clock_sync = nullptr;
 };
 
 using CheckFactory =

@@ -177,7 +177,7 @@ void Aggregator::set_max_event_time(std::int64_t t) {
   if (w > watermark_) watermark_ = w;
 }
 
-AddOutcome Aggregator::add(const boost::json::value& record, std::string* detail) {
+AddOutcome Aggregator::add(const boost::json::value& record, std::string* detail, const TimeRebase* rebase) {
   if (!record.is_object()) {
     if (detail != nullptr) {
       *detail = fmt::format("the record is not a JSON object but {}",
@@ -192,7 +192,7 @@ AddOutcome Aggregator::add(const boost::json::value& record, std::string* detail
   }
   const auto t_opt = event_time_ns(*time_value, spec_.time_format, detail, spec_.time_field);
   if (!t_opt) return AddOutcome::bad_time;
-  const std::int64_t t = *t_opt;
+  const std::int64_t t = rebase != nullptr ? rebase->apply(*t_opt) : *t_opt;
 
   // Its windows: starts s, multiples of hop with t - window < s <= t. Times whose windows do not
   // fit in int64 (within a window of the ends of the range) are refused instead of wrapping.

@@ -168,7 +168,9 @@ class Aggregator {
   //   event time 2026-11-21T10:00:00Z is late: its windows closed at watermark 2026-11-21T10:00:15Z
   //   needs 1 new window cell but max_cells (10000) are held
   // Never throws (but std::bad_alloc).
-  AddOutcome add(const boost::json::value& record, std::string* detail);
+  // `rebase` (not null): the record was committed while the clock was not synchronised; its event
+  // time is corrected by it first (TimeRebase::apply), and the corrected time is the one used.
+  AddOutcome add(const boost::json::value& record, std::string* detail, const TimeRebase* rebase = nullptr);
 
   // Removes every cell whose window end <= watermark() and appends it to `out`, in emission
   // order, at most `limit` of them: returns false when ready cells remain (call again, e.g. after

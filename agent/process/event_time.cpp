@@ -538,4 +538,15 @@ std::string format_rfc3339_ns(std::int64_t ns) {
   return out;
 }
 
+std::int64_t TimeRebase::apply(std::int64_t t) const {
+  __extension__ typedef __int128 Wide;
+  const Wide to_stamped = Wide(t) - stamped_ns;
+  const Wide to_real = Wide(t) - real_ns;
+  if ((to_stamped < 0 ? -to_stamped : to_stamped) >= (to_real < 0 ? -to_real : to_real)) return t;
+  const Wide moved = Wide(t) + (Wide(real_ns) - stamped_ns);
+  if (moved > std::numeric_limits<std::int64_t>::max()) return std::numeric_limits<std::int64_t>::max();
+  if (moved < std::numeric_limits<std::int64_t>::min()) return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(moved);
+}
+
 }  // namespace tank::process

@@ -118,6 +118,18 @@ std::optional<std::int64_t> field_time_ns(const boost::json::value& doc, const F
 // field name) when it is not one or is out of range.
 std::optional<std::int64_t> parse_rfc3339_ns(std::string_view text, std::string* error = nullptr);
 
+// Corrects event times stamped by a clock that was not synchronised (common/clock_sync.hpp). A
+// record that clock stamped `stamped_ns` was really taken at `real_ns` (ClockSync::real_time_of).
+// An event time nearer stamped_ns than real_ns was evidently written by the same clock (the
+// gateway's, or a device that took its time from it) and is moved by real_ns - stamped_ns; one
+// nearer real_ns came from a clock of its own (a device with a good clock) and is kept as it is.
+// A tie keeps it. The result saturates at the int64 range.
+struct TimeRebase {
+  std::int64_t stamped_ns = 0;
+  std::int64_t real_ns = 0;
+  std::int64_t apply(std::int64_t t) const;
+};
+
 // UTC RFC 3339 text for nanoseconds since the epoch: "2026-11-21T10:00:00Z", with a fraction only
 // when it is not zero, of 3, 6 or 9 digits (the fewest that are exact): "...T10:00:00.5" is
 // written "...T10:00:00.500Z", 1 us past the second "...T10:00:00.000001Z". Any int64 works

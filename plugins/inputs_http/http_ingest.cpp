@@ -139,7 +139,8 @@ class HttpIngest final : public plugin::Input, private net::RequestHandler {
   Stored store(const JsonBody& decoded, const std::string& peer) {
     // No limit on the number of records: a body that fits one commit (max_commit_bytes, 1/64 of
     // the queue's bound, 64 KiB to 4 MiB) is stored in one transaction, all or nothing.
-    PendingBatch batch(side_.name, side_.batch_limit, std::numeric_limits<std::size_t>::max(), side_.route.get());
+    PendingBatch batch(side_.name, side_.batch_limit, std::numeric_limits<std::size_t>::max(), side_.route.get(),
+                       side_.clock_sync);
     queue::Attribute attrs[] = {{"peer", peer}};
     std::size_t accepted = 0;
     std::size_t dropped = 0;

@@ -45,12 +45,14 @@ namespace {
 
 const std::string_view kFunctions[] = {"count", "sum", "min", "max", "mean", "first", "last", "stddev"};
 const std::string_view kLate[] = {"dead_letter", "pass"};
+const std::string_view kOnUnsyncedClock[] = {"hold", "pass"};
 
 struct Settings {
   process::AggregateSpec spec;
   std::optional<std::chrono::nanoseconds> hop;  // unset: spec.hop_ns = spec.window_ns (tumbling)
   std::chrono::nanoseconds idle_timeout{};
   bool late_pass = false;
+  bool unsynced_pass = false;  // on_unsynced_clock
 };
 using S = Settings;
 
@@ -107,6 +109,15 @@ const config::Options<S> kOptions{
         .describe("A record whose windows are all closed: \"dead_letter\" (reason `late`) or \"pass\" (passed on "
                   "to the outputs unaggregated, with the attribute late = true). Records with the attribute "
                   "historical = true (Sparkplug B store-and-forward data) always pass, marked late."),
+    config::choice("on_unsynced_clock", kOnUnsyncedClock, &S::unsynced_pass, {false, true})
+        .default_value("hold")
+        .describe("A record committed while the system clock was not synchronized (attribute clock_unsynced; "
+                  "agent.clock): \"hold\": it waits in the queue (the stage stops at it, tank_processor_holding = "
+                  "1) until the clock is synchronized, then its times are corrected (ingest time from CLOCK_BOOTTIME; "
+                  "an event time nearer the wrong clock's time than the real one is moved by the same amount) and it "
+                  "is aggregated; a record of an earlier boot cannot be corrected and goes to the dead-letter store "
+                  "(reason `time_untrusted`). \"pass\": passed on unaggregated at once, with the attribute "
+                  "time_untrusted = true, never taken for late data."),
     config::integer("max_open_windows", [](S& s, std::int64_t n) { s.spec.max_cells = static_cast<std::size_t>(n); })
         .default_value(100000)
         .describe("The most (window, group) cells held at once, per input; a record that would open one more goes "
@@ -179,6 +190,8 @@ const config::Section kSection{
 // Commit when this much state and output is pending, or this long after the first change.
 constexpr auto kCommitInterval = std::chrono::milliseconds(200);
 constexpr auto kPollInterval = std::chrono::milliseconds(20);
+// How often a stage holding a record looks at the clock again (the agent checks it every second).
+constexpr auto kHoldPoll = std::chrono::milliseconds(250);
 
 class AggregateStage final : public plugin::Stage {
  public:
@@ -191,7 +204,9 @@ class AggregateStage final : public plugin::Stage {
         clock_(context.clock),
         metrics_(context.metrics, context.name, "aggregate"),
         component_("processor " + context.name),
-        failures_(component_, log::Level::error) {
+        clock_sync_(context.clock_sync),
+        failures_(component_, log::Level::error),
+        holding_episode_(component_, log::Level::warn) {
     filter_.inputs = inputs_;
     filter_.levels = context.positions;
     if (filter_.levels.empty()) filter_.levels.assign(inputs_.size(), 0);
@@ -289,6 +304,7 @@ class AggregateStage final : public plugin::Stage {
       routes_.push_back(std::move(r));
     }
     position_ = queue_.position(consumer_).value_or(0);
+    acknowledged_ = position_;
   }
 
   Route* route_of(std::string_view input) {
@@ -320,16 +336,38 @@ class AggregateStage final : public plugin::Stage {
       }
       queue::ReadBatch batch;
       try {
-        batch = queue_.read(position_, queue::ReadLimits{1024, 1 << 20}, &filter_);
+        // While holding, only the held record is read again, to see whether it can go on.
+        batch = queue_.read(position_, queue::ReadLimits{holding_episode_.active() ? 1u : 1024u, 1 << 20}, &filter_);
       } catch (const std::exception& e) {
         failures_.occur(fmt::format("reading the queue failed: {}", e.what()));
         wait(std::chrono::milliseconds(500));
         continue;
       }
+      bool held = false;
       for (const queue::RecordView& record : batch.records()) {
-        metrics_.in();
         Route* r = route_of(record.input);
-        if (r == nullptr) continue;  // not one of ours (the filter keeps them out)
+        if (r == nullptr) {  // not one of ours (the filter keeps them out)
+          metrics_.in();
+          continue;
+        }
+        const process::TimeRebase* rebase = nullptr;
+        const std::optional<std::string_view> stamp =
+            clock_sync_ != nullptr ? record.attribute(kUnsyncedAttribute) : std::nullopt;
+        Untrusted untrusted = Untrusted::no;
+        if (stamp) {
+          untrusted = examine(record, *stamp);
+          if (untrusted == Untrusted::hold) {
+            // Stop before it: what came before is committed as usual, and it is read again (with
+            // the records after it) once the clock is synchronized. It stays in the queue, under
+            // the queue's bounds, and a restart meanwhile reads it again from here.
+            hold(record);
+            position_ = record.seq - 1;
+            held = true;
+            break;
+          }
+          if (untrusted == Untrusted::rebase) rebase = &rebase_;
+        }
+        metrics_.in();
         r->last_record = std::chrono::steady_clock::now();
         if (pending.since == std::chrono::steady_clock::time_point{}) pending.since = r->last_record;
         // Any commit from here on (in drain() or done_with()) happens after this record was
@@ -342,8 +380,21 @@ class AggregateStage final : public plugin::Stage {
           done_with(pending);
           continue;
         }
+        if (untrusted == Untrusted::pass) {
+          pass_untrusted(pending, record, *r);
+          done_with(pending);
+          continue;
+        }
+        if (untrusted == Untrusted::other_boot) {
+          dead_letter(pending, record, "time_untrusted",
+                      fmt::format("its time was stamped before the system clock was synchronized, in another boot "
+                                  "({}={}); it cannot be corrected",
+                                  kUnsyncedAttribute, *stamp));
+          done_with(pending);
+          continue;
+        }
         detail.clear();
-        switch (r->aggregator->add(*doc, &detail)) {
+        switch (r->aggregator->add(*doc, &detail, rebase)) {
           case process::AddOutcome::absorbed:
             break;
           case process::AddOutcome::late:
@@ -379,9 +430,15 @@ class AggregateStage final : public plugin::Stage {
         drain(pending, *r, false);
         done_with(pending);
       }
-      if (batch.scanned_to() > 0) {
-        position_ = batch.scanned_to();
-        pending.position = position_;
+      if (held) {
+        // Acknowledges what came before it (once: a hold must not commit again and again).
+        if (position_ > acknowledged_ && position_ > pending.position) pending.position = position_;
+      } else {
+        end_hold();
+        if (batch.scanned_to() > 0) {
+          position_ = batch.scanned_to();
+          pending.position = position_;
+        }
       }
       close_idle(pending);
       // What was read goes into one commit when it is due: at the commit interval, when the queue
@@ -392,6 +449,7 @@ class AggregateStage final : public plugin::Stage {
                         std::chrono::steady_clock::now() - pending.since >= kCommitInterval);
       if (due) commit(pending);
       if (batch.empty()) wait(kPollInterval);
+      if (held) wait(kHoldPoll);
     }
     // A clean stop commits what was read.
     commit(pending, /*stopping=*/true);
@@ -420,6 +478,49 @@ class AggregateStage final : public plugin::Stage {
         failpoint::hit("aggregate.drain_commit");  // some cells of a closed window still held
       }
     }
+  }
+
+  // What to do with a record committed while the clock was not synchronised (it carries
+  // kUnsyncedAttribute = `stamp`): on_unsynced_clock = "pass" passes it; a stamp of another boot
+  // cannot be corrected; while the clock is still not synchronised it is held; else its times are
+  // corrected by rebase_ (set here).
+  enum class Untrusted { no, pass, other_boot, hold, rebase };
+  Untrusted examine(const queue::RecordView& record, std::string_view stamp) {
+    if (settings_.unsynced_pass) return Untrusted::pass;
+    const std::optional<std::int64_t> real = clock_sync_->real_time_of(stamp);
+    if (!real) return Untrusted::other_boot;
+    if (!clock_sync_->synchronized()) return Untrusted::hold;
+    rebase_ = process::TimeRebase{record.ingest_ns, *real};
+    return Untrusted::rebase;
+  }
+
+  void hold(const queue::RecordView& record) {
+    if (holding_episode_.occur(fmt::format("holding at record {} of input \"{}\" and those after it: it was "
+                                           "committed while the system clock was not synchronized (on_unsynced_clock "
+                                           "= \"hold\"); they are aggregated once it is",
+                                           record.seq, record.input))) {
+      metrics_.set_holding(true);
+    }
+  }
+
+  void end_hold() {
+    if (holding_episode_.end("the system clock is synchronized: the held records are aggregated, their times "
+                             "corrected")) {
+      metrics_.set_holding(false);
+    }
+  }
+
+  // on_unsynced_clock = "pass": on to the outputs unaggregated, marked, keeping clock_unsynced.
+  void pass_untrusted(Pending& pending, const queue::RecordView& record, const Route& r) {
+    attrs_.clear();
+    record.for_each_attribute([&](std::string_view key, std::string_view value) {
+      if (key == kUnsyncedAttribute) attrs_.push_back({key, value});
+    });
+    attrs_.push_back({"processor", name_});
+    attrs_.push_back({"time_untrusted", "true"});
+    pending.batch.records.add(record.input, clock_.wall_ns(), record.payload, attrs_, r.flags);
+    pending.bytes += record.payload.size() + record.attributes.size() + 64;
+    metrics_.out();
   }
 
   void dead_letter(Pending& pending, const queue::RecordView& record, std::string_view reason, std::string detail) {
@@ -497,6 +598,7 @@ class AggregateStage final : public plugin::Stage {
           metrics_.out(pending.emitted);
         }
         failures_.end("committing works again");
+        if (pending.position > acknowledged_) acknowledged_ = pending.position;
         failpoint::hit("aggregate.commit");
         break;
       }
@@ -536,7 +638,11 @@ class AggregateStage final : public plugin::Stage {
   const Clock& clock_;
   process::ProcessorMetrics metrics_;
   std::string component_;
+  const ClockSync* clock_sync_;
   log::Episode failures_;
+  log::Episode holding_episode_;  // a record held until the clock is synchronized
+  process::TimeRebase rebase_;    // examine()'s result
+  std::vector<queue::Attribute> attrs_;  // pass_untrusted's scratch
   queue::RouteFilter filter_;
   process::JsonDecoder decoder_;
   std::vector<Route> routes_;
@@ -551,6 +657,7 @@ class AggregateStage final : public plugin::Stage {
   std::size_t state_change_bytes_ = 256;
   bool abandoned_ = false;
   std::uint64_t position_ = 0;
+  std::uint64_t acknowledged_ = 0;  // the position the last commit stored
 
   std::mutex mutex_;
   std::condition_variable wake_;
