@@ -118,6 +118,12 @@ std::optional<std::int64_t> field_time_ns(const boost::json::value& doc, const F
 // field name) when it is not one or is out of range.
 std::optional<std::int64_t> parse_rfc3339_ns(std::string_view text, std::string* error = nullptr);
 
+// |a - b| without overflow (two times at the ends of the int64 range are 2^64 - 1 apart).
+constexpr std::uint64_t time_distance(std::int64_t a, std::int64_t b) {
+  return a >= b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b)
+                : static_cast<std::uint64_t>(b) - static_cast<std::uint64_t>(a);
+}
+
 // Corrects event times stamped by a clock that was not synchronised (common/clock_sync.hpp). A
 // record that clock stamped `stamped_ns` was really taken at `real_ns` (ClockSync::real_time_of).
 // An event time nearer stamped_ns than real_ns was evidently written by the same clock (the

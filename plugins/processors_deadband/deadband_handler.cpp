@@ -138,8 +138,8 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
   auto it = groups_.find(key);
   if (it != groups_.end()) {
     Group& g = it->second;
-    const bool heartbeat = settings_.max_interval_ns > 0 &&
-                           (t - g.last_ns >= settings_.max_interval_ns || g.last_ns - t >= settings_.max_interval_ns);
+    const bool heartbeat = settings_.max_interval_ns > 0 && process::time_distance(t, g.last_ns) >=
+                                                                static_cast<std::uint64_t>(settings_.max_interval_ns);
     if (!heartbeat && !changed(g, current_)) {
       out.drop("deadband");
       return Decision::done;

@@ -41,8 +41,7 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
   }
   auto it = seen_.find(key);
   if (it != seen_.end()) {
-    const std::int64_t since = t >= it->second ? t - it->second : it->second - t;
-    if (since < settings_.window_ns) {
+    if (process::time_distance(t, it->second) < static_cast<std::uint64_t>(settings_.window_ns)) {
       out.drop("duplicate");
       return Decision::done;
     }
@@ -62,7 +61,7 @@ void Handler::forget_before(std::int64_t newest) {
     const auto& [key, t] = order_.front();
     auto it = seen_.find(key);
     if (it != seen_.end() && it->second == t) {
-      if (newest - t < settings_.window_ns) break;
+      if (process::time_distance(newest, t) < static_cast<std::uint64_t>(settings_.window_ns)) break;
       seen_.erase(it);
       dirty_.insert(key);
     }

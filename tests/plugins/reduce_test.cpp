@@ -189,6 +189,10 @@ TEST_CASE("deadband: max_interval is a heartbeat by record time, and a bad time 
   CHECK(d.feed(R"({"v":1})", kT0 + 60 * kSecond) == "pass");  // heartbeat
   CHECK(d.feed(R"({"v":1})", kT0 + 61 * kSecond) == "drop:deadband");
   CHECK(d.feed(R"({"v":1})", 0) == "pass");  // the clock was set back by years: passes too
+  // The ends of the time range: 2^64 - 1 ns apart, no overflow (UBSan would say).
+  CHECK(d.feed(R"({"v":1})", INT64_MIN) == "pass");
+  CHECK(d.feed(R"({"v":1})", INT64_MAX) == "pass");
+  CHECK(d.feed(R"({"v":1})", INT64_MAX) == "drop:deadband");
 
   deadband::Settings t = s;
   t.time_field = "ts";
@@ -200,7 +204,7 @@ TEST_CASE("deadband: max_interval is a heartbeat by record time, and a bad time 
   CHECK(d2.feed(R"({"v":1,"ts":"noon"})") == "dead:time_invalid");
 }
 
-TEST_CASE("deadband: the references survive a restart; max_groups forgets the oldest group", "[unit][deadband]") {
+TEST_CASE("deadband: the references survive a restart, and max_groups forgets the oldest group", "[unit][deadband]") {
   deadband::Settings s;
   s.fields = {"temp"};
   s.group_by = {"id"};
@@ -240,7 +244,7 @@ TEST_CASE("deadband: the references survive a restart; max_groups forgets the ol
   }
 }
 
-TEST_CASE("dedup: equal within the window is dropped; the first after it passes", "[unit][dedup]") {
+TEST_CASE("dedup: equal within the window is dropped, and the first after it passes", "[unit][dedup]") {
   dedup::Settings s;
   s.window_ns = 10 * kSecond;
   dedup::Handler h(s);
@@ -252,6 +256,8 @@ TEST_CASE("dedup: equal within the window is dropped; the first after it passes"
   CHECK(d.feed("a", kT0 + 10 * kSecond) == "pass");  // the window of the first one ended
   CHECK(d.feed("a", kT0 + 11 * kSecond) == "drop:duplicate");
   CHECK(d.feed("a", kT0 + 11 * kSecond, "other") == "pass");  // another input
+  CHECK(d.feed("a", INT64_MIN) == "pass");  // the ends of the time range, no overflow
+  CHECK(d.feed("a", INT64_MAX) == "pass");
 }
 
 TEST_CASE("dedup: by fields, JSON values compared as values, missing apart from null", "[unit][dedup]") {
@@ -298,7 +304,7 @@ TEST_CASE("dedup: max_keys forgets the oldest, expired keys are deleted, and the
   CHECK(d.feed("r1", kT0 + 7 * kSecond) == "pass");
 }
 
-TEST_CASE("throttle: a token bucket per group; hold says when, drop counts", "[unit][throttle]") {
+TEST_CASE("throttle: a token bucket per group, hold says when, drop counts", "[unit][throttle]") {
   ManualClock clock;
   throttle::Settings s;
   s.rate = 2;
@@ -425,7 +431,7 @@ std::unique_ptr<process::RecordHandler> dedup_on_id() {
 
 }  // namespace
 
-TEST_CASE("record stage: chained stages read what the one before passed on; state survives a restart",
+TEST_CASE("record stage: chained stages read what the one before passed on, and state survives a restart",
           "[unit][record-stage]") {
   StageRig rig({"processor/db", "processor/dd", "out"});
   rig.append({reading("a", 10), reading("a", 10.5), reading("b", 3), reading("a", 12), "not json"});
