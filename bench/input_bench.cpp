@@ -116,7 +116,9 @@ std::string sensor_payload(std::uint64_t n) {
                      20 + step / 20, (step % 20) * 5, n);
 }
 
-bool stage_processor() { return g_processor == "aggregate" || g_processor == "deadband" || g_processor == "dedup"; }
+bool stage_processor() {
+  return g_processor == "aggregate" || g_processor == "deadband" || g_processor == "dedup" || g_processor == "lua";
+}
 bool g_sparkplug = false;  // --kind sparkplug
 
 // The NBIRTH (seq 0) and the NDATA messages (one per seq 1..255, 0) of --kind sparkplug.

@@ -7,7 +7,8 @@
 // (tank_processor_dropped_records_total{reason="duplicate"}); the first after it passes and opens
 // a new one (Telegraf's processors.dedup behaves the same way).
 //
-// The keys seen are kept as 128-bit hashes with the time of the record that passed, at most
+// The keys seen are kept as 128-bit hashes with the time of the record that passed (the state
+// key is that time then the hash, so LMDB sees appends and deletes at the ends), at most
 // `max_keys` (one more forgets the oldest, counted in tank_processor_evicted_keys_total), and
 // forgotten once the newest time is `window` past theirs. They are committed with the stage's
 // position (process::RecordStage): a kill -9 neither repeats nor skips a record.
@@ -20,7 +21,6 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "process/event_time.hpp"
@@ -47,7 +47,7 @@ class Handler final : public process::RecordHandler {
   Decision process(const queue::RecordView& record, const boost::json::value* document,
                    process::StageOutput& out) override;
   void take_changes(std::vector<std::pair<std::string, std::string>>& puts, std::vector<std::string>& deletes) override;
-  std::size_t pending_change_bytes() const override { return dirty_.size() * 72; }
+  std::size_t pending_change_bytes() const override { return changes_.size() * 112; }
   std::uint64_t evictions() const override { return evicted_; }
 
   std::size_t keys() const { return seen_.size(); }
@@ -63,7 +63,7 @@ class Handler final : public process::RecordHandler {
   // Keys in the order they passed, with that time; an entry whose time is no longer seen_'s (the
   // key passed again, or was forgotten) is stale and skipped.
   std::deque<std::pair<process::Key128, std::int64_t>> order_;
-  std::unordered_set<process::Key128, process::Key128Hash> dirty_;
+  std::vector<std::pair<std::string, bool>> changes_;  // state keys put (true) or deleted, in order
   std::int64_t newest_ = INT64_MIN;
   std::uint64_t evicted_ = 0;
   std::string key_;  // scratch
