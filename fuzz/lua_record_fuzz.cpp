@@ -7,6 +7,7 @@
 // the identity script gives back the same value (an object record whose numbers all fit a double
 // or an int64), and a record that is not an object is refused with a message, never passed.
 
+#include <cmath>
 #include <string>
 
 #include <boost/json.hpp>
@@ -57,6 +58,38 @@ bool round_trips(const boost::json::value& v) {
   }
 }
 
+// Equal values, a double within 2 ulps: Boost.JSON 1.81 parses some long numbers 1 ulp off (it
+// is not correctly rounded), so "923237744000476176838" read, written as the shortest text of
+// that double and read again may come back 1 ulp away although the text written is exact.
+bool same(const boost::json::value& a, const boost::json::value& b) {
+  if (a.is_double() && b.is_double()) {
+    double x = a.get_double();
+    for (int i = 0; i < 2 && x != b.get_double(); ++i) x = std::nextafter(x, b.get_double());
+    return x == b.get_double();
+  }
+  if (a.kind() != b.kind()) return a == b;
+  if (a.is_array()) {
+    const auto& x = a.get_array();
+    const auto& y = b.get_array();
+    if (x.size() != y.size()) return false;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      if (!same(x[i], y[i])) return false;
+    }
+    return true;
+  }
+  if (a.is_object()) {
+    const auto& x = a.get_object();
+    const auto& y = b.get_object();
+    if (x.size() != y.size()) return false;
+    for (const auto& kv : x) {
+      const auto* other = y.if_contains(kv.key());
+      if (other == nullptr || !same(kv.value(), *other)) return false;
+    }
+    return true;
+  }
+  return a == b;
+}
+
 }  // namespace
 
 int lua_record_target(const std::uint8_t* data, std::size_t size) {
@@ -86,7 +119,7 @@ int lua_record_target(const std::uint8_t* data, std::size_t size) {
   }
   if (which == 0 && record->is_object() && round_trips(*record)) {
     require(kind == lua::Output::Kind::records && out.size() == 1, "an object record passes");
-    require(boost::json::parse(out.record(0)) == *record, "the identity script gives the record back");
+    require(same(boost::json::parse(out.record(0)), *record), "the identity script gives the record back");
   }
   if (!record->is_object() && !record->is_array()) require(kind == lua::Output::Kind::error, "a scalar is refused");
   return 0;

@@ -12,7 +12,7 @@ set -eu
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
 [ $# -gt 0 ] && shift
-targets="${*:-json line_framer http_ingest http_response config dead_letter sparkplug}"
+targets="${*:-json line_framer http_ingest http_response config dead_letter sparkplug lua_record}"
 build="${TANK_FUZZ_BUILD_DIR:-build/fuzz}"
 jobs="${TANK_FUZZ_JOBS:-$(nproc)}"
 
