@@ -20,6 +20,14 @@ Key128 hash_key(std::string_view bytes) {
   return Key128{h.high64, h.low64};
 }
 
+Key128 fields_key(std::string& scratch, std::string_view input, std::span<const FieldPath> paths,
+                  const boost::json::value* doc) {
+  scratch.assign(input.data(), input.size());
+  scratch.push_back('\0');  // input names have no NUL: the input ends here
+  for (const FieldPath& p : paths) append_value_key(scratch, p.find(*doc));
+  return hash_key(scratch);
+}
+
 std::string to_hex(const Key128& key) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out(32, '0');

@@ -9,10 +9,13 @@
 // told apart from null.
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include <boost/json/fwd.hpp>
+
+#include "process/event_time.hpp"
 
 namespace tank::process {
 
@@ -30,6 +33,12 @@ Key128 hash_key(std::string_view bytes);
 // 32 lower-case hex digits, and back (nullopt-like: false for anything else).
 std::string to_hex(const Key128& key);
 bool from_hex(std::string_view text, Key128& key);
+
+// The key of a record's group: its input and the values at `paths` in `doc` (missing ones as
+// missing), hashed. `scratch` is the caller's buffer (kept to spare an allocation per record).
+// `doc` may be null only when `paths` is empty.
+Key128 fields_key(std::string& scratch, std::string_view input, std::span<const FieldPath> paths,
+                  const boost::json::value* doc);
 
 struct Key128Hash {
   std::size_t operator()(const Key128& k) const noexcept { return static_cast<std::size_t>(k.low ^ (k.high * 0x9E3779B97F4A7C15ULL)); }

@@ -163,10 +163,7 @@ class Stage final : public plugin::Stage, private StageOutput {
       const bool due = has_pending && (estimate() >= budget_ || batch.empty() ||
                                        std::chrono::steady_clock::now() - since_ >= kCommitInterval);
       if (due) commit();
-      if (batch.empty()) {
-        handler_->idle();
-        wait_for(kPollInterval);
-      }
+      if (batch.empty()) wait_for(kPollInterval);
     }
     commit(/*stopping=*/true);
   }

@@ -90,9 +90,6 @@ class RecordHandler {
   // How many state entries it forgot so far to stay within its bound (counted in
   // tank_processor_evicted_keys_total).
   virtual std::uint64_t evictions() const { return 0; }
-
-  // Called about every 50 ms while the stage has nothing to read (e.g. to report a gauge).
-  virtual void idle() {}
 };
 
 struct RecordStageSettings {

@@ -129,10 +129,7 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
     }
     t = *parsed;
   }
-  key_.assign(record.input.data(), record.input.size());
-  key_.push_back('\0');
-  for (const auto& p : group_paths_) process::append_value_key(key_, p.find(doc));
-  const process::Key128 key = process::hash_key(key_);
+  const process::Key128 key = process::fields_key(key_, record.input, group_paths_, &doc);
   read_values(doc, current_);
 
   auto it = groups_.find(key);

@@ -40,14 +40,15 @@ process::RecordHandler::Decision Handler::process(const queue::RecordView& recor
     }
     t = *parsed;
   }
-  key_.assign(record.input.data(), record.input.size());
-  key_.push_back('\0');
-  if (field_paths_.empty()) {
+  process::Key128 key;
+  if (field_paths_.empty()) {  // the whole record, byte for byte
+    key_.assign(record.input.data(), record.input.size());
+    key_.push_back('\0');
     key_.append(record.payload.data(), record.payload.size());
+    key = process::hash_key(key_);
   } else {
-    for (const auto& p : field_paths_) process::append_value_key(key_, p.find(*document));
+    key = process::fields_key(key_, record.input, field_paths_, document);
   }
-  const process::Key128 key = process::hash_key(key_);
   if (t > newest_) {
     newest_ = t;
     forget_before(newest_);

@@ -39,12 +39,7 @@ void Handler::make_room(std::int64_t now) {
 process::RecordHandler::Decision Handler::process(const queue::RecordView& record, const boost::json::value* document,
                                                   process::StageOutput& out) {
   const std::int64_t now = clock_.steady_ns();
-  key_.assign(record.input.data(), record.input.size());
-  key_.push_back('\0');
-  for (const auto& p : group_paths_) {
-    process::append_value_key(key_, document->is_object() ? p.find(*document) : nullptr);
-  }
-  const process::Key128 key = process::hash_key(key_);
+  const process::Key128 key = process::fields_key(key_, record.input, group_paths_, document);
   auto it = buckets_.find(key);
   if (it == buckets_.end()) {
     if (buckets_.size() >= settings_.max_groups) make_room(now);
