@@ -539,14 +539,22 @@ std::string format_rfc3339_ns(std::int64_t ns) {
 }
 
 std::int64_t TimeRebase::apply(std::int64_t t) const {
-  __extension__ typedef __int128 Wide;
-  const Wide to_stamped = Wide(t) - stamped_ns;
-  const Wide to_real = Wide(t) - real_ns;
-  if ((to_stamped < 0 ? -to_stamped : to_stamped) >= (to_real < 0 ? -to_real : to_real)) return t;
-  const Wide moved = Wide(t) + (Wide(real_ns) - stamped_ns);
-  if (moved > std::numeric_limits<std::int64_t>::max()) return std::numeric_limits<std::int64_t>::max();
-  if (moved < std::numeric_limits<std::int64_t>::min()) return std::numeric_limits<std::int64_t>::min();
-  return static_cast<std::int64_t>(moved);
+  // No __int128 here: 32-bit targets (armhf) have none. Distances and the move are unsigned
+  // 64-bit magnitudes, which cannot overflow, and the sum saturates at the int64 range.
+  if (time_distance(t, stamped_ns) >= time_distance(t, real_ns)) return t;
+  const std::uint64_t shift = time_distance(real_ns, stamped_ns);
+  const auto ut = static_cast<std::uint64_t>(t);
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (real_ns >= stamped_ns) {
+    // t + shift: the room above t is kMax - t (as an unsigned magnitude).
+    const std::uint64_t room = kMax - ut;  // wraps correctly for negative t
+    if (shift > room) return std::numeric_limits<std::int64_t>::max();
+    return static_cast<std::int64_t>(ut + shift);
+  }
+  // t - shift: the room below t is t - min.
+  const std::uint64_t room = ut - static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::min());
+  if (shift > room) return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(ut - shift);
 }
 
 }  // namespace tank::process

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <limits>
 #include <map>
 #include <mutex>
 
@@ -174,6 +175,18 @@ TEST_CASE("clock sync: an event time is moved only when the wrong clock wrote it
   CHECK(rebase.apply(kReal / 2 + 60 * kSecond) == kReal / 2 + 60 * kSecond);  // nearer the real time: kept
   const process::TimeRebase none{kReal, kReal};
   CHECK(none.apply(5) == 5);
+
+  // The ends of the int64 range saturate instead of wrapping (no 128-bit arithmetic: armhf has
+  // none).
+  constexpr auto kMin = std::numeric_limits<std::int64_t>::min();
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  const process::TimeRebase forward{kMin + 10, kMax - 10};
+  CHECK(forward.apply(kMin) == kMax - 20);
+  CHECK(forward.apply(kMin + 30) == kMax);
+  const process::TimeRebase back{kMax - 10, kMin + 10};
+  CHECK(back.apply(kMax) == kMin + 20);
+  CHECK(back.apply(kMax - 30) == kMin);
+  CHECK(back.apply(kMin + 5) == kMin + 5);
 }
 
 TEST_CASE("clock sync: records committed through an input's commit path carry clock_unsynced while it is not",
