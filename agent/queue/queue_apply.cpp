@@ -71,11 +71,11 @@ void Queue::Impl::apply_batch(Group& g, Pending& p, bool allow_records, bool car
   }
   const std::uint64_t estimate = record_pages + estimate_state_pages(b);
   const bool mixed = !b.acks.empty() && !records.empty();
-  const bool tight = used_pages(g.txn) + estimate > bound_pages_;
+  const bool tight = used_pages(g) + estimate > bound_pages_;
   const bool refuse_records = !allow_records && !records.empty();
   if (!careful && !mixed && !tight && !refuse_records) {
     apply_parts(g, p, true);
-    if (used_pages(g.txn) > bound_pages_) throw RetryCarefully{};
+    if (used_pages(g) > bound_pages_) throw RetryCarefully{};
     return;
   }
 
@@ -84,7 +84,7 @@ void Queue::Impl::apply_batch(Group& g, Pending& p, bool allow_records, bool car
   if (!refuse_records && try_nested(g, p, true)) return;
   std::string why = refuse_records ? std::string("the queue file is at its size limit")
                                    : fmt::format("the queue is full ({} of {})",
-                                                 units::human_size(used_pages(g.txn) * page_size_),
+                                                 units::human_size(used_pages(g) * page_size_),
                                                  units::human_size(options_.max_disk_bytes));
   if (records.empty()) {
     // State and acknowledgements alone do not fit.
@@ -111,7 +111,7 @@ bool Queue::Impl::try_nested(Group& g, Pending& p, bool with_records) {
   bool fits = false;
   try {
     apply_parts(g, p, with_records);
-    fits = used_pages(child) <= bound_pages_;
+    fits = used_pages(g) <= bound_pages_;
   } catch (...) {
     mdb_txn_abort(child);
     g = std::move(saved);
@@ -178,6 +178,10 @@ void Queue::Impl::apply_parts(Group& g, Pending& p, bool with_records) {
   }
   if (with_records && !p.recs().empty()) {
     const std::uint64_t reserve = estimate_state_pages(b);
+    // Near the bound, acknowledged records still stored must not keep new ones out.
+    if (g.acknowledged_kept > 0 && used_pages(g) + estimate_pages(p.recs()) + reserve > pressure_pages()) {
+      reclaim_acknowledged(g);
+    }
     if (options_.mode == Mode::disk) {
       apply_records_disk(g, p, reserve);
     } else {
@@ -239,9 +243,10 @@ void Queue::Impl::put_dead_letters(Group& g, const WriteBatch& batch) {
   }
 }
 
-std::uint64_t Queue::Impl::used_pages(MDB_txn* txn) const {
-  return pages_of(stat_of(txn, records_dbi_)) + pages_of(stat_of(txn, meta_dbi_)) +
-         pages_of(stat_of(txn, state_dbi_));
+std::uint64_t Queue::Impl::used_pages_of(MDB_txn* txn, const std::vector<Segment>& segments) const {
+  std::uint64_t pages = pages_of(stat_of(txn, meta_dbi_)) + pages_of(stat_of(txn, state_dbi_));
+  for (const Segment& s : segments) pages += pages_of(stat_of(txn, s.dbi));
+  return pages;
 }
 
 std::uint64_t Queue::Impl::estimate_pages(const EncodedRecords& records) const {
@@ -288,7 +293,22 @@ std::uint64_t Queue::Impl::estimate_state_pages(const WriteBatch& batch) const {
 }
 
 void Queue::Impl::put_records(Group& g, const EncodedRecords& records, std::uint64_t first_seq) {
-  lmdb::Cursor cursor(g.txn, records_dbi_);
+  // The newest segment, or a free slot once it holds segment_pages_ pages (or when there is none).
+  const bool roll = g.segments.empty() || pages_of(stat_of(g.txn, g.segments.back().dbi)) >= segment_pages_;
+  if (roll && g.segments.size() < kSegmentSlots) {
+    std::array<bool, kSegmentSlots> used{};
+    for (const Segment& s : g.segments) used[s.slot] = true;
+    unsigned slot = 0;
+    while (used[slot]) ++slot;
+    Segment fresh;
+    fresh.slot = slot;
+    fresh.dbi = slot_dbis_[slot];
+    fresh.first = first_seq;
+    fresh.last = first_seq;
+    g.segments.push_back(fresh);
+  }
+  Segment& tail = g.segments.back();
+  lmdb::Cursor cursor(g.txn, tail.dbi);
   for (std::size_t i = 0; i < records.size(); ++i) {
     std::string_view rec = records.encoded(i);
     lmdb::SeqKey key(first_seq + i);
@@ -298,7 +318,9 @@ void Queue::Impl::put_records(Group& g, const EncodedRecords& records, std::uint
     std::memcpy(v.mv_data, rec.data(), rec.size());
     seal_stored_record(first_seq + i, static_cast<char*>(v.mv_data), rec.size());
   }
+  if (!records.empty()) tail.last = first_seq + records.size() - 1;
   g.disk_bytes += records.bytes();
+  g.disk_records += records.size();
   g.wrote = true;
   // Appending reads pages through the map as well: each transaction copies the pages the one
   // before wrote (the last leaf, its branches, the main, state and free-page trees' pages: up to 8)
@@ -308,48 +330,34 @@ void Queue::Impl::put_records(Group& g, const EncodedRecords& records, std::uint
   release_mapped_pages(records.bytes() + 8 * page_size_);
 }
 
-// Deletes acknowledged records: from the oldest up to and including `seq`.
-void Queue::Impl::delete_through(Group& g, std::uint64_t seq) {
-  lmdb::Cursor cursor(g.txn, records_dbi_);
-  MDB_val k, v;
-  bool more = cursor.get(k, v, MDB_FIRST);
-  std::uint64_t deleted = 0;
-  // Deleting reads the records' pages through the map too.
-  struct Release {
-    const Impl& q;
-    std::uint64_t& bytes;
-    ~Release() { q.release_mapped_pages(bytes * kFaultAroundPages); }
-  } release{*this, deleted};
-  while (more && lmdb::seq_of(k) <= seq) {
-    std::uint64_t size = v.mv_size;
-    deleted += size;
-    lmdb::check(mdb_cursor_del(cursor.get(), 0), "deleting records");
-    g.disk_bytes -= std::min(g.disk_bytes, size);
-    ++g.acknowledged_records;
-    g.wrote = true;
-    // After a delete the cursor stands on the next record.
-    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
-    if (rc == MDB_NOTFOUND || rc == EINVAL) break;
-    lmdb::check(rc, "reading records");
-  }
-}
-
 // Deletes the oldest records with sequence numbers below `below_seq` (drop_oldest) until the
 // pages in use drop to `target_pages` or no such record is left.
 void Queue::Impl::evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq) {
-  lmdb::Cursor cursor(g.txn, records_dbi_);
-  MDB_val k, v;
-  bool more = cursor.get(k, v, MDB_FIRST);
-  while (more && lmdb::seq_of(k) < below_seq && used_pages(g.txn) > target_pages) {
-    std::uint64_t size = v.mv_size;
-    lmdb::check(mdb_cursor_del(cursor.get(), 0), "evicting records");
-    g.disk_bytes -= std::min(g.disk_bytes, size);
-    ++g.evicted_records;
-    g.evicted_bytes += size;
-    g.wrote = true;
-    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
-    more = !(rc == MDB_NOTFOUND || rc == EINVAL);
-    if (more) lmdb::check(rc, "reading records");
+  // Acknowledged records still stored go first: they cost no one anything.
+  if (used_pages(g) > target_pages) reclaim_acknowledged(g);
+  while (!g.segments.empty() && used_pages(g) > target_pages) {
+    Segment& s = g.segments.front();
+    lmdb::Cursor cursor(g.txn, s.dbi);
+    MDB_val k, v;
+    bool more = cursor.get(k, v, MDB_FIRST);
+    while (more && lmdb::seq_of(k) < below_seq && used_pages(g) > target_pages) {
+      std::uint64_t size = v.mv_size;
+      lmdb::check(mdb_cursor_del(cursor.get(), 0), "evicting records");
+      g.disk_bytes -= std::min(g.disk_bytes, size);
+      g.disk_records -= std::min<std::uint64_t>(g.disk_records, 1);
+      ++g.evicted_records;
+      g.evicted_bytes += size;
+      g.wrote = true;
+      int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_GET_CURRENT);
+      more = !(rc == MDB_NOTFOUND || rc == EINVAL);
+      if (more) lmdb::check(rc, "reading records");
+    }
+    if (stat_of(g.txn, s.dbi).ms_entries == 0) {
+      g.segments.erase(g.segments.begin());
+      continue;
+    }
+    s.first = lmdb::seq_of(k);
+    break;  // stopped inside this segment: below_seq or the target reached
   }
 }
 
@@ -374,7 +382,7 @@ void Queue::Impl::apply_records_disk(Group& g, Pending& p, std::uint64_t reserve
   if (options_.overflow == Overflow::drop_oldest) {
     const std::uint64_t need = estimate_pages(records) + reserve_pages;
     const std::uint64_t target = need >= bound_pages_ ? 0 : bound_pages_ - need;
-    if (used_pages(g.txn) > target) evict_oldest_disk(g, target, g.next_seq);
+    if (used_pages(g) > target) evict_oldest_disk(g, target, g.next_seq);
   }
   const std::uint64_t first = g.next_seq;
   put_records(g, records, first);
@@ -394,7 +402,7 @@ void Queue::Impl::apply_records_memory(Group& g, Pending& p, std::uint64_t reser
   const std::uint64_t cost = memory_cost(records);
   bool fits = g.memory_bytes + cost <= options_.max_memory_bytes;
   if (!fits && options_.overflow == Overflow::drop_oldest && cost <= options_.max_memory_bytes &&
-      used_pages(g.txn) + estimate_pages(records) + reserve_pages > bound_pages_) {
+      used_pages(g) + estimate_pages(records) + reserve_pages > bound_pages_) {
     // Both tiers are full. Evict from RAM when RAM holds the oldest records.
     std::uint64_t skip = g.memory_evicted;
     std::uint64_t oldest_in_memory = 0;
@@ -407,10 +415,10 @@ void Queue::Impl::apply_records_memory(Group& g, Pending& p, std::uint64_t reser
       break;
     }
     std::uint64_t oldest_on_disk = 0;
-    {
-      lmdb::Cursor cursor(g.txn, records_dbi_);
+    if (g.disk_records > 0) {
+      RecordCursor cursor(g.txn, g.segments);
       MDB_val k, v;
-      if (cursor.get(k, v, MDB_FIRST)) oldest_on_disk = lmdb::seq_of(k);
+      if (cursor.seek(g.front + 1, k, v)) oldest_on_disk = lmdb::seq_of(k);
     }
     if (oldest_in_memory != 0 && (oldest_on_disk == 0 || oldest_in_memory < oldest_on_disk)) {
       std::uint64_t to_skip = g.memory_evicted;
@@ -453,13 +461,14 @@ void Queue::Impl::apply_records_memory(Group& g, Pending& p, std::uint64_t reser
 }
 
 void Queue::Impl::capture_disk_shape(Group& g) const {
-  MDB_stat rs = stat_of(g.txn, records_dbi_);
-  g.disk_records = rs.ms_entries;
-  g.disk_pages = used_pages(g.txn);
-  lmdb::Cursor cursor(g.txn, records_dbi_);
+  g.disk_pages = used_pages(g);
+  g.first_disk_seq = 0;
+  g.last_disk_seq = 0;
+  if (g.disk_records == 0) return;
+  RecordCursor cursor(g.txn, g.segments);
   MDB_val k, v;
-  g.first_disk_seq = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
-  g.last_disk_seq = cursor.get(k, v, MDB_LAST) ? lmdb::seq_of(k) : 0;
+  g.first_disk_seq = cursor.seek(g.front + 1, k, v) ? lmdb::seq_of(k) : 0;
+  g.last_disk_seq = g.segments.back().last;
 }
 
 }  // namespace tank::queue

@@ -183,6 +183,10 @@ void Queue::Impl::reset_group(Group& g) const {
   g = Group{};
   g.next_seq = next_seq_;
   g.disk_bytes = disk_bytes_;
+  g.disk_records = disk_records_;
+  g.segments = segments_;
+  g.front = front_;
+  g.acknowledged_kept = acknowledged_kept_;
   g.consumers = consumers_;
   g.memory_bytes = memory_bytes_;
 }
@@ -213,6 +217,7 @@ bool Queue::Impl::write_group(std::vector<Pending*>& group, Group& g, bool allow
       if (g.wrote) {
         put_meta(g.txn, meta_dbi_, "next_seq", std::max(g.next_seq, g.seq_reserved));
         put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
+        if (g.front != front_) put_meta(g.txn, meta_dbi_, "front", g.front);
         capture_disk_shape(g);
       }
       // In memory mode a reader takes its disk snapshot and its copy of the RAM tier under
@@ -284,6 +289,9 @@ void Queue::Impl::finish_group_locked(Group& g, bool committed) {
       disk_bytes_ = g.disk_bytes;
       disk_records_ = g.disk_records;
       disk_pages_ = g.disk_pages;
+      segments_ = std::move(g.segments);
+      front_ = g.front;
+      acknowledged_kept_ = g.acknowledged_kept;
       first_disk_seq_ = g.first_disk_seq;
       last_disk_seq_ = g.last_disk_seq;
     }

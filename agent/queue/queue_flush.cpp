@@ -245,9 +245,10 @@ void Queue::Impl::release_pin_locked() {
 void Queue::Impl::account_written(MDB_txn* txn) {
   if (records_dbi_ == 0) return;  // the flush at open, before the databases are opened
   std::uint64_t used = 0;
-  for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, records_dbi_, meta_dbi_, state_dbi_, dead_letters_dbi_}) {
+  for (MDB_dbi dbi : {MDB_dbi{0}, MDB_dbi{1}, meta_dbi_, state_dbi_, dead_letters_dbi_}) {
     used += pages_of(stat_of(txn, dbi));
   }
+  for (const Segment& segment : segments_of(txn)) used += pages_of(stat_of(txn, segment.dbi));
   const std::uint64_t txnid = mdb_txn_id(txn);
   if (accounted_txnid_ == 0 || txnid <= accounted_txnid_) {
     accounted_pages_ = used;
@@ -340,19 +341,25 @@ void Queue::Impl::save_memory_tier() {
       std::uint64_t stored_bytes = 0;
       bool full = false;
       {
-        // LMDB frees a write transaction's cursors when it commits: this one must go first.
-        lmdb::Cursor cursor(txn.get(), records_dbi_);
+        // Each record goes to the segment whose run it falls in (the RAM tier may hold records older
+        // than the disk tier's: it overflowed to disk), or before the oldest; a free slot if none.
+        std::vector<Segment> segments = segments_in_write(txn.get());
+        if (segments.empty()) segments.push_back(Segment{0, slot_dbis_[0], records[next].first, records[next].first});
         for (std::size_t i = next; i < end; ++i) {
           std::string_view rec = records[i].second;
           const std::uint64_t need = (kNodeHeader + kKeyBytes + rec.size()) / page_size_ + 2;
-          if (used_pages(txn.get()) + need > bound_pages_) {
+          if (used_pages_of(txn.get(), segments) + need > bound_pages_) {
             full = true;
             break;
           }
+          std::size_t at = 0;
+          while (at + 1 < segments.size() && segments[at + 1].first <= records[i].first) ++at;
+          segments[at].first = std::min(segments[at].first, records[i].first);
+          segments[at].last = std::max(segments[at].last, records[i].first);
           lmdb::SeqKey key(records[i].first);
           MDB_val k = key.val();
           MDB_val v{rec.size(), nullptr};
-          lmdb::check(mdb_cursor_put(cursor.get(), &k, &v, MDB_RESERVE), "saving the memory tier");
+          lmdb::check(mdb_put(txn.get(), segments[at].dbi, &k, &v, MDB_RESERVE), "saving the memory tier");
           std::memcpy(v.mv_data, rec.data(), rec.size());
           seal_stored_record(records[i].first, static_cast<char*>(v.mv_data), rec.size());
           ++stored;

@@ -12,6 +12,7 @@
 //
 // Thread safety: as Queue's (every public member may be called from any thread).
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -33,10 +34,13 @@
 
 #include <lmdb.h>
 
+#include <fmt/format.h>
+
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "queue/lmdb.hpp"
 #include "queue/queue.hpp"
+#include "queue/verify.hpp"
 
 namespace tank::queue {
 
@@ -64,6 +68,52 @@ inline constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
 inline constexpr std::uint64_t kFaultAroundPages = 16;
 
 inline std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
+
+// Records live in segments: up to kSegmentSlots LMDB databases, "records" (slot 0, the only one
+// before segments: an older queue's records are its first segment as they are) and "records.1" to
+// "records.63". Each segment holds a contiguous run of sequence numbers; the runs do not overlap,
+// and the segments ordered by their first record are the queue in order. Appends go to the newest
+// segment until it holds segment_pages_ pages, then to a free slot. Acknowledged records are not
+// deleted one by one: the queue's front (meta "front") moves past them, readers never see them,
+// and a segment is emptied whole (mdb_drop, which frees its pages without reading its leaves)
+// once the front has passed its last record. Only under pressure (pages in use above the low
+// watermark) are acknowledged records still in the oldest segment deleted record by record, so
+// that they never keep records out. docs/queue.md, "Segments".
+inline constexpr unsigned kSegmentSlots = kRecordSegments;
+inline std::string segment_name(unsigned slot) { return slot == 0 ? "records" : fmt::format("records.{}", slot); }
+// The slot a database name is, or -1.
+int segment_slot(std::string_view name);
+
+struct Segment {
+  unsigned slot = 0;
+  MDB_dbi dbi = 0;
+  std::uint64_t first = 0;  // its first and last record (physically: acknowledged ones too)
+  std::uint64_t last = 0;
+};
+
+// Walks the records of several segments (oldest first, none empty) as one key space: the
+// operations are lmdb::Cursor's, over the union. Valid within one transaction.
+class RecordCursor {
+ public:
+  RecordCursor(MDB_txn* txn, std::vector<Segment> segments) : txn_(txn), segments_(std::move(segments)) {}
+  bool first(MDB_val& k, MDB_val& v);
+  bool last(MDB_val& k, MDB_val& v);
+  // The first record at or after `seq`.
+  bool seek(std::uint64_t seq, MDB_val& k, MDB_val& v);
+  bool next(MDB_val& k, MDB_val& v);
+  bool prev(MDB_val& k, MDB_val& v);
+  // The segment the cursor stands in (after a successful positioning).
+  const Segment& segment() const { return segments_[at_]; }
+  MDB_cursor* raw() const { return cursor_ ? cursor_->get() : nullptr; }
+
+ private:
+  bool enter(std::size_t i, MDB_cursor_op op, MDB_val& k, MDB_val& v);
+
+  MDB_txn* txn_;
+  std::vector<Segment> segments_;
+  std::size_t at_ = 0;
+  std::optional<lmdb::Cursor> cursor_;
+};
 
 inline MDB_stat stat_of(MDB_txn* txn, MDB_dbi dbi) {
   MDB_stat st{};
@@ -180,12 +230,25 @@ class Queue::Impl {
   void apply_records_disk(Group& g, Pending& p, std::uint64_t reserve_pages);
   void apply_records_memory(Group& g, Pending& p, std::uint64_t reserve_pages);
   void refuse_by_policy(Group& g, Pending& p, std::string why) const;
-  std::uint64_t used_pages(MDB_txn* txn) const;
+  // Pages in use by the records (of `segments`), meta and state databases.
+  std::uint64_t used_pages_of(MDB_txn* txn, const std::vector<Segment>& segments) const;
+  std::uint64_t used_pages(const Group& g) const;
   std::uint64_t estimate_pages(const EncodedRecords& records) const;
   std::uint64_t estimate_state_pages(const WriteBatch& batch) const;
   void evict_oldest_disk(Group& g, std::uint64_t target_pages, std::uint64_t below_seq);
   void put_records(Group& g, const EncodedRecords& records, std::uint64_t first_seq);
+  // Acknowledges every record up to and including `seq`: moves the front (counting the records and
+  // bytes it passes) and empties the segments it has passed.
   void delete_through(Group& g, std::uint64_t seq);
+  // Deletes, record by record, the acknowledged records still in the oldest segment.
+  void reclaim_acknowledged(Group& g);
+  // The segments of a read transaction's snapshot that hold records, oldest first (one walk of
+  // LMDB's main database), and its front.
+  std::vector<Segment> segments_of(MDB_txn* txn) const;
+  std::uint64_t front_of(MDB_txn* txn) const;
+  // The same for a write transaction (each slot's statistics: they include its uncommitted changes).
+  std::vector<Segment> segments_in_write(MDB_txn* txn) const;
+  std::uint64_t pressure_pages() const;
   void capture_disk_shape(Group& g) const;
   void finish_group_locked(Group& g, bool committed);
   void update_pressure_locked();
@@ -205,7 +268,9 @@ class Queue::Impl {
   std::unique_ptr<QueueMetrics> metrics_;
 
   MDB_env* env_ = nullptr;
-  MDB_dbi records_dbi_ = 0;
+  MDB_dbi records_dbi_ = 0;  // slot 0's ("records"); 0 until the databases are open
+  std::array<MDB_dbi, kSegmentSlots> slot_dbis_{};  // 0: the slot's database does not exist (read-only)
+  std::uint64_t segment_pages_ = 0;  // a segment takes appends until it holds this many pages
   MDB_dbi meta_dbi_ = 0;
   MDB_dbi state_dbi_ = 0;
   MDB_dbi dead_letters_dbi_ = 0;
@@ -231,6 +296,9 @@ class Queue::Impl {
   std::uint64_t disk_pages_ = 0;
   std::uint64_t first_disk_seq_ = 0;  // 0 when the disk tier is empty
   std::uint64_t last_disk_seq_ = 0;
+  std::vector<Segment> segments_;     // committed; the leader's (groups start from a copy)
+  std::uint64_t front_ = 0;           // every record up to here is acknowledged (meta "front")
+  std::uint64_t acknowledged_kept_ = 0;  // of them, records still stored (in the oldest segment)
   std::uint64_t seq_reserved_ = 0;    // memory mode: numbers up to here are reserved in LMDB
   std::map<std::string, std::uint64_t, std::less<>> consumers_;
   std::deque<MemoryChunk> memory_;
@@ -314,11 +382,18 @@ struct Queue::Impl::Group {
   // Said in the log once the group is committed (an apply may run more than once).
   std::vector<std::pair<log::Level, std::string>> consumer_news;
 
-  // The disk tier after the transaction (captured before commit).
+  // The disk tier after the transaction: records after the front (kept up to date), the rest
+  // captured before commit.
   std::uint64_t disk_records = 0;
   std::uint64_t disk_pages = 0;
   std::uint64_t first_disk_seq = 0;
   std::uint64_t last_disk_seq = 0;
+
+  // Segments after the transaction (a copy of the committed ones at the start), the front, and
+  // the acknowledged records still stored.
+  std::vector<Segment> segments;
+  std::uint64_t front = 0;
+  std::uint64_t acknowledged_kept = 0;
 
   // Memory tier changes.
   std::vector<MemoryChunk> memory_added;
@@ -342,5 +417,7 @@ struct Queue::Impl::Group {
   std::uint64_t refused_too_large = 0;
   bool saw_full = false;
 };
+
+inline std::uint64_t Queue::Impl::used_pages(const Group& g) const { return used_pages_of(g.txn, g.segments); }
 
 }  // namespace tank::queue

@@ -109,7 +109,7 @@ void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metric
       env_ = nullptr;
     }
     lmdb::check(mdb_env_create(&env_), "mdb_env_create");
-    lmdb::check(mdb_env_set_maxdbs(env_, 8), "mdb_env_set_maxdbs");
+    lmdb::check(mdb_env_set_maxdbs(env_, 8 + kSegmentSlots), "mdb_env_set_maxdbs");
     unsigned flags = MDB_NOTLS;
     if (read_only_) {
       flags |= MDB_RDONLY;
@@ -140,6 +140,10 @@ void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metric
   mdb_env_stat(env_, &st);
   page_size_ = st.ms_psize;
   bound_pages_ = options_.max_disk_bytes / page_size_;
+  // A thirty-second of the bound (so that the acknowledged records a segment keeps until it is
+  // passed whole are little of it), between 16 pages and 64 MiB (a larger segment gains nothing:
+  // emptying it is one mdb_drop either way).
+  segment_pages_ = std::clamp<std::uint64_t>(bound_pages_ / 32, 16, (std::uint64_t{64} << 20) / page_size_);
   dead_letter_bound_pages_ = std::max<std::uint64_t>(options_.dead_letter_max_bytes / page_size_, 4);
   node_max_ = (((page_size_ - kPageHeader) / 2) & ~std::uint64_t{1}) - 2;
 
@@ -156,6 +160,13 @@ void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metric
           throw OpenError(fmt::format("the queue in {} has not been initialised yet (start tank once)", dir.string()));
         }
         lmdb::check(orc, "mdb_dbi_open");
+      }
+      slot_dbis_[0] = records_dbi_;
+      for (unsigned slot = 1; slot < kSegmentSlots; ++slot) {
+        // A queue written before segments has slot 0 only.
+        int orc = mdb_dbi_open(txn.get(), segment_name(slot).c_str(), 0, &slot_dbis_[slot]);
+        if (orc == MDB_NOTFOUND) slot_dbis_[slot] = 0;
+        else lmdb::check(orc, "mdb_dbi_open");
       }
       txn.commit();  // keeps the database handles
       load_state();
@@ -182,6 +193,11 @@ void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metric
       }
       lmdb::Txn txn(env_, 0);
       lmdb::check(mdb_dbi_open(txn.get(), "records", MDB_CREATE, &records_dbi_), "creating the records database");
+      slot_dbis_[0] = records_dbi_;
+      for (unsigned slot = 1; slot < kSegmentSlots; ++slot) {
+        lmdb::check(mdb_dbi_open(txn.get(), segment_name(slot).c_str(), MDB_CREATE, &slot_dbis_[slot]),
+                    "creating a records segment");
+      }
       lmdb::check(mdb_dbi_open(txn.get(), "meta", MDB_CREATE, &meta_dbi_), "creating the meta database");
       lmdb::check(mdb_dbi_open(txn.get(), "state", MDB_CREATE, &state_dbi_), "creating the state database");
       lmdb::check(mdb_dbi_open(txn.get(), "dead_letters", MDB_CREATE, &dead_letters_dbi_),
@@ -207,7 +223,7 @@ void Queue::Impl::open_environment(const Queue* owner, metrics::Registry* metric
         put_meta(txn.get(), meta_dbi_, "queue_id", id);
       }
       txn.commit();
-      if (stored_format && *stored_format < kQueueFormat) upgrade_records(*stored_format);
+      if (stored_format && *stored_format < 2) upgrade_records(*stored_format);
       load_state();
       register_consumers();
     }
@@ -234,9 +250,13 @@ void Queue::Impl::register_consumers() {
   // consumer has passed.
   Group g;
   lmdb::Txn txn(env_, 0);
-  g.txn = txn.get();
+  g.txn = g.root = txn.get();
   g.next_seq = next_seq_;
   g.disk_bytes = disk_bytes_;
+  g.disk_records = disk_records_;
+  g.segments = segments_;
+  g.front = front_;
+  g.acknowledged_kept = acknowledged_kept_;
   std::map<std::string, std::uint64_t, std::less<>> wanted;
   for (const auto& name : options_.consumers) {
     auto it = consumers_.find(name);
@@ -260,6 +280,7 @@ void Queue::Impl::register_consumers() {
     for (const auto& [n, pos] : wanted) min_pos = std::min(min_pos, pos);
     delete_through(g, min_pos);
     put_meta(g.txn, meta_dbi_, "bytes", g.disk_bytes);
+    if (g.front != front_) put_meta(g.txn, meta_dbi_, "front", g.front);
   }
   txn.commit();
   load_state();
@@ -272,13 +293,19 @@ void Queue::Impl::load_state() {
   queue_id_ = get_meta(t, meta_dbi_, "queue_id").value_or(0);
   seq_reserved_ = get_meta(t, meta_dbi_, "seq_reserved").value_or(0);
   disk_bytes_ = get_meta(t, meta_dbi_, "bytes").value_or(0);
-  MDB_stat rs = stat_of(t, records_dbi_);
-  disk_records_ = rs.ms_entries;
-  disk_pages_ = pages_of(rs) + pages_of(stat_of(t, meta_dbi_)) + pages_of(stat_of(t, state_dbi_));
-  lmdb::Cursor cursor(t, records_dbi_);
+  segments_ = segments_of(t);
+  front_ = front_of(t);
+  disk_pages_ = used_pages_of(t, segments_);
+  // Records stored: all but the acknowledged ones the oldest segment still holds.
+  disk_records_ = 0;
+  for (const Segment& s : segments_) disk_records_ += stat_of(t, s.dbi).ms_entries;
+  acknowledged_kept_ = 0;
+  RecordCursor cursor(t, segments_);
   MDB_val k, v;
-  first_disk_seq_ = cursor.get(k, v, MDB_FIRST) ? lmdb::seq_of(k) : 0;
-  last_disk_seq_ = cursor.get(k, v, MDB_LAST) ? lmdb::seq_of(k) : 0;
+  for (bool more = cursor.first(k, v); more && lmdb::seq_of(k) <= front_; more = cursor.next(k, v)) ++acknowledged_kept_;
+  disk_records_ -= std::min(disk_records_, acknowledged_kept_);
+  first_disk_seq_ = disk_records_ > 0 && cursor.seek(front_ + 1, k, v) ? lmdb::seq_of(k) : 0;
+  last_disk_seq_ = disk_records_ > 0 ? segments_.back().last : 0;
   // Numbers reserved by a memory-mode run that crashed are skipped, never reused.
   next_seq_ = std::max({stored_next, seq_reserved_, last_disk_seq_ + 1, std::uint64_t{1}});
   consumers_.clear();

@@ -87,11 +87,11 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
     lock.unlock();
   }
 
-  lmdb::Cursor cursor(txn.get(), records_dbi_);
-  lmdb::SeqKey start(after + 1);
-  MDB_val k = start.val();
+  // Acknowledged records the oldest segment still holds are not the queue's any more.
+  RecordCursor cursor(txn.get(), segments_of(txn.get()));
+  MDB_val k;
   MDB_val v;
-  bool more = cursor.get(k, v, MDB_SET_RANGE);
+  bool more = cursor.seek(std::max(after, front_of(txn.get())) + 1, k, v);
   std::size_t mi = 0;
   while (!stop) {
     bool have_mem = mi < memory_index.size();
@@ -101,7 +101,7 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
       if (memory_cut && disk_seq > memory_cut_seq) break;
       if (have_mem && disk_seq == memory_index[mi].first) ++mi;  // in both tiers: once
       take(disk_seq, lmdb::view_of(v));
-      if (!stop) more = cursor.get(k, v, MDB_NEXT);
+      if (!stop) more = cursor.next(k, v);
     } else {
       auto [seq, span] = memory_index[mi++];
       take(seq, std::string_view(memory_copy).substr(span.first, span.second));
@@ -244,13 +244,15 @@ std::vector<std::uint64_t> Queue::Impl::disk_bytes_after(std::span<const std::ui
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return positions[a] > positions[b]; });
   lmdb::Txn txn(env_, MDB_RDONLY);
-  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  RecordCursor cursor(txn.get(), segments_of(txn.get()));
+  const std::uint64_t front = front_of(txn.get());
   MDB_val k;
   MDB_val v;
   std::uint64_t suffix = 0;
   std::size_t next = 0;  // positions (largest first) not yet passed
-  for (bool more = cursor.get(k, v, MDB_LAST); more; more = cursor.get(k, v, MDB_PREV)) {
+  for (bool more = cursor.last(k, v); more; more = cursor.prev(k, v)) {
     const std::uint64_t seq = lmdb::seq_of(k);
+    if (seq <= front) break;  // acknowledged: not the queue's any more
     while (next < order.size() && positions[order[next]] >= seq) out[order[next++]] = suffix;
     if (next == order.size()) break;
     suffix += v.mv_size;
@@ -304,15 +306,15 @@ Stats Queue::Impl::stats() const {
   }
   s.file_bytes = file_size();
   lmdb::Txn txn(env_, MDB_RDONLY);
-  lmdb::Cursor cursor(txn.get(), records_dbi_);
+  RecordCursor cursor(txn.get(), segments_of(txn.get()));
+  const std::uint64_t front = front_of(txn.get());
   // The ingest time of the first record after `pos`, in either tier (0 when none).
   auto oldest_after = [&](std::uint64_t pos) -> std::int64_t {
-    lmdb::SeqKey key(pos + 1);
-    MDB_val k = key.val();
+    MDB_val k;
     MDB_val v;
     std::uint64_t disk_seq = 0;
     std::int64_t disk_ns = 0;
-    if (cursor.get(k, v, MDB_SET_RANGE)) {
+    if (cursor.seek(std::max(pos, front) + 1, k, v)) {
       disk_seq = lmdb::seq_of(k);
       auto view = decode_record(disk_seq, lmdb::view_of(v));
       disk_ns = view ? view->ingest_ns : 0;

@@ -45,10 +45,15 @@ void walk(MDB_txn* txn, MDB_dbi dbi, F&& check) {
   }
 }
 
-VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::uint64_t next_seq) {
+// One segment of records (queue_impl.hpp): its first and last record are intact and before
+// next_seq, and with a full check every record in order. `range` gets its first and last record
+// ({0, 0} when it is empty).
+VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::uint64_t next_seq,
+                            std::pair<std::uint64_t, std::uint64_t>* range) {
   lmdb::Cursor cursor(txn, dbi);
   MDB_val key, value;
   std::string error;
+  *range = {0, 0};
   if (!cursor.get(key, value, MDB_FIRST)) return {};
   std::uint64_t first = lmdb::seq_of(key);
   if (!record_intact(first, lmdb::view_of(value), &error)) return damaged(error);
@@ -56,6 +61,7 @@ VerifyResult verify_records(MDB_txn* txn, MDB_dbi dbi, Verification depth, std::
   std::uint64_t last = lmdb::seq_of(key);
   if (!record_intact(last, lmdb::view_of(value), &error)) return damaged(error);
   if (last < first) return damaged("records out of order");
+  *range = {first, last};
   if (next_seq != 0 && last >= next_seq) {
     return damaged(fmt::format("record {} is beyond the stored next sequence number {}", last, next_seq));
   }
@@ -94,7 +100,7 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     return {Outcome::inaccessible, fmt::format("cannot stat {}: {}", data.string(), std::strerror(errno))};
   }
   auto open_lmdb = [&](lmdb::Env& env) -> std::optional<VerifyResult> {
-    lmdb::check(mdb_env_set_maxdbs(env.get(), 8), "mdb_env_set_maxdbs");
+    lmdb::check(mdb_env_set_maxdbs(env.get(), 8 + kRecordSegments), "mdb_env_set_maxdbs");
     unsigned flags = MDB_RDONLY | MDB_NOTLS | MDB_NORDAHEAD | (use_lock_file ? 0 : MDB_NOLOCK);
     int rc = mdb_env_open(env.get(), dir.c_str(), flags, 0);
     if (rc != 0 && !lmdb::is_damage(rc)) {
@@ -172,6 +178,13 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   MDB_dbi meta = 0, records = 0, state = 0;
   bool has_meta = open_db("meta", &meta);
   bool has_records = open_db("records", &records);
+  // The other segments (a queue written before segments has none).
+  std::vector<std::pair<std::string, MDB_dbi>> segments{{"records", records}};
+  for (unsigned slot = 1; slot < kRecordSegments && has_records; ++slot) {
+    const std::string name = fmt::format("records.{}", slot);
+    MDB_dbi dbi = 0;
+    if (open_db(name.c_str(), &dbi)) segments.emplace_back(name, dbi);
+  }
   bool has_state = open_db("state", &state);
   MDB_dbi dead_letters = 0;
   bool has_dead_letters = open_db("dead_letters", &dead_letters);
@@ -182,6 +195,7 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
     return {};
   }
   std::uint64_t next_seq = 0;
+  std::uint64_t front = 0;
   bool format_found = false;
   std::uint64_t newer_format = 0;
   walk(txn->get(), meta, [&](const MDB_val& k, const MDB_val& v) {
@@ -192,6 +206,8 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
       if (format > kQueueFormat) newer_format = format;
     } else if (key == "next_seq") {
       next_seq = lmdb::decode_u64(v);
+    } else if (key == "front") {
+      front = lmdb::decode_u64(v);
     } else if (key == "bytes" || key == "seq_reserved" || key.starts_with("consumer:")) {
       (void)lmdb::decode_u64(v);  // throws on a malformed value
     }
@@ -205,7 +221,25 @@ VerifyResult verify_env(const std::filesystem::path& dir, Verification depth, bo
   if (!format_found) return damaged("the meta database has no format version");
   if (!has_records || !has_state) return damaged("the records or state database is missing");
 
-  if (auto r = verify_records(txn->get(), records, depth, next_seq); r.outcome != Outcome::ok) return r;
+  // Each segment, and their runs of sequence numbers, which never overlap.
+  std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, std::string>> ranges;
+  for (const auto& [name, dbi] : segments) {
+    std::pair<std::uint64_t, std::uint64_t> range;
+    if (auto r = verify_records(txn->get(), dbi, depth, next_seq, &range); r.outcome != Outcome::ok) return r;
+    if (range.first != 0) ranges.emplace_back(range, name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (std::size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first.first <= ranges[i - 1].first.second) {
+      return damaged(fmt::format("records {} to {} (database \"{}\") overlap records {} to {} (database \"{}\")",
+                                 ranges[i].first.first, ranges[i].first.second, ranges[i].second,
+                                 ranges[i - 1].first.first, ranges[i - 1].first.second, ranges[i - 1].second));
+    }
+  }
+  if (next_seq != 0 && front >= next_seq) {
+    return damaged(fmt::format("the queue's front, record {}, is beyond the stored next sequence number {}", front,
+                               next_seq));
+  }
 
   if (depth == Verification::full && has_dead_letters) {
     std::string problem;

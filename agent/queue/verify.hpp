@@ -36,8 +36,13 @@ struct VerifyResult {
 };
 
 // The queue format this tank writes (and the newest it reads): 2 = records carry a CRC32C
-// (record.hpp). Format 1 queues are read and upgraded at open.
-inline constexpr std::uint64_t kQueueFormat = 2;
+// (record.hpp); 3 = records live in segments (the databases "records", "records.1" ...
+// "records.<kRecordSegments - 1>") and the meta entry "front" says up to which record every
+// consumer has passed (docs/queue.md, "Segments"). Formats 1 and 2 are read and upgraded at open
+// (a format-2 queue's records are its first segment as they are); a tank of format 2 refuses a
+// format-3 queue, which it would misread.
+inline constexpr std::uint64_t kQueueFormat = 3;
+inline constexpr unsigned kRecordSegments = 64;
 
 struct VerifyOptions {
   Verification depth = Verification::quick;

@@ -388,35 +388,44 @@ TEST_CASE("a queue of format 1 is upgraded in place at open", "[queue][recovery]
   CHECK(all.back().second == "old-3000");
   REQUIRE(q->append(batch_of({"new"}, clock)).ok());
   q->close();
-  // Every record now carries its checksum, and the queue says format 2 (an older tank refuses it).
+  // Every record now carries its checksum, and the queue says format 3 (an older tank refuses it).
+  // The old records stay where they were, in the first segment ("records"); the new one may be
+  // in another.
   queue::VerifyOptions full;
   full.depth = queue::Verification::full;
   CHECK(queue::verify_in_child(dir / "q", full).outcome == queue::VerifyResult::Outcome::ok);
   MDB_env* env = nullptr;
   REQUIRE(mdb_env_create(&env) == 0);
-  mdb_env_set_maxdbs(env, 8);
+  mdb_env_set_maxdbs(env, 8 + queue::kRecordSegments);
   REQUIRE(mdb_env_open(env, (dir / "q").c_str(), MDB_RDONLY, 0640) == 0);
   MDB_txn* txn = nullptr;
   REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
-  MDB_dbi records, meta;
-  REQUIRE(mdb_dbi_open(txn, "records", 0, &records) == 0);
+  MDB_dbi meta;
   REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
-  MDB_cursor* cursor = nullptr;
-  REQUIRE(mdb_cursor_open(txn, records, &cursor) == 0);
   MDB_val k, v;
   std::size_t format2 = 0;
-  for (int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
-    std::uint64_t seq = 0;
-    for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | static_cast<unsigned char>(static_cast<char*>(k.mv_data)[i]);
-    std::string_view stored(static_cast<const char*>(v.mv_data), v.mv_size);
-    if (stored[0] == 2 && queue::record_intact(seq, stored)) ++format2;
+  std::size_t in_first = 0;
+  for (unsigned slot = 0; slot < queue::kRecordSegments; ++slot) {
+    const std::string name = slot == 0 ? "records" : "records." + std::to_string(slot);
+    MDB_dbi records;
+    REQUIRE(mdb_dbi_open(txn, name.c_str(), 0, &records) == 0);
+    MDB_cursor* cursor = nullptr;
+    REQUIRE(mdb_cursor_open(txn, records, &cursor) == 0);
+    for (int rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+      std::uint64_t seq = 0;
+      for (std::size_t i = 0; i < 8; ++i) seq = (seq << 8) | static_cast<unsigned char>(static_cast<char*>(k.mv_data)[i]);
+      std::string_view stored(static_cast<const char*>(v.mv_data), v.mv_size);
+      if (stored[0] == 2 && queue::record_intact(seq, stored)) ++format2;
+      if (slot == 0) ++in_first;
+    }
+    mdb_cursor_close(cursor);
   }
   CHECK(format2 == 3001);
+  CHECK(in_first >= 3000);
   std::string fk = "format";
   MDB_val key{fk.size(), fk.data()};
   REQUIRE(mdb_get(txn, meta, &key, &v) == 0);
   CHECK(*static_cast<const std::uint64_t*>(v.mv_data) == queue::kQueueFormat);
-  mdb_cursor_close(cursor);
   mdb_txn_abort(txn);
   mdb_env_close(env);
 }

@@ -239,7 +239,7 @@ TEST_CASE("a queue from a newer tank is refused, not moved aside", "[queue][reco
     MDB_dbi meta;
     REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
     std::string key = "format";
-    std::string value("\x03\0\0\0\0\0\0\0", 8);
+    std::string value("\x04\0\0\0\0\0\0\0", 8);
     MDB_val k{key.size(), key.data()};
     MDB_val v{value.size(), value.data()};
     REQUIRE(mdb_put(txn, meta, &k, &v, 0) == 0);
@@ -250,7 +250,7 @@ TEST_CASE("a queue from a newer tank is refused, not moved aside", "[queue][reco
     Queue::open(small_queue(dir / "q"), clock, nullptr);
     FAIL("expected OpenError");
   } catch (const queue::OpenError& e) {
-    CHECK(std::string(e.what()).find("format 3 by a newer tank") != std::string::npos);
+    CHECK(std::string(e.what()).find("format 4 by a newer tank") != std::string::npos);
   }
   CHECK(damaged_copies(dir.path()).empty());
 }

@@ -1279,6 +1279,17 @@ typedef struct MDB_protect {
 	MDB_pgset	pr_alloc;	/**< pages below pr_next allocated since */
 	MDB_pgset	pr_free;	/**< pages below pr_next free in it, seen since */
 	MDB_pgset	pr_held;	/**< its pages freed since: not to be reused */
+	/** Candidates for mdb_page_alloc(), unsorted, used as stacks: pages
+	 *	of me_pghead[] written since the snapshot (pr_warmv) and pages of it
+	 *	free in the snapshot (pr_freev), as mdb_protect_load() classified
+	 *	them (and what me_pghead[] held when the protection began). An entry
+	 *	whose page has left me_pghead[] since is dropped when reached, so a
+	 *	page is found in O(1) amortised however many held pages
+	 *	me_pghead[] holds (a segment of records dropped whole frees thousands
+	 *	at once).
+	 */
+	MDB_pgset	pr_warmv;
+	MDB_pgset	pr_freev;
 } MDB_protect;
 #define MDB_PROTECT_MAX	8
 /** tank: a full memory barrier (a reader's begin, mdb_txn_renew0()) */
@@ -2227,6 +2238,22 @@ mdb_pgset_free(MDB_pgset *s)
 	s->ps_n = s->ps_cap = 0;
 }
 
+/** tank: push p onto the stack s (no order, duplicates allowed). */
+static int
+mdb_pgvec_push(MDB_pgset *s, pgno_t p)
+{
+	if (s->ps_n == s->ps_cap) {
+		size_t cap = s->ps_cap ? 2 * s->ps_cap : 64;
+		pgno_t *v = realloc(s->ps_v, cap * sizeof(pgno_t));
+		if (!v)
+			return ENOMEM;
+		s->ps_v = v;
+		s->ps_cap = cap;
+	}
+	s->ps_v[s->ps_n++] = p;
+	return MDB_SUCCESS;
+}
+
 static int
 mdb_pgno_cmp(const void *a, const void *b)
 {
@@ -2292,14 +2319,29 @@ mdb_protect_load(MDB_env *env, txnid_t key, const pgno_t *idl)
 			return ENOMEM;
 		for (k = 0, i = 1; i <= n; i++) {
 			pgno_t p = idl[i];
-			if (p >= pr->pr_next || mdb_pgset_has(&pr->pr_alloc, p) ||
-				mdb_pgset_has(&pr->pr_free, p) || mdb_pgset_has(&pr->pr_held, p))
+			if (p >= pr->pr_next || mdb_pgset_has(&pr->pr_alloc, p)) {
+				if ((rc = mdb_pgvec_push(&pr->pr_warmv, p)) != 0)
+					break;
+				continue;
+			}
+			if (mdb_pgset_has(&pr->pr_free, p)) {
+				if ((rc = mdb_pgvec_push(&pr->pr_freev, p)) != 0)
+					break;
+				continue;
+			}
+			if (mdb_pgset_has(&pr->pr_held, p))
 				continue;
 			tmp[k++] = p;
 		}
+		if (rc)
+			break;
 		if (k) {
 			qsort(tmp, k, sizeof(pgno_t), mdb_pgno_cmp);
 			rc = mdb_pgset_merge(before ? &pr->pr_free : &pr->pr_held, tmp, k);
+			if (rc)
+				break;
+			for (i = 0; before && i < k && !rc; i++)
+				rc = mdb_pgvec_push(&pr->pr_freev, tmp[i]);
 			if (rc)
 				break;
 		}
@@ -2349,10 +2391,43 @@ mdb_protect_gc(MDB_env *env)
 		mdb_pgset_free(&pr->pr_alloc);
 		mdb_pgset_free(&pr->pr_free);
 		mdb_pgset_free(&pr->pr_held);
+		mdb_pgset_free(&pr->pr_warmv);
+		mdb_pgset_free(&pr->pr_freev);
 		pr->pr_used = 0;
 		env->me_nprotect--;
 		env->me_nretiring--;
 	}
+}
+
+/** tank: the newest protected (not retiring) snapshot, or NULL. */
+static MDB_protect *
+mdb_protect_newest(MDB_env *env)
+{
+	MDB_protect *pr = NULL;
+	int g;
+	for (g = 0; g < MDB_PROTECT_MAX; g++)
+		if (env->me_protect[g].pr_refs && (!pr || env->me_protect[g].pr_txnid > pr->pr_txnid))
+			pr = &env->me_protect[g];
+	return pr;
+}
+
+/** tank: pop candidates off v until one is in me_pghead[] (descending)
+ *	and held by no snapshot: its index in mop, or 0 when v ran out.
+ */
+static unsigned
+mdb_protect_pop(MDB_env *env, MDB_pgset *v, pgno_t *mop)
+{
+	unsigned i, n = mop ? mop[0] : 0;
+	while (v->ps_n && n) {
+		pgno_t p = v->ps_v[v->ps_n - 1];
+		i = mdb_midl_search(mop, p);
+		/* Left on the stack: taking it removes it from mop, and the
+		 * next call drops it. */
+		if (i <= n && mop[i] == p && !mdb_protect_held(env, p, 1))
+			return i;
+		v->ps_n--;
+	}
+	return 0;
 }
 
 /** tank: a free page of me_pghead[] (descending) that the write
@@ -2362,32 +2437,32 @@ mdb_protect_gc(MDB_env *env)
 static unsigned
 mdb_protect_warm(MDB_env *env, pgno_t *mop)
 {
-	MDB_protect *pr = NULL;
-	unsigned i, n = mop ? mop[0] : 0;
-	size_t k;
-	int g;
-	for (g = 0; g < MDB_PROTECT_MAX; g++)
-		if (env->me_protect[g].pr_refs && (!pr || env->me_protect[g].pr_txnid > pr->pr_txnid))
-			pr = &env->me_protect[g];
-	if (!pr || !n)
+	MDB_protect *pr = mdb_protect_newest(env);
+	if (!pr || !mop || !mop[0])
 		return 0;
 	/* Pages past its end were all allocated since (and no older
 	 * snapshot holds them: its end is not further)
 	 */
 	if (mop[1] >= pr->pr_next)
 		return 1;
-	if (pr->pr_alloc.ps_n < n) {
-		for (k = pr->pr_alloc.ps_n; k-- > 0; ) {
-			pgno_t p = pr->pr_alloc.ps_v[k];
-			i = mdb_midl_search(mop, p);
-			if (i <= n && mop[i] == p && !mdb_protect_held(env, p, 1))
-				return i;
-		}
-	} else {
-		for (i = 1; i <= n; i++)
-			if (mdb_pgset_has(&pr->pr_alloc, mop[i]) && !mdb_protect_held(env, mop[i], 1))
-				return i;
-	}
+	return mdb_protect_pop(env, &pr->pr_warmv, mop);
+}
+
+/** tank: a free page of me_pghead[] that no snapshot holds: its index,
+ *	or 0. Without a protected (not retiring) snapshot, a scan.
+ */
+static unsigned
+mdb_protect_unheld(MDB_env *env, pgno_t *mop)
+{
+	MDB_protect *pr = mdb_protect_newest(env);
+	unsigned i;
+	if (!mop || !mop[0])
+		return 0;
+	if (pr)
+		return mdb_protect_pop(env, &pr->pr_freev, mop);
+	for (i = mop[0]; i > 0; i--)
+		if (!mdb_protect_held(env, mop[i], 1))
+			return i;
 	return 0;
 }
 
@@ -2602,12 +2677,9 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	}
 
 	/* tank: no page written since the protected snapshot: any not held */
-	if (warm) {
-		for (i = mop_len; i > 0; i--) {
-			pgno = mop[i];
-			if (!mdb_protect_held(env, pgno, 1))
-				goto search_done;
-		}
+	if (warm && (i = mdb_protect_unheld(env, mop)) != 0) {
+		pgno = mop[i];
+		goto search_done;
 	}
 
 	/* Use new pages from the map when nothing suitable in the freeDB */
@@ -10087,7 +10159,23 @@ mdb_env_protect(MDB_env *env, MDB_txn *rtxn)
 			pr->pr_refs = 1;
 			pr->pr_next = pr->pr_top = rtxn->mt_next_pgno;
 			pr->pr_alloc.ps_n = pr->pr_free.ps_n = pr->pr_held.ps_n = 0;
+			pr->pr_warmv.ps_n = pr->pr_freev.ps_n = 0;
 			env->me_nprotect++;
+			/* The free pages already read from the freeDB are free in
+			 * the snapshot: candidates (held by an older one, maybe).
+			 */
+			if (env->me_pghead) {
+				unsigned i;
+				/* Smallest last: popped first, keeping the file compact */
+				for (i = 1; i <= env->me_pghead[0] && !rc; i++)
+					rc = mdb_pgvec_push(&pr->pr_freev, env->me_pghead[i]);
+				if (rc) {
+					mdb_pgset_free(&pr->pr_warmv);
+					mdb_pgset_free(&pr->pr_freev);
+					pr->pr_used = 0;
+					env->me_nprotect--;
+				}
+			}
 		}
 	}
 	mdb_protect_unlock(env);

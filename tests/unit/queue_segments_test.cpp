@@ -1,0 +1,200 @@
+// Records live in segments (queue_impl.hpp): acknowledged records leave a segment at a time, the
+// queue's front hides the ones a segment still holds, and under pressure they are deleted so that
+// they never keep new records out.
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <string>
+
+#include "queue/lmdb_file.hpp"
+#include "queue/queue.hpp"
+#include "queue/verify.hpp"
+#include "support/queue_helpers.hpp"
+
+using namespace tank;
+using namespace tank::test;
+using queue::CommitStatus;
+using queue::Queue;
+namespace lf = queue::lmdb_file;
+
+namespace {
+
+// The records each segment holds, straight from the file (the writer's pages are in the page
+// cache: fsync = "never" writes them with write()). Slot -> (count, first, last).
+struct SegmentContent {
+  std::uint64_t count = 0;
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+};
+std::map<unsigned, SegmentContent> segments_in(const std::filesystem::path& dir) {
+  lf::File file(dir / "data.mdb");
+  lf::Metas metas = file.read_metas();
+  const int newest = metas.newest();
+  REQUIRE(newest >= 0);
+  const lf::Meta& meta = metas.slots[static_cast<std::size_t>(newest)];
+  std::map<unsigned, SegmentContent> out;
+  for (unsigned slot = 0; slot < queue::kRecordSegments; ++slot) {
+    const std::string name = slot == 0 ? "records" : "records." + std::to_string(slot);
+    SegmentContent c;
+    lf::for_each_entry(file, meta, name, [&](std::string_view k, std::string_view) {
+      std::uint64_t seq = 0;
+      for (char ch : k) seq = seq << 8 | static_cast<unsigned char>(ch);
+      if (c.count == 0) c.first = seq;
+      c.last = seq;
+      ++c.count;
+      return true;
+    });
+    if (c.count > 0) out[slot] = c;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("records fill segments in order and acknowledged ones leave a segment at a time", "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  // 4 MiB: segments of 32 pages (128 KiB).
+  auto opts = small_queue(dir / "q", 4 << 20);
+  auto q = Queue::open(opts, clock, nullptr);
+  for (int i = 0; i < 30; ++i) REQUIRE(q->append(batch_of(payloads(200, "b" + std::to_string(i) + "-", 100), clock)).ok());
+  REQUIRE(q->stats().records == 6000);
+
+  auto segments = segments_in(dir / "q");
+  REQUIRE(segments.size() >= 4);
+  // Contiguous runs, in order, together every record.
+  std::uint64_t expect = 1;
+  std::map<std::uint64_t, unsigned> by_first;
+  for (const auto& [slot, c] : segments) by_first[c.first] = slot;
+  for (const auto& [first, slot] : by_first) {
+    CHECK(first == expect);
+    expect = segments[slot].last + 1;
+    CHECK(segments[slot].count == segments[slot].last - segments[slot].first + 1);
+  }
+  CHECK(expect == 6001);
+
+  // Acknowledge into the middle of the third segment: the two before it are emptied whole, the
+  // third keeps its acknowledged records, which no reader sees.
+  auto it = by_first.begin();
+  std::advance(it, 2);
+  const unsigned third = it->second;
+  const std::uint64_t ack_to = segments[third].first + 10;
+  REQUIRE(q->ack("out", ack_to).ok());
+  auto after = segments_in(dir / "q");
+  CHECK(after.size() == segments.size() - 2);
+  CHECK(after.at(third).count == segments[third].count);  // kept whole, not deleted record by record
+  CHECK(q->stats().records == 6000 - ack_to);
+  CHECK(q->stats().first_seq == ack_to + 1);
+  auto all = everything(*q);
+  REQUIRE(all.size() == 6000 - ack_to);
+  CHECK(all.front().first == ack_to + 1);
+  CHECK(all.back().first == 6000);
+  // A reader from the start (any position before the front) starts after the front.
+  queue::ReadLimits one;
+  one.max_records = 1;
+  CHECK(seqs_of(q->read(0, one)) == std::vector<std::uint64_t>{ack_to + 1});
+  const auto bytes_before = q->stats().bytes;
+  CHECK(bytes_before == (6000 - ack_to) * q->read(ack_to, one).bytes());
+  CHECK(q->stats().consumers.at(0).lag_records == 6000 - ack_to);
+  CHECK(q->disk_bytes_after(std::vector<std::uint64_t>{0, ack_to, 5990}) ==
+        std::vector<std::uint64_t>{bytes_before, bytes_before, 10 * q->read(ack_to, one).bytes()});
+
+  // After a reopen: the same queue (the front is stored).
+  q->close();
+  q = Queue::open(opts, clock, nullptr);
+  CHECK(q->stats().records == 6000 - ack_to);
+  CHECK(q->stats().bytes == bytes_before);
+  CHECK(q->stats().first_seq == ack_to + 1);
+  CHECK(everything(*q).size() == 6000 - ack_to);
+
+  // Everything acknowledged: every segment is emptied, appending goes on.
+  REQUIRE(q->ack("out", 6000).ok());
+  CHECK(segments_in(dir / "q").empty());
+  CHECK(q->stats().records == 0);
+  CHECK(q->stats().bytes == 0);
+  REQUIRE(q->append(batch_of({"next"}, clock)).ok());
+  all = everything(*q);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0] == std::pair<std::uint64_t, std::string>{6001, "next"});
+  q->close();
+  queue::VerifyOptions full;
+  full.depth = queue::Verification::full;
+  CHECK(queue::verify_in_child(dir / "q", full).outcome == queue::VerifyResult::Outcome::ok);
+}
+
+TEST_CASE("acknowledged records a segment still holds stay gone when no consumer is left", "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q", 4 << 20);
+  {
+    auto q = Queue::open(opts, clock, nullptr);
+    REQUIRE(q->append(batch_of(payloads(100), clock)).ok());
+    REQUIRE(q->ack("out", 40).ok());
+    CHECK(segments_in(dir / "q").begin()->second.count == 100);  // still stored
+  }
+  // Reopened with no consumer: nothing acknowledges any more, and what was acknowledged does not
+  // come back.
+  opts.consumers.clear();
+  auto q = Queue::open(opts, clock, nullptr);
+  CHECK(q->stats().records == 60);
+  auto all = everything(*q);
+  REQUIRE(all.size() == 60);
+  CHECK(all.front().first == 41);
+}
+
+TEST_CASE("acknowledged records a segment still holds never keep new records out", "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  // The smallest queue: 64 pages, segments of 16 (a quarter of the bound).
+  auto opts = small_queue(dir / "q", 256 << 10);
+  auto q = Queue::open(opts, clock, nullptr);
+  auto fill = [&] {
+    std::uint64_t taken = 0;
+    for (int i = 0; i < 10000; ++i) {
+      auto r = q->append(batch_of(payloads(10, "f", 200), clock));
+      if (r.status == CommitStatus::full) break;
+      REQUIRE(r.ok());
+      taken += 10;
+    }
+    return taken;
+  };
+  const std::uint64_t first_fill = fill();
+  REQUIRE(first_fill > 300);
+  // Every record but the newest acknowledged: the newest segment is mostly acknowledged records.
+  const std::uint64_t last = q->stats().last_seq;
+  REQUIRE(q->ack("out", last - 1).ok());
+  CHECK(q->stats().records == 1);
+  // The queue takes (nearly) as much again as the first time: the acknowledged records the last
+  // segment held were deleted to make room. (Kept, they would take a quarter of this queue; the
+  // few per cent less are the one record left and where the segments' partly filled pages fall.)
+  const std::uint64_t second_fill = fill();
+  CHECK(second_fill * 10 >= first_fill * 9);
+  CHECK(q->stats().records == second_fill + 1);
+  CHECK(q->stats().disk_used_bytes <= opts.max_disk_bytes);
+  auto all = everything(*q);
+  REQUIRE(all.size() == second_fill + 1);
+  CHECK(all.front().first == last);
+}
+
+TEST_CASE("drop_oldest evicts across segments and keeps their runs in order", "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q", 256 << 10);
+  opts.overflow = queue::Overflow::drop_oldest;
+  auto q = Queue::open(opts, clock, nullptr);
+  for (int i = 0; i < 300; ++i) REQUIRE(q->append(batch_of(payloads(10, "d", 200), clock)).ok());
+  REQUIRE(q->ack("out", 5).ok());
+  const auto s = q->stats();
+  CHECK(s.disk_used_bytes <= opts.max_disk_bytes);
+  CHECK(s.last_seq == 3000);
+  auto all = everything(*q);
+  REQUIRE(all.size() == s.records);
+  REQUIRE(!all.empty());
+  CHECK(all.back().first == 3000);
+  for (std::size_t i = 1; i < all.size(); ++i) CHECK(all[i].first == all[i - 1].first + 1);
+  q->close();
+  queue::VerifyOptions full;
+  full.depth = queue::Verification::full;
+  CHECK(queue::verify_in_child(dir / "q", full).outcome == queue::VerifyResult::Outcome::ok);
+}
