@@ -92,7 +92,11 @@ struct Segment {
 };
 
 // Walks the records of several segments (oldest first, none empty) as one key space: the
-// operations are lmdb::Cursor's, over the union. Valid within one transaction.
+// operations are lmdb::Cursor's, over the union. Valid within one transaction. Forward (seek,
+// next) it also works with a segment list newer than the transaction's snapshot, as long as it
+// starts after that list's front: a segment the snapshot lacks is empty in it, one the list lacks
+// holds only records at or before the front, and a slot emptied and used again since holds, in
+// the snapshot, only such records too (next() enters a segment after the last key returned).
 class RecordCursor {
  public:
   RecordCursor(MDB_txn* txn, std::vector<Segment> segments) : txn_(txn), segments_(std::move(segments)) {}

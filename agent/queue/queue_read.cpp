@@ -87,11 +87,24 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
     lock.unlock();
   }
 
-  // Acknowledged records the oldest segment still holds are not the queue's any more.
-  RecordCursor cursor(txn.get(), segments_of(txn.get()));
+  // The segments and the front as committed now, which is at or after the snapshot just taken
+  // (RecordCursor says why that is sound); acknowledged records the oldest segment still holds are
+  // not the queue's any more. A read-only queue (another process writes) asks its snapshot.
+  std::vector<Segment> segments;
+  std::uint64_t front = 0;
+  if (read_only_) {
+    segments = segments_of(txn.get());
+    front = front_of(txn.get());
+  } else {
+    if (!lock.owns_lock()) lock.lock();
+    segments = segments_;
+    front = front_;
+    lock.unlock();
+  }
+  RecordCursor cursor(txn.get(), std::move(segments));
   MDB_val k;
   MDB_val v;
-  bool more = cursor.seek(std::max(after, front_of(txn.get())) + 1, k, v);
+  bool more = cursor.seek(std::max(after, front) + 1, k, v);
   std::size_t mi = 0;
   while (!stop) {
     bool have_mem = mi < memory_index.size();

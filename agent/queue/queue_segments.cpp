@@ -64,9 +64,14 @@ bool RecordCursor::seek(std::uint64_t seq, MDB_val& k, MDB_val& v) {
 
 bool RecordCursor::next(MDB_val& k, MDB_val& v) {
   if (!cursor_) return false;
+  const std::uint64_t previous = lmdb::seq_of(k);
   if (cursor_->get(k, v, MDB_NEXT)) return true;
+  // The next segment's records after the last one returned: a segment list newer than the
+  // transaction's snapshot may name a slot that, in the snapshot, still holds older records.
   for (std::size_t i = at_ + 1; i < segments_.size(); ++i) {
-    if (enter(i, MDB_FIRST, k, v)) return true;
+    lmdb::SeqKey key(previous + 1);
+    k = key.val();
+    if (enter(i, MDB_SET_RANGE, k, v)) return true;
   }
   return false;
 }
