@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
   }
   queue::Options options;
   options.dir = argv[1];
-  options.max_disk_bytes = 64 << 20;
+  // Small, so that segments (a thirty-second of it: 128 KiB) roll and are emptied whole many
+  // times a round, and the queue fills (then everything is acknowledged).
+  options.max_disk_bytes = 4 << 20;
   std::string fsync = argv[2];
   options.fsync = fsync == "always" ? queue::Fsync::always
                   : fsync == "never" ? queue::Fsync::never

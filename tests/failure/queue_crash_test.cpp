@@ -93,7 +93,7 @@ TEST_CASE("kill -9 at random moments loses no committed record and resurrects no
 
     // Reopen and judge.
     ManualClock clock;
-    auto options = small_queue(queue_dir, 64 << 20);
+    auto options = small_queue(queue_dir, 4 << 20);  // as the child's
     options.consumers = {"c"};
     queue::OpenReport report;
     auto q = queue::Queue::open(options, clock, nullptr, &report);

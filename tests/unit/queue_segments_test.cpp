@@ -3,12 +3,14 @@
 // they never keep new records out.
 
 #include <catch2/catch.hpp>
+#include <lmdb.h>
 
 #include <map>
 #include <string>
 
 #include "queue/lmdb_file.hpp"
 #include "queue/queue.hpp"
+#include "queue/record.hpp"
 #include "queue/verify.hpp"
 #include "support/queue_helpers.hpp"
 
@@ -193,6 +195,80 @@ TEST_CASE("drop_oldest evicts across segments and keeps their runs in order", "[
   REQUIRE(!all.empty());
   CHECK(all.back().first == 3000);
   for (std::size_t i = 1; i < all.size(); ++i) CHECK(all[i].first == all[i - 1].first + 1);
+  q->close();
+  queue::VerifyOptions full;
+  full.depth = queue::Verification::full;
+  CHECK(queue::verify_in_child(dir / "q", full).outcome == queue::VerifyResult::Outcome::ok);
+}
+
+TEST_CASE("a queue of format 2 (one records database) opens as it is: its records are the first segment",
+          "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q", 4 << 20);
+  // What a format-2 tank left: the databases "records", "meta", "state" and "dead_letters", the
+  // records after the consumer's position, format 2 in meta, no "front".
+  std::filesystem::create_directories(dir / "q");
+  {
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 8);
+    mdb_env_set_mapsize(env, 64 << 20);
+    REQUIRE(mdb_env_open(env, (dir / "q").c_str(), 0, 0640) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi meta, records, state, dead;
+    REQUIRE(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
+    REQUIRE(mdb_dbi_open(txn, "records", MDB_CREATE, &records) == 0);
+    REQUIRE(mdb_dbi_open(txn, "state", MDB_CREATE, &state) == 0);
+    REQUIRE(mdb_dbi_open(txn, "dead_letters", MDB_CREATE, &dead) == 0);
+    auto put = [&](MDB_dbi dbi, std::string k, std::string v) {
+      MDB_val key{k.size(), k.data()};
+      MDB_val val{v.size(), v.data()};
+      REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
+    };
+    auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
+    std::uint64_t bytes = 0;
+    for (std::uint64_t seq = 1001; seq <= 3000; ++seq) {
+      queue::EncodedRecords b;
+      b.add("in", 1000 + static_cast<std::int64_t>(seq), "old-" + std::to_string(seq));
+      std::string v(b.encoded(0));
+      queue::seal_stored_record(seq, v.data(), v.size());
+      std::string key(8, '\0');
+      for (int i = 0; i < 8; ++i) key[static_cast<std::size_t>(7 - i)] = static_cast<char>((seq >> (8 * i)) & 0xff);
+      put(records, key, v);
+      bytes += v.size();
+    }
+    put(meta, "format", u64(2));
+    put(meta, "next_seq", u64(3001));
+    put(meta, "bytes", u64(bytes));
+    put(meta, "consumer:out", u64(1000));
+    put(meta, "queue_id", u64(42));
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto q = Queue::open(opts, clock, nullptr);
+  CHECK(q->stats().records == 2000);
+  auto all = everything(*q);
+  REQUIRE(all.size() == 2000);
+  CHECK(all.front() == std::pair<std::uint64_t, std::string>{1001, "old-1001"});
+  CHECK(all.back() == std::pair<std::uint64_t, std::string>{3000, "old-3000"});
+  // Part of it acknowledged: kept in its segment; new records go on in other segments.
+  REQUIRE(q->ack("out", 2500).ok());
+  CHECK(segments_in(dir / "q").at(0).count == 2000);
+  for (int i = 0; i < 20; ++i) REQUIRE(q->append(batch_of(payloads(500, "new", 100), clock)).ok());
+  CHECK(segments_in(dir / "q").size() >= 3);
+  all = everything(*q);
+  REQUIRE(all.size() == 500 + 10000);
+  CHECK(all.front().first == 2501);
+  CHECK(all[500].second.starts_with("new"));
+  // Past the old database's last record (the first appends filled it up to a segment's size): it
+  // is emptied whole.
+  const std::uint64_t old_last = segments_in(dir / "q").at(0).last;
+  CHECK(old_last >= 3000);
+  REQUIRE(q->ack("out", old_last).ok());
+  CHECK_FALSE(segments_in(dir / "q").contains(0));
+  CHECK(q->stats().records == 13000 - old_last);
   q->close();
   queue::VerifyOptions full;
   full.depth = queue::Verification::full;
