@@ -15,6 +15,7 @@
 #include "queue/recovery_point.hpp"
 #include "queue/verify.hpp"
 #include "support/queue_helpers.hpp"
+#include "support/raw_lmdb.hpp"
 
 using namespace tank;
 using namespace tank::test;
@@ -347,23 +348,10 @@ TEST_CASE("a queue of format 1 is upgraded in place at open", "[queue][recovery]
     auto q = Queue::open(small_queue(dir / "q", 8 << 20), clock, nullptr);
   }
   {
-    MDB_env* env = nullptr;
-    REQUIRE(mdb_env_create(&env) == 0);
-    mdb_env_set_maxdbs(env, 8);
-    mdb_env_set_mapsize(env, 64 << 20);
-    REQUIRE(mdb_env_open(env, (dir / "q").c_str(), 0, 0640) == 0);
-    MDB_txn* txn = nullptr;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi meta, records;
-    REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
-    REQUIRE(mdb_dbi_open(txn, "records", 0, &records) == 0);
-    auto put = [&](MDB_dbi dbi, std::string k, std::string v) {
-      MDB_val key{k.size(), k.data()};
-      MDB_val val{v.size(), v.data()};
-      REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
-    };
-    auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
-    put(meta, "format", u64(1));
+    RawLmdb raw(dir / "q");
+    const MDB_dbi meta = raw.db("meta");
+    const MDB_dbi records = raw.db("records");
+    raw.put(meta, "format", RawLmdb::u64(1));
     std::uint64_t bytes = 0;
     for (std::uint64_t seq = 1; seq <= 3000; ++seq) {
       queue::EncodedRecords b;
@@ -371,15 +359,12 @@ TEST_CASE("a queue of format 1 is upgraded in place at open", "[queue][recovery]
       std::string v2(b.encoded(0));
       std::string v1 = v2.substr(0, queue::kRecordHeaderBytesV1) + v2.substr(queue::kRecordHeaderBytes);
       v1[0] = 1;
-      std::string key(8, '\0');
-      for (int i = 0; i < 8; ++i) key[static_cast<std::size_t>(7 - i)] = static_cast<char>((seq >> (8 * i)) & 0xff);
-      put(records, key, v1);
+      raw.put(records, RawLmdb::seq_key(seq), v1);
       bytes += v1.size();
     }
-    put(meta, "next_seq", u64(3001));
-    put(meta, "bytes", u64(bytes));
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
+    raw.put(meta, "next_seq", RawLmdb::u64(3001));
+    raw.put(meta, "bytes", RawLmdb::u64(bytes));
+    raw.commit();
   }
   auto q = Queue::open(small_queue(dir / "q", 8 << 20), clock, nullptr);
   auto all = everything(*q);

@@ -13,6 +13,7 @@
 #include "queue/record.hpp"
 #include "queue/verify.hpp"
 #include "support/queue_helpers.hpp"
+#include "support/raw_lmdb.hpp"
 
 using namespace tank;
 using namespace tank::test;
@@ -208,44 +209,27 @@ TEST_CASE("a queue of format 2 (one records database) opens as it is: its record
   auto opts = small_queue(dir / "q", 4 << 20);
   // What a format-2 tank left: the databases "records", "meta", "state" and "dead_letters", the
   // records after the consumer's position, format 2 in meta, no "front".
-  std::filesystem::create_directories(dir / "q");
   {
-    MDB_env* env = nullptr;
-    REQUIRE(mdb_env_create(&env) == 0);
-    mdb_env_set_maxdbs(env, 8);
-    mdb_env_set_mapsize(env, 64 << 20);
-    REQUIRE(mdb_env_open(env, (dir / "q").c_str(), 0, 0640) == 0);
-    MDB_txn* txn = nullptr;
-    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    MDB_dbi meta, records, state, dead;
-    REQUIRE(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
-    REQUIRE(mdb_dbi_open(txn, "records", MDB_CREATE, &records) == 0);
-    REQUIRE(mdb_dbi_open(txn, "state", MDB_CREATE, &state) == 0);
-    REQUIRE(mdb_dbi_open(txn, "dead_letters", MDB_CREATE, &dead) == 0);
-    auto put = [&](MDB_dbi dbi, std::string k, std::string v) {
-      MDB_val key{k.size(), k.data()};
-      MDB_val val{v.size(), v.data()};
-      REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
-    };
-    auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
+    RawLmdb raw(dir / "q");
+    const MDB_dbi meta = raw.db("meta", true);
+    const MDB_dbi records = raw.db("records", true);
+    raw.db("state", true);
+    raw.db("dead_letters", true);
     std::uint64_t bytes = 0;
     for (std::uint64_t seq = 1001; seq <= 3000; ++seq) {
       queue::EncodedRecords b;
       b.add("in", 1000 + static_cast<std::int64_t>(seq), "old-" + std::to_string(seq));
       std::string v(b.encoded(0));
       queue::seal_stored_record(seq, v.data(), v.size());
-      std::string key(8, '\0');
-      for (int i = 0; i < 8; ++i) key[static_cast<std::size_t>(7 - i)] = static_cast<char>((seq >> (8 * i)) & 0xff);
-      put(records, key, v);
+      raw.put(records, RawLmdb::seq_key(seq), v);
       bytes += v.size();
     }
-    put(meta, "format", u64(2));
-    put(meta, "next_seq", u64(3001));
-    put(meta, "bytes", u64(bytes));
-    put(meta, "consumer:out", u64(1000));
-    put(meta, "queue_id", u64(42));
-    REQUIRE(mdb_txn_commit(txn) == 0);
-    mdb_env_close(env);
+    raw.put(meta, "format", RawLmdb::u64(2));
+    raw.put(meta, "next_seq", RawLmdb::u64(3001));
+    raw.put(meta, "bytes", RawLmdb::u64(bytes));
+    raw.put(meta, "consumer:out", RawLmdb::u64(1000));
+    raw.put(meta, "queue_id", RawLmdb::u64(42));
+    raw.commit();
   }
   auto q = Queue::open(opts, clock, nullptr);
   CHECK(q->stats().records == 2000);
