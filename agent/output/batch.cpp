@@ -93,16 +93,29 @@ void BodyEncoder::clear() {
 }
 
 void compress(Compression compression, std::string_view in, std::string& out) {
-  switch (compression) {
+  if (compression == Compression::none) {
+    out.assign(in);
+    return;
+  }
+  ScratchBuffer buffer;
+  out.assign(Compressor(compression).compress(in, buffer));
+}
+
+Compressor::Compressor(Compression compression) : compression_(compression) {}
+
+Compressor::~Compressor() { ZSTD_freeCCtx(zstd_); }
+
+std::string_view Compressor::compress(std::string_view in, ScratchBuffer& buffer) {
+  switch (compression_) {
     case Compression::none:
-      out.assign(in);
-      return;
+      return in;
     case Compression::zstd: {
-      out.resize(ZSTD_compressBound(in.size()));
-      const std::size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+      if (zstd_ == nullptr && (zstd_ = ZSTD_createCCtx()) == nullptr) throw std::runtime_error("zstd: out of memory");
+      const std::size_t bound = ZSTD_compressBound(in.size());
+      char* out = buffer.reserve(bound);
+      const std::size_t n = ZSTD_compressCCtx(zstd_, out, bound, in.data(), in.size(), 3);
       if (ZSTD_isError(n)) throw std::runtime_error(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
-      out.resize(n);
-      return;
+      return {out, n};
     }
     case Compression::gzip: {
       z_stream z{};
@@ -110,19 +123,20 @@ void compress(Compression compression, std::string_view in, std::string& out) {
       if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         throw std::runtime_error("gzip: cannot initialise zlib");
       }
-      out.resize(deflateBound(&z, static_cast<uLong>(in.size())) + 32);
+      const std::size_t bound = deflateBound(&z, static_cast<uLong>(in.size())) + 32;
+      char* out = buffer.reserve(bound);
       z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
       z.avail_in = static_cast<uInt>(in.size());
-      z.next_out = reinterpret_cast<Bytef*>(out.data());
-      z.avail_out = static_cast<uInt>(out.size());
+      z.next_out = reinterpret_cast<Bytef*>(out);
+      z.avail_out = static_cast<uInt>(bound);
       const int rc = deflate(&z, Z_FINISH);
-      const std::size_t n = out.size() - z.avail_out;
+      const std::size_t n = bound - z.avail_out;
       deflateEnd(&z);
       if (rc != Z_STREAM_END) throw std::runtime_error(fmt::format("gzip: deflate returned {}", rc));
-      out.resize(n);
-      return;
+      return {out, n};
     }
   }
+  return in;
 }
 
 std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,

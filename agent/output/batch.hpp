@@ -21,6 +21,7 @@
 // header and an MQTT user property as it is.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,6 +29,8 @@
 #include <vector>
 
 #include "queue/record.hpp"
+
+struct ZSTD_CCtx_s;
 
 namespace tank::output {
 
@@ -49,9 +52,17 @@ class BodyEncoder {
  public:
   explicit BodyEncoder(Encoding encoding) : encoding_(encoding) {}
   void add(std::string_view payload, PayloadKind kind);
+  // Room for `bytes` more, so that adding them does not grow the body step by step.
+  void reserve(std::size_t bytes) { body_.reserve(body_.size() + bytes); }
   // The finished body (closes a JSON array). add() must not follow until clear().
   const std::string& finish();
+  // Empties the body for the next batch, keeping its memory.
   void clear();
+  // Starts a body of another encoding (clears it).
+  void reset(Encoding encoding) {
+    clear();
+    encoding_ = encoding;
+  }
   std::size_t records() const { return records_; }
 
  private:
@@ -65,6 +76,44 @@ class BodyEncoder {
 // 6 (the libraries' defaults). Throws std::runtime_error only when the library fails (out of
 // memory).
 void compress(Compression compression, std::string_view in, std::string& out);
+
+// Bytes for a compressed body, grown and never zeroed: std::string::resize zeroes, which made the
+// whole bound resident (ZSTD_compressBound of a megabyte body) where a tenth of it is written.
+class ScratchBuffer {
+ public:
+  // At least `bytes` bytes, their content undefined until written.
+  char* reserve(std::size_t bytes) {
+    if (bytes > capacity_) {
+      data_.reset(new char[bytes]);  // not value-initialised: not zeroed, not touched
+      capacity_ = bytes;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t capacity_ = 0;
+};
+
+// Compresses body after body as compress() does, keeping its zstd context from one to the next:
+// creating a context and clearing its tables for every batch cost more than compressing the batch
+// (docs/BENCHMARKS.md, issue 23). Not thread-safe.
+class Compressor {
+ public:
+  explicit Compressor(Compression compression);
+  ~Compressor();
+  Compressor(const Compressor&) = delete;
+  Compressor& operator=(const Compressor&) = delete;
+
+  // Compresses `in` into `buffer` and returns the compressed bytes (a view into `buffer`, valid
+  // until it is used again); with Compression::none returns `in` itself, not copied. Throws
+  // std::runtime_error only when the library fails (out of memory).
+  std::string_view compress(std::string_view in, ScratchBuffer& buffer);
+
+ private:
+  Compression compression_;
+  ZSTD_CCtx_s* zstd_ = nullptr;
+};
 
 std::string idempotency_key(std::string_view agent_id, std::string_view output, std::uint64_t queue_id,
                             std::uint64_t first_seq, std::uint64_t last_seq, std::string_view uncompressed_body);

@@ -67,13 +67,19 @@ struct Delivery::Metrics {
                    .Name("tank_output_delivery_latency_seconds")
                    .Help("From a record's append to the queue to the upstream's acknowledgement of its batch.")
                    .Register(registry.core())
-                   .Add(base, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                                      0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600});
+                   .Add(base, latency_bounds);
     in_flight = &prometheus::BuildGauge()
                      .Name("tank_output_in_flight_batches")
                      .Help("Batches being sent and not yet acknowledged.")
                      .Register(registry.core())
                      .Add(base);
+    prepared = &prometheus::BuildGauge()
+                    .Name("tank_output_prepared_batches")
+                    .Help("Batches read and encoded ahead, waiting for a batch in flight to be acknowledged before "
+                          "they are sent (0 or 1); 1 most of the time: the upstream bounds the output, 0: reading "
+                          "and encoding do.")
+                    .Register(registry.core())
+                    .Add(base);
     circuit = &prometheus::BuildGauge()
                    .Name("tank_output_circuit_state")
                    .Help("The output's circuit breaker: 0 closed, 1 open (not sending), 2 half-open (one probe).")
@@ -88,20 +94,57 @@ struct Delivery::Metrics {
   prometheus::Counter *batches_delivered, *batches_retried, *batches_rejected;
   prometheus::Counter *records_delivered, *records_retried, *records_rejected;
   prometheus::Counter *bytes_encoded, *bytes_sent;
+  const prometheus::Histogram::BucketBoundaries latency_bounds{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                               2.5,   5,     10,   30,    60,   300, 900, 3600};
   prometheus::Histogram* latency;
-  prometheus::Gauge *in_flight, *circuit, *last_success;
+  prometheus::Gauge *in_flight, *prepared, *circuit, *last_success;
+
+  // The latencies of a batch's records, counted into the histogram's buckets here and added at
+  // once: one Observe (a lock and two atomic adds) per record was about 1 % of tank's time.
+  void observe_latencies(std::span<const std::int64_t> ingest_ns, std::int64_t now_ns) {
+    std::vector<double> counts(latency_bounds.size() + 1, 0.0);
+    double sum = 0;
+    for (const std::int64_t ingest : ingest_ns) {
+      const double seconds = static_cast<double>(now_ns - ingest) / 1e9;
+      // The first bucket whose upper bound is >= the value (Prometheus' buckets are "le").
+      const auto bucket = std::lower_bound(latency_bounds.begin(), latency_bounds.end(), seconds);
+      counts[static_cast<std::size_t>(bucket - latency_bounds.begin())] += 1;
+      sum += seconds;
+    }
+    latency->ObserveMultiple(counts, sum);
+  }
 };
 
 struct Delivery::Prepared {
   std::vector<queue::ReadBatch> chunks;           // the records, copied out of the queue
   std::vector<const queue::RecordView*> records;  // those in the batch, in order
-  BodyEncoder encoder{Encoding::ndjson};
-  std::string compressed;
+  // For an output that gets a body the two above are dropped once the body is made (a batch is
+  // megabytes, and two are open while one is prepared ahead); the records are read again only to
+  // dead-letter them if the upstream refuses the batch.
+  std::size_t count = 0;                // records in the batch; 0: none (evicted meanwhile)
+  std::vector<std::int64_t> ingest_ns;  // each one's append time, for the latency metric
+  ScratchBuffer sent;     // holds the body as it is sent: compressed, or a copy of the encoded one
+  std::string_view body;  // in `sent`
   std::string key;
   std::string input;  // the input of every record, "" when mixed
   std::size_t payload_bytes = 0;  // of the body before compression, or of the records (sends_records)
   std::uint64_t first = 0;
   std::uint64_t last = 0;
+
+  // Empties it for another batch, keeping the memory of what is sent and of its lists: a batch is
+  // megabytes, and allocating them anew (and faulting the pages in) for every batch cost more
+  // CPU than encoding it (docs/BENCHMARKS.md, issue 23).
+  void clear() {
+    chunks.clear();
+    records.clear();
+    count = 0;
+    ingest_ns.clear();
+    body = {};
+    key.clear();
+    input.clear();
+    payload_bytes = 0;
+    first = last = 0;
+  }
 };
 
 DeliverySettings delivery_settings(const config::SectionValues& v, std::string output, std::string type,
@@ -133,6 +176,31 @@ struct Delivery::InFlight {
   // The first attempt was handed off (or returned): the next batch may begin (hands_off_in_order).
   bool handed_off = false;
   plugin::SendResult result;  // when finished
+
+  // For another batch, keeping the memory of what it sent (Prepared::clear).
+  void reset() {
+    open = {};
+    batch.clear();
+    stage = Stage::waiting;
+    handed_off = false;
+    result = {};
+  }
+};
+
+// The batch being cut: read (and then encoded) while the batches before it are in flight, so that
+// the sender finds the next batch ready when the upstream acknowledges one. Its boundaries are
+// committed only once there is room for it, with the outcome of the batch that made the room:
+// nothing of it is sent before then.
+struct Delivery::Cut {
+  std::unique_ptr<InFlight> f;  // f->batch.chunks: the records read so far
+  std::size_t records = 0;
+  std::size_t bytes = 0;
+  std::uint64_t scanned = 0;  // read up to here
+  // linger runs from the first record's append (a backlog goes at once), and at the latest from
+  // when this cut first saw it: a wall clock stepped back does not stretch it.
+  std::int64_t deadline_ns = 0;
+  std::int64_t steady_deadline_ns = 0;
+  bool prepared = false;  // complete, encoded and keyed; f->open holds its boundaries (not committed)
 };
 
 Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::vector<std::unique_ptr<plugin::Output>> outputs,
@@ -142,6 +210,8 @@ Delivery::Delivery(DeliverySettings settings, queue::Queue& queue, std::vector<s
       outputs_(std::move(outputs)),
       clock_(clock),
       metrics_(std::make_unique<Metrics>(metrics, settings_.output, settings_.type)),
+      compressor_(settings_.compression),
+      encoder_(settings_.encoding),
       consumer_(plugin::output_consumer_name(settings_.output)),
       state_key_(open_batch_key(settings_.output)),
       rng_state_((static_cast<std::uint64_t>(std::random_device{}()) << 32) | 1) {
@@ -191,8 +261,11 @@ void Delivery::stop() {
   senders_.clear();
   if (thread_.joinable()) {
     thread_.join();
-    // What the senders finished is committed if it can be at once; the rest stays open.
-    commit_finished();
+    // What the senders finished is committed if it can be at once; the rest stays open. A batch
+    // prepared ahead is dropped: its boundaries were not committed, it is cut again at the start.
+    cut_.reset();
+    metrics_->prepared->Set(0);
+    commit_finished(nullptr);
     for (auto& o : outputs_) o->stop();
   }
 }
@@ -206,6 +279,18 @@ bool Delivery::wait_for(std::chrono::nanoseconds d) {
   liveness::Waiting waiting;
   std::unique_lock lock(mutex_);
   wake_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+bool Delivery::outcome_waiting_locked() const {
+  return std::any_of(open_.begin(), open_.end(), [](const auto& f) { return f->stage == InFlight::Stage::finished; }) ||
+         (!open_.empty() && open_.front()->stage == InFlight::Stage::committed);
+}
+
+bool Delivery::wait_for_outcome(std::chrono::nanoseconds d) {
+  liveness::Waiting waiting;
+  std::unique_lock lock(mutex_);
+  wake_.wait_for(lock, d, [this] { return stopping_ || outcome_waiting_locked(); });
   return !stopping_;
 }
 
@@ -240,7 +325,7 @@ void Delivery::restore() {
       f->open.done = true;
       f->stage = InFlight::Stage::finished;
       f->result = {plugin::SendStatus::delivered, "evicted", std::nullopt};
-      f->batch.records.clear();
+      f->batch.clear();
     } else {
       log::info(component, "resending the batch in flight: records {} to {} ({} records)", b.first_seq, b.last_seq,
                 b.records);
@@ -257,6 +342,7 @@ void Delivery::run() {
   liveness::Beat beat(component);
   liveness::ThreadBeat this_thread(beat);
   log::Episode failing(component, log::Level::error);
+  cut_.reset();
   // Reading the queue can fail (LMDB reports damage): said once per episode, tried again.
   for (bool restored = false; !restored && !stopping();) {
     try {
@@ -281,38 +367,54 @@ void Delivery::run() {
 
 bool Delivery::run_once() {
   liveness::alive();
-  if (!commit_finished()) return false;
-  bool full = false;
-  {
-    std::lock_guard lock(mutex_);
-    full = open_.size() >= settings_.max_in_flight;
-  }
-  if (full) {
+  // The outcomes of finished batches, with the boundaries of the batch prepared ahead when they
+  // make room for it: one commit.
+  if (!commit_finished(cut_ && cut_->prepared ? cut_.get() : nullptr)) return false;
+  if (!cut_) cut_ = new_cut();
+  if (cut_->prepared) {
+    // Prepared while max_in_flight batches are open: it waits for one of them to finish.
     liveness::Waiting waiting;
     std::unique_lock lock(mutex_);
-    wake_.wait_for(lock, kIdlePoll, [this] {
-      return stopping_ ||
-             std::any_of(open_.begin(), open_.end(),
-                         [](const auto& f) { return f->stage == InFlight::Stage::finished; }) ||
-             (!open_.empty() && open_.front()->stage == InFlight::Stage::committed);
-    });
+    wake_.wait_for(lock, kIdlePoll, [this] { return stopping_ || outcome_waiting_locked(); });
     return true;
   }
-  auto f = std::make_unique<InFlight>();
-  std::optional<InFlightBatch> open = cut(f->batch);
-  if (!open) return true;
-  f->open = *open;
-  if (!prepare(f->open, f->batch)) {  // cannot happen (cut() found records); keeps the state true
-    f->stage = InFlight::Stage::finished;
-    f->result = {plugin::SendStatus::delivered, "empty", std::nullopt};
-    f->batch.records.clear();
+  if (!cut_more(*cut_)) return true;
+  InFlight& f = *cut_->f;
+  f.open = boundaries_of(*cut_);
+  if (!prepare(f.open, f.batch)) {  // cannot happen (the cut found records); keeps the state true
+    f.stage = InFlight::Stage::finished;
+    f.result = {plugin::SendStatus::delivered, "empty", std::nullopt};
+    f.batch.clear();
   }
+  cut_->prepared = true;
+  bool ahead = false;
   {
     std::lock_guard lock(mutex_);
-    open_.push_back(std::move(f));
+    ahead = open_.size() >= settings_.max_in_flight;
   }
-  wake_.notify_all();
+  if (ahead) {
+    metrics_->prepared->Set(1);
+    failpoint::hit("output.prepared");  // read and encoded while another batch is in flight
+  }
   return true;
+}
+
+std::unique_ptr<Delivery::Cut> Delivery::new_cut() {
+  auto c = std::make_unique<Cut>();
+  {
+    std::lock_guard lock(mutex_);
+    if (!spare_.empty()) {
+      c->f = std::move(spare_.back());
+      spare_.pop_back();
+    }
+  }
+  if (c->f) {
+    c->f->reset();
+  } else {
+    c->f = std::make_unique<InFlight>();
+  }
+  c->scanned = position_;
+  return c;
 }
 
 void Delivery::sender(plugin::Output& output, std::size_t instance) {
@@ -396,7 +498,7 @@ std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, I
                          "sending the rest", f.batch.first, f.batch.last);
     std::optional<bool> left;
     while (!left) {
-      f.batch = Prepared{};
+      f.batch.clear();
       try {
         left = reread(f.open, f.batch);
       } catch (const std::exception& e) {
@@ -406,7 +508,7 @@ std::optional<plugin::SendResult> Delivery::send_batch(plugin::Output& output, I
       }
     }
     if (!*left) {
-      f.batch.records.clear();
+      f.batch.clear();
       return plugin::SendResult{plugin::SendStatus::delivered, "evicted", std::nullopt};
     }
   }
@@ -436,7 +538,7 @@ bool Delivery::dead_letter_rejected() {
     std::uint64_t chunk_through = 0;
     bool chunk_done = false;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
       InFlight* f = nullptr;
       for (auto& x : open_) {
         if (x->stage == InFlight::Stage::finished && refuses_records(x->result) && !x->open.done) {
@@ -445,6 +547,22 @@ bool Delivery::dead_letter_rejected() {
         }
       }
       if (f == nullptr) return true;
+      if (f->batch.records.empty() && f->batch.count > 0) {
+        // Dropped once the body was made: read them again (unacknowledged, they are still in the
+        // queue, but for those overflow = "drop_oldest" evicted meanwhile). Only this thread
+        // removes batches from open_, and a finished one is no sender's.
+        lock.unlock();
+        try {
+          read_back(f->open, f->batch);
+        } catch (const std::exception& e) {
+          log::error(fmt::format("output {}", settings_.output), "reading the refused records {} to {} failed: {}",
+                     f->open.first_seq, f->open.last_seq, e.what());
+          if (!wait_for(std::chrono::seconds(1))) return false;
+          continue;
+        }
+        f->batch.count = f->batch.records.size();
+        lock.lock();
+      }
       const std::int64_t now = clock_.wall_ns();
       // The records to dead-letter, in queue order, each with its detail: all of a refused batch,
       // or the ones refused of a delivered batch.
@@ -494,13 +612,15 @@ bool Delivery::dead_letter_rejected() {
   }
 }
 
-bool Delivery::commit_finished() {
+bool Delivery::commit_finished(Cut* next) {
   const std::string component = fmt::format("output {}", settings_.output);
   if (!dead_letter_rejected()) return false;
   queue::WriteBatch w;
   std::vector<InFlight*> finished;
   std::uint64_t ack = 0;
   std::size_t pop = 0;
+  bool take_next = false;  // `next` goes into the state (and then to the senders) with this commit
+  const std::uint64_t open_ack_seq = next != nullptr ? next->f->open.ack_seq : 0;
   {
     std::lock_guard lock(mutex_);
     for (auto& f : open_) {
@@ -512,28 +632,35 @@ bool Delivery::commit_finished() {
       ack = f->open.ack_seq;
       ++pop;
     }
-    if (finished.empty() && pop == 0) return true;
+    take_next = next != nullptr && open_.size() - pop < settings_.max_in_flight;
+    if (finished.empty() && pop == 0 && !take_next) return true;
     for (InFlight* f : finished) f->open.done = true;
     if (pop > 0) w.acks.emplace_back(consumer_, ack);
-    if (pop == open_.size()) {
+    std::vector<InFlightBatch> rest;
+    for (std::size_t i = pop; i < open_.size(); ++i) rest.push_back(open_[i]->open);
+    // The boundaries go to the queue before the first send: every later attempt sends these.
+    if (take_next) rest.push_back(next->f->open);
+    if (rest.empty()) {
       w.state_deletes.push_back(state_key_);
     } else {
-      std::vector<InFlightBatch> rest;
-      for (std::size_t i = pop; i < open_.size(); ++i) rest.push_back(open_[i]->open);
       w.state_puts.emplace_back(state_key_, encode_open_state(rest));
     }
   }
-  if (!commit_retrying(w, "acknowledging delivered batches")) return false;
+  if (!commit_retrying(w, finished.empty() && pop == 0 ? "recording the boundaries of a batch"
+                                                        : "acknowledging delivered batches")) {
+    return false;
+  }
+  if (take_next) failpoint::hit("output.boundaries");  // cut, not sent yet
   const std::int64_t now = clock_.wall_ns();
   for (InFlight* f : finished) {
-    const double n = static_cast<double>(f->batch.records.size());
-    if (f->batch.records.empty()) continue;  // evicted before it was sent again
+    const double n = static_cast<double>(f->batch.count);
+    if (f->batch.count == 0) continue;  // evicted before it was sent again
     if (f->result.status == plugin::SendStatus::rejected) {
       metrics_->batches_rejected->Increment();
       metrics_->records_rejected->Increment(n);
       log::error(component, "the upstream refused records {} to {} for good ({}); {} record(s) are in the dead-letter "
                             "store (tank dlq list --reason upstream_rejected)",
-                 f->batch.first, f->batch.last, f->result.detail, f->batch.records.size());
+                 f->batch.first, f->batch.last, f->result.detail, f->batch.count);
     } else {
       const auto refused = static_cast<double>(f->result.rejected_records.size());
       if (refused > 0) {
@@ -546,98 +673,103 @@ bool Delivery::commit_finished() {
       metrics_->batches_delivered->Increment();
       metrics_->records_delivered->Increment(n - refused);
       metrics_->last_success->Set(static_cast<double>(now) / 1e9);
-      for (const queue::RecordView* r : f->batch.records) {
-        metrics_->latency->Observe(static_cast<double>(now - r->ingest_ns) / 1e9);
-      }
+      metrics_->observe_latencies(f->batch.ingest_ns, now);
     }
   }
   {
     std::lock_guard lock(mutex_);
     for (InFlight* f : finished) f->stage = InFlight::Stage::committed;
     if (pop > 0) acked_ = ack;
+    // Their memory serves the next batches (Prepared::clear).
+    for (std::size_t i = 0; i < pop && spare_.size() < kSpareBatches; ++i) spare_.push_back(std::move(open_[i]));
     open_.erase(open_.begin(), open_.begin() + static_cast<std::ptrdiff_t>(pop));
+    if (take_next) open_.push_back(std::move(next->f));
+  }
+  if (take_next) {
+    position_ = open_ack_seq;
+    cut_.reset();
+    metrics_->prepared->Set(0);
+    wake_.notify_all();
   }
   return true;
 }
 
-std::optional<InFlightBatch> Delivery::cut(Prepared& out) {
-  std::size_t records = 0;
-  std::size_t bytes = 0;
-  std::uint64_t scanned = position_;
-  // linger runs from the first record's append (a backlog goes at once), and at the latest from
-  // when this cut first saw it: a wall clock stepped back does not stretch it.
-  std::int64_t deadline_ns = 0;
-  std::int64_t steady_deadline_ns = 0;
+bool Delivery::cut_more(Cut& c) {
+  Prepared& out = c.f->batch;
   for (;;) {
     liveness::alive();
-    if (stopping()) return std::nullopt;
+    if (stopping()) return false;
     queue::ReadBatch b;
     try {
-      b = queue_.read(scanned,
-                      queue::ReadLimits{settings_.max_records - records, std::max<std::size_t>(settings_.max_bytes - bytes, 1)},
+      b = queue_.read(c.scanned,
+                      queue::ReadLimits{settings_.max_records - c.records,
+                                        std::max<std::size_t>(settings_.max_bytes - c.bytes, 1)},
                       &settings_.filter);
     } catch (const std::exception& e) {
       log::error(fmt::format("output {}", settings_.output), "reading the queue failed: {}", e.what());
       wait_for(std::chrono::seconds(1));
-      return std::nullopt;
+      return false;
     }
-    scanned = std::max(scanned, b.scanned_to());
+    c.scanned = std::max(c.scanned, b.scanned_to());
     const bool got = !b.empty();
     bool other_input = false;
     if (got) {
-      if (records == 0) {
-        deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
-        steady_deadline_ns = clock_.steady_ns() + settings_.linger.count();
+      if (c.records == 0) {
+        c.deadline_ns = b.records().front().ingest_ns + settings_.linger.count();
+        c.steady_deadline_ns = clock_.steady_ns() + settings_.linger.count();
       }
-      records += b.size();
-      bytes += b.bytes();
+      c.records += b.size();
+      c.bytes += b.bytes();
       out.chunks.push_back(std::move(b));
       if (settings_.split_by_input) {
         const std::string_view first = out.chunks.front().records().front().input;
         for (const queue::RecordView& r : out.chunks.back().records()) other_input = other_input || r.input != first;
       }
     }
-    if (records >= settings_.max_records || bytes >= settings_.max_bytes || other_input) break;
+    if (c.records >= settings_.max_records || c.bytes >= settings_.max_bytes || other_input) return true;
     const std::int64_t now = clock_.wall_ns();
     const std::int64_t steady_now = clock_.steady_ns();
-    if (records > 0 && (now >= deadline_ns || steady_now >= steady_deadline_ns)) break;
+    if (c.records > 0 && (now >= c.deadline_ns || steady_now >= c.steady_deadline_ns)) return true;
     if (got) continue;  // read on at once: more may be there
     bool nothing_open = false;
-    bool finished_waiting = false;
+    bool outcome_waiting = false;
     {
       std::lock_guard lock(mutex_);
       nothing_open = open_.empty();
-      finished_waiting = std::any_of(open_.begin(), open_.end(),
-                                     [](const auto& f) { return f->stage == InFlight::Stage::finished; });
+      outcome_waiting = outcome_waiting_locked();
     }
-    if (records == 0 && finished_waiting) return std::nullopt;  // commit that first
-    if (records == 0 && scanned > position_) position_ = scanned;
-    if (records == 0 && nothing_open && position_ > acked_) {
+    if (outcome_waiting) return false;  // commit that first; the cut goes on after
+    if (c.records == 0 && c.scanned > position_) position_ = c.scanned;
+    if (c.records == 0 && nothing_open && position_ > acked_) {
       // Records this output does not take: pass them, so the queue can free them (those behind
       // open batches are passed once the batches are acknowledged).
       queue::WriteBatch w;
       w.acks.emplace_back(consumer_, position_);
-      if (!commit_retrying(w, "acknowledging records of other routes")) return std::nullopt;
+      if (!commit_retrying(w, "acknowledging records of other routes")) return false;
       std::lock_guard lock(mutex_);
       acked_ = position_;
     }
-    const auto wait = records == 0 ? std::chrono::nanoseconds(kIdlePoll)
-                                   : std::min<std::chrono::nanoseconds>(
-                                         kLingerPoll, std::chrono::nanoseconds(std::min(deadline_ns - now,
-                                                                                        steady_deadline_ns - steady_now)));
-    if (!wait_for(wait)) return std::nullopt;
+    const auto wait = c.records == 0 ? std::chrono::nanoseconds(kIdlePoll)
+                                     : std::min<std::chrono::nanoseconds>(
+                                           kLingerPoll, std::chrono::nanoseconds(std::min(
+                                                            c.deadline_ns - now, c.steady_deadline_ns - steady_now)));
+    if (!wait_for_outcome(wait)) return false;
   }
+}
+
+InFlightBatch Delivery::boundaries_of(const Cut& c) const {
+  const std::vector<queue::ReadBatch>& chunks = c.f->batch.chunks;
   InFlightBatch open;
-  open.first_seq = out.chunks.front().records().front().seq;
-  open.last_seq = out.chunks.back().records().back().seq;
-  open.ack_seq = std::max(scanned, open.last_seq);
-  open.records = static_cast<std::uint32_t>(records);
+  open.first_seq = chunks.front().records().front().seq;
+  open.last_seq = chunks.back().records().back().seq;
+  open.ack_seq = std::max(c.scanned, open.last_seq);
+  open.records = static_cast<std::uint32_t>(c.records);
   if (settings_.split_by_input) {
     // The batch ends before the first record of another input; the rest is read again later.
-    const std::string_view first = out.chunks.front().records().front().input;
+    const std::string_view first = chunks.front().records().front().input;
     std::uint32_t same = 0;
     bool cut_short = false;
-    for (const queue::ReadBatch& chunk : out.chunks) {
+    for (const queue::ReadBatch& chunk : chunks) {
       for (const queue::RecordView& r : chunk.records()) {
         if (r.input != first) {
           cut_short = true;
@@ -653,30 +785,24 @@ std::optional<InFlightBatch> Delivery::cut(Prepared& out) {
       open.records = same;
     }
   }
-  // The boundaries go to the queue before the first send: every later attempt sends these.
-  queue::WriteBatch w;
-  {
-    std::lock_guard lock(mutex_);
-    std::vector<InFlightBatch> list;
-    for (const auto& f : open_) list.push_back(f->open);
-    list.push_back(open);
-    w.state_puts.emplace_back(state_key_, encode_open_state(list));
-  }
-  if (!commit_retrying(w, "recording the boundaries of a batch")) return std::nullopt;
-  failpoint::hit("output.boundaries");  // cut, not sent yet
-  position_ = open.ack_seq;
   return open;
 }
 
-bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
+void Delivery::collect(const InFlightBatch& open, Prepared& out) const {
   out.records.clear();
   for (const queue::ReadBatch& chunk : out.chunks) {
     for (const queue::RecordView& r : chunk.records()) {
       if (r.seq >= open.first_seq && r.seq <= open.last_seq) out.records.push_back(&r);
     }
   }
+}
+
+bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
+  collect(open, out);
   if (out.records.empty()) return false;
-  out.encoder = BodyEncoder(settings_.encoding);
+  out.count = out.records.size();
+  out.ingest_ns.clear();
+  for (const queue::RecordView* r : out.records) out.ingest_ns.push_back(r->ingest_ns);
   out.input = std::string(out.records.front()->input);
   out.first = out.records.front()->seq;
   out.last = out.records.back()->seq;
@@ -687,28 +813,48 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
       out.payload_bytes += r->payload.size();
       if (r->input != out.input) out.input.clear();
     }
-    out.compressed.clear();
+    out.body = {};
     out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, out.records);
     return true;
   }
   for (const queue::RecordView* r : out.records) {
-    PayloadKind kind = PayloadKind::json;
-    // Derived records are JSON (aggregates, a script's records) unless passed on as they were.
-    if (!r->derived() || (r->flags & queue::kRecordKeepsFormat) != 0) {
-      auto it = settings_.kinds.find(r->input);
-      kind = it == settings_.kinds.end() ? PayloadKind::raw : it->second;
-    }
-    out.encoder.add(r->payload, kind);
     if (r->input != out.input) out.input.clear();
   }
-  const std::string& body = out.encoder.finish();
-  compress(settings_.compression, body, out.compressed);
-  out.payload_bytes = body.size();
-  out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, body);
+  {
+    // One encoder and compressor for every batch: their memory is kept, not faulted in anew.
+    std::lock_guard lock(body_mutex_);
+    encoder_.reset(settings_.encoding);
+    std::size_t stored = 0;
+    for (const queue::ReadBatch& chunk : out.chunks) stored += chunk.bytes();
+    encoder_.reserve(stored + stored / 4);  // text records grow by {"message":...} and escapes
+    for (const queue::RecordView* r : out.records) {
+      PayloadKind kind = PayloadKind::json;
+      // Derived records are JSON (aggregates, a script's records) unless passed on as they were.
+      if (!r->derived() || (r->flags & queue::kRecordKeepsFormat) != 0) {
+        auto it = settings_.kinds.find(r->input);
+        kind = it == settings_.kinds.end() ? PayloadKind::raw : it->second;
+      }
+      encoder_.add(r->payload, kind);
+    }
+    const std::string& body = encoder_.finish();
+    std::string_view sent = compressor_.compress(body, out.sent);
+    if (sent.data() == body.data()) {  // not compressed: the batch keeps a copy, the encoder is shared
+      char* copy = out.sent.reserve(body.size());
+      std::copy(body.begin(), body.end(), copy);
+      sent = std::string_view(copy, body.size());
+    }
+    out.body = sent;
+    out.payload_bytes = body.size();
+    out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, body);
+  }
+  // The body holds the records now: what they take is not kept while the batch is in flight.
+  out.chunks.clear();
+  out.records.clear();
   return true;
 }
 
-bool Delivery::reread(const InFlightBatch& open, Prepared& out) {
+bool Delivery::read_back(const InFlightBatch& open, Prepared& out) {
+  out.chunks.clear();
   std::uint64_t scanned = open.first_seq - 1;
   std::size_t records = 0;
   while (scanned < open.last_seq && records < open.records) {
@@ -719,6 +865,12 @@ bool Delivery::reread(const InFlightBatch& open, Prepared& out) {
     records += b.size();
     out.chunks.push_back(std::move(b));
   }
+  collect(open, out);
+  return !out.records.empty();
+}
+
+bool Delivery::reread(const InFlightBatch& open, Prepared& out) {
+  read_back(open, out);
   return prepare(open, out);
 }
 
@@ -730,8 +882,8 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
   plugin::OutgoingBatch outgoing;
   outgoing.first_seq = batch.first;
   outgoing.last_seq = batch.last;
-  outgoing.records = batch.records.size();
-  outgoing.body = batch.compressed;
+  outgoing.records = batch.count;
+  outgoing.body = batch.body;
   outgoing.uncompressed_bytes = batch.payload_bytes;
   outgoing.content_type = content_type(settings_.encoding);
   outgoing.content_encoding = content_encoding(settings_.compression);
@@ -768,7 +920,9 @@ std::optional<plugin::SendResult> Delivery::send_until_done(plugin::Output& outp
         wake_.wait_until(lock, probing_ ? now + kIdlePoll : open_until_);
       }
     }
-    if (attempt > 0 && queue_.oldest_seq() > batch.first) {
+    // Also before the first attempt: a batch read ahead, or waiting for a sender, may have lost
+    // records to overflow = "drop_oldest" since it was read.
+    if (queue_.oldest_seq() > batch.first) {
       std::lock_guard lock(mutex_);
       if (probe) probing_ = false;
       evicted = true;

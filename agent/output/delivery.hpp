@@ -2,11 +2,20 @@
 
 // The delivery engine: one thread per output, between the queue and the output plugin.
 //
-//   queue --read (its cursor, its route filter)--> cut a batch --commit its boundaries-->
-//     encode, compress, key --> Output::send --> delivered: commit ack + forget boundaries
+//   queue --read (its cursor, its route filter)--> cut a batch --> encode, compress, key
+//     --commit its boundaries--> Output::send --> delivered: commit ack + forget boundaries
 //                                          \--> rejected:  commit dead letters + ack + forget
 //                                          \--> retry:     backoff (full jitter, Retry-After),
 //                                                          circuit breaker, send the same batch
+//
+// Pipelining: while max_in_flight batches are in flight, the delivery thread cuts, encodes,
+// compresses and keys the next one. Its boundaries are not committed then and nothing of it is
+// sent: they are committed in the transaction that acknowledges the batch whose outcome makes room
+// for it (one commit per batch under load, not two), and only then does a sender take it. A stop
+// or a crash before that commit loses nothing: the batch was never sent, and is cut again.
+//
+//   delivery thread:  cut+encode N+1 ..... wait | commit(ack N, boundaries N+1) | cut+encode N+2 ...
+//   sender:           send N ......................... (waits) ........... | send N+1 ..........
 //
 // Guarantees (invariants 2 and 3, docs/architecture.md)
 //   - A record leaves the queue for this output only in the transaction that follows the
@@ -113,23 +122,39 @@ class Delivery {
   struct Metrics;
   struct Prepared;
   struct InFlight;
+  struct Cut;
+  // Acknowledged batches whose memory is kept for the next ones (Prepared::clear): with
+  // max_in_flight = 1 one batch is in flight and one cut at a time, and the one acknowledged
+  // becomes the next one cut.
+  static constexpr std::size_t kSpareBatches = 1;
 
-  // The cutting thread: cuts batches while fewer than max_in_flight are open, and commits the
+  // The cutting thread: cuts batches (one ahead of the max_in_flight open ones), and commits the
   // outcomes of finished ones (acknowledging in queue order).
   void run();
   // Reads the open batches back from the queue's state (after a restart). Throws what the queue
   // throws.
   void restore();
-  // One round of run(): commit what finished, then cut a batch or wait; false when stopping.
+  // One round of run(): commit what finished (with the boundaries of the batch prepared ahead when
+  // there is room for it), then cut on or wait; false when stopping.
   bool run_once();
+  // A batch to cut after position_, in the memory of a finished one when there is one.
+  std::unique_ptr<Cut> new_cut();
   // A sender thread: sends the oldest waiting batch with `output` until it is done.
   void sender(plugin::Output& output, std::size_t instance);
-  // Reads the next batch into `out.chunks` and commits its boundaries (with those of the
-  // batches already open); nullopt when stopping, when there is nothing to send yet, or when a
-  // finished batch waits to be committed.
-  std::optional<InFlightBatch> cut(Prepared& out);
+  // Reads on into the batch `c` cuts until it is complete (true): max_records, max_bytes, another
+  // input (split_by_input), or linger since its first record. False when stopping, when there is
+  // nothing to send yet, or when a finished batch waits to be committed (the cut goes on after).
+  bool cut_more(Cut& c);
+  // The boundaries of the complete batch `c` (what its state will store).
+  InFlightBatch boundaries_of(const Cut& c) const;
   // Encodes, compresses and keys the records of `out.chunks` within `open`; false when none is.
+  // For an output that gets a body, the records are dropped then (out.count and out.ingest_ns stay).
   bool prepare(const InFlightBatch& open, Prepared& out);
+  // out.records: the records of out.chunks within `open`.
+  void collect(const InFlightBatch& open, Prepared& out) const;
+  // Reads the records of `open` again into `out` (chunks, records); false when none is left.
+  // Throws what Queue::read throws.
+  bool read_back(const InFlightBatch& open, Prepared& out);
   // Reads the records of `open` again (after a restart) and prepares them.
   bool reread(const InFlightBatch& open, Prepared& out);
   // Sends until delivered or rejected (retries, backoff, the circuit breaker); nullopt when
@@ -143,8 +168,9 @@ class Delivery {
   // stopping first.
   std::optional<plugin::SendResult> send_batch(plugin::Output& output, InFlight& f);
   // Commits what finished batches need (dead letters, done flags, the acknowledgement of the
-  // finished front); false when stopping first.
-  bool commit_finished();
+  // finished front), and with it the boundaries of `next` (prepared, may be null) when fewer than
+  // max_in_flight batches stay open; `next` then goes to the senders. False when stopping first.
+  bool commit_finished(Cut* next);
   // Dead-letters the records of refused batches in commits of at most half the queue's largest
   // commit; false when stopping first.
   bool dead_letter_rejected();
@@ -152,6 +178,10 @@ class Delivery {
   std::string encoded_open_locked() const;
   bool commit_retrying(const queue::WriteBatch& batch, std::string_view what);
   bool wait_for(std::chrono::nanoseconds d);
+  // Waits up to `d` for a finished batch (outcome_waiting_locked); false when stopping.
+  bool wait_for_outcome(std::chrono::nanoseconds d);
+  // A finished batch waits for its commit (or a done one at the front for its acknowledgement).
+  bool outcome_waiting_locked() const;
   bool stopping() const;
 
   DeliverySettings settings_;
@@ -159,15 +189,22 @@ class Delivery {
   std::vector<std::unique_ptr<plugin::Output>> outputs_;
   const Clock& clock_;
   std::unique_ptr<Metrics> metrics_;
+  // Every batch's body is made with these (guarded by body_mutex_: the delivery thread prepares,
+  // and a sender after an eviction).
+  Compressor compressor_;
+  BodyEncoder encoder_;
+  std::mutex body_mutex_;
   std::string consumer_;
   std::string state_key_;
   std::uint64_t position_ = 0;  // cut up to here: the last open batch's ack_seq, or acked_
   std::uint64_t acked_ = 0;     // the acknowledged position in the queue
+  std::unique_ptr<Cut> cut_;    // the batch being cut (the delivery thread's; stop() after it ended)
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable wake_;
   bool stopping_ = false;
   std::deque<std::unique_ptr<InFlight>> open_;  // in queue order
+  std::vector<std::unique_ptr<InFlight>> spare_;  // acknowledged ones, for their memory
   unsigned sending_ = 0;
   // The circuit breaker, shared by the senders.
   unsigned failures_in_a_row_ = 0;

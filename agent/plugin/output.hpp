@@ -46,7 +46,8 @@ struct OutgoingBatch {
   std::string_view idempotency_key;   // the same for every attempt of this batch (output/batch.hpp)
   std::string_view input;             // the input of every record, or "" when they are mixed
   // The records themselves, in queue order (payload, input, attributes, seq), for an output that
-  // sends each record on its own (Descriptor::sends_records): records.size() == records count.
+  // sends each record on its own (Descriptor::sends_records): each.size() == records. Empty for
+  // the others (the body holds the records; they are not kept while the batch is in flight).
   std::span<const queue::RecordView* const> each;
   // Set for an output whose batches are handed off in queue order (Descriptor::hands_off_in_order)
   // on their first attempt: the output calls it once every record of the batch is with its client

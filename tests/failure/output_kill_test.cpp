@@ -1,6 +1,7 @@
 // outputs.file under kill -9: a file input of 100,000 numbered records, tank killed first at
 // failpoints (right after a batch's boundaries were committed; right after the output wrote a
-// batch and before the queue knew), then at random moments while it delivers, then left to finish. Every record reaches the output at least once
+// batch and before the queue knew; while the next batch was prepared ahead, read and encoded but
+// not stored), then at random moments while it delivers, then left to finish. Every record reaches the output at least once
 // (nothing acknowledged is lost), and a record appears twice only when a kill came between a
 // batch's write and its acknowledgement (at most one batch per kill).
 
@@ -57,7 +58,8 @@ TEST_CASE("outputs.file: kill -9 while delivering loses nothing, duplicates at m
                        (dir / "in.ndjson").string(), (dir / "out").string(), kBatch));
   int kills = 0;
   std::string logs;
-  for (const char* point : {"output.sent=3", "output.boundaries=4", "output.sent=1", "output.boundaries=1"}) {
+  for (const char* point :
+       {"output.sent=3", "output.boundaries=4", "output.prepared=3", "output.sent=1", "output.boundaries=1"}) {
     run_until_failpoint(config, point, logs);
     ++kills;
   }

@@ -198,7 +198,9 @@ TEST_CASE("delivery: records an output refuses one by one go to the dead-letter 
   partly.rejected_records = {{2, "Kafka: Broker: Message size too large"},
                              {0, "Kafka: Broker: Topic authorization failed"}};
   h.shared->script = {partly};
-  auto d = h.delivery();
+  auto s = settings();
+  s.sends_records = true;  // records refused one by one are records sent one by one (OutgoingBatch::each)
+  auto d = h.delivery(s);
   d->start();
   REQUIRE(wait_until([&] { return h.acked() == 4; }));
   d->stop();
@@ -232,7 +234,8 @@ TEST_CASE("delivery: an output that sends records gets no body, and its key hash
     const auto sent = h.shared->snapshot();
     REQUIRE(sent.size() == 2);
     CHECK(sent[0].key == sent[1].key);  // the same key in every attempt
-    CHECK(sent[0].each == payloads);
+    // The records go to an output that sends them; one that gets a body gets only the body.
+    CHECK(sent[0].each == (sends_records ? payloads : std::vector<std::string>{}));
     CHECK(sent[0].body.empty() == sends_records);
     const std::string m = h.registry.serialize();
     CHECK(metric_value(m, R"(tank_output_bytes_total{output="cloud",stage="sent",type="test"})") ==
@@ -582,4 +585,147 @@ TEST_CASE("delivery: an output that hands off in order gets its batches in queue
       }
     }
   }
+}
+
+namespace {
+
+// Holds every send until the test lets it go (or the delivery is stopped: then it fails, as an
+// interrupted HTTP exchange does), and records every attempt.
+class GatedOutput final : public plugin::Output {
+ public:
+  struct Shared {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::size_t released = 0;  // sends that may return
+    bool interrupted = false;
+    std::vector<Sent> sent;
+    std::vector<Sent> snapshot() {
+      std::lock_guard lock(mutex);
+      return sent;
+    }
+    void release(std::size_t n) {
+      {
+        std::lock_guard lock(mutex);
+        released = n;
+      }
+      changed.notify_all();
+    }
+  };
+  explicit GatedOutput(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  plugin::SendResult send(const plugin::OutgoingBatch& b) override {
+    std::unique_lock lock(shared_->mutex);
+    shared_->sent.push_back({std::string(b.idempotency_key), std::string(b.body), b.first_seq, b.last_seq, b.records,
+                             std::string(b.input), {}});
+    const std::size_t mine = shared_->sent.size();
+    shared_->changed.notify_all();
+    shared_->changed.wait(lock, [&] { return shared_->interrupted || shared_->released >= mine; });
+    if (shared_->interrupted) return {plugin::SendStatus::retry, "interrupted", std::nullopt};
+    return {plugin::SendStatus::delivered, "ok", std::nullopt};
+  }
+  void interrupt() override {
+    {
+      std::lock_guard lock(shared_->mutex);
+      shared_->interrupted = true;
+    }
+    shared_->changed.notify_all();
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+std::vector<output::InFlightBatch> stored_batches(queue::Queue& q) {
+  const auto stored = q.state(output::open_batch_key("cloud"));
+  if (!stored) return {};
+  return output::decode_in_flight_batches(*stored).value_or(std::vector<output::InFlightBatch>{});
+}
+
+double gauge(metrics::Registry& registry, const std::string& name) {
+  return metric_value(registry.serialize(), name + R"({output="cloud",type="test"})").value_or(-1);
+}
+
+}  // namespace
+
+TEST_CASE("delivery: the next batch is read and encoded while one is in flight, sent only after that one is "
+          "acknowledged, and its boundaries go in the acknowledging commit",
+          "[unit][output]") {
+  Harness h;
+  h.queue = queue::Queue::open(
+      [&] {
+        queue::Options o = small_queue(h.dir / "q-ahead");
+        o.consumers = {"output/cloud"};
+        return o;
+      }(),
+      h.clock, &h.registry);
+  h.append({"1", "2", "3", "4", "5", "6", "7", "8", "9"});
+  auto shared = std::make_shared<GatedOutput::Shared>();
+  auto d = std::make_unique<output::Delivery>(settings(3), *h.queue, std::make_unique<GatedOutput>(shared), h.registry,
+                                              h.clock);
+  d->start();
+  const std::string commits = R"(tank_queue_commits_total)";
+  // Batch 1-3 is in flight (held); 4-6 is prepared meanwhile, and nothing of it is sent or stored.
+  REQUIRE(wait_until([&] { return shared->snapshot().size() == 1; }));
+  REQUIRE(wait_until([&] { return gauge(h.registry, "tank_output_prepared_batches") == 1; }));
+  const double commits_before = metric_value(h.registry.serialize(), commits).value_or(0);
+  CHECK(shared->snapshot().size() == 1);
+  auto stored = stored_batches(*h.queue);
+  REQUIRE(stored.size() == 1);
+  CHECK(stored[0].first_seq == 1);
+  CHECK(stored[0].last_seq == 3);
+  CHECK(h.acked() == 0);
+
+  // 1-3 delivered: its acknowledgement and the boundaries of 4-6 are one commit, made before 4-6
+  // is sent; then 7-9 is prepared while 4-6 is held.
+  shared->release(1);
+  REQUIRE(wait_until([&] { return shared->snapshot().size() == 2; }));
+  CHECK(h.acked() == 3);
+  stored = stored_batches(*h.queue);
+  REQUIRE(stored.size() == 1);
+  CHECK(stored[0].first_seq == 4);
+  CHECK(stored[0].last_seq == 6);
+  REQUIRE(wait_until([&] { return gauge(h.registry, "tank_output_prepared_batches") == 1; }));
+  CHECK(metric_value(h.registry.serialize(), commits).value_or(0) - commits_before == 1);
+  CHECK(shared->snapshot().size() == 2);
+
+  shared->release(3);
+  REQUIRE(wait_until([&] { return h.acked() == 9; }));
+  d->stop();
+  const auto sent = shared->snapshot();
+  REQUIRE(sent.size() == 3);
+  CHECK(sent[0].body == "1\n2\n3\n");
+  CHECK(sent[1].body == "4\n5\n6\n");
+  CHECK(sent[2].body == "7\n8\n9\n");
+  CHECK(gauge(h.registry, "tank_output_prepared_batches") == 0);
+  CHECK(h.queue->stats().records == 0);
+}
+
+TEST_CASE("delivery: a stop (or a crash) while a batch is prepared ahead loses nothing and sends the batch in flight "
+          "again as it was",
+          "[unit][output]") {
+  Harness h;
+  h.append({"1", "2", "3", "4", "5", "6"});
+  auto shared = std::make_shared<GatedOutput::Shared>();
+  auto d = std::make_unique<output::Delivery>(settings(3), *h.queue, std::make_unique<GatedOutput>(shared), h.registry,
+                                              h.clock);
+  d->start();
+  REQUIRE(wait_until([&] { return shared->snapshot().size() == 1; }));
+  REQUIRE(wait_until([&] { return gauge(h.registry, "tank_output_prepared_batches") == 1; }));
+  d->stop();  // the held send is interrupted: 1-3 stays open, 4-6 was never stored nor sent
+  const Sent first = shared->snapshot().front();
+  REQUIRE(shared->snapshot().size() == 1);
+  REQUIRE(stored_batches(*h.queue).size() == 1);
+  h.append({"7"});
+  h.queue.reset();  // as after kill -9: only what was committed is left
+  h.open();
+  d = h.delivery();
+  d->start();
+  REQUIRE(wait_until([&] { return h.acked() == 7; }));
+  d->stop();
+  const auto sent = h.shared->snapshot();
+  REQUIRE(sent.size() == 3);
+  CHECK(sent[0].key == first.key);  // the batch in flight, again as it was
+  CHECK(sent[0].body == "1\n2\n3\n");
+  CHECK(sent[1].body == "4\n5\n6\n");  // cut again
+  CHECK(sent[2].body == "7\n");
+  CHECK(h.queue->stats().records == 0);
 }
