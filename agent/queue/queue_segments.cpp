@@ -88,6 +88,24 @@ bool RecordCursor::prev(MDB_val& k, MDB_val& v) {
 // ---------------------------------------------------------------------------------------------
 // Finding the segments
 
+namespace {
+
+// Slot `slot` as a segment: its first and last record; nullopt when it holds none.
+std::optional<Segment> segment_in(MDB_txn* txn, unsigned slot, MDB_dbi dbi) {
+  Segment s;
+  s.slot = slot;
+  s.dbi = dbi;
+  lmdb::Cursor c(txn, dbi);
+  MDB_val k, v;
+  if (!c.get(k, v, MDB_FIRST)) return std::nullopt;
+  s.first = lmdb::seq_of(k);
+  if (!c.get(k, v, MDB_LAST)) return std::nullopt;
+  s.last = lmdb::seq_of(k);
+  return s;
+}
+
+}  // namespace
+
 std::vector<Segment> Queue::Impl::segments_of(MDB_txn* txn) const {
   // The main database names every database with its record (lmdb_layout.hpp: MDB_db), as of the
   // transaction's snapshot: one walk finds the slots holding records.
@@ -104,16 +122,7 @@ std::vector<Segment> Queue::Impl::segments_of(MDB_txn* txn) const {
     std::memcpy(&entries, static_cast<const char*>(v.mv_data) + lmdb_layout::kDbEntries, sizeof entries);
     const MDB_dbi dbi = slot_dbis_[static_cast<unsigned>(slot)];
     if (entries == 0 || dbi == 0) continue;
-    Segment s;
-    s.slot = static_cast<unsigned>(slot);
-    s.dbi = dbi;
-    lmdb::Cursor c(txn, dbi);
-    MDB_val ck, cv;
-    if (!c.get(ck, cv, MDB_FIRST)) continue;
-    s.first = lmdb::seq_of(ck);
-    if (!c.get(ck, cv, MDB_LAST)) continue;
-    s.last = lmdb::seq_of(ck);
-    out.push_back(s);
+    if (auto segment = segment_in(txn, static_cast<unsigned>(slot), dbi)) out.push_back(*segment);
   }
   std::sort(out.begin(), out.end(), [](const Segment& a, const Segment& b) { return a.first < b.first; });
   return out;
@@ -124,16 +133,7 @@ std::vector<Segment> Queue::Impl::segments_in_write(MDB_txn* txn) const {
   for (unsigned slot = 0; slot < kSegmentSlots; ++slot) {
     const MDB_dbi dbi = slot_dbis_[slot];
     if (dbi == 0 || stat_of(txn, dbi).ms_entries == 0) continue;
-    Segment s;
-    s.slot = slot;
-    s.dbi = dbi;
-    lmdb::Cursor c(txn, dbi);
-    MDB_val ck, cv;
-    if (!c.get(ck, cv, MDB_FIRST)) continue;
-    s.first = lmdb::seq_of(ck);
-    if (!c.get(ck, cv, MDB_LAST)) continue;
-    s.last = lmdb::seq_of(ck);
-    out.push_back(s);
+    if (auto segment = segment_in(txn, slot, dbi)) out.push_back(*segment);
   }
   std::sort(out.begin(), out.end(), [](const Segment& a, const Segment& b) { return a.first < b.first; });
   return out;
