@@ -106,9 +106,6 @@ class RecordCursor {
   bool seek(std::uint64_t seq, MDB_val& k, MDB_val& v);
   bool next(MDB_val& k, MDB_val& v);
   bool prev(MDB_val& k, MDB_val& v);
-  // The segment the cursor stands in (after a successful positioning).
-  const Segment& segment() const { return segments_[at_]; }
-  MDB_cursor* raw() const { return cursor_ ? cursor_->get() : nullptr; }
 
  private:
   bool enter(std::size_t i, MDB_cursor_op op, MDB_val& k, MDB_val& v);
