@@ -295,6 +295,7 @@ void Queue::Impl::finish_group_locked(Group& g, bool committed) {
       first_disk_seq_ = g.first_disk_seq;
       last_disk_seq_ = g.last_disk_seq;
     }
+    if (g.evicted_records > 0) ++evictions_;  // the read spans taken before are void (ReadSpan)
     // RAM tier: evictions from the front, then what every consumer has passed, then additions.
     std::uint64_t evict = g.memory_evicted;
     std::uint64_t min_pos = 0;

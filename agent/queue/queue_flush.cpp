@@ -2,6 +2,8 @@
 
 #include "queue/queue_impl.hpp"
 
+#include <unistd.h>
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -314,6 +316,10 @@ void Queue::Impl::close() {
   }
   mdb_env_close(env_);
   env_ = nullptr;
+  std::lock_guard release_lock(release_mutex_);
+  if (statm_fd_ >= 0) ::close(statm_fd_);
+  statm_fd_ = -1;
+  map_start_ = map_end_ = 0;
 }
 
 // Writes the RAM tier to LMDB at close, oldest first, in transactions of at most

@@ -66,8 +66,31 @@ inline constexpr std::uint64_t kSeqReservation = 1 << 20;
 inline constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
 // A page fault maps up to this many pages around the one touched (release_mapped_pages).
 inline constexpr std::uint64_t kFaultAroundPages = 16;
+// The pages of the map that may stay resident beyond the process's other file pages before they
+// are released (release_mapped_pages).
+inline constexpr std::uint64_t kMappedBudget = 16 << 20;
 
 inline std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
+
+// What a read saw of the disk tier: every record after `after` up to `through` (sequence
+// numbers), how many and their stored bytes. An acknowledgement that moves the front across
+// spans read since counts what it passes from them instead of walking those records again
+// (delete_through). Only records at or before the front are ever deleted and only records after
+// every sequence number read are ever added (disk mode), so a span starting at the front still
+// describes the records there.
+//
+// drop_oldest deletes records after the front: a span is only used while no eviction was
+// committed since its read began (`evictions`, counted after each commit that evicted, and taken
+// before the read's snapshot), and not in a group that evicted itself.
+struct ReadSpan {
+  std::uint64_t after = 0;
+  std::uint64_t through = 0;
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t evictions = 0;
+};
+// Records counted by walking them at an acknowledgement (no span covered them); for tests.
+inline std::atomic<std::uint64_t> ack_walked_records{0};
 
 // Records live in segments: up to kSegmentSlots LMDB databases, "records" (slot 0, the only one
 // before segments: an older queue's records are its first segment as they are) and "records.1" to
@@ -217,6 +240,7 @@ class Queue::Impl {
   // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
   // map from this process's resident set (see queue_read.cpp).
   void release_mapped_pages(std::size_t bytes) const;
+  std::uint64_t file_resident_bytes() const;
 
   // Group commit: queues `p` and returns once a group transaction holding it has been written.
   void submit(Pending& p);
@@ -312,9 +336,16 @@ class Queue::Impl {
   std::mutex notify_mutex_;           // serialises pressure notifications
   bool notified_blocked_ = false;     // what the listener was last told (under notify_mutex_)
   mutable std::atomic<bool> damaged_{false};  // LMDB reported damage while running
+  mutable std::mutex spans_mutex_;
+  mutable std::vector<ReadSpan> read_spans_;  // disk mode: what reads saw after the front
+  std::atomic<std::uint64_t> evictions_{0};     // commits that evicted records (drop_oldest)
   mutable std::atomic<std::uint64_t> touched_since_release_{0};  // bytes read/written since the last release
-  mutable std::atomic<std::uintptr_t> map_start_{0};  // LMDB's map of data.mdb, found at the first release
-  mutable std::atomic<std::uintptr_t> map_end_{0};
+  mutable std::mutex release_mutex_;  // guards the members below up to mapped_releases_
+  mutable std::uintptr_t map_start_ = 0;  // LMDB's map of data.mdb, found at the first release
+  mutable std::uintptr_t map_end_ = 0;
+  mutable int statm_fd_ = -1;  // /proc/self/statm, open from the first check to close()
+  mutable std::uint64_t file_resident_after_release_ = 0;
+  mutable std::uint64_t mapped_releases_ = 0;
   // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
   // tears the environment down.
   mutable std::shared_mutex env_mutex_;

@@ -3,7 +3,9 @@
 
 #include "queue/queue_impl.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -37,10 +39,13 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
   std::size_t count = 0;
   std::size_t bytes = 0;
   std::uint64_t scanned = 0;
+  ReadSpan span;  // disk mode: every record examined (taken or filtered out)
   bool stop = false;
   auto take = [&](std::uint64_t seq, std::string_view encoded) {
     if (filter != nullptr && !filter->accepts(encoded)) {
       scanned = seq;
+      ++span.records;
+      span.bytes += encoded.size();
       return;
     }
     if (count > 0 && bytes + encoded.size() > limits.max_bytes) {
@@ -48,6 +53,8 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
       return;
     }
     scanned = seq;
+    ++span.records;
+    span.bytes += encoded.size();
     out.append(seq, encoded);
     ++count;
     bytes += encoded.size();
@@ -58,6 +65,7 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
   // write_group() holds while it commits and updates the RAM tier.
   std::unique_lock lock(mutex_, std::defer_lock);
   if (options_.mode == Mode::memory) lock.lock();
+  span.evictions = evictions_.load();  // before the snapshot (ReadSpan)
   lmdb::Txn txn(env_, MDB_RDONLY);
   // A copy of the RAM tier's records after `after`, as many as the limits could take. When it
   // stops short of the tier's end, nothing after the last record it examined may be returned
@@ -104,7 +112,8 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
   RecordCursor cursor(txn.get(), std::move(segments));
   MDB_val k;
   MDB_val v;
-  bool more = cursor.seek(std::max(after, front) + 1, k, v);
+  span.after = std::max(after, front);
+  bool more = cursor.seek(span.after + 1, k, v);
   std::size_t mi = 0;
   while (!stop) {
     bool have_mem = mi < memory_index.size();
@@ -116,11 +125,19 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
       take(disk_seq, lmdb::view_of(v));
       if (!stop) more = cursor.next(k, v);
     } else {
-      auto [seq, span] = memory_index[mi++];
-      take(seq, std::string_view(memory_copy).substr(span.first, span.second));
+      auto [seq, at] = memory_index[mi++];
+      take(seq, std::string_view(memory_copy).substr(at.first, at.second));
     }
   }
   txn.abort();
+  // Kept for the acknowledgement (a few per consumer: those the front has passed go then).
+  if (options_.mode == Mode::disk && !read_only_ && scanned > span.after) {
+    constexpr std::size_t kMaxSpans = 256;
+    span.through = scanned;
+    std::lock_guard spans_lock(spans_mutex_);
+    if (read_spans_.size() >= kMaxSpans) read_spans_.erase(read_spans_.begin(), read_spans_.begin() + kMaxSpans / 2);
+    read_spans_.push_back(span);
+  }
   release_mapped_pages(bytes * kFaultAroundPages);
   out.set_scanned_to(scanned);
   std::vector<std::pair<std::uint64_t, std::string>> bad;
@@ -134,32 +151,40 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
 // backlog once would leave its whole size resident: a 5M-record burst showed 400+ MiB RSS of
 // which 6 MiB were tank's own (docs/BENCHMARKS.md); appending alone (each commit copies the
 // last leaf page from the map) left 150 MiB resident after 3M records. So the map's pages are
-// dropped from this process with MADV_DONTNEED every so often. On a shared, read-only file
-// mapping that loses nothing: the data stays in the page cache and on disk, and the next access
-// faults it in again (LMDB never writes through this map: MDB_WRITEMAP is not used). Callers
-// holding pointers into the map (a cursor inside a transaction elsewhere) still read the same
-// bytes after the fault. RSS then follows the working set, not the backlog.
+// dropped from this process with MADV_DONTNEED when they grow past kMappedBudget. On a shared,
+// read-only file mapping that loses nothing: the data stays in the page cache and on disk, and the
+// next access faults it in again (LMDB never writes through this map: MDB_WRITEMAP is not used).
+// Callers holding pointers into the map (a cursor inside a transaction elsewhere) still read the
+// same bytes after the fault. RSS then stays within the budget, whatever the backlog.
 //
-// How often: a fault maps not only the page touched but up to 16 pages around it that are in the
-// page cache (the kernel's fault_around_bytes, 64 KiB), and the pages of a queue whose flushed
-// snapshot is pinned are scattered among pages of no use (a commit never reuses a page freed after
-// the pin): reading 150 KB of records was measured to map 1-2.5 MiB. So the bytes read or deleted
-// count 16 times (kFaultAroundPages), and the release comes every 4 MiB of the callers' count:
-// every 256 KiB of records read or deleted, or every 4 MiB appended (with the pages each commit
-// copies: every 128 commits of one small record). Every release is one madvise over the whole map
-// and a TLB shootdown: counting appends 16 times too made one every 16 single-record commits and
-// cost a third of the append rate (queue_bench, docs/BENCHMARKS.md).
+// When: only when the process's file-backed resident pages (/proc/self/statm's third field,
+// read with one pread of a descriptor kept open) are more than kMappedBudget above what they were
+// right after the last release (the binary's and libraries' own pages). An earlier version
+// released whenever an estimate of the pages touched reached 4 MiB; every release makes every page
+// still in use (branch pages, the leaf appends copy, the pages the reader is about to read, which
+// fault-around had mapped for free) fault again, and a page fault costs 30-50 us in this virtual
+// machine: tcp-http spent half its CPU in faults and madvise (docs/BENCHMARKS.md, issue 23). A
+// queue that keeps up reuses the same few pages and never reaches the budget; a backlog drained
+// costs one fault per page read at most once plus one release per kMappedBudget read.
+//
+// The check itself comes every kCheckEvery of the callers' estimate of the pages they touched:
+// the bytes read or deleted count kFaultAroundPages times (a fault maps up to 16 pages around
+// the one touched that are in the page cache), the bytes appended once plus the pages each commit
+// copies.
 //
 // LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP),
 // so the mapping of data.mdb is looked up in /proc/self/maps once (LMDB maps the file once, at
 // open, for the whole map size) and then only one madvise call is made. Measured cost and effect:
 // docs/BENCHMARKS.md.
 void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
-  constexpr std::uint64_t kReleaseEvery = 4 << 20;
-  if (touched_since_release_.fetch_add(bytes) + bytes < kReleaseEvery) return;
+  constexpr std::uint64_t kCheckEvery = kMappedBudget / 4;
+  if (touched_since_release_.fetch_add(bytes) + bytes < kCheckEvery) return;
   touched_since_release_ = 0;
-  std::uintptr_t start = map_start_.load();
-  std::uintptr_t end = map_end_.load();
+  std::lock_guard lock(release_mutex_);
+  const std::uint64_t resident = file_resident_bytes();
+  if (resident != 0 && resident < file_resident_after_release_ + kMappedBudget) return;
+  std::uintptr_t start = map_start_;
+  std::uintptr_t end = map_end_;
   if (start == 0) {
     std::error_code ec;
     const std::string data_file = std::filesystem::weakly_canonical(options_.dir / "data.mdb", ec).string();
@@ -174,6 +199,23 @@ void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
     map_start_ = start;
   }
   ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+  ++mapped_releases_;
+  file_resident_after_release_ = file_resident_bytes();
+}
+
+// The process's file-backed (and shared memory) resident bytes: the third field of
+// /proc/self/statm, in pages. 0 when it cannot be read (then every check releases, as a bound
+// must hold even without /proc).
+std::uint64_t Queue::Impl::file_resident_bytes() const {
+  if (statm_fd_ < 0) statm_fd_ = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (statm_fd_ < 0) return 0;
+  char buf[128];
+  const ssize_t n = ::pread(statm_fd_, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long long size = 0, resident = 0, shared = 0;
+  if (std::sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) != 3) return 0;
+  return static_cast<std::uint64_t>(shared) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 std::optional<std::uint64_t> Queue::Impl::position(const std::string& consumer) const {

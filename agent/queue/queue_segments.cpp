@@ -150,18 +150,45 @@ std::uint64_t Queue::Impl::pressure_pages() const {
 
 void Queue::Impl::delete_through(Group& g, std::uint64_t seq) {
   if (seq <= g.front) return;
-  // Count what the front passes: the records stored after the old front, up to `seq`. They were
-  // read moments ago by the consumer that acknowledged them, so their pages are in memory.
+  // Count what the front passes: the records stored after the old front, up to `seq`. The reads
+  // of the consumers that acknowledged them counted them already (ReadSpan): the longest span
+  // starting where the count stands, again and again; what no span covers is walked (a read of
+  // another consumer stopped elsewhere, a queue reopened since the read, records evicted since).
   std::uint64_t passed = 0;
   std::uint64_t passed_bytes = 0;
+  std::uint64_t counted_to = g.front;
   {
+    std::lock_guard lock(spans_mutex_);
+    const std::uint64_t evictions = evictions_.load();
+    // Not in a group that evicted records itself (its spans describe records it deleted).
+    while (g.evicted_records == 0) {
+      const ReadSpan* best = nullptr;
+      for (const ReadSpan& span : read_spans_) {
+        if (span.evictions == evictions && span.after == counted_to && span.through <= seq &&
+            (best == nullptr || span.through > best->through)) {
+          best = &span;
+        }
+      }
+      if (best == nullptr) break;
+      passed += best->records;
+      passed_bytes += best->bytes;
+      counted_to = best->through;
+    }
+    std::erase_if(read_spans_, [&](const ReadSpan& span) { return span.through <= seq; });
+  }
+  if (counted_to < seq) {
     RecordCursor cursor(g.txn, g.segments);
     MDB_val k, v;
-    for (bool more = cursor.seek(g.front + 1, k, v); more && lmdb::seq_of(k) <= seq; more = cursor.next(k, v)) {
-      ++passed;
-      passed_bytes += v.mv_size;
+    std::uint64_t walked = 0;
+    std::uint64_t walked_bytes = 0;
+    for (bool more = cursor.seek(counted_to + 1, k, v); more && lmdb::seq_of(k) <= seq; more = cursor.next(k, v)) {
+      ++walked;
+      walked_bytes += v.mv_size;
     }
-    release_mapped_pages(passed_bytes * kFaultAroundPages);
+    passed += walked;
+    passed_bytes += walked_bytes;
+    ack_walked_records += walked;
+    release_mapped_pages(walked_bytes * kFaultAroundPages);
   }
   g.front = seq;
   g.disk_bytes -= std::min(g.disk_bytes, passed_bytes);

@@ -10,6 +10,7 @@
 
 #include "queue/lmdb_file.hpp"
 #include "queue/queue.hpp"
+#include "queue/queue_impl.hpp"
 #include "queue/record.hpp"
 #include "queue/verify.hpp"
 #include "support/queue_helpers.hpp"
@@ -257,4 +258,79 @@ TEST_CASE("a queue of format 2 (one records database) opens as it is: its record
   queue::VerifyOptions full;
   full.depth = queue::Verification::full;
   CHECK(queue::verify_in_child(dir / "q", full).outcome == queue::VerifyResult::Outcome::ok);
+}
+
+TEST_CASE("an acknowledgement counts what the consumers' reads saw instead of walking the records again",
+          "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q", 16 << 20);
+  opts.consumers = {"a", "b"};
+  auto q = Queue::open(opts, clock, nullptr);
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(q->append(batch_of(payloads(500, "p" + std::to_string(i) + "-", 10 + 7 * i), clock)).ok());
+  }
+  REQUIRE(q->stats().records == 10000);
+  // What the queue must say after the front moved to `front`: counted independently of the spans.
+  auto check_counts = [&](std::uint64_t front) {
+    const auto stats = q->stats();
+    CHECK(stats.records == 10000 - front);
+    CHECK(stats.bytes == q->disk_bytes_after(std::vector<std::uint64_t>{front}).at(0));
+  };
+
+  SECTION("consumers that read and acknowledge the same batches: nothing is walked") {
+    const std::uint64_t walked_before = queue::ack_walked_records;
+    queue::ReadLimits limits;
+    limits.max_records = 700;
+    std::uint64_t front = 0;
+    while (front < 10000) {
+      const auto a = q->read(front, limits);
+      const auto b = q->read(front, limits);
+      REQUIRE(a.scanned_to() == b.scanned_to());
+      REQUIRE(q->ack("a", a.scanned_to()).ok());
+      check_counts(front);  // b is behind: the front stays
+      REQUIRE(q->ack("b", b.scanned_to()).ok());
+      front = b.scanned_to();
+      check_counts(front);
+    }
+    CHECK(queue::ack_walked_records == walked_before);
+  }
+
+  SECTION("a front that stops inside a read walks only what no read covered") {
+    queue::ReadLimits limits;
+    limits.max_records = 300;
+    const auto a1 = q->read(0, limits);
+    REQUIRE(q->ack("a", a1.scanned_to()).ok());  // a at 300
+    limits.max_records = 500;
+    const auto b1 = q->read(0, limits);
+    REQUIRE(q->ack("b", b1.scanned_to()).ok());  // b at 500: the front at 300, a's read
+    check_counts(300);
+    const std::uint64_t walked_before = queue::ack_walked_records;
+    limits.max_records = 300;
+    const auto a2 = q->read(300, limits);
+    REQUIRE(q->ack("a", a2.scanned_to()).ok());  // a at 600: the front at 500, inside a's read
+    check_counts(500);
+    CHECK(queue::ack_walked_records == walked_before + 200);
+  }
+}
+
+TEST_CASE("records read and then evicted by drop_oldest are not counted again when acknowledged",
+          "[queue][segments]") {
+  TempDir dir;
+  ManualClock clock;
+  auto opts = small_queue(dir / "q", 256 << 10);
+  opts.overflow = queue::Overflow::drop_oldest;
+  auto q = Queue::open(opts, clock, nullptr);
+  for (int i = 0; i < 40; ++i) REQUIRE(q->append(batch_of(payloads(10, "d", 200), clock)).ok());
+  queue::ReadLimits limits;
+  limits.max_records = 100;
+  const auto read = q->read(0, limits);
+  REQUIRE(read.scanned_to() == 100);
+  // Appending on evicts the oldest records, those just read among them.
+  for (int i = 0; i < 100; ++i) REQUIRE(q->append(batch_of(payloads(10, "e", 200), clock)).ok());
+  REQUIRE(q->stats().first_seq > 100);
+  REQUIRE(q->ack("out", read.scanned_to()).ok());
+  const auto s = q->stats();
+  CHECK(s.records == everything(*q).size());
+  CHECK(s.bytes == q->disk_bytes_after(std::vector<std::uint64_t>{0}).at(0));
 }
