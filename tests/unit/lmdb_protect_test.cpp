@@ -171,6 +171,28 @@ TEST_CASE("lmdb: single-key commits after a protected snapshot reuse the pages t
   mdb_txn_abort(pin.txn);
 }
 
+TEST_CASE("lmdb: a page is a candidate of a protected snapshot at most once however often commits reload it",
+          "[lmdb][protect]") {
+  TempDir dir;
+  Env e(dir.path());
+  Range r;
+  // Many pages, then most of them free: free in the snapshot protected next. LMDB writes the free
+  // pages a commit loaded and did not use back into the freeDB, and the next commit loads them
+  // again; each load used to push them onto the candidate stack again.
+  churn(e, r, 3000, 3000);
+  churn(e, r, 20, 10);
+  Pin none{};
+  Pin pin = flush(e, none, r);
+  churn(e, r, 300, 10);
+  std::size_t warm = 0, free_pages = 0;
+  ok(mdb_env_protect_candidates(e.env, mdb_txn_id(pin.txn), &warm, &free_pages), "mdb_env_protect_candidates");
+  INFO(warm << " candidates written since, " << free_pages << " free in the snapshot; last page " << e.last_page());
+  CHECK(warm <= e.last_page());
+  CHECK(free_pages <= e.last_page());
+  REQUIRE(check_snapshot(pin.txn, e.dbi, &pin.range) == "");
+  mdb_txn_abort(pin.txn);
+}
+
 TEST_CASE("lmdb: a protected snapshot stays whole while readers read and commits reuse pages",
           "[lmdb][protect]") {
   TempDir dir;

@@ -1642,6 +1642,14 @@ int	mdb_env_unprotect(MDB_env *env, size_t txnid);
 	 */
 int	mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *held);
 
+	/** @brief For tests only: the sizes of a protected snapshot's two
+	 * candidate stacks (tank's patch): pages written since it and pages
+	 * free in it that #mdb_page_alloc() may take. Each page is on a stack
+	 * at most once, so neither exceeds the pages of the snapshot.
+	 * @return 0 on success, MDB_NOTFOUND if it is not protected.
+	 */
+int	mdb_env_protect_candidates(MDB_env *env, size_t txnid, size_t *warm, size_t *free_pages);
+
 	/** @brief A function #mdb_env_set_reader_hook() calls (tank's patch, tests only). */
 typedef void (MDB_reader_hook)(MDB_env *env, size_t txnid, void *ctx);
 

@@ -10269,6 +10269,27 @@ mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t *hel
 }
 
 int ESECT
+mdb_env_protect_candidates(MDB_env *env, size_t txnid, size_t *warm, size_t *free_pages)
+{
+	MDB_protect *pr;
+	int rc;
+	if (!env)
+		return EINVAL;
+	if ((rc = mdb_protect_lock(env)) != 0)
+		return rc;
+	if ((pr = mdb_protect_find(env, txnid)) == NULL) {
+		rc = MDB_NOTFOUND;
+	} else {
+		if (warm)
+			*warm = pr->pr_warmv.ps_n;
+		if (free_pages)
+			*free_pages = pr->pr_freev.ps_n;
+	}
+	mdb_protect_unlock(env);
+	return rc;
+}
+
+int ESECT
 mdb_env_set_reader_hook(MDB_env *env, MDB_reader_hook *hook, void *ctx)
 {
 	if (!env)
