@@ -97,7 +97,9 @@ std::string render_reference(const Schema& schema) {
          "     Regenerate with: build/agent/tank reference > docs/configuration.md -->\n\n";
   out += "tank reads one TOML file (`tank run -c FILE`; without `-c` it runs the embedded default,\n"
          "`config/default.toml`). `tank check -c FILE` validates a file and lists every problem at\n"
-         "once, each as `file:line:column: key: what was expected`.\n\n";
+         "once, each as `file:line:column: key: what was expected`. An empty file (or one of blanks\n"
+         "only: what a power cut just after writing it, or a failed copy, leaves) is refused by both;\n"
+         "a reload refuses a file with no inputs and no outputs.\n\n";
   out += "Value syntax:\n\n";
   out += "- **size**: a whole number of bytes with a unit, no space: `B`, `kB`, `MB`, `GB`, `TB` (powers\n"
          "  of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024), e.g. `\"64MiB\"`, `\"1.5GiB\"`; a bare\n"

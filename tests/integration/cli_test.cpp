@@ -79,6 +79,24 @@ TEST_CASE("tank check accepts a valid file and the embedded default", "[cli][che
   CHECK(contains(p.out, "listen = \"127.0.0.1:9464\""));
 }
 
+TEST_CASE("an empty configuration file is refused by check and run, saying why", "[cli][check]") {
+  TempDir dir;
+  for (const std::string& text : {std::string(), std::string("\n  \n\t\n")}) {
+    write_file(dir / "empty.toml", text);
+    const std::string f = (dir / "empty.toml").string();
+    for (const char* command : {"check", "run"}) {
+      auto r = tank_cli({command, "-c", f});
+      INFO(command << " on " << text.size() << " bytes");
+      CHECK(r.exit_code == 2);
+      CHECK(contains(r.err, f + ": the file is empty (a power cut just after it was written, or a failed copy?); "
+                            "nothing was started"));
+    }
+  }
+  // A comment alone is a file someone wrote: valid, as before.
+  write_file(dir / "comment.toml", "# nothing yet\n");
+  CHECK(tank_cli({"check", "-c", (dir / "comment.toml").string()}).exit_code == 0);
+}
+
 TEST_CASE("tank check lists every error with file:line:column and exits 2", "[cli][check]") {
   TempDir dir;
   write_file(dir / "bad.toml", R"([agent]
