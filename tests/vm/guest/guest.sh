@@ -225,6 +225,9 @@ RestrictNamespaces=no'
     sh -c "journalctl --no-pager -u tank -p warning..warning -o cat | grep -q 'failpoint \"output.send\" reached'"
   expect journal "errors are priority 3 (the stuck thread)" \
     sh -c "journalctl --no-pager -u tank -p err..err -o cat | grep -q 'stuck: \"output archive sender 0\"'"
+  # What the sandbox must not block: reading the clock's state (agent.clock, clock_adjtime).
+  expect hardening "tank can read the kernel's clock state under the unit (no \"cannot read the kernel's clock state\")" \
+    sh -c "! journalctl --no-pager -u tank -o cat | grep -q \"cannot read the kernel's clock state\""
   expect journal "no <N> prefix is left in a message" \
     sh -c "! journalctl --no-pager -u tank -o cat | grep -q '^<[0-7]>'"
 
