@@ -54,12 +54,16 @@ def main():
     ap.add_argument("--state", required=True, help="where to keep the ids present now")
     ap.add_argument("--previous", help="the --state of the previous verification of the same mode")
     ap.add_argument("--name", required=True)
+    ap.add_argument("--drop-first", action="store_true",
+                    help="control: take the first acknowledged record out of the queue's list")
     a = ap.parse_args()
 
     acks = read_acks(a.acks)
     with open(a.ids) as f:
         present = set(line.strip() for line in f if line.strip())
     problems = []
+    if a.drop_first and acks:
+        present.discard(f"{a.prefix}-{acks[0][0]}")
     acked = [(f"{a.prefix}-{first + i}", t) for first, count, t in acks for i in range(count)]
     lost = [(rid, t) for rid, t in acked if rid not in present]
     if not acked:
