@@ -8,7 +8,8 @@
  * O_DSYNC, so the write has reached the host's file when it returns: the host kills the VM at any
  * moment and still reads every acknowledgement that was made, and only those. A request that gets
  * anything else (503 when the queue is full, a refused connection while tank restarts) is sent
- * again, with the same records, and is not written.
+ * again, with the same records, and is not written. Without a first acknowledgement within about
+ * a minute it gives up (exit 1).
  *
  * Sector layout (little-endian): "TANKACK1", u64 request number (0, 1, ...), u64 first record
  * number, u32 record count, u32 zero, u64 CLOCK_BOOTTIME at the 200 in ns, u64 FNV-1a of the 40
@@ -99,6 +100,11 @@ int main(int argc, char** argv) {
       if (++failures % 100 == 1) printf("loadgen: request %llu: %s %d (sent again)\n", (unsigned long long)request,
                                         status < 0 ? "no answer" : "status", status);
       fflush(stdout);
+      /* Nothing ever acknowledged for a minute: tank is not there; end, so the VM powers off. */
+      if (request == 0 && failures >= 3000) {
+        printf("loadgen: no acknowledgement in 60 s; giving up\n");
+        return 1;
+      }
       usleep(20000);
       continue;
     }
