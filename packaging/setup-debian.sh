@@ -17,8 +17,12 @@ build_packages="g++ cmake ninja-build pkg-config git \
 # kcat: an independent Kafka consumer for outputs.kafka's tests (against librdkafka's mock cluster).
 # python3-pymodbus (with python3-serial-asyncio, which it only recommends, for RTU) and socat (a pty
 # pair for RTU): the Modbus server of inputs.modbus's tests and benchmark.
+# mmdebstrap, qemu-system-x86, qemu-system-arm, qemu-utils (qemu-img), qemu-user-static (the arm64
+# root's maintainer scripts, through binfmt_misc) and arch-test: tests/vm, Debian 12 under systemd
+# in qemu-system (tests/vm/README.md).
 test_packages="catch2 mosquitto mosquitto-clients prometheus logrotate json-schema-test-suite qemu-user systemd \
-  nginx tinyproxy clang llvm ccache kcat python3-pymodbus python3-serial-asyncio socat"
+  nginx tinyproxy clang llvm ccache kcat python3-pymodbus python3-serial-asyncio socat \
+  mmdebstrap qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static arch-test"
 
 packages="$build_packages"
 # node and npm run the Sparkplug B test peers (Eclipse Tahu's JavaScript packages, tests/sparkplug).

@@ -4,7 +4,8 @@
 # (fuzz/README.md); then the static builds (cross/README.md): amd64's default flavour (its size
 # against the 6 MiB goal) and its full flavour (every plugin, outputs.kafka too; the integration
 # tests run against it), arm64 full (its unit tests under qemu-aarch64) and armhf full (the queue's
-# unit tests under qemu-arm, where size_t has 32 bits); the .deb packages are of the full builds.
+# unit tests under qemu-arm, where size_t has 32 bits); the .deb packages are of the full builds;
+# the amd64 package installed and run under systemd in a Debian 12 VM, with power cuts (tests/vm).
 # Installs what it needs first.
 # This is what CI runs (.ci/run).
 set -eu
@@ -53,6 +54,11 @@ cross/build.sh amd64 --full --deb
 phase "integration tests against the static amd64 full binary (its own OpenSSL, zstd and librdkafka, -Os, LTO)"
 (cd build/ci && TANK_BINARY="$PWD/../../build-static-amd64-full/tank.stripped" \
   ctest -L integration -j "$jobs" --output-on-failure)
+# tank as a user installs it: the package above in Debian 12 under systemd in qemu-system-x86_64
+# (TCG), then three power cuts under load (tests/vm/README.md). The image is cached in
+# ~/.cache/tank-vm (built once, about 2 minutes).
+phase "VM: the amd64 package under systemd (notify, reload, watchdog, hardening, upgrade, purge), 3 power cuts"
+tests/vm/run.sh amd64
 phase "static builds: arm64 full (unit tests under qemu-aarch64), armhf full (the queue's unit tests under qemu-arm), with their packages"
 cross/build.sh arm64 --full --tests --deb
 cross/build.sh armhf --full --queue-tests --deb
