@@ -237,8 +237,9 @@ class Queue::Impl {
   // Ends the pin and its protection; flush_mutex_ held.
   void release_pin_locked();
   std::uint64_t pinned_free_pages() const;
-  // Called after each read, delete or append of `bytes`: every 4 MiB, drops the pages of LMDB's
-  // map from this process's resident set (see queue_read.cpp).
+  // Called after each read, delete or append of `bytes`: every kMappedBudget / 4 of them, drops
+  // the pages of LMDB's map from this process's resident set when they exceed kMappedBudget (see
+  // queue_read.cpp).
   void release_mapped_pages(std::size_t bytes) const;
   std::uint64_t file_resident_bytes() const;
 
@@ -340,12 +341,11 @@ class Queue::Impl {
   mutable std::vector<ReadSpan> read_spans_;  // disk mode: what reads saw after the front
   std::atomic<std::uint64_t> evictions_{0};     // commits that evicted records (drop_oldest)
   mutable std::atomic<std::uint64_t> touched_since_release_{0};  // bytes read/written since the last release
-  mutable std::mutex release_mutex_;  // guards the members below up to mapped_releases_
+  mutable std::mutex release_mutex_;  // guards the four members below
   mutable std::uintptr_t map_start_ = 0;  // LMDB's map of data.mdb, found at the first release
   mutable std::uintptr_t map_end_ = 0;
   mutable int statm_fd_ = -1;  // /proc/self/statm, open from the first check to close()
   mutable std::uint64_t file_resident_after_release_ = 0;
-  mutable std::uint64_t mapped_releases_ = 0;
   // Readers (read, state, stats, sync) hold it shared; close() holds it exclusively while it
   // tears the environment down.
   mutable std::shared_mutex env_mutex_;

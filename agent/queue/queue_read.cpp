@@ -41,20 +41,21 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
   std::uint64_t scanned = 0;
   ReadSpan span;  // disk mode: every record examined (taken or filtered out)
   bool stop = false;
+  auto examined = [&](std::uint64_t seq, std::string_view encoded) {
+    scanned = seq;
+    ++span.records;
+    span.bytes += encoded.size();
+  };
   auto take = [&](std::uint64_t seq, std::string_view encoded) {
     if (filter != nullptr && !filter->accepts(encoded)) {
-      scanned = seq;
-      ++span.records;
-      span.bytes += encoded.size();
+      examined(seq, encoded);
       return;
     }
     if (count > 0 && bytes + encoded.size() > limits.max_bytes) {
       stop = true;  // not taken: the next read starts here
       return;
     }
-    scanned = seq;
-    ++span.records;
-    span.bytes += encoded.size();
+    examined(seq, encoded);
     out.append(seq, encoded);
     ++count;
     bytes += encoded.size();
@@ -199,7 +200,6 @@ void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
     map_start_ = start;
   }
   ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
-  ++mapped_releases_;
   file_resident_after_release_ = file_resident_bytes();
 }
 
@@ -215,7 +215,8 @@ std::uint64_t Queue::Impl::file_resident_bytes() const {
   buf[n] = '\0';
   unsigned long long size = 0, resident = 0, shared = 0;
   if (std::sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) != 3) return 0;
-  return static_cast<std::uint64_t>(shared) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  static const auto kSystemPage = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  return static_cast<std::uint64_t>(shared) * kSystemPage;
 }
 
 std::optional<std::uint64_t> Queue::Impl::position(const std::string& consumer) const {

@@ -2172,7 +2172,6 @@ done:
 	return rc;
 }
 
-
 /** tank: an empty set of the pages below bound. */
 static int
 mdb_pgbits_init(MDB_pgbits *b, pgno_t bound)
@@ -2257,6 +2256,14 @@ mdb_pgset_free(MDB_pgset *s)
 	s->ps_v = NULL;
 	s->ps_n = s->ps_cap = 0;
 	mdb_pgbits_free(&s->ps_in);
+}
+
+/** tank: make s empty, keeping its memory (mdb_pgbits_clear()). */
+static void
+mdb_pgset_clear(MDB_pgset *s)
+{
+	s->ps_n = 0;
+	mdb_pgbits_clear(&s->ps_in);
 }
 
 /** tank: an empty stack of the pages below bound (its memory kept). */
@@ -2402,9 +2409,8 @@ mdb_protect_gc(MDB_env *env)
 		mdb_pgbits_clear(&pr->pr_alloc);
 		mdb_pgbits_clear(&pr->pr_free);
 		mdb_pgbits_clear(&pr->pr_held);
-		mdb_pgbits_clear(&pr->pr_warmv.ps_in);
-		mdb_pgbits_clear(&pr->pr_freev.ps_in);
-		pr->pr_warmv.ps_n = pr->pr_freev.ps_n = 0;
+		mdb_pgset_clear(&pr->pr_warmv);
+		mdb_pgset_clear(&pr->pr_freev);
 		pr->pr_used = 0;
 		env->me_nprotect--;
 		env->me_nretiring--;
