@@ -1650,18 +1650,6 @@ int	mdb_env_protected_pages(MDB_env *env, size_t txnid, size_t *written, size_t 
 	 */
 int	mdb_env_protect_candidates(MDB_env *env, size_t txnid, size_t *warm, size_t *free_pages);
 
-	/** @brief For tests only: the free pages a write transaction has read
-	 * from the freeDB so far (tank's patch).
-	 * @param[in] txn A write transaction (the innermost, if nested)
-	 * @param[out] loaded Pages in its list of reusable pages (me_pghead)
-	 * @param[out] held_loaded How many of those a protected snapshot holds:
-	 * 0 while snapshots are protected, as they are set aside
-	 * @param[out] set_aside Held pages set aside, to be written back to the
-	 * freeDB at commit
-	 * @return 0 on success, EINVAL if txn is not a live write transaction.
-	 */
-int	mdb_txn_free_pages(MDB_txn *txn, size_t *loaded, size_t *held_loaded, size_t *set_aside);
-
 	/** @brief A function #mdb_env_set_reader_hook() calls (tank's patch, tests only). */
 typedef void (MDB_reader_hook)(MDB_env *env, size_t txnid, void *ctx);
 

@@ -1247,13 +1247,6 @@ typedef struct MDB_xcursor {
 typedef struct MDB_pgstate {
 	pgno_t		*mf_pghead;	/**< Reclaimed freeDB pages, or NULL before use */
 	txnid_t		mf_pglast;	/**< ID of last used record, or 0 if !mf_pghead */
-	/** tank: reclaimed freeDB pages a protected snapshot holds (descending),
-	 *	or NULL: set aside from mf_pghead when read, so that taking a page
-	 *	does not move them in mf_pghead (thousands, once a segment of the
-	 *	queue is emptied whole: the move was 60 % of mdb_page_alloc()),
-	 *	merged back by mdb_freelist_save() to be written to the freeDB.
-	 */
-	pgno_t		*mf_pgheld;
 } MDB_pgstate;
 
 	/** The database environment. */
@@ -1373,7 +1366,6 @@ struct MDB_env {
 	MDB_pgstate	me_pgstate;		/**< state of old pages from freeDB */
 #	define		me_pglast	me_pgstate.mf_pglast
 #	define		me_pghead	me_pgstate.mf_pghead
-#	define		me_pgheld	me_pgstate.mf_pgheld
 	MDB_page	*me_dpages;		/**< list of malloc'd blocks for re-use */
 	/** IDL of pages that became unused in a write txn */
 	MDB_IDL		me_free_pgs;
@@ -1402,8 +1394,6 @@ struct MDB_env {
 	MDB_protect	me_protect[MDB_PROTECT_MAX];	/**< tank: protected snapshots */
 	int		me_nprotect;	/**< tank: how many of me_protect are in use */
 	int		me_nretiring;	/**< tank: how many of them are retiring */
-	int		me_pgsaving;	/**< tank: in mdb_freelist_save(): held pages stay in me_pghead */
-	MDB_IDL		me_pgscratch;	/**< tank: a freeDB record's pages split for me_pgheld (kept) */
 	MDB_reader_hook	*me_rhook;	/**< tank: tests only, #mdb_env_set_reader_hook() */
 	void		*me_rhook_ctx;	/**< tank: its argument */
 };
@@ -2505,59 +2495,6 @@ mdb_protect_unheld(MDB_env *env, pgno_t *mop)
 	return 0;
 }
 
-/** tank: merge the free pages idl (a freeDB record, descending, as
- *	mdb_protect_load() classified them) into me_pghead[], except the pages a
- *	snapshot holds: those into me_pgheld[]. mdb_page_alloc() never takes a
- *	held page, and each page it takes from me_pghead[] moves every entry
- *	after it: thousands of held pages there (a segment emptied whole) made
- *	that move most of the allocator's time. mdb_freelist_save() merges
- *	me_pgheld[] back, so the freeDB keeps them.
- */
-static int
-mdb_protect_setaside(MDB_env *env, const pgno_t *idl)
-{
-	size_t n = idl[0], i, h = 0;
-	MDB_IDL tmp;
-	int rc;
-	for (i = 1; i <= n; i++)
-		h += mdb_protect_held(env, idl[i], 1);
-	if (!env->me_pgscratch || MDB_IDL_ALLOCLEN(env->me_pgscratch) <= n) {
-		mdb_midl_free(env->me_pgscratch);
-		if (!(env->me_pgscratch = mdb_midl_alloc(n + 1)))
-			return ENOMEM;
-	}
-	tmp = env->me_pgscratch;
-	if (!env->me_pghead) {
-		if (!(env->me_pghead = mdb_midl_alloc(n - h + 1)))
-			return ENOMEM;
-		env->me_pghead[0] = 0;
-	} else if ((rc = mdb_midl_need(&env->me_pghead, n - h)) != 0) {
-		return rc;
-	}
-	if (h) {
-		if (!env->me_pgheld) {
-			if (!(env->me_pgheld = mdb_midl_alloc(h)))
-				return ENOMEM;
-			env->me_pgheld[0] = 0;
-		} else if ((rc = mdb_midl_need(&env->me_pgheld, h)) != 0) {
-			return rc;
-		}
-		tmp[0] = 0;
-		for (i = 1; i <= n; i++)
-			if (mdb_protect_held(env, idl[i], 1))
-				tmp[++tmp[0]] = idl[i];
-		mdb_midl_xmerge(env->me_pgheld, tmp);
-	}
-	if (n > h) {
-		tmp[0] = 0;
-		for (i = 1; i <= n; i++)
-			if (!h || !mdb_protect_held(env, idl[i], 1))
-				tmp[++tmp[0]] = idl[i];
-		mdb_midl_xmerge(env->me_pghead, tmp);
-	}
-	return MDB_SUCCESS;
-}
-
 /** Find oldest txnid still referenced. Expects txn->mt_txnid > 0. */
 static txnid_t
 mdb_find_oldest(MDB_txn *txn)
@@ -2680,8 +2617,7 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 				pgno = mop[i];
 				goto search_done;
 			}
-			if (mop_len + (env->me_pgheld ? env->me_pgheld[0] : 0) >=
-				MDB_WARM_SEARCH_MAX)
+			if (mop_len >= MDB_WARM_SEARCH_MAX)
 				break;
 		} else if (mop_len > n2) {
 			i = mop_len;
@@ -2747,15 +2683,6 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 		i = idl[0];
 		if (env->me_nprotect && (rc = mdb_protect_load(env, last, idl)) != 0)
 			goto fail;
-		if (env->me_nprotect && !env->me_pgsaving) {
-			/* tank: held pages go to me_pgheld, the others to mop */
-			if ((rc = mdb_protect_setaside(env, idl)) != 0)
-				goto fail;
-			mop = env->me_pghead;
-			mop_len = mop[0];
-			env->me_pglast = last;
-			continue;
-		}
 		if (!mop) {
 			if (!(env->me_pghead = mop = mdb_midl_alloc(i))) {
 				rc = ENOMEM;
@@ -3430,17 +3357,6 @@ mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **ret)
 			else
 				rc = ENOMEM;
 		}
-		/* tank: and its set-aside held pages, restored by an abort */
-		if (env->me_pgheld && !rc) {
-			size = MDB_IDL_SIZEOF(env->me_pgheld);
-			env->me_pgheld = mdb_midl_alloc(env->me_pgheld[0]);
-			if (env->me_pgheld)
-				memcpy(env->me_pgheld, ntxn->mnt_pgstate.mf_pgheld, size);
-			else
-				rc = ENOMEM;
-		} else if (rc) {
-			env->me_pgheld = NULL;
-		}
 		if (!rc)
 			rc = mdb_cursor_shadow(parent, txn);
 		if (rc)
@@ -3543,7 +3459,6 @@ mdb_txn_end(MDB_txn *txn, unsigned mode)
 
 	} else if (!F_ISSET(txn->mt_flags, MDB_TXN_FINISHED)) {
 		pgno_t *pghead = env->me_pghead;
-		pgno_t *pgheld = env->me_pgheld;	/* tank */
 
 		if (!(mode & MDB_END_UPDATE)) /* !(already closed cursors) */
 			mdb_cursors_close(txn, 0);
@@ -3559,7 +3474,6 @@ mdb_txn_end(MDB_txn *txn, unsigned mode)
 			env->me_free_pgs = txn->mt_free_pgs;
 			/* me_pgstate: */
 			env->me_pghead = NULL;
-			env->me_pgheld = NULL;
 			env->me_pglast = 0;
 
 			env->me_txn = NULL;
@@ -3578,7 +3492,6 @@ mdb_txn_end(MDB_txn *txn, unsigned mode)
 		}
 
 		mdb_midl_free(pghead);
-		mdb_midl_free(pgheld);
 	}
 
 	if (mode & MDB_END_FREE)
@@ -3610,39 +3523,11 @@ mdb_txn_abort(MDB_txn *txn)
 	mdb_txn_end(txn, MDB_END_ABORT|MDB_END_SLOT|MDB_END_FREE);
 }
 
-static int mdb_freelist_save0(MDB_txn *txn);
-
-/** tank: mdb_freelist_save0() with the held pages set aside by
- *	mdb_page_alloc() (me_pgheld[]) back in me_pghead[], so that the freeDB
- *	keeps them; while it runs, mdb_page_alloc() leaves held pages in
- *	me_pghead[] (it checks each page it takes, as without the set-aside).
- */
-static int
-mdb_freelist_save(MDB_txn *txn)
-{
-	MDB_env *env = txn->mt_env;
-	int rc;
-	if (env->me_pgheld && env->me_pgheld[0]) {
-		if (!env->me_pghead) {
-			if (!(env->me_pghead = mdb_midl_alloc(env->me_pgheld[0])))
-				return ENOMEM;
-		} else if ((rc = mdb_midl_need(&env->me_pghead, env->me_pgheld[0])) != 0) {
-			return rc;
-		}
-		mdb_midl_xmerge(env->me_pghead, env->me_pgheld);
-		env->me_pgheld[0] = 0;
-	}
-	env->me_pgsaving = 1;
-	rc = mdb_freelist_save0(txn);
-	env->me_pgsaving = 0;
-	return rc;
-}
-
 /** Save the freelist as of this transaction to the freeDB.
  * This changes the freelist. Keep trying until it stabilizes.
  */
 static int
-mdb_freelist_save0(MDB_txn *txn)
+mdb_freelist_save(MDB_txn *txn)
 {
 	/* env->me_pghead[] can grow and shrink during this call.
 	 * env->me_pglast and txn->mt_free_pgs[] can only grow.
@@ -4173,7 +4058,6 @@ mdb_txn_commit(MDB_txn *txn)
 
 		parent->mt_child = NULL;
 		mdb_midl_free(((MDB_ntxn *)txn)->mnt_pgstate.mf_pghead);
-		mdb_midl_free(((MDB_ntxn *)txn)->mnt_pgstate.mf_pgheld);
 		free(txn);
 		return rc;
 	}
@@ -4222,8 +4106,6 @@ mdb_txn_commit(MDB_txn *txn)
 
 	mdb_midl_free(env->me_pghead);
 	env->me_pghead = NULL;
-	mdb_midl_free(env->me_pgheld);	/* tank: emptied into me_pghead */
-	env->me_pgheld = NULL;
 	mdb_midl_shrink(&txn->mt_free_pgs);
 
 #if (MDB_DEBUG) > 2
@@ -5652,8 +5534,6 @@ mdb_env_close0(MDB_env *env, int excl)
 		env->me_protect[i].pr_refs = env->me_protect[i].pr_used = 0;
 	}
 	env->me_nprotect = env->me_nretiring = 0;
-	mdb_midl_free(env->me_pgscratch);
-	env->me_pgscratch = NULL;
 	free(env->me_pbuf);
 	free(env->me_dbiseqs);
 	free(env->me_dbflags);
@@ -10413,28 +10293,6 @@ mdb_env_protect_candidates(MDB_env *env, size_t txnid, size_t *warm, size_t *fre
 	}
 	mdb_protect_unlock(env);
 	return rc;
-}
-
-int ESECT
-mdb_txn_free_pages(MDB_txn *txn, size_t *loaded, size_t *held_loaded, size_t *set_aside)
-{
-	MDB_env *env;
-	size_t n = 0, h = 0, i;
-	if (!txn || (txn->mt_flags & (MDB_TXN_RDONLY|MDB_TXN_FINISHED|MDB_TXN_HAS_CHILD)))
-		return EINVAL;
-	env = txn->mt_env;
-	if (env->me_pghead) {
-		n = env->me_pghead[0];
-		for (i = 1; i <= n; i++)
-			h += mdb_protect_held(env, env->me_pghead[i], 1);
-	}
-	if (loaded)
-		*loaded = n;
-	if (held_loaded)
-		*held_loaded = h;
-	if (set_aside)
-		*set_aside = env->me_pgheld ? env->me_pgheld[0] : 0;
-	return MDB_SUCCESS;
 }
 
 int ESECT
