@@ -1,6 +1,7 @@
 #include "common/strings.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
@@ -137,33 +138,61 @@ std::optional<std::size_t> invalid_utf8_at(std::string_view text) {
   return std::nullopt;
 }
 
+namespace {
+
+// What a byte becomes in a JSON string: 0 itself, else the letter after the backslash ('u' for
+// \u00XX).
+constexpr std::array<char, 256> kJsonEscape = [] {
+  std::array<char, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[static_cast<std::size_t>(c)] = 'u';
+  t['"'] = '"';
+  t['\\'] = '\\';
+  t['\n'] = 'n';
+  t['\r'] = 'r';
+  t['\t'] = 't';
+  t['\b'] = 'b';
+  t['\f'] = 'f';
+  return t;
+}();
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  std::size_t run = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      // Escapes appended with their length: `+= "..."` costs a strlen each, and JSON lines
-      // taken as text are full of quotes (strlen was 4 % of tank's time in TCP -> HTTP).
-      case '"': out.append("\\\"", 2); break;
-      case '\\': out.append("\\\\", 2); break;
-      case '\n': out.append("\\n", 2); break;
-      case '\r': out.append("\\r", 2); break;
-      case '\t': out.append("\\t", 2); break;
-      case '\b': out.append("\\b", 2); break;
-      case '\f': out.append("\\f", 2); break;
-      default:
-        out.append("\\u00", 4);
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 0xF]);
+  // Two passes: the escaped length first, then the bytes written in place. JSON lines taken as
+  // text are full of quotes, and appending run by run cost two appends per quote (twice the time
+  // of this, bench: a 60-byte JSON line 85-137 ns -> 62-66 ns).
+  std::size_t extra = 0;
+  for (const char ch : s) {
+    const char e = kJsonEscape[static_cast<unsigned char>(ch)];
+    extra += e == 0 ? 0 : e == 'u' ? 5 : 1;
+  }
+  const std::size_t at = out.size();
+  out.resize(at + s.size() + extra + 2);
+  char* p = out.data() + at;
+  *p++ = '"';
+  if (extra == 0) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  } else {
+    for (const char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      const char e = kJsonEscape[c];
+      if (e == 0) {
+        *p++ = ch;
+      } else if (e != 'u') {
+        p[0] = '\\';
+        p[1] = e;
+        p += 2;
+      } else {
+        std::memcpy(p, "\\u00", 4);
+        p[4] = kHex[c >> 4];
+        p[5] = kHex[c & 0xF];
+        p += 6;
+      }
     }
   }
-  out.append(s.data() + run, s.size() - run);
-  out.push_back('"');
+  *p = '"';
 }
 
 std::string base64(std::string_view bytes) {

@@ -47,6 +47,30 @@ TEST_CASE("output batch: NDJSON keeps JSON records as they are and wraps text an
   CHECK(content_type(Encoding::ndjson) == "application/x-ndjson");
 }
 
+TEST_CASE("output batch: text records escape every control character, quote and backslash", "[unit][output]") {
+  // Every ASCII byte, each beside quotes and backslashes, and runs of them: the body parses back
+  // to exactly the text (bytes from 0x80 on are the input's UTF-8 and pass as they are).
+  std::string text;
+  for (int c = 0; c < 0x80; ++c) {
+    text.push_back(static_cast<char>(c));
+    text += "a\"\\";
+  }
+  text += "\"\"\\\\\n\n\x01\x1f plain tail é";
+  for (const std::string& t : {text, std::string(), std::string("no escapes at all"), std::string("\"")}) {
+    BodyEncoder e(Encoding::ndjson);
+    e.add(t, PayloadKind::text);
+    std::string line = e.finish();
+    REQUIRE(line.back() == '\n');
+    line.pop_back();
+    const boost::json::value v = boost::json::parse(line);
+    CHECK(std::string(v.as_object().at("message").as_string()) == t);
+    CHECK(line.find('\n') == std::string::npos);
+  }
+  BodyEncoder e(Encoding::ndjson);
+  e.add(std::string("\x00\x1f\x7f", 3), PayloadKind::text);
+  CHECK(e.finish() == "{\"message\":\"\\u0000\\u001f\x7f\"}\n");
+}
+
 TEST_CASE("output batch: a JSON array body is one JSON value", "[unit][output]") {
   BodyEncoder e(Encoding::json_array);
   CHECK(e.finish() == "[]");
