@@ -329,20 +329,34 @@ const std::vector<std::string> kDelivered{"output=\"bench\"", "result=\"delivere
 const std::vector<std::string> kInput{"input=\"bench\""};
 const std::vector<std::string> kProcessor{"processor=\"bench\""};
 
-// Waits until tank's `metric` reaches n (or stops moving for 20 s).
+// Waits until tank's `metric` reaches n (or stops moving for 20 s). Each scrape costs tank about
+// 0.3 ms of CPU (1,000 scrapes of a tank with one input and one output: 310 ms), so a scrape
+// every 5 ms took some 5 % of tank's CPU in a flat-out run: the wait scrapes every 5-100 ms,
+// sleeping half the time the last scrapes' rate says is left, so the end is still seen within 5 ms.
 void wait_count(const Tank& t, const std::string& metric, const std::vector<std::string>& labels, double n) {
   double last = -1;
   auto last_change = Clock::now();
+  double prev = -1;
+  auto prev_at = Clock::now();
   for (;;) {
+    const auto now = Clock::now();
     const double c = t.counted(metric, labels);
     if (c >= n) return;
     if (c != last) {
       last = c;
-      last_change = Clock::now();
-    } else if (Clock::now() - last_change > std::chrono::seconds(20)) {
+      last_change = now;
+    } else if (now - last_change > std::chrono::seconds(20)) {
       die(fmt::format("{} stuck at {} of {}; see {}", metric, c, n, (t.dir / "tank.log").string()));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto pause = std::chrono::milliseconds(5);
+    if (prev >= 0 && c > prev) {
+      const double rate = (c - prev) / std::chrono::duration<double>(now - prev_at).count();
+      const double half_left_ms = 500.0 * (n - c) / rate;
+      pause = std::chrono::milliseconds(static_cast<long>(std::clamp(half_left_ms, 5.0, 100.0)));
+    }
+    prev = c;
+    prev_at = now;
+    std::this_thread::sleep_for(pause);
   }
 }
 
