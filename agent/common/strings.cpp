@@ -155,18 +155,23 @@ constexpr std::array<char, 256> kJsonEscape = [] {
   return t;
 }();
 
+// How many bytes its escape adds: 0, 1, or 5 for \u00XX.
+constexpr std::array<unsigned char, 256> kJsonEscapeExtra = [] {
+  std::array<unsigned char, 256> t{};
+  for (std::size_t c = 0; c < t.size(); ++c) t[c] = kJsonEscape[c] == 0 ? 0 : kJsonEscape[c] == 'u' ? 5 : 1;
+  return t;
+}();
+
 }  // namespace
 
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  // Two passes: the escaped length first, then the bytes written in place. JSON lines taken as
-  // text are full of quotes, and appending run by run cost two appends per quote (twice the time
-  // of this, bench: a 60-byte JSON line 85-137 ns -> 62-66 ns).
+  // Two passes without a branch per byte: the escaped length first, then the bytes written in
+  // place, two at a time (the second overwritten when the byte needs no escape). JSON lines taken
+  // as text are full of quotes, and appending run by run cost two appends per quote (bench/: JSON
+  // lines of 50-80 bytes, 157 -> 115 ns each).
   std::size_t extra = 0;
-  for (const char ch : s) {
-    const char e = kJsonEscape[static_cast<unsigned char>(ch)];
-    extra += e == 0 ? 0 : e == 'u' ? 5 : 1;
-  }
+  for (const char ch : s) extra += kJsonEscapeExtra[static_cast<unsigned char>(ch)];
   const std::size_t at = out.size();
   out.resize(at + s.size() + extra + 2);
   char* p = out.data() + at;
@@ -175,21 +180,20 @@ void append_json_string(std::string& out, std::string_view s) {
     std::memcpy(p, s.data(), s.size());
     p += s.size();
   } else {
+    // p[1] is written for every byte: at the last one it is the closing quote's place.
     for (const char ch : s) {
       const auto c = static_cast<unsigned char>(ch);
       const char e = kJsonEscape[c];
-      if (e == 0) {
-        *p++ = ch;
-      } else if (e != 'u') {
-        p[0] = '\\';
-        p[1] = e;
-        p += 2;
-      } else {
+      if (e == 'u') [[unlikely]] {
         std::memcpy(p, "\\u00", 4);
         p[4] = kHex[c >> 4];
         p[5] = kHex[c & 0xF];
         p += 6;
+        continue;
       }
+      p[0] = e != 0 ? '\\' : ch;
+      p[1] = e;
+      p += e != 0 ? 2 : 1;
     }
   }
   *p = '"';
