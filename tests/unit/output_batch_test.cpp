@@ -4,7 +4,12 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <fmt/format.h>
+
+#include "common/strings.hpp"
 #include "output/batch.hpp"
+
+#include <random>
 
 using namespace tank::output;
 
@@ -69,6 +74,49 @@ TEST_CASE("output batch: text records escape every control character, quote and 
   BodyEncoder e(Encoding::ndjson);
   e.add(std::string("\x00\x1f\x7f", 3), PayloadKind::text);
   CHECK(e.finish() == "{\"message\":\"\\u0000\\u001f\x7f\"}\n");
+}
+
+TEST_CASE("output batch: the JSON string encoder matches a byte-by-byte reference at every length and position",
+          "[unit][output]") {
+  // The encoder works 16 bytes at a time where it can: escapes at each place in a chunk, runs of
+  // them, chunks without any, and every tail length, appended after text already in the body.
+  auto reference = [](std::string_view s) {
+    std::string r = "\"";
+    for (const char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      switch (c) {
+        case '"': r += "\\\""; break;
+        case '\\': r += "\\\\"; break;
+        case '\n': r += "\\n"; break;
+        case '\r': r += "\\r"; break;
+        case '\t': r += "\\t"; break;
+        case '\b': r += "\\b"; break;
+        case '\f': r += "\\f"; break;
+        default:
+          if (c < 0x20) {
+            r += fmt::format("\\u{:04x}", c);
+          } else {
+            r += ch;
+          }
+      }
+    }
+    return r + "\"";
+  };
+  std::mt19937 rng(23);
+  const std::string alphabet = std::string("\"\\\n\r\t\b\f\x01\x1f\x7f\x80\xff", 12) + "abcxyz{}:,0";
+  for (std::size_t len = 0; len < 100; ++len) {
+    for (int density = 0; density < 4; ++density) {
+      std::string text;
+      for (std::size_t k = 0; k < len; ++k) {
+        const bool special = static_cast<int>(rng() % 4) < density;
+        text.push_back(special ? alphabet[rng() % 12] : alphabet[12 + rng() % (alphabet.size() - 12)]);
+      }
+      std::string out = "prefix";
+      tank::strings::append_json_string(out, text);
+      INFO("length " << len << ", density " << density);
+      REQUIRE(out == "prefix" + reference(text));
+    }
+  }
 }
 
 TEST_CASE("output batch: a JSON array body is one JSON value", "[unit][output]") {
