@@ -336,26 +336,22 @@ const std::vector<std::string> kProcessor{"processor=\"bench\""};
 void wait_count(const Tank& t, const std::string& metric, const std::vector<std::string>& labels, double n) {
   double last = -1;
   auto last_change = Clock::now();
-  double prev = -1;
-  auto prev_at = Clock::now();
   for (;;) {
     const auto now = Clock::now();
     const double c = t.counted(metric, labels);
     if (c >= n) return;
+    auto pause = std::chrono::milliseconds(5);
     if (c != last) {
+      if (last >= 0) {
+        const double rate = (c - last) / std::chrono::duration<double>(now - last_change).count();
+        const double half_left_ms = 500.0 * (n - c) / rate;
+        pause = std::chrono::milliseconds(static_cast<long>(std::clamp(half_left_ms, 5.0, 100.0)));
+      }
       last = c;
       last_change = now;
     } else if (now - last_change > std::chrono::seconds(20)) {
       die(fmt::format("{} stuck at {} of {}; see {}", metric, c, n, (t.dir / "tank.log").string()));
     }
-    auto pause = std::chrono::milliseconds(5);
-    if (prev >= 0 && c > prev) {
-      const double rate = (c - prev) / std::chrono::duration<double>(now - prev_at).count();
-      const double half_left_ms = 500.0 * (n - c) / rate;
-      pause = std::chrono::milliseconds(static_cast<long>(std::clamp(half_left_ms, 5.0, 100.0)));
-    }
-    prev = c;
-    prev_at = now;
     std::this_thread::sleep_for(pause);
   }
 }

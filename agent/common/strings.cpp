@@ -166,10 +166,6 @@ constexpr std::array<unsigned char, 256> kJsonEscapeExtra = [] {
   return t;
 }();
 
-}  // namespace
-
-namespace {
-
 void append_escape(char*& p, unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
   const char e = kJsonEscape[c];

@@ -67,23 +67,33 @@ struct Range {
   std::uint64_t next = 0;
 };
 
+// Appends the next key in txn.
+void put_key(MDB_txn* txn, Env& e, Range& r) {
+  std::uint64_t k = big_endian(r.next);
+  std::string v = value_of(r.next);
+  MDB_val key{sizeof k, &k};
+  MDB_val val{v.size(), v.data()};
+  ok(mdb_put(txn, e.dbi, &key, &val, MDB_APPEND), "mdb_put");
+  ++r.next;
+}
+
+// Deletes all but the newest `keep` keys in txn.
+void keep_newest(MDB_txn* txn, Env& e, Range& r, std::uint64_t keep) {
+  while (r.next - r.first > keep) {
+    std::uint64_t d = big_endian(r.first);
+    MDB_val dk{sizeof d, &d};
+    ok(mdb_del(txn, e.dbi, &dk, nullptr), "mdb_del");
+    ++r.first;
+  }
+}
+
 // Appends `count` keys in commits of one and deletes all but the newest `keep`.
 void churn(Env& e, Range& r, int count, std::uint64_t keep) {
   for (int i = 0; i < count; ++i) {
     MDB_txn* txn = nullptr;
     ok(mdb_txn_begin(e.env, nullptr, 0, &txn), "mdb_txn_begin");
-    std::uint64_t k = big_endian(r.next);
-    std::string v = value_of(r.next);
-    MDB_val key{sizeof k, &k};
-    MDB_val val{v.size(), v.data()};
-    ok(mdb_put(txn, e.dbi, &key, &val, MDB_APPEND), "mdb_put");
-    ++r.next;
-    while (r.next - r.first > keep) {
-      std::uint64_t d = big_endian(r.first);
-      MDB_val dk{sizeof d, &d};
-      ok(mdb_del(txn, e.dbi, &dk, nullptr), "mdb_del");
-      ++r.first;
-    }
+    put_key(txn, e, r);
+    keep_newest(txn, e, r, keep);
     ok(mdb_txn_commit(txn), "mdb_txn_commit");
   }
 }
@@ -411,15 +421,6 @@ std::string page_accounting(Env& e) {
          " accounted for (" + std::to_string(listed) + " listed free)";
 }
 
-void put_key(MDB_txn* txn, Env& e, Range& r) {
-  std::uint64_t k = big_endian(r.next);
-  std::string v = value_of(r.next);
-  MDB_val key{sizeof k, &k};
-  MDB_val val{v.size(), v.data()};
-  ok(mdb_put(txn, e.dbi, &key, &val, MDB_APPEND), "mdb_put");
-  ++r.next;
-}
-
 }  // namespace
 
 // The patch's allocator skips held pages and prefers pages written since the snapshot; the freeDB
@@ -438,12 +439,7 @@ TEST_CASE("lmdb: under a protected snapshot every page stays in a tree or the fr
   {
     MDB_txn* txn = nullptr;
     ok(mdb_txn_begin(e.env, nullptr, 0, &txn), "mdb_txn_begin");
-    while (r.next - r.first > 10) {
-      std::uint64_t d = big_endian(r.first);
-      MDB_val dk{sizeof d, &d};
-      ok(mdb_del(txn, e.dbi, &dk, nullptr), "mdb_del");
-      ++r.first;
-    }
+    keep_newest(txn, e, r, 10);
     ok(mdb_txn_commit(txn), "mdb_txn_commit");
   }
   REQUIRE(page_accounting(e) == "");
@@ -464,12 +460,7 @@ TEST_CASE("lmdb: under a protected snapshot every page stays in a tree or the fr
     } else {
       ok(mdb_txn_commit(child), "mdb_txn_commit (nested)");
     }
-    while (r.next - r.first > 60) {
-      std::uint64_t d = big_endian(r.first);
-      MDB_val dk{sizeof d, &d};
-      ok(mdb_del(txn, e.dbi, &dk, nullptr), "mdb_del");
-      ++r.first;
-    }
+    keep_newest(txn, e, r, 60);
     ok(mdb_txn_commit(txn), "mdb_txn_commit");
     REQUIRE(page_accounting(e) == "");
     REQUIRE(check_snapshot(pin.txn, e.dbi, &pin.range) == "");
