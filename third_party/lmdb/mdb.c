@@ -2567,6 +2567,16 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	enum { Paranoid = 0, Max_retries = INT_MAX /*infinite*/ };
 #endif
 	int rc, retry = num * 60;
+	/* tank: the two limits below on how much of the freeDB is read (num * 60
+	 * records for a run of pages, MDB_WARM_SEARCH_MAX pages for a warm one)
+	 * only apply while the map has room at its end. When it has none, every
+	 * record that may be used is read before failing with MDB_MAP_FULL: a
+	 * segment emptied with mdb_drop() frees thousands of pages, whose record
+	 * needs a run of 17 pages, and a full map of fragmented free pages had
+	 * runs that long only past the first num * 60 records (docs/BENCHMARKS.md,
+	 * issue 23: the acknowledgement refused with MDB_MAP_FULL).
+	 */
+	const int room = mc->mc_txn->mt_next_pgno + num < mc->mc_txn->mt_env->me_maxpg;
 	/* tank: with a protected snapshot, prefer a page written since it
 	 * (mdb_protect_warm()), reading the newer freeDB records for one,
 	 * as long as me_pghead[] stays small; then any page not held.
@@ -2617,8 +2627,14 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 				pgno = mop[i];
 				goto search_done;
 			}
-			if (mop_len >= MDB_WARM_SEARCH_MAX)
-				break;
+			if (mop_len >= MDB_WARM_SEARCH_MAX) {
+				if (room)
+					break;
+				if ((i = mdb_protect_unheld(env, mop)) != 0) {
+					pgno = mop[i];
+					goto search_done;
+				}
+			}
 		} else if (mop_len > n2) {
 			i = mop_len;
 			do {
@@ -2627,7 +2643,7 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 					mdb_protect_held(env, pgno, num)))
 					goto search_done;
 			} while (--i > n2);
-			if (--retry < 0)
+			if (--retry < 0 && room)
 				break;
 		}
 
