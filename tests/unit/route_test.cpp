@@ -164,6 +164,38 @@ TEST_CASE("route filter: raw, derived and derived-only inputs", "[unit][route][q
   CHECK(decoded->derived());
 }
 
+TEST_CASE("route filter: an input's name matches only itself, whatever its length and wherever it differs",
+          "[unit][route][queue]") {
+  // The names are compared 8 bytes at a time, then byte by byte: every length around those steps,
+  // a byte changed at each position, and each name's prefixes and extensions.
+  for (std::size_t len = 1; len <= 25; ++len) {
+    std::string name;
+    for (std::size_t i = 0; i < len; ++i) name += static_cast<char>('a' + (i * 7 + len) % 26);
+    std::vector<std::string> others = {name.substr(0, len - 1), name + "x"};
+    for (std::size_t at = 0; at < len; ++at) {
+      std::string changed = name;
+      changed[at] = changed[at] == 'z' ? 'y' : static_cast<char>(changed[at] + 1);
+      others.push_back(changed);
+    }
+    INFO("name " << name);
+    queue::RouteFilter only{{name}};
+    queue::RouteFilter staged{{"first-input", name}, queue::RouteFilter::Origin::any, {}, {0, 0}};
+    queue::RouteFilter not_raw{{}, queue::RouteFilter::Origin::any, {name}};
+    queue::EncodedRecords b;
+    b.add(name, 1, "x");
+    CHECK(only.accepts(b.encoded(0)));
+    CHECK(staged.accepts(b.encoded(0)));
+    CHECK_FALSE(not_raw.accepts(b.encoded(0)));
+    for (std::size_t k = 0; k < others.size(); ++k) {
+      INFO("other " << others[k]);
+      b.add(others[k], 1, "x");
+      CHECK_FALSE(only.accepts(b.encoded(k + 1)));
+      CHECK_FALSE(staged.accepts(b.encoded(k + 1)));
+      CHECK(not_raw.accepts(b.encoded(k + 1)));
+    }
+  }
+}
+
 TEST_CASE("dead letters: attributes round trip, and entries written by tank 0.1 (format 1) are still read",
           "[unit][dead-letter]") {
   queue::DeadLetter d = queue::DeadLetter::make("plant", "decode_error", "not JSON", "{x", 42);
