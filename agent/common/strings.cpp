@@ -199,20 +199,25 @@ void escape_bytes(char*& p, const char* s, std::size_t i, std::size_t n) {
 }
 
 #if defined(__SSE2__)
-// The bytes to escape in the 16 at v: a bit each (the quote, the backslash, and below 0x20).
+// Among the 16 bytes at v, 0xff where a byte is below 0x20, and where it is the quote or the
+// backslash.
+__m128i control_bytes(__m128i v) { return _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v); }
+__m128i quote_or_backslash(__m128i v) {
+  return _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+}
+
+// The bytes to escape in the 16 at v: a bit each.
 unsigned escape_mask(__m128i v) {
-  const __m128i ctrl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-  const __m128i two = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
-  return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(two, ctrl)));
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(quote_or_backslash(v), control_bytes(v))));
 }
 
 // What escaping adds to each of the 16 bytes at v (kJsonEscapeExtra): 1 for a two-byte escape
 // (\" \\ \n \r \t \b \f), 5 for another control byte (\u00XX), else 0.
 __m128i escape_extra_lanes(__m128i v) {
-  const __m128i ctrl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-  __m128i two = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+  __m128i two = quote_or_backslash(v);
   for (const char c : {'\n', '\r', '\t', '\b', '\f'}) two = _mm_or_si128(two, _mm_cmpeq_epi8(v, _mm_set1_epi8(c)));
-  return _mm_or_si128(_mm_and_si128(two, _mm_set1_epi8(1)), _mm_andnot_si128(two, _mm_and_si128(ctrl, _mm_set1_epi8(5))));
+  return _mm_or_si128(_mm_and_si128(two, _mm_set1_epi8(1)),
+                      _mm_andnot_si128(two, _mm_and_si128(control_bytes(v), _mm_set1_epi8(5))));
 }
 #endif
 

@@ -2567,6 +2567,13 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	enum { Paranoid = 0, Max_retries = INT_MAX /*infinite*/ };
 #endif
 	int rc, retry = num * 60;
+	/* tank: with a protected snapshot, prefer a page written since it
+	 * (mdb_protect_warm()), reading the newer freeDB records for one,
+	 * as long as me_pghead[] stays small; then any page not held.
+	 */
+	int warm = env_warm_first(mc->mc_txn->mt_env, num);
+	MDB_txn *txn = mc->mc_txn;
+	MDB_env *env = txn->mt_env;
 	/* tank: the two limits below on how much of the freeDB is read (num * 60
 	 * records for a run of pages, MDB_WARM_SEARCH_MAX pages for a warm one)
 	 * only apply while the map has room at its end. When it has none, every
@@ -2576,14 +2583,7 @@ mdb_page_alloc(MDB_cursor *mc, int num, MDB_page **mp)
 	 * runs that long only past the first num * 60 records (docs/BENCHMARKS.md,
 	 * issue 23: the acknowledgement refused with MDB_MAP_FULL).
 	 */
-	const int room = mc->mc_txn->mt_next_pgno + num < mc->mc_txn->mt_env->me_maxpg;
-	/* tank: with a protected snapshot, prefer a page written since it
-	 * (mdb_protect_warm()), reading the newer freeDB records for one,
-	 * as long as me_pghead[] stays small; then any page not held.
-	 */
-	int warm = env_warm_first(mc->mc_txn->mt_env, num);
-	MDB_txn *txn = mc->mc_txn;
-	MDB_env *env = txn->mt_env;
+	const int room = txn->mt_next_pgno + num < env->me_maxpg;
 	pgno_t pgno, *mop = env->me_pghead;
 	unsigned i, j, mop_len = mop ? mop[0] : 0, n2 = num-1;
 	MDB_page *np;
