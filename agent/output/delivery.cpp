@@ -699,12 +699,12 @@ bool Delivery::cut_more(Cut& c) {
   for (;;) {
     liveness::alive();
     if (stopping()) return false;
-    queue::ReadBatch b;
+    queue::ReadBatch b = take_chunk();
     try {
-      b = queue_.read(c.scanned,
-                      queue::ReadLimits{settings_.max_records - c.records,
-                                        std::max<std::size_t>(settings_.max_bytes - c.bytes, 1)},
-                      &settings_.filter);
+      queue_.read(c.scanned,
+                  queue::ReadLimits{settings_.max_records - c.records,
+                                    std::max<std::size_t>(settings_.max_bytes - c.bytes, 1)},
+                  &settings_.filter, b);
     } catch (const std::exception& e) {
       log::error(fmt::format("output {}", settings_.output), "reading the queue failed: {}", e.what());
       wait_for(std::chrono::seconds(1));
@@ -725,6 +725,8 @@ bool Delivery::cut_more(Cut& c) {
         const std::string_view first = out.chunks.front().records().front().input;
         for (const queue::RecordView& r : out.chunks.back().records()) other_input = other_input || r.input != first;
       }
+    } else {
+      keep_chunk(std::move(b));
     }
     if (c.records >= settings_.max_records || c.bytes >= settings_.max_bytes || other_input) return true;
     const std::int64_t now = clock_.wall_ns();
@@ -847,10 +849,31 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
     out.payload_bytes = body.size();
     out.key = idempotency_key(settings_.agent_id, settings_.output, queue_.id(), out.first, out.last, body);
   }
-  // The body holds the records now: what they take is not kept while the batch is in flight.
-  out.chunks.clear();
+  // The body holds the records now: what they take is not kept while the batch is in flight (the
+  // next reads reuse it).
   out.records.clear();
+  keep_chunks(out.chunks);
   return true;
+}
+
+queue::ReadBatch Delivery::take_chunk() {
+  std::lock_guard lock(chunks_mutex_);
+  if (spare_chunks_.empty()) return {};
+  queue::ReadBatch b = std::move(spare_chunks_.back());
+  spare_chunks_.pop_back();
+  return b;
+}
+
+void Delivery::keep_chunk(queue::ReadBatch&& chunk) {
+  std::lock_guard lock(chunks_mutex_);
+  if (spare_chunks_.size() >= kSpareChunks) return;
+  chunk.clear();
+  spare_chunks_.push_back(std::move(chunk));
+}
+
+void Delivery::keep_chunks(std::vector<queue::ReadBatch>& chunks) {
+  for (queue::ReadBatch& chunk : chunks) keep_chunk(std::move(chunk));
+  chunks.clear();
 }
 
 bool Delivery::read_back(const InFlightBatch& open, Prepared& out) {

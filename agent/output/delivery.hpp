@@ -127,6 +127,11 @@ class Delivery {
   // max_in_flight = 1 one batch is in flight and one cut at a time, and the one acknowledged
   // becomes the next one cut.
   static constexpr std::size_t kSpareBatches = 1;
+  // Read batches whose memory is kept for the next reads (a cut reads into them): the records of
+  // a batch are megabytes, and reading each batch into fresh buffers left as much again freed but
+  // resident in the allocator's arenas (docs/BENCHMARKS.md, issue 23). A cut usually reads its
+  // batch in one or two chunks; a few more are kept for a slow trickle read record by record.
+  static constexpr std::size_t kSpareChunks = 4;
 
   // The cutting thread: cuts batches (one ahead of the max_in_flight open ones), and commits the
   // outcomes of finished ones (acknowledging in queue order).
@@ -150,6 +155,12 @@ class Delivery {
   // Encodes, compresses and keys the records of `out.chunks` within `open`; false when none is.
   // For an output that gets a body, the records are dropped then (out.count and out.ingest_ns stay).
   bool prepare(const InFlightBatch& open, Prepared& out);
+  // An empty ReadBatch for a read, with the memory of an earlier one when there is one.
+  queue::ReadBatch take_chunk();
+  // Keeps the memory of `chunk` for later reads (up to kSpareChunks are kept; beyond, it is freed).
+  void keep_chunk(queue::ReadBatch&& chunk);
+  // keep_chunk for each of `chunks`, which is left empty.
+  void keep_chunks(std::vector<queue::ReadBatch>& chunks);
   // out.records: the records of out.chunks within `open`.
   void collect(const InFlightBatch& open, Prepared& out) const;
   // Reads the records of `open` again into `out` (chunks, records); false when none is left.
@@ -194,6 +205,8 @@ class Delivery {
   Compressor compressor_;
   BodyEncoder encoder_;
   std::mutex body_mutex_;
+  std::vector<queue::ReadBatch> spare_chunks_;  // guarded by chunks_mutex_ (the delivery thread, a sender)
+  std::mutex chunks_mutex_;
   std::string consumer_;
   std::string state_key_;
   std::uint64_t position_ = 0;  // cut up to here: the last open batch's ack_seq, or acked_

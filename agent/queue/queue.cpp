@@ -104,7 +104,12 @@ CommitResult Queue::commit(const WriteBatch& batch) { return impl_->commit(batch
 CommitResult Queue::append(const EncodedRecords& records) { return impl_->append(records); }
 CommitResult Queue::ack(const std::string& consumer, std::uint64_t seq) { return impl_->ack(consumer, seq); }
 ReadBatch Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
-  return impl_->read(after, limits, filter);
+  ReadBatch out;
+  impl_->read(after, limits, filter, out);
+  return out;
+}
+void Queue::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter, ReadBatch& into) const {
+  impl_->read(after, limits, filter, into);
 }
 std::optional<std::uint64_t> Queue::position(const std::string& consumer) const { return impl_->position(consumer); }
 void Queue::add_consumer(const std::string& name) { impl_->add_consumer(name); }

@@ -275,6 +275,9 @@ class Queue {
   // Throws std::runtime_error when LMDB fails (a damaged file: see damaged()), and
   // std::logic_error on a closed queue.
   ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter = nullptr) const;
+  // The same into `into`, which is cleared first and keeps its memory (ReadBatch::clear): for a
+  // consumer that reads batch after batch. On an exception `into` is left empty.
+  void read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter, ReadBatch& into) const;
 
   // The position of a registered consumer; nullopt for an unknown one.
   std::optional<std::uint64_t> position(const std::string& consumer) const;

@@ -67,8 +67,8 @@ inline constexpr std::uint64_t kMemoryRecordOverhead = sizeof(std::size_t);
 // A page fault maps up to this many pages around the one touched (release_mapped_pages).
 inline constexpr std::uint64_t kFaultAroundPages = 16;
 // The pages of the map that may stay resident beyond the process's other file pages before they
-// are released (release_mapped_pages).
-inline constexpr std::uint64_t kMappedBudget = 16 << 20;
+// are released (release_mapped_pages, which says why 2 MiB).
+inline constexpr std::uint64_t kMappedBudget = 2 << 20;
 
 inline std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
 
@@ -183,7 +183,7 @@ class Queue::Impl {
   CommitResult commit(const WriteBatch& batch);
   CommitResult append(const EncodedRecords& records);
   CommitResult ack(const std::string& consumer, std::uint64_t seq);
-  ReadBatch read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
+  void read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter, ReadBatch& out) const;
   std::optional<std::uint64_t> position(const std::string& consumer) const;
   void add_consumer(const std::string& name);
   bool remove_consumer(const std::string& name, std::vector<std::string> state_deletes);
@@ -282,7 +282,7 @@ class Queue::Impl {
   void note_damage(const std::string& what) const;
   void save_memory_tier();
   void put_dead_letters(Group& g, const WriteBatch& batch);
-  ReadBatch read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const;
+  void read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter, ReadBatch& out) const;
 
   static std::uint64_t memory_cost(const EncodedRecords& records);
   std::uint64_t file_size() const;

@@ -22,20 +22,25 @@ namespace tank::queue {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-ReadBatch Queue::Impl::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
+void Queue::Impl::read(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter, ReadBatch& out) const {
+  out.clear();
   std::shared_lock env_lock(env_mutex_);
   if (env_ == nullptr) throw std::logic_error("the queue is closed");
   try {
-    return read_records(after, limits, filter);
+    read_records(after, limits, filter, out);
   } catch (const lmdb::Error& e) {
+    out.clear();
     if (lmdb::is_damage(e.code())) note_damage(e.what());
     throw std::runtime_error(fmt::format("reading the queue failed: {}", e.what()));
+  } catch (...) {
+    out.clear();
+    throw;
   }
 }
 
-ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter) const {
-  ReadBatch out;
-  if (after == UINT64_MAX || limits.max_records == 0) return out;
+void Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, const RouteFilter* filter,
+                               ReadBatch& out) const {
+  if (after == UINT64_MAX || limits.max_records == 0) return;
   std::size_t count = 0;
   std::size_t bytes = 0;
   std::uint64_t scanned = 0;
@@ -116,6 +121,7 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
   span.after = std::max(after, front);
   bool more = cursor.seek(span.after + 1, k, v);
   std::size_t mi = 0;
+  std::size_t map_read = 0;  // bytes read from the map since the last release_mapped_pages
   while (!stop) {
     bool have_mem = mi < memory_index.size();
     if (!more && !have_mem) break;
@@ -124,6 +130,13 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
       if (memory_cut && disk_seq > memory_cut_seq) break;
       if (have_mem && disk_seq == memory_index[mi].first) ++mi;  // in both tiers: once
       take(disk_seq, lmdb::view_of(v));
+      // A batch of megabytes maps that much of the file (and up to kFaultAroundPages times as
+      // much around it): check the map's resident size within the read too, not only after it.
+      map_read += v.mv_size;
+      if (map_read >= kMappedBudget / 4 / kFaultAroundPages) {
+        release_mapped_pages(map_read * kFaultAroundPages);
+        map_read = 0;
+      }
       if (!stop) more = cursor.next(k, v);
     } else {
       auto [seq, at] = memory_index[mi++];
@@ -139,12 +152,11 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
     if (read_spans_.size() >= kMaxSpans) read_spans_.erase(read_spans_.begin(), read_spans_.begin() + kMaxSpans / 2);
     read_spans_.push_back(span);
   }
-  release_mapped_pages(bytes * kFaultAroundPages);
+  release_mapped_pages(map_read * kFaultAroundPages);
   out.set_scanned_to(scanned);
   std::vector<std::pair<std::uint64_t, std::string>> bad;
   out.finish(&bad);
   for (const auto& [seq, error] : bad) log::error(kComponent, "skipping an unreadable record: {}", error);
-  return out;
 }
 
 // Records are read through LMDB's read-only shared map of data.mdb. The pages touched stay in
@@ -166,7 +178,11 @@ ReadBatch Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limit
 // fault-around had mapped for free) fault again, and a page fault costs 30-50 us in this virtual
 // machine: tcp-http spent half its CPU in faults and madvise (docs/BENCHMARKS.md, issue 23). A
 // queue that keeps up reuses the same few pages and never reaches the budget; a backlog drained
-// costs one fault per page read at most once plus one release per kMappedBudget read.
+// costs one fault per page read at most once plus one release per kMappedBudget read. The budget
+// was 16 MiB while that virtual machine paid 3-4.5 us per page mapped; on the next one (0.1 us,
+// as native hardware) 2 MiB cost no measurable CPU against 16 and took tank's peak RSS under
+// tcp-http from 48 to 28 MiB. Reads check within a read too (read_records), so a batch of
+// megabytes does not map its whole size (and what fault-around maps beside it) before a check.
 //
 // The check itself comes every kCheckEvery of the callers' estimate of the pages they touched:
 // the bytes read or deleted count kFaultAroundPages times (a fault maps up to 16 pages around

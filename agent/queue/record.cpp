@@ -252,6 +252,13 @@ std::optional<std::string_view> RecordView::attribute(std::string_view key) cons
   return found;
 }
 
+void ReadBatch::clear() {
+  arena_.clear();
+  pending_.clear();
+  views_.clear();
+  scanned_to_ = 0;
+}
+
 void ReadBatch::append(std::uint64_t seq, std::string_view encoded) {
   arena_.insert(arena_.end(), encoded.begin(), encoded.end());
   pending_.emplace_back(seq, arena_.size());
