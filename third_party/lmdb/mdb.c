@@ -2429,16 +2429,36 @@ mdb_protect_newest(MDB_env *env)
 	return pr;
 }
 
+/** tank: mdb_midl_search() of id in ids (descending) that first tries
+ *	index hint (where an earlier search ended) and its two neighbours;
+ *	0 for no hint. The same result.
+ */
+static unsigned
+mdb_midl_search_from(MDB_IDL ids, MDB_ID id, unsigned hint)
+{
+	unsigned n = ids[0], h, k;
+	for (k = 0; hint && k < 3; k++) {
+		h = k == 0 ? hint : k == 1 ? hint + 1 : hint - 1;
+		if (h >= 1 && h <= n + 1 &&
+			(h > n || ids[h] <= id) && (h == 1 || ids[h - 1] > id))
+			return h;
+	}
+	return mdb_midl_search(ids, id);
+}
+
 /** tank: pop candidates off v until one is in me_pghead[] (descending)
  *	and held by no snapshot: its index in mop, or 0 when v ran out.
+ *	Most candidates popped in a row are dropped (not in mop, or held)
+ *	and lie next to each other in it: each search starts where the last
+ *	one ended.
  */
 static unsigned
 mdb_protect_pop(MDB_env *env, MDB_pgset *v, pgno_t *mop)
 {
-	unsigned i, n = mop ? mop[0] : 0;
+	unsigned i = 0, n = mop ? mop[0] : 0;
 	while (v->ps_n && n) {
 		pgno_t p = v->ps_v[v->ps_n - 1];
-		i = mdb_midl_search(mop, p);
+		i = mdb_midl_search_from(mop, p, i);
 		/* Left on the stack: taking it removes it from mop, and the
 		 * next call drops it. */
 		if (i <= n && mop[i] == p && !mdb_protect_held(env, p, 1))
