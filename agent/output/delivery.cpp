@@ -856,6 +856,7 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   return true;
 }
 
+// spare_chunks_ is kept in ascending order of memory held: the largest is at the back.
 queue::ReadBatch Delivery::take_chunk() {
   std::lock_guard lock(chunks_mutex_);
   if (spare_chunks_.empty()) return {};
@@ -865,10 +866,13 @@ queue::ReadBatch Delivery::take_chunk() {
 }
 
 void Delivery::keep_chunk(queue::ReadBatch&& chunk) {
-  std::lock_guard lock(chunks_mutex_);
-  if (spare_chunks_.size() >= kSpareChunks) return;
   chunk.clear();
-  spare_chunks_.push_back(std::move(chunk));
+  std::lock_guard lock(chunks_mutex_);
+  auto at = std::find_if(spare_chunks_.begin(), spare_chunks_.end(), [&](const queue::ReadBatch& s) {
+    return s.capacity_bytes() > chunk.capacity_bytes();
+  });
+  spare_chunks_.insert(at, std::move(chunk));
+  if (spare_chunks_.size() > kSpareChunks) spare_chunks_.erase(spare_chunks_.begin());  // the smallest goes
 }
 
 void Delivery::keep_chunks(std::vector<queue::ReadBatch>& chunks) {

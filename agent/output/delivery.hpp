@@ -130,8 +130,9 @@ class Delivery {
   // Read batches whose memory is kept for the next reads (a cut reads into them): the records of
   // a batch are megabytes, and reading each batch into fresh buffers left as much again freed but
   // resident in the allocator's arenas (docs/BENCHMARKS.md, issue 23). A cut usually reads its
-  // batch in one or two chunks; a few more are kept for a slow trickle read record by record.
-  static constexpr std::size_t kSpareChunks = 4;
+  // batch in one or two chunks; the one with the most memory is read into first, so that no more
+  // than two grow to a batch's size.
+  static constexpr std::size_t kSpareChunks = 2;
 
   // The cutting thread: cuts batches (one ahead of the max_in_flight open ones), and commits the
   // outcomes of finished ones (acknowledging in queue order).
@@ -155,9 +156,11 @@ class Delivery {
   // Encodes, compresses and keys the records of `out.chunks` within `open`; false when none is.
   // For an output that gets a body, the records are dropped then (out.count and out.ingest_ns stay).
   bool prepare(const InFlightBatch& open, Prepared& out);
-  // An empty ReadBatch for a read, with the memory of an earlier one when there is one.
+  // An empty ReadBatch for a read, with the memory of an earlier one when there is one (the
+  // largest).
   queue::ReadBatch take_chunk();
-  // Keeps the memory of `chunk` for later reads (up to kSpareChunks are kept; beyond, it is freed).
+  // Keeps the memory of `chunk` for later reads: up to kSpareChunks, the largest (the others are
+  // freed).
   void keep_chunk(queue::ReadBatch&& chunk);
   // keep_chunk for each of `chunks`, which is left empty.
   void keep_chunks(std::vector<queue::ReadBatch>& chunks);

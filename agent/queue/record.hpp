@@ -168,6 +168,10 @@ class ReadBatch {
   // batches: fresh megabyte buffers per read left freed memory in the allocator's arenas (6 MiB of
   // tank's resident memory, docs/BENCHMARKS.md).
   void clear();
+  // The memory it holds for records and their views, in bytes (what clear() keeps).
+  std::size_t capacity_bytes() const {
+    return arena_.capacity() + pending_.capacity() * sizeof(pending_[0]) + views_.capacity() * sizeof(RecordView);
+  }
 
   // Used by the queue while building the batch.
   void append(std::uint64_t seq, std::string_view encoded);
