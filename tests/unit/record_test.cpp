@@ -72,3 +72,47 @@ TEST_CASE("malformed record bytes are refused with a reason, never read out of b
     (void)peek_input(junk);
   }
 }
+
+TEST_CASE("a read batch holds every record appended across its buffer's growth, reports the bad ones, and keeps its memory when cleared",
+          "[record]") {
+  // Records of every size from empty to 20 KB (the buffer grows many times while views exist),
+  // with a malformed one among them, then the batch emptied and filled again.
+  EncodedRecords src;
+  Attribute attrs[] = {{"topic", "t/1"}};
+  constexpr std::size_t kRecords = 300;
+  for (std::size_t i = 0; i < kRecords; ++i) {
+    src.add("in" + std::to_string(i % 7), static_cast<std::int64_t>(i), std::string(i * i % 20011, 'a' + i % 26), attrs);
+  }
+  ReadBatch batch;
+  for (int round = 0; round < 2; ++round) {
+    batch.clear();
+    for (std::size_t i = 0; i < kRecords; ++i) {
+      batch.append(100 + i, src.encoded(i));
+      if (i == 150) batch.append(9999, std::string_view("\x07garbage", 8));
+    }
+    batch.set_scanned_to(100 + kRecords - 1);
+    std::vector<std::pair<std::uint64_t, std::string>> bad;
+    batch.finish(&bad);
+    REQUIRE(batch.size() == kRecords);
+    REQUIRE(bad.size() == 1);
+    CHECK(bad[0].first == 9999);
+    CHECK(bad[0].second.find("record 9999") != std::string::npos);
+    std::size_t stored = 0;
+    for (std::size_t i = 0; i < kRecords; ++i) {
+      const RecordView& r = batch.records()[i];
+      CHECK(r.seq == 100 + i);
+      CHECK(r.ingest_ns == static_cast<std::int64_t>(i));
+      CHECK(r.input == "in" + std::to_string(i % 7));
+      CHECK(r.payload == std::string(i * i % 20011, 'a' + i % 26));
+      CHECK(r.attribute("topic") == "t/1");
+      stored += src.encoded(i).size();
+    }
+    CHECK(batch.bytes() == stored + 8);
+    CHECK(batch.scanned_to() == 100 + kRecords - 1);
+  }
+  const std::size_t held = batch.capacity_bytes();
+  batch.clear();
+  CHECK(batch.empty());
+  CHECK(batch.bytes() == 0);
+  CHECK(batch.capacity_bytes() == held);
+}
