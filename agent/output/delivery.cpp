@@ -856,7 +856,6 @@ bool Delivery::prepare(const InFlightBatch& open, Prepared& out) {
   return true;
 }
 
-// spare_chunks_ is kept in ascending order of memory held: the largest is at the back.
 queue::ReadBatch Delivery::take_chunk() {
   std::lock_guard lock(chunks_mutex_);
   if (spare_chunks_.empty()) return {};

@@ -208,7 +208,9 @@ class Delivery {
   Compressor compressor_;
   BodyEncoder encoder_;
   std::mutex body_mutex_;
-  std::vector<queue::ReadBatch> spare_chunks_;  // guarded by chunks_mutex_ (the delivery thread, a sender)
+  // In ascending order of memory held (the largest at the back); guarded by chunks_mutex_ (the
+  // delivery thread, a sender).
+  std::vector<queue::ReadBatch> spare_chunks_;
   std::mutex chunks_mutex_;
   std::string consumer_;
   std::string state_key_;

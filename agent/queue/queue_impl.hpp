@@ -69,6 +69,9 @@ inline constexpr std::uint64_t kFaultAroundPages = 16;
 // The pages of the map that may stay resident beyond the process's other file pages before they
 // are released (release_mapped_pages, which says why 2 MiB).
 inline constexpr std::uint64_t kMappedBudget = 2 << 20;
+// How often the map's resident size is checked: every this many bytes of the callers' estimate of
+// the pages they touched (release_mapped_pages).
+inline constexpr std::uint64_t kMappedCheckEvery = kMappedBudget / 4;
 
 inline std::string consumer_key(std::string_view name) { return "consumer:" + std::string(name); }
 

@@ -133,7 +133,7 @@ void Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, co
       // A batch of megabytes maps that much of the file (and up to kFaultAroundPages times as
       // much around it): check the map's resident size within the read too, not only after it.
       map_read += v.mv_size;
-      if (map_read >= kMappedBudget / 4 / kFaultAroundPages) {
+      if (map_read * kFaultAroundPages >= kMappedCheckEvery) {
         release_mapped_pages(map_read * kFaultAroundPages);
         map_read = 0;
       }
@@ -184,7 +184,7 @@ void Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, co
 // tcp-http from 48 to 28 MiB. Reads check within a read too (read_records), so a batch of
 // megabytes does not map its whole size (and what fault-around maps beside it) before a check.
 //
-// The check itself comes every kCheckEvery of the callers' estimate of the pages they touched:
+// The check itself comes every kMappedCheckEvery of the callers' estimate of the pages they touched:
 // the bytes read or deleted count kFaultAroundPages times (a fault maps up to 16 pages around
 // the one touched that are in the page cache), the bytes appended once plus the pages each commit
 // copies.
@@ -194,8 +194,7 @@ void Queue::Impl::read_records(std::uint64_t after, const ReadLimits& limits, co
 // open, for the whole map size) and then only one madvise call is made. Measured cost and effect:
 // docs/BENCHMARKS.md.
 void Queue::Impl::release_mapped_pages(std::size_t bytes) const {
-  constexpr std::uint64_t kCheckEvery = kMappedBudget / 4;
-  if (touched_since_release_.fetch_add(bytes) + bytes < kCheckEvery) return;
+  if (touched_since_release_.fetch_add(bytes) + bytes < kMappedCheckEvery) return;
   touched_since_release_ = 0;
   std::lock_guard lock(release_mutex_);
   const std::uint64_t resident = file_resident_bytes();
